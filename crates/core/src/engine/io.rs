@@ -1,0 +1,198 @@
+//! What goes into the engine ([`Event`]) and what comes out ([`Action`]).
+//!
+//! Each action is a request for one effect; the driver (the daemon, or the
+//! simulator) carries it out and reports the result as the matching event.
+//! The contract of each effect is written on its variant: both drivers
+//! implement exactly that, and the engine relies on nothing more.
+
+use crate::relpath::RelPath;
+use crate::snapshot::{Cap, Content, Listing, SnapshotInfo};
+use crate::store::LocalState;
+
+/// Milliseconds on the driver's monotonic clock.
+pub type Millis = u64;
+
+/// Identifies one in-flight effect, so its result finds its way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// An effect the engine asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Walk the whole folder; report every entry's [`LocalState`] with
+    /// [`Event::Scanned`]. Symlinks, special files and names that are not
+    /// UTF-8 are left out and reported as problems. If the folder or its
+    /// marker directory is missing, report an error rather than an empty
+    /// list, so that nothing is taken for deleted.
+    Scan,
+    /// List the collective and every *other* participant's personal
+    /// directory; report with [`Event::Polled`].
+    Poll,
+    /// Download a snapshot's directory and metadata, verify its signature and
+    /// that it is a version of `listed_as`; report with [`Event::Fetched`].
+    Fetch {
+        /// The snapshot.
+        cap: Cap,
+        /// The path of the entry (or child) that named it.
+        listed_as: RelPath,
+    },
+    /// Make a new snapshot of `path` and upload it; report with
+    /// [`Event::Uploaded`]. The path must still be in state `local`, before
+    /// and after its content is read, or the result is
+    /// [`UploadOutcome::Changed`] and nothing is created. `Absent` uploads a
+    /// deletion, `Dir` a directory.
+    Upload {
+        /// Matches the result to this request.
+        op: OpId,
+        /// The path.
+        path: RelPath,
+        /// The state the snapshot is made from.
+        local: LocalState,
+        /// Parent snapshots.
+        parents: Vec<Cap>,
+    },
+    /// Point our personal directory's entries at these snapshots, all in one
+    /// directory write; report with [`Event::Published`].
+    Publish {
+        /// Matches the result to this request.
+        op: OpId,
+        /// (path, snapshot) pairs; entry names are `snapshot::entry_name(path)`.
+        entries: Vec<(RelPath, Cap)>,
+    },
+    /// Make `target` hold `content`, atomically and only if the path is still
+    /// in state `expect` at the last moment; report with [`Event::Written`].
+    ///
+    /// * `File`: stream the content into a temporary file in the target's
+    ///   directory, fsync, set the mtime to `mtime_s`; then, if the target is
+    ///   in state `expect`, move any old file into the versions area and
+    ///   rename the new one into place.
+    /// * `Dir`: create the directory; one already there is success whatever
+    ///   `expect` says (a file in state `expect` is moved to the versions
+    ///   area first).
+    /// * `Deleted`: a file in state `expect` is moved to the versions area;
+    ///   a directory is removed only if empty ([`WriteOutcome::NotEmpty`]).
+    ///
+    /// A target whose state is not `expect` is left untouched
+    /// ([`WriteOutcome::Changed`]). Parent directories are created as needed;
+    /// nothing is ever written through a symlink or outside the folder.
+    Write {
+        /// Matches the result to this request.
+        op: OpId,
+        /// The path to write (the path itself or a conflict copy).
+        target: RelPath,
+        /// What to put there.
+        content: Content,
+        /// Modification time to give a written file.
+        mtime_s: i64,
+        /// The state the target must still be in.
+        expect: LocalState,
+    },
+}
+
+/// Something that happened: an effect's result, or a local change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Result of [`Action::Scan`]: the whole folder, or why it can't be read.
+    Scanned(Result<ScanReport, String>),
+    /// The watcher saw these paths change; fresh states (`Absent` if gone).
+    LocalChanged(Vec<(RelPath, LocalState)>),
+    /// Result of [`Action::Poll`].
+    Polled(Result<Vec<RemoteListing>, String>),
+    /// Result of [`Action::Fetch`].
+    Fetched {
+        /// The snapshot asked for.
+        cap: Cap,
+        /// It, verified, or why not.
+        result: Result<SnapshotInfo, EffectError>,
+    },
+    /// Result of [`Action::Upload`].
+    Uploaded {
+        /// The request.
+        op: OpId,
+        /// What happened.
+        result: UploadOutcome,
+    },
+    /// Result of [`Action::Publish`].
+    Published {
+        /// The request.
+        op: OpId,
+        /// Done, or why not.
+        result: Result<(), EffectError>,
+    },
+    /// Result of [`Action::Write`].
+    Written {
+        /// The request.
+        op: OpId,
+        /// What happened.
+        result: WriteOutcome,
+    },
+}
+
+/// A full scan of the folder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Every syncable entry (files, directories, and conflict copies).
+    pub entries: Vec<(RelPath, LocalState)>,
+    /// Paths that exist but were not scanned: ignored by a rule, unreadable,
+    /// symlinks, special files. Nothing at or below them is taken for
+    /// deleted, so adding an ignore rule or losing read permission never
+    /// deletes a file at the other participants.
+    pub skipped: Vec<RelPath>,
+    /// Entries skipped with a reason (symlinks, special files, bad names, unreadable).
+    pub problems: Vec<String>,
+}
+
+/// One participant's personal directory, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteListing {
+    /// The participant's name in the collective.
+    pub participant: String,
+    /// Path → snapshot, or why the directory could not be listed.
+    pub entries: Result<Listing, EffectError>,
+    /// Entries rejected before they reached the engine (unsafe names), with reasons.
+    pub rejected: Vec<String>,
+}
+
+/// Why an effect failed, and whether trying again later can help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectError {
+    /// A sentence for the user.
+    pub message: String,
+    /// True when a retry later may succeed (grid away, timeout).
+    pub transient: bool,
+}
+
+impl EffectError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> EffectError {
+        EffectError { message: message.into(), transient: true }
+    }
+    /// A failure that will not go away by itself.
+    pub fn permanent(message: impl Into<String>) -> EffectError {
+        EffectError { message: message.into(), transient: false }
+    }
+}
+
+/// Result of an upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// Created; not yet published.
+    Done(SnapshotInfo),
+    /// The path was not (or no longer) in the expected state: nothing created.
+    Changed(LocalState),
+    /// Failed.
+    Failed(EffectError),
+}
+
+/// Result of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Done; the target's new state.
+    Done(LocalState),
+    /// The target was not in the expected state; untouched.
+    Changed(LocalState),
+    /// A directory to delete still has entries.
+    NotEmpty,
+    /// Failed.
+    Failed(EffectError),
+}

@@ -1,0 +1,1055 @@
+//! The sans-IO sync engine of one folder.
+//!
+//! # Call order
+//!
+//! The driver owns the clock and the effects. It calls, in a loop:
+//!
+//! 1. [`Engine::poll_action`] until it returns `None`, carrying out each
+//!    [`Action`] (concurrently if it likes) and feeding each result back with
+//!    [`Engine::handle`];
+//! 2. [`Engine::poll_timeout`] to learn when to call
+//!    [`Engine::handle_timeout`] if nothing else happens first.
+//!
+//! Every call takes `now`; the engine never reads a clock, a disk or the
+//! grid, so the same decisions run in the daemon and in the simulator.
+//!
+//! # The rules
+//!
+//! * **Local first, and the folder is the queue.** A path whose local state
+//!   differs from its [`Current`] record is uploaded as a new snapshot whose
+//!   parent is the current one. Edits made while offline or while an upload
+//!   runs fold into one snapshot, because the upload reads the file as it is.
+//! * **Remote by ancestry.** A remote snapshot that descends from ours is
+//!   written over our copy (only if our copy is still exactly what we last
+//!   recorded — checked at the last moment by the driver); one that is our
+//!   ancestor is ignored; two diverged versions are a *conflict*.
+//! * **Conflicts converge.** Every participant picks the same winner
+//!   ([`ancestry::compare_for_win`]); the loser is kept beside the file as
+//!   `<path>.conflict-<author>`. Removing that copy resolves the conflict: the
+//!   next snapshot of the path names the loser as a second parent, and that
+//!   resolution removes the copy everywhere.
+//! * **Nothing overwritten silently.** Every write names the state it expects
+//!   to replace; the driver moves anything it replaces into the folder's
+//!   versions area.
+
+mod ancestry;
+mod io;
+
+pub use ancestry::{compare_for_win, is_ancestor, same_content, Answer};
+pub use io::*;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::relpath::RelPath;
+use crate::snapshot::{Cap, Content, SnapshotInfo};
+use crate::store::{Change, Conflict, Current, LocalState, Store, StoreError};
+
+/// How the engine is tuned.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Our participant name.
+    pub me: String,
+    /// How often to poll the other participants.
+    pub poll_interval: Millis,
+    /// How often to walk the whole folder.
+    pub scan_interval: Millis,
+}
+
+/// What the engine reports about its folder.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// Paths with a live file or directory.
+    pub files: usize,
+    /// Paths waiting for work.
+    pub queued: usize,
+    /// Effects in flight.
+    pub in_flight: usize,
+    /// Snapshots not yet linked into our personal directory.
+    pub unpublished: usize,
+    /// Unresolved conflicts: (path, author of the version kept as a copy).
+    pub conflicts: Vec<(RelPath, String)>,
+    /// When the last full scan finished.
+    pub last_scan: Option<Millis>,
+    /// When the last poll finished.
+    pub last_poll: Option<Millis>,
+    /// Recent problems, newest last.
+    pub errors: Vec<StatusError>,
+    /// Set when the engine stopped because its local state cannot be written.
+    pub fatal: Option<String>,
+}
+
+/// One problem shown in status.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StatusError {
+    /// When it happened.
+    pub at: Millis,
+    /// The path concerned, if any.
+    pub path: Option<RelPath>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// How many recent errors status keeps.
+const MAX_ERRORS: usize = 50;
+/// First retry delay after a failure; doubles up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Millis = 500;
+/// Longest retry delay.
+const MAX_BACKOFF: Millis = 60_000;
+/// Delay before re-reading a file that changed while it was uploaded.
+const CHANGED_DELAY: Millis = 1_000;
+/// How many times a directory deletion waits for the directory to empty
+/// before the directory is kept (and re-published) instead.
+const NOT_EMPTY_TRIES: u32 = 4;
+/// Snapshot infos kept in memory before the cache is dropped and refilled from the store.
+const CACHE_LIMIT: usize = 50_000;
+
+/// An in-flight effect.
+#[derive(Clone, Debug)]
+enum Op {
+    Upload { path: RelPath, local: LocalState, resolving: Vec<Cap> },
+    Publish { entries: Vec<(RelPath, Cap)> },
+    Write { path: RelPath, purpose: Purpose },
+}
+
+/// Why a write was asked for.
+#[derive(Clone, Debug)]
+enum Purpose {
+    /// Make the path hold this remote snapshot.
+    Adopt(SnapshotInfo),
+    /// Keep a losing version as `path.conflict-<author>`.
+    Copy { author: String, snapshot: Cap },
+    /// Remove a conflict copy made obsolete by a resolution.
+    RemoveCopy { author: String },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Backoff {
+    due: Millis,
+    attempts: u32,
+}
+
+impl Backoff {
+    fn after_failure(prev: Option<Backoff>, now: Millis) -> Backoff {
+        let attempts = prev.map_or(0, |b| b.attempts) + 1;
+        let delay = BASE_BACKOFF.saturating_mul(1 << attempts.min(20)).min(MAX_BACKOFF);
+        Backoff { due: now + delay, attempts }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Fetching {
+    listed_as: RelPath,
+    waiters: BTreeSet<RelPath>,
+    in_flight: bool,
+    backoff: Option<Backoff>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timer {
+    due: Millis,
+    in_flight: bool,
+    requested: bool,
+}
+
+/// The sync engine of one folder.
+pub struct Engine<S: Store> {
+    store: S,
+    cfg: EngineConfig,
+    now: Millis,
+    /// Mirror of the store's current records.
+    current: BTreeMap<RelPath, Current>,
+    /// Mirror of the store's conflicts, by path then author.
+    conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>>,
+    /// Paths whose current snapshot is not yet in our personal directory.
+    unpublished: BTreeSet<RelPath>,
+    /// Local states seen but not yet acted on.
+    observed: BTreeMap<RelPath, LocalState>,
+    /// Remote snapshots to consider, per path.
+    candidates: BTreeMap<RelPath, BTreeSet<Cap>>,
+    /// The last listing of each participant, to notice what is new.
+    seen: BTreeMap<String, BTreeMap<RelPath, Cap>>,
+    /// Paths to look at on the next pump.
+    work: BTreeSet<RelPath>,
+    /// At most one effect per path at a time.
+    busy: HashMap<RelPath, OpId>,
+    ops: HashMap<OpId, Op>,
+    /// Paths waiting to retry after a failure.
+    backoff: HashMap<RelPath, Backoff>,
+    /// Directory deletions that found the directory not yet empty.
+    not_empty: HashMap<RelPath, u32>,
+    fetching: HashMap<Cap, Fetching>,
+    /// Snapshots that failed verification, with the reason.
+    bad: HashMap<Cap, String>,
+    cache: HashMap<Cap, SnapshotInfo>,
+    publishing: Option<OpId>,
+    publish_backoff: Option<Backoff>,
+    scan: Timer,
+    poll: Timer,
+    last_scan: Option<Millis>,
+    last_poll: Option<Millis>,
+    errors: VecDeque<StatusError>,
+    out: VecDeque<Action>,
+    changes: Vec<Change>,
+    next_op: u64,
+    fatal: Option<String>,
+}
+
+impl<S: Store> Engine<S> {
+    /// Loads durable state and schedules the start-up scan and poll.
+    pub fn new(mut store: S, cfg: EngineConfig, now: Millis) -> Result<Self, StoreError> {
+        let loaded = store.load()?;
+        let unpublished =
+            loaded.current.iter().filter(|(_, c)| !c.published).map(|(p, _)| p.clone()).collect();
+        let mut conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>> = BTreeMap::new();
+        let mut work = BTreeSet::new();
+        for c in loaded.conflicts {
+            work.insert(c.path.clone());
+            conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
+        }
+        let timer = Timer { due: now, in_flight: false, requested: true };
+        let mut engine = Engine {
+            store,
+            cfg,
+            now,
+            current: loaded.current,
+            conflicts,
+            unpublished,
+            observed: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            work,
+            busy: HashMap::new(),
+            ops: HashMap::new(),
+            backoff: HashMap::new(),
+            not_empty: HashMap::new(),
+            fetching: HashMap::new(),
+            bad: HashMap::new(),
+            cache: HashMap::new(),
+            publishing: None,
+            publish_backoff: None,
+            scan: timer,
+            poll: timer,
+            last_scan: None,
+            last_poll: None,
+            errors: VecDeque::new(),
+            out: VecDeque::new(),
+            changes: Vec::new(),
+            next_op: 0,
+            fatal: None,
+        };
+        engine.pump();
+        Ok(engine)
+    }
+
+    /// Feeds one event in.
+    pub fn handle(&mut self, now: Millis, event: Event) {
+        self.now = self.now.max(now);
+        if self.fatal.is_some() {
+            return;
+        }
+        match event {
+            Event::Scanned(result) => self.on_scanned(result),
+            Event::LocalChanged(entries) => {
+                for (path, state) in entries {
+                    self.observe(path, state);
+                }
+            }
+            Event::Polled(result) => self.on_polled(result),
+            Event::Fetched { cap, result } => self.on_fetched(cap, result),
+            Event::Uploaded { op, result } => self.on_uploaded(op, result),
+            Event::Published { op, result } => self.on_published(op, result),
+            Event::Written { op, result } => self.on_written(op, result),
+        }
+        self.pump();
+    }
+
+    /// Lets timers fire.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        if self.fatal.is_some() {
+            return;
+        }
+        let due: Vec<RelPath> =
+            self.backoff.iter().filter(|(_, b)| b.due <= self.now).map(|(p, _)| p.clone()).collect();
+        for p in due {
+            self.backoff.remove(&p);
+            self.work.insert(p);
+        }
+        let fetches: Vec<Cap> = self
+            .fetching
+            .iter()
+            .filter(|(_, f)| !f.in_flight && f.backoff.is_some_and(|b| b.due <= self.now))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for cap in fetches {
+            self.send_fetch(cap);
+        }
+        self.pump();
+    }
+
+    /// The next effect to carry out, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        if self.fatal.is_some() {
+            return None;
+        }
+        let timers = [self.scan, self.poll]
+            .into_iter()
+            .filter(|t| !t.in_flight)
+            .map(|t| if t.requested { self.now } else { t.due });
+        let backoffs = self.backoff.values().map(|b| b.due);
+        let fetches = self.fetching.values().filter(|f| !f.in_flight).filter_map(|f| f.backoff.map(|b| b.due));
+        let publish = self.publish_backoff.map(|b| b.due).filter(|_| self.publishing.is_none());
+        timers.chain(backoffs).chain(fetches).chain(publish).min()
+    }
+
+    /// Asks for a full scan as soon as possible.
+    pub fn request_scan(&mut self) {
+        self.scan.requested = true;
+        self.pump();
+    }
+
+    /// Asks for a poll as soon as possible.
+    pub fn request_poll(&mut self) {
+        self.poll.requested = true;
+        self.pump();
+    }
+
+    /// True when nothing is queued, in flight or unpublished, and no scan or
+    /// poll is running or overdue.
+    pub fn is_idle(&self) -> bool {
+        self.ops.is_empty()
+            && self.work.is_empty()
+            && self.observed.is_empty()
+            && self.backoff.is_empty()
+            && self.fetching.is_empty()
+            && self.unpublished.is_empty()
+            && self.candidates.values().all(|c| c.is_empty())
+            && self.out.is_empty()
+            && !self.scan.in_flight
+            && !self.poll.in_flight
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        Status {
+            files: self.current.values().filter(|c| c.local != LocalState::Absent).count(),
+            queued: self.work.len()
+                + self.observed.len()
+                + self.backoff.len()
+                + self.candidates.values().filter(|c| !c.is_empty()).count(),
+            in_flight: self.ops.len() + self.fetching.values().filter(|f| f.in_flight).count(),
+            unpublished: self.unpublished.len(),
+            conflicts: self
+                .conflicts
+                .iter()
+                .flat_map(|(p, m)| m.values().filter(|c| !c.resolved).map(move |c| (p.clone(), c.author.clone())))
+                .collect(),
+            last_scan: self.last_scan,
+            last_poll: self.last_poll,
+            errors: self.errors.iter().cloned().collect(),
+            fatal: self.fatal.clone(),
+        }
+    }
+
+    /// The current record of a path.
+    pub fn current(&self, path: &RelPath) -> Option<&Current> {
+        self.current.get(path)
+    }
+
+    /// Every current record.
+    pub fn currents(&self) -> &BTreeMap<RelPath, Current> {
+        &self.current
+    }
+
+    /// Every conflict record.
+    pub fn conflicts(&self) -> impl Iterator<Item = &Conflict> {
+        self.conflicts.values().flat_map(|m| m.values())
+    }
+
+    /// The store (read access for the driver).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Gives the store back (the engine's memory is dropped, as in a crash).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    // ----- events -------------------------------------------------------
+
+    fn on_scanned(&mut self, result: Result<ScanReport, String>) {
+        self.scan.in_flight = false;
+        self.scan.due = self.now + self.cfg.scan_interval;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(None, format!("scan failed, nothing taken for deleted: {e}"));
+                return;
+            }
+        };
+        self.last_scan = Some(self.now);
+        for p in report.problems {
+            self.error(None, p);
+        }
+        let skipped: BTreeSet<RelPath> = report.skipped.into_iter().collect();
+        let mut present: BTreeSet<RelPath> = BTreeSet::new();
+        for (path, state) in report.entries {
+            present.insert(path.clone());
+            self.observe(path, state);
+        }
+        let under_skipped = |p: &RelPath| {
+            let mut cur = Some(p.clone());
+            while let Some(c) = cur {
+                if skipped.contains(&c) {
+                    return true;
+                }
+                cur = c.parent();
+            }
+            false
+        };
+        let gone: Vec<RelPath> = self
+            .current
+            .iter()
+            .filter(|(p, c)| c.local != LocalState::Absent && !present.contains(*p) && !under_skipped(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            self.observe(p, LocalState::Absent);
+        }
+        let copies: Vec<RelPath> = self
+            .conflicts
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|c| c.copy.is_some() && !c.resolved)
+            .map(|c| c.path.conflict_copy(&c.author))
+            .filter(|copy| !present.contains(copy) && !under_skipped(copy))
+            .collect();
+        for copy in copies {
+            self.observe(copy, LocalState::Absent);
+        }
+    }
+
+    fn observe(&mut self, path: RelPath, state: LocalState) {
+        if let Some((orig, author)) = path.as_conflict_copy() {
+            // A conflict copy is never uploaded; its disappearance is the
+            // user's resolution of that conflict.
+            let author = author.to_owned();
+            if state == LocalState::Absent {
+                if let Some(c) = self.conflicts.get_mut(&orig).and_then(|m| m.get_mut(&author)) {
+                    if c.copy.is_some() && !c.resolved {
+                        c.resolved = true;
+                        self.changes.push(Change::PutConflict(c.clone()));
+                        self.work.insert(orig);
+                    }
+                }
+            }
+            return;
+        }
+        if path.is_internal() {
+            return;
+        }
+        let known = self.current.get(&path).map_or(LocalState::Absent, |c| c.local);
+        if known == state && !self.busy.contains_key(&path) {
+            self.observed.remove(&path);
+        } else {
+            self.observed.insert(path.clone(), state);
+            self.work.insert(path);
+        }
+    }
+
+    fn on_polled(&mut self, result: Result<Vec<RemoteListing>, String>) {
+        self.poll.in_flight = false;
+        self.poll.due = self.now + self.cfg.poll_interval;
+        let listings = match result {
+            Ok(l) => l,
+            Err(e) => {
+                self.error(None, format!("poll failed: {e}"));
+                return;
+            }
+        };
+        self.last_poll = Some(self.now);
+        for listing in listings {
+            for r in &listing.rejected {
+                self.error_once(format!("rejected entry from {}: {r}", listing.participant));
+            }
+            let entries = match listing.entries {
+                Ok(e) => e,
+                Err(e) => {
+                    self.error(None, format!("cannot list {}: {}", listing.participant, e.message));
+                    continue;
+                }
+            };
+            let seen = self.seen.entry(listing.participant.clone()).or_default();
+            for (path, cap) in &entries {
+                if seen.get(path) != Some(cap) && !path.is_internal() {
+                    self.candidates.entry(path.clone()).or_default().insert(cap.clone());
+                    self.work.insert(path.clone());
+                }
+            }
+            *seen = entries;
+        }
+    }
+
+    fn on_fetched(&mut self, cap: Cap, result: Result<SnapshotInfo, EffectError>) {
+        let Some(mut f) = self.fetching.remove(&cap) else { return };
+        match result {
+            Ok(info) => {
+                self.changes.push(Change::PutSnapshot(info.clone()));
+                self.remember(info);
+                self.work.extend(f.waiters);
+            }
+            Err(e) if e.transient => {
+                self.error(Some(f.listed_as.clone()), format!("fetching a snapshot: {}", e.message));
+                f.in_flight = false;
+                f.backoff = Some(Backoff::after_failure(f.backoff, self.now));
+                self.fetching.insert(cap, f);
+            }
+            Err(e) => {
+                self.error(Some(f.listed_as.clone()), format!("rejected a snapshot: {}", e.message));
+                self.bad.insert(cap, e.message);
+                self.work.extend(f.waiters);
+            }
+        }
+    }
+
+    fn on_uploaded(&mut self, op: OpId, result: UploadOutcome) {
+        let Some(Op::Upload { path, local: sent, resolving }) = self.finish(op) else { return };
+        match result {
+            UploadOutcome::Done(info) => {
+                let local = match &info.content {
+                    Content::Deleted => LocalState::Absent,
+                    Content::Dir => LocalState::Dir,
+                    Content::File { .. } => sent,
+                };
+                self.changes.push(Change::PutSnapshot(info.clone()));
+                let cap = info.cap.clone();
+                self.remember(info);
+                self.set_current(&path, Current { snapshot: cap, local, published: false });
+                if self.observed.get(&path) == Some(&local) {
+                    self.observed.remove(&path);
+                }
+                for parent in resolving {
+                    self.drop_conflict_with(&path, &parent);
+                }
+            }
+            UploadOutcome::Changed(actual) => {
+                self.observed.insert(path.clone(), actual);
+                self.backoff.insert(path.clone(), Backoff { due: self.now + CHANGED_DELAY, attempts: 0 });
+            }
+            UploadOutcome::Failed(e) => {
+                self.error(Some(path.clone()), format!("upload failed: {}", e.message));
+                let prev = self.backoff.get(&path).copied();
+                self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+            }
+        }
+        self.work.insert(path);
+    }
+
+    fn on_published(&mut self, op: OpId, result: Result<(), EffectError>) {
+        let Some(Op::Publish { entries }) = self.finish(op) else { return };
+        self.publishing = None;
+        match result {
+            Ok(()) => {
+                self.publish_backoff = None;
+                for (path, cap) in entries {
+                    self.changes.push(Change::MarkPublished(path.clone(), cap.clone()));
+                    if let Some(c) = self.current.get_mut(&path) {
+                        if c.snapshot == cap {
+                            c.published = true;
+                            self.unpublished.remove(&path);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.error(None, format!("publishing to our personal directory failed: {}", e.message));
+                self.publish_backoff = Some(Backoff::after_failure(self.publish_backoff, self.now));
+            }
+        }
+    }
+
+    fn on_written(&mut self, op: OpId, result: WriteOutcome) {
+        let Some(Op::Write { path, purpose }) = self.finish(op) else { return };
+        self.work.insert(path.clone());
+        match (purpose, result) {
+            (Purpose::Adopt(info), WriteOutcome::Done(state)) => {
+                self.not_empty.remove(&path);
+                if let Some(c) = self.candidates.get_mut(&path) {
+                    c.remove(&info.cap);
+                }
+                self.set_current(&path, Current { snapshot: info.cap.clone(), local: state, published: false });
+                if self.observed.get(&path) == Some(&state) {
+                    self.observed.remove(&path);
+                }
+            }
+            (Purpose::Adopt(info), WriteOutcome::NotEmpty) => {
+                let tries = self.not_empty.entry(path.clone()).or_insert(0);
+                *tries += 1;
+                if *tries >= NOT_EMPTY_TRIES {
+                    // Something new lives in the directory: keep it. Re-publish
+                    // it on top of the deletion so everyone keeps it too.
+                    self.not_empty.remove(&path);
+                    if let Some(c) = self.candidates.get_mut(&path) {
+                        c.remove(&info.cap);
+                    }
+                    self.set_current(&path, Current { snapshot: info.cap.clone(), local: LocalState::Absent, published: false });
+                    self.observed.insert(path.clone(), LocalState::Dir);
+                } else {
+                    let prev = self.backoff.get(&path).copied();
+                    self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                }
+            }
+            (Purpose::Copy { author, snapshot }, WriteOutcome::Done(state)) => {
+                let copy = match state {
+                    LocalState::File(s) => Some(s),
+                    _ => None,
+                };
+                let c = Conflict { path: path.clone(), author, snapshot, copy, resolved: false };
+                self.put_conflict(c);
+            }
+            (Purpose::RemoveCopy { author }, WriteOutcome::Done(_) | WriteOutcome::Changed(_)) => {
+                // A copy the user edited is left in place, no longer tracked.
+                self.remove_conflict(&path, &author);
+            }
+            (Purpose::Copy { author, snapshot }, WriteOutcome::Changed(actual)) => {
+                // Something else sits at the copy's name: record its state so
+                // the next write moves it to the versions area instead.
+                let copy = match actual {
+                    LocalState::File(s) => Some(s),
+                    _ => None,
+                };
+                let prev = self.conflicts.get(&path).and_then(|m| m.get(&author)).cloned();
+                match prev {
+                    Some(mut c) if c.snapshot != snapshot => {
+                        c.copy = copy;
+                        self.put_conflict(c);
+                    }
+                    _ => {
+                        self.error(Some(path.clone()), format!("cannot place the conflict copy from {author}: its name is taken"));
+                        let prev = self.backoff.get(&path).copied();
+                        self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                    }
+                }
+            }
+            (Purpose::Adopt(_), WriteOutcome::Changed(actual)) => {
+                // Changed under us: the local edit is uploaded first; the
+                // remote version is then a conflict, never an overwrite.
+                self.observed.insert(path.clone(), actual);
+            }
+            (_, WriteOutcome::NotEmpty) => {}
+            (_, WriteOutcome::Failed(e)) => {
+                self.error(Some(path.clone()), format!("writing failed: {}", e.message));
+                let prev = self.backoff.get(&path).copied();
+                self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+            }
+        }
+    }
+
+    // ----- the pump -----------------------------------------------------
+
+    /// Does everything that can be done now, then commits the batch.
+    fn pump(&mut self) {
+        if self.fatal.is_some() {
+            return;
+        }
+        for (timer, action) in [(&mut self.scan, Action::Scan), (&mut self.poll, Action::Poll)] {
+            if !timer.in_flight && (timer.requested || timer.due <= self.now) {
+                timer.in_flight = true;
+                timer.requested = false;
+                self.out.push_back(action);
+            }
+        }
+        let work = std::mem::take(&mut self.work);
+        for path in work {
+            self.step(&path);
+        }
+        self.maybe_publish();
+        self.commit();
+    }
+}
+
+/// What evaluating one remote candidate led to.
+enum Eval {
+    /// Nothing (more) to do for it.
+    Drop,
+    /// Waiting: an effect was asked for, or a snapshot must be fetched first.
+    Wait,
+}
+
+impl<S: Store> Engine<S> {
+    /// Decides the next thing to do for one path, if any.
+    fn step(&mut self, path: &RelPath) {
+        if self.busy.contains_key(path) || self.backoff.contains_key(path) {
+            return;
+        }
+        if self.clean_up_copies(path) {
+            return;
+        }
+        // Local changes go first: they become history before anything remote
+        // is compared with it.
+        if let Some(&state) = self.observed.get(path) {
+            let cur = self.current.get(path);
+            let known = cur.map_or(LocalState::Absent, |c| c.local);
+            if state != known {
+                let mut parents: Vec<Cap> = cur.map(|c| c.snapshot.clone()).into_iter().collect();
+                let resolving = self.resolved_caps(path);
+                parents.extend(resolving.iter().cloned());
+                self.emit_upload(path, state, parents, resolving);
+                return;
+            }
+            self.observed.remove(path);
+        }
+        let resolving = self.resolved_caps(path);
+        if !resolving.is_empty() {
+            let cur = self.current.get(path);
+            let local = cur.map_or(LocalState::Absent, |c| c.local);
+            let mut parents: Vec<Cap> = cur.map(|c| c.snapshot.clone()).into_iter().collect();
+            parents.extend(resolving.iter().cloned());
+            self.emit_upload(path, local, parents, resolving);
+            return;
+        }
+        while let Some(t) = self.candidates.get(path).and_then(|s| s.iter().next().cloned()) {
+            match self.evaluate(path, &t) {
+                Eval::Drop => {
+                    if let Some(s) = self.candidates.get_mut(path) {
+                        s.remove(&t);
+                    }
+                }
+                Eval::Wait => return,
+            }
+        }
+        self.candidates.remove(path);
+    }
+
+    /// Removes conflict copies whose version the current snapshot already
+    /// includes (someone resolved the conflict). True if it had to act or wait.
+    fn clean_up_copies(&mut self, path: &RelPath) -> bool {
+        let Some(cur) = self.current.get(path).map(|c| c.snapshot.clone()) else { return false };
+        let open: Vec<Conflict> = self
+            .conflicts
+            .get(path)
+            .map(|m| m.values().filter(|c| !c.resolved).cloned().collect())
+            .unwrap_or_default();
+        for c in open {
+            match self.ancestry(&c.snapshot, &cur, path) {
+                Answer::Yes => match c.copy {
+                    Some(state) => {
+                        let target = path.conflict_copy(&c.author);
+                        self.emit_write(
+                            path,
+                            target,
+                            Content::Deleted,
+                            0,
+                            LocalState::File(state),
+                            Purpose::RemoveCopy { author: c.author.clone() },
+                        );
+                        return true;
+                    }
+                    None => self.remove_conflict(path, &c.author),
+                },
+                Answer::Need(_) => return true,
+                Answer::No => {}
+            }
+        }
+        false
+    }
+
+    /// Decides what a remote snapshot `t` of `path` means for us.
+    fn evaluate(&mut self, path: &RelPath, t: &Cap) -> Eval {
+        if self.bad.contains_key(t) {
+            return Eval::Drop;
+        }
+        let Some(theirs) = self.lookup(t) else {
+            self.need_fetch(t.clone(), path);
+            return Eval::Wait;
+        };
+        // Already kept as a conflict copy (or older than one): nothing new.
+        let losers: Vec<Cap> =
+            self.conflicts.get(path).map(|m| m.values().map(|c| c.snapshot.clone()).collect()).unwrap_or_default();
+        for loser in losers {
+            match self.ancestry(t, &loser, path) {
+                Answer::Yes => return Eval::Drop,
+                Answer::Need(_) => return Eval::Wait,
+                Answer::No => {}
+            }
+        }
+        let Some(cur) = self.current.get(path).cloned() else {
+            self.emit_adopt(path, theirs, LocalState::Absent);
+            return Eval::Wait;
+        };
+        if cur.snapshot == *t {
+            return Eval::Drop;
+        }
+        match self.ancestry(t, &cur.snapshot, path) {
+            Answer::Yes => return Eval::Drop,
+            Answer::Need(_) => return Eval::Wait,
+            Answer::No => {}
+        }
+        match self.ancestry(&cur.snapshot, t, path) {
+            Answer::Yes => {
+                self.emit_adopt(path, theirs, cur.local);
+                return Eval::Wait;
+            }
+            Answer::Need(_) => return Eval::Wait,
+            Answer::No => {}
+        }
+        // Diverged.
+        let Some(ours) = self.lookup(&cur.snapshot) else {
+            self.need_fetch(cur.snapshot.clone(), path);
+            return Eval::Wait;
+        };
+        let theirs_win = compare_for_win(&theirs, &ours) == std::cmp::Ordering::Greater;
+        if same_content(&ours.content, &theirs.content) {
+            // The same bytes reached by two histories: no conflict. Everyone
+            // settles on the same one of the two.
+            if theirs_win {
+                self.set_current(path, Current { snapshot: t.clone(), local: cur.local, published: false });
+            }
+            return Eval::Drop;
+        }
+        if theirs_win {
+            let kept = self
+                .conflicts
+                .get(path)
+                .and_then(|m| m.get(&ours.author))
+                .is_some_and(|c| c.snapshot == ours.cap && c.copy.is_some());
+            if matches!(ours.content, Content::File { .. }) && !kept {
+                self.emit_copy(path, ours);
+            } else {
+                self.emit_adopt(path, theirs, cur.local);
+            }
+            Eval::Wait
+        } else if matches!(theirs.content, Content::File { .. }) {
+            self.emit_copy(path, theirs);
+            Eval::Wait
+        } else {
+            Eval::Drop
+        }
+    }
+
+    fn resolved_caps(&self, path: &RelPath) -> Vec<Cap> {
+        self.conflicts
+            .get(path)
+            .map(|m| m.values().filter(|c| c.resolved).map(|c| c.snapshot.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    // ----- emitting effects --------------------------------------------
+
+    fn new_op(&mut self, op: Op) -> OpId {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        match &op {
+            Op::Upload { path, .. } | Op::Write { path, .. } => {
+                self.busy.insert(path.clone(), id);
+            }
+            Op::Publish { .. } => {}
+        }
+        self.ops.insert(id, op);
+        id
+    }
+
+    /// Forgets a finished effect; `None` for an unknown (e.g. pre-crash) one.
+    fn finish(&mut self, id: OpId) -> Option<Op> {
+        let op = self.ops.remove(&id)?;
+        if let Op::Upload { path, .. } | Op::Write { path, .. } = &op {
+            if self.busy.get(path) == Some(&id) {
+                self.busy.remove(path);
+            }
+        }
+        Some(op)
+    }
+
+    fn emit_upload(&mut self, path: &RelPath, local: LocalState, parents: Vec<Cap>, resolving: Vec<Cap>) {
+        let op = self.new_op(Op::Upload { path: path.clone(), local, resolving });
+        self.out.push_back(Action::Upload { op, path: path.clone(), local, parents });
+    }
+
+    fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
+        let content = snap.content.clone();
+        let mtime = snap.mtime_s;
+        self.emit_write(path, path.clone(), content, mtime, expect, Purpose::Adopt(snap));
+    }
+
+    fn emit_copy(&mut self, path: &RelPath, loser: SnapshotInfo) {
+        let expect = self
+            .conflicts
+            .get(path)
+            .and_then(|m| m.get(&loser.author))
+            .and_then(|c| c.copy)
+            .map_or(LocalState::Absent, LocalState::File);
+        let target = path.conflict_copy(&loser.author);
+        let purpose = Purpose::Copy { author: loser.author.clone(), snapshot: loser.cap.clone() };
+        self.emit_write(path, target, loser.content, loser.mtime_s, expect, purpose);
+    }
+
+    fn emit_write(
+        &mut self,
+        path: &RelPath,
+        target: RelPath,
+        content: Content,
+        mtime_s: i64,
+        expect: LocalState,
+        purpose: Purpose,
+    ) {
+        let op = self.new_op(Op::Write { path: path.clone(), purpose });
+        self.out.push_back(Action::Write { op, target, content, mtime_s, expect });
+    }
+
+    fn maybe_publish(&mut self) {
+        if self.publishing.is_some() || self.unpublished.is_empty() {
+            return;
+        }
+        if self.publish_backoff.is_some_and(|b| b.due > self.now) {
+            return;
+        }
+        let entries: Vec<(RelPath, Cap)> = self
+            .unpublished
+            .iter()
+            .filter_map(|p| self.current.get(p).map(|c| (p.clone(), c.snapshot.clone())))
+            .collect();
+        let op = self.new_op(Op::Publish { entries: entries.clone() });
+        self.publishing = Some(op);
+        self.out.push_back(Action::Publish { op, entries });
+    }
+
+    fn need_fetch(&mut self, cap: Cap, path: &RelPath) {
+        let f = self.fetching.entry(cap.clone()).or_insert_with(|| Fetching {
+            listed_as: path.clone(),
+            waiters: BTreeSet::new(),
+            in_flight: false,
+            backoff: None,
+        });
+        f.waiters.insert(path.clone());
+        if !f.in_flight && f.backoff.is_none() {
+            self.send_fetch(cap);
+        }
+    }
+
+    fn send_fetch(&mut self, cap: Cap) {
+        if let Some(f) = self.fetching.get_mut(&cap) {
+            f.in_flight = true;
+            let listed_as = f.listed_as.clone();
+            self.out.push_back(Action::Fetch { cap, listed_as });
+        }
+    }
+
+    // ----- state --------------------------------------------------------
+
+    fn set_current(&mut self, path: &RelPath, cur: Current) {
+        self.changes.push(Change::PutCurrent(path.clone(), cur.clone()));
+        if cur.published {
+            self.unpublished.remove(path);
+        } else {
+            self.unpublished.insert(path.clone());
+        }
+        self.current.insert(path.clone(), cur);
+    }
+
+    fn put_conflict(&mut self, c: Conflict) {
+        self.changes.push(Change::PutConflict(c.clone()));
+        self.conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
+    }
+
+    fn remove_conflict(&mut self, path: &RelPath, author: &str) {
+        self.changes.push(Change::RemoveConflict(path.clone(), author.to_owned()));
+        if let Some(m) = self.conflicts.get_mut(path) {
+            m.remove(author);
+            if m.is_empty() {
+                self.conflicts.remove(path);
+            }
+        }
+    }
+
+    fn drop_conflict_with(&mut self, path: &RelPath, snapshot: &Cap) {
+        let authors: Vec<String> = self
+            .conflicts
+            .get(path)
+            .map(|m| m.values().filter(|c| c.snapshot == *snapshot).map(|c| c.author.clone()).collect())
+            .unwrap_or_default();
+        for a in authors {
+            self.remove_conflict(path, &a);
+        }
+    }
+
+    fn remember(&mut self, info: SnapshotInfo) {
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(info.cap.clone(), info);
+    }
+
+    fn lookup(&mut self, cap: &Cap) -> Option<SnapshotInfo> {
+        if let Some(i) = self.cache.get(cap) {
+            return Some(i.clone());
+        }
+        match self.store.snapshot(cap) {
+            Ok(Some(i)) => {
+                self.remember(i.clone());
+                Some(i)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    /// Answers an ancestry question, asking for a fetch when the DAG has a gap.
+    fn ancestry(&mut self, a: &Cap, b: &Cap, path: &RelPath) -> Answer {
+        let Engine { cache, store, bad, .. } = self;
+        let mut lookup = |c: &Cap| -> Option<SnapshotInfo> {
+            if let Some(i) = cache.get(c) {
+                return Some(i.clone());
+            }
+            let i = store.snapshot(c).ok().flatten()?;
+            cache.insert(c.clone(), i.clone());
+            Some(i)
+        };
+        let is_bad = |c: &Cap| bad.contains_key(c);
+        let answer = is_ancestor(a, b, &mut lookup, &is_bad);
+        if let Answer::Need(cap) = &answer {
+            self.need_fetch(cap.clone(), path);
+        }
+        answer
+    }
+
+    fn commit(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        if let Err(e) = self.store.commit(&changes) {
+            self.fail(e);
+        }
+    }
+
+    /// Local state cannot be written: stop, so nothing is done that would
+    /// not be remembered.
+    fn fail(&mut self, e: StoreError) {
+        self.fatal = Some(e.to_string());
+        self.out.clear();
+    }
+
+    fn error(&mut self, path: Option<RelPath>, message: String) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(StatusError { at: self.now, path, message });
+    }
+
+    fn error_once(&mut self, message: String) {
+        if !self.errors.iter().any(|e| e.message == message) {
+            self.error(None, message);
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The snapshot model: one immutable, signed version of one path.
+//!
+//! On the grid a snapshot is an immutable directory with two children, the
+//! format of magic-folder 24.3 (so Python peers can read ours):
+//!
+//! * `content` → the file's immutable capability (absent for a deletion or a
+//!   directory);
+//! * `metadata` → an immutable JSON document ([`SnapshotMetadata`]); the edge
+//!   to it carries `{"magic_folder": {"author_signature": <base64>}}`.
+//!
+//! The signature is Ed25519 over the UTF-8 string
+//! `"magic-folder-snapshot-v1\n" + content_cap + "\n" + metadata_cap + "\n" + relpath + "\n"`
+//! (content cap empty for deletions and directories).
+//!
+//! Our additions, which a 24.3 peer ignores: `"directory": true` marks a
+//! directory snapshot (so empty directories sync), and `"size"` records the
+//! content size. Directory entries in a personal directory are named
+//! `mangle(relpath) + "@_"` (the seed's convention for a trailing `/`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use data_encoding::BASE64;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::relpath::{PathError, RelPath};
+
+/// A grid capability as the engine sees it: an opaque string that names an
+/// object. (The grid crate parses and classifies them; the engine only
+/// compares and stores them.)
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cap(pub String);
+
+impl Cap {
+    /// The capability string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Cap {
+    /// Shows only a short tail: enough to tell caps apart in a trace, not enough to use one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail: String = self.0.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        write!(f, "…{tail}")
+    }
+}
+
+impl From<&str> for Cap {
+    fn from(s: &str) -> Cap {
+        Cap(s.to_owned())
+    }
+}
+
+/// What a snapshot says is at its path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    /// A regular file with this content capability and size.
+    File {
+        /// The immutable file capability of the content.
+        cap: Cap,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A directory (possibly empty).
+    Dir,
+    /// The path was deleted.
+    Deleted,
+}
+
+impl Content {
+    /// True for a deletion.
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Content::Deleted)
+    }
+}
+
+/// Everything the engine needs to know about a snapshot, verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The snapshot's own capability (its immutable directory).
+    pub cap: Cap,
+    /// The path it is a version of.
+    pub relpath: RelPath,
+    /// The author's participant name.
+    pub author: String,
+    /// The author's Ed25519 verifying key, base64.
+    pub author_key: String,
+    /// Parent snapshots: none for a new path, one for an edit, several for a merge.
+    pub parents: Vec<Cap>,
+    /// What the snapshot holds.
+    pub content: Content,
+    /// The author's modification time, seconds since the Unix epoch.
+    pub mtime_s: i64,
+}
+
+/// The metadata JSON document, field for field as magic-folder 24.3 writes it,
+/// plus our optional additions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMetadata {
+    /// Always 1.
+    pub snapshot_version: u32,
+    /// The path, `/`-separated.
+    pub relpath: String,
+    /// Who wrote it.
+    pub author: AuthorJson,
+    /// Modification time, integer seconds.
+    pub modification_time: i64,
+    /// Parent snapshot capabilities.
+    pub parents: Vec<String>,
+    /// Our addition: this snapshot is a directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub directory: bool,
+    /// Our addition: content size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// The `author` object of the metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorJson {
+    /// Participant name.
+    pub name: String,
+    /// Ed25519 verifying key, base64.
+    pub verify_key: String,
+}
+
+/// Why a remote snapshot was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The metadata is not the JSON we expect.
+    #[error("malformed snapshot metadata: {0}")]
+    Malformed(String),
+    /// A `snapshot_version` we do not understand.
+    #[error("unsupported snapshot version {0}")]
+    Version(u32),
+    /// The relpath inside is unsafe.
+    #[error("unsafe path in snapshot: {0}")]
+    Path(#[from] PathError),
+    /// The signature does not verify against the author's key.
+    #[error("bad signature on snapshot of {0:?}")]
+    BadSignature(String),
+    /// The snapshot claims a different path than the entry that named it.
+    #[error("snapshot is for {found:?} but was listed as {listed:?}")]
+    WrongPath {
+        /// Path of the personal-directory entry.
+        listed: String,
+        /// Path inside the snapshot.
+        found: String,
+    },
+}
+
+/// The exact message an author signs.
+pub fn signing_message(content_cap: Option<&str>, metadata_cap: &str, relpath: &str) -> String {
+    format!(
+        "magic-folder-snapshot-v1\n{}\n{metadata_cap}\n{relpath}\n",
+        content_cap.unwrap_or("")
+    )
+}
+
+/// A participant's signing identity.
+#[derive(Clone)]
+pub struct Author {
+    /// Participant name.
+    pub name: String,
+    key: SigningKey,
+}
+
+impl fmt::Debug for Author {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Author({})", self.name)
+    }
+}
+
+impl Author {
+    /// An author from a name and a 32-byte secret seed.
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Author {
+        Author { name: name.to_owned(), key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The secret seed (to store in the owner-only config).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// The verifying key, base64.
+    pub fn verify_key(&self) -> String {
+        BASE64.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// Builds the metadata document for a new snapshot.
+    pub fn metadata(
+        &self,
+        relpath: &RelPath,
+        content: &Content,
+        parents: &[Cap],
+        mtime_s: i64,
+    ) -> SnapshotMetadata {
+        SnapshotMetadata {
+            snapshot_version: 1,
+            relpath: relpath.as_str().to_owned(),
+            author: AuthorJson { name: self.name.clone(), verify_key: self.verify_key() },
+            modification_time: mtime_s,
+            parents: parents.iter().map(|c| c.0.clone()).collect(),
+            directory: matches!(content, Content::Dir),
+            size: match content {
+                Content::File { size, .. } => Some(*size),
+                _ => None,
+            },
+        }
+    }
+
+    /// Signs a snapshot; returns the base64 signature for the metadata edge.
+    pub fn sign(&self, content_cap: Option<&str>, metadata_cap: &str, relpath: &RelPath) -> String {
+        let msg = signing_message(content_cap, metadata_cap, relpath.as_str());
+        BASE64.encode(&self.key.sign(msg.as_bytes()).to_bytes())
+    }
+}
+
+impl SnapshotMetadata {
+    /// Serialises to the JSON stored on the grid.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata always serialises")
+    }
+}
+
+/// The JSON metadata on the edge to a snapshot's `metadata` child.
+pub fn signature_edge_metadata(signature: &str) -> serde_json::Value {
+    serde_json::json!({ "magic_folder": { "author_signature": signature } })
+}
+
+/// Extracts the signature from a `metadata` edge's metadata.
+pub fn signature_from_edge(edge: &serde_json::Value) -> Option<&str> {
+    edge.get("magic_folder")?.get("author_signature")?.as_str()
+}
+
+/// Parses and verifies a downloaded snapshot. `listed_as` is the path of the
+/// personal-directory entry that led here, when known: a snapshot filed under
+/// another path is rejected, so a participant cannot redirect a write.
+pub fn verify_snapshot(
+    cap: Cap,
+    content_cap: Option<Cap>,
+    metadata_cap: &str,
+    metadata_json: &[u8],
+    signature_b64: &str,
+    listed_as: Option<&RelPath>,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let md: SnapshotMetadata =
+        serde_json::from_slice(metadata_json).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    if md.snapshot_version != 1 {
+        return Err(SnapshotError::Version(md.snapshot_version));
+    }
+    let relpath = RelPath::new(&md.relpath)?;
+    if let Some(listed) = listed_as {
+        if *listed != relpath {
+            return Err(SnapshotError::WrongPath {
+                listed: listed.to_string(),
+                found: relpath.to_string(),
+            });
+        }
+    }
+    let bad_sig = || SnapshotError::BadSignature(md.relpath.clone());
+    let key_bytes: [u8; 32] = BASE64
+        .decode(md.author.verify_key.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad_sig)?;
+    let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| bad_sig())?;
+    let sig_bytes: [u8; 64] = BASE64
+        .decode(signature_b64.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad_sig)?;
+    let msg = signing_message(content_cap.as_ref().map(|c| c.as_str()), metadata_cap, &md.relpath);
+    key.verify(msg.as_bytes(), &Signature::from_bytes(&sig_bytes)).map_err(|_| bad_sig())?;
+    let content = match (content_cap, md.directory) {
+        (Some(cap), false) => Content::File { cap, size: md.size.unwrap_or(0) },
+        (None, true) => Content::Dir,
+        (None, false) => Content::Deleted,
+        (Some(_), true) => {
+            return Err(SnapshotError::Malformed("directory snapshot with content".into()))
+        }
+    };
+    Ok(SnapshotInfo {
+        cap,
+        relpath,
+        author: md.author.name,
+        author_key: md.author.verify_key,
+        parents: md.parents.into_iter().map(Cap).collect(),
+        content,
+        mtime_s: md.modification_time,
+    })
+}
+
+/// The name of a path's entry in a personal directory: the mangled path,
+/// whatever the snapshot holds (a directory is told apart by its metadata, so
+/// a path that turns from directory into file keeps one entry).
+pub fn entry_name(relpath: &RelPath) -> String {
+    relpath.mangle()
+}
+
+/// Decodes a personal-directory entry name into a checked path.
+/// `@metadata` (the directory's own metadata entry) yields `None`.
+pub fn parse_entry_name(name: &str) -> Option<Result<RelPath, PathError>> {
+    if name == "@metadata" {
+        return None;
+    }
+    Some(RelPath::unmangle(name))
+}
+
+/// Participants' personal-directory listings, as the engine receives them.
+pub type Listing = BTreeMap<RelPath, Cap>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn author() -> Author {
+        Author::from_seed("alice", [7; 32])
+    }
+
+    #[test]
+    fn sign_and_verify_round_trip() {
+        let a = author();
+        let p = RelPath::new("docs/a.txt").unwrap();
+        let content = Content::File { cap: Cap::from("URI:MF-CHK:x"), size: 5 };
+        let md = a.metadata(&p, &content, &[Cap::from("URI:MF-DIR-CHK:p")], 1_700_000_000);
+        let json = md.to_json();
+        let sig = a.sign(Some("URI:MF-CHK:x"), "URI:MF-CHK:m", &p);
+        let info = verify_snapshot(
+            Cap::from("URI:MF-DIR-CHK:s"),
+            Some(Cap::from("URI:MF-CHK:x")),
+            "URI:MF-CHK:m",
+            &json,
+            &sig,
+            Some(&p),
+        )
+        .unwrap();
+        assert_eq!(info.author, "alice");
+        assert_eq!(info.content, content);
+        assert_eq!(info.parents, vec![Cap::from("URI:MF-DIR-CHK:p")]);
+    }
+
+    #[test]
+    fn tampering_is_rejected() {
+        let a = author();
+        let p = RelPath::new("a").unwrap();
+        let md = a.metadata(&p, &Content::Deleted, &[], 1).to_json();
+        let sig = a.sign(None, "URI:MF-CHK:m", &p);
+        let verify = |content: Option<&str>, mcap: &str, json: &[u8], sig: &str| {
+            verify_snapshot(Cap::from("s"), content.map(Cap::from), mcap, json, sig, Some(&p))
+        };
+        assert!(verify(None, "URI:MF-CHK:m", &md, &sig).is_ok());
+        assert!(matches!(verify(Some("URI:MF-CHK:evil"), "URI:MF-CHK:m", &md, &sig), Err(SnapshotError::BadSignature(_))));
+        assert!(matches!(verify(None, "URI:MF-CHK:other", &md, &sig), Err(SnapshotError::BadSignature(_))));
+        assert!(matches!(verify(None, "URI:MF-CHK:m", &md, "AAAA"), Err(SnapshotError::BadSignature(_))));
+        assert!(matches!(verify(None, "URI:MF-CHK:m", b"{nope", &sig), Err(SnapshotError::Malformed(_))));
+        // A snapshot listed under another path is refused.
+        let other = RelPath::new("b").unwrap();
+        let r = verify_snapshot(Cap::from("s"), None, "URI:MF-CHK:m", &md, &sig, Some(&other));
+        assert!(matches!(r, Err(SnapshotError::WrongPath { .. })));
+    }
+
+    #[test]
+    fn unsafe_relpath_in_metadata_is_rejected() {
+        let a = author();
+        let mut md = a.metadata(&RelPath::new("a").unwrap(), &Content::Deleted, &[], 1);
+        md.relpath = "../../etc/passwd".into();
+        let json = md.to_json();
+        let msg = signing_message(None, "m", "../../etc/passwd");
+        let sig = BASE64.encode(&a.key.sign(msg.as_bytes()).to_bytes());
+        let r = verify_snapshot(Cap::from("s"), None, "m", &json, &sig, None);
+        assert!(matches!(r, Err(SnapshotError::Path(_))));
+    }
+
+    #[test]
+    fn metadata_is_compatible_with_magic_folder_24_3() {
+        let a = author();
+        let md = a.metadata(&RelPath::new("x").unwrap(), &Content::Deleted, &[], 3);
+        let v: serde_json::Value = serde_json::from_slice(&md.to_json()).unwrap();
+        assert_eq!(v["snapshot_version"], 1);
+        assert_eq!(v["relpath"], "x");
+        assert_eq!(v["author"]["name"], "alice");
+        assert_eq!(v["modification_time"], 3);
+        assert!(v.get("directory").is_none(), "24.3 fields only when not a directory");
+        // And a 24.3 document (no extensions) parses.
+        let py = br#"{"snapshot_version":1,"relpath":"x","author":{"name":"bob","verify_key":"AA=="},"modification_time":1,"parents":[]}"#;
+        assert!(serde_json::from_slice::<SnapshotMetadata>(py).is_ok());
+    }
+
+    #[test]
+    fn entry_names() {
+        let p = RelPath::new("a@b/c").unwrap();
+        assert_eq!(parse_entry_name(&entry_name(&p)).unwrap().unwrap(), p);
+        assert!(parse_entry_name("@metadata").is_none());
+        assert!(parse_entry_name("@_etc").unwrap().is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! The engine's durable state, behind the [`Store`] trait.
+//!
+//! The engine keeps a mirror of what it needs in memory and writes every
+//! decision through to the store as one batch of [`Change`]s per event, which
+//! a store applies atomically (one SQLite transaction). After a crash the
+//! engine is rebuilt from [`Store::load`]; anything not committed is simply
+//! re-derived from the folder and the grid, because the local folder itself is
+//! the queue of work (a path whose state differs from its [`Current`] record
+//! is uploaded again).
+//!
+//! [`MemStore`] is the in-memory implementation used by the simulator (where
+//! it survives a simulated crash) and by unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::relpath::RelPath;
+use crate::snapshot::{Cap, SnapshotInfo};
+
+/// Identity of a local file's version: changes whenever its content may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PathState {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, nanoseconds since the epoch (catches edits that restore the mtime).
+    pub ctime_ns: i64,
+}
+
+/// What is at a path on local disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LocalState {
+    /// Nothing.
+    Absent,
+    /// A directory.
+    Dir,
+    /// A regular file in this state.
+    File(PathState),
+}
+
+/// The snapshot a path's local state corresponds to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Current {
+    /// The snapshot our local copy is (the head of our history for the path).
+    pub snapshot: Cap,
+    /// The local state when it matched that snapshot.
+    pub local: LocalState,
+    /// Whether our personal directory already points at `snapshot`.
+    pub published: bool,
+}
+
+/// A conflict copy on disk: another version of `path`, by `author`, that
+/// is neither an ancestor nor a descendant of ours.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The conflicted path.
+    pub path: RelPath,
+    /// Author of the losing version; the copy is `path.conflict-<author>`.
+    pub author: String,
+    /// The losing version.
+    pub snapshot: Cap,
+    /// State of the conflict copy as we wrote it (`None` until written).
+    pub copy: Option<PathState>,
+    /// The user resolved it (removed the copy); the next snapshot of `path`
+    /// names `snapshot` as a parent, after which the record is dropped.
+    pub resolved: bool,
+}
+
+/// One durable change; a batch is applied atomically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Sets the current record of a path.
+    PutCurrent(RelPath, Current),
+    /// Marks a path published, if its current snapshot is still this one.
+    MarkPublished(RelPath, Cap),
+    /// Caches a verified snapshot (they are immutable, so this never changes).
+    PutSnapshot(SnapshotInfo),
+    /// Adds or replaces the conflict record for (path, author).
+    PutConflict(Conflict),
+    /// Drops the conflict record for (path, author).
+    RemoveConflict(RelPath, String),
+}
+
+/// What the engine loads at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Every path's current record.
+    pub current: BTreeMap<RelPath, Current>,
+    /// Every conflict record.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A store failure. The engine stops working on the folder and reports it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("local state: {0}")]
+pub struct StoreError(pub String);
+
+/// Durable state of one folder.
+pub trait Store {
+    /// Reads everything the engine mirrors in memory.
+    fn load(&mut self) -> Result<Loaded, StoreError>;
+    /// Looks up a cached snapshot.
+    fn snapshot(&self, cap: &Cap) -> Result<Option<SnapshotInfo>, StoreError>;
+    /// Applies a batch of changes atomically: all or nothing.
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+}
+
+/// An in-memory store: durable across simulated crashes, not across processes.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    current: BTreeMap<RelPath, Current>,
+    conflicts: BTreeMap<(RelPath, String), Conflict>,
+    snapshots: HashMap<Cap, SnapshotInfo>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+}
+
+/// Applies one change to in-memory maps; shared by [`MemStore`] and tests.
+fn apply(
+    current: &mut BTreeMap<RelPath, Current>,
+    conflicts: &mut BTreeMap<(RelPath, String), Conflict>,
+    snapshots: &mut HashMap<Cap, SnapshotInfo>,
+    change: &Change,
+) {
+    match change {
+        Change::PutCurrent(p, c) => {
+            current.insert(p.clone(), c.clone());
+        }
+        Change::MarkPublished(p, cap) => {
+            if let Some(c) = current.get_mut(p) {
+                if c.snapshot == *cap {
+                    c.published = true;
+                }
+            }
+        }
+        Change::PutSnapshot(s) => {
+            snapshots.insert(s.cap.clone(), s.clone());
+        }
+        Change::PutConflict(c) => {
+            conflicts.insert((c.path.clone(), c.author.clone()), c.clone());
+        }
+        Change::RemoveConflict(p, a) => {
+            conflicts.remove(&(p.clone(), a.clone()));
+        }
+    }
+}
+
+impl Store for MemStore {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
+        Ok(Loaded {
+            current: self.current.clone(),
+            conflicts: self.conflicts.values().cloned().collect(),
+        })
+    }
+
+    fn snapshot(&self, cap: &Cap) -> Result<Option<SnapshotInfo>, StoreError> {
+        Ok(self.snapshots.get(cap).cloned())
+    }
+
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        for c in changes {
+            apply(&mut self.current, &mut self.conflicts, &mut self.snapshots, c);
+        }
+        Ok(())
+    }
+}

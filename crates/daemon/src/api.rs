@@ -1,0 +1,348 @@
+//! The daemon's HTTP API on the loopback interface, and the small client the
+//! CLI uses to talk to it.
+//!
+//! Why an API at all: the CLI must be able to ask the *running* daemon for
+//! live status (what is queued, in flight, conflicted) and to scan now (after
+//! `resolve`), without sharing memory with it. The shape follows magic-folder
+//! 24.3 (`/v1/magic-folder/...`, `Authorization: Bearer <token>`, JSON errors
+//! `{"reason": ...}`), trimmed to what this program needs:
+//!
+//! | route | result |
+//! |---|---|
+//! | `GET /v1/magic-folder` | `{name: FolderSummary}` for every running folder |
+//! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`] |
+//! | `POST /v1/magic-folder/{name}/scan` | `{}` once a scan is requested |
+//! | `POST /v1/magic-folder/{name}/poll` | `{}` once a poll is requested |
+//!
+//! The server binds `127.0.0.1` on an ephemeral port and `run` writes its URL
+//! to `<config>/api.url`. Every request must carry the token from
+//! `<config>/api_token` (a 0600 file, so only the owner can read it); it is
+//! compared in constant time. Anything else gets **401**. Binding loopback
+//! only and requiring the token keeps other users of the machine (and web
+//! pages doing DNS rebinding) out.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::config::ConfigDir;
+use crate::folder::Folders;
+
+/// Live status of one folder, as the API and `status --json` report it.
+/// Times are milliseconds since the Unix epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStatus {
+    /// The folder's name.
+    pub name: String,
+    /// The synchronised directory.
+    pub local_path: PathBuf,
+    /// True if this comes from a running daemon; false if read from the
+    /// local database while no daemon runs.
+    pub running: bool,
+    /// A remark for the user (e.g. "the daemon is not running", or why the
+    /// folder stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Paths with a live file or directory.
+    pub files: usize,
+    /// Paths waiting for work.
+    pub queued: usize,
+    /// Effects in flight.
+    pub in_flight: usize,
+    /// Snapshots made but not yet linked into our personal directory.
+    pub unpublished: usize,
+    /// Unresolved conflicts.
+    pub conflicts: Vec<ConflictInfo>,
+    /// When the last full scan finished.
+    pub last_scan: Option<u64>,
+    /// When the last poll finished.
+    pub last_poll: Option<u64>,
+    /// Recent problems, oldest first.
+    pub errors: Vec<ErrorInfo>,
+}
+
+/// One unresolved conflict: `path` has a copy `path.conflict-<participant>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    /// The conflicted path, relative to the folder.
+    pub path: String,
+    /// Whose version is kept as the conflict copy.
+    pub participant: String,
+}
+
+/// One recent problem.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// When it happened (Unix ms).
+    pub at: u64,
+    /// The path concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// What `GET /v1/magic-folder` says about each folder (no secrets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderSummary {
+    /// The folder's name.
+    pub name: String,
+    /// The synchronised directory.
+    pub local_path: PathBuf,
+    /// Our participant name.
+    pub participant: String,
+    /// Author name in our snapshots.
+    pub author: String,
+    /// True if we hold the collective's write capability.
+    pub is_admin: bool,
+    /// `embedded` or `tahoe`.
+    pub grid: String,
+    /// Poll interval, ms.
+    pub poll_interval_ms: u64,
+    /// Scan interval, ms.
+    pub scan_interval_ms: u64,
+    /// False if the folder's service stopped with an error.
+    pub running: bool,
+}
+
+/// An error answer: an HTTP status and `{"reason": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError { status, reason: reason.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "reason": self.reason }))).into_response()
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    token: Arc<str>,
+    folders: Folders,
+}
+
+/// Builds the router (exposed for tests that drive it without a socket).
+pub fn router(token: String, folders: Folders) -> Router {
+    let state = ApiState { token: token.into(), folders };
+    Router::new()
+        .route("/v1/magic-folder", get(list_folders))
+        .route("/v1/magic-folder/{name}/status", get(folder_status))
+        .route("/v1/magic-folder/{name}/scan", post(folder_scan))
+        .route("/v1/magic-folder/{name}/poll", post(folder_poll))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Binds `127.0.0.1` on an ephemeral port; returns the listener and its URL.
+pub async fn bind_loopback() -> std::io::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, format!("http://{addr}")))
+}
+
+/// Serves the API until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    token: String,
+    folders: Folders,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(token, folders)).with_graceful_shutdown(shutdown).await
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token (Authorization: Bearer <contents of api_token>)",
+            )
+            .into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+async fn list_folders(State(state): State<ApiState>) -> Json<BTreeMap<String, FolderSummary>> {
+    let folders = state.folders.read().await;
+    Json(folders.iter().map(|(name, h)| (name.clone(), h.summary())).collect())
+}
+
+async fn folder_status(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<FolderStatus>, ApiError> {
+    let folders = state.folders.read().await;
+    let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
+    h.status().await.map(Json).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+}
+
+async fn folder_scan(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let folders = state.folders.read().await;
+    let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
+    h.request_scan().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn folder_poll(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let folders = state.folders.read().await;
+    let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
+    h.request_poll().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(serde_json::json!({})))
+}
+
+fn no_folder(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no running magic folder named {name:?}"))
+}
+
+/// A client of a running daemon's API.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Timeout for one API request: the daemon answers from memory.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl ApiClient {
+    /// A client for the daemon running on `config`, or `None` if no daemon
+    /// holds the lock there (or it has not published its URL yet).
+    pub fn for_running_daemon(config: &ConfigDir) -> Option<ApiClient> {
+        if !config.daemon_running() {
+            return None;
+        }
+        let base = config.read_api_url()?;
+        let token = config.api_token().ok()?;
+        Some(ApiClient::new(base, token))
+    }
+
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:1234`).
+    pub fn new(base: String, token: String) -> ApiClient {
+        let http = reqwest::Client::builder()
+            .timeout(CLIENT_TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client builds");
+        ApiClient { base, token, http }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T, String> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the daemon at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| format!("reading the daemon's answer: {e}"))?;
+        if !status.is_success() {
+            let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(format!("the daemon answered {status}: {reason}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("the daemon's answer is not what was expected: {e}"))
+    }
+
+    /// `GET /v1/magic-folder`.
+    pub async fn list(&self) -> Result<BTreeMap<String, FolderSummary>, String> {
+        self.call(reqwest::Method::GET, "/v1/magic-folder").await
+    }
+
+    /// `GET /v1/magic-folder/{name}/status`.
+    pub async fn status(&self, name: &str) -> Result<FolderStatus, String> {
+        self.call(reqwest::Method::GET, &format!("/v1/magic-folder/{name}/status")).await
+    }
+
+    /// `POST /v1/magic-folder/{name}/scan`.
+    pub async fn scan(&self, name: &str) -> Result<(), String> {
+        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/magic-folder/{name}/scan")).await.map(drop)
+    }
+
+    /// `POST /v1/magic-folder/{name}/poll`.
+    pub async fn poll(&self, name: &str) -> Result<(), String> {
+        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/magic-folder/{name}/poll")).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[tokio::test]
+    async fn requests_without_the_token_are_refused() {
+        let folders: Folders = Default::default();
+        let (listener, url) = bind_loopback().await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, "sekrit-token-0123456789".into(), folders, async {
+            let _ = rx.await;
+        }));
+        let good = ApiClient::new(url.clone(), "sekrit-token-0123456789".into());
+        assert!(good.list().await.unwrap().is_empty());
+        let err = good.status("nope").await.unwrap_err();
+        assert!(err.contains("404") && err.contains("nope"), "{err}");
+        let bad = ApiClient::new(url.clone(), "wrong-token-0123456789".into());
+        let err = bad.list().await.unwrap_err();
+        assert!(err.contains("401"), "{err}");
+        let resp = reqwest::Client::new().get(format!("{url}/v1/magic-folder")).send().await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
+        let _ = tx.send(());
+        server.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,22 @@
+//! The Magic Folder daemon: everything that touches the real world.
+//!
+//! The sync decisions live in `mf_core::engine` and never do I/O. This crate
+//! carries them out and feeds the results back:
+//!
+//! * [`executor`] — performs each `Action` against a real [`mf_grid::Grid`]
+//!   and the real filesystem, and reports the matching `Event`;
+//! * [`scan`], [`watch`], [`fsops`], [`ignore`] — the local side: full scans,
+//!   the filesystem watcher, safe atomic file operations, ignore rules;
+//! * [`config`], [`folder`], [`api`], [`commands`] — configuration on disk,
+//!   the per-folder service loop, the loopback HTTP API, and the operations
+//!   behind each CLI command.
+
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod executor;
+pub mod folder;
+pub mod fsops;
+pub mod ignore;
+pub mod scan;
+pub mod watch;

@@ -1,0 +1,2 @@
+//! The Grid contract: one suite of behavioural checks that every backend must pass
+//! (to be written).

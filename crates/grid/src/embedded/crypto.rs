@@ -1,0 +1,383 @@
+//! Cryptographic building blocks of the embedded grid.
+//!
+//! Everything here is pure (no I/O) and small enough to audit in one sitting:
+//!
+//! * [`tagged_hash`] — SHA-256 over netstring-framed, purpose-tagged inputs, so
+//!   that a value derived for one purpose can never be mistaken for another
+//!   (the same discipline Tahoe-LAFS uses for its derivations);
+//! * [`ConvergentHasher`] — the keyed hash (HMAC-SHA256 under the folder's
+//!   convergence secret) that turns content into its encryption key;
+//! * [`ChunkCipher`] — AES-256-GCM in a STREAM-like construction: each chunk's
+//!   nonce is its index plus a "last chunk" flag, so chunks cannot be
+//!   reordered, dropped or truncated without failing authentication;
+//! * [`DirWriteKeys`] / [`DirReadKeys`] — the key hierarchy of a mutable
+//!   directory (seed → Ed25519 signing key → read key, verifying key and
+//!   storage index), derived one way only;
+//! * [`BASE32`] — the lower-case, unpadded RFC 4648 alphabet used in caps and
+//!   object names.
+
+use std::sync::LazyLock;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// Length of every symmetric key, hash and seed used here.
+pub(crate) const KEY_LEN: usize = 32;
+/// Length of an AES-GCM authentication tag.
+pub(crate) const TAG_LEN: usize = 16;
+/// Length of an AES-GCM nonce.
+pub(crate) const NONCE_LEN: usize = 12;
+/// Length of an Ed25519 signature.
+pub(crate) const SIG_LEN: usize = 64;
+
+/// A 32-byte key, hash or seed.
+pub(crate) type Key32 = [u8; KEY_LEN];
+
+/// Lower-case RFC 4648 base32 without padding, rejecting non-canonical
+/// trailing bits so that every value has exactly one spelling.
+pub(crate) static BASE32: LazyLock<data_encoding::Encoding> = LazyLock::new(|| {
+    let mut spec = data_encoding::Specification::new();
+    spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
+    spec.check_trailing_bits = true;
+    spec.encoding().expect("constant base32 specification is valid")
+});
+
+/// Purpose tags. Each derivation has its own, versioned, so that changing one
+/// can never silently collide with another.
+pub(crate) mod tags {
+    /// Immutable object key → storage index.
+    pub const CHK_STORAGE_INDEX: &str = "mf-grid:v1:chk-key-to-storage-index";
+    /// Convergent key derivation (followed by the object kind and chunk size).
+    pub const CONVERGENT_KEY: &str = "mf-grid:v1:convergent-content-key";
+    /// Mutable directory seed → read key.
+    pub const DIR_READ_KEY: &str = "mf-grid:v1:dir-seed-to-read-key";
+    /// Mutable directory seed → key that hides write caps of children.
+    pub const DIR_CHILD_WRITECAP_KEY: &str = "mf-grid:v1:dir-seed-to-child-writecap-key";
+    /// Mutable directory verifying key → storage index.
+    pub const DIR_STORAGE_INDEX: &str = "mf-grid:v1:dir-verifying-key-to-storage-index";
+    /// Domain of the signature over a mutable directory version.
+    pub const DIR_VERSION_SIGNATURE: &str = "mf-grid:v1:dir-version-signature";
+    /// Synthetic nonce for an encrypted child write cap.
+    pub const DIR_CHILD_WRITECAP_NONCE: &str = "mf-grid:v1:dir-child-writecap-nonce";
+}
+
+/// Appends `netstring(data)` (`<len>:<data>,`) to `out`.
+pub(crate) fn netstring_into(out: &mut impl Digest, data: &[u8]) {
+    out.update(data.len().to_string().as_bytes());
+    out.update(b":");
+    out.update(data);
+    out.update(b",");
+}
+
+/// SHA-256 of `netstring(tag) ‖ netstring(part₁) ‖ …`.
+///
+/// Framing every part makes the encoding injective: `("ab", "c")` and
+/// `("a", "bc")` hash differently.
+pub(crate) fn tagged_hash(tag: &str, parts: &[&[u8]]) -> Key32 {
+    let mut h = Sha256::new();
+    netstring_into(&mut h, tag.as_bytes());
+    for part in parts {
+        netstring_into(&mut h, part);
+    }
+    h.finalize().into()
+}
+
+/// What an immutable object holds; part of the key derivation and the header,
+/// so a file and a directory with identical bytes never share a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    /// Immutable file contents.
+    File,
+    /// A serialised immutable directory.
+    Dir,
+}
+
+impl ObjectKind {
+    /// The byte stored in object headers.
+    pub(crate) fn header_byte(self) -> u8 {
+        match self {
+            ObjectKind::File => b'F',
+            ObjectKind::Dir => b'D',
+        }
+    }
+
+    /// A short human name, used in errors.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ObjectKind::File => "file",
+            ObjectKind::Dir => "dir",
+        }
+    }
+}
+
+/// Derives the convergent encryption key of some content.
+///
+/// The key is `HMAC-SHA256(secret, netstring(tag) ‖ netstring(kind) ‖
+/// netstring(chunk size) ‖ content)`. Keying with the folder's secret means
+/// someone without it cannot confirm a guess of a file's contents from its
+/// capability or storage index; including the chunk size means different
+/// encodings never share a key (as Tahoe includes its encoding parameters).
+pub(crate) struct ConvergentHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl ConvergentHasher {
+    /// Starts hashing content of `kind`, to be encoded in `chunk_size` chunks.
+    pub(crate) fn new(secret: &Key32, kind: ObjectKind, chunk_size: u32) -> ConvergentHasher {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        for part in [
+            tags::CONVERGENT_KEY.as_bytes(),
+            kind.name().as_bytes(),
+            chunk_size.to_string().as_bytes(),
+        ] {
+            mac.update(part.len().to_string().as_bytes());
+            mac.update(b":");
+            mac.update(part);
+            mac.update(b",");
+        }
+        ConvergentHasher { mac }
+    }
+
+    /// Feeds more content.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.mac.update(data);
+    }
+
+    /// The content key.
+    pub(crate) fn finalize(self) -> Key32 {
+        self.mac.finalize().into_bytes().into()
+    }
+}
+
+/// The storage index (on-disk name) of an immutable object with `key`.
+pub(crate) fn chk_storage_index(key: &Key32) -> Key32 {
+    tagged_hash(tags::CHK_STORAGE_INDEX, &[key])
+}
+
+/// Authentication failed: the bytes are not what the key holder wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AuthFailed;
+
+/// AES-256-GCM over a sequence of chunks, STREAM-style.
+///
+/// Chunk `i` is sealed with nonce `be64(i) ‖ 0₃ ‖ last`, where `last` is 1 for
+/// the final chunk and 0 otherwise. A reader that knows how many chunks to
+/// expect therefore detects reordered, repeated, dropped or truncated chunks,
+/// and every chunk also authenticates the caller's associated data (the
+/// object header). Each key encrypts exactly one plaintext (keys are derived
+/// from the content), so deterministic nonces are safe.
+pub(crate) struct ChunkCipher {
+    aead: Aes256Gcm,
+}
+
+impl ChunkCipher {
+    /// A cipher under `key`.
+    pub(crate) fn new(key: &Key32) -> ChunkCipher {
+        ChunkCipher { aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+    }
+
+    fn nonce(index: u64, last: bool) -> [u8; NONCE_LEN] {
+        let mut n = [0u8; NONCE_LEN];
+        n[..8].copy_from_slice(&index.to_be_bytes());
+        n[11] = u8::from(last);
+        n
+    }
+
+    /// Encrypts `buf` in place and returns its tag.
+    pub(crate) fn seal(&self, index: u64, last: bool, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let nonce = Self::nonce(index, last);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf)
+            .expect("chunks are far below AES-GCM's length limit");
+        tag.into()
+    }
+
+    /// Decrypts `buf` in place if `tag` authenticates it.
+    pub(crate) fn open(
+        &self,
+        index: u64,
+        last: bool,
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), AuthFailed> {
+        if tag.len() != TAG_LEN {
+            return Err(AuthFailed);
+        }
+        let nonce = Self::nonce(index, last);
+        self.aead
+            .decrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf, Tag::from_slice(tag))
+            .map_err(|_| AuthFailed)
+    }
+}
+
+/// One-shot AES-256-GCM with an explicit nonce; returns `ciphertext ‖ tag`.
+pub(crate) fn seal_message(key: &Key32, nonce: &[u8; NONCE_LEN], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
+    buf.extend_from_slice(plain);
+    let tag = aead
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf)
+        .expect("messages are far below AES-GCM's length limit");
+    buf.extend_from_slice(&tag);
+    buf
+}
+
+/// Inverse of [`seal_message`]: `sealed` is `ciphertext ‖ tag`.
+pub(crate) fn open_message(
+    key: &Key32,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, AuthFailed> {
+    if sealed.len() < TAG_LEN {
+        return Err(AuthFailed);
+    }
+    let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    let mut buf = ct.to_vec();
+    aead.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+        .map_err(|_| AuthFailed)?;
+    Ok(buf)
+}
+
+/// What a reader of a mutable directory holds: enough to verify and decrypt,
+/// not to sign.
+#[derive(Clone)]
+pub(crate) struct DirReadKeys {
+    /// Symmetric key of the directory's contents.
+    pub read_key: Key32,
+    /// Ed25519 key every version must be signed with.
+    pub verifying: VerifyingKey,
+    /// Where the versions live (hash of the verifying key).
+    pub storage_index: Key32,
+}
+
+impl DirReadKeys {
+    /// Derives the storage index from the verifying key.
+    pub(crate) fn new(read_key: Key32, verifying: VerifyingKey) -> DirReadKeys {
+        let storage_index = tagged_hash(tags::DIR_STORAGE_INDEX, &[verifying.as_bytes()]);
+        DirReadKeys { read_key, verifying, storage_index }
+    }
+
+    /// Checks a signature made by [`DirWriteKeys::sign`].
+    pub(crate) fn verify(&self, signed: &[u8], signature: &[u8]) -> Result<(), AuthFailed> {
+        let sig = Signature::from_slice(signature).map_err(|_| AuthFailed)?;
+        let msg = Self::signed_message(&self.storage_index, signed);
+        self.verifying.verify_strict(&msg, &sig).map_err(|_| AuthFailed)
+    }
+
+    fn signed_message(storage_index: &Key32, signed: &[u8]) -> Vec<u8> {
+        // Domain tag and storage index are prepended so that a signature can
+        // never be replayed onto another directory or another protocol.
+        let mut msg = Vec::with_capacity(64 + signed.len());
+        msg.extend_from_slice(tags::DIR_VERSION_SIGNATURE.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(storage_index);
+        msg.extend_from_slice(signed);
+        msg
+    }
+}
+
+/// Everything the holder of a mutable directory's write cap can derive.
+pub(crate) struct DirWriteKeys {
+    /// The secret in the write cap.
+    pub seed: Key32,
+    signing: SigningKey,
+    /// Key that hides children's write caps from read-only holders.
+    pub child_writecap_key: Key32,
+    /// The read side.
+    pub read: DirReadKeys,
+}
+
+impl DirWriteKeys {
+    /// Derives all keys from the 32-byte seed.
+    pub(crate) fn from_seed(seed: Key32) -> DirWriteKeys {
+        let signing = SigningKey::from_bytes(&seed);
+        let read_key = tagged_hash(tags::DIR_READ_KEY, &[&seed]);
+        let child_writecap_key = tagged_hash(tags::DIR_CHILD_WRITECAP_KEY, &[&seed]);
+        let read = DirReadKeys::new(read_key, signing.verifying_key());
+        DirWriteKeys { seed, signing, child_writecap_key, read }
+    }
+
+    /// Signs `signed` (bound to this directory's storage index).
+    pub(crate) fn sign(&self, signed: &[u8]) -> [u8; SIG_LEN] {
+        let msg = DirReadKeys::signed_message(&self.read.storage_index, signed);
+        self.signing.sign(&msg).to_bytes()
+    }
+}
+
+/// Fills a fresh array with operating-system randomness.
+pub(crate) fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_hash_frames_its_parts() {
+        assert_ne!(tagged_hash("t", &[b"ab", b"c"]), tagged_hash("t", &[b"a", b"bc"]));
+        assert_ne!(tagged_hash("t1", &[b"x"]), tagged_hash("t2", &[b"x"]));
+    }
+
+    #[test]
+    fn convergent_key_depends_on_secret_kind_and_chunking() {
+        let k = |secret: u8, kind, cs| {
+            let mut h = ConvergentHasher::new(&[secret; 32], kind, cs);
+            h.update(b"hello");
+            h.finalize()
+        };
+        let base = k(1, ObjectKind::File, 1024);
+        assert_eq!(base, k(1, ObjectKind::File, 1024));
+        assert_ne!(base, k(2, ObjectKind::File, 1024));
+        assert_ne!(base, k(1, ObjectKind::Dir, 1024));
+        assert_ne!(base, k(1, ObjectKind::File, 2048));
+    }
+
+    #[test]
+    fn chunk_cipher_binds_index_last_flag_and_aad() {
+        let c = ChunkCipher::new(&[7; 32]);
+        let mut buf = b"some chunk".to_vec();
+        let tag = c.seal(3, false, b"hdr", &mut buf);
+        let sealed = buf.clone();
+        for (i, last, aad) in [(4, false, &b"hdr"[..]), (3, true, b"hdr"), (3, false, b"hdR")] {
+            let mut b = sealed.clone();
+            assert_eq!(c.open(i, last, aad, &mut b, &tag), Err(AuthFailed));
+        }
+        let mut b = sealed.clone();
+        c.open(3, false, b"hdr", &mut b, &tag).unwrap();
+        assert_eq!(b, b"some chunk");
+    }
+
+    #[test]
+    fn dir_signatures_are_bound_to_the_directory() {
+        let a = DirWriteKeys::from_seed([1; 32]);
+        let b = DirWriteKeys::from_seed([2; 32]);
+        let sig = a.sign(b"version");
+        a.read.verify(b"version", &sig).unwrap();
+        assert!(a.read.verify(b"versioN", &sig).is_err());
+        assert!(b.read.verify(b"version", &sig).is_err());
+        assert!(a.read.verify(b"version", &sig[..63]).is_err());
+    }
+
+    #[test]
+    fn base32_is_lowercase_and_canonical() {
+        let s = BASE32.encode(&[0xff; 32]);
+        assert_eq!(s.len(), 52);
+        assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_eq!(BASE32.decode(s.as_bytes()).unwrap(), vec![0xff; 32]);
+        // A non-canonical last character (low bits set) is rejected.
+        let mut bad = BASE32.encode(&[0; 32]).into_bytes();
+        *bad.last_mut().unwrap() = b'b';
+        assert!(BASE32.decode(&bad).is_err());
+    }
+}

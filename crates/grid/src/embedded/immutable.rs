@@ -1,0 +1,523 @@
+//! Immutable objects: convergent, chunked, authenticated encryption.
+//!
+//! # Object format (`objects/<si[..2]>/<si>`)
+//!
+//! ```text
+//! offset  size  field
+//! 0       6     magic "MFGRID"
+//! 6       1     format version (1)
+//! 7       1     kind: 'F' file, 'D' directory
+//! 8       4     chunk size in bytes (big-endian)
+//! 12      4     reserved, zero
+//! 16      8     plaintext size in bytes (big-endian)
+//! 24      …     chunks: AES-256-GCM(key, nonce(i, last), aad = header) of each
+//!               plaintext chunk, each followed by its 16-byte tag
+//! ```
+//!
+//! There are `max(1, ⌈size / chunk size⌉)` chunks; all but the last are full.
+//! An empty file still has one (empty) chunk so its header is authenticated.
+//! The header is public (sizes are not hidden) but authenticated: it is the
+//! associated data of every chunk. So the object's length is fully determined
+//! by its header, and a reader checks it before decrypting anything —
+//! truncation or extension is reported at once.
+//!
+//! # Upload
+//!
+//! Pass 1 streams the source through the convergent keyed hash to get the
+//! key (and thus the storage index). If an object of the right length is
+//! already stored, the upload is done (deduplication). Otherwise pass 2
+//! streams the source again, re-hashing it while encrypting into a temporary
+//! file. If the second hash differs, the source changed under us: the
+//! temporary file is dropped and the caller gets
+//! [`GridError::SourceChanged`]. Otherwise the file is fsynced and renamed
+//! into place. Writing happens on a second thread, which also flushes dirty
+//! pages every few tens of MiB, so encryption and disk writeback overlap.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use super::caps::short_name;
+use super::crypto::{chk_storage_index, ChunkCipher, ConvergentHasher, Key32, ObjectKind, TAG_LEN};
+use super::store::{io_err, object_len, Store};
+use crate::{GridError, GridResult, UploadSource};
+
+/// Bytes in an object header.
+pub(crate) const HEADER_LEN: usize = 24;
+/// First bytes of every object and mutable-directory version.
+pub(crate) const MAGIC: &[u8; 6] = b"MFGRID";
+/// The object format version written and understood.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+/// Smallest chunk size accepted (tests use tiny chunks to cover boundaries).
+pub(crate) const MIN_CHUNK_SIZE: u32 = 16;
+/// Largest chunk size accepted; bounds a reader's buffer whatever a damaged
+/// header says.
+pub(crate) const MAX_CHUNK_SIZE: u32 = 16 << 20;
+/// Objects larger than this many chunks are written from a second thread.
+const THREADED_WRITE_CHUNKS: u64 = 8;
+/// The writer thread asks the kernel to flush after this many bytes, so
+/// writeback overlaps encryption instead of all happening at the final fsync.
+const FLUSH_EVERY: u64 = 32 << 20;
+
+/// Number of chunks of an object of `size` bytes.
+pub(crate) fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+    size.div_ceil(u64::from(chunk_size)).max(1)
+}
+
+/// Total stored length of an object of `size` plaintext bytes.
+pub(crate) fn stored_len(size: u64, chunk_size: u32) -> u64 {
+    HEADER_LEN as u64 + size + chunk_count(size, chunk_size) * TAG_LEN as u64
+}
+
+fn header(kind: ObjectKind, chunk_size: u32, size: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..6].copy_from_slice(MAGIC);
+    h[6] = FORMAT_VERSION;
+    h[7] = kind.header_byte();
+    h[8..12].copy_from_slice(&chunk_size.to_be_bytes());
+    h[16..24].copy_from_slice(&size.to_be_bytes());
+    h
+}
+
+/// Where upload content comes from, opened once per pass.
+fn open_source(source: &UploadSource) -> GridResult<Box<dyn Read + Send>> {
+    match source {
+        UploadSource::Bytes(b) => Ok(Box::new(Cursor::new(b.clone()))),
+        UploadSource::File(path) => {
+            let f = File::open(path)
+                .map_err(io_err(format!("upload: opening {}", path.display())))?;
+            Ok(Box::new(f))
+        }
+    }
+}
+
+fn source_ctx(source: &UploadSource) -> String {
+    match source {
+        UploadSource::Bytes(_) => "upload: reading source bytes".to_string(),
+        UploadSource::File(p) => format!("upload: reading {}", p.display()),
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Uploads `source` as an immutable object of `kind`; returns its key and
+/// plaintext size. Blocking: call from a blocking thread.
+pub(crate) fn upload(
+    store: &Store,
+    secret: &Key32,
+    chunk_size: u32,
+    kind: ObjectKind,
+    source: &UploadSource,
+) -> GridResult<(Key32, u64)> {
+    let ctx = source_ctx(source);
+    let cs = chunk_size as usize;
+
+    // Pass 1: the convergent key.
+    let mut hasher = ConvergentHasher::new(secret, kind, chunk_size);
+    let mut size = 0u64;
+    let mut buf = vec![0u8; cs.max(64 << 10)];
+    let mut src = open_source(source)?;
+    loop {
+        let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    drop(src);
+    let key = hasher.finalize();
+    let si = chk_storage_index(&key);
+    let path = store.object_path(&si);
+    let total = stored_len(size, chunk_size);
+    let store_ctx = || format!("upload: storing object {}", short_name(kind.name(), &si));
+    if object_len(&path).map_err(io_err(store_ctx()))? == Some(total) {
+        return Ok((key, size));
+    }
+
+    // Pass 2: encrypt into a temporary file, re-hashing as we go.
+    let mut temp = store.temp_file().map_err(io_err(store_ctx()))?;
+    let src = open_source(source)?;
+    let header = header(kind, chunk_size, size);
+    let job = EncryptJob { secret, kind, chunk_size, key: &key, header: &header, size, ctx: &ctx };
+    let written = if chunk_count(size, chunk_size) > THREADED_WRITE_CHUNKS {
+        let file = temp.file();
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+            let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+            let writer = s.spawn(move || write_chunks(file, rx, back_tx));
+            let result = job.run(src, &mut |block: Vec<u8>| {
+                tx.send(block).map_err(|_| io::Error::other("writer thread stopped"))?;
+                Ok(back_rx.try_recv().unwrap_or_default())
+            });
+            drop(tx);
+            let wrote = writer.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
+            match (result, wrote) {
+                // A failed write (disk full…) also stops the encryptor; report the cause.
+                (_, Err(e)) => Err(io_err(store_ctx())(e)),
+                (r, Ok(())) => r,
+            }
+        })?
+    } else {
+        let file = temp.file();
+        job.run(src, &mut |block: Vec<u8>| {
+            file.write_all(&block)?;
+            Ok(block)
+        })?
+    };
+    match written {
+        Pass2::Changed => {
+            let path = match source {
+                UploadSource::File(p) => p.clone(),
+                UploadSource::Bytes(_) => PathBuf::from("<bytes>"),
+            };
+            Err(GridError::SourceChanged(path))
+        }
+        Pass2::Done => {
+            store.publish_object(temp, &path, total).map_err(io_err(store_ctx()))?;
+            Ok((key, size))
+        }
+    }
+}
+
+/// The writer thread: writes blocks in order, flushing every [`FLUSH_EVERY`]
+/// bytes, and hands emptied buffers back for reuse.
+fn write_chunks(
+    file: &mut File,
+    rx: mpsc::Receiver<Vec<u8>>,
+    back: mpsc::Sender<Vec<u8>>,
+) -> io::Result<()> {
+    let mut unflushed = 0u64;
+    for block in rx {
+        file.write_all(&block)?;
+        unflushed += block.len() as u64;
+        if unflushed >= FLUSH_EVERY {
+            file.sync_data()?;
+            unflushed = 0;
+        }
+        let _ = back.send(block);
+    }
+    Ok(())
+}
+
+enum Pass2 {
+    Done,
+    Changed,
+}
+
+struct EncryptJob<'a> {
+    secret: &'a Key32,
+    kind: ObjectKind,
+    chunk_size: u32,
+    key: &'a Key32,
+    header: &'a [u8; HEADER_LEN],
+    size: u64,
+    ctx: &'a str,
+}
+
+impl EncryptJob<'_> {
+    /// Streams the source through the cipher into `emit`, which consumes a
+    /// block and returns a (possibly recycled) buffer for the next one.
+    fn run(
+        &self,
+        mut src: Box<dyn Read + Send>,
+        emit: &mut dyn FnMut(Vec<u8>) -> io::Result<Vec<u8>>,
+    ) -> GridResult<Pass2> {
+        let cs = self.chunk_size as usize;
+        let cipher = ChunkCipher::new(self.key);
+        let mut hasher = ConvergentHasher::new(self.secret, self.kind, self.chunk_size);
+        let write_ctx = || format!("upload: writing object ({})", self.ctx);
+        let mut next = emit(self.header.to_vec()).map_err(io_err(write_ctx()))?;
+        let chunks = chunk_count(self.size, self.chunk_size);
+        let mut remaining = self.size;
+        for index in 0..chunks {
+            let want = remaining.min(cs as u64) as usize;
+            let mut block = std::mem::take(&mut next);
+            block.clear();
+            block.resize(want, 0);
+            let got = read_full(&mut *src, &mut block).map_err(io_err(self.ctx))?;
+            if got != want {
+                return Ok(Pass2::Changed); // shrank
+            }
+            hasher.update(&block);
+            let last = index + 1 == chunks;
+            let tag = cipher.seal(index, last, self.header, &mut block);
+            block.extend_from_slice(&tag);
+            remaining -= want as u64;
+            next = emit(block).map_err(io_err(write_ctx()))?;
+        }
+        let mut probe = [0u8; 1];
+        if read_full(&mut *src, &mut probe).map_err(io_err(self.ctx))? != 0 {
+            return Ok(Pass2::Changed); // grew
+        }
+        if hasher.finalize() != *self.key {
+            return Ok(Pass2::Changed);
+        }
+        Ok(Pass2::Done)
+    }
+}
+
+/// A verified, chunk-by-chunk reader of one stored object.
+pub(crate) struct ObjectReader {
+    file: File,
+    cipher: ChunkCipher,
+    header: [u8; HEADER_LEN],
+    name: String,
+    chunk_size: u32,
+    size: u64,
+    chunks: u64,
+    next: u64,
+    remaining: u64,
+    first: Option<Vec<u8>>,
+    failed: bool,
+}
+
+impl ObjectReader {
+    /// Opens the object for `key`, checks its header against the capability
+    /// (`kind`, `size`) and its length against the header, and authenticates
+    /// the first chunk — so a damaged header is reported here, not mid-stream.
+    pub(crate) fn open(store: &Store, key: &Key32, kind: ObjectKind, size: u64) -> GridResult<ObjectReader> {
+        let si = chk_storage_index(key);
+        let name = short_name(kind.name(), &si);
+        let path = store.object_path(&si);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(GridError::NotFound(name)),
+            Err(e) => return Err(io_err(format!("download: opening object {name}"))(e)),
+        };
+        let integrity = |detail: String| GridError::Integrity { cap: name.clone(), detail };
+        let len = file
+            .metadata()
+            .map_err(io_err(format!("download: reading object {name}")))?
+            .len();
+        let mut header = [0u8; HEADER_LEN];
+        if len < HEADER_LEN as u64 {
+            return Err(integrity(format!("object is {len} bytes, shorter than its header")));
+        }
+        file.read_exact(&mut header)
+            .map_err(io_err(format!("download: reading object {name}")))?;
+        if &header[..6] != MAGIC || header[6] != FORMAT_VERSION {
+            return Err(integrity("not an object of a known format and version".into()));
+        }
+        if header[7] != kind.header_byte() {
+            return Err(integrity(format!("object is not a {} (kind byte {:#04x})", kind.name(), header[7])));
+        }
+        let chunk_size = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(integrity(format!("implausible chunk size {chunk_size}")));
+        }
+        let stored_size = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
+        if stored_size != size {
+            return Err(integrity(format!(
+                "header says {stored_size} bytes, the capability says {size}"
+            )));
+        }
+        let expected = stored_len(size, chunk_size);
+        if len != expected {
+            return Err(integrity(format!(
+                "object is {len} bytes, expected {expected} (truncated or extended)"
+            )));
+        }
+        let mut reader = ObjectReader {
+            file,
+            cipher: ChunkCipher::new(key),
+            header,
+            name,
+            chunk_size,
+            size,
+            chunks: chunk_count(size, chunk_size),
+            next: 0,
+            remaining: size,
+            first: None,
+            failed: false,
+        };
+        reader.first = Some(reader.read_chunk()?);
+        Ok(reader)
+    }
+
+    /// Plaintext size.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn integrity(&self, detail: impl Into<String>) -> GridError {
+        GridError::Integrity { cap: self.name.clone(), detail: detail.into() }
+    }
+
+    fn read_chunk(&mut self) -> GridResult<Vec<u8>> {
+        let index = self.next;
+        let want = self.remaining.min(u64::from(self.chunk_size)) as usize;
+        let mut buf = vec![0u8; want + TAG_LEN];
+        if let Err(e) = self.file.read_exact(&mut buf) {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.integrity(format!("chunk {index} is truncated"))
+            } else {
+                io_err(format!("download: reading object {}", self.name))(e)
+            });
+        }
+        let last = index + 1 == self.chunks;
+        let (body, tag) = buf.split_at_mut(want);
+        if self.cipher.open(index, last, &self.header, body, tag).is_err() {
+            return Err(self.integrity(format!("chunk {index} failed authentication")));
+        }
+        buf.truncate(want);
+        self.next += 1;
+        self.remaining -= want as u64;
+        if last {
+            let mut probe = [0u8; 1];
+            if self.file.read(&mut probe).map_err(io_err(format!("download: reading object {}", self.name)))? != 0 {
+                return Err(self.integrity("object has bytes after its last chunk"));
+            }
+        }
+        Ok(buf)
+    }
+
+    /// The next authenticated chunk of plaintext, or `None` at the end.
+    /// After an error, always `None`.
+    pub(crate) fn next_chunk(&mut self) -> Option<GridResult<Vec<u8>>> {
+        if self.failed {
+            return None;
+        }
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if self.next >= self.chunks {
+            return None;
+        }
+        let r = self.read_chunk();
+        self.failed = r.is_err();
+        Some(r)
+    }
+
+    /// Reads the whole (small) object into memory.
+    pub(crate) fn read_all(mut self) -> GridResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.size as usize);
+        while let Some(chunk) = self.next_chunk() {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+}
+
+/// Test support: the stored path of the object behind `key`.
+#[cfg(test)]
+pub(crate) fn path_of(store: &Store, key: &Key32) -> std::path::PathBuf {
+    store.object_path(&chk_storage_index(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    fn round_trip(store: &Store, secret: &Key32, cs: u32, content: &[u8]) -> Key32 {
+        let src = UploadSource::Bytes(content.to_vec().into());
+        let (key, size) = upload(store, secret, cs, ObjectKind::File, &src).unwrap();
+        assert_eq!(size, content.len() as u64);
+        let path = path_of(store, &key);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), stored_len(size, cs));
+        let reader = ObjectReader::open(store, &key, ObjectKind::File, size).unwrap();
+        assert_eq!(reader.read_all().unwrap(), content);
+        key
+    }
+
+    #[test]
+    fn chunk_boundaries_round_trip() {
+        let (_d, store) = store();
+        let cs = 64u32;
+        for len in [0, 1, 63, 64, 65, 127, 128, 129, 64 * 9 + 1, 64 * 10] {
+            round_trip(&store, &[1; 32], cs, &data(len, 3));
+        }
+    }
+
+    #[test]
+    fn threaded_writer_round_trip() {
+        let (_d, store) = store();
+        let len = 64 * (THREADED_WRITE_CHUNKS as usize + 5) + 7;
+        round_trip(&store, &[1; 32], 64, &data(len, 9));
+    }
+
+    #[test]
+    fn a_file_that_changes_between_passes_is_refused() {
+        // Simulate the change by uploading a file whose reads differ per pass:
+        // hash pass 1 of one content, then encrypt another.
+        let (dir, store) = store();
+        let path = dir.path().join("src");
+        std::fs::write(&path, data(1000, 1)).unwrap();
+        let secret = [5; 32];
+        let mut hasher = ConvergentHasher::new(&secret, ObjectKind::File, 64);
+        hasher.update(&data(1000, 1));
+        let key = hasher.finalize();
+        std::fs::write(&path, data(1000, 2)).unwrap();
+        let header = header(ObjectKind::File, 64, 1000);
+        let job = EncryptJob {
+            secret: &secret,
+            kind: ObjectKind::File,
+            chunk_size: 64,
+            key: &key,
+            header: &header,
+            size: 1000,
+            ctx: "test",
+        };
+        let src = open_source(&UploadSource::File(path.clone())).unwrap();
+        let r = job.run(src, &mut |b| Ok(b)).unwrap();
+        assert!(matches!(r, Pass2::Changed));
+        // Grown and shrunk files too.
+        for len in [999, 1001] {
+            std::fs::write(&path, &data(len, 1)).unwrap();
+            let src = open_source(&UploadSource::File(path.clone())).unwrap();
+            assert!(matches!(job.run(src, &mut |b| Ok(b)).unwrap(), Pass2::Changed));
+        }
+        drop(store);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn encryption_round_trips(
+            cs in prop_oneof![Just(16u32), Just(64u32), 17u32..300],
+            chunks in 0usize..12,
+            delta in -2i64..=2,
+            seed in any::<u8>(),
+        ) {
+            let len = ((chunks as i64) * i64::from(cs) + delta).max(0) as usize;
+            let (_d, store) = store();
+            round_trip(&store, &[seed; 32], cs, &data(len, seed));
+        }
+
+        #[test]
+        fn convergence_holds(len in 0usize..2000, seed in any::<u8>()) {
+            let (_d, store) = store();
+            let content = data(len, seed);
+            let a = round_trip(&store, &[1; 32], 64, &content);
+            let b = round_trip(&store, &[1; 32], 64, &content);
+            prop_assert_eq!(a, b);
+            let c = round_trip(&store, &[2; 32], 64, &content);
+            prop_assert_ne!(a, c);
+        }
+    }
+}

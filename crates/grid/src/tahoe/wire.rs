@@ -1,0 +1,219 @@
+//! The JSON the Tahoe web API speaks for directories, and its translation to
+//! and from [`DirChildren`].
+//!
+//! Request bodies (`t=set_children`, `t=mkdir-immutable`) and listings
+//! (`t=json`) use the same per-child shape:
+//! `NAME: [KIND, {"rw_uri"?, "ro_uri"?, "metadata"?, …}]` (`tahoe.md` §1.3).
+//!
+//! Two rules shape this module:
+//!
+//! * **The `tahoe` metadata key belongs to the node.** Tahoe adds
+//!   `tahoe.linkcrtime`/`linkmotime` to every edge and drops any `tahoe` key we
+//!   send. Listings therefore strip it (so metadata round-trips exactly) and
+//!   writes refuse it up front rather than lose it silently.
+//! * **Children this program cannot represent are skipped, not fatal.** A
+//!   Tahoe directory may hold mutable files (`URI:SSK:`/`URI:MDMF:`), caps from
+//!   a newer Tahoe (`"unknown"`, with `ro.`/`imm.` prefixes) or anything
+//!   else another client linked. A listing leaves them out and logs one warning
+//!   per child (name and kind only, never the cap). They stay on the grid
+//!   untouched, because writes here only ever name the children they change.
+
+use serde_json::{json, Map, Value};
+
+use crate::{read_only, CapKind, Capability, DirChildren, DirEntry, GridError, GridResult};
+
+/// The metadata key Tahoe reserves for itself.
+pub(crate) const TAHOE_KEY: &str = "tahoe";
+
+/// Checks a child name the way the trait defines names: non-empty UTF-8
+/// without `/`. (Tahoe itself would accept both, creating entries no path can
+/// reach.)
+pub(crate) fn check_name(name: &str) -> GridResult<()> {
+    if name.is_empty() || name.contains('/') {
+        return Err(GridError::Protocol(format!("invalid child name {name:?}: empty or contains '/'")));
+    }
+    Ok(())
+}
+
+fn check_metadata(name: &str, metadata: &Value) -> GridResult<()> {
+    match metadata {
+        Value::Object(map) if map.contains_key(TAHOE_KEY) => Err(GridError::Protocol(format!(
+            "metadata of {name:?} uses the key {TAHOE_KEY:?}, which Tahoe-LAFS reserves and would drop"
+        ))),
+        Value::Object(_) => Ok(()),
+        _ => Err(GridError::Protocol(format!("metadata of {name:?} is not a JSON object"))),
+    }
+}
+
+/// Builds the request body for `t=set_children` or `t=mkdir-immutable`.
+///
+/// Mutable directory write caps go in `rw_uri` with their derived read cap in
+/// `ro_uri` (as Tahoe's own listings do); everything else goes in `ro_uri`
+/// only. With `immutable_only`, any child that is not deep-immutable is
+/// refused here with [`GridError::WrongKind`], since Tahoe's immutable
+/// directories cannot hold one (the node would answer 400
+/// `MustBeDeepImmutableError`).
+pub(crate) fn children_body(children: &DirChildren, immutable_only: bool) -> GridResult<Vec<u8>> {
+    let mut out = Map::new();
+    for (name, entry) in children {
+        check_name(name)?;
+        check_metadata(name, &entry.metadata)?;
+        crate::tahoe::caps::validate(&entry.cap)?;
+        let kind = entry.cap.kind();
+        if immutable_only && !kind.is_immutable() {
+            return Err(GridError::WrongKind {
+                expected: "immutable capability (Tahoe immutable directories are deep-immutable)",
+                got: kind,
+            });
+        }
+        let node_type = if kind.is_dir() { "dirnode" } else { "filenode" };
+        let mut props = Map::new();
+        if kind == CapKind::MutableDirWrite {
+            props.insert("rw_uri".into(), Value::String(entry.cap.to_string()));
+            props.insert("ro_uri".into(), Value::String(read_only(&entry.cap)?.to_string()));
+        } else {
+            props.insert("ro_uri".into(), Value::String(entry.cap.to_string()));
+        }
+        props.insert("metadata".into(), entry.metadata.clone());
+        out.insert(name.clone(), json!([node_type, Value::Object(props)]));
+    }
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| GridError::Protocol(format!("encoding children: {e}")))
+}
+
+/// One child the listing could not represent, for the caller to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Parses a `GET …?t=json` directory listing.
+pub(crate) fn parse_listing(body: &[u8]) -> GridResult<(DirChildren, Vec<Skipped>)> {
+    let bad = |why: &str| GridError::Protocol(format!("unexpected directory listing from the node: {why}"));
+    let value: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
+    let arr = value.as_array().ok_or_else(|| bad("not a JSON array"))?;
+    match arr.first().and_then(Value::as_str) {
+        Some("dirnode") => {}
+        Some(other) => {
+            return Err(bad(&format!("the capability names a {other}, not a directory")));
+        }
+        None => return Err(bad("no node type")),
+    }
+    let children = arr
+        .get(1)
+        .and_then(|p| p.get("children"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no children map"))?;
+    let mut out = DirChildren::new();
+    let mut skipped = Vec::new();
+    for (name, child) in children {
+        match parse_child(child) {
+            Ok(entry) => {
+                out.insert(name.clone(), entry);
+            }
+            Err(reason) => skipped.push(Skipped { name: name.clone(), reason }),
+        }
+    }
+    Ok((out, skipped))
+}
+
+fn parse_child(child: &Value) -> Result<DirEntry, String> {
+    let kind = child.get(0).and_then(Value::as_str).unwrap_or("?");
+    let props = child.get(1).and_then(Value::as_object).ok_or("entry has no properties")?;
+    let uri = |key: &str| props.get(key).and_then(Value::as_str);
+    let cap_text = match kind {
+        // Prefer the write cap when the listing was made with one, so a
+        // subdirectory written through set_children lists as it was set.
+        "dirnode" => uri("rw_uri").or_else(|| uri("ro_uri")),
+        "filenode" => {
+            if props.get("mutable").and_then(Value::as_bool) == Some(true) {
+                return Err(format!("mutable file ({})", uri("format").unwrap_or("?")));
+            }
+            uri("ro_uri")
+        }
+        other => return Err(format!("node of kind {other:?}")),
+    }
+    .ok_or("entry has no capability")?;
+    let cap = Capability::parse(cap_text).map_err(|e| format!("unusable capability: {}", e.reason))?;
+    if (kind == "dirnode") != cap.kind().is_dir() {
+        return Err(format!("{kind} whose capability is a {:?}", cap.kind()));
+    }
+    let mut metadata = match props.get("metadata") {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    metadata.remove(TAHOE_KEY);
+    Ok(DirEntry { cap, metadata: Value::Object(metadata) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHK: &str =
+        "URI:CHK:anl4vlabxziju3xt3y5jvfdmny:fnrcw3y7gzmnc75holrscxoy5chi7to6yo5biymy34s6dapdblua:2:3:73";
+    const RW: &str = "URI:DIR2:mx5erz5b2wvowdqm4iaoqzwlti:5yzehbt7hx464o7f2xhspwfrrtrbp7awtiqbsdxhr5dgdfdx3ncq";
+    const RO: &str = "URI:DIR2-RO:o67ar67kaoulwzh5rzuigblgue:5yzehbt7hx464o7f2xhspwfrrtrbp7awtiqbsdxhr5dgdfdx3ncq";
+
+    /// Shaped after a real tahoe-lafs 1.20.0 listing.
+    fn listing() -> String {
+        format!(
+            r#"["dirnode", {{"children": {{
+              "a": ["filenode", {{"mutable": false, "format": "CHK", "size": 73,
+                    "metadata": {{"v": 1, "tahoe": {{"linkcrtime": 1.5, "linkmotime": 1.5}}}},
+                    "ro_uri": "{CHK}", "verify_uri": "URI:CHK-Verifier:x"}}],
+              "sub": ["dirnode", {{"mutable": true, "metadata": {{"tahoe": {{"linkcrtime": 1.5}}}},
+                    "rw_uri": "{RW}", "ro_uri": "{RO}"}}],
+              "rosub": ["dirnode", {{"mutable": true, "ro_uri": "{RO}"}}],
+              "m": ["filenode", {{"mutable": true, "format": "SDMF", "rw_uri": "URI:SSK:a:b", "ro_uri": "URI:SSK-RO:a:b"}}],
+              "u": ["unknown", {{"ro_uri": "ro.URI:FUTURE:abc"}}],
+              "i": ["filenode", {{"mutable": false, "ro_uri": "imm.URI:FUTURE:abc"}}]
+            }}, "rw_uri": "{RW}", "ro_uri": "{RO}", "mutable": true}}]"#
+        )
+    }
+
+    #[test]
+    fn listing_keeps_what_we_understand_and_reports_the_rest() {
+        let (children, skipped) = parse_listing(listing().as_bytes()).unwrap();
+        assert_eq!(children.keys().collect::<Vec<_>>(), ["a", "rosub", "sub"]);
+        assert_eq!(children["a"].cap.as_str(), CHK);
+        assert_eq!(children["a"].metadata, json!({"v": 1}));
+        assert_eq!(children["sub"].cap.as_str(), RW);
+        assert_eq!(children["sub"].metadata, json!({}));
+        assert_eq!(children["rosub"].cap.as_str(), RO);
+        let names: Vec<_> = skipped.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["i", "m", "u"]);
+    }
+
+    #[test]
+    fn non_directories_are_protocol_errors() {
+        let file = format!(r#"["filenode", {{"ro_uri": "{CHK}"}}]"#);
+        assert!(matches!(parse_listing(file.as_bytes()), Err(GridError::Protocol(_))));
+        assert!(matches!(parse_listing(b"<html>"), Err(GridError::Protocol(_))));
+    }
+
+    #[test]
+    fn bodies_carry_both_caps_for_writable_dirs() {
+        let mut children = DirChildren::new();
+        children.insert("f".into(), DirEntry { cap: Capability::parse(CHK).unwrap(), metadata: json!({"k": [1]}) });
+        children.insert("d".into(), DirEntry::new(Capability::parse(RW).unwrap()));
+        let body: Value = serde_json::from_slice(&children_body(&children, false).unwrap()).unwrap();
+        assert_eq!(body["f"], json!(["filenode", {"ro_uri": CHK, "metadata": {"k": [1]}}]));
+        assert_eq!(body["d"], json!(["dirnode", {"rw_uri": RW, "ro_uri": RO, "metadata": {}}]));
+        // Immutable directories refuse mutable children before any request.
+        assert!(matches!(
+            children_body(&children, true),
+            Err(GridError::WrongKind { got: CapKind::MutableDirWrite, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names_and_metadata_are_refused() {
+        let cap = Capability::parse(CHK).unwrap();
+        for (name, md) in [("", json!({})), ("a/b", json!({})), ("x", json!({"tahoe": 1})), ("y", json!([1]))] {
+            let mut children = DirChildren::new();
+            children.insert(name.into(), DirEntry { cap: cap.clone(), metadata: md });
+            assert!(matches!(children_body(&children, false), Err(GridError::Protocol(_))), "{name}");
+        }
+    }
+}
