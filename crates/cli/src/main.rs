@@ -1,1 +1,381 @@
-fn main() {}
+//! `magic-folder`: the command-line front end.
+//!
+//! Deliberately thin: it parses arguments, sets up logging, calls one
+//! function of `mf_daemon::commands` and prints the result (for people, or
+//! as JSON with `--json`). Errors become one clear message on stderr and a
+//! non-zero exit status; user mistakes never produce a backtrace.
+
+#![warn(missing_docs)]
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mf_daemon::commands::{self, CreateOptions, GridChoice, JoinOptions, Resolution, Tuning};
+use mf_daemon::config::{parse_duration, parse_umask, ConfigDir};
+
+/// Keep a directory in sync among participants through an end-to-end
+/// encrypted grid.
+#[derive(Debug, Parser)]
+#[command(
+    name = "magic-folder",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Config directory [default: $MAGIC_FOLDER_CONFIG, else
+    /// $XDG_CONFIG_HOME/magic-folder, else ~/.config/magic-folder]
+    #[arg(long, global = true, value_name = "DIR")]
+    config: Option<PathBuf>,
+
+    /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the config directory (create and join do it too)
+    Init,
+
+    /// Create a new magic folder, with yourself as its admin
+    Create {
+        /// Local name of the folder
+        name: String,
+        /// Directory to keep in sync (created if missing)
+        local_dir: PathBuf,
+        /// Your participant name [default: your login name]
+        #[arg(long, value_name = "NAME")]
+        author: Option<String>,
+        #[command(flatten)]
+        grid: GridArgs,
+        #[command(flatten)]
+        tuning: TuningArgs,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Invite a participant to a folder you created; prints a secret invite code
+    ///
+    /// The code (mf-invite-v1:...) is self-contained and SECRET: whoever holds
+    /// it can read the whole folder and publish versions as the new
+    /// participant, before and after it is used. You, the inviter, also know
+    /// that participant's write capability. Send it over a private channel.
+    Invite {
+        /// The folder
+        #[arg(long, short = 'n', value_name = "NAME")]
+        folder: String,
+        /// The new participant's name
+        participant: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Join a folder with an invite code
+    Join {
+        /// The invite code (mf-invite-v1:...)
+        code: String,
+        /// Directory to keep in sync (created if missing)
+        local_dir: PathBuf,
+        /// Local name of the folder [default: the inviter's name for it]
+        #[arg(long, short = 'n', value_name = "FOLDER")]
+        name: Option<String>,
+        /// Author name written into your snapshots [default: the invited participant name]
+        #[arg(long, value_name = "NAME")]
+        author: Option<String>,
+        #[command(flatten)]
+        grid: GridArgs,
+        #[command(flatten)]
+        tuning: TuningArgs,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Stop syncing a folder and forget it here (its files stay)
+    Leave {
+        /// The folder
+        name: String,
+        /// Leave even if you are the admin (destroys the only copy of the
+        /// collective's write capability: nobody can be invited again)
+        #[arg(long)]
+        really_delete_write_capability: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List the configured folders
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show what each folder is doing: files, queue, conflicts, errors
+    Status {
+        /// Only this folder
+        name: Option<String>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Resolve a conflict: keep one version and remove the conflict copies
+    Resolve {
+        /// The conflicted file (not its .conflict-* copy)
+        path: PathBuf,
+        #[command(flatten)]
+        choice: ResolveChoice,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
+    Run,
+}
+
+/// Which version `resolve` keeps.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ResolveChoice {
+    /// Keep your version
+    #[arg(long)]
+    mine: bool,
+    /// Keep the other participant's version (when only one conflicts)
+    #[arg(long)]
+    theirs: bool,
+    /// Keep this participant's version
+    #[arg(long = "use", value_name = "NAME")]
+    use_: Option<String>,
+}
+
+impl ResolveChoice {
+    fn resolution(self) -> Resolution {
+        match (self.mine, self.theirs, self.use_) {
+            (_, _, Some(n)) => Resolution::Use(n),
+            (_, true, None) => Resolution::Theirs,
+            _ => Resolution::Mine,
+        }
+    }
+}
+
+/// Where a folder's grid is.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+struct GridArgs {
+    /// Use the embedded grid in DIR [create default: CONFIG/grid; join
+    /// default: where the invite says]
+    #[arg(long, value_name = "DIR")]
+    grid: Option<PathBuf>,
+    /// Use a Tahoe-LAFS node (its node directory or web-API URL)
+    #[arg(long, value_name = "NODE_DIR_OR_URL")]
+    tahoe: Option<String>,
+}
+
+impl GridArgs {
+    fn choice(self) -> Option<GridChoice> {
+        match (self.grid, self.tahoe) {
+            (Some(d), _) => Some(GridChoice::Embedded(d)),
+            (None, Some(t)) => Some(GridChoice::Tahoe(t)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Timing settings stored with the folder.
+#[derive(Debug, Args)]
+struct TuningArgs {
+    /// Time between polls of the other participants, e.g. 3s [default: 3s
+    /// on the embedded grid, 60s on Tahoe]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    poll_interval: Option<Duration>,
+    /// Time between full scans of the local directory [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    scan_interval: Option<Duration>,
+    /// Quiet time after a local change before it is uploaded [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pending_delay: Option<Duration>,
+    /// Permission bits removed from files written for others, octal [default: 077]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    umask: Option<u32>,
+}
+
+impl From<TuningArgs> for Tuning {
+    fn from(t: TuningArgs) -> Tuning {
+        Tuning {
+            poll_interval: t.poll_interval,
+            scan_interval: t.scan_interval,
+            pending_delay: t.pending_delay,
+            umask: t.umask,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, matches!(cli.command, Command::Run));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("magic-folder: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("magic-folder: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) => "info",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = ConfigDir::resolve(cli.config.as_deref())?;
+    match cli.command {
+        Command::Init => output::init(&commands::init(&config)?),
+        Command::Create {
+            name,
+            local_dir,
+            author,
+            grid,
+            tuning,
+            json,
+        } => {
+            let opts = CreateOptions {
+                name,
+                local_dir,
+                author,
+                grid: grid.choice(),
+                tuning: tuning.into(),
+            };
+            output::folder_added(&commands::create(&config, opts).await?, "Created", json)
+        }
+        Command::Invite {
+            folder,
+            participant,
+            json,
+        } => output::invite(
+            &commands::invite(&config, &folder, &participant).await?,
+            json,
+        ),
+        Command::Join {
+            code,
+            local_dir,
+            name,
+            author,
+            grid,
+            tuning,
+            json,
+        } => {
+            let opts = JoinOptions {
+                code,
+                local_dir,
+                name,
+                author,
+                grid: grid.choice(),
+                tuning: tuning.into(),
+            };
+            output::folder_added(&commands::join(&config, opts).await?, "Joined", json)
+        }
+        Command::Leave {
+            name,
+            really_delete_write_capability,
+            json,
+        } => output::leave(
+            &commands::leave(&config, &name, really_delete_write_capability)?,
+            json,
+        ),
+        Command::List { json } => output::list(&commands::list(&config)?, json),
+        Command::Status { name, json } => {
+            output::status(&commands::status(&config, name.as_deref()).await?, json)
+        }
+        Command::Resolve { path, choice, json } => output::resolve(
+            &commands::resolve(&config, &path, choice.resolution()).await?,
+            json,
+        ),
+        Command::Run => commands::run(&config, shutdown_signal()?).await,
+    }
+}
+
+/// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are
+/// installed *now*, before the daemon announces itself in `api.url`: a
+/// signal that arrives at any point after that stops it cleanly.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn resolve_needs_exactly_one_choice() {
+        assert!(Cli::try_parse_from(["magic-folder", "resolve", "x"]).is_err());
+        assert!(
+            Cli::try_parse_from(["magic-folder", "resolve", "x", "--mine", "--theirs"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["magic-folder", "resolve", "x", "--use", "bob"]).is_ok());
+    }
+
+    #[test]
+    fn grid_choices_exclude_each_other() {
+        let r = Cli::try_parse_from([
+            "magic-folder",
+            "create",
+            "f",
+            "d",
+            "--grid",
+            "g",
+            "--tahoe",
+            "t",
+        ]);
+        assert!(r.is_err());
+    }
+}

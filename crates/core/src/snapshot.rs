@@ -94,6 +94,11 @@ pub struct SnapshotInfo {
     pub content: Content,
     /// The author's modification time, seconds since the Unix epoch.
     pub mtime_s: i64,
+    /// One more than the greatest generation among the parents (0 for a
+    /// snapshot written without one, e.g. by a Python peer). A descendant
+    /// always outranks its ancestors, which keeps conflict winners stable
+    /// when someone builds on the winner.
+    pub generation: u64,
 }
 
 /// The metadata JSON document, field for field as magic-folder 24.3 writes it,
@@ -116,6 +121,9 @@ pub struct SnapshotMetadata {
     /// Our addition: content size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Our addition: the snapshot's generation (see [`SnapshotInfo::generation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// The `author` object of the metadata.
@@ -197,6 +205,7 @@ impl Author {
         content: &Content,
         parents: &[Cap],
         mtime_s: i64,
+        generation: u64,
     ) -> SnapshotMetadata {
         SnapshotMetadata {
             snapshot_version: 1,
@@ -209,6 +218,7 @@ impl Author {
                 Content::File { size, .. } => Some(*size),
                 _ => None,
             },
+            generation: Some(generation),
         }
     }
 
@@ -291,6 +301,7 @@ pub fn verify_snapshot(
         parents: md.parents.into_iter().map(Cap).collect(),
         content,
         mtime_s: md.modification_time,
+        generation: md.generation.unwrap_or(0),
     })
 }
 
@@ -301,17 +312,49 @@ pub fn entry_name(relpath: &RelPath) -> String {
     relpath.mangle()
 }
 
-/// Decodes a personal-directory entry name into a checked path.
-/// `@metadata` (the directory's own metadata entry) yields `None`.
-pub fn parse_entry_name(name: &str) -> Option<Result<RelPath, PathError>> {
+/// The name under which a participant publishes a version of `relpath` that
+/// lost a conflict and is kept as a conflict copy: `<mangled path>@c<author>`.
+/// Publishing losers is what lets every participant keep the same copies,
+/// even one that never saw the losing version while it was current.
+/// (`@c` cannot occur in a mangled path, where `@` is always followed by `@`
+/// or `_`.)
+pub fn conflict_entry_name(relpath: &RelPath, author: &str) -> String {
+    format!("{}@c{author}", relpath.mangle())
+}
+
+/// Decodes a personal-directory entry name into a checked path, plus the
+/// author for a conflict entry. `@metadata` (the directory's own metadata
+/// entry) yields `None`.
+pub fn parse_entry_name(name: &str) -> Option<Result<(RelPath, Option<String>), PathError>> {
     if name == "@metadata" {
         return None;
     }
-    Some(RelPath::unmangle(name))
+    // Find an unescaped "@c": scan pairs so "@@c" stays a literal "@c".
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'@' {
+            match bytes.get(i + 1) {
+                Some(b'c') => {
+                    let author = &name[i + 2..];
+                    return Some(RelPath::unmangle(&name[..i]).and_then(|p| {
+                        crate::relpath::check_participant_name(author)
+                            .map_err(|_| PathError::BadMangling(name.to_owned()))?;
+                        Ok((p, Some(author.to_owned())))
+                    }));
+                }
+                _ => i += 2,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Some(RelPath::unmangle(name).map(|p| (p, None)))
 }
 
-/// Participants' personal-directory listings, as the engine receives them.
-pub type Listing = BTreeMap<RelPath, Cap>;
+/// A participant's personal directory as the engine receives it:
+/// entry name → (path, snapshot).
+pub type Listing = BTreeMap<String, (RelPath, Cap)>;
 
 #[cfg(test)]
 mod tests {
@@ -326,7 +369,7 @@ mod tests {
         let a = author();
         let p = RelPath::new("docs/a.txt").unwrap();
         let content = Content::File { cap: Cap::from("URI:MF-CHK:x"), size: 5 };
-        let md = a.metadata(&p, &content, &[Cap::from("URI:MF-DIR-CHK:p")], 1_700_000_000);
+        let md = a.metadata(&p, &content, &[Cap::from("URI:MF-DIR-CHK:p")], 1_700_000_000, 4);
         let json = md.to_json();
         let sig = a.sign(Some("URI:MF-CHK:x"), "URI:MF-CHK:m", &p);
         let info = verify_snapshot(
@@ -341,13 +384,14 @@ mod tests {
         assert_eq!(info.author, "alice");
         assert_eq!(info.content, content);
         assert_eq!(info.parents, vec![Cap::from("URI:MF-DIR-CHK:p")]);
+        assert_eq!(info.generation, 4);
     }
 
     #[test]
     fn tampering_is_rejected() {
         let a = author();
         let p = RelPath::new("a").unwrap();
-        let md = a.metadata(&p, &Content::Deleted, &[], 1).to_json();
+        let md = a.metadata(&p, &Content::Deleted, &[], 1, 1).to_json();
         let sig = a.sign(None, "URI:MF-CHK:m", &p);
         let verify = |content: Option<&str>, mcap: &str, json: &[u8], sig: &str| {
             verify_snapshot(Cap::from("s"), content.map(Cap::from), mcap, json, sig, Some(&p))
@@ -366,7 +410,7 @@ mod tests {
     #[test]
     fn unsafe_relpath_in_metadata_is_rejected() {
         let a = author();
-        let mut md = a.metadata(&RelPath::new("a").unwrap(), &Content::Deleted, &[], 1);
+        let mut md = a.metadata(&RelPath::new("a").unwrap(), &Content::Deleted, &[], 1, 1);
         md.relpath = "../../etc/passwd".into();
         let json = md.to_json();
         let msg = signing_message(None, "m", "../../etc/passwd");
@@ -378,7 +422,7 @@ mod tests {
     #[test]
     fn metadata_is_compatible_with_magic_folder_24_3() {
         let a = author();
-        let md = a.metadata(&RelPath::new("x").unwrap(), &Content::Deleted, &[], 3);
+        let md = a.metadata(&RelPath::new("x").unwrap(), &Content::Deleted, &[], 3, 1);
         let v: serde_json::Value = serde_json::from_slice(&md.to_json()).unwrap();
         assert_eq!(v["snapshot_version"], 1);
         assert_eq!(v["relpath"], "x");
@@ -393,8 +437,16 @@ mod tests {
     #[test]
     fn entry_names() {
         let p = RelPath::new("a@b/c").unwrap();
-        assert_eq!(parse_entry_name(&entry_name(&p)).unwrap().unwrap(), p);
+        assert_eq!(parse_entry_name(&entry_name(&p)).unwrap().unwrap(), (p.clone(), None));
+        let c = conflict_entry_name(&p, "bob");
+        assert_eq!(parse_entry_name(&c).unwrap().unwrap(), (p, Some("bob".into())));
+        let tricky = RelPath::new("x@cy").unwrap();
+        assert_eq!(parse_entry_name(&entry_name(&tricky)).unwrap().unwrap(), (tricky.clone(), None));
+        let tc = conflict_entry_name(&tricky, "z");
+        assert_eq!(parse_entry_name(&tc).unwrap().unwrap(), (tricky, Some("z".into())));
         assert!(parse_entry_name("@metadata").is_none());
         assert!(parse_entry_name("@_etc").unwrap().is_err());
+        assert!(parse_entry_name("a@c").unwrap().is_err(), "empty author");
+        assert!(parse_entry_name("a@c../x").unwrap().is_err());
     }
 }

@@ -49,10 +49,17 @@ pub struct Current {
     pub local: LocalState,
     /// Whether our personal directory already points at `snapshot`.
     pub published: bool,
+    /// A remote version being written over the local file. If the process
+    /// dies after the write but before the result is recorded, the folder
+    /// shows that version (its size, and its author's mtime to the second)
+    /// and the engine recognises it as adopted rather than as a local edit.
+    pub adopting: Option<Cap>,
 }
 
-/// A conflict copy on disk: another version of `path`, by `author`, that
-/// is neither an ancestor nor a descendant of ours.
+/// A version of `path`, by `author`, that lost a conflict: neither an
+/// ancestor nor a descendant of ours. A losing file is kept on disk as a
+/// conflict copy; a losing deletion has no copy (`copy: None`) but is
+/// remembered, so the versions it deleted stay deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     /// The conflicted path.
@@ -61,7 +68,7 @@ pub struct Conflict {
     pub author: String,
     /// The losing version.
     pub snapshot: Cap,
-    /// State of the conflict copy as we wrote it (`None` until written).
+    /// State of the conflict copy as we wrote it (`None`: no copy, a deletion).
     pub copy: Option<PathState>,
     /// The user resolved it (removed the copy); the next snapshot of `path`
     /// names `snapshot` as a parent, after which the record is dropped.

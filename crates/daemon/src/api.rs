@@ -125,13 +125,20 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
-        ApiError { status, reason: reason.into() }
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "reason": self.reason }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "reason": self.reason })),
+        )
+            .into_response()
     }
 }
 
@@ -143,7 +150,10 @@ struct ApiState {
 
 /// Builds the router (exposed for tests that drive it without a socket).
 pub fn router(token: String, folders: Folders) -> Router {
-    let state = ApiState { token: token.into(), folders };
+    let state = ApiState {
+        token: token.into(),
+        folders,
+    };
     Router::new()
         .route("/v1/magic-folder", get(list_folders))
         .route("/v1/magic-folder/{name}/status", get(folder_status))
@@ -168,7 +178,9 @@ pub async fn serve(
     folders: Folders,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, folders)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(token, folders))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -194,7 +206,8 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
                 "missing or wrong API token (Authorization: Bearer <contents of api_token>)",
             )
             .into_response();
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             resp
         }
     }
@@ -202,7 +215,12 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
 
 async fn list_folders(State(state): State<ApiState>) -> Json<BTreeMap<String, FolderSummary>> {
     let folders = state.folders.read().await;
-    Json(folders.iter().map(|(name, h)| (name.clone(), h.summary())).collect())
+    Json(
+        folders
+            .iter()
+            .map(|(name, h)| (name.clone(), h.summary()))
+            .collect(),
+    )
 }
 
 async fn folder_status(
@@ -211,7 +229,10 @@ async fn folder_status(
 ) -> Result<Json<FolderStatus>, ApiError> {
     let folders = state.folders.read().await;
     let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
-    h.status().await.map(Json).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+    h.status()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 async fn folder_scan(
@@ -220,7 +241,9 @@ async fn folder_scan(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let folders = state.folders.read().await;
     let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
-    h.request_scan().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    h.request_scan()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -230,12 +253,17 @@ async fn folder_poll(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let folders = state.folders.read().await;
     let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
-    h.request_poll().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    h.request_poll()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(serde_json::json!({})))
 }
 
 fn no_folder(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no running magic folder named {name:?}"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no running magic folder named {name:?}"),
+    )
 }
 
 /// A client of a running daemon's API.
@@ -271,7 +299,11 @@ impl ApiClient {
         ApiClient { base, token, http }
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T, String> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<T, String> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .http
@@ -281,7 +313,10 @@ impl ApiClient {
             .await
             .map_err(|e| format!("cannot reach the daemon at {}: {e}", self.base))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("reading the daemon's answer: {e}"))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the daemon's answer: {e}"))?;
         if !status.is_success() {
             let reason = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -289,7 +324,8 @@ impl ApiClient {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             return Err(format!("the daemon answered {status}: {reason}"));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("the daemon's answer is not what was expected: {e}"))
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("the daemon's answer is not what was expected: {e}"))
     }
 
     /// `GET /v1/magic-folder`.
@@ -299,17 +335,31 @@ impl ApiClient {
 
     /// `GET /v1/magic-folder/{name}/status`.
     pub async fn status(&self, name: &str) -> Result<FolderStatus, String> {
-        self.call(reqwest::Method::GET, &format!("/v1/magic-folder/{name}/status")).await
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/magic-folder/{name}/status"),
+        )
+        .await
     }
 
     /// `POST /v1/magic-folder/{name}/scan`.
     pub async fn scan(&self, name: &str) -> Result<(), String> {
-        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/magic-folder/{name}/scan")).await.map(drop)
+        self.call::<serde_json::Value>(
+            reqwest::Method::POST,
+            &format!("/v1/magic-folder/{name}/scan"),
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /v1/magic-folder/{name}/poll`.
     pub async fn poll(&self, name: &str) -> Result<(), String> {
-        self.call::<serde_json::Value>(reqwest::Method::POST, &format!("/v1/magic-folder/{name}/poll")).await.map(drop)
+        self.call::<serde_json::Value>(
+            reqwest::Method::POST,
+            &format!("/v1/magic-folder/{name}/poll"),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -330,9 +380,14 @@ mod tests {
         let folders: Folders = Default::default();
         let (listener, url) = bind_loopback().await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, "sekrit-token-0123456789".into(), folders, async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            "sekrit-token-0123456789".into(),
+            folders,
+            async {
+                let _ = rx.await;
+            },
+        ));
         let good = ApiClient::new(url.clone(), "sekrit-token-0123456789".into());
         assert!(good.list().await.unwrap().is_empty());
         let err = good.status("nope").await.unwrap_err();
@@ -340,7 +395,11 @@ mod tests {
         let bad = ApiClient::new(url.clone(), "wrong-token-0123456789".into());
         let err = bad.list().await.unwrap_err();
         assert!(err.contains("401"), "{err}");
-        let resp = reqwest::Client::new().get(format!("{url}/v1/magic-folder")).send().await.unwrap();
+        let resp = reqwest::Client::new()
+            .get(format!("{url}/v1/magic-folder"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
         let _ = tx.send(());
         server.await.unwrap().unwrap();

@@ -104,7 +104,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn io(context: impl Into<String>, source: io::Error) -> ConfigError {
-        ConfigError::Io { context: context.into(), source }
+        ConfigError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -196,10 +199,14 @@ impl GridLocation {
     /// paths are made absolute (relative to the current directory).
     pub fn tahoe(node: &str) -> ConfigResult<GridLocation> {
         if node.starts_with("http://") || node.starts_with("https://") {
-            Ok(GridLocation::Tahoe { node: node.trim_end_matches('/').to_owned() })
+            Ok(GridLocation::Tahoe {
+                node: node.trim_end_matches('/').to_owned(),
+            })
         } else {
             let p = absolute(Path::new(node))?;
-            Ok(GridLocation::Tahoe { node: p.to_string_lossy().into_owned() })
+            Ok(GridLocation::Tahoe {
+                node: p.to_string_lossy().into_owned(),
+            })
         }
     }
 }
@@ -222,7 +229,9 @@ pub struct GlobalConfig {
 
 impl Default for GlobalConfig {
     fn default() -> Self {
-        GlobalConfig { version: CONFIG_VERSION }
+        GlobalConfig {
+            version: CONFIG_VERSION,
+        }
     }
 }
 
@@ -273,11 +282,12 @@ impl FolderConfig {
     pub fn validate(&self) -> Result<(), String> {
         check_folder_name(&self.name).map_err(|e| e.to_string())?;
         mf_core::relpath::check_participant_name(&self.participant)?;
-        if self.author_name.is_empty() || self.author_name.len() > 64 {
-            return Err("author name must be 1 to 64 bytes".into());
-        }
+        mf_core::relpath::check_participant_name(&self.author_name)?;
         if !self.local_path.is_absolute() {
-            return Err(format!("local_path {} is not absolute", self.local_path.display()));
+            return Err(format!(
+                "local_path {} is not absolute",
+                self.local_path.display()
+            ));
         }
         if !self.collective_cap.kind().is_dir() || self.collective_cap.kind().is_immutable() {
             return Err("collective_cap is not a mutable directory capability".into());
@@ -336,9 +346,13 @@ pub fn parse_umask(s: &str) -> Result<u32, String> {
 /// number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (try 500ms, 3s, 10m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 3s, 10m)"))?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "" | "s" => 1.0,
@@ -359,7 +373,9 @@ pub fn check_folder_name(name: &str) -> ConfigResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -391,7 +407,11 @@ impl ConfigDir {
     /// `MAGIC_FOLDER_CONFIG`, else `$XDG_CONFIG_HOME/magic-folder`, else
     /// `$HOME/.config/magic-folder`.
     pub fn resolve(explicit: Option<&Path>) -> ConfigResult<ConfigDir> {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let root = if let Some(p) = explicit {
             p.to_owned()
         } else if let Some(p) = env(ENV_CONFIG) {
@@ -403,7 +423,9 @@ impl ConfigDir {
         } else {
             return Err(ConfigError::NoConfigDir);
         };
-        Ok(ConfigDir { root: absolute(&root)? })
+        Ok(ConfigDir {
+            root: absolute(&root)?,
+        })
     }
 
     /// A config directory at exactly this path.
@@ -493,7 +515,10 @@ impl ConfigDir {
         if g.version != CONFIG_VERSION {
             return Err(ConfigError::Corrupt {
                 path: self.global_file(),
-                detail: format!("unsupported version {} (this program writes {CONFIG_VERSION})", g.version),
+                detail: format!(
+                    "unsupported version {} (this program writes {CONFIG_VERSION})",
+                    g.version
+                ),
             });
         }
         Ok(g)
@@ -509,10 +534,14 @@ impl ConfigDir {
     /// Reads the API token.
     pub fn api_token(&self) -> ConfigResult<String> {
         let path = self.token_file();
-        let s = fs::read_to_string(&path).map_err(|e| ConfigError::io(format!("reading {}", path.display()), e))?;
+        let s = fs::read_to_string(&path)
+            .map_err(|e| ConfigError::io(format!("reading {}", path.display()), e))?;
         let t = s.trim().to_owned();
         if t.len() < 16 {
-            return Err(ConfigError::Corrupt { path, detail: "token too short".into() });
+            return Err(ConfigError::Corrupt {
+                path,
+                detail: "token too short".into(),
+            });
         }
         Ok(t)
     }
@@ -549,21 +578,32 @@ impl ConfigDir {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let pid = fs::read_to_string(&path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-                return Err(ConfigError::AlreadyRunning { path: self.root.clone(), pid });
+                let pid = fs::read_to_string(&path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty());
+                return Err(ConfigError::AlreadyRunning {
+                    path: self.root.clone(),
+                    pid,
+                });
             }
             Err(fs::TryLockError::Error(e)) => {
                 return Err(ConfigError::io(format!("locking {}", path.display()), e));
             }
         }
-        file.set_len(0).map_err(|e| ConfigError::io("truncating the lock file", e))?;
+        file.set_len(0)
+            .map_err(|e| ConfigError::io("truncating the lock file", e))?;
         let _ = writeln!(file, "{}", std::process::id());
         Ok(DaemonLock { _file: file })
     }
 
     /// True if a daemon holds the lock on this config directory right now.
     pub fn daemon_running(&self) -> bool {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(self.lock_file()) else {
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.lock_file())
+        else {
             return false;
         };
         match file.try_lock() {
@@ -586,7 +626,8 @@ impl ConfigDir {
         };
         let mut names = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|e| ConfigError::io(format!("listing {}", dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| ConfigError::io(format!("listing {}", dir.display()), e))?;
             if let Some(name) = entry.file_name().to_str() {
                 if check_folder_name(name).is_ok() && entry.path().join("folder.json").is_file() {
                     names.push(name.to_owned());
@@ -599,7 +640,10 @@ impl ConfigDir {
 
     /// Every folder's configuration; a corrupt one is an error, not skipped.
     pub fn load_folders(&self) -> ConfigResult<Vec<FolderConfig>> {
-        self.folder_names()?.iter().map(|n| self.load_folder(n)).collect()
+        self.folder_names()?
+            .iter()
+            .map(|n| self.load_folder(n))
+            .collect()
     }
 
     /// One folder's configuration.
@@ -611,18 +655,28 @@ impl ConfigDir {
         }
         let cfg: FolderConfig = read_json(&path)?;
         if cfg.version != CONFIG_VERSION {
-            return Err(ConfigError::Corrupt { path, detail: format!("unsupported version {}", cfg.version) });
+            return Err(ConfigError::Corrupt {
+                path,
+                detail: format!("unsupported version {}", cfg.version),
+            });
         }
         if cfg.name != name {
-            return Err(ConfigError::Corrupt { path, detail: format!("it names folder {:?}", cfg.name) });
+            return Err(ConfigError::Corrupt {
+                path,
+                detail: format!("it names folder {:?}", cfg.name),
+            });
         }
-        cfg.validate().map_err(|detail| ConfigError::Corrupt { path, detail })?;
+        cfg.validate()
+            .map_err(|detail| ConfigError::Corrupt { path, detail })?;
         Ok(cfg)
     }
 
     /// Saves a new folder's configuration; fails if the name is taken.
     pub fn add_folder(&self, cfg: &FolderConfig) -> ConfigResult<()> {
-        cfg.validate().map_err(|detail| ConfigError::Corrupt { path: self.folder_file(&cfg.name), detail })?;
+        cfg.validate().map_err(|detail| ConfigError::Corrupt {
+            path: self.folder_file(&cfg.name),
+            detail,
+        })?;
         let dir = self.folder_dir(&cfg.name);
         create_private_dir_all(&self.folders_dir())?;
         match create_private_dir(&dir) {
@@ -654,7 +708,8 @@ impl ConfigDir {
         // removing the rest is interrupted.
         fs::remove_file(dir.join("folder.json"))
             .map_err(|e| ConfigError::io(format!("removing {}", dir.display()), e))?;
-        fs::remove_dir_all(&dir).map_err(|e| ConfigError::io(format!("removing {}", dir.display()), e))
+        fs::remove_dir_all(&dir)
+            .map_err(|e| ConfigError::io(format!("removing {}", dir.display()), e))
     }
 }
 
@@ -662,11 +717,17 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> ConfigResult<T> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ConfigError::Corrupt { path: path.to_owned(), detail: "missing".into() })
+            return Err(ConfigError::Corrupt {
+                path: path.to_owned(),
+                detail: "missing".into(),
+            })
         }
         Err(e) => return Err(ConfigError::io(format!("reading {}", path.display()), e)),
     };
-    serde_json::from_slice(&bytes).map_err(|e| ConfigError::Corrupt { path: path.to_owned(), detail: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| ConfigError::Corrupt {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 /// Creates a directory (and missing parents) readable by the owner only.
@@ -676,7 +737,8 @@ pub fn create_private_dir_all(dir: &Path) -> ConfigResult<()> {
     }
     if let Some(parent) = dir.parent() {
         if !parent.as_os_str().is_empty() && !parent.exists() {
-            fs::create_dir_all(parent).map_err(|e| ConfigError::io(format!("creating {}", parent.display()), e))?;
+            fs::create_dir_all(parent)
+                .map_err(|e| ConfigError::io(format!("creating {}", parent.display()), e))?;
         }
     }
     match create_private_dir(dir) {
@@ -701,7 +763,10 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// fsynced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> ConfigResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), nonce()));
     let ctx = |what: &str| format!("{what} {}", path.display());
     let mut opts = OpenOptions::new();
@@ -743,7 +808,9 @@ mod tests {
             version: 1,
             name: "docs".into(),
             local_path: root.join("docs"),
-            grid: GridLocation::Embedded { dir: root.join("grid") },
+            grid: GridLocation::Embedded {
+                dir: root.join("grid"),
+            },
             collective_cap: Capability::parse("URI:MF-DIR:abc").unwrap(),
             personal_cap: Capability::parse("URI:MF-DIR:def").unwrap(),
             participant: "alice".into(),
@@ -790,7 +857,10 @@ mod tests {
     fn init_add_load_remove_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let cd = ConfigDir::at(tmp.path().join("cfg"));
-        assert!(matches!(cd.require_initialised(), Err(ConfigError::NotInitialised(_))));
+        assert!(matches!(
+            cd.require_initialised(),
+            Err(ConfigError::NotInitialised(_))
+        ));
         assert!(cd.init().unwrap());
         assert!(!cd.init().unwrap());
         cd.require_initialised().unwrap();
@@ -803,7 +873,10 @@ mod tests {
         }
         let cfg = sample(tmp.path());
         cd.add_folder(&cfg).unwrap();
-        assert!(matches!(cd.add_folder(&cfg), Err(ConfigError::FolderExists(_))));
+        assert!(matches!(
+            cd.add_folder(&cfg),
+            Err(ConfigError::FolderExists(_))
+        ));
         let back = cd.load_folder("docs").unwrap();
         assert_eq!(back.author_seed, cfg.author_seed);
         assert_eq!(back.umask, 0o077);
@@ -812,12 +885,22 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(cd.folder_file("docs")).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(cd.folder_file("docs"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600);
         }
         cd.remove_folder("docs").unwrap();
-        assert!(matches!(cd.load_folder("docs"), Err(ConfigError::NoSuchFolder(_))));
-        assert!(matches!(cd.remove_folder("docs"), Err(ConfigError::NoSuchFolder(_))));
+        assert!(matches!(
+            cd.load_folder("docs"),
+            Err(ConfigError::NoSuchFolder(_))
+        ));
+        assert!(matches!(
+            cd.remove_folder("docs"),
+            Err(ConfigError::NoSuchFolder(_))
+        ));
     }
 
     #[test]
@@ -840,7 +923,10 @@ mod tests {
         let lock = cd.lock_daemon().unwrap();
         assert!(cd.daemon_running());
         let err = cd.lock_daemon().unwrap_err();
-        assert!(matches!(err, ConfigError::AlreadyRunning { pid: Some(_), .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::AlreadyRunning { pid: Some(_), .. }),
+            "{err}"
+        );
         drop(lock);
         assert!(!cd.daemon_running());
         cd.lock_daemon().unwrap();

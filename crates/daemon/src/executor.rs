@@ -1,1 +1,621 @@
-//! (being written)
+//! The executor: carries out the engine's [`Action`]s against a real grid and
+//! the real folder, and reports each result as the matching [`Event`].
+//!
+//! The engine is sans-IO; this is where its requests meet the world. The
+//! contract of every effect is written on the `Action` variants in
+//! `mf_core::engine`; this module implements exactly that and nothing more:
+//!
+//! * every action yields its event — errors become error values
+//!   ([`EffectError`], `transient` when a retry later can help, from
+//!   [`GridError::is_transient`] and [`fsops::is_transient`]), never panics;
+//! * everything remote is distrusted: names in personal directories are
+//!   decoded with the checked mangling and unsafe ones rejected, snapshots are
+//!   signature-checked and must be versions of the path that listed them, and
+//!   nothing is written outside the folder or through a symlink;
+//! * file contents stream in both directions (uploads read the file from
+//!   disk, downloads are piped chunk by chunk into a temporary file on a
+//!   blocking thread), so memory stays flat whatever the file size.
+//!
+//! Independent actions may run concurrently: share the executor in an `Arc`
+//! and call [`Executor::execute`] from as many tasks as needed; every method
+//! takes `&self`.
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use mf_core::engine::{Action, EffectError, Event, RemoteListing, UploadOutcome, WriteOutcome};
+use mf_core::relpath::{check_participant_name, RelPath};
+use mf_core::snapshot::{
+    parse_entry_name, signature_edge_metadata, signature_from_edge, verify_snapshot, Author, Cap,
+    Content, Listing, SnapshotInfo,
+};
+use mf_core::store::LocalState;
+use mf_grid::{
+    read_small, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, UploadSource,
+};
+
+use crate::fsops::{self, TempFile};
+use crate::ignore::IgnoreRules;
+use crate::scan;
+
+/// Largest snapshot metadata document accepted, in bytes.
+pub const METADATA_LIMIT: u64 = 64 * 1024;
+
+/// How many personal directories a poll lists at once.
+pub const POLL_PARALLELISM: usize = 8;
+
+/// Chunks buffered between a download and the thread writing it to disk.
+const WRITE_PIPELINE_DEPTH: usize = 4;
+
+/// Name of the collective's (and each personal directory's) own metadata entry.
+const METADATA_ENTRY: &str = "@metadata";
+
+/// Everything an [`Executor`] needs to know about its folder.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// The folder root on local disk.
+    pub root: PathBuf,
+    /// Our signing identity.
+    pub author: Author,
+    /// Our participant name in the collective (skipped when polling).
+    pub participant: String,
+    /// The collective directory (read or write capability).
+    pub collective: Capability,
+    /// Our personal directory: its **write** capability.
+    pub personal: Capability,
+    /// Permission bits masked off files and directories we create
+    /// ([`fsops::DEFAULT_UMASK`] = owner-only).
+    pub umask: u32,
+    /// The folder's ignore rules (remote entries they match are not offered
+    /// to the engine, so ignored paths are neither uploaded nor downloaded).
+    pub ignore: IgnoreRules,
+}
+
+/// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
+/// `Arc`; all methods take `&self`.
+pub struct Executor<G: Grid> {
+    grid: Arc<G>,
+    root: PathBuf,
+    author: Author,
+    participant: String,
+    collective: Capability,
+    personal: Capability,
+    /// Our personal directory's read capability, when derivable, to
+    /// recognise ourselves in the collective under any name.
+    own_read: Option<Capability>,
+    umask: u32,
+    ignore: RwLock<Arc<IgnoreRules>>,
+}
+
+impl<G: Grid> std::fmt::Debug for Executor<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("root", &self.root)
+            .field("participant", &self.participant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Grid> Executor<G> {
+    /// An executor for one folder. Fails if the personal capability is not a
+    /// mutable directory's write capability, the collective is not a
+    /// directory, or the participant name is not acceptable.
+    pub fn new(grid: Arc<G>, config: ExecutorConfig) -> anyhow::Result<Executor<G>> {
+        if config.personal.kind() != CapKind::MutableDirWrite {
+            bail!(
+                "the personal directory capability must be a mutable directory's write capability"
+            );
+        }
+        if !config.collective.kind().is_dir() {
+            bail!("the collective capability is not a directory capability");
+        }
+        check_participant_name(&config.participant).map_err(anyhow::Error::msg)?;
+        let own_read = mf_grid::read_only(&config.personal).ok();
+        Ok(Executor {
+            grid,
+            root: config.root,
+            author: config.author,
+            participant: config.participant,
+            collective: config.collective,
+            personal: config.personal,
+            own_read,
+            umask: config.umask,
+            ignore: RwLock::new(Arc::new(config.ignore)),
+        })
+    }
+
+    /// The folder root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Replaces the ignore rules (after `.magic-folder-ignore` changed).
+    pub fn set_ignore(&self, rules: IgnoreRules) {
+        *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+
+    fn rules(&self) -> Arc<IgnoreRules> {
+        self.ignore
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Carries out one action and returns its event. Never fails: errors
+    /// are reported inside the event.
+    pub async fn execute(&self, action: Action) -> Event {
+        match action {
+            Action::Scan => Event::Scanned(self.scan().await),
+            Action::Poll => Event::Polled(self.poll().await),
+            Action::Fetch { cap, listed_as } => {
+                let result = self.fetch(&cap, &listed_as).await;
+                Event::Fetched { cap, result }
+            }
+            Action::Upload {
+                op,
+                path,
+                local,
+                parents,
+                generation,
+            } => {
+                let result = self.upload(&path, local, &parents, generation).await;
+                Event::Uploaded { op, result }
+            }
+            Action::Publish { op, entries } => Event::Published {
+                op,
+                result: self.publish(&entries).await,
+            },
+            Action::Write {
+                op,
+                target,
+                content,
+                mtime_s,
+                expect,
+            } => {
+                let result = self.write(&target, &content, mtime_s, expect).await;
+                Event::Written { op, result }
+            }
+        }
+    }
+
+    async fn scan(&self) -> Result<scan::ScanReport, String> {
+        let root = self.root.clone();
+        let rules = self.rules();
+        tokio::task::spawn_blocking(move || scan::scan(&root, &rules))
+            .await
+            .unwrap_or_else(|e| Err(format!("scan failed: {e}")))
+    }
+
+    // ----- Poll ---------------------------------------------------------
+
+    async fn poll(&self) -> Result<Vec<RemoteListing>, String> {
+        let children = self
+            .grid
+            .list(&self.collective)
+            .await
+            .map_err(|e| format!("cannot list the collective: {e}"))?;
+        let rules = self.rules();
+        let mut out = Vec::new();
+        let mut to_list = Vec::new();
+        for (name, entry) in children {
+            if name == METADATA_ENTRY || name == self.participant {
+                continue;
+            }
+            if self.own_read.as_ref() == Some(&entry.cap) || entry.cap == self.personal {
+                continue;
+            }
+            let problem = if let Err(why) = check_participant_name(&name) {
+                Some(format!("collective entry {name:?} rejected: {why}"))
+            } else if !entry.cap.kind().is_dir() {
+                Some(format!(
+                    "collective entry {name:?} rejected: not a directory capability ({:?})",
+                    entry.cap.kind()
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(why) => out.push(RemoteListing {
+                    participant: name,
+                    entries: Err(EffectError::permanent(why.clone())),
+                    rejected: vec![why],
+                }),
+                None => to_list.push((name, entry.cap)),
+            }
+        }
+        let listed: Vec<RemoteListing> = stream::iter(to_list)
+            .map(|(name, cap)| self.list_participant(name, cap, &rules))
+            .buffer_unordered(POLL_PARALLELISM)
+            .collect()
+            .await;
+        out.extend(listed);
+        out.sort_by(|a, b| a.participant.cmp(&b.participant));
+        Ok(out)
+    }
+
+    /// Lists one participant's personal directory and decodes it.
+    async fn list_participant(
+        &self,
+        participant: String,
+        cap: Capability,
+        rules: &IgnoreRules,
+    ) -> RemoteListing {
+        let children = match self.grid.list(&cap).await {
+            Ok(c) => c,
+            Err(e) => {
+                return RemoteListing {
+                    entries: Err(grid_error(
+                        &format!("cannot list {participant}'s directory"),
+                        e,
+                    )),
+                    participant,
+                    rejected: Vec::new(),
+                }
+            }
+        };
+        let mut rejected = Vec::new();
+        let mut listing = Listing::new();
+        for (name, entry) in children {
+            let path = match parse_entry_name(&name) {
+                None => continue,
+                Some(Err(e)) => {
+                    rejected.push(format!("{participant}: entry {name:?}: {e}"));
+                    continue;
+                }
+                Some(Ok((path, _conflict_author))) => path,
+            };
+            if path.is_internal() {
+                rejected.push(format!(
+                    "{participant}: entry {name:?}: {path} is an internal path (never synced)"
+                ));
+                continue;
+            }
+            if entry.cap.kind() != CapKind::ImmutableDir {
+                rejected.push(format!(
+                    "{participant}: entry {name:?}: not a snapshot (immutable directory) capability"
+                ));
+                continue;
+            }
+            // Ignored paths are neither uploaded nor downloaded. (Whether it
+            // is a directory is not known before fetching: a rule for
+            // directories only does not filter remote entries.)
+            if rules.is_ignored(&path, false) {
+                continue;
+            }
+            listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
+        }
+        RemoteListing {
+            participant,
+            entries: Ok(listing),
+            rejected,
+        }
+    }
+
+    // ----- Fetch --------------------------------------------------------
+
+    async fn fetch(&self, cap: &Cap, listed_as: &RelPath) -> Result<SnapshotInfo, EffectError> {
+        let bad = |why: &str| EffectError::permanent(format!("snapshot for {listed_as}: {why}"));
+        let dir = Capability::parse(cap.as_str()).map_err(|e| bad(&e.to_string()))?;
+        if dir.kind() != CapKind::ImmutableDir {
+            return Err(bad("not an immutable directory capability"));
+        }
+        let children = self
+            .grid
+            .list(&dir)
+            .await
+            .map_err(|e| grid_error(&format!("cannot list the snapshot for {listed_as}"), e))?;
+        let metadata = children.get("metadata").ok_or_else(|| bad("no metadata"))?;
+        if metadata.cap.kind() != CapKind::ImmutableFile {
+            return Err(bad("metadata is not an immutable file"));
+        }
+        let content = match children.get("content") {
+            Some(c) if c.cap.kind() == CapKind::ImmutableFile => {
+                Some(Cap(c.cap.as_str().to_owned()))
+            }
+            Some(_) => return Err(bad("content is not an immutable file")),
+            None => None,
+        };
+        let signature =
+            signature_from_edge(&metadata.metadata).ok_or_else(|| bad("no author signature"))?;
+        let what = || format!("cannot download the metadata of the snapshot for {listed_as}");
+        let download = self
+            .grid
+            .download(&metadata.cap)
+            .await
+            .map_err(|e| grid_error(&what(), e))?;
+        let json = read_small(download, METADATA_LIMIT)
+            .await
+            .map_err(|e| grid_error(&what(), e))?;
+        verify_snapshot(
+            cap.clone(),
+            content,
+            metadata.cap.as_str(),
+            &json,
+            signature,
+            Some(listed_as),
+        )
+        .map_err(|e| bad(&e.to_string()))
+    }
+
+    // ----- Upload -------------------------------------------------------
+
+    async fn upload(
+        &self,
+        path: &RelPath,
+        local: LocalState,
+        parents: &[Cap],
+        generation: u64,
+    ) -> UploadOutcome {
+        match self.try_upload(path, local, parents, generation).await {
+            Ok(o) => o,
+            Err(e) => UploadOutcome::Failed(e),
+        }
+    }
+
+    /// The path's state now, for an upload. A symlink or special file there
+    /// is a permanent failure (a scan reports it as skipped).
+    async fn upload_state(&self, path: &RelPath) -> Result<LocalState, EffectError> {
+        self.stat(path)
+            .await
+            .map_err(|e| io_error(&format!("cannot upload {path}"), &e))
+    }
+
+    async fn try_upload(
+        &self,
+        path: &RelPath,
+        local: LocalState,
+        parents: &[Cap],
+        generation: u64,
+    ) -> Result<UploadOutcome, EffectError> {
+        if path.is_internal() {
+            return Err(EffectError::permanent(format!(
+                "{path} is an internal path or a conflict copy; it is never uploaded"
+            )));
+        }
+        let parent_caps = parents.to_vec();
+        let now = self.upload_state(path).await?;
+        if now != local {
+            return Ok(UploadOutcome::Changed(now));
+        }
+        let (content, content_cap, mtime_s) = match local {
+            LocalState::File(state) => {
+                let abs = self.root.join(path.as_str());
+                let uploaded = self.grid.upload(UploadSource::File(abs)).await;
+                let after = self.upload_state(path).await?;
+                if after != local {
+                    return Ok(UploadOutcome::Changed(after));
+                }
+                let cap = match uploaded {
+                    Ok(cap) => cap,
+                    Err(GridError::SourceChanged(_)) => {
+                        // Changed and changed back within one timestamp tick:
+                        // nothing to report but a retry.
+                        return Err(EffectError::transient(format!(
+                            "{path} changed while it was being read"
+                        )));
+                    }
+                    Err(e) => return Err(grid_error(&format!("cannot upload {path}"), e)),
+                };
+                let content = Content::File {
+                    cap: Cap(cap.as_str().to_owned()),
+                    size: state.size,
+                };
+                (content, Some(cap), state.mtime_ns.div_euclid(1_000_000_000))
+            }
+            LocalState::Dir => (Content::Dir, None, now_secs()),
+            LocalState::Absent => (Content::Deleted, None, now_secs()),
+        };
+        let metadata = self
+            .author
+            .metadata(path, &content, &parent_caps, mtime_s, generation);
+        let metadata_cap = self
+            .grid
+            .upload(UploadSource::Bytes(Bytes::from(metadata.to_json())))
+            .await
+            .map_err(|e| grid_error(&format!("cannot upload the metadata of {path}"), e))?;
+        let signature = self.author.sign(
+            content_cap.as_ref().map(|c| c.as_str()),
+            metadata_cap.as_str(),
+            path,
+        );
+        let mut children = DirChildren::new();
+        if let Some(c) = &content_cap {
+            children.insert("content".to_owned(), DirEntry::new(c.clone()));
+        }
+        children.insert(
+            "metadata".to_owned(),
+            DirEntry {
+                cap: metadata_cap,
+                metadata: signature_edge_metadata(&signature),
+            },
+        );
+        let snapshot = self
+            .grid
+            .create_immutable_dir(children)
+            .await
+            .map_err(|e| grid_error(&format!("cannot create the snapshot of {path}"), e))?;
+        Ok(UploadOutcome::Done(SnapshotInfo {
+            cap: Cap(snapshot.as_str().to_owned()),
+            relpath: path.clone(),
+            author: self.author.name.clone(),
+            author_key: self.author.verify_key(),
+            parents: parent_caps,
+            content,
+            mtime_s,
+            generation,
+        }))
+    }
+
+    // ----- Publish ------------------------------------------------------
+
+    async fn publish(&self, entries: &[(String, Cap)]) -> Result<(), EffectError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut children = DirChildren::new();
+        for (name, cap) in entries {
+            let cap = Capability::parse(cap.as_str()).map_err(|e| {
+                EffectError::permanent(format!("cannot publish entry {name:?}: {e}"))
+            })?;
+            children.insert(name.clone(), DirEntry::new(cap));
+        }
+        self.grid
+            .set_children(&self.personal, children, Replace::Yes)
+            .await
+            .map_err(|e| grid_error("cannot update our personal directory", e))
+    }
+
+    // ----- Write --------------------------------------------------------
+
+    async fn write(
+        &self,
+        target: &RelPath,
+        content: &Content,
+        mtime_s: i64,
+        expect: LocalState,
+    ) -> WriteOutcome {
+        if target.is_internal() && target.as_conflict_copy().is_none() {
+            return WriteOutcome::Failed(EffectError::permanent(format!(
+                "refusing to write {target}: an internal path"
+            )));
+        }
+        let root = self.root.clone();
+        let rel = target.clone();
+        let umask = self.umask;
+        let result = match content {
+            Content::Dir => blocking(move || fsops::make_dir(&root, &rel, expect, umask)).await,
+            Content::Deleted => blocking(move || fsops::delete(&root, &rel, expect)).await,
+            Content::File { cap, .. } => {
+                return match self.write_file(target, cap, mtime_s, expect).await {
+                    Ok(o) => o,
+                    Err(e) => WriteOutcome::Failed(e),
+                }
+            }
+        };
+        match result {
+            Ok(o) => o.into(),
+            Err(e) => WriteOutcome::Failed(io_error(&format!("cannot write {target}"), &e)),
+        }
+    }
+
+    async fn write_file(
+        &self,
+        target: &RelPath,
+        cap: &Cap,
+        mtime_s: i64,
+        expect: LocalState,
+    ) -> Result<WriteOutcome, EffectError> {
+        let cap = Capability::parse(cap.as_str())
+            .map_err(|e| EffectError::permanent(format!("cannot write {target}: {e}")))?;
+        if cap.kind() != CapKind::ImmutableFile {
+            return Err(EffectError::permanent(format!(
+                "cannot write {target}: content is not an immutable file capability"
+            )));
+        }
+        let fail = |e: io::Error| io_error(&format!("cannot write {target}"), &e);
+        // Cheap early check, so no download is wasted; the real one is at commit.
+        let now = self.stat(target).await.map_err(fail)?;
+        if now != expect {
+            return Ok(WriteOutcome::Changed(now));
+        }
+        let download = self
+            .grid
+            .download(&cap)
+            .await
+            .map_err(|e| grid_error(&format!("cannot download {target}"), e))?;
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
+        let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
+            let mut temp = TempFile::create(&root, &rel, umask)?;
+            while let Some(chunk) = rx.blocking_recv() {
+                temp.write_all(&chunk)?;
+            }
+            Ok(temp)
+        });
+        let mut stream = download.stream;
+        let mut received: u64 = 0;
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    received += bytes.len() as u64;
+                    if received > download.size {
+                        failure = Some(EffectError::permanent(format!(
+                            "download of {target} is longer than announced"
+                        )));
+                        break;
+                    }
+                    if tx.send(bytes).await.is_err() {
+                        break; // The writer failed; its error is reported below.
+                    }
+                }
+                Err(e) => {
+                    failure = Some(grid_error(&format!("cannot download {target}"), e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let temp = writer
+            .await
+            .map_err(|e| EffectError::transient(format!("writer task failed: {e}")))?
+            .map_err(fail)?;
+        if failure.is_none() && received != download.size {
+            failure = Some(EffectError::transient(format!(
+                "download of {target} ended after {received} of {} bytes",
+                download.size
+            )));
+        }
+        if let Some(e) = failure {
+            // Removing the temporary file is blocking I/O too.
+            tokio::task::spawn_blocking(move || drop(temp));
+            return Err(e);
+        }
+        let outcome = blocking(move || temp.commit(mtime_s, expect))
+            .await
+            .map_err(fail)?;
+        Ok(outcome.into())
+    }
+
+    async fn stat(&self, path: &RelPath) -> io::Result<LocalState> {
+        let root = self.root.clone();
+        let rel = path.clone();
+        blocking(move || fsops::stat(&root, &rel)).await
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("blocking task failed: {e}"))))
+}
+
+fn grid_error(context: &str, e: GridError) -> EffectError {
+    EffectError {
+        message: format!("{context}: {e}"),
+        transient: e.is_transient(),
+    }
+}
+
+fn io_error(context: &str, e: &io::Error) -> EffectError {
+    EffectError {
+        message: format!("{context}: {e}"),
+        transient: fsops::is_transient(e),
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

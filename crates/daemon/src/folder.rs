@@ -1,1 +1,489 @@
-//! (being written)
+//! The per-folder service loop: the I/O driver around one [`Engine`].
+//!
+//! The engine decides; this loop only carries things across. Each folder runs
+//! one tokio task that owns its engine (and through it the folder's
+//! [`SqliteStore`]), and:
+//!
+//! 1. drains [`Engine::poll_action`] while fewer than [`MAX_IN_FLIGHT`]
+//!    effects run, starting each action on its own task through the
+//!    [`Executor`] (so a slow download does not hold up a scan);
+//! 2. waits, with `tokio::select!`, for whichever comes first: an effect's
+//!    result (fed back with [`Engine::handle`]), a batch from the filesystem
+//!    watcher (`Changed` → [`Event::LocalChanged`], `Rescan` →
+//!    [`Engine::request_scan`]), the engine's next timer
+//!    ([`Engine::poll_timeout`] → [`Engine::handle_timeout`]), a control
+//!    request from the API (scan, poll, status) or shutdown.
+//!
+//! Time given to the engine is milliseconds on a monotonic clock that starts
+//! when the folder starts ([`tokio::time::Instant`]); status converts it to
+//! wall-clock time for people.
+//!
+//! Shutdown stops starting new effects, lets the running ones finish for a
+//! short grace period (their results are still committed, so less work is
+//! redone after the restart), then drops the rest. Nothing depends on a
+//! clean shutdown: every engine decision is committed per event, the folder
+//! itself is the queue of work, and writes are atomic, so `kill -9` at any
+//! point only costs repeated work.
+//!
+//! The loop also copies the last scan and poll times and new errors into the
+//! state database (through a second connection), so `magic-folder status`
+//! can show them while no daemon runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mf_core::engine::{Engine, EngineConfig, Event, Millis, Status};
+use mf_core::snapshot::Author;
+use mf_grid::Grid;
+use mf_state::SqliteStore;
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary};
+use crate::config::FolderConfig;
+use crate::executor::Executor;
+use crate::watch::WatchMsg;
+
+/// Most effects one folder runs at once. Enough to overlap grid latency,
+/// few enough not to swamp two cores or a Tahoe node.
+pub const MAX_IN_FLIGHT: usize = 8;
+
+/// How long shutdown waits for running effects before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long an API request waits for the loop to answer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often status is copied into the state database.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// Setting keys in the state database.
+const KEY_LAST_SCAN: &str = "daemon.last_scan_unix_ms";
+const KEY_LAST_POLL: &str = "daemon.last_poll_unix_ms";
+
+/// The running folders of a daemon, by name; shared with the API.
+pub type Folders = Arc<RwLock<BTreeMap<String, FolderHandle>>>;
+
+/// A request to a folder's loop.
+#[derive(Debug)]
+pub enum Control {
+    /// Scan the whole folder as soon as possible.
+    Scan,
+    /// Poll the other participants as soon as possible.
+    Poll,
+    /// Report the current status.
+    Status(oneshot::Sender<FolderStatus>),
+}
+
+/// The daemon's handle on one running folder.
+#[derive(Debug)]
+pub struct FolderHandle {
+    config: FolderConfig,
+    control: mpsc::Sender<Control>,
+    shutdown: watch::Sender<bool>,
+    /// Why the loop stopped, if it stopped by itself.
+    failure: Arc<Mutex<Option<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl FolderHandle {
+    /// Starts the service loop of one folder on the current tokio runtime.
+    pub fn spawn<G: Grid>(config: FolderConfig, grid: Arc<G>, state_db: PathBuf) -> FolderHandle {
+        let (control_tx, control_rx) = mpsc::channel(32);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let failure = Arc::new(Mutex::new(None));
+        let span = tracing::info_span!("folder", name = %config.name);
+        let task = {
+            let config = config.clone();
+            let failure = failure.clone();
+            tokio::spawn(
+                async move {
+                    match run(config, grid, state_db, control_rx, shutdown_rx).await {
+                        Ok(()) => info!("stopped"),
+                        Err(e) => {
+                            error!("stopped: {e}");
+                            *failure.lock().expect("not poisoned") = Some(e);
+                        }
+                    }
+                }
+                .instrument(span),
+            )
+        };
+        FolderHandle {
+            config,
+            control: control_tx,
+            shutdown: shutdown_tx,
+            failure,
+            task,
+        }
+    }
+
+    /// The folder's configuration.
+    pub fn config(&self) -> &FolderConfig {
+        &self.config
+    }
+
+    /// Why the loop stopped, if it has.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(f) = self.failure.lock().expect("not poisoned").clone() {
+            return Some(f);
+        }
+        self.task
+            .is_finished()
+            .then(|| "the folder's service stopped".to_owned())
+    }
+
+    /// The summary the API lists.
+    pub fn summary(&self) -> FolderSummary {
+        let c = &self.config;
+        FolderSummary {
+            name: c.name.clone(),
+            local_path: c.local_path.clone(),
+            participant: c.participant.clone(),
+            author: c.author_name.clone(),
+            is_admin: c.is_admin(),
+            grid: c.grid.kind().to_owned(),
+            poll_interval_ms: c.poll_interval_ms,
+            scan_interval_ms: c.scan_interval_ms,
+            running: self.failure().is_none(),
+        }
+    }
+
+    /// Asks the loop for its live status. A folder whose loop stopped
+    /// reports `running: false` and why.
+    pub async fn status(&self) -> Result<FolderStatus, String> {
+        if let Some(f) = self.failure() {
+            return Ok(FolderStatus {
+                name: self.config.name.clone(),
+                local_path: self.config.local_path.clone(),
+                note: Some(format!("not syncing: {f}")),
+                ..FolderStatus::default()
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Control::Status(tx)).await?;
+        match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err("the folder's service stopped".into()),
+            Err(_) => Err("the folder's service did not answer in time".into()),
+        }
+    }
+
+    /// Asks for a full scan now.
+    pub async fn request_scan(&self) -> Result<(), String> {
+        self.send(Control::Scan).await
+    }
+
+    /// Asks for a poll now.
+    pub async fn request_poll(&self) -> Result<(), String> {
+        self.send(Control::Poll).await
+    }
+
+    async fn send(&self, c: Control) -> Result<(), String> {
+        match tokio::time::timeout(CONTROL_TIMEOUT, self.control.send(c)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the folder's service stopped".into()),
+            Err(_) => Err("the folder's service is not answering".into()),
+        }
+    }
+
+    /// Stops the loop and waits for it (at most the shutdown grace period
+    /// plus a little).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+        {
+            warn!(folder = %self.config.name, "did not stop in time; aborting it");
+            task.abort();
+        }
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Converts the engine's clock to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    base: Instant,
+    base_unix_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            base: Instant::now(),
+            base_unix_ms: unix_ms_now(),
+        }
+    }
+    fn now(&self) -> Millis {
+        self.base.elapsed().as_millis() as Millis
+    }
+    fn instant(&self, t: Millis) -> Instant {
+        self.base + Duration::from_millis(t)
+    }
+    fn unix(&self, t: Millis) -> u64 {
+        self.base_unix_ms + t
+    }
+}
+
+/// Turns the engine's status into the API's.
+fn folder_status(config: &FolderConfig, clock: &Clock, s: Status) -> FolderStatus {
+    FolderStatus {
+        name: config.name.clone(),
+        local_path: config.local_path.clone(),
+        running: s.fatal.is_none(),
+        note: s.fatal.map(|f| format!("stopped: {f}")),
+        files: s.files,
+        queued: s.queued,
+        in_flight: s.in_flight,
+        unpublished: s.unpublished,
+        conflicts: s
+            .conflicts
+            .into_iter()
+            .map(|(p, a)| ConflictInfo {
+                path: p.to_string(),
+                participant: a,
+            })
+            .collect(),
+        last_scan: s.last_scan.map(|t| clock.unix(t)),
+        last_poll: s.last_poll.map(|t| clock.unix(t)),
+        errors: s
+            .errors
+            .into_iter()
+            .map(|e| ErrorInfo {
+                at: clock.unix(e.at),
+                path: e.path.map(|p| p.to_string()),
+                message: e.message,
+            })
+            .collect(),
+    }
+}
+
+/// Copies status into the state database for `status` without a daemon.
+struct Persister {
+    store: Option<SqliteStore>,
+    last_scan: Option<u64>,
+    last_poll: Option<u64>,
+    last_error_at: u64,
+}
+
+impl Persister {
+    fn open(path: &std::path::Path) -> Persister {
+        let store = match SqliteStore::open(path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!("status will not be saved for offline use: {e}");
+                None
+            }
+        };
+        Persister {
+            store,
+            last_scan: None,
+            last_poll: None,
+            last_error_at: 0,
+        }
+    }
+
+    fn save(&mut self, s: &FolderStatus) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let mut result = Ok(());
+        if s.last_scan != self.last_scan {
+            if let Some(t) = s.last_scan {
+                result = result.and(store.set_setting(KEY_LAST_SCAN, &t.to_string()));
+            }
+            self.last_scan = s.last_scan;
+        }
+        if s.last_poll != self.last_poll {
+            if let Some(t) = s.last_poll {
+                result = result.and(store.set_setting(KEY_LAST_POLL, &t.to_string()));
+            }
+            self.last_poll = s.last_poll;
+        }
+        let since = self.last_error_at;
+        for e in s.errors.iter().filter(|e| e.at > since) {
+            result = result.and(
+                store
+                    .record_event(e.at as i64, e.path.as_deref(), "error", &e.message)
+                    .map(drop),
+            );
+            self.last_error_at = self.last_error_at.max(e.at);
+        }
+        if let Err(e) = result {
+            debug!("saving status for offline use: {e}");
+        }
+    }
+}
+
+/// Reads the last scan and poll times (Unix ms) that the folder loop saved
+/// in the state database.
+pub fn saved_times(reader: &mf_state::StateReader) -> (Option<u64>, Option<u64>) {
+    let get = |k: &str| {
+        reader
+            .get_setting(k)
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+    };
+    (get(KEY_LAST_SCAN), get(KEY_LAST_POLL))
+}
+
+/// Builds the executor for a folder.
+fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor<G>, String> {
+    let author = Author::from_seed(&config.author_name, config.author_seed.0);
+    let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
+    Executor::new(
+        grid,
+        crate::executor::ExecutorConfig {
+            root: config.local_path.clone(),
+            author,
+            participant: config.participant.clone(),
+            collective: config.collective_cap.clone(),
+            personal: config.personal_cap.clone(),
+            umask: config.umask,
+            ignore,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The service loop of one folder; returns when `shutdown` turns true, or
+/// with an error if the folder cannot run at all.
+pub async fn run<G: Grid>(
+    config: FolderConfig,
+    grid: Arc<G>,
+    state_db: PathBuf,
+    mut control: mpsc::Receiver<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    if !config.local_path.is_dir() {
+        return Err(format!(
+            "the folder's directory {} is missing",
+            config.local_path.display()
+        ));
+    }
+    let clock = Clock::new();
+    let store = SqliteStore::open(&state_db).map_err(|e| e.to_string())?;
+    let engine_config = EngineConfig {
+        me: config.participant.clone(),
+        poll_interval: config.poll_interval_ms,
+        scan_interval: config.scan_interval_ms,
+    };
+    let mut engine = Engine::new(store, engine_config, clock.now()).map_err(|e| e.to_string())?;
+    let mut persister = Persister::open(&state_db);
+    let executor = Arc::new(executor(&config, grid)?);
+
+    let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
+    let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
+    // Without a watcher the folder still syncs, through periodic scans.
+    let watcher = match crate::watch::spawn(
+        config.local_path.clone(),
+        ignore,
+        config.pending_delay(),
+        watch_tx,
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            error!(
+                "cannot watch {}: {e}; local changes are only seen by the periodic scan",
+                config.local_path.display()
+            );
+            None
+        }
+    };
+    let mut watcher_alive = watcher.is_some();
+    info!(path = %config.local_path.display(), "syncing");
+
+    let mut tasks: JoinSet<Event> = JoinSet::new();
+    let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
+    persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        while tasks.len() < MAX_IN_FLIGHT {
+            let Some(action) = engine.poll_action() else {
+                break;
+            };
+            debug!(?action, "start");
+            let ex = executor.clone();
+            tasks.spawn(async move { ex.execute(action).await }.in_current_span());
+        }
+        let deadline = engine.poll_timeout().map(|t| clock.instant(t));
+
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Ok(event) => {
+                    debug!(?event, "done");
+                    engine.handle(clock.now(), event);
+                }
+                Err(e) => {
+                    // An effect panicked: its result is lost, so the engine
+                    // would wait for it for ever. Treat it like a crash.
+                    return Err(format!("an operation failed unexpectedly ({e}); restart the daemon"));
+                }
+            },
+            msg = watch_rx.recv(), if watcher_alive => match msg {
+                Some(WatchMsg::Changed(changes)) => engine.handle(clock.now(), Event::LocalChanged(changes)),
+                Some(WatchMsg::Rescan(why)) => {
+                    info!("rescanning: {why}");
+                    engine.request_scan();
+                }
+                None => {
+                    warn!("the filesystem watcher stopped; relying on periodic scans");
+                    watcher_alive = false;
+                }
+            },
+            Some(c) = control.recv() => match c {
+                Control::Scan => engine.request_scan(),
+                Control::Poll => engine.request_poll(),
+                Control::Status(reply) => {
+                    let _ = reply.send(folder_status(&config, &clock, engine.status()));
+                }
+            },
+            _ = sleep_until_opt(deadline) => engine.handle_timeout(clock.now()),
+            _ = persist_tick.tick() => persister.save(&folder_status(&config, &clock, engine.status())),
+        }
+    }
+
+    // Shutdown: no new effects; let the running ones land so their results
+    // are committed, within a grace period.
+    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+    tokio::pin!(grace);
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                if let Ok(event) = joined {
+                    engine.handle(clock.now(), event);
+                }
+            }
+            _ = &mut grace => {
+                warn!(left = tasks.len(), "stopping with operations still running; they will be redone");
+                break;
+            }
+        }
+    }
+    tasks.abort_all();
+    drop(watcher);
+    persister.save(&folder_status(&config, &clock, engine.status()));
+    Ok(())
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -108,7 +108,9 @@ impl Capability {
         if body.is_empty() && *prefix != "URI:LIT:" && *prefix != "URI:DIR2-LIT:" {
             return Err(CapError::new(text, "empty capability body"));
         }
-        Ok(Capability { text: text.to_owned() })
+        Ok(Capability {
+            text: text.to_owned(),
+        })
     }
 
     fn classify(&self) -> (Scheme, CapKind) {
@@ -137,7 +139,10 @@ impl Capability {
     /// Builds a capability from a string a backend just formatted itself.
     pub(crate) fn from_backend(text: String) -> Capability {
         let cap = Capability { text };
-        debug_assert!(Capability::parse(&cap.text).is_ok(), "backend formatted a bad cap");
+        debug_assert!(
+            Capability::parse(&cap.text).is_ok(),
+            "backend formatted a bad cap"
+        );
         cap
     }
 }
@@ -183,18 +188,42 @@ mod tests {
     #[test]
     fn classifies_every_known_prefix() {
         let cases = [
-            ("URI:MF-CHK:abc:12", CapKind::ImmutableFile, Scheme::Embedded),
-            ("URI:MF-DIR-CHK:abc:12", CapKind::ImmutableDir, Scheme::Embedded),
+            (
+                "URI:MF-CHK:abc:12",
+                CapKind::ImmutableFile,
+                Scheme::Embedded,
+            ),
+            (
+                "URI:MF-DIR-CHK:abc:12",
+                CapKind::ImmutableDir,
+                Scheme::Embedded,
+            ),
             ("URI:MF-DIR:abc", CapKind::MutableDirWrite, Scheme::Embedded),
-            ("URI:MF-DIR-RO:abc:def", CapKind::MutableDirRead, Scheme::Embedded),
-            ("URI:CHK:a:b:3:10:100", CapKind::ImmutableFile, Scheme::Tahoe),
+            (
+                "URI:MF-DIR-RO:abc:def",
+                CapKind::MutableDirRead,
+                Scheme::Embedded,
+            ),
+            (
+                "URI:CHK:a:b:3:10:100",
+                CapKind::ImmutableFile,
+                Scheme::Tahoe,
+            ),
             ("URI:LIT:", CapKind::ImmutableFile, Scheme::Tahoe),
             ("URI:DIR2:a:b", CapKind::MutableDirWrite, Scheme::Tahoe),
             ("URI:DIR2-RO:a:b", CapKind::MutableDirRead, Scheme::Tahoe),
-            ("URI:DIR2-CHK:a:b:1:1:1", CapKind::ImmutableDir, Scheme::Tahoe),
+            (
+                "URI:DIR2-CHK:a:b:1:1:1",
+                CapKind::ImmutableDir,
+                Scheme::Tahoe,
+            ),
             ("URI:DIR2-LIT:", CapKind::ImmutableDir, Scheme::Tahoe),
             ("URI:DIR2-MDMF:a:b", CapKind::MutableDirWrite, Scheme::Tahoe),
-            ("URI:DIR2-MDMF-RO:a:b", CapKind::MutableDirRead, Scheme::Tahoe),
+            (
+                "URI:DIR2-MDMF-RO:a:b",
+                CapKind::MutableDirRead,
+                Scheme::Tahoe,
+            ),
         ];
         for (text, kind, scheme) in cases {
             let cap = Capability::parse(text).unwrap();
@@ -206,7 +235,14 @@ mod tests {
 
     #[test]
     fn malformed_strings_are_clear_errors() {
-        for bad in ["", "hello", "URI:", "URI:MF-CHK:", "URI:CHK:a b", "URI:DIR2:\u{e9}"] {
+        for bad in [
+            "",
+            "hello",
+            "URI:",
+            "URI:MF-CHK:",
+            "URI:CHK:a b",
+            "URI:DIR2:\u{e9}",
+        ] {
             let err = Capability::parse(bad).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
@@ -214,7 +250,8 @@ mod tests {
 
     #[test]
     fn debug_does_not_print_the_whole_secret() {
-        let cap = Capability::parse("URI:MF-DIR:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+        let cap =
+            Capability::parse("URI:MF-DIR:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
         assert!(!format!("{cap:?}").contains("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
     }
 

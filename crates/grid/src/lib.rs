@@ -57,7 +57,10 @@ pub struct DirEntry {
 impl DirEntry {
     /// An entry with empty metadata.
     pub fn new(cap: Capability) -> DirEntry {
-        DirEntry { cap, metadata: serde_json::Value::Object(Default::default()) }
+        DirEntry {
+            cap,
+            metadata: serde_json::Value::Object(Default::default()),
+        }
     }
 }
 
@@ -166,7 +169,10 @@ impl GridError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> GridError {
-        GridError::Io { context: context.into(), source }
+        GridError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

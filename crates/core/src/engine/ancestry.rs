@@ -61,11 +61,16 @@ fn rank(c: &Content) -> u8 {
 }
 
 /// Orders two diverged versions so that every participant picks the same
-/// winner: stronger kind, then later modification time, then author name,
-/// then capability. `Greater` means `a` wins.
+/// winner: stronger kind, then higher generation (the longer history), then
+/// later modification time, then author name, then capability. `Greater`
+/// means `a` wins.
+///
+/// Generation before time makes the choice stable as history grows: a
+/// snapshot built on the winner (an edit, or a resolution) outranks every
+/// version the winner outranked, so the file never flips back to a loser.
 pub fn compare_for_win(a: &SnapshotInfo, b: &SnapshotInfo) -> Ordering {
-    (rank(&a.content), a.mtime_s, &a.author, &a.cap)
-        .cmp(&(rank(&b.content), b.mtime_s, &b.author, &b.cap))
+    (rank(&a.content), a.generation, a.mtime_s, &a.author, &a.cap)
+        .cmp(&(rank(&b.content), b.generation, b.mtime_s, &b.author, &b.cap))
 }
 
 /// True when two snapshots put the same thing at their path (then a
@@ -93,6 +98,7 @@ mod tests {
             parents: parents.iter().map(|p| Cap::from(*p)).collect(),
             content,
             mtime_s: mtime,
+            generation: parents.len() as u64,
         }
     }
 

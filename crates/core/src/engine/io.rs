@@ -26,7 +26,9 @@ pub enum Action {
     /// list, so that nothing is taken for deleted.
     Scan,
     /// List the collective and every *other* participant's personal
-    /// directory; report with [`Event::Polled`].
+    /// directory, decoding entry names with `snapshot::parse_entry_name`
+    /// (names that do not decode go to `rejected`); report with
+    /// [`Event::Polled`].
     Poll,
     /// Download a snapshot's directory and metadata, verify its signature and
     /// that it is a version of `listed_as`; report with [`Event::Fetched`].
@@ -50,14 +52,18 @@ pub enum Action {
         local: LocalState,
         /// Parent snapshots.
         parents: Vec<Cap>,
+        /// The new snapshot's generation (one more than its parents' greatest).
+        generation: u64,
     },
     /// Point our personal directory's entries at these snapshots, all in one
-    /// directory write; report with [`Event::Published`].
+    /// directory write (replacing entries of the same names); report with
+    /// [`Event::Published`].
     Publish {
         /// Matches the result to this request.
         op: OpId,
-        /// (path, snapshot) pairs; entry names are `snapshot::entry_name(path)`.
-        entries: Vec<(RelPath, Cap)>,
+        /// (entry name, snapshot) pairs, named by `snapshot::entry_name` or
+        /// `snapshot::conflict_entry_name`.
+        entries: Vec<(String, Cap)>,
     },
     /// Make `target` hold `content`, atomically and only if the path is still
     /// in state `expect` at the last moment; report with [`Event::Written`].
@@ -147,7 +153,7 @@ pub struct ScanReport {
 pub struct RemoteListing {
     /// The participant's name in the collective.
     pub participant: String,
-    /// Path → snapshot, or why the directory could not be listed.
+    /// Entry name → (path, snapshot), or why the directory could not be listed.
     pub entries: Result<Listing, EffectError>,
     /// Entries rejected before they reached the engine (unsafe names), with reasons.
     pub rejected: Vec<String>,

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use serde::Serialize;
 
 use crate::relpath::RelPath;
-use crate::snapshot::{Cap, Content, SnapshotInfo};
+use crate::snapshot::{conflict_entry_name, entry_name, Cap, Content, SnapshotInfo};
 use crate::store::{Change, Conflict, Current, LocalState, Store, StoreError};
 
 /// How the engine is tuned.
@@ -109,7 +109,7 @@ const CACHE_LIMIT: usize = 50_000;
 #[derive(Clone, Debug)]
 enum Op {
     Upload { path: RelPath, local: LocalState, resolving: Vec<Cap> },
-    Publish { entries: Vec<(RelPath, Cap)> },
+    Publish { paths: Vec<(RelPath, Cap)>, copies: Vec<(RelPath, String, Cap)> },
     Write { path: RelPath, purpose: Purpose },
 }
 
@@ -164,22 +164,27 @@ pub struct Engine<S: Store> {
     conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>>,
     /// Paths whose current snapshot is not yet in our personal directory.
     unpublished: BTreeSet<RelPath>,
+    /// Conflict copies whose version is not yet published as a conflict
+    /// entry (all of them after a restart: re-publishing is harmless).
+    unpublished_copies: BTreeSet<(RelPath, String)>,
     /// Local states seen but not yet acted on.
     observed: BTreeMap<RelPath, LocalState>,
     /// Remote snapshots to consider, per path.
     candidates: BTreeMap<RelPath, BTreeSet<Cap>>,
     /// The last listing of each participant, to notice what is new.
-    seen: BTreeMap<String, BTreeMap<RelPath, Cap>>,
+    seen: BTreeMap<String, crate::snapshot::Listing>,
     /// Paths to look at on the next pump.
     work: BTreeSet<RelPath>,
     /// At most one effect per path at a time.
     busy: HashMap<RelPath, OpId>,
     ops: HashMap<OpId, Op>,
     /// Paths waiting to retry after a failure.
-    backoff: HashMap<RelPath, Backoff>,
+    backoff: BTreeMap<RelPath, Backoff>,
+    /// Files found where a conflict copy was to go, by (path, label).
+    found_copies: BTreeMap<(RelPath, String), LocalState>,
     /// Directory deletions that found the directory not yet empty.
     not_empty: HashMap<RelPath, u32>,
-    fetching: HashMap<Cap, Fetching>,
+    fetching: BTreeMap<Cap, Fetching>,
     /// Snapshots that failed verification, with the reason.
     bad: HashMap<Cap, String>,
     cache: HashMap<Cap, SnapshotInfo>,
@@ -204,8 +209,12 @@ impl<S: Store> Engine<S> {
             loaded.current.iter().filter(|(_, c)| !c.published).map(|(p, _)| p.clone()).collect();
         let mut conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>> = BTreeMap::new();
         let mut work = BTreeSet::new();
+        let mut unpublished_copies = BTreeSet::new();
         for c in loaded.conflicts {
             work.insert(c.path.clone());
+            if !c.resolved {
+                unpublished_copies.insert((c.path.clone(), c.author.clone()));
+            }
             conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
         }
         let timer = Timer { due: now, in_flight: false, requested: true };
@@ -216,15 +225,17 @@ impl<S: Store> Engine<S> {
             current: loaded.current,
             conflicts,
             unpublished,
+            unpublished_copies,
             observed: BTreeMap::new(),
             candidates: BTreeMap::new(),
             seen: BTreeMap::new(),
             work,
             busy: HashMap::new(),
             ops: HashMap::new(),
-            backoff: HashMap::new(),
+            backoff: BTreeMap::new(),
             not_empty: HashMap::new(),
-            fetching: HashMap::new(),
+            found_copies: BTreeMap::new(),
+            fetching: BTreeMap::new(),
             bad: HashMap::new(),
             cache: HashMap::new(),
             publishing: None,
@@ -305,8 +316,10 @@ impl<S: Store> Engine<S> {
             .map(|t| if t.requested { self.now } else { t.due });
         let backoffs = self.backoff.values().map(|b| b.due);
         let fetches = self.fetching.values().filter(|f| !f.in_flight).filter_map(|f| f.backoff.map(|b| b.due));
-        let publish = self.publish_backoff.map(|b| b.due).filter(|_| self.publishing.is_none());
-        timers.chain(backoffs).chain(fetches).chain(publish).min()
+        let waiting = self.publishing.is_none() && !(self.unpublished.is_empty() && self.unpublished_copies.is_empty());
+        let publish = self.publish_backoff.map(|b| b.due).filter(|_| waiting);
+        let work = (!self.work.is_empty()).then_some(self.now);
+        timers.chain(backoffs).chain(fetches).chain(publish).chain(work).min()
     }
 
     /// Asks for a full scan as soon as possible.
@@ -321,8 +334,8 @@ impl<S: Store> Engine<S> {
         self.pump();
     }
 
-    /// True when nothing is queued, in flight or unpublished, and no scan or
-    /// poll is running or overdue.
+    /// True when nothing is queued, in flight or unpublished. A periodic scan
+    /// or poll in flight does not count: it is how an idle engine listens.
     pub fn is_idle(&self) -> bool {
         self.ops.is_empty()
             && self.work.is_empty()
@@ -330,10 +343,9 @@ impl<S: Store> Engine<S> {
             && self.backoff.is_empty()
             && self.fetching.is_empty()
             && self.unpublished.is_empty()
+            && self.unpublished_copies.is_empty()
             && self.candidates.values().all(|c| c.is_empty())
-            && self.out.is_empty()
-            && !self.scan.in_flight
-            && !self.poll.in_flight
+            && self.out.iter().all(|a| matches!(a, Action::Scan | Action::Poll))
     }
 
     /// The current status.
@@ -349,13 +361,28 @@ impl<S: Store> Engine<S> {
             conflicts: self
                 .conflicts
                 .iter()
-                .flat_map(|(p, m)| m.values().filter(|c| !c.resolved).map(move |c| (p.clone(), c.author.clone())))
+                .flat_map(|(p, m)| {
+                    m.values().filter(|c| !c.resolved && c.copy.is_some()).map(move |c| (p.clone(), c.author.clone()))
+                })
                 .collect(),
             last_scan: self.last_scan,
             last_poll: self.last_poll,
             errors: self.errors.iter().cloned().collect(),
             fatal: self.fatal.clone(),
         }
+    }
+
+    /// What the engine is waiting on, in one line, for diagnostics.
+    pub fn waiting_on(&self) -> String {
+        format!(
+            "work {:?}; observed {:?}; backoff {:?}; candidates {:?}; fetching {:?}; ops {}",
+            self.work,
+            self.observed,
+            self.backoff.keys().collect::<Vec<_>>(),
+            self.candidates.iter().filter(|(_, c)| !c.is_empty()).collect::<Vec<_>>(),
+            self.fetching.iter().map(|(c, f)| (c, f.in_flight, f.backoff.map(|b| b.due))).collect::<Vec<_>>(),
+            self.ops.len()
+        )
     }
 
     /// The current record of a path.
@@ -446,7 +473,8 @@ impl<S: Store> Engine<S> {
                 if let Some(c) = self.conflicts.get_mut(&orig).and_then(|m| m.get_mut(&author)) {
                     if c.copy.is_some() && !c.resolved {
                         c.resolved = true;
-                        self.changes.push(Change::PutConflict(c.clone()));
+                        let c = c.clone();
+                        self.put_conflict(c);
                         self.work.insert(orig);
                     }
                 }
@@ -488,8 +516,8 @@ impl<S: Store> Engine<S> {
                 }
             };
             let seen = self.seen.entry(listing.participant.clone()).or_default();
-            for (path, cap) in &entries {
-                if seen.get(path) != Some(cap) && !path.is_internal() {
+            for (name, (path, cap)) in &entries {
+                if seen.get(name) != Some(&(path.clone(), cap.clone())) && !path.is_internal() {
                     self.candidates.entry(path.clone()).or_default().insert(cap.clone());
                     self.work.insert(path.clone());
                 }
@@ -532,7 +560,7 @@ impl<S: Store> Engine<S> {
                 self.changes.push(Change::PutSnapshot(info.clone()));
                 let cap = info.cap.clone();
                 self.remember(info);
-                self.set_current(&path, Current { snapshot: cap, local, published: false });
+                self.set_current(&path, Current { snapshot: cap, local, published: false, adopting: None });
                 if self.observed.get(&path) == Some(&local) {
                     self.observed.remove(&path);
                 }
@@ -554,12 +582,18 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_published(&mut self, op: OpId, result: Result<(), EffectError>) {
-        let Some(Op::Publish { entries }) = self.finish(op) else { return };
+        let Some(Op::Publish { paths, copies }) = self.finish(op) else { return };
         self.publishing = None;
         match result {
             Ok(()) => {
                 self.publish_backoff = None;
-                for (path, cap) in entries {
+                for (path, author, cap) in copies {
+                    let still = self.conflicts.get(&path).and_then(|m| m.get(&author)).is_some_and(|c| c.snapshot == cap);
+                    if still {
+                        self.unpublished_copies.remove(&(path, author));
+                    }
+                }
+                for (path, cap) in paths {
                     self.changes.push(Change::MarkPublished(path.clone(), cap.clone()));
                     if let Some(c) = self.current.get_mut(&path) {
                         if c.snapshot == cap {
@@ -585,9 +619,14 @@ impl<S: Store> Engine<S> {
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
                 }
-                self.set_current(&path, Current { snapshot: info.cap.clone(), local: state, published: false });
+                self.set_current(&path, Current { snapshot: info.cap.clone(), local: state, published: false, adopting: None });
                 if self.observed.get(&path) == Some(&state) {
                     self.observed.remove(&path);
+                }
+                // A kept copy that just won back its place is redundant now.
+                let stale = self.open_conflicts(&path).into_iter().find(|c| c.snapshot == info.cap);
+                if let Some(c) = stale {
+                    self.emit_remove_copy(&path, &c);
                 }
             }
             (Purpose::Adopt(info), WriteOutcome::NotEmpty) => {
@@ -600,7 +639,7 @@ impl<S: Store> Engine<S> {
                     if let Some(c) = self.candidates.get_mut(&path) {
                         c.remove(&info.cap);
                     }
-                    self.set_current(&path, Current { snapshot: info.cap.clone(), local: LocalState::Absent, published: false });
+                    self.set_current(&path, Current { snapshot: info.cap.clone(), local: LocalState::Absent, published: false, adopting: None });
                     self.observed.insert(path.clone(), LocalState::Dir);
                 } else {
                     let prev = self.backoff.get(&path).copied();
@@ -608,6 +647,7 @@ impl<S: Store> Engine<S> {
                 }
             }
             (Purpose::Copy { author, snapshot }, WriteOutcome::Done(state)) => {
+                self.found_copies.remove(&(path.clone(), author.clone()));
                 let copy = match state {
                     LocalState::File(s) => Some(s),
                     _ => None,
@@ -615,37 +655,51 @@ impl<S: Store> Engine<S> {
                 let c = Conflict { path: path.clone(), author, snapshot, copy, resolved: false };
                 self.put_conflict(c);
             }
-            (Purpose::RemoveCopy { author }, WriteOutcome::Done(_) | WriteOutcome::Changed(_)) => {
-                // A copy the user edited is left in place, no longer tracked.
+            (Purpose::RemoveCopy { author }, WriteOutcome::Done(_)) => {
+                self.found_copies.remove(&(path.clone(), author.clone()));
                 self.remove_conflict(&path, &author);
             }
-            (Purpose::Copy { author, snapshot }, WriteOutcome::Changed(actual)) => {
-                // Something else sits at the copy's name: record its state so
-                // the next write moves it to the versions area instead.
-                let copy = match actual {
-                    LocalState::File(s) => Some(s),
-                    _ => None,
-                };
-                let prev = self.conflicts.get(&path).and_then(|m| m.get(&author)).cloned();
-                match prev {
-                    Some(mut c) if c.snapshot != snapshot => {
-                        c.copy = copy;
-                        self.put_conflict(c);
-                    }
-                    _ => {
-                        self.error(Some(path.clone()), format!("cannot place the conflict copy from {author}: its name is taken"));
-                        let prev = self.backoff.get(&path).copied();
-                        self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
-                    }
+            (Purpose::RemoveCopy { author }, WriteOutcome::Changed(actual)) => {
+                let key = (path.clone(), author.clone());
+                let pending = self.conflicts.get(&path).and_then(|m| m.get(&author)).is_some_and(|c| c.copy.is_none());
+                if pending && !matches!(actual, LocalState::Dir) && self.found_copies.get(&key) != Some(&actual) {
+                    // The half-remembered copy is there after all: remove it next.
+                    self.found_copies.insert(key, actual);
+                } else {
+                    // A copy the user edited is left in place, no longer tracked.
+                    self.found_copies.remove(&key);
+                    self.remove_conflict(&path, &author);
                 }
+            }
+            (Purpose::Copy { author, .. }, WriteOutcome::Changed(actual)) => {
+                // Something else sits at the copy's name (a copy written just
+                // before a crash, or a user's file): the next write moves it to
+                // the versions area instead of failing again.
+                if matches!(actual, LocalState::Dir) {
+                    self.error(Some(path.clone()), format!("a directory is in the way of the conflict copy from {author}"));
+                    let prev = self.backoff.get(&path).copied();
+                    self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                } else {
+                    self.found_copies.insert((path.clone(), author), actual);
+                }
+            }
+            (Purpose::Adopt(info), WriteOutcome::Changed(actual)) if shows(&info, actual) => {
+                // Written before a crash: the file already is that version.
+                if let Some(c) = self.candidates.get_mut(&path) {
+                    c.remove(&info.cap);
+                }
+                self.observed.remove(&path);
+                self.set_current(&path, Current { snapshot: info.cap.clone(), local: actual, published: false, adopting: None });
             }
             (Purpose::Adopt(_), WriteOutcome::Changed(actual)) => {
                 // Changed under us: the local edit is uploaded first; the
                 // remote version is then a conflict, never an overwrite.
+                self.clear_adopting(&path);
                 self.observed.insert(path.clone(), actual);
             }
             (_, WriteOutcome::NotEmpty) => {}
             (_, WriteOutcome::Failed(e)) => {
+                self.clear_adopting(&path);
                 self.error(Some(path.clone()), format!("writing failed: {}", e.message));
                 let prev = self.backoff.get(&path).copied();
                 self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
@@ -667,13 +721,73 @@ impl<S: Store> Engine<S> {
                 self.out.push_back(action);
             }
         }
-        let work = std::mem::take(&mut self.work);
-        for path in work {
-            self.step(&path);
+        // Deciding one path may give it (or another) more to do; settle a
+        // few rounds now, and leave the rest for the next call.
+        for _ in 0..8 {
+            let work = std::mem::take(&mut self.work);
+            if work.is_empty() {
+                break;
+            }
+            for path in work {
+                self.step(&path);
+            }
         }
         self.maybe_publish();
         self.commit();
     }
+}
+
+/// True if a local state is what writing `snap` leaves on disk: its size,
+/// and its author's modification time to the second (as the driver sets it).
+fn shows(snap: &SnapshotInfo, state: LocalState) -> bool {
+    match (&snap.content, state) {
+        (Content::File { size, .. }, LocalState::File(st)) => {
+            *size == st.size && st.mtime_ns == snap.mtime_s.saturating_mul(1_000_000_000)
+        }
+        _ => false,
+    }
+}
+
+/// The head every participant shows as the file.
+fn winner(heads: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
+    heads.iter().max_by(|a, b| compare_for_win(a, b))
+}
+
+/// Names what is kept of each losing version. A losing file gets a copy
+/// named after its author (plus a short id of the version when the author
+/// has several). Everything else — a losing deletion or directory, or a file
+/// whose bytes the winner already has — is kept only as a *marker*: a record
+/// without a file, labelled `<author>-t<id>`, remembered and published so
+/// that what it superseded stays superseded everywhere.
+fn copy_labels<'a>(losers: &[&'a SnapshotInfo], winner: &SnapshotInfo) -> Vec<(String, &'a SnapshotInfo)> {
+    use sha2::Digest;
+    let short = |c: &Cap| {
+        let d = sha2::Sha256::digest(c.as_str().as_bytes());
+        d[..3].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let needs_copy =
+        |h: &SnapshotInfo| matches!(h.content, Content::File { .. }) && !same_content(&h.content, &winner.content);
+    losers
+        .iter()
+        .map(|h| {
+            let copies_by_author = losers.iter().filter(|o| o.author == h.author && needs_copy(o)).count();
+            let label = if !needs_copy(h) {
+                format!("{}-t{}", h.author, short(&h.cap))
+            } else if copies_by_author == 1 {
+                h.author.clone()
+            } else {
+                format!("{}-{}", h.author, short(&h.cap))
+            };
+            (label, *h)
+        })
+        .collect()
+}
+
+/// True for the label of a marker (a record with no file; see [`copy_labels`]).
+fn is_marker_label(label: &str) -> bool {
+    label
+        .rsplit_once('-')
+        .is_some_and(|(_, id)| id.len() == 7 && id.starts_with('t') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// What evaluating one remote candidate led to.
@@ -696,10 +810,18 @@ impl<S: Store> Engine<S> {
         // Local changes go first: they become history before anything remote
         // is compared with it.
         if let Some(&state) = self.observed.get(path) {
+            if self.recognise_adopted(path, state) {
+                return;
+            }
             let cur = self.current.get(path);
             let known = cur.map_or(LocalState::Absent, |c| c.local);
             if state != known {
-                let mut parents: Vec<Cap> = cur.map(|c| c.snapshot.clone()).into_iter().collect();
+                // After a crash mid-adopt, an edited file may hold our old
+                // version or the one being adopted: claim neither as parent,
+                // so both stay kept and the edit joins them as a conflict.
+                let unsure = cur.is_some_and(|c| c.adopting.is_some());
+                let mut parents: Vec<Cap> =
+                    cur.filter(|_| !unsure).map(|c| c.snapshot.clone()).into_iter().collect();
                 let resolving = self.resolved_caps(path);
                 parents.extend(resolving.iter().cloned());
                 self.emit_upload(path, state, parents, resolving);
@@ -727,36 +849,85 @@ impl<S: Store> Engine<S> {
             }
         }
         self.candidates.remove(path);
+        // A change of the current version (a local edit, a fast-forward to a
+        // deletion) can change which kept version wins, or their labels.
+        if self.conflicts.contains_key(path) {
+            if let Some(heads) = self.heads(path) {
+                self.realize(path, &heads);
+            }
+        }
     }
 
-    /// Removes conflict copies whose version the current snapshot already
-    /// includes (someone resolved the conflict). True if it had to act or wait.
-    fn clean_up_copies(&mut self, path: &RelPath) -> bool {
-        let Some(cur) = self.current.get(path).map(|c| c.snapshot.clone()) else { return false };
-        let open: Vec<Conflict> = self
-            .conflicts
+    /// The open (unresolved) conflict records of a path.
+    fn open_conflicts(&self, path: &RelPath) -> Vec<Conflict> {
+        self.conflicts
             .get(path)
             .map(|m| m.values().filter(|c| !c.resolved).cloned().collect())
-            .unwrap_or_default();
-        for c in open {
-            match self.ancestry(&c.snapshot, &cur, path) {
-                Answer::Yes => match c.copy {
-                    Some(state) => {
-                        let target = path.conflict_copy(&c.author);
-                        self.emit_write(
-                            path,
-                            target,
-                            Content::Deleted,
-                            0,
-                            LocalState::File(state),
-                            Purpose::RemoveCopy { author: c.author.clone() },
-                        );
-                        return true;
-                    }
-                    None => self.remove_conflict(path, &c.author),
-                },
-                Answer::Need(_) => return true,
-                Answer::No => {}
+            .unwrap_or_default()
+    }
+
+    /// The versions of a path we keep that nothing else we keep supersedes:
+    /// the maximal elements among the current version and every open
+    /// conflict record. `None` if part of the DAG must be fetched first.
+    fn heads(&mut self, path: &RelPath) -> Option<Vec<SnapshotInfo>> {
+        let caps: Vec<Cap> = self
+            .current
+            .get(path)
+            .map(|c| c.snapshot.clone())
+            .into_iter()
+            .chain(self.open_conflicts(path).into_iter().map(|c| c.snapshot))
+            .collect();
+        let mut kept: Vec<SnapshotInfo> = Vec::new();
+        for cap in caps {
+            if kept.iter().any(|h| h.cap == cap) {
+                continue;
+            }
+            match self.lookup(&cap) {
+                Some(info) => kept.push(info),
+                None => {
+                    self.need_fetch(cap, path);
+                    return None;
+                }
+            }
+        }
+        let mut heads = Vec::new();
+        for h in &kept {
+            let mut superseded = false;
+            for other in &kept {
+                if other.cap == h.cap {
+                    continue;
+                }
+                match self.ancestry(&h.cap, &other.cap, path) {
+                    Answer::Yes => superseded = true,
+                    Answer::Need(_) => return None,
+                    Answer::No => {}
+                }
+            }
+            if !superseded {
+                heads.push(h.clone());
+            }
+        }
+        Some(heads)
+    }
+
+    /// Removes conflict records (and their copies) that a version we keep
+    /// already includes: someone resolved them or built on them. True if it
+    /// had to act or wait.
+    fn clean_up_copies(&mut self, path: &RelPath) -> bool {
+        let open = self.open_conflicts(path);
+        if open.is_empty() {
+            return false;
+        }
+        let Some(heads) = self.heads(path) else { return true };
+        let cur = self.current.get(path).map(|c| c.snapshot.clone());
+        for c in &open {
+            if Some(&c.snapshot) == cur.as_ref() {
+                // Our own version, kept aside while the winner is adopted.
+                continue;
+            }
+            if !heads.iter().any(|h| h.cap == c.snapshot) {
+                self.emit_remove_copy(path, c);
+                return true;
             }
         }
         false
@@ -771,67 +942,126 @@ impl<S: Store> Engine<S> {
             self.need_fetch(t.clone(), path);
             return Eval::Wait;
         };
-        // Already kept as a conflict copy (or older than one): nothing new.
-        let losers: Vec<Cap> =
-            self.conflicts.get(path).map(|m| m.values().map(|c| c.snapshot.clone()).collect()).unwrap_or_default();
-        for loser in losers {
-            match self.ancestry(t, &loser, path) {
+        let Some(heads) = self.heads(path) else { return Eval::Wait };
+        // Nothing new if we keep it, or something built on it, already.
+        for h in &heads {
+            match self.ancestry(t, &h.cap, path) {
                 Answer::Yes => return Eval::Drop,
                 Answer::Need(_) => return Eval::Wait,
                 Answer::No => {}
             }
         }
-        let Some(cur) = self.current.get(path).cloned() else {
-            self.emit_adopt(path, theirs, LocalState::Absent);
-            return Eval::Wait;
-        };
-        if cur.snapshot == *t {
-            return Eval::Drop;
-        }
-        match self.ancestry(t, &cur.snapshot, path) {
-            Answer::Yes => return Eval::Drop,
-            Answer::Need(_) => return Eval::Wait,
-            Answer::No => {}
-        }
-        match self.ancestry(&cur.snapshot, t, path) {
-            Answer::Yes => {
-                self.emit_adopt(path, theirs, cur.local);
-                return Eval::Wait;
+        // The heads it supersedes drop out; it joins the rest.
+        let mut next = vec![theirs];
+        for h in heads {
+            match self.ancestry(&h.cap, t, path) {
+                Answer::Yes => {}
+                Answer::Need(_) => return Eval::Wait,
+                Answer::No => next.push(h),
             }
-            Answer::Need(_) => return Eval::Wait,
-            Answer::No => {}
         }
-        // Diverged.
-        let Some(ours) = self.lookup(&cur.snapshot) else {
-            self.need_fetch(cur.snapshot.clone(), path);
-            return Eval::Wait;
-        };
-        let theirs_win = compare_for_win(&theirs, &ours) == std::cmp::Ordering::Greater;
-        if same_content(&ours.content, &theirs.content) {
-            // The same bytes reached by two histories: no conflict. Everyone
-            // settles on the same one of the two.
-            if theirs_win {
-                self.set_current(path, Current { snapshot: t.clone(), local: cur.local, published: false });
-            }
-            return Eval::Drop;
-        }
-        if theirs_win {
-            let kept = self
-                .conflicts
-                .get(path)
-                .and_then(|m| m.get(&ours.author))
-                .is_some_and(|c| c.snapshot == ours.cap && c.copy.is_some());
-            if matches!(ours.content, Content::File { .. }) && !kept {
-                self.emit_copy(path, ours);
-            } else {
-                self.emit_adopt(path, theirs, cur.local);
-            }
-            Eval::Wait
-        } else if matches!(theirs.content, Content::File { .. }) {
-            self.emit_copy(path, theirs);
+        if self.realize(path, &next) {
             Eval::Wait
         } else {
             Eval::Drop
+        }
+    }
+
+    /// Makes the folder show a set of heads: the winner as the file, every
+    /// other file head as a conflict copy, losing deletions remembered.
+    /// Emits at most one effect; true if it did (or must wait).
+    fn realize(&mut self, path: &RelPath, heads: &[SnapshotInfo]) -> bool {
+        let Some(w) = winner(heads).cloned() else { return false };
+        let cur = self.current.get(path).cloned();
+        let losers: Vec<&SnapshotInfo> = heads.iter().filter(|h| h.cap != w.cap).collect();
+        let wanted = copy_labels(&losers, &w);
+        for (label, h) in &wanted {
+            let record = self.conflicts.get(path).and_then(|m| m.get(label)).cloned();
+            let marker = is_marker_label(label);
+            // A copy's record without a copy state is a copy still being written.
+            if record.as_ref().is_some_and(|r| r.snapshot == h.cap && (r.copy.is_some() || marker)) {
+                continue;
+            }
+            if !marker {
+                self.emit_copy(path, label, (*h).clone());
+                return true;
+            }
+            self.put_tombstone(path, label, h);
+        }
+        match cur {
+            None => {
+                self.emit_adopt(path, w, LocalState::Absent);
+                return true;
+            }
+            Some(c) if c.snapshot != w.cap => {
+                let ours = heads.iter().find(|h| h.cap == c.snapshot);
+                if ours.is_some_and(|o| same_content(&o.content, &w.content)) {
+                    // Same bytes already on disk: take the winner's history only.
+                    self.set_current(path, Current { snapshot: w.cap.clone(), local: c.local, published: false, adopting: None });
+                    self.work.insert(path.clone());
+                } else {
+                    self.emit_adopt(path, w, c.local);
+                    return true;
+                }
+            }
+            Some(_) => {}
+        }
+        // Copies kept under a label that is no longer theirs (an author's
+        // second copy appeared, or went) are removed once the new one exists.
+        // (Never our own current version: its copy may be all that is left of
+        // it if a crash interrupted its replacement.)
+        let cur_cap = self.current.get(path).map(|c| c.snapshot.clone());
+        let in_heads = |c: &Conflict| Some(&c.snapshot) != cur_cap.as_ref() && heads.iter().any(|h| h.cap == c.snapshot);
+        let stale = self
+            .open_conflicts(path)
+            .into_iter()
+            .find(|c| in_heads(c) && !wanted.iter().any(|(l, h)| *l == c.author && h.cap == c.snapshot));
+        if let Some(c) = stale {
+            self.emit_remove_copy(path, &c);
+            return true;
+        }
+        false
+    }
+
+    /// Records a losing deletion (or directory): no copy on disk, but it is
+    /// remembered and published, so that what it deleted stays deleted.
+    fn put_tombstone(&mut self, path: &RelPath, label: &str, loser: &SnapshotInfo) {
+        let c = Conflict {
+            path: path.clone(),
+            author: label.to_owned(),
+            snapshot: loser.cap.clone(),
+            copy: None,
+            resolved: false,
+        };
+        self.put_conflict(c);
+    }
+
+    /// After a crash, a file that shows exactly the version we were writing
+    /// over it is that version, not a local edit. True if so.
+    fn recognise_adopted(&mut self, path: &RelPath, state: LocalState) -> bool {
+        let Some(cur) = self.current.get(path).cloned() else { return false };
+        let (Some(w), LocalState::File(st)) = (cur.adopting.clone(), state) else { return false };
+        if self.busy.contains_key(path) || cur.local == state {
+            return false;
+        }
+        let Some(info) = self.lookup(&w) else { return false };
+        let matches = shows(&info, LocalState::File(st));
+        if matches {
+            if let Some(c) = self.candidates.get_mut(path) {
+                c.remove(&w);
+            }
+            self.observed.remove(path);
+            self.set_current(path, Current { snapshot: w, local: state, published: false, adopting: None });
+            self.work.insert(path.clone());
+        }
+        matches
+    }
+
+    fn clear_adopting(&mut self, path: &RelPath) {
+        if let Some(cur) = self.current.get(path).filter(|c| c.adopting.is_some()).cloned() {
+            let cleared = Current { adopting: None, ..cur };
+            self.changes.push(Change::PutCurrent(path.clone(), cleared.clone()));
+            self.current.insert(path.clone(), cleared);
         }
     }
 
@@ -869,26 +1099,62 @@ impl<S: Store> Engine<S> {
     }
 
     fn emit_upload(&mut self, path: &RelPath, local: LocalState, parents: Vec<Cap>, resolving: Vec<Cap>) {
+        let generation = 1 + parents.iter().filter_map(|p| self.lookup(p)).map(|i| i.generation).max().unwrap_or(0);
         let op = self.new_op(Op::Upload { path: path.clone(), local, resolving });
-        self.out.push_back(Action::Upload { op, path: path.clone(), local, parents });
+        self.out.push_back(Action::Upload { op, path: path.clone(), local, parents, generation });
     }
 
     fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
+        if let (Content::File { .. }, Some(cur)) = (&snap.content, self.current.get(path)) {
+            // Write-ahead: remember what is about to overwrite the file.
+            let marked = Current { adopting: Some(snap.cap.clone()), ..cur.clone() };
+            self.changes.push(Change::PutCurrent(path.clone(), marked.clone()));
+            self.current.insert(path.clone(), marked);
+        }
         let content = snap.content.clone();
         let mtime = snap.mtime_s;
         self.emit_write(path, path.clone(), content, mtime, expect, Purpose::Adopt(snap));
     }
 
-    fn emit_copy(&mut self, path: &RelPath, loser: SnapshotInfo) {
-        let expect = self
-            .conflicts
-            .get(path)
-            .and_then(|m| m.get(&loser.author))
-            .and_then(|c| c.copy)
-            .map_or(LocalState::Absent, LocalState::File);
-        let target = path.conflict_copy(&loser.author);
-        let purpose = Purpose::Copy { author: loser.author.clone(), snapshot: loser.cap.clone() };
+    fn emit_copy(&mut self, path: &RelPath, label: &str, loser: SnapshotInfo) {
+        let recorded = self.conflicts.get(path).and_then(|m| m.get(label)).and_then(|c| c.copy);
+        let expect = match self.found_copies.get(&(path.clone(), label.to_owned())) {
+            Some(found) => *found,
+            None => recorded.map_or(LocalState::Absent, LocalState::File),
+        };
+        let target = path.conflict_copy(label);
+        // Write-ahead: the record exists before the copy does, so a crash in
+        // between leaves a record to finish (or remove) the copy, never a
+        // stray file nobody tracks.
+        let pending = Conflict { path: path.clone(), author: label.to_owned(), snapshot: loser.cap.clone(), copy: None, resolved: false };
+        self.put_conflict(pending);
+        let purpose = Purpose::Copy { author: label.to_owned(), snapshot: loser.cap.clone() };
         self.emit_write(path, target, loser.content, loser.mtime_s, expect, purpose);
+    }
+
+    /// Removes a conflict copy (and then its record).
+    fn emit_remove_copy(&mut self, path: &RelPath, c: &Conflict) {
+        let target = path.conflict_copy(&c.author);
+        let key = (path.clone(), c.author.clone());
+        let expect = match (c.copy, self.found_copies.get(&key).copied()) {
+            (Some(state), _) => LocalState::File(state),
+            // A copy whose write may or may not have happened (a crash):
+            // probe, and remove what is found.
+            (None, Some(found)) => found,
+            (None, None) if self.is_pending_copy(c) => LocalState::Absent,
+            (None, None) => {
+                self.remove_conflict(path, &c.author);
+                return;
+            }
+        };
+        let purpose = Purpose::RemoveCopy { author: c.author.clone() };
+        self.emit_write(path, target, Content::Deleted, 0, expect, purpose);
+    }
+
+    /// A record of a losing *file* with no copy state: its copy is being
+    /// written (or was, when the process died).
+    fn is_pending_copy(&self, c: &Conflict) -> bool {
+        c.copy.is_none() && !is_marker_label(&c.author)
     }
 
     fn emit_write(
@@ -905,18 +1171,31 @@ impl<S: Store> Engine<S> {
     }
 
     fn maybe_publish(&mut self) {
-        if self.publishing.is_some() || self.unpublished.is_empty() {
+        if self.publishing.is_some() || (self.unpublished.is_empty() && self.unpublished_copies.is_empty()) {
             return;
         }
         if self.publish_backoff.is_some_and(|b| b.due > self.now) {
             return;
         }
-        let entries: Vec<(RelPath, Cap)> = self
+        let paths: Vec<(RelPath, Cap)> = self
             .unpublished
             .iter()
             .filter_map(|p| self.current.get(p).map(|c| (p.clone(), c.snapshot.clone())))
             .collect();
-        let op = self.new_op(Op::Publish { entries: entries.clone() });
+        let copies: Vec<(RelPath, String, Cap)> = self
+            .unpublished_copies
+            .iter()
+            .filter_map(|(p, a)| {
+                let c = self.conflicts.get(p)?.get(a)?;
+                Some((p.clone(), a.clone(), c.snapshot.clone()))
+            })
+            .collect();
+        let entries = paths
+            .iter()
+            .map(|(p, c)| (entry_name(p), c.clone()))
+            .chain(copies.iter().map(|(p, a, c)| (conflict_entry_name(p, a), c.clone())))
+            .collect();
+        let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
         self.out.push_back(Action::Publish { op, entries });
     }
@@ -956,11 +1235,19 @@ impl<S: Store> Engine<S> {
 
     fn put_conflict(&mut self, c: Conflict) {
         self.changes.push(Change::PutConflict(c.clone()));
+        self.work.insert(c.path.clone());
+        if c.resolved {
+            self.unpublished_copies.remove(&(c.path.clone(), c.author.clone()));
+        } else {
+            self.unpublished_copies.insert((c.path.clone(), c.author.clone()));
+        }
         self.conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
     }
 
     fn remove_conflict(&mut self, path: &RelPath, author: &str) {
         self.changes.push(Change::RemoveConflict(path.clone(), author.to_owned()));
+        self.work.insert(path.clone());
+        self.unpublished_copies.remove(&(path.clone(), author.to_owned()));
         if let Some(m) = self.conflicts.get_mut(path) {
             m.remove(author);
             if m.is_empty() {
@@ -969,11 +1256,14 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Drops the resolved records of a version a new snapshot names as a
+    /// parent (their copies are already gone; other copies of the same
+    /// version are removed by the clean-up, file and all).
     fn drop_conflict_with(&mut self, path: &RelPath, snapshot: &Cap) {
         let authors: Vec<String> = self
             .conflicts
             .get(path)
-            .map(|m| m.values().filter(|c| c.snapshot == *snapshot).map(|c| c.author.clone()).collect())
+            .map(|m| m.values().filter(|c| c.resolved && c.snapshot == *snapshot).map(|c| c.author.clone()).collect())
             .unwrap_or_default();
         for a in authors {
             self.remove_conflict(path, &a);

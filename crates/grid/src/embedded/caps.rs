@@ -21,7 +21,7 @@ pub(crate) enum EmbeddedCap {
     /// A mutable directory's write cap.
     DirWrite(Box<DirWriteKeys>),
     /// A mutable directory's read cap.
-    DirRead(DirReadKeys),
+    DirRead(Box<DirReadKeys>),
 }
 
 fn bad(cap: &Capability, reason: &'static str) -> GridError {
@@ -32,11 +32,15 @@ fn key_field(cap: &Capability, field: &str) -> GridResult<Key32> {
     let bytes = BASE32
         .decode(field.as_bytes())
         .map_err(|_| bad(cap, "a key field is not canonical base32"))?;
-    bytes.try_into().map_err(|_| bad(cap, "a key field is not 32 bytes"))
+    bytes
+        .try_into()
+        .map_err(|_| bad(cap, "a key field is not 32 bytes"))
 }
 
 fn size_field(cap: &Capability, field: &str) -> GridResult<u64> {
-    let size: u64 = field.parse().map_err(|_| bad(cap, "the size field is not a number"))?;
+    let size: u64 = field
+        .parse()
+        .map_err(|_| bad(cap, "the size field is not a number"))?;
     if size.to_string() != field {
         return Err(bad(cap, "the size field is not in canonical form"));
     }
@@ -57,20 +61,24 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
     };
     let fields: Vec<&str> = body.split(':').collect();
     match (cap.kind(), fields.as_slice()) {
-        (CapKind::ImmutableFile | CapKind::ImmutableDir, [key, size]) => Ok(EmbeddedCap::Immutable {
-            dir: cap.kind() == CapKind::ImmutableDir,
-            key: key_field(cap, key)?,
-            size: size_field(cap, size)?,
-        }),
-        (CapKind::MutableDirWrite, [seed]) => {
-            Ok(EmbeddedCap::DirWrite(Box::new(DirWriteKeys::from_seed(key_field(cap, seed)?))))
+        (CapKind::ImmutableFile | CapKind::ImmutableDir, [key, size]) => {
+            Ok(EmbeddedCap::Immutable {
+                dir: cap.kind() == CapKind::ImmutableDir,
+                key: key_field(cap, key)?,
+                size: size_field(cap, size)?,
+            })
         }
+        (CapKind::MutableDirWrite, [seed]) => Ok(EmbeddedCap::DirWrite(Box::new(
+            DirWriteKeys::from_seed(key_field(cap, seed)?),
+        ))),
         (CapKind::MutableDirRead, [read_key, vk]) => {
             let read_key = key_field(cap, read_key)?;
             let vk = key_field(cap, vk)?;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&vk)
                 .map_err(|_| bad(cap, "the verifying key is not a valid Ed25519 point"))?;
-            Ok(EmbeddedCap::DirRead(DirReadKeys::new(read_key, vk)))
+            Ok(EmbeddedCap::DirRead(Box::new(DirReadKeys::new(
+                read_key, vk,
+            ))))
         }
         _ => Err(bad(cap, "wrong number of fields")),
     }
@@ -78,7 +86,11 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
 
 /// Formats an immutable file (or directory, if `dir`) capability.
 pub(crate) fn immutable(dir: bool, key: &Key32, size: u64) -> Capability {
-    let prefix = if dir { "URI:MF-DIR-CHK:" } else { "URI:MF-CHK:" };
+    let prefix = if dir {
+        "URI:MF-DIR-CHK:"
+    } else {
+        "URI:MF-CHK:"
+    };
     Capability::from_backend(format!("{prefix}{}:{size}", BASE32.encode(key)))
 }
 
@@ -112,13 +124,31 @@ mod tests {
         let key = [9u8; 32];
         let f = immutable(false, &key, 123);
         assert_eq!(f.kind(), CapKind::ImmutableFile);
-        assert!(matches!(parse(&f).unwrap(), EmbeddedCap::Immutable { dir: false, size: 123, .. }));
+        assert!(matches!(
+            parse(&f).unwrap(),
+            EmbeddedCap::Immutable {
+                dir: false,
+                size: 123,
+                ..
+            }
+        ));
         let d = immutable(true, &key, 0);
-        assert!(matches!(parse(&d).unwrap(), EmbeddedCap::Immutable { dir: true, size: 0, .. }));
+        assert!(matches!(
+            parse(&d).unwrap(),
+            EmbeddedCap::Immutable {
+                dir: true,
+                size: 0,
+                ..
+            }
+        ));
         let w = dir_write(&key);
-        let EmbeddedCap::DirWrite(keys) = parse(&w).unwrap() else { panic!() };
+        let EmbeddedCap::DirWrite(keys) = parse(&w).unwrap() else {
+            panic!()
+        };
         let r = dir_read(&keys.read);
-        let EmbeddedCap::DirRead(rk) = parse(&r).unwrap() else { panic!() };
+        let EmbeddedCap::DirRead(rk) = parse(&r).unwrap() else {
+            panic!()
+        };
         assert_eq!(rk.storage_index, keys.read.storage_index);
     }
 

@@ -42,7 +42,8 @@ pub(crate) static BASE32: LazyLock<data_encoding::Encoding> = LazyLock::new(|| {
     let mut spec = data_encoding::Specification::new();
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
     spec.check_trailing_bits = true;
-    spec.encoding().expect("constant base32 specification is valid")
+    spec.encoding()
+        .expect("constant base32 specification is valid")
 });
 
 /// Purpose tags. Each derivation has its own, versioned, so that changing one
@@ -177,7 +178,9 @@ pub(crate) struct ChunkCipher {
 impl ChunkCipher {
     /// A cipher under `key`.
     pub(crate) fn new(key: &Key32) -> ChunkCipher {
-        ChunkCipher { aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)) }
+        ChunkCipher {
+            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+        }
     }
 
     fn nonce(index: u64, last: bool) -> [u8; NONCE_LEN] {
@@ -217,7 +220,12 @@ impl ChunkCipher {
 }
 
 /// One-shot AES-256-GCM with an explicit nonce; returns `ciphertext ‖ tag`.
-pub(crate) fn seal_message(key: &Key32, nonce: &[u8; NONCE_LEN], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+pub(crate) fn seal_message(
+    key: &Key32,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    plain: &[u8],
+) -> Vec<u8> {
     let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
     buf.extend_from_slice(plain);
@@ -241,8 +249,13 @@ pub(crate) fn open_message(
     let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
     let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buf = ct.to_vec();
-    aead.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
-        .map_err(|_| AuthFailed)?;
+    aead.decrypt_in_place_detached(
+        Nonce::from_slice(nonce),
+        aad,
+        &mut buf,
+        Tag::from_slice(tag),
+    )
+    .map_err(|_| AuthFailed)?;
     Ok(buf)
 }
 
@@ -262,14 +275,20 @@ impl DirReadKeys {
     /// Derives the storage index from the verifying key.
     pub(crate) fn new(read_key: Key32, verifying: VerifyingKey) -> DirReadKeys {
         let storage_index = tagged_hash(tags::DIR_STORAGE_INDEX, &[verifying.as_bytes()]);
-        DirReadKeys { read_key, verifying, storage_index }
+        DirReadKeys {
+            read_key,
+            verifying,
+            storage_index,
+        }
     }
 
     /// Checks a signature made by [`DirWriteKeys::sign`].
     pub(crate) fn verify(&self, signed: &[u8], signature: &[u8]) -> Result<(), AuthFailed> {
         let sig = Signature::from_slice(signature).map_err(|_| AuthFailed)?;
         let msg = Self::signed_message(&self.storage_index, signed);
-        self.verifying.verify_strict(&msg, &sig).map_err(|_| AuthFailed)
+        self.verifying
+            .verify_strict(&msg, &sig)
+            .map_err(|_| AuthFailed)
     }
 
     fn signed_message(storage_index: &Key32, signed: &[u8]) -> Vec<u8> {
@@ -286,8 +305,6 @@ impl DirReadKeys {
 
 /// Everything the holder of a mutable directory's write cap can derive.
 pub(crate) struct DirWriteKeys {
-    /// The secret in the write cap.
-    pub seed: Key32,
     signing: SigningKey,
     /// Key that hides children's write caps from read-only holders.
     pub child_writecap_key: Key32,
@@ -302,7 +319,11 @@ impl DirWriteKeys {
         let read_key = tagged_hash(tags::DIR_READ_KEY, &[&seed]);
         let child_writecap_key = tagged_hash(tags::DIR_CHILD_WRITECAP_KEY, &[&seed]);
         let read = DirReadKeys::new(read_key, signing.verifying_key());
-        DirWriteKeys { seed, signing, child_writecap_key, read }
+        DirWriteKeys {
+            signing,
+            child_writecap_key,
+            read,
+        }
     }
 
     /// Signs `signed` (bound to this directory's storage index).
@@ -315,7 +336,7 @@ impl DirWriteKeys {
 /// Fills a fresh array with operating-system randomness.
 pub(crate) fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
+    getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(b)
 }
 
@@ -325,7 +346,10 @@ mod tests {
 
     #[test]
     fn tagged_hash_frames_its_parts() {
-        assert_ne!(tagged_hash("t", &[b"ab", b"c"]), tagged_hash("t", &[b"a", b"bc"]));
+        assert_ne!(
+            tagged_hash("t", &[b"ab", b"c"]),
+            tagged_hash("t", &[b"a", b"bc"])
+        );
         assert_ne!(tagged_hash("t1", &[b"x"]), tagged_hash("t2", &[b"x"]));
     }
 
@@ -349,7 +373,11 @@ mod tests {
         let mut buf = b"some chunk".to_vec();
         let tag = c.seal(3, false, b"hdr", &mut buf);
         let sealed = buf.clone();
-        for (i, last, aad) in [(4, false, &b"hdr"[..]), (3, true, b"hdr"), (3, false, b"hdR")] {
+        for (i, last, aad) in [
+            (4, false, &b"hdr"[..]),
+            (3, true, b"hdr"),
+            (3, false, b"hdR"),
+        ] {
             let mut b = sealed.clone();
             assert_eq!(c.open(i, last, aad, &mut b, &tag), Err(AuthFailed));
         }
@@ -373,7 +401,9 @@ mod tests {
     fn base32_is_lowercase_and_canonical() {
         let s = BASE32.encode(&[0xff; 32]);
         assert_eq!(s.len(), 52);
-        assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_eq!(BASE32.decode(s.as_bytes()).unwrap(), vec![0xff; 32]);
         // A non-canonical last character (low bits set) is rejected.
         let mut bad = BASE32.encode(&[0; 32]).into_bytes();

@@ -50,7 +50,11 @@ fn canonical(v: &Value) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
         other => other.clone(),
@@ -58,8 +62,13 @@ fn canonical(v: &Value) -> Value {
 }
 
 fn writecap_nonce(key: &Key32, name: &str, cap: &str) -> [u8; NONCE_LEN] {
-    let h = tagged_hash(tags::DIR_CHILD_WRITECAP_NONCE, &[key, name.as_bytes(), cap.as_bytes()]);
-    h[..NONCE_LEN].try_into().expect("hash is longer than a nonce")
+    let h = tagged_hash(
+        tags::DIR_CHILD_WRITECAP_NONCE,
+        &[key, name.as_bytes(), cap.as_bytes()],
+    );
+    h[..NONCE_LEN]
+        .try_into()
+        .expect("hash is longer than a nonce")
 }
 
 /// Serialises an immutable directory: every child must be immutable.
@@ -93,25 +102,42 @@ pub(crate) fn encode_mutable(children: &DirChildren, writecap_key: &Key32) -> Gr
             let cap = entry.cap.as_str();
             let nonce = writecap_nonce(writecap_key, name, cap);
             let mut sealed = nonce.to_vec();
-            sealed.extend(seal_message(writecap_key, &nonce, name.as_bytes(), cap.as_bytes()));
+            sealed.extend(seal_message(
+                writecap_key,
+                &nonce,
+                name.as_bytes(),
+                cap.as_bytes(),
+            ));
             (ro.to_string(), Some(BASE32.encode(&sealed)))
         } else {
             (entry.cap.to_string(), None)
         };
-        out.push(Child { name: name.clone(), ro, rw, meta: canonical(&entry.metadata) });
+        out.push(Child {
+            name: name.clone(),
+            ro,
+            rw,
+            meta: canonical(&entry.metadata),
+        });
     }
     to_bytes(out)
 }
 
 fn to_bytes(children: Vec<Child>) -> GridResult<Vec<u8>> {
-    serde_json::to_vec(&Blob { v: DIR_FORMAT, children })
-        .map_err(|e| GridError::Protocol(format!("cannot serialise directory: {e}")))
+    serde_json::to_vec(&Blob {
+        v: DIR_FORMAT,
+        children,
+    })
+    .map_err(|e| GridError::Protocol(format!("cannot serialise directory: {e}")))
 }
 
 /// Parses directory contents. With `writecap_key` (the caller holds the
 /// directory's write cap), children's write caps are recovered; without it
 /// they are listed by their read-only caps.
-pub(crate) fn decode(bytes: &[u8], writecap_key: Option<&Key32>, what: &str) -> GridResult<DirChildren> {
+pub(crate) fn decode(
+    bytes: &[u8],
+    writecap_key: Option<&Key32>,
+    what: &str,
+) -> GridResult<DirChildren> {
     let malformed = |detail: String| GridError::Integrity {
         cap: what.to_string(),
         detail: format!("directory contents are malformed: {detail}"),
@@ -127,25 +153,35 @@ pub(crate) fn decode(bytes: &[u8], writecap_key: Option<&Key32>, what: &str) -> 
     for child in blob.children {
         let cap_text = match (&child.rw, writecap_key) {
             (Some(rw), Some(key)) => {
-                let sealed = BASE32
-                    .decode(rw.as_bytes())
-                    .map_err(|_| malformed(format!("child {:?}: bad write cap encoding", child.name)))?;
+                let sealed = BASE32.decode(rw.as_bytes()).map_err(|_| {
+                    malformed(format!("child {:?}: bad write cap encoding", child.name))
+                })?;
                 if sealed.len() < NONCE_LEN {
-                    return Err(malformed(format!("child {:?}: write cap too short", child.name)));
+                    return Err(malformed(format!(
+                        "child {:?}: write cap too short",
+                        child.name
+                    )));
                 }
                 let (nonce, ct) = sealed.split_at(NONCE_LEN);
                 let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
                 let plain = open_message(key, &nonce, child.name.as_bytes(), ct).map_err(|_| {
-                    malformed(format!("child {:?}: write cap failed authentication", child.name))
+                    malformed(format!(
+                        "child {:?}: write cap failed authentication",
+                        child.name
+                    ))
                 })?;
-                String::from_utf8(plain)
-                    .map_err(|_| malformed(format!("child {:?}: write cap is not text", child.name)))?
+                String::from_utf8(plain).map_err(|_| {
+                    malformed(format!("child {:?}: write cap is not text", child.name))
+                })?
             }
             _ => child.ro,
         };
         let cap = Capability::parse(&cap_text)
             .map_err(|e| malformed(format!("child {:?}: {e}", child.name)))?;
-        let entry = DirEntry { cap, metadata: child.meta };
+        let entry = DirEntry {
+            cap,
+            metadata: child.meta,
+        };
         if children.insert(child.name.clone(), entry).is_some() {
             return Err(malformed(format!("child {:?} appears twice", child.name)));
         }
@@ -166,7 +202,13 @@ mod tests {
     #[test]
     fn encoding_is_deterministic_and_round_trips() {
         let mut a = DirChildren::new();
-        a.insert("b".into(), DirEntry { cap: file(1), metadata: json!({"z": 1, "a": [1, {"y": 2, "x": 1}]}) });
+        a.insert(
+            "b".into(),
+            DirEntry {
+                cap: file(1),
+                metadata: json!({"z": 1, "a": [1, {"y": 2, "x": 1}]}),
+            },
+        );
         a.insert("a é 🙂".into(), DirEntry::new(file(2)));
         let bytes = encode_immutable(&a).unwrap();
         assert_eq!(bytes, encode_immutable(&a.clone()).unwrap());
@@ -177,7 +219,10 @@ mod tests {
     fn immutable_dirs_refuse_mutable_children() {
         let mut a = DirChildren::new();
         a.insert("d".into(), DirEntry::new(caps::dir_write(&[3; 32])));
-        assert!(matches!(encode_immutable(&a), Err(GridError::WrongKind { .. })));
+        assert!(matches!(
+            encode_immutable(&a),
+            Err(GridError::WrongKind { .. })
+        ));
     }
 
     #[test]
@@ -190,14 +235,24 @@ mod tests {
         assert!(!String::from_utf8_lossy(&bytes).contains(w.as_str()));
         assert_eq!(decode(&bytes, Some(&[4; 32]), "t").unwrap()["sub"].cap, w);
         assert_eq!(decode(&bytes, None, "t").unwrap()["sub"].cap, ro);
-        assert!(matches!(decode(&bytes, Some(&[5; 32]), "t"), Err(GridError::Integrity { .. })));
+        assert!(matches!(
+            decode(&bytes, Some(&[5; 32]), "t"),
+            Err(GridError::Integrity { .. })
+        ));
     }
 
     #[test]
     fn malformed_contents_are_errors() {
-        for bad in [&b""[..], b"{}", b"{\"v\":1,\"children\":[{\"name\":\"a\",\"ro\":\"nope\",\"meta\":{}}]}"] {
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"{\"v\":1,\"children\":[{\"name\":\"a\",\"ro\":\"nope\",\"meta\":{}}]}",
+        ] {
             assert!(decode(bad, None, "t").is_err());
         }
-        assert!(matches!(decode(b"{\"v\":2,\"children\":[]}", None, "t"), Err(GridError::Protocol(_))));
+        assert!(matches!(
+            decode(b"{\"v\":2,\"children\":[]}", None, "t"),
+            Err(GridError::Protocol(_))
+        ));
     }
 }

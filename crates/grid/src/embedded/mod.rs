@@ -104,7 +104,10 @@ impl EmbeddedGrid {
     ///
     /// `convergence_secret` is the folder's secret (see the module docs).
     pub fn create(dir: impl AsRef<Path>, convergence_secret: [u8; 32]) -> GridResult<EmbeddedGrid> {
-        Ok(Self::with_store(Store::create(dir.as_ref())?, convergence_secret))
+        Ok(Self::with_store(
+            Store::create(dir.as_ref())?,
+            convergence_secret,
+        ))
     }
 
     /// Opens an existing grid at `dir`; fails if it is not an embedded grid
@@ -112,7 +115,10 @@ impl EmbeddedGrid {
     /// a little blocking I/O, including removing temporary files that
     /// crashed writers left behind more than an hour ago.
     pub fn open(dir: impl AsRef<Path>, convergence_secret: [u8; 32]) -> GridResult<EmbeddedGrid> {
-        Ok(Self::with_store(Store::open(dir.as_ref())?, convergence_secret))
+        Ok(Self::with_store(
+            Store::open(dir.as_ref())?,
+            convergence_secret,
+        ))
     }
 
     fn with_store(store: Store, convergence_secret: Key32) -> EmbeddedGrid {
@@ -121,7 +127,9 @@ impl EmbeddedGrid {
                 store,
                 convergence_secret,
                 chunk_size: DEFAULT_CHUNK_SIZE,
-                write_stripes: (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                write_stripes: (0..WRITE_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         }
     }
@@ -138,15 +146,21 @@ impl EmbeddedGrid {
     /// and benchmarks; everyone else keeps [`DEFAULT_CHUNK_SIZE`].
     pub fn with_chunk_size(self, chunk_size: u32) -> GridResult<EmbeddedGrid> {
         if !(immutable::MIN_CHUNK_SIZE..=immutable::MAX_CHUNK_SIZE).contains(&chunk_size) {
-            return Err(GridError::Protocol(format!("chunk size {chunk_size} is out of range")));
+            return Err(GridError::Protocol(format!(
+                "chunk size {chunk_size} is out of range"
+            )));
         }
         let inner = Inner {
             store: self.inner.store.clone(),
             convergence_secret: self.inner.convergence_secret,
             chunk_size,
-            write_stripes: (0..WRITE_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            write_stripes: (0..WRITE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         };
-        Ok(EmbeddedGrid { inner: Arc::new(inner) })
+        Ok(EmbeddedGrid {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The grid's directory.
@@ -159,9 +173,11 @@ impl EmbeddedGrid {
     /// damage it on purpose). `None` for other capabilities.
     pub fn object_path(&self, cap: &Capability) -> Option<PathBuf> {
         match caps::parse(cap).ok()? {
-            EmbeddedCap::Immutable { key, .. } => {
-                Some(self.inner.store.object_path(&crypto::chk_storage_index(&key)))
-            }
+            EmbeddedCap::Immutable { key, .. } => Some(
+                self.inner
+                    .store
+                    .object_path(&crypto::chk_storage_index(&key)),
+            ),
             _ => None,
         }
     }
@@ -170,7 +186,9 @@ impl EmbeddedGrid {
     /// tools). `None` for capabilities that are not mutable directories.
     pub fn mutable_dir_path(&self, cap: &Capability) -> Option<PathBuf> {
         match caps::parse(cap).ok()? {
-            EmbeddedCap::DirWrite(keys) => Some(self.inner.store.mutable_dir(&keys.read.storage_index)),
+            EmbeddedCap::DirWrite(keys) => {
+                Some(self.inner.store.mutable_dir(&keys.read.storage_index))
+            }
             EmbeddedCap::DirRead(keys) => Some(self.inner.store.mutable_dir(&keys.storage_index)),
             EmbeddedCap::Immutable { .. } => None,
         }
@@ -180,10 +198,20 @@ impl EmbeddedGrid {
         &self.inner.write_stripes[usize::from(si[0]) % WRITE_STRIPES]
     }
 
-    async fn upload_kind(&self, kind: ObjectKind, source: UploadSource) -> GridResult<(Key32, u64)> {
+    async fn upload_kind(
+        &self,
+        kind: ObjectKind,
+        source: UploadSource,
+    ) -> GridResult<(Key32, u64)> {
         let inner = self.inner.clone();
         blocking("upload", move || {
-            immutable::upload(&inner.store, &inner.convergence_secret, inner.chunk_size, kind, &source)
+            immutable::upload(
+                &inner.store,
+                &inner.convergence_secret,
+                inner.chunk_size,
+                kind,
+                &source,
+            )
         })
         .await
     }
@@ -200,12 +228,18 @@ impl EmbeddedGrid {
         let _serialised = self.stripe(&keys.read.storage_index).lock().await;
         let inner = self.inner.clone();
         let mut change = change;
-        blocking("directory update", move || mutable::modify(&inner.store, &keys, &mut change)).await
+        blocking("directory update", move || {
+            mutable::modify(&inner.store, &keys, &mut change)
+        })
+        .await
     }
 }
 
 fn wrong_kind(expected: &'static str, cap: &Capability) -> GridError {
-    GridError::WrongKind { expected, got: cap.kind() }
+    GridError::WrongKind {
+        expected,
+        got: cap.kind(),
+    }
 }
 
 /// Runs one whole blocking operation on tokio's blocking pool.
@@ -213,10 +247,12 @@ async fn blocking<T: Send + 'static>(
     what: &str,
     op: impl FnOnce() -> GridResult<T> + Send + 'static,
 ) -> GridResult<T> {
-    tokio::task::spawn_blocking(op).await.map_err(|e| GridError::Io {
-        context: format!("embedded grid: {what} task failed"),
-        source: std::io::Error::other(e.to_string()),
-    })?
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| GridError::Io {
+            context: format!("embedded grid: {what} task failed"),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// Derives the read-only capability of an embedded mutable directory from
@@ -238,7 +274,11 @@ impl Grid for EmbeddedGrid {
 
     async fn download(&self, cap: &Capability) -> GridResult<Download> {
         let (key, size) = match caps::parse(cap)? {
-            EmbeddedCap::Immutable { dir: false, key, size } => (key, size),
+            EmbeddedCap::Immutable {
+                dir: false,
+                key,
+                size,
+            } => (key, size),
             _ => return Err(wrong_kind("an immutable file capability", cap)),
         };
         let inner = self.inner.clone();
@@ -264,12 +304,17 @@ impl Grid for EmbeddedGrid {
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        Ok(Download { size, stream: stream.boxed() })
+        Ok(Download {
+            size,
+            stream: stream.boxed(),
+        })
     }
 
     async fn create_immutable_dir(&self, children: DirChildren) -> GridResult<Capability> {
         let bytes = dirnode::encode_immutable(&children)?;
-        let (key, size) = self.upload_kind(ObjectKind::Dir, UploadSource::Bytes(bytes.into())).await?;
+        let (key, size) = self
+            .upload_kind(ObjectKind::Dir, UploadSource::Bytes(bytes.into()))
+            .await?;
         Ok(caps::immutable(true, &key, size))
     }
 
@@ -283,12 +328,19 @@ impl Grid for EmbeddedGrid {
         let parsed = caps::parse(dir)?;
         let inner = self.inner.clone();
         blocking("listing", move || match parsed {
-            EmbeddedCap::Immutable { dir: true, key, size } => {
+            EmbeddedCap::Immutable {
+                dir: true,
+                key,
+                size,
+            } => {
                 let name = caps::short_name("dir", &crypto::chk_storage_index(&key));
                 if size > MAX_DIR_LEN {
-                    return Err(GridError::Protocol(format!("directory {name} is too large ({size} bytes)")));
+                    return Err(GridError::Protocol(format!(
+                        "directory {name} is too large ({size} bytes)"
+                    )));
                 }
-                let bytes = ObjectReader::open(&inner.store, &key, ObjectKind::Dir, size)?.read_all()?;
+                let bytes =
+                    ObjectReader::open(&inner.store, &key, ObjectKind::Dir, size)?.read_all()?;
                 dirnode::decode(&bytes, None, &name)
             }
             EmbeddedCap::DirWrite(keys) => {
@@ -303,7 +355,12 @@ impl Grid for EmbeddedGrid {
         .await
     }
 
-    async fn set_children(&self, dir: &Capability, children: DirChildren, replace: Replace) -> GridResult<()> {
+    async fn set_children(
+        &self,
+        dir: &Capability,
+        children: DirChildren,
+        replace: Replace,
+    ) -> GridResult<()> {
         self.modify(dir, move |current| {
             if replace == Replace::No {
                 if let Some(name) = children.keys().find(|n| current.contains_key(*n)) {

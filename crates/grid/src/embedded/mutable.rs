@@ -59,7 +59,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::caps::short_name;
-use super::crypto::{random_bytes, seal_message, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN, SIG_LEN, TAG_LEN};
+use super::crypto::{
+    random_bytes, seal_message, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN, SIG_LEN, TAG_LEN,
+};
 use super::dirnode;
 use super::immutable::{FORMAT_VERSION, MAGIC};
 use super::store::{fsync_dir, io_err, Store};
@@ -130,12 +132,20 @@ fn aad(si: &Key32, header: &[u8]) -> Vec<u8> {
 
 /// Verifies and decrypts version file `seq`; returns the serialised children.
 fn decode_version(keys: &DirReadKeys, seq: u64, raw: &[u8], name: &str) -> GridResult<Vec<u8>> {
-    let integrity = |detail: String| GridError::Integrity { cap: name.to_string(), detail };
+    let integrity = |detail: String| GridError::Integrity {
+        cap: name.to_string(),
+        detail,
+    };
     if raw.len() < HEADER_LEN + TAG_LEN + SIG_LEN {
-        return Err(integrity(format!("version {seq} is truncated ({} bytes)", raw.len())));
+        return Err(integrity(format!(
+            "version {seq} is truncated ({} bytes)",
+            raw.len()
+        )));
     }
     if &raw[..6] != MAGIC || raw[6] != FORMAT_VERSION || raw[7] != b'M' {
-        return Err(integrity(format!("version {seq} is not a directory version of a known format")));
+        return Err(integrity(format!(
+            "version {seq} is not a directory version of a known format"
+        )));
     }
     let stored_seq = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
     let ct_len = u64::from_be_bytes(raw[28..36].try_into().expect("8 bytes"));
@@ -145,10 +155,14 @@ fn decode_version(keys: &DirReadKeys, seq: u64, raw: &[u8], name: &str) -> GridR
     }
     let (signed, sig) = raw.split_at(raw.len() - SIG_LEN);
     keys.verify(signed, sig).map_err(|_| {
-        integrity(format!("version {seq} has a bad signature: not written by a holder of the write capability"))
+        integrity(format!(
+            "version {seq} has a bad signature: not written by a holder of the write capability"
+        ))
     })?;
     if stored_seq != seq {
-        return Err(integrity(format!("version file {seq} holds seqnum {stored_seq} (replayed)")));
+        return Err(integrity(format!(
+            "version file {seq} holds seqnum {stored_seq} (replayed)"
+        )));
     }
     let nonce: [u8; NONCE_LEN] = raw[16..28].try_into().expect("12 bytes");
     let aad = aad(&keys.storage_index, &raw[..HEADER_LEN]);
@@ -179,7 +193,9 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
         }
     };
     for _ in 0..MAX_READ_ATTEMPTS {
-        let Some(seq) = newest(&dir)? else { return Err(GridError::NotFound(name)) };
+        let Some(seq) = newest(&dir)? else {
+            return Err(GridError::NotFound(name));
+        };
         let path = dir.join(version_name(seq));
         let raw = match read_bounded(&path, MAX_VERSION_LEN) {
             Ok(raw) => raw,
@@ -204,7 +220,9 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
             }
         }
     }
-    Err(GridError::Unavailable(format!("directory {name} kept changing while being read")))
+    Err(GridError::Unavailable(format!(
+        "directory {name} kept changing while being read"
+    )))
 }
 
 fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -219,9 +237,17 @@ fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Lists a directory given its read keys (and write keys if held).
-pub(crate) fn list(store: &Store, read: &DirReadKeys, writecap_key: Option<&Key32>) -> GridResult<DirChildren> {
+pub(crate) fn list(
+    store: &Store,
+    read: &DirReadKeys,
+    writecap_key: Option<&Key32>,
+) -> GridResult<DirChildren> {
     let head = read_head(store, read)?;
-    dirnode::decode(&head.plain, writecap_key, &short_name("dir", &read.storage_index))
+    dirnode::decode(
+        &head.plain,
+        writecap_key,
+        &short_name("dir", &read.storage_index),
+    )
 }
 
 /// Creates a new, empty mutable directory; returns its seed.
@@ -325,10 +351,16 @@ fn backoff(attempt: u32) {
 /// [`KEEP_FULL`], names beyond [`KEEP_NAMES`], oldest first. Failures only
 /// leave more old versions around.
 fn prune(dir: &Path, newest: u64) {
-    let Ok(versions) = list_versions(dir) else { return };
+    let Ok(versions) = list_versions(dir) else {
+        return;
+    };
     // Recent stubs every time; a full stub sweep now and then catches
     // versions skipped by writers that crashed before pruning.
-    let sweep_from = if newest % 32 == 0 { 0 } else { newest.saturating_sub(KEEP_FULL + 8) };
+    let sweep_from = if newest & 31 == 0 {
+        0
+    } else {
+        newest.saturating_sub(KEEP_FULL + 8)
+    };
     for seq in versions {
         let path: PathBuf = dir.join(version_name(seq));
         if seq + KEEP_NAMES <= newest {
@@ -403,7 +435,12 @@ mod tests {
         // Whereas an up-to-date head is confirmed, also once stubbed.
         let head = read_head(&store, &keys.read).unwrap();
         assert!(built_on(&dir, &head).unwrap());
-        fs::File::options().write(true).open(dir.join(version_name(head.seq))).unwrap().set_len(0).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(dir.join(version_name(head.seq)))
+            .unwrap()
+            .set_len(0)
+            .unwrap();
         assert!(built_on(&dir, &head).unwrap());
     }
 
@@ -420,18 +457,27 @@ mod tests {
         let forged = encode_version(&forger, head.seq + 1, &head.plain).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &forged).unwrap();
         let err = read_head(&store, &keys.read).err().unwrap();
-        assert!(matches!(&err, GridError::Integrity { detail, .. } if detail.contains("signature")), "{err}");
+        assert!(
+            matches!(&err, GridError::Integrity { detail, .. } if detail.contains("signature")),
+            "{err}"
+        );
         // A genuine old version replayed under a newer seqnum.
         let replay = encode_version(&keys, head.seq, &head.plain).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &replay).unwrap();
         let err = read_head(&store, &keys.read).err().unwrap();
-        assert!(matches!(&err, GridError::Integrity { detail, .. } if detail.contains("replayed")), "{err}");
+        assert!(
+            matches!(&err, GridError::Integrity { detail, .. } if detail.contains("replayed")),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_directory_is_not_found() {
         let (_d, store, _keys) = setup();
         let other = DirWriteKeys::from_seed([9; 32]);
-        assert!(matches!(read_head(&store, &other.read), Err(GridError::NotFound(_))));
+        assert!(matches!(
+            read_head(&store, &other.read),
+            Err(GridError::NotFound(_))
+        ));
     }
 }

@@ -64,7 +64,9 @@ impl Store {
         let marker = root.join(MARKER);
         if !marker.exists() {
             let mut temp = store.temp_file().map_err(io_err(ctx()))?;
-            temp.file().write_all(MARKER_TEXT.as_bytes()).map_err(io_err(ctx()))?;
+            temp.file()
+                .write_all(MARKER_TEXT.as_bytes())
+                .map_err(io_err(ctx()))?;
             temp.sync().map_err(io_err(ctx()))?;
             fs::rename(temp.path(), &marker).map_err(io_err(ctx()))?;
             temp.forget();
@@ -77,8 +79,10 @@ impl Store {
     pub(crate) fn open(root: &Path) -> GridResult<Store> {
         let store = Store::paths(root);
         let marker = root.join(MARKER);
-        let text = fs::read_to_string(&marker)
-            .map_err(io_err(format!("opening embedded grid: reading {}", marker.display())))?;
+        let text = fs::read_to_string(&marker).map_err(io_err(format!(
+            "opening embedded grid: reading {}",
+            marker.display()
+        )))?;
         if text != MARKER_TEXT {
             return Err(GridError::Protocol(format!(
                 "{} is not an embedded grid of a format this program understands",
@@ -106,7 +110,9 @@ impl Store {
     /// Best effort: removes temporary files left by writers that crashed long
     /// ago. Live writers keep touching theirs, so age tells them apart.
     fn remove_stale_temps(&self) {
-        let Ok(entries) = fs::read_dir(&self.tmp) else { return };
+        let Ok(entries) = fs::read_dir(&self.tmp) else {
+            return;
+        };
         let now = SystemTime::now();
         for entry in entries.flatten() {
             let old = entry
@@ -141,8 +147,15 @@ impl Store {
     pub(crate) fn temp_file(&self) -> io::Result<TempFile> {
         let name = format!("{}.tmp", BASE32.encode(&random_bytes::<16>()?));
         let path = self.tmp.join(name);
-        let file = OpenOptions::new().write(true).read(true).create_new(true).open(&path)?;
-        Ok(TempFile { path, file: Some(file) })
+        let file = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
     }
 
     /// Moves a finished temporary file to `final_path` (an immutable
@@ -156,18 +169,23 @@ impl Store {
         expected_len: u64,
     ) -> io::Result<()> {
         temp.sync()?;
-        let parent = final_path.parent().expect("object paths have a parent");
-        if !parent.is_dir() {
-            match fs::create_dir(parent) {
-                Ok(()) => fsync_dir(&self.objects)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
         if object_len(final_path)? == Some(expected_len) {
             return Ok(()); // dedup: `temp` is removed on drop
         }
-        fs::rename(temp.path(), final_path)?;
+        let parent = final_path.parent().expect("object paths have a parent");
+        match fs::rename(temp.path(), final_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !parent.is_dir() => {
+                // First object with this prefix: create the directory durably.
+                match fs::create_dir(parent) {
+                    Ok(()) => fsync_dir(&self.objects)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                fs::rename(temp.path(), final_path)?;
+            }
+            Err(e) => return Err(e),
+        }
         temp.forget();
         fsync_dir(parent)
     }

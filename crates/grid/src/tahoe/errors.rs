@@ -45,7 +45,11 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(op: &'static str, cap: Option<&'a Capability>) -> Ctx<'a> {
-        Ctx { op, cap, child: None }
+        Ctx {
+            op,
+            cap,
+            child: None,
+        }
     }
 
     pub(crate) fn child(mut self, name: &'a str) -> Ctx<'a> {
@@ -72,8 +76,16 @@ pub(crate) fn short(cap: &Capability) -> String {
 /// The most useful line of an error body: for a traceback, the last line
 /// (the exception); for HTML, the text without tags; at most 300 chars.
 pub(crate) fn summary(body: &str) -> String {
-    let text = if body.trim_start().starts_with('<') { strip_tags(body) } else { body.to_string() };
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let text = if body.trim_start().starts_with('<') {
+        strip_tags(body)
+    } else {
+        body.to_string()
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let line = if text.contains("Traceback (most recent call last)") {
         lines.last().copied().unwrap_or("")
     } else {
@@ -103,9 +115,13 @@ fn strip_tags(html: &str) -> String {
 /// True when an error body says there were not enough shares.
 pub(crate) fn is_share_shortage(status: StatusCode, body: &str) -> bool {
     status == StatusCode::GONE
-        || ["NoSharesError", "NotEnoughSharesError", "UnrecoverableFileError"]
-            .iter()
-            .any(|e| body.contains(e))
+        || [
+            "NoSharesError",
+            "NotEnoughSharesError",
+            "UnrecoverableFileError",
+        ]
+        .iter()
+        .any(|e| body.contains(e))
 }
 
 /// Maps a non-success answer. `servers_away` is only consulted for share
@@ -120,7 +136,13 @@ pub(crate) fn map_status(
     servers_away: Option<bool>,
 ) -> GridError {
     let what = summary(body);
-    let detail = format!("{} {}: HTTP {} {}", ctx.op, ctx.object(), status.as_u16(), what);
+    let detail = format!(
+        "{} {}: HTTP {} {}",
+        ctx.op,
+        ctx.object(),
+        status.as_u16(),
+        what
+    );
     if is_share_shortage(status, body) {
         return match servers_away {
             Some(false) => GridError::NotFound(format!("{detail} (all known servers connected)")),
@@ -130,7 +152,10 @@ pub(crate) fn map_status(
     match status.as_u16() {
         400 => {
             if let (true, Some(cap)) = (body.contains("unknown URI type"), ctx.cap) {
-                GridError::BadCap(CapError::new(cap.as_str(), "the Tahoe node does not understand it"))
+                GridError::BadCap(CapError::new(
+                    cap.as_str(),
+                    "the Tahoe node does not understand it",
+                ))
             } else {
                 GridError::Protocol(detail)
             }
@@ -147,9 +172,10 @@ pub(crate) fn map_status(
                 || (body.contains("AssertionError") && body.contains("is_readonly"))
             {
                 match ctx.cap {
-                    Some(cap) => {
-                        GridError::WrongKind { expected: "mutable directory write capability", got: cap.kind() }
-                    }
+                    Some(cap) => GridError::WrongKind {
+                        expected: "mutable directory write capability",
+                        got: cap.kind(),
+                    },
                     None => GridError::Protocol(detail),
                 }
             } else {
@@ -207,37 +233,82 @@ mod tests {
         let d = dir();
         let ctx = Ctx::new("op", Some(&d));
         let child = ctx.child("a");
-        assert!(matches!(map_status(st(404), "<html>No such child: a</html>", child, None), GridError::NoChild(n) if n == "a"));
-        assert!(matches!(map_status(st(404), "", ctx, None), GridError::NotFound(_)));
-        assert!(matches!(map_status(st(409), "There was already a child", child, None), GridError::Exists(n) if n == "a"));
+        assert!(
+            matches!(map_status(st(404), "<html>No such child: a</html>", child, None), GridError::NoChild(n) if n == "a")
+        );
         assert!(matches!(
-            map_status(st(400), "GET unknown URI type: can only do t=info", ctx, None),
+            map_status(st(404), "", ctx, None),
+            GridError::NotFound(_)
+        ));
+        assert!(
+            matches!(map_status(st(409), "There was already a child", child, None), GridError::Exists(n) if n == "a")
+        );
+        assert!(matches!(
+            map_status(
+                st(400),
+                "GET unknown URI type: can only do t=info",
+                ctx,
+                None
+            ),
             GridError::BadCap(_)
         ));
-        assert!(matches!(map_status(st(400), "bad t=", ctx, None), GridError::Protocol(_)));
+        assert!(matches!(
+            map_status(st(400), "bad t=", ctx, None),
+            GridError::Protocol(_)
+        ));
         let gone = "NoSharesError: no shares could be found.";
-        assert!(matches!(map_status(st(410), gone, ctx, Some(false)), GridError::NotFound(_)));
-        assert!(matches!(map_status(st(410), gone, ctx, Some(true)), GridError::Unavailable(_)));
-        assert!(matches!(map_status(st(410), gone, ctx, None), GridError::Unavailable(_)));
+        assert!(matches!(
+            map_status(st(410), gone, ctx, Some(false)),
+            GridError::NotFound(_)
+        ));
+        assert!(matches!(
+            map_status(st(410), gone, ctx, Some(true)),
+            GridError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_status(st(410), gone, ctx, None),
+            GridError::Unavailable(_)
+        ));
         let ucw = "Traceback (most recent call last):\n  File x\nallmydata.mutable.common.UncoordinatedWriteError: oops";
-        assert!(matches!(map_status(st(500), ucw, ctx, None), GridError::Unavailable(_)));
+        assert!(matches!(
+            map_status(st(500), ucw, ctx, None),
+            GridError::Unavailable(_)
+        ));
         let unhappy = "Traceback (most recent call last):\nallmydata.interfaces.UploadUnhappinessError: server selection failed";
-        assert!(matches!(map_status(st(500), unhappy, ctx, None), GridError::Unavailable(_)));
+        assert!(matches!(
+            map_status(st(500), unhappy, ctx, None),
+            GridError::Unavailable(_)
+        ));
         let ro = "Traceback (most recent call last):\n    assert not self.is_readonly()\nbuiltins.AssertionError: ";
         assert!(matches!(
             map_status(st(500), ro, ctx, None),
-            GridError::WrongKind { got: CapKind::MutableDirRead, .. }
+            GridError::WrongKind {
+                got: CapKind::MutableDirRead,
+                ..
+            }
         ));
-        assert!(matches!(map_status(st(500), "Traceback\nKeyError: x", ctx, None), GridError::Protocol(_)));
-        assert!(matches!(map_status(st(503), "", ctx, None), GridError::Unavailable(_)));
-        assert!(matches!(map_status(st(413), "", ctx, None), GridError::Protocol(_)));
+        assert!(matches!(
+            map_status(st(500), "Traceback\nKeyError: x", ctx, None),
+            GridError::Protocol(_)
+        ));
+        assert!(matches!(
+            map_status(st(503), "", ctx, None),
+            GridError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_status(st(413), "", ctx, None),
+            GridError::Protocol(_)
+        ));
     }
 
     #[test]
     fn summaries_pick_the_cause() {
         let tb = "Traceback (most recent call last):\n  File \"a.py\"\n    x()\nfoo.BarError: the reason\n";
         assert_eq!(summary(tb), "foo.BarError: the reason");
-        assert_eq!(summary("NoSharesError: none\n\nThe full error message is:\nno shares"), "NoSharesError: none");
+        assert_eq!(
+            summary("NoSharesError: none\n\nThe full error message is:\nno shares"),
+            "NoSharesError: none"
+        );
         assert_eq!(
             summary("\n<html>\n  <head><title>404 - Error</title></head>\n  <body>"),
             "404 - Error"
@@ -247,7 +318,12 @@ mod tests {
     #[test]
     fn errors_do_not_print_whole_caps() {
         let d = dir();
-        let err = map_status(st(410), "NoSharesError", Ctx::new("list", Some(&d)), Some(false));
+        let err = map_status(
+            st(410),
+            "NoSharesError",
+            Ctx::new("list", Some(&d)),
+            Some(false),
+        );
         assert!(!err.to_string().contains(d.as_str()));
     }
 }

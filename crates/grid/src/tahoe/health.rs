@@ -27,7 +27,11 @@ pub struct Encoding {
 impl Encoding {
     /// Tahoe's defaults (3-of-10, happy 7), used by a node whose `tahoe.cfg`
     /// does not set them.
-    pub const TAHOE_DEFAULT: Encoding = Encoding { needed: 3, happy: 7, total: 10 };
+    pub const TAHOE_DEFAULT: Encoding = Encoding {
+        needed: 3,
+        happy: 7,
+        total: 10,
+    };
 
     /// Reads `[client] shares.*` from a node directory's `tahoe.cfg`; missing
     /// keys take Tahoe's defaults.
@@ -52,7 +56,9 @@ impl Encoding {
                 section = name.trim().to_owned();
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             if section != "client" {
                 continue;
             }
@@ -64,7 +70,9 @@ impl Encoding {
             };
             let value = value.trim();
             if !value.is_empty() {
-                *slot = value.parse().map_err(|_| format!("{} = {value:?} is not a number", key.trim()))?;
+                *slot = value
+                    .parse()
+                    .map_err(|_| format!("{} = {value:?} is not a number", key.trim()))?;
             }
         }
         Ok(enc)
@@ -127,7 +135,9 @@ impl Health {
 
     /// Parses the welcome page's JSON (`GET /?t=json`).
     pub(crate) fn parse(body: &[u8], encoding: Option<Encoding>) -> GridResult<Health> {
-        let bad = |why: &str| GridError::Protocol(format!("unexpected welcome page from the node: {why}"));
+        let bad = |why: &str| {
+            GridError::Protocol(format!("unexpected welcome page from the node: {why}"))
+        };
         let v: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
         let servers = v
             .get("servers")
@@ -135,8 +145,16 @@ impl Health {
             .ok_or_else(|| bad("no servers list"))?
             .iter()
             .map(|s| ServerStatus {
-                node_id: s.get("nodeid").and_then(Value::as_str).unwrap_or("").to_owned(),
-                nickname: s.get("nickname").and_then(Value::as_str).unwrap_or("").to_owned(),
+                node_id: s
+                    .get("nodeid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                nickname: s
+                    .get("nickname")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 // 1.20 says exactly "connected"; older nodes said "Connected to …".
                 connected: s
                     .get("connection_status")
@@ -152,7 +170,10 @@ impl Health {
             .unwrap_or_default();
         Ok(Health {
             servers,
-            introducers_connected: statuses.iter().filter(|s| s.starts_with("Connected")).count(),
+            introducers_connected: statuses
+                .iter()
+                .filter(|s| s.starts_with("Connected"))
+                .count(),
             introducers_total: statuses.len(),
             encoding,
         })
@@ -166,8 +187,18 @@ mod tests {
     #[test]
     fn config_parsing() {
         let cfg = "[node]\nnickname = x\nshares.happy = 99\n\n[client]\nhelper.furl =\n# shares.needed = 9\nshares.needed = 2\nshares.happy = 3\nshares.total = 3\n[storage]\nenabled = true\n";
-        assert_eq!(Encoding::from_config(cfg).unwrap(), Encoding { needed: 2, happy: 3, total: 3 });
-        assert_eq!(Encoding::from_config("[client]\nshares.total =\n").unwrap(), Encoding::TAHOE_DEFAULT);
+        assert_eq!(
+            Encoding::from_config(cfg).unwrap(),
+            Encoding {
+                needed: 2,
+                happy: 3,
+                total: 3
+            }
+        );
+        assert_eq!(
+            Encoding::from_config("[client]\nshares.total =\n").unwrap(),
+            Encoding::TAHOE_DEFAULT
+        );
         assert!(Encoding::from_config("[client]\nshares.happy = lots\n").is_err());
     }
 
@@ -178,12 +209,23 @@ mod tests {
             {"nodeid": "v0-a", "connection_status": "connected", "nickname": "s1"},
             {"nodeid": "v0-b", "connection_status": "failure: [Failure instance: ...]", "nickname": "s2"},
             {"nodeid": "v0-c", "connection_status": "connected", "nickname": "s3"}]}"#;
-        let h = Health::parse(body, Some(Encoding { needed: 2, happy: 3, total: 3 })).unwrap();
+        let h = Health::parse(
+            body,
+            Some(Encoding {
+                needed: 2,
+                happy: 3,
+                total: 3,
+            }),
+        )
+        .unwrap();
         assert_eq!((h.connected_servers(), h.known_servers()), (2, 3));
         assert_eq!((h.introducers_connected, h.introducers_total), (1, 1));
         assert!(!h.can_write());
         assert!(h.can_read());
-        let h = Health { encoding: None, ..h };
+        let h = Health {
+            encoding: None,
+            ..h
+        };
         assert_eq!(h.happy(), 7);
     }
 }

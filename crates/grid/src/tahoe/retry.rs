@@ -25,14 +25,21 @@ impl Default for RetryPolicy {
     /// 4 attempts, 200 ms then doubling, at most 2 s per wait (≈ 1.4 s in all,
     /// less with jitter).
     fn default() -> RetryPolicy {
-        RetryPolicy { max_attempts: 4, initial_delay: Duration::from_millis(200), max_delay: Duration::from_secs(2) }
+        RetryPolicy {
+            max_attempts: 4,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+        }
     }
 }
 
 impl RetryPolicy {
     /// Never retries.
-    pub const NONE: RetryPolicy =
-        RetryPolicy { max_attempts: 1, initial_delay: Duration::ZERO, max_delay: Duration::ZERO };
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max_attempts: 1,
+        initial_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
 
     /// The wait before attempt number `attempt + 1` (so `attempt` ≥ 1):
     /// "equal jitter", uniformly in [d/2, d] where d = initial·2^(attempt−1)
@@ -40,7 +47,10 @@ impl RetryPolicy {
     /// that failed together do not retry in lockstep.
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let exp = attempt.saturating_sub(1).min(20);
-        let d = self.initial_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let d = self
+            .initial_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
         let half = d / 2;
         half + half.mul_f64(random_unit())
     }
@@ -65,7 +75,10 @@ mod tests {
         for attempt in 1..10 {
             let d = p.delay(attempt);
             let full = (p.initial_delay * (1 << (attempt - 1))).min(p.max_delay);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} vs {full:?}"
+            );
         }
         assert_eq!(RetryPolicy::NONE.delay(1), Duration::ZERO);
     }

@@ -30,7 +30,9 @@ pub(crate) const TAHOE_KEY: &str = "tahoe";
 /// reach.)
 pub(crate) fn check_name(name: &str) -> GridResult<()> {
     if name.is_empty() || name.contains('/') {
-        return Err(GridError::Protocol(format!("invalid child name {name:?}: empty or contains '/'")));
+        return Err(GridError::Protocol(format!(
+            "invalid child name {name:?}: empty or contains '/'"
+        )));
     }
     Ok(())
 }
@@ -70,14 +72,18 @@ pub(crate) fn children_body(children: &DirChildren, immutable_only: bool) -> Gri
         let mut props = Map::new();
         if kind == CapKind::MutableDirWrite {
             props.insert("rw_uri".into(), Value::String(entry.cap.to_string()));
-            props.insert("ro_uri".into(), Value::String(read_only(&entry.cap)?.to_string()));
+            props.insert(
+                "ro_uri".into(),
+                Value::String(read_only(&entry.cap)?.to_string()),
+            );
         } else {
             props.insert("ro_uri".into(), Value::String(entry.cap.to_string()));
         }
         props.insert("metadata".into(), entry.metadata.clone());
         out.insert(name.clone(), json!([node_type, Value::Object(props)]));
     }
-    serde_json::to_vec(&Value::Object(out)).map_err(|e| GridError::Protocol(format!("encoding children: {e}")))
+    serde_json::to_vec(&Value::Object(out))
+        .map_err(|e| GridError::Protocol(format!("encoding children: {e}")))
 }
 
 /// One child the listing could not represent, for the caller to log.
@@ -89,13 +95,17 @@ pub(crate) struct Skipped {
 
 /// Parses a `GET …?t=json` directory listing.
 pub(crate) fn parse_listing(body: &[u8]) -> GridResult<(DirChildren, Vec<Skipped>)> {
-    let bad = |why: &str| GridError::Protocol(format!("unexpected directory listing from the node: {why}"));
+    let bad = |why: &str| {
+        GridError::Protocol(format!("unexpected directory listing from the node: {why}"))
+    };
     let value: Value = serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
     let arr = value.as_array().ok_or_else(|| bad("not a JSON array"))?;
     match arr.first().and_then(Value::as_str) {
         Some("dirnode") => {}
         Some(other) => {
-            return Err(bad(&format!("the capability names a {other}, not a directory")));
+            return Err(bad(&format!(
+                "the capability names a {other}, not a directory"
+            )));
         }
         None => return Err(bad("no node type")),
     }
@@ -111,7 +121,10 @@ pub(crate) fn parse_listing(body: &[u8]) -> GridResult<(DirChildren, Vec<Skipped
             Ok(entry) => {
                 out.insert(name.clone(), entry);
             }
-            Err(reason) => skipped.push(Skipped { name: name.clone(), reason }),
+            Err(reason) => skipped.push(Skipped {
+                name: name.clone(),
+                reason,
+            }),
         }
     }
     Ok((out, skipped))
@@ -119,7 +132,10 @@ pub(crate) fn parse_listing(body: &[u8]) -> GridResult<(DirChildren, Vec<Skipped
 
 fn parse_child(child: &Value) -> Result<DirEntry, String> {
     let kind = child.get(0).and_then(Value::as_str).unwrap_or("?");
-    let props = child.get(1).and_then(Value::as_object).ok_or("entry has no properties")?;
+    let props = child
+        .get(1)
+        .and_then(Value::as_object)
+        .ok_or("entry has no properties")?;
     let uri = |key: &str| props.get(key).and_then(Value::as_str);
     let cap_text = match kind {
         // Prefer the write cap when the listing was made with one, so a
@@ -134,7 +150,8 @@ fn parse_child(child: &Value) -> Result<DirEntry, String> {
         other => return Err(format!("node of kind {other:?}")),
     }
     .ok_or("entry has no capability")?;
-    let cap = Capability::parse(cap_text).map_err(|e| format!("unusable capability: {}", e.reason))?;
+    let cap =
+        Capability::parse(cap_text).map_err(|e| format!("unusable capability: {}", e.reason))?;
     if (kind == "dirnode") != cap.kind().is_dir() {
         return Err(format!("{kind} whose capability is a {:?}", cap.kind()));
     }
@@ -143,7 +160,10 @@ fn parse_child(child: &Value) -> Result<DirEntry, String> {
         _ => Map::new(),
     };
     metadata.remove(TAHOE_KEY);
-    Ok(DirEntry { cap, metadata: Value::Object(metadata) })
+    Ok(DirEntry {
+        cap,
+        metadata: Value::Object(metadata),
+    })
 }
 
 #[cfg(test)]
@@ -152,7 +172,8 @@ mod tests {
 
     const CHK: &str =
         "URI:CHK:anl4vlabxziju3xt3y5jvfdmny:fnrcw3y7gzmnc75holrscxoy5chi7to6yo5biymy34s6dapdblua:2:3:73";
-    const RW: &str = "URI:DIR2:mx5erz5b2wvowdqm4iaoqzwlti:5yzehbt7hx464o7f2xhspwfrrtrbp7awtiqbsdxhr5dgdfdx3ncq";
+    const RW: &str =
+        "URI:DIR2:mx5erz5b2wvowdqm4iaoqzwlti:5yzehbt7hx464o7f2xhspwfrrtrbp7awtiqbsdxhr5dgdfdx3ncq";
     const RO: &str = "URI:DIR2-RO:o67ar67kaoulwzh5rzuigblgue:5yzehbt7hx464o7f2xhspwfrrtrbp7awtiqbsdxhr5dgdfdx3ncq";
 
     /// Shaped after a real tahoe-lafs 1.20.0 listing.
@@ -188,32 +209,68 @@ mod tests {
     #[test]
     fn non_directories_are_protocol_errors() {
         let file = format!(r#"["filenode", {{"ro_uri": "{CHK}"}}]"#);
-        assert!(matches!(parse_listing(file.as_bytes()), Err(GridError::Protocol(_))));
-        assert!(matches!(parse_listing(b"<html>"), Err(GridError::Protocol(_))));
+        assert!(matches!(
+            parse_listing(file.as_bytes()),
+            Err(GridError::Protocol(_))
+        ));
+        assert!(matches!(
+            parse_listing(b"<html>"),
+            Err(GridError::Protocol(_))
+        ));
     }
 
     #[test]
     fn bodies_carry_both_caps_for_writable_dirs() {
         let mut children = DirChildren::new();
-        children.insert("f".into(), DirEntry { cap: Capability::parse(CHK).unwrap(), metadata: json!({"k": [1]}) });
+        children.insert(
+            "f".into(),
+            DirEntry {
+                cap: Capability::parse(CHK).unwrap(),
+                metadata: json!({"k": [1]}),
+            },
+        );
         children.insert("d".into(), DirEntry::new(Capability::parse(RW).unwrap()));
-        let body: Value = serde_json::from_slice(&children_body(&children, false).unwrap()).unwrap();
-        assert_eq!(body["f"], json!(["filenode", {"ro_uri": CHK, "metadata": {"k": [1]}}]));
-        assert_eq!(body["d"], json!(["dirnode", {"rw_uri": RW, "ro_uri": RO, "metadata": {}}]));
+        let body: Value =
+            serde_json::from_slice(&children_body(&children, false).unwrap()).unwrap();
+        assert_eq!(
+            body["f"],
+            json!(["filenode", {"ro_uri": CHK, "metadata": {"k": [1]}}])
+        );
+        assert_eq!(
+            body["d"],
+            json!(["dirnode", {"rw_uri": RW, "ro_uri": RO, "metadata": {}}])
+        );
         // Immutable directories refuse mutable children before any request.
         assert!(matches!(
             children_body(&children, true),
-            Err(GridError::WrongKind { got: CapKind::MutableDirWrite, .. })
+            Err(GridError::WrongKind {
+                got: CapKind::MutableDirWrite,
+                ..
+            })
         ));
     }
 
     #[test]
     fn bad_names_and_metadata_are_refused() {
         let cap = Capability::parse(CHK).unwrap();
-        for (name, md) in [("", json!({})), ("a/b", json!({})), ("x", json!({"tahoe": 1})), ("y", json!([1]))] {
+        for (name, md) in [
+            ("", json!({})),
+            ("a/b", json!({})),
+            ("x", json!({"tahoe": 1})),
+            ("y", json!([1])),
+        ] {
             let mut children = DirChildren::new();
-            children.insert(name.into(), DirEntry { cap: cap.clone(), metadata: md });
-            assert!(matches!(children_body(&children, false), Err(GridError::Protocol(_))), "{name}");
+            children.insert(
+                name.into(),
+                DirEntry {
+                    cap: cap.clone(),
+                    metadata: md,
+                },
+            );
+            assert!(
+                matches!(children_body(&children, false), Err(GridError::Protocol(_))),
+                "{name}"
+            );
         }
     }
 }

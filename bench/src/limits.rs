@@ -1,0 +1,180 @@
+//! This machine's limits, measured in the same run as the benchmarks they
+//! are compared with (load from other processes changes from minute to
+//! minute, so figures from another day would mislead).
+//!
+//! * `limit-copy-large` — plain copy of one file with a 1 MiB buffer, then
+//!   fsync: what any tool that stores a file durably must pay;
+//! * `limit-copy-small` — per small file: read, write a temporary file,
+//!   fsync, rename, fsync the directory (the crash-safe pattern), with the
+//!   same number of threads as the benchmark it is compared with;
+//! * `limit-aead` — AES-256-GCM (the crate the grid uses) over 256 KiB
+//!   chunks in memory;
+//! * `limit-sha256` — SHA-256 over 256 KiB chunks in memory.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::phase::{timed, PhaseFn, Timed};
+
+/// The phase bodies this module provides.
+pub fn phase(name: &str) -> Option<PhaseFn> {
+    Some(match name {
+        "limit-copy-large" => copy_large,
+        "limit-copy-small" => copy_small,
+        "limit-aead" => aead,
+        "limit-sha256" => sha256,
+        _ => return None,
+    })
+}
+
+fn str_arg<'a>(p: &'a Value, k: &str) -> Result<&'a str> {
+    p[k].as_str()
+        .with_context(|| format!("missing argument {k}"))
+}
+
+fn u64_arg(p: &Value, k: &str) -> Result<u64> {
+    p[k].as_u64()
+        .with_context(|| format!("missing argument {k}"))
+}
+
+/// Where small file `i` lives under `dir` (spread over 100 directories).
+pub fn small_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("{:02}", i % 100)).join(format!("{i}.bin"))
+}
+
+/// Creates the 100 subdirectories [`small_path`] uses.
+pub fn make_small_dirs(dir: &Path) -> Result<()> {
+    for d in 0..100 {
+        fs::create_dir_all(dir.join(format!("{d:02}")))?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` crash-safely: temporary file, fsync, rename,
+/// fsync of the directory.
+pub fn write_durably(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(path.parent().context("no parent")?)?.sync_all()?;
+    Ok(())
+}
+
+fn copy_large(p: &Value) -> Result<Timed> {
+    let (src, dst) = (str_arg(p, "src")?, str_arg(p, "dst")?);
+    let (seconds, bytes) = timed(|| {
+        let mut r = File::open(src)?;
+        let mut w = File::create(dst)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n])?;
+            total += n as u64;
+        }
+        w.sync_all()?;
+        Ok(total)
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes,
+        files: 1,
+        extra: json!({}),
+    })
+}
+
+fn copy_small(p: &Value) -> Result<Timed> {
+    let src = PathBuf::from(str_arg(p, "src_dir")?);
+    let dst = PathBuf::from(str_arg(p, "dst_dir")?);
+    let files = u64_arg(p, "files")? as usize;
+    let threads = u64_arg(p, "concurrency")? as usize;
+    make_small_dirs(&dst)?;
+    let (seconds, bytes) = timed(|| {
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (src, dst) = (&src, &dst);
+                    s.spawn(move || -> Result<u64> {
+                        let mut total = 0;
+                        for i in (t..files).step_by(threads) {
+                            let data = fs::read(small_path(src, i))?;
+                            write_durably(&small_path(dst, i), &data)?;
+                            total += data.len() as u64;
+                        }
+                        Ok(total)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker panicked"))
+                .sum::<Result<u64>>()
+        })
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes,
+        files: files as u64,
+        extra: json!({ "threads": threads }),
+    })
+}
+
+fn aead(p: &Value) -> Result<Timed> {
+    let total = u64_arg(p, "mib")? << 20;
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&[7u8; 32]));
+    let mut buf = vec![0x5au8; 256 << 10];
+    let (seconds, bytes) = timed(|| {
+        let mut done = 0u64;
+        let mut i = 0u64;
+        while done < total {
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&i.to_be_bytes());
+            let tag = cipher
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf)
+                .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+            std::hint::black_box(tag);
+            done += buf.len() as u64;
+            i += 1;
+        }
+        Ok(done)
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes,
+        files: 0,
+        extra: json!({}),
+    })
+}
+
+fn sha256(p: &Value) -> Result<Timed> {
+    let total = u64_arg(p, "mib")? << 20;
+    let buf = vec![0xa5u8; 256 << 10];
+    let (seconds, bytes) = timed(|| {
+        let mut h = Sha256::new();
+        let mut done = 0u64;
+        while done < total {
+            h.update(&buf);
+            done += buf.len() as u64;
+        }
+        std::hint::black_box(h.finalize());
+        Ok(done)
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes,
+        files: 0,
+        extra: json!({}),
+    })
+}

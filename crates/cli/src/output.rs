@@ -1,0 +1,221 @@
+//! Printing command results: short sentences for people, JSON for programs.
+//!
+//! Data goes to stdout; advice and warnings go to stderr, so that
+//! `code=$(magic-folder invite ...)` captures just the code.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mf_daemon::api::FolderStatus;
+use mf_daemon::commands::{FolderInfo, InitOutcome, Invite, LeaveOutcome, ResolveOutcome};
+use serde::Serialize;
+
+fn json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `init`.
+pub fn init(o: &InitOutcome) -> anyhow::Result<()> {
+    if o.created {
+        println!(
+            "Initialised the config directory {}",
+            o.config_dir.display()
+        );
+    } else {
+        println!(
+            "The config directory {} is already initialised",
+            o.config_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `create` and `join`.
+pub fn folder_added(f: &FolderInfo, verb: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(f);
+    }
+    println!(
+        "{verb} magic folder {:?} in {} as participant {:?} ({} grid).",
+        f.name,
+        f.local_path.display(),
+        f.participant,
+        f.grid
+    );
+    if f.running {
+        eprintln!("The running daemon will start syncing it within a few seconds.");
+    } else {
+        eprintln!("Start syncing with: magic-folder run");
+    }
+    Ok(())
+}
+
+/// `invite`.
+pub fn invite(i: &Invite, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(i);
+    }
+    eprintln!(
+        "Invite code for {:?} to join {:?}. It is SECRET: whoever holds it can read the whole \
+         folder and write as {:?}. Send it privately; they run:\n  magic-folder join CODE LOCAL_DIR",
+        i.participant, i.folder, i.participant
+    );
+    println!("{}", i.code);
+    Ok(())
+}
+
+/// `leave`.
+pub fn leave(o: &LeaveOutcome, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(o);
+    }
+    match &o.local_path {
+        Some(p) => println!(
+            "Left magic folder {:?}. Its files in {} were not touched.",
+            o.name,
+            p.display()
+        ),
+        None => println!(
+            "Left magic folder {:?}. Its files were not touched.",
+            o.name
+        ),
+    }
+    Ok(())
+}
+
+/// `list`.
+pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let map: BTreeMap<&str, &FolderInfo> =
+            folders.iter().map(|f| (f.name.as_str(), f)).collect();
+        return json(&map);
+    }
+    if folders.is_empty() {
+        println!("No magic folders. Create one with `magic-folder create NAME DIR`.");
+        return Ok(());
+    }
+    for f in folders {
+        println!(
+            "{}: {} (participant {}{}, {} grid, poll every {})",
+            f.name,
+            f.local_path.display(),
+            f.participant,
+            if f.is_admin { ", admin" } else { "" },
+            f.grid,
+            human_ms(f.poll_interval_ms)
+        );
+    }
+    Ok(())
+}
+
+/// `status`.
+pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let map: BTreeMap<&str, &FolderStatus> =
+            folders.iter().map(|f| (f.name.as_str(), f)).collect();
+        return json(&map);
+    }
+    if folders.is_empty() {
+        println!("No magic folders.");
+        return Ok(());
+    }
+    let now = now_ms();
+    for (i, s) in folders.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("{} ({})", s.name, s.local_path.display());
+        if let Some(note) = &s.note {
+            println!("  note: {note}");
+        }
+        println!(
+            "  {} files, {} queued, {} in flight, {} not yet published",
+            s.files, s.queued, s.in_flight, s.unpublished
+        );
+        println!(
+            "  last scan: {}, last poll: {}",
+            ago(now, s.last_scan),
+            ago(now, s.last_poll)
+        );
+        if s.conflicts.is_empty() {
+            println!("  no conflicts");
+        } else {
+            println!("  conflicts ({}):", s.conflicts.len());
+            for c in &s.conflicts {
+                println!(
+                    "    {} (copy: {}.conflict-{})",
+                    c.path, c.path, c.participant
+                );
+            }
+        }
+        let recent: Vec<_> = s.errors.iter().rev().take(5).collect();
+        if !recent.is_empty() {
+            println!("  recent errors ({} in all):", s.errors.len());
+            for e in recent {
+                let path = e
+                    .path
+                    .as_deref()
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default();
+                println!("    {} {path}{}", ago(now, Some(e.at)), e.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `resolve`.
+pub fn resolve(o: &ResolveOutcome, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(o);
+    }
+    println!(
+        "Resolved {} in {:?}: kept {}'s version; moved {} conflict cop{} to the versions area.",
+        o.path,
+        o.folder,
+        o.kept,
+        o.removed_copies.len(),
+        if o.removed_copies.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    );
+    if !o.daemon_notified {
+        eprintln!("The daemon is not running: the resolution is shared when it next starts.");
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn human_ms(ms: u64) -> String {
+    if !ms.is_multiple_of(1000) {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+fn ago(now: u64, t: Option<u64>) -> String {
+    match t {
+        None => "never".to_owned(),
+        Some(t) => {
+            let s = now.saturating_sub(t) / 1000;
+            match s {
+                0..=59 => format!("{s}s ago"),
+                60..=3599 => format!("{}m ago", s / 60),
+                3600..=86_399 => format!("{}h ago", s / 3600),
+                _ => format!("{}d ago", s / 86_400),
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The command-line surface: every command's happy path and its clear
+//! errors, the daemon's single-instance lock and the API's token check.
+//! (Synchronisation itself is tested in `sync.rs`.)
+
+mod common;
+
+use common::*;
+use std::fs;
+
+#[test]
+fn help_is_available_for_every_command() {
+    let w = World::new();
+    let p = w.participant("x");
+    let top = p.ok(&["--help"]);
+    for cmd in [
+        "init", "create", "invite", "join", "leave", "list", "status", "resolve", "run",
+    ] {
+        assert!(top.contains(cmd), "top-level help lists {cmd}");
+        let h = p.ok(&[cmd, "--help"]);
+        assert!(h.contains("Usage:"), "{cmd} --help:\n{h}");
+    }
+    assert!(p.ok(&["--version"]).contains("magic-folder"));
+}
+
+#[test]
+fn init_is_idempotent_and_private() {
+    let w = World::new();
+    let p = w.participant("x");
+    assert!(p.ok(&["init"]).contains("Initialised"));
+    assert!(p.ok(&["init"]).contains("already"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p.config), 0o700);
+        assert_eq!(mode(&p.config.join("api_token")), 0o600);
+    }
+}
+
+#[test]
+fn commands_need_an_initialised_config() {
+    let w = World::new();
+    let p = w.participant("x");
+    for args in [
+        &["list"][..],
+        &["status"],
+        &["leave", "f"],
+        &["invite", "--folder", "f", "bob"],
+        &["run"],
+    ] {
+        let err = p.fails(args);
+        assert!(err.contains("magic-folder init"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn invite_join_list_leave_happy_path() {
+    let w = World::new();
+    let alice = w.admin("alice");
+    let bob = w.joined(&alice, "bob");
+
+    let list: serde_json::Value = serde_json::from_str(&alice.ok(&["list", "--json"])).unwrap();
+    let f = &list[FOLDER];
+    assert_eq!(f["participant"], "alice");
+    assert_eq!(f["is_admin"], true);
+    assert_eq!(f["grid"], "embedded");
+    assert_eq!(f["poll_interval_ms"], 300);
+    assert_eq!(
+        f["local_path"].as_str().unwrap(),
+        alice.dir.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert!(
+        !alice.ok(&["list", "--json"]).contains("URI:"),
+        "list shows no capabilities"
+    );
+
+    let list: serde_json::Value = serde_json::from_str(&bob.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[FOLDER]["participant"], "bob");
+    assert_eq!(list[FOLDER]["is_admin"], false);
+    assert!(bob.ok(&["list"]).contains("shared: "));
+
+    // The folder config holds secrets: owner-only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let cfg = bob.config.join("folders").join(FOLDER).join("folder.json");
+        assert_eq!(
+            fs::metadata(cfg).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // The folder marker exists on both sides.
+    assert!(alice.dir.join(".magic-folder").is_dir());
+    assert!(bob.dir.join(".magic-folder").is_dir());
+
+    // A second folder for bob under another name, from a second invite.
+    let code = alice
+        .ok(&["invite", "--folder", FOLDER, "bob2"])
+        .trim()
+        .to_owned();
+    let other = w.tmp.path().join("bob-second");
+    bob.ok(&[
+        "join",
+        &code,
+        other.to_str().unwrap(),
+        "--name",
+        "second",
+        "--author",
+        "bob-two",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&bob.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list["second"]["participant"], "bob2");
+    assert_eq!(list["second"]["author"], "bob-two");
+
+    // Leaving keeps the files.
+    bob.write("keep.txt", b"mine");
+    let out = bob.ok(&["leave", FOLDER]);
+    assert!(out.contains("not touched"), "{out}");
+    assert_eq!(bob.read("keep.txt").as_deref(), Some(&b"mine"[..]));
+    let list: serde_json::Value = serde_json::from_str(&bob.ok(&["list", "--json"])).unwrap();
+    assert!(list.get(FOLDER).is_none());
+    assert!(!bob.config.join("folders").join(FOLDER).exists());
+
+    // The admin needs the explicit flag.
+    let err = alice.fails(&["leave", FOLDER]);
+    assert!(err.contains("--really-delete-write-capability"), "{err}");
+    alice.ok(&["leave", FOLDER, "--really-delete-write-capability"]);
+    assert!(alice.ok(&["list"]).contains("No magic folders"));
+}
+
+#[test]
+fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
+    let w = World::new();
+    let alice = w.admin("alice");
+    let bob = w.participant("bob");
+    let dir = bob.dir.to_str().unwrap().to_owned();
+
+    let err = bob.fails(&["join", "not-a-code", &dir]);
+    assert!(err.contains("not a Magic Folder invite code"), "{err}");
+    let err = bob.fails(&["join", "mf-invite-v1:%%%garbage", &dir]);
+    assert!(err.contains("damaged"), "{err}");
+    let err = bob.fails(&["join", "mf-invite-v1:eyJmb28iOjF9", &dir]);
+    assert!(err.contains("damaged"), "{err}");
+
+    // A code whose participant the collective does not list.
+    let code = alice
+        .ok(&["invite", "--folder", FOLDER, "bob"])
+        .trim()
+        .to_owned();
+    let err = alice.fails(&["invite", "--folder", FOLDER, "bob"]);
+    assert!(err.contains("already a participant"), "{err}");
+    let err = alice.fails(&["invite", "--folder", FOLDER, "bad name"]);
+    assert!(err.contains("participant name"), "{err}");
+    let err = alice.fails(&["invite", "--folder", "nope", "carol"]);
+    assert!(err.contains("no magic folder named"), "{err}");
+
+    bob.ok(&["join", &code, &dir]);
+    let err = bob.fails(&["join", &code, w.tmp.path().join("again").to_str().unwrap()]);
+    assert!(err.contains("already exists"), "{err}");
+    // Folders may not nest.
+    let nested = bob.dir.join("sub");
+    let err = bob.fails(&["join", &code, nested.to_str().unwrap(), "--name", "nested"]);
+    assert!(err.contains("overlaps"), "{err}");
+
+    // Only the admin invites.
+    let err = bob.fails(&["invite", "--folder", FOLDER, "carol"]);
+    assert!(err.contains("admin"), "{err}");
+
+    // A file where a directory should be.
+    let file = w.tmp.path().join("a-file");
+    fs::write(&file, b"x").unwrap();
+    let err = alice.fails(&["create", "other", file.to_str().unwrap()]);
+    assert!(err.contains("not a directory"), "{err}");
+    let err = alice.fails(&[
+        "create",
+        "bad/name",
+        w.tmp.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(err.contains("bad folder name"), "{err}");
+    let err = alice.fails(&["status", "nope"]);
+    assert!(err.contains("no magic folder named"), "{err}");
+    let err = alice.fails(&["create", "x", "d", "--poll-interval", "soon"]);
+    assert!(err.contains("not a duration"), "{err}");
+
+    // A corrupt folder config is named, not a crash.
+    fs::write(
+        alice
+            .config
+            .join("folders")
+            .join(FOLDER)
+            .join("folder.json"),
+        b"{",
+    )
+    .unwrap();
+    let err = alice.fails(&["list"]);
+    assert!(err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn run_refuses_to_start_twice() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    let err = alice.fails(&["run"]);
+    assert!(err.contains("already running"), "{err}");
+    assert!(alice.is_running(), "the first daemon keeps running");
+    alice.stop();
+    assert!(
+        !alice.config.join("api.url").exists(),
+        "a clean stop removes api.url"
+    );
+    // After a kill -9 the lock is gone with the process.
+    alice.start();
+    alice.kill9();
+    alice.start();
+    alice.stop();
+}
+
+#[test]
+fn api_rejects_requests_without_the_token() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    let (url, token) = alice.api();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let (code, body) = http(&url, "GET", "/v1/magic-folder", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("reason"), "{body}");
+    let (code, _) = http(&url, "GET", "/v1/magic-folder", Some("wrong-token"));
+    assert_eq!(code, 401);
+    let (code, _) = http(
+        &url,
+        "POST",
+        &format!("/v1/magic-folder/{FOLDER}/scan"),
+        None,
+    );
+    assert_eq!(code, 401);
+
+    let (code, body) = http(&url, "GET", "/v1/magic-folder", Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[FOLDER]["participant"], "alice");
+    let (code, body) = http(
+        &url,
+        "GET",
+        &format!("/v1/magic-folder/{FOLDER}/status"),
+        Some(&token),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["running"], true);
+    for action in ["scan", "poll"] {
+        let (code, body) = http(
+            &url,
+            "POST",
+            &format!("/v1/magic-folder/{FOLDER}/{action}"),
+            Some(&token),
+        );
+        assert_eq!(code, 200, "{action}: {body}");
+    }
+    let (code, body) = http(&url, "GET", "/v1/magic-folder/nope/status", Some(&token));
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("reason"));
+    alice.stop();
+}
+
+#[test]
+fn status_works_with_and_without_the_daemon() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let s = alice.status();
+    assert_eq!(s["running"], false);
+    assert!(s["note"].as_str().unwrap().contains("run"), "{s}");
+
+    alice.write("a.txt", b"a");
+    alice.start();
+    wait_until("alice uploaded a.txt", &[&alice], || {
+        let s = alice.status();
+        s["running"] == true && s["files"] == 1 && alice.idle() && s["last_scan"].is_u64()
+    });
+    let human = alice.ok(&["status"]);
+    assert!(
+        human.contains("1 files") && human.contains("no conflicts"),
+        "{human}"
+    );
+    alice.stop();
+
+    let s = alice.status();
+    assert_eq!(s["running"], false);
+    assert!(s["note"].as_str().unwrap().contains("not running"), "{s}");
+    assert_eq!(s["files"], 1);
+    assert!(
+        s["last_scan"].is_u64(),
+        "the last scan time survives the daemon: {s}"
+    );
+}
+
+#[test]
+fn folders_added_while_the_daemon_runs_start_syncing() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.participant("bob");
+    bob.ok(&["init"]);
+    bob.start();
+    alice.start();
+    // Bob joins while his daemon already runs.
+    let code = alice
+        .ok(&["invite", "--folder", FOLDER, "bob"])
+        .trim()
+        .to_owned();
+    let mut args = vec![
+        "join".to_owned(),
+        code,
+        bob.dir.to_str().unwrap().to_owned(),
+    ];
+    args.extend(TUNING.iter().map(|s| s.to_string()));
+    bob.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    alice.write("x.txt", b"hello");
+    wait_tree(
+        "the new folder syncs",
+        &[&alice, &bob],
+        &expect(&[("x.txt", Some(b"hello"))]),
+    );
+    // And leaving stops it.
+    bob.ok(&["leave", FOLDER]);
+    wait_until("bob's daemon drops the folder", &[&bob], || {
+        let (url, token) = bob.api();
+        let (_, body) = http(&url, "GET", "/v1/magic-folder", Some(&token));
+        body.trim() == "{}"
+    });
+    alice.write("y.txt", b"after");
+    alice.wait_settled();
+    assert!(bob.read("y.txt").is_none() && bob.read("x.txt").is_some());
+    bob.stop();
+    alice.stop();
+}

@@ -1,0 +1,572 @@
+//! Helpers for end-to-end tests that run the real `magic-folder` binary.
+//!
+//! Each test builds a [`World`]: a temporary directory holding one embedded
+//! grid shared by every participant, and for each [`Participant`] its own
+//! config directory and synchronised folder. Daemons run as child processes
+//! (`magic-folder run`), are killed when their `Participant` is dropped, and
+//! log to a file that is printed when a wait times out.
+//!
+//! Nothing here sleeps for a fixed time to let something happen: tests wait
+//! for a condition, checking every [`POLL`] up to a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_magic-folder");
+
+/// How often conditions are checked.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// The default deadline for a condition. Generous: the machine running the
+/// suite may be busy, and a passing test never waits this long.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The folder name every test uses.
+pub const FOLDER: &str = "shared";
+
+/// Short intervals so tests run quickly.
+pub const TUNING: &[&str] = &[
+    "--poll-interval",
+    "300ms",
+    "--pending-delay",
+    "150ms",
+    "--scan-interval",
+    "60s",
+];
+
+/// A temporary world: one embedded grid, many participants.
+pub struct World {
+    /// Everything lives in here; removed on drop.
+    pub tmp: tempfile::TempDir,
+    /// The shared embedded grid.
+    pub grid: PathBuf,
+}
+
+impl World {
+    /// A fresh world.
+    pub fn new() -> World {
+        let tmp = tempfile::Builder::new()
+            .prefix("mf-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let grid = tmp.path().join("grid");
+        World { tmp, grid }
+    }
+
+    /// A participant with its own (not yet initialised) config directory.
+    pub fn participant(&self, name: &str) -> Participant {
+        let home = self.tmp.path().join(name);
+        fs::create_dir_all(&home).unwrap();
+        Participant {
+            name: name.to_owned(),
+            config: home.join("config"),
+            dir: home.join("folder"),
+            log: home.join("daemon.log"),
+            daemon: None,
+            starts: 0,
+        }
+    }
+
+    /// A participant that created [`FOLDER`] on this world's grid.
+    pub fn admin(&self, name: &str) -> Participant {
+        let p = self.participant(name);
+        let dir = p.dir.to_str().unwrap().to_owned();
+        let grid = self.grid.to_str().unwrap().to_owned();
+        let mut args = vec!["create", FOLDER, &dir, "--author", name, "--grid", &grid];
+        args.extend_from_slice(TUNING);
+        p.ok(&args);
+        p
+    }
+
+    /// A participant invited by `admin` who joined [`FOLDER`].
+    pub fn joined(&self, admin: &Participant, name: &str) -> Participant {
+        let code = admin
+            .ok(&["invite", "--folder", FOLDER, name])
+            .trim()
+            .to_owned();
+        let p = self.participant(name);
+        let dir = p.dir.to_str().unwrap().to_owned();
+        let mut args = vec!["join", &code, &dir];
+        args.extend_from_slice(TUNING);
+        p.ok(&args);
+        p
+    }
+}
+
+/// One participant: a config directory, a folder, maybe a running daemon.
+pub struct Participant {
+    /// Participant name.
+    pub name: String,
+    /// Config directory.
+    pub config: PathBuf,
+    /// The synchronised folder.
+    pub dir: PathBuf,
+    /// The daemon's log (appended to by every start).
+    pub log: PathBuf,
+    daemon: Option<Child>,
+    starts: u32,
+}
+
+impl Participant {
+    /// Runs the CLI with this participant's config.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run magic-folder")
+    }
+
+    /// Runs the CLI and returns its stdout; panics (with stderr) on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(
+            out.status.success(),
+            "{}: `magic-folder {}` failed ({}):\n{}",
+            self.name,
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "{}: `magic-folder {}` should have failed; stdout:\n{}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "a panic is not an error message:\n{stderr}"
+        );
+        stderr
+    }
+
+    /// Starts `magic-folder run` and waits until its API is up.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "{} is already running", self.name);
+        let _ = fs::remove_file(self.config.join("api.url"));
+        self.starts += 1;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(log, "===== start #{} =====", self.starts).unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env(
+                "RUST_LOG",
+                std::env::var("MF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn magic-folder run");
+        self.daemon = Some(child);
+        let api = self.config.join("api.url");
+        let me = &mut *self;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if fs::read_to_string(&api).is_ok_and(|s| s.trim().starts_with("http://")) {
+                return;
+            }
+            if let Some(status) = me.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{}: daemon exited at start ({status}):\n{}",
+                    me.name,
+                    me.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: daemon did not start:\n{}",
+                me.name,
+                me.log_text()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// True if a daemon child is running.
+    pub fn is_running(&mut self) -> bool {
+        match self.daemon.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Stops the daemon cleanly (SIGTERM) and waits for it; panics if it
+    /// does not exit cleanly in time.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.daemon.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "{}: daemon exited with {status}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{}: daemon did not stop on SIGTERM:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Path of `rel` inside the folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Writes a file (creating parent directories), atomically so the
+    /// watcher never sees it half-written.
+    pub fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Staged outside the folder (same filesystem), so the watcher never
+        // sees a temporary name.
+        let tmp = self
+            .config
+            .parent()
+            .unwrap()
+            .join(format!("stage-{}", fastrand::u64(..)));
+        fs::write(&tmp, content).unwrap();
+        fs::rename(&tmp, &p).unwrap();
+    }
+
+    /// Reads a file, if it exists.
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        fs::read(self.path(rel)).ok()
+    }
+
+    /// The folder's contents (see [`tree`]).
+    pub fn tree(&self) -> Tree {
+        tree(&self.dir)
+    }
+
+    /// `status --json` of the folder.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ok(&["status", FOLDER, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("status --json is JSON");
+        v[FOLDER].clone()
+    }
+
+    /// The conflicts `status --json` lists, as (path, participant) pairs.
+    pub fn conflicts(&self) -> Vec<(String, String)> {
+        let s = self.status();
+        let mut out: Vec<(String, String)> = s["conflicts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        (
+                            c["path"].as_str().unwrap().to_owned(),
+                            c["participant"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The running daemon's live status of the folder, straight from the
+    /// API (cheaper than spawning the CLI in a wait loop).
+    pub fn live_status(&self) -> Option<serde_json::Value> {
+        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
+        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
+        let path = format!("/v1/magic-folder/{FOLDER}/status");
+        let (code, body) = try_http(url.trim(), "GET", &path, Some(token.trim()))?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// True if the running daemon reports nothing queued, in flight or unpublished.
+    pub fn idle(&self) -> bool {
+        self.live_status().is_some_and(|s| {
+            s["running"] == true && s["queued"] == 0 && s["in_flight"] == 0 && s["unpublished"] == 0
+        })
+    }
+
+    /// Waits until the daemon has been idle for a whole second (so a change
+    /// written just before has been noticed and fully handled).
+    pub fn wait_settled(&self) {
+        let mut since: Option<Instant> = None;
+        wait_until(&format!("{} settles", self.name), &[self], || {
+            if self.idle() {
+                let t = *since.get_or_insert_with(Instant::now);
+                t.elapsed() >= Duration::from_secs(1)
+            } else {
+                since = None;
+                false
+            }
+        });
+    }
+
+    /// The daemon's API URL and token.
+    pub fn api(&self) -> (String, String) {
+        let url = fs::read_to_string(self.config.join("api.url"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let token = fs::read_to_string(self.config.join("api_token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        (url, token)
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One entry of a folder tree.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A directory.
+    Dir,
+    /// A file and its content.
+    File(Vec<u8>),
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Dir => write!(f, "dir"),
+            Node::File(b) if b.len() <= 64 => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Node::File(b) => write!(f, "<{} bytes, fnv {:016x}>", b.len(), fnv(b)),
+        }
+    }
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// A folder's synchronised contents: relative path → node. Leaves out the
+/// `.magic-folder` bookkeeping directory and temporary files.
+pub type Tree = BTreeMap<String, Node>;
+
+/// Reads a folder's contents (see [`Tree`]).
+pub fn tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    walk(root, "", &mut out);
+    out
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Tree) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if prefix.is_empty() && name == ".magic-folder" {
+            continue;
+        }
+        if name.starts_with(".mf-tmp-") {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            out.insert(rel.clone(), Node::Dir);
+            walk(&entry.path(), &rel, out);
+        } else if ft.is_file() {
+            if let Ok(b) = fs::read(entry.path()) {
+                out.insert(rel, Node::File(b));
+            }
+        }
+    }
+}
+
+/// Builds an expected tree from (path, content) pairs; `None` content is a directory.
+pub fn expect(entries: &[(&str, Option<&[u8]>)]) -> Tree {
+    let mut t = Tree::new();
+    for (p, c) in entries {
+        // Parent directories are implied.
+        let mut acc = String::new();
+        let segs: Vec<&str> = p.split('/').collect();
+        for s in &segs[..segs.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(s);
+            t.insert(acc.clone(), Node::Dir);
+        }
+        t.insert(
+            p.to_string(),
+            c.map(|c| Node::File(c.to_vec())).unwrap_or(Node::Dir),
+        );
+    }
+    t
+}
+
+/// Waits until `cond` holds; on timeout panics with `what`, the
+/// participants' trees and their daemon logs.
+pub fn wait_until(what: &str, ps: &[&Participant], mut cond: impl FnMut() -> bool) {
+    wait_until_for(what, TIMEOUT, ps, &mut cond)
+}
+
+/// [`wait_until`] with an explicit deadline.
+pub fn wait_until_for(
+    what: &str,
+    timeout: Duration,
+    ps: &[&Participant],
+    cond: &mut dyn FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let mut report = format!("timed out after {timeout:?} waiting until {what}\n");
+            for p in ps {
+                report.push_str(&format!("\n--- {}: tree {:?}\n", p.name, p.tree()));
+                let st = p.cmd(&["status", FOLDER, "--json"]);
+                report.push_str(&format!(
+                    "--- {}: status {}\n",
+                    p.name,
+                    String::from_utf8_lossy(&st.stdout)
+                ));
+                let log = p.log_text();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(80)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                report.push_str(&format!("--- {}: daemon log (tail)\n{tail}\n", p.name));
+            }
+            panic!("{report}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until every participant's folder equals `want`.
+pub fn wait_tree(what: &str, ps: &[&Participant], want: &Tree) {
+    wait_until(what, ps, || ps.iter().all(|p| p.tree() == *want));
+}
+
+/// Waits until every participant's folder is the same (whatever it is) and
+/// every daemon is idle; returns the common tree.
+pub fn wait_converged(what: &str, ps: &[&Participant]) -> Tree {
+    let mut last = Tree::new();
+    wait_until(what, ps, || {
+        let first = ps[0].tree();
+        if ps.iter().skip(1).any(|p| p.tree() != first) {
+            return false;
+        }
+        if !ps.iter().all(|p| p.idle()) {
+            return false;
+        }
+        // Still the same after the idle check: nothing moved meanwhile.
+        let ok = ps.iter().all(|p| p.tree() == first);
+        last = first;
+        ok
+    });
+    last
+}
+
+/// A minimal HTTP/1.1 request to the daemon's API; returns (status, body).
+pub fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    try_http(url, method, path, token).expect("HTTP request to the API")
+}
+
+/// [`http`], or `None` if the daemon cannot be reached.
+pub fn try_http(url: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}");
+    write!(s, "{head}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status: u16 = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}

@@ -1,0 +1,431 @@
+//! End-to-end synchronisation through the real binary: participants on one
+//! embedded grid, each with its own config directory and daemon.
+//!
+//! Every test waits for conditions (see `common`), never for fixed times.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::time::Duration;
+
+#[test]
+fn two_participants_sync_both_ways() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    let ps = [&alice, &bob];
+    let big = random_bytes(1, 3 << 20);
+
+    // New files, nested directories, an empty directory, a binary file.
+    alice.write("hello.txt", b"hello from alice");
+    alice.write("docs/deep/nested/a.md", b"# nested");
+    alice.write("big.bin", &big);
+    fs::create_dir_all(alice.path("empty/inner")).unwrap();
+    let mut want = expect(&[
+        ("hello.txt", Some(b"hello from alice")),
+        ("docs/deep/nested/a.md", Some(b"# nested")),
+        ("big.bin", Some(&big)),
+        ("empty/inner", None),
+    ]);
+    wait_tree("alice's new files reach bob", &ps, &want);
+
+    // Edits and new files the other way.
+    bob.write("hello.txt", b"bob was here");
+    bob.write("docs/bob.txt", b"from bob");
+    want = expect(&[
+        ("hello.txt", Some(b"bob was here")),
+        ("docs/deep/nested/a.md", Some(b"# nested")),
+        ("docs/bob.txt", Some(b"from bob")),
+        ("big.bin", Some(&big)),
+        ("empty/inner", None),
+    ]);
+    wait_tree("bob's edits reach alice", &ps, &want);
+
+    // Deletions: a file, then a now-empty directory chain, and an empty dir.
+    fs::remove_file(alice.path("docs/deep/nested/a.md")).unwrap();
+    fs::remove_dir(alice.path("docs/deep/nested")).unwrap();
+    fs::remove_dir(alice.path("docs/deep")).unwrap();
+    fs::remove_dir(bob.path("empty/inner")).unwrap();
+    want = expect(&[
+        ("hello.txt", Some(b"bob was here")),
+        ("docs/bob.txt", Some(b"from bob")),
+        ("big.bin", Some(&big)),
+        ("empty", None),
+    ]);
+    wait_tree("deletions propagate both ways", &ps, &want);
+
+    // A rename is a delete plus a create.
+    fs::create_dir_all(bob.path("moved")).unwrap();
+    fs::rename(bob.path("hello.txt"), bob.path("moved/hello.txt")).unwrap();
+    fs::rename(alice.path("docs"), alice.path("documents")).unwrap();
+    want = expect(&[
+        ("moved/hello.txt", Some(b"bob was here")),
+        ("documents/bob.txt", Some(b"from bob")),
+        ("big.bin", Some(&big)),
+        ("empty", None),
+    ]);
+    wait_tree("renames of a file and of a directory propagate", &ps, &want);
+
+    // An edit of the big file.
+    let mut big2 = big.clone();
+    big2[12345] ^= 0xff;
+    big2.extend_from_slice(b"tail");
+    alice.write("big.bin", &big2);
+    want.insert("big.bin".into(), Node::File(big2));
+    wait_tree("a changed binary propagates", &ps, &want);
+    let t = wait_converged("both daemons settle", &ps);
+    assert_eq!(t, want);
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn three_participants_converge() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    let mut carol = w.joined(&alice, "carol");
+    // Carol has a file before she starts: it is shared too.
+    carol.write("carol/early.txt", b"written before joining the sync");
+    alice.start();
+    bob.start();
+    carol.start();
+    let ps = [&alice, &bob, &carol];
+
+    alice.write("a.txt", b"from alice");
+    bob.write("b/b.txt", b"from bob");
+    let want = expect(&[
+        ("a.txt", Some(b"from alice")),
+        ("b/b.txt", Some(b"from bob")),
+        ("carol/early.txt", Some(b"written before joining the sync")),
+    ]);
+    wait_tree("everyone's files reach everyone", &ps, &want);
+
+    // An edit by one reaches the two others; a deletion too.
+    carol.write("b/b.txt", b"carol edited bob's file");
+    fs::remove_file(bob.path("a.txt")).unwrap();
+    let want = expect(&[
+        ("b/b.txt", Some(b"carol edited bob's file")),
+        ("carol/early.txt", Some(b"written before joining the sync")),
+    ]);
+    wait_tree("an edit and a deletion reach everyone", &ps, &want);
+    let t = wait_converged("all three settle", &ps);
+    assert_eq!(t, want);
+    for p in ps {
+        assert!(p.conflicts().is_empty(), "{}: no conflicts", p.name);
+    }
+    alice.stop();
+    bob.stop();
+    carol.stop();
+}
+
+/// Alice and Bob share `notes.txt`, then both edit it while Bob's daemon is
+/// stopped. Returns (alice, bob, winner content, loser name, loser content)
+/// once both sides show the conflict.
+fn make_conflict(w: &World) -> (Participant, Participant, Vec<u8>, String, Vec<u8>) {
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    alice.write("notes.txt", b"base version");
+    alice.write("other.txt", b"unrelated");
+    let base = expect(&[
+        ("notes.txt", Some(b"base version")),
+        ("other.txt", Some(b"unrelated")),
+    ]);
+    wait_tree("the base version reaches bob", &[&alice, &bob], &base);
+    wait_converged("both settle on the base version", &[&alice, &bob]);
+
+    bob.stop();
+    alice.write("notes.txt", b"alice's edit");
+    alice.wait_settled();
+    bob.write("notes.txt", b"bob's edit, made offline");
+    bob.start();
+
+    // Both sides end with the same two versions: the winner at the path,
+    // the loser beside it as notes.txt.conflict-<its author>.
+    let mut outcome = None;
+    wait_until("both sides show the same conflict", &[&alice, &bob], || {
+        let (ta, tb) = (alice.tree(), bob.tree());
+        if ta != tb {
+            return false;
+        }
+        let copies: Vec<&String> = ta
+            .keys()
+            .filter(|k| k.starts_with("notes.txt.conflict-"))
+            .collect();
+        if copies.len() != 1 {
+            return false;
+        }
+        let loser = copies[0]
+            .trim_start_matches("notes.txt.conflict-")
+            .to_owned();
+        let (Some(Node::File(win)), Some(Node::File(lose))) =
+            (ta.get("notes.txt"), ta.get(copies[0]))
+        else {
+            return false;
+        };
+        let mut contents = [win.clone(), lose.clone()];
+        contents.sort();
+        if contents
+            != [
+                b"alice's edit".to_vec(),
+                b"bob's edit, made offline".to_vec(),
+            ]
+        {
+            return false;
+        }
+        outcome = Some((win.clone(), loser, lose.clone()));
+        true
+    });
+    let (win, loser, lose) = outcome.unwrap();
+    let expected_author = if lose == b"alice's edit" {
+        "alice"
+    } else {
+        "bob"
+    };
+    assert_eq!(
+        loser, expected_author,
+        "the copy is named after the author of the version it holds"
+    );
+    assert_eq!(
+        alice.read("other.txt").as_deref(),
+        Some(&b"unrelated"[..]),
+        "other files are untouched"
+    );
+
+    // status --json lists the conflict on both sides.
+    for p in [&alice, &bob] {
+        wait_until(&format!("{} lists the conflict", p.name), &[p], || {
+            p.conflicts() == vec![("notes.txt".to_owned(), loser.clone())]
+        });
+    }
+    (alice, bob, win, loser, lose)
+}
+
+#[test]
+fn concurrent_edits_conflict_then_resolve_mine() {
+    let w = World::new();
+    let (mut alice, mut bob, win, _loser, _lose) = make_conflict(&w);
+    let human = bob.ok(&["status", FOLDER]);
+    assert!(human.contains("conflicts (1)"), "{human}");
+
+    // Bob keeps what is at the path (the winner); the copy goes everywhere.
+    let out = bob.ok(&["resolve", bob.path("notes.txt").to_str().unwrap(), "--mine"]);
+    assert!(out.contains("Resolved notes.txt"), "{out}");
+    assert!(
+        bob.read("notes.txt.conflict-alice").is_none()
+            && bob.read("notes.txt.conflict-bob").is_none()
+    );
+    let versions = bob.dir.join(".magic-folder").join("versions");
+    assert!(
+        fs::read_dir(&versions)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false),
+        "the copy went to the versions area"
+    );
+
+    let want = expect(&[("notes.txt", Some(&win)), ("other.txt", Some(b"unrelated"))]);
+    wait_tree(
+        "the resolution removes the copy everywhere",
+        &[&alice, &bob],
+        &want,
+    );
+    for p in [&alice, &bob] {
+        wait_until(&format!("{} lists no conflict", p.name), &[p], || {
+            p.conflicts().is_empty()
+        });
+    }
+    assert_eq!(wait_converged("both settle", &[&alice, &bob]), want);
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn concurrent_edits_conflict_then_resolve_use() {
+    let w = World::new();
+    let (mut alice, mut bob, _win, loser, lose) = make_conflict(&w);
+    let notes = alice.path("notes.txt");
+    let notes = notes.to_str().unwrap();
+
+    // Mistakes first: clear errors, nothing changed.
+    let err = alice.fails(&["resolve", notes, "--use", "nobody"]);
+    assert!(
+        err.contains("no conflict copy") && err.contains(&loser),
+        "{err}"
+    );
+    let copy = alice.path(&format!("notes.txt.conflict-{loser}"));
+    let err = alice.fails(&["resolve", copy.to_str().unwrap(), "--mine"]);
+    assert!(err.contains("is a conflict copy"), "{err}");
+    let err = alice.fails(&[
+        "resolve",
+        alice.path("other.txt").to_str().unwrap(),
+        "--mine",
+    ]);
+    assert!(err.contains("no conflict copies"), "{err}");
+    let err = alice.fails(&[
+        "resolve",
+        w.tmp.path().join("elsewhere").to_str().unwrap(),
+        "--mine",
+    ]);
+    assert!(err.contains("not inside any magic folder"), "{err}");
+
+    // Alice takes the losing version; it becomes the content everywhere.
+    let out = alice.ok(&["resolve", notes, "--use", &loser, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kept"], loser.as_str());
+    assert_eq!(v["daemon_notified"], true);
+    assert_eq!(alice.read("notes.txt").unwrap(), lose);
+
+    let want = expect(&[
+        ("notes.txt", Some(&lose)),
+        ("other.txt", Some(b"unrelated")),
+    ]);
+    wait_tree(
+        "the chosen version and no copies everywhere",
+        &[&alice, &bob],
+        &want,
+    );
+    for p in [&alice, &bob] {
+        wait_until(&format!("{} lists no conflict", p.name), &[p], || {
+            p.conflicts().is_empty()
+        });
+    }
+    assert_eq!(wait_converged("both settle", &[&alice, &bob]), want);
+
+    // The resolved file keeps syncing normally afterwards.
+    bob.write("notes.txt", b"after the resolution");
+    let want = expect(&[
+        ("notes.txt", Some(b"after the resolution")),
+        ("other.txt", Some(b"unrelated")),
+    ]);
+    wait_tree("a later edit is a plain edit", &[&alice, &bob], &want);
+    assert!(alice.conflicts().is_empty());
+    alice.stop();
+    bob.stop();
+}
+
+/// Big files so transfers take a while; returns the expected tree.
+fn write_big_files(p: &Participant, seed: u64) -> Tree {
+    let mut want = Tree::new();
+    want.insert("big".into(), Node::Dir);
+    for i in 0..6 {
+        let data = random_bytes(seed + i, (8 << 20) + i as usize * 4099);
+        let rel = format!("big/file-{i}.bin");
+        p.write(&rel, &data);
+        want.insert(rel, Node::File(data));
+    }
+    want
+}
+
+/// Waits (briefly) until `p`'s daemon reports work in flight; returns
+/// whether it did (a fast machine may finish first, which is fine).
+fn wait_in_flight(p: &Participant) -> bool {
+    let mut seen = false;
+    let mut check = || {
+        seen = p
+            .live_status()
+            .is_some_and(|s| s["in_flight"].as_u64().unwrap_or(0) > 0);
+        seen
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn clean_restart_in_the_middle_of_a_transfer_converges() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    let want = write_big_files(&alice, 100);
+    wait_until("bob starts downloading", &[&alice, &bob], || {
+        bob.path("big").exists()
+    });
+    wait_in_flight(&bob);
+    bob.stop();
+    bob.start();
+    wait_tree(
+        "bob gets everything after a restart",
+        &[&alice, &bob],
+        &want,
+    );
+    assert_eq!(wait_converged("both settle", &[&alice, &bob]), want);
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn kill_9_during_upload_then_restart_loses_nothing() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    let want = write_big_files(&alice, 200);
+    let caught = wait_in_flight(&alice);
+    alice.kill9();
+    eprintln!("alice killed while uploading: {caught}");
+    assert_eq!(
+        alice.tree(),
+        want,
+        "alice's own files are intact after the kill"
+    );
+    alice.start();
+    wait_tree(
+        "bob gets everything once alice restarts",
+        &[&alice, &bob],
+        &want,
+    );
+    assert_eq!(wait_converged("both settle", &[&alice, &bob]), want);
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn kill_9_during_download_then_restart_loses_nothing() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    bob.write("bobs-own.txt", b"bob's file stays");
+    let mut want = write_big_files(&alice, 300);
+    want.insert(
+        "bobs-own.txt".into(),
+        Node::File(b"bob's file stays".to_vec()),
+    );
+    wait_until("bob starts downloading", &[&alice, &bob], || {
+        bob.path("big").exists()
+    });
+    let caught = wait_in_flight(&bob);
+    bob.kill9();
+    eprintln!("bob killed while downloading: {caught}");
+    // Whatever bob has is either absent or complete: writes are atomic.
+    for (path, node) in bob.tree() {
+        if let (Some(Node::File(w)), Node::File(got)) = (want.get(&path), &node) {
+            assert_eq!(got.len(), w.len(), "{path} is never half-written");
+        }
+    }
+    // Alice keeps editing meanwhile.
+    alice.write("while-bob-was-down.txt", b"hello");
+    want.insert(
+        "while-bob-was-down.txt".into(),
+        Node::File(b"hello".to_vec()),
+    );
+    bob.start();
+    wait_tree("bob catches up after the kill", &[&alice, &bob], &want);
+    assert_eq!(wait_converged("both settle", &[&alice, &bob]), want);
+    alice.stop();
+    bob.stop();
+}

@@ -1,0 +1,30 @@
+//! The operations behind each CLI command, as library calls.
+//!
+//! The `magic-folder` binary only parses arguments, calls one function here
+//! and prints what it returns, so everything a command does can be tested
+//! (and reused) without a terminal. Each function returns plain data
+//! (`Serialize`, for `--json`) or an error whose message is meant for the
+//! user.
+//!
+//! * [`setup`] — `init`, `create`, `invite`, `join`, `leave`, `list`: the
+//!   folder's life cycle on the grid and in the config directory;
+//! * [`mod@status`] — live status from the daemon's API, or the last known one
+//!   from the state database;
+//! * [`mod@resolve`] — settling a conflict on the filesystem;
+//! * [`mod@run`] — the daemon itself;
+//! * [`grid`] — opening a folder's grid, whichever the backend.
+
+pub mod grid;
+pub mod resolve;
+pub mod run;
+pub mod setup;
+pub mod status;
+
+pub use grid::{AnyGrid, OpenMode};
+pub use resolve::{resolve, Resolution, ResolveOutcome};
+pub use run::run;
+pub use setup::{
+    create, init, invite, join, leave, list, CreateOptions, FolderInfo, GridChoice, InitOutcome,
+    Invite, InviteCode, JoinOptions, LeaveOutcome, Tuning, INVITE_PREFIX,
+};
+pub use status::status;

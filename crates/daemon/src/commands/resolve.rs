@@ -1,0 +1,252 @@
+//! `resolve`: settling a conflict by editing the folder, as a user would.
+//!
+//! A conflict shows on disk as the file plus one `PATH.conflict-<participant>`
+//! copy per diverged version. The engine treats *the copy disappearing* as
+//! the user's decision: the next snapshot of `PATH` names the conflicting
+//! versions as extra parents, and that resolution removes the copies at
+//! every participant. So `resolve` needs no special channel to the daemon;
+//! it changes the files and asks the daemon to scan now:
+//!
+//! * `--mine`: keep `PATH` as it is; every copy goes.
+//! * `--use NAME`: `PATH` becomes the version in `PATH.conflict-NAME`
+//!   (written atomically with the copy's content and mtime); every copy
+//!   goes. (Copies are named after the author of the version they hold, so
+//!   on the machine of the participant whose version lost, `--use` with
+//!   their own name brings it back.)
+//! * `--theirs`: `--use` the only conflicting participant; refused when
+//!   there are several (say which with `--use`).
+//!
+//! Nothing is deleted: replaced files and removed copies are moved into the
+//! folder's versions area (`.magic-folder/versions/`), like every overwrite
+//! the daemon makes.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use mf_core::relpath::{RelPath, CONFLICT_MARKER};
+use mf_core::store::LocalState;
+use serde::Serialize;
+
+use crate::api::ApiClient;
+use crate::config::{absolute, ConfigDir, FolderConfig};
+use crate::fsops::{self, Outcome};
+
+/// Which version wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Ours, as it is on disk.
+    Mine,
+    /// The other participant's (only one may conflict).
+    Theirs,
+    /// This participant's version.
+    Use(String),
+}
+
+/// What `resolve` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolveOutcome {
+    /// The folder.
+    pub folder: String,
+    /// The path, relative to the folder.
+    pub path: String,
+    /// Whose version `path` now holds (our own participant name for `--mine`).
+    pub kept: String,
+    /// Conflict copies moved into the versions area.
+    pub removed_copies: Vec<String>,
+    /// True if a running daemon was asked to scan (otherwise the change is
+    /// picked up when it next starts).
+    pub daemon_notified: bool,
+}
+
+/// Resolves the conflict on `path` (a path on disk, absolute or relative to
+/// the current directory).
+pub async fn resolve(
+    config: &ConfigDir,
+    path: &Path,
+    how: Resolution,
+) -> anyhow::Result<ResolveOutcome> {
+    config.require_initialised()?;
+    let (cfg, rel) = locate(config, path)?;
+    let root = cfg.local_path.clone();
+    let copies = conflict_copies(&root, &rel)?;
+    if copies.is_empty() {
+        bail!("{rel:?} has no conflict copies: nothing to resolve");
+    }
+    let names: Vec<&str> = copies.iter().map(|(p, _)| p.as_str()).collect();
+    let winner = match how {
+        Resolution::Mine => None,
+        // Our own name with no copy of ours: the version on disk is ours.
+        Resolution::Use(n) if n == cfg.participant && !names.contains(&n.as_str()) => None,
+        Resolution::Use(n) => {
+            if !names.contains(&n.as_str()) {
+                bail!(
+                    "there is no conflict copy of {rel} from {n:?}; there are: {}",
+                    names.join(", ")
+                );
+            }
+            Some(n)
+        }
+        Resolution::Theirs => {
+            if names.len() != 1 {
+                bail!(
+                    "{rel} conflicts with {} participants ({}): choose one with --use NAME, or --mine",
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            Some(names[0].to_owned())
+        }
+    };
+
+    let mut removed = Vec::new();
+    if let Some(w) = &winner {
+        let copy = rel.conflict_copy(w);
+        replace_with(&root, cfg.umask, &rel, &copy)
+            .with_context(|| format!("replacing {rel} with {copy}"))?;
+        move_to_versions(&root, &copy)
+            .with_context(|| format!("removing the conflict copy {copy}"))?;
+        removed.push(copy.to_string());
+    }
+    for (participant, copy) in &copies {
+        if Some(participant) == winner.as_ref() {
+            continue;
+        }
+        move_to_versions(&root, copy)
+            .with_context(|| format!("removing the conflict copy {copy}"))?;
+        removed.push(copy.to_string());
+    }
+
+    let mut notified = false;
+    if let Some(client) = ApiClient::for_running_daemon(config) {
+        match client.scan(&cfg.name).await {
+            Ok(()) => notified = true,
+            Err(e) => tracing::warn!("could not ask the daemon to scan: {e}"),
+        }
+    }
+    Ok(ResolveOutcome {
+        folder: cfg.name.clone(),
+        path: rel.to_string(),
+        kept: winner.unwrap_or_else(|| cfg.participant.clone()),
+        removed_copies: removed,
+        daemon_notified: notified,
+    })
+}
+
+/// Finds the folder holding `path` and the path relative to it.
+fn locate(config: &ConfigDir, path: &Path) -> anyhow::Result<(FolderConfig, RelPath)> {
+    let abs = absolute(path)?;
+    let name = abs
+        .file_name()
+        .ok_or_else(|| anyhow!("{} does not name a file", abs.display()))?;
+    let parent = abs
+        .parent()
+        .ok_or_else(|| anyhow!("{} does not name a file", abs.display()))?;
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", parent.display()))?;
+    let full = parent.join(name);
+    for cfg in config.load_folders()? {
+        let root = cfg
+            .local_path
+            .canonicalize()
+            .unwrap_or_else(|_| cfg.local_path.clone());
+        let Ok(inside) = full.strip_prefix(&root) else {
+            continue;
+        };
+        let segs: Option<Vec<&str>> = inside
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect();
+        let segs = segs.ok_or_else(|| anyhow!("{} is not a UTF-8 path", full.display()))?;
+        if segs.is_empty() {
+            bail!(
+                "{} is the folder itself; give the path of a conflicted file",
+                full.display()
+            );
+        }
+        let rel = RelPath::new(&segs.join("/")).map_err(|e| anyhow!("{}: {e}", full.display()))?;
+        if let Some((orig, _)) = rel.as_conflict_copy() {
+            bail!("{rel} is a conflict copy; give the original path ({orig}) and choose with --mine, --theirs or --use");
+        }
+        if rel.is_internal() {
+            bail!("{rel} is Magic Folder's own bookkeeping, not a synchronised file");
+        }
+        return Ok((cfg, rel));
+    }
+    bail!(
+        "{} is not inside any magic folder (see `magic-folder list`)",
+        full.display()
+    )
+}
+
+/// The conflict copies of `rel` on disk: (participant, copy path), sorted.
+fn conflict_copies(root: &Path, rel: &RelPath) -> anyhow::Result<Vec<(String, RelPath)>> {
+    let dir = match rel.parent() {
+        Some(p) => root.join(p.as_str()),
+        None => root.to_owned(),
+    };
+    let prefix = format!("{}{CONFLICT_MARKER}", rel.file_name());
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in rd {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let copy = match rel.parent() {
+            Some(p) => RelPath::new(&format!("{p}/{name}")),
+            None => RelPath::new(&name),
+        };
+        let Ok(copy) = copy else { continue };
+        if let Some((orig, who)) = copy.as_conflict_copy() {
+            if &orig == rel {
+                out.push((who.to_owned(), copy.clone()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Moves the conflict copy `rel` into the versions area (never deletes).
+fn move_to_versions(root: &Path, rel: &RelPath) -> anyhow::Result<()> {
+    for _ in 0..3 {
+        let state = fsops::stat(root, rel)?;
+        match fsops::delete(root, rel, state)? {
+            Outcome::Done(_) => return Ok(()),
+            Outcome::NotEmpty => {
+                bail!("{rel} is a directory that is not empty; move it away yourself")
+            }
+            Outcome::Changed(_) => continue, // changed under us: look again
+        }
+    }
+    bail!("{rel} keeps changing; try again when it is quiet")
+}
+
+/// Atomically makes `target` hold what `source` holds (content and mtime);
+/// the old `target` goes to the versions area. `source` stays; the caller
+/// removes it.
+fn replace_with(root: &Path, umask: u32, target: &RelPath, source: &RelPath) -> anyhow::Result<()> {
+    let LocalState::File(src_state) = fsops::stat(root, source)? else {
+        bail!("{source} is not a regular file");
+    };
+    let mtime_s = src_state.mtime_ns.div_euclid(1_000_000_000);
+    for _ in 0..3 {
+        let expect = fsops::stat(root, target)?;
+        if expect == LocalState::Dir {
+            bail!("{target} is now a directory; move it away first");
+        }
+        let src_path = source.segments().fold(root.to_owned(), |p, s| p.join(s));
+        let mut file =
+            std::fs::File::open(&src_path).with_context(|| format!("opening {source}"))?;
+        match fsops::write_file(root, target, &mut file, mtime_s, expect, umask)? {
+            Outcome::Done(_) => return Ok(()),
+            Outcome::NotEmpty => bail!("{target} is now a directory; move it away first"),
+            Outcome::Changed(_) => continue,
+        }
+    }
+    bail!("{target} keeps changing; try again when it is quiet")
+}

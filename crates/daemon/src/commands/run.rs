@@ -1,0 +1,175 @@
+//! `run`: the daemon, in the foreground.
+//!
+//! It takes the config directory's lock (a second daemon on the same config
+//! would fight over every folder's state), starts one service loop per
+//! folder, serves the API on loopback and writes its URL to `api.url`, then
+//! waits for `shutdown` (the CLI passes Ctrl-C / SIGTERM).
+//!
+//! Every [`RECONCILE_EVERY`] it re-reads the folder configs, so a folder
+//! created or joined while the daemon runs starts syncing without a restart,
+//! one removed by `leave` stops, and one whose config changed restarts. A folder that cannot start (missing
+//! directory, grid unreachable) is reported and retried at the next round;
+//! it never stops the others.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::grid::{AnyGrid, OpenMode};
+use crate::api;
+use crate::config::ConfigDir;
+use crate::folder::{FolderHandle, Folders};
+
+/// How often the daemon looks for added and removed folders.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a folder that failed waits before the daemon tries it again.
+pub const RETRY_FAILED_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.require_initialised()?;
+    let _lock = config.lock_daemon()?;
+    config.init()?; // restores a missing API token
+    let token = config.api_token()?;
+    let folders: Folders = Default::default();
+    let mut failures = Failures::default();
+    reconcile(config, &folders, &mut failures).await;
+
+    let (listener, url) = api::bind_loopback().await?;
+    let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, token, folders.clone(), async move {
+        let _ = stop_api_rx.await;
+    }));
+    config.write_api_url(&url)?;
+    info!(config = %config.path().display(), api = %url, "daemon running");
+
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(RECONCILE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => reconcile(config, &folders, &mut failures).await,
+        }
+    }
+
+    info!("shutting down");
+    config.remove_api_url();
+    let _ = stop_api.send(());
+    let handles: Vec<FolderHandle> = std::mem::take(&mut *folders.write().await)
+        .into_values()
+        .collect();
+    let mut stopping = JoinSet::new();
+    for h in handles {
+        stopping.spawn(h.stop());
+    }
+    while stopping.join_next().await.is_some() {}
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => warn!("API server: {e}"),
+        Err(_) => warn!("API server did not stop in time"),
+        _ => {}
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Remembers folders that could not start, to retry them later and log each
+/// distinct problem once.
+#[derive(Default)]
+struct Failures {
+    /// Folder → (last error, earliest next attempt).
+    map: BTreeMap<String, (String, tokio::time::Instant)>,
+}
+
+/// Starts folders that are configured but not running (and retries failed
+/// ones every [`RETRY_FAILED_EVERY`]); stops those no longer configured.
+async fn reconcile(config: &ConfigDir, folders: &Folders, failures: &mut Failures) {
+    let names = match config.folder_names() {
+        Ok(n) => n,
+        Err(e) => {
+            error!("cannot list folders: {e}");
+            return;
+        }
+    };
+    let now = tokio::time::Instant::now();
+    let mut to_stop = Vec::new();
+    {
+        let map = folders.read().await;
+        for (name, h) in map.iter() {
+            if !names.contains(name) {
+                to_stop.push(name.clone());
+            } else if config_changed(config, name, h) {
+                failures.map.remove(name); // a new config deserves a new try now
+                to_stop.push(name.clone());
+            } else if let Some(why) = h.failure() {
+                let due = failures.map.get(name).map(|(_, at)| *at);
+                match due {
+                    Some(at) if at > now => {}
+                    Some(_) => to_stop.push(name.clone()),
+                    None => {
+                        failures
+                            .map
+                            .insert(name.clone(), (why, now + RETRY_FAILED_EVERY));
+                    }
+                }
+            }
+        }
+    }
+    for name in to_stop {
+        if let Some(h) = folders.write().await.remove(&name) {
+            if !names.contains(&name) {
+                info!(folder = %name, "folder removed from the config; stopping it");
+            } else if h.failure().is_none() {
+                info!(folder = %name, "folder config changed; restarting it");
+            }
+            h.stop().await;
+        }
+    }
+    failures.map.retain(|k, _| names.contains(k));
+    for name in names {
+        if folders.read().await.contains_key(&name) {
+            continue;
+        }
+        if failures.map.get(&name).is_some_and(|(_, at)| *at > now) {
+            continue; // failed recently: wait for its retry time
+        }
+        match start(config, &name) {
+            Ok(h) => {
+                failures.map.remove(&name);
+                folders.write().await.insert(name, h);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if failures.map.get(&name).map(|(m, _)| m) != Some(&msg) {
+                    error!(folder = %name, "cannot start: {msg}; will retry");
+                }
+                failures.map.insert(name, (msg, now + RETRY_FAILED_EVERY));
+            }
+        }
+    }
+}
+
+/// True if the folder's config on disk differs from the one it runs with
+/// (edited, or left and joined again under the same name): it is restarted.
+fn config_changed(config: &ConfigDir, name: &str, h: &FolderHandle) -> bool {
+    match config.load_folder(name) {
+        Ok(on_disk) => serde_json::to_value(&on_disk).ok() != serde_json::to_value(h.config()).ok(),
+        // Unreadable now (being rewritten, or corrupt): keep what runs.
+        Err(_) => false,
+    }
+}
+
+fn start(config: &ConfigDir, name: &str) -> anyhow::Result<FolderHandle> {
+    let cfg = config.load_folder(name)?;
+    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
+    Ok(FolderHandle::spawn(
+        cfg,
+        Arc::new(grid),
+        config.state_db(name),
+    ))
+}

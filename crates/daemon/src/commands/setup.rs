@@ -1,0 +1,588 @@
+//! A folder's life cycle: `init`, `create`, `invite`, `join`, `leave`, `list`.
+//!
+//! # On the grid
+//!
+//! `create` makes two mutable directories: the *collective* (name →
+//! participant's personal read capability; only the admin, who created it,
+//! holds its write capability) and the admin's own *personal* directory.
+//! Both get an `@metadata` entry pointing at the immutable JSON
+//! `{"version":1}`, as magic-folder 24.3 writes them. `invite` makes the
+//! invitee's personal directory and links its read capability into the
+//! collective under the invitee's name.
+//!
+//! # Invite codes
+//!
+//! An invite code is `mf-invite-v1:` followed by the base64url (no padding)
+//! of a JSON object ([`InviteCode`]): the folder and participant names, the
+//! grid location, the collective's **read** capability, the invitee's
+//! personal-directory **write** capability and the folder's convergence
+//! secret. It is self-contained: there is no rendezvous server, so the code
+//! itself is the secret and must travel over a private channel.
+//!
+//! What a code reveals, to whoever reads it:
+//!
+//! * the whole folder, read-only, for ever: every participant's files, past
+//!   and future (the collective read capability reaches every personal
+//!   directory, and every snapshot is readable from those);
+//! * the right to act as the invited participant — to publish versions under
+//!   their name — until the invitee uses it and even after: the personal
+//!   write capability does not change when it is used. The invitee's
+//!   *signing key* is generated at `join` and never leaves their machine, but
+//!   snapshot signatures are checked against the key written in the snapshot
+//!   itself (magic-folder 24.3 has no PKI), so they do not stop an impostor;
+//! * the convergence secret (lets the holder test guesses of file contents).
+//!
+//! The inviter also knows that write capability (they created it), exactly
+//! as in the seed design: an admin can always write into any participant's
+//! personal directory. Treat the admin as trusted, send codes privately, and
+//! use them promptly.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use data_encoding::BASE64URL_NOPAD;
+use mf_core::relpath::check_participant_name;
+use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
+use serde::{Deserialize, Serialize};
+
+use super::grid::{AnyGrid, OpenMode};
+use crate::api::FolderSummary;
+use crate::config::{
+    absolute, check_folder_name, ConfigDir, ConfigError, FolderConfig, GridLocation, Secret32,
+    CONFIG_VERSION, DEFAULT_PENDING_DELAY, DEFAULT_SCAN, DEFAULT_UMASK,
+};
+
+/// The prefix of every invite code this version writes.
+pub const INVITE_PREFIX: &str = "mf-invite-v1:";
+
+/// The name of the metadata entry in collective and personal directories.
+const METADATA_ENTRY: &str = "@metadata";
+
+/// What `init` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitOutcome {
+    /// The config directory.
+    pub config_dir: PathBuf,
+    /// False if it was already initialised (nothing changed).
+    pub created: bool,
+}
+
+/// Creates the config directory (idempotent).
+pub fn init(config: &ConfigDir) -> anyhow::Result<InitOutcome> {
+    let created = config.init()?;
+    Ok(InitOutcome {
+        config_dir: config.path().to_owned(),
+        created,
+    })
+}
+
+/// Which grid a new folder lives on.
+#[derive(Clone, Debug)]
+pub enum GridChoice {
+    /// An embedded grid in this directory.
+    Embedded(PathBuf),
+    /// A Tahoe-LAFS node directory or web-API URL.
+    Tahoe(String),
+}
+
+/// Timing and permission settings for a new folder; `None` takes the default.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    /// Between polls (default per backend).
+    pub poll_interval: Option<Duration>,
+    /// Between full scans.
+    pub scan_interval: Option<Duration>,
+    /// Quiet time before a change is reported.
+    pub pending_delay: Option<Duration>,
+    /// Mask for files written on behalf of others.
+    pub umask: Option<u32>,
+}
+
+/// Arguments of `create`.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// The folder's local name.
+    pub name: String,
+    /// The directory to synchronise (created if missing).
+    pub local_dir: PathBuf,
+    /// Our participant (and author) name; default from `$USER`.
+    pub author: Option<String>,
+    /// The grid; default an embedded grid in `<config>/grid`.
+    pub grid: Option<GridChoice>,
+    /// Timing settings.
+    pub tuning: Tuning,
+}
+
+/// A folder as `list`, `create` and `join` describe it (no secrets).
+pub type FolderInfo = FolderSummary;
+
+fn summary(cfg: &FolderConfig, running: bool) -> FolderInfo {
+    FolderSummary {
+        name: cfg.name.clone(),
+        local_path: cfg.local_path.clone(),
+        participant: cfg.participant.clone(),
+        author: cfg.author_name.clone(),
+        is_admin: cfg.is_admin(),
+        grid: cfg.grid.kind().to_owned(),
+        poll_interval_ms: cfg.poll_interval_ms,
+        scan_interval_ms: cfg.scan_interval_ms,
+        running,
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u64::MAX as u128) as u64
+}
+
+/// The participant name to use when none is given: the login name, reduced
+/// to the characters a participant name may hold.
+fn default_author() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let clean: String = user
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "me".to_owned()
+    } else {
+        clean
+    }
+}
+
+/// Checks that the local directory does not overlap the config directory
+/// or another folder, then makes it (if missing). Returns its canonical
+/// path. Nothing is created when a check fails.
+fn prepare_local_dir(config: &ConfigDir, local_dir: &Path) -> anyhow::Result<PathBuf> {
+    let abs = absolute(local_dir)?;
+    if abs.exists() && !abs.is_dir() {
+        bail!("{} exists and is not a directory", abs.display());
+    }
+    let canon = canonical_prefix(&abs)?;
+    let cfg_dir = canonical_prefix(config.path())?;
+    if canon.starts_with(&cfg_dir) || cfg_dir.starts_with(&canon) {
+        bail!(
+            "{} overlaps the config directory {}; choose another directory",
+            canon.display(),
+            cfg_dir.display()
+        );
+    }
+    for other in config.load_folders()? {
+        let theirs = canonical_prefix(&other.local_path)?;
+        if canon.starts_with(&theirs) || theirs.starts_with(&canon) {
+            bail!(
+                "{} overlaps the directory of folder {:?} ({}); folders may not nest",
+                canon.display(),
+                other.name,
+                theirs.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(&canon).with_context(|| format!("creating {}", canon.display()))?;
+    Ok(canon)
+}
+
+/// Canonicalises the longest existing prefix of an absolute path and
+/// appends the rest, so paths that do not exist yet compare correctly.
+fn canonical_prefix(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut existing = path.to_owned();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_owned();
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing
+        .canonicalize()
+        .with_context(|| format!("resolving {}", existing.display()))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+fn grid_location(config: &ConfigDir, choice: Option<GridChoice>) -> anyhow::Result<GridLocation> {
+    Ok(match choice {
+        None => GridLocation::Embedded {
+            dir: config.default_grid_dir(),
+        },
+        Some(GridChoice::Embedded(dir)) => GridLocation::Embedded {
+            dir: absolute(&dir)?,
+        },
+        Some(GridChoice::Tahoe(node)) => GridLocation::tahoe(&node)?,
+    })
+}
+
+/// Writes `@metadata` → `{"version":1}` into a mutable directory.
+async fn write_metadata(grid: &AnyGrid, dir: &Capability) -> anyhow::Result<()> {
+    let md = grid
+        .upload(UploadSource::Bytes(bytes::Bytes::from_static(
+            br#"{"version":1}"#,
+        )))
+        .await
+        .context("uploading folder metadata")?;
+    let mut children = DirChildren::new();
+    children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(md));
+    grid.set_children(dir, children, Replace::Yes)
+        .await
+        .context("writing folder metadata")?;
+    Ok(())
+}
+
+/// Creates a personal directory with its `@metadata`; returns the write cap.
+async fn new_personal_dir(grid: &AnyGrid) -> anyhow::Result<Capability> {
+    let cap = grid
+        .create_mutable_dir()
+        .await
+        .context("creating a personal directory on the grid")?;
+    write_metadata(grid, &cap).await?;
+    Ok(cap)
+}
+
+fn ensure_marker(root: &Path) -> anyhow::Result<()> {
+    crate::fsops::ensure_marker(root).with_context(|| format!("preparing {}", root.display()))
+}
+
+/// `create`: a new folder whose admin we are.
+pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<FolderInfo> {
+    config.init()?;
+    check_folder_name(&opts.name)?;
+    if config.folder_file(&opts.name).exists() {
+        return Err(crate::config::ConfigError::FolderExists(opts.name).into());
+    }
+    let author = opts.author.unwrap_or_else(default_author);
+    check_participant_name(&author).map_err(|e| anyhow!(e))?;
+    let location = grid_location(config, opts.grid)?;
+    let local_path = prepare_local_dir(config, &opts.local_dir)?;
+    let convergence = Secret32::random();
+    let grid = AnyGrid::open(&location, &convergence, OpenMode::CreateIfMissing)?;
+
+    let collective = grid
+        .create_mutable_dir()
+        .await
+        .context("creating the collective directory on the grid")?;
+    write_metadata(&grid, &collective).await?;
+    let personal = new_personal_dir(&grid).await?;
+    let mut link = DirChildren::new();
+    link.insert(author.clone(), DirEntry::new(read_only(&personal)?));
+    grid.set_children(&collective, link, Replace::No)
+        .await
+        .context("linking our personal directory")?;
+
+    let t = opts.tuning;
+    let cfg = FolderConfig {
+        version: CONFIG_VERSION,
+        name: opts.name,
+        local_path,
+        poll_interval_ms: ms(t.poll_interval.unwrap_or(location.default_poll_interval())),
+        scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
+        pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
+        umask: t.umask.unwrap_or(DEFAULT_UMASK),
+        grid: location,
+        collective_cap: collective,
+        personal_cap: personal,
+        participant: author.clone(),
+        author_name: author,
+        author_seed: Secret32::random(),
+        convergence_secret: convergence,
+    };
+    ensure_marker(&cfg.local_path)?;
+    config.add_folder(&cfg)?;
+    Ok(summary(&cfg, config.daemon_running()))
+}
+
+/// The decoded content of an invite code. Secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InviteCode {
+    /// The folder's name at the inviter (the default local name).
+    pub folder: String,
+    /// The invitee's participant name.
+    pub participant: String,
+    /// The inviter's participant name.
+    pub inviter: String,
+    /// Where the grid is.
+    pub grid: GridLocation,
+    /// The collective's read capability.
+    pub collective: Capability,
+    /// The invitee's personal-directory write capability.
+    pub personal: Capability,
+    /// The folder's convergence secret.
+    pub convergence_secret: Secret32,
+}
+
+impl InviteCode {
+    /// The printable code.
+    pub fn encode(&self) -> String {
+        format!(
+            "{INVITE_PREFIX}{}",
+            BASE64URL_NOPAD.encode(&serde_json::to_vec(self).expect("serialises"))
+        )
+    }
+
+    /// Parses and checks a code.
+    pub fn decode(code: &str) -> anyhow::Result<InviteCode> {
+        let code = code.trim();
+        let body = code.strip_prefix(INVITE_PREFIX).ok_or_else(|| {
+            if code.starts_with("mf-invite-") {
+                anyhow!("this invite code is from another version of Magic Folder (expected {INVITE_PREFIX}...)")
+            } else {
+                anyhow!("not a Magic Folder invite code (it should start with {INVITE_PREFIX})")
+            }
+        })?;
+        let json = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| {
+            anyhow!("the invite code is damaged (not base64url); copy it again, whole")
+        })?;
+        let inv: InviteCode = serde_json::from_slice(&json)
+            .map_err(|e| anyhow!("the invite code is damaged ({e}); copy it again, whole"))?;
+        check_participant_name(&inv.participant)
+            .map_err(|e| anyhow!("the invite code is invalid: {e}"))?;
+        if inv.collective.kind() != CapKind::MutableDirRead {
+            bail!("the invite code is invalid: the collective capability is not a directory read capability");
+        }
+        if inv.personal.kind() != CapKind::MutableDirWrite {
+            bail!("the invite code is invalid: the personal capability is not a directory write capability");
+        }
+        Ok(inv)
+    }
+}
+
+/// What `invite` produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct Invite {
+    /// The folder.
+    pub folder: String,
+    /// The invited participant.
+    pub participant: String,
+    /// The code to give them (secret).
+    pub code: String,
+}
+
+/// `invite`: adds a participant to a folder we administer and returns the
+/// code that lets them join.
+pub async fn invite(config: &ConfigDir, folder: &str, participant: &str) -> anyhow::Result<Invite> {
+    config.require_initialised()?;
+    let cfg = config.load_folder(folder)?;
+    if !cfg.is_admin() {
+        bail!("only the folder's admin (who created it) can invite; {folder:?} was joined, not created here");
+    }
+    check_participant_name(participant).map_err(|e| anyhow!(e))?;
+    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
+    let members = grid
+        .list(&cfg.collective_cap)
+        .await
+        .context("listing the collective")?;
+    if members.contains_key(participant) {
+        bail!("{participant:?} is already a participant of {folder:?}");
+    }
+    let personal = new_personal_dir(&grid).await?;
+    let mut link = DirChildren::new();
+    link.insert(participant.to_owned(), DirEntry::new(read_only(&personal)?));
+    grid.set_children(&cfg.collective_cap, link, Replace::No)
+        .await
+        .map_err(|e| match e {
+            mf_grid::GridError::Exists(_) => {
+                anyhow!("{participant:?} is already a participant of {folder:?}")
+            }
+            e => anyhow!("adding {participant:?} to the collective: {e}"),
+        })?;
+    let code = InviteCode {
+        folder: cfg.name.clone(),
+        participant: participant.to_owned(),
+        inviter: cfg.participant.clone(),
+        grid: cfg.grid.clone(),
+        collective: read_only(&cfg.collective_cap)?,
+        personal,
+        convergence_secret: cfg.convergence_secret.clone(),
+    };
+    Ok(Invite {
+        folder: cfg.name,
+        participant: participant.to_owned(),
+        code: code.encode(),
+    })
+}
+
+/// Arguments of `join`.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// The invite code.
+    pub code: String,
+    /// The directory to synchronise (created if missing).
+    pub local_dir: PathBuf,
+    /// Local folder name (default: the inviter's).
+    pub name: Option<String>,
+    /// Author name for our snapshots (default: the invited participant name).
+    pub author: Option<String>,
+    /// Where the grid is on this machine, if not where the inviter has it.
+    pub grid: Option<GridChoice>,
+    /// Timing settings.
+    pub tuning: Tuning,
+}
+
+/// `join`: accepts an invite.
+pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<FolderInfo> {
+    let inv = InviteCode::decode(&opts.code)?;
+    config.init()?;
+    let name = opts.name.unwrap_or_else(|| inv.folder.clone());
+    check_folder_name(&name)?;
+    if config.folder_file(&name).exists() {
+        bail!("a magic folder named {name:?} already exists here; choose another with --name");
+    }
+    let author = opts.author.unwrap_or_else(|| inv.participant.clone());
+    check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
+    let location = match opts.grid {
+        Some(choice) => grid_location(config, Some(choice))?,
+        None => inv.grid.clone(),
+    };
+    let grid = AnyGrid::open(&location, &inv.convergence_secret, OpenMode::MustExist)?;
+    // The code must still be what the collective says: the participant is
+    // listed with exactly this personal directory.
+    let members = grid
+        .list(&inv.collective)
+        .await
+        .map_err(|e| anyhow!("cannot read the folder on the grid: {e}"))?;
+    let expected = read_only(&inv.personal)?;
+    match members.get(&inv.participant) {
+        Some(entry) if entry.cap == expected => {}
+        Some(_) => bail!(
+            "this invite is no longer valid: {:?} now has another personal directory",
+            inv.participant
+        ),
+        None => bail!(
+            "this invite is no longer valid: {:?} is not in the folder's collective",
+            inv.participant
+        ),
+    }
+    let local_path = prepare_local_dir(config, &opts.local_dir)?;
+    let t = opts.tuning;
+    let cfg = FolderConfig {
+        version: CONFIG_VERSION,
+        name,
+        local_path,
+        poll_interval_ms: ms(t.poll_interval.unwrap_or(location.default_poll_interval())),
+        scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
+        pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
+        umask: t.umask.unwrap_or(DEFAULT_UMASK),
+        grid: location,
+        collective_cap: inv.collective,
+        personal_cap: inv.personal,
+        participant: inv.participant,
+        author_name: author,
+        author_seed: Secret32::random(),
+        convergence_secret: inv.convergence_secret,
+    };
+    ensure_marker(&cfg.local_path)?;
+    config.add_folder(&cfg)?;
+    Ok(summary(&cfg, config.daemon_running()))
+}
+
+/// What `leave` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaveOutcome {
+    /// The folder.
+    pub name: String,
+    /// Its directory, left untouched (unknown if the config was corrupt).
+    pub local_path: Option<PathBuf>,
+    /// True if we were (or may have been) the admin: the collective's write
+    /// capability is gone.
+    pub was_admin: bool,
+}
+
+/// `leave`: forgets a folder locally (config and state). The local files
+/// stay; nothing on the grid changes. For the admin this destroys the only
+/// copy of the collective's write capability, so it needs
+/// `really_delete_write_capability`.
+pub fn leave(
+    config: &ConfigDir,
+    name: &str,
+    really_delete_write_capability: bool,
+) -> anyhow::Result<LeaveOutcome> {
+    config.require_initialised()?;
+    let cfg = match config.load_folder(name) {
+        Ok(cfg) => Some(cfg),
+        // A corrupt config can still be removed; we cannot tell whether it
+        // held an admin capability, so the flag is needed.
+        Err(ConfigError::Corrupt { .. }) if really_delete_write_capability => None,
+        Err(e @ ConfigError::Corrupt { .. }) => bail!(
+            "{e}\nIts config cannot be read, so it may hold the collective's write capability; \
+             add --really-delete-write-capability to remove it anyway"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let was_admin = cfg.as_ref().is_none_or(FolderConfig::is_admin);
+    if cfg.as_ref().is_some_and(FolderConfig::is_admin) && !really_delete_write_capability {
+        bail!(
+            "you are the admin of {name:?}: leaving deletes the only copy of the collective's write \
+             capability, so nobody can invite anyone to it again. If that is what you want, add \
+             --really-delete-write-capability"
+        );
+    }
+    config.remove_folder(name)?;
+    Ok(LeaveOutcome {
+        name: name.to_owned(),
+        local_path: cfg.map(|c| c.local_path),
+        was_admin,
+    })
+}
+
+/// `list`: every configured folder; `running` says whether a daemon runs
+/// on this config directory.
+pub fn list(config: &ConfigDir) -> anyhow::Result<Vec<FolderInfo>> {
+    config.require_initialised()?;
+    let running = config.daemon_running();
+    Ok(config
+        .load_folders()?
+        .iter()
+        .map(|c| summary(c, running))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code() -> InviteCode {
+        InviteCode {
+            folder: "docs".into(),
+            participant: "bob".into(),
+            inviter: "alice".into(),
+            grid: GridLocation::Embedded {
+                dir: "/tmp/grid".into(),
+            },
+            collective: Capability::parse("URI:MF-DIR-RO:abc:def").unwrap(),
+            personal: Capability::parse("URI:MF-DIR:ghi").unwrap(),
+            convergence_secret: Secret32([9; 32]),
+        }
+    }
+
+    #[test]
+    fn invite_codes_round_trip() {
+        let c = code();
+        let s = c.encode();
+        assert!(s.starts_with(INVITE_PREFIX));
+        let back = InviteCode::decode(&format!("  {s}\n")).unwrap();
+        assert_eq!(back.participant, "bob");
+        assert_eq!(back.convergence_secret, c.convergence_secret);
+    }
+
+    #[test]
+    fn bad_invite_codes_are_clear_errors() {
+        let msg = |s: &str| InviteCode::decode(s).unwrap_err().to_string();
+        assert!(msg("hello").contains("not a Magic Folder invite code"));
+        assert!(msg("mf-invite-v9:xyz").contains("another version"));
+        assert!(msg("mf-invite-v1:!!!").contains("damaged"));
+        assert!(
+            msg(&format!("{INVITE_PREFIX}{}", BASE64URL_NOPAD.encode(b"{}"))).contains("damaged")
+        );
+        let mut c = code();
+        c.collective = Capability::parse("URI:MF-DIR:abc").unwrap();
+        assert!(msg(&c.encode()).contains("read capability"));
+        let mut c = code();
+        c.participant = "bad name".into();
+        assert!(msg(&c.encode()).contains("invalid"));
+    }
+}

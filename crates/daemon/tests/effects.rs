@@ -1,0 +1,1533 @@
+//! Tests of the daemon's effect side: scanner, safe file operations,
+//! watcher and executor, against real temporary directories and an
+//! in-memory grid (plus one round trip through the embedded grid).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mf_core::engine::{
+    Action, EffectError, Event, OpId, RemoteListing, UploadOutcome, WriteOutcome,
+};
+use mf_core::relpath::RelPath;
+use mf_core::snapshot::{self, Author, Cap, Content, SnapshotInfo};
+use mf_core::store::LocalState;
+use mf_daemon::executor::{Executor, ExecutorConfig};
+use mf_daemon::fsops::{self, FsError, Outcome};
+use mf_daemon::ignore::IgnoreRules;
+use mf_daemon::scan::scan;
+use mf_daemon::watch::{self, WatchMsg};
+use mf_grid::{
+    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Replace, UploadSource,
+};
+
+fn rp(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A temporary folder with its marker.
+fn folder() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("folder");
+    fs::create_dir(&root).unwrap();
+    fsops::ensure_marker(&root).unwrap();
+    (dir, root)
+}
+
+fn state(root: &Path, p: &str) -> LocalState {
+    fsops::stat(root, &rp(p)).unwrap()
+}
+
+fn file_state(root: &Path, p: &str) -> mf_core::store::PathState {
+    match state(root, p) {
+        LocalState::File(s) => s,
+        other => panic!("{p} is {other:?}"),
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(mf_core::relpath::TEMP_PREFIX))
+        .collect()
+}
+
+/// All files under `dir`, recursively, relative.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn versions(root: &Path) -> Vec<String> {
+    files_under(&fsops::versions_dir(root))
+}
+
+// ---------------------------------------------------------------------------
+// Ignore rules (the table tests live in the module; this checks the file).
+
+#[test]
+fn ignore_file_is_loaded_and_errors_name_the_line() {
+    let (_t, root) = folder();
+    assert!(IgnoreRules::load(&root).unwrap().is_empty());
+    fs::write(
+        root.join(".magic-folder-ignore"),
+        "# build output\n!keep.o\n*.o\n/build/\n",
+    )
+    .unwrap();
+    let r = IgnoreRules::load(&root).unwrap();
+    assert!(r.is_ignored(&rp("src/a.o"), false));
+    assert!(!r.is_ignored(&rp("src/keep.o"), false));
+    assert!(r.is_ignored(&rp("build/x/y"), false));
+    assert!(!r.is_ignored(&rp("src/build"), true));
+    fs::write(root.join(".magic-folder-ignore"), "a\nb[\n").unwrap();
+    let e = IgnoreRules::load(&root).unwrap_err().to_string();
+    assert!(e.contains("line 2"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Scan
+
+#[test]
+fn scan_reports_odd_names_and_skips_what_it_cannot_sync() {
+    let (_t, root) = folder();
+    let long = "L".repeat(255);
+    for f in [
+        "a b.txt",
+        "x@y",
+        "@metadata",
+        "ünï/日本.txt",
+        "d1/d2/deep.txt",
+        "a b.txt.conflict-bob",
+    ] {
+        let p = root.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, f).unwrap();
+    }
+    fs::write(root.join(&long), "long").unwrap();
+    fs::create_dir(root.join("empty")).unwrap();
+    symlink(root.join("a b.txt"), root.join("flink")).unwrap();
+    symlink(root.join("d1"), root.join("dlink")).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(root.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(root.join(OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
+    fs::write(root.join("back\\slash"), "x").unwrap();
+    // Ours, never reported.
+    fs::write(root.join(".mf-tmp-1234"), "x").unwrap();
+    fs::write(root.join("d1/.mf-tmp-5678"), "x").unwrap();
+    fs::write(fsops::versions_dir(&root).join("old.1"), "x").unwrap();
+    // Ignored by rule: skipped, not descended into.
+    fs::write(root.join("obj.o"), "x").unwrap();
+    fs::create_dir_all(root.join("build/sub")).unwrap();
+    fs::write(root.join("build/sub/out"), "x").unwrap();
+    // Unreadable directory.
+    fs::create_dir(root.join("locked")).unwrap();
+    fs::write(root.join("locked/inside"), "x").unwrap();
+    fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let locked_readable = fs::read_dir(root.join("locked")).is_ok(); // root bypasses modes
+
+    let rules = IgnoreRules::parse("*.o\nbuild/\n").unwrap();
+    let report = scan(&root, &rules).unwrap();
+    fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o700)).unwrap();
+
+    let got: BTreeMap<String, LocalState> = report
+        .entries
+        .iter()
+        .map(|(p, s)| (p.to_string(), *s))
+        .collect();
+    let mut want: Vec<&str> = vec![
+        "a b.txt",
+        "x@y",
+        "@metadata",
+        "ünï",
+        "ünï/日本.txt",
+        "d1",
+        "d1/d2",
+        "d1/d2/deep.txt",
+        "a b.txt.conflict-bob",
+        &long,
+        "empty",
+        "locked",
+    ];
+    if locked_readable {
+        want.push("locked/inside");
+    }
+    let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+    want.sort();
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        want,
+        "problems: {:?}",
+        report.problems
+    );
+    // Sorted, states right.
+    assert!(report.entries.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(got["d1"], LocalState::Dir);
+    assert_eq!(got["d1/d2/deep.txt"], state(&root, "d1/d2/deep.txt"));
+
+    let skipped: HashSet<String> = report.skipped.iter().map(|p| p.to_string()).collect();
+    for s in ["flink", "dlink", "fifo", "obj.o", "build"] {
+        assert!(skipped.contains(s), "{s} not in skipped {skipped:?}");
+    }
+    assert!(
+        !skipped.contains("build/sub"),
+        "not descended into an ignored dir"
+    );
+    let problems = report.problems.join("\n");
+    for s in [
+        "flink: symbolic link",
+        "dlink: symbolic link",
+        "fifo: special file",
+        "bad\u{fffd}name",
+        "back\\slash",
+    ] {
+        assert!(problems.contains(s), "{s:?} not in problems:\n{problems}");
+    }
+    assert!(!problems.contains("obj.o"), "ignoring is not a problem");
+    if !locked_readable {
+        assert!(skipped.contains("locked"));
+        assert!(
+            problems.contains("locked: cannot read directory"),
+            "{problems}"
+        );
+    }
+}
+
+#[test]
+fn scan_refuses_a_missing_folder_or_marker() {
+    let (t, root) = folder();
+    let e = scan(&t.path().join("nope"), &IgnoreRules::empty()).unwrap_err();
+    assert!(e.contains("unavailable"), "{e}");
+    fs::remove_dir_all(root.join(".magic-folder")).unwrap();
+    fs::write(root.join("f"), "x").unwrap();
+    let e = scan(&root, &IgnoreRules::empty()).unwrap_err();
+    assert!(e.contains("marker"), "{e}");
+    // And stat will not call a path absent either.
+    let e = fsops::stat(&root, &rp("gone")).unwrap_err();
+    assert!(
+        matches!(fsops::fs_error(&e), Some(FsError::FolderUnavailable { .. })),
+        "{e}"
+    );
+}
+
+/// Not a correctness test: `cargo test --release -p mf-daemon --test effects
+/// scan_speed -- --ignored --nocapture` prints entries per second.
+#[test]
+#[ignore]
+fn scan_speed() {
+    let (_t, root) = folder();
+    for d in 0..1000 {
+        let dir = root.join(format!("dir{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("file{f}.txt")), "x").unwrap();
+        }
+    }
+    let rules = IgnoreRules::parse("*.tmp\nbuild/\n").unwrap();
+    for _ in 0..4 {
+        let t = Instant::now();
+        let r = scan(&root, &rules).unwrap();
+        let el = t.elapsed();
+        println!(
+            "{} entries in {el:?}: {:.0} entries/s",
+            r.entries.len(),
+            r.entries.len() as f64 / el.as_secs_f64()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fsops
+
+fn write(
+    root: &Path,
+    p: &str,
+    data: &[u8],
+    mtime: i64,
+    expect: LocalState,
+    umask: u32,
+) -> std::io::Result<Outcome> {
+    fsops::write_file(root, &rp(p), &mut &data[..], mtime, expect, umask)
+}
+
+#[test]
+fn atomic_replace_sets_content_and_mtime_and_keeps_the_old_version() {
+    let (_t, root) = folder();
+    let o = write(
+        &root,
+        "d/e/f.txt",
+        b"one",
+        1_600_000_000,
+        LocalState::Absent,
+        0o077,
+    )
+    .unwrap();
+    let s1 = file_state(&root, "d/e/f.txt");
+    assert_eq!(o, Outcome::Done(LocalState::File(s1)));
+    assert_eq!(fs::read(root.join("d/e/f.txt")).unwrap(), b"one");
+    assert_eq!(s1.mtime_ns, 1_600_000_000 * 1_000_000_000);
+
+    let o = write(
+        &root,
+        "d/e/f.txt",
+        b"two!",
+        1_700_000_000,
+        LocalState::File(s1),
+        0o077,
+    )
+    .unwrap();
+    let s2 = file_state(&root, "d/e/f.txt");
+    assert_eq!(o, Outcome::Done(LocalState::File(s2)));
+    assert_eq!(fs::read(root.join("d/e/f.txt")).unwrap(), b"two!");
+    assert_eq!(s2.mtime_ns, 1_700_000_000 * 1_000_000_000);
+    let v = versions(&root);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].starts_with("d/e/f.txt."), "{v:?}");
+    assert_eq!(
+        fs::read(fsops::versions_dir(&root).join(&v[0])).unwrap(),
+        b"one"
+    );
+    assert!(temp_files(&root.join("d/e")).is_empty());
+
+    // A second replacement in the same second gets its own version name.
+    write(&root, "d/e/f.txt", b"3", 1, LocalState::File(s2), 0o077).unwrap();
+    assert_eq!(versions(&root).len(), 2);
+}
+
+#[test]
+fn a_target_not_in_the_expected_state_is_left_untouched() {
+    let (_t, root) = folder();
+    fs::write(root.join("f"), "mine").unwrap();
+    let before = file_state(&root, "f");
+    // The engine's idea of the file is older (e.g. the user edited it since).
+    let stale = mf_core::store::PathState {
+        size: 1,
+        mtime_ns: 5,
+        ctime_ns: 5,
+    };
+    let o = write(&root, "f", b"theirs", 1, LocalState::File(stale), 0o077).unwrap();
+    assert_eq!(o, Outcome::Changed(LocalState::File(before)));
+    assert_eq!(fs::read(root.join("f")).unwrap(), b"mine");
+    assert_eq!(
+        file_state(&root, "f"),
+        before,
+        "not even moved and moved back"
+    );
+    assert!(temp_files(&root).is_empty());
+    assert!(versions(&root).is_empty());
+    // Expecting absence when there is a file: same.
+    let o = write(&root, "f", b"theirs", 1, LocalState::Absent, 0o077).unwrap();
+    assert_eq!(o, Outcome::Changed(LocalState::File(before)));
+    // A file the user created while we were downloading is not clobbered.
+    let mut temp = fsops::TempFile::create(&root, &rp("new"), 0o077).unwrap();
+    std::io::Write::write_all(&mut temp, b"downloaded").unwrap();
+    fs::write(root.join("new"), "user's").unwrap();
+    let o = temp.commit(1, LocalState::Absent).unwrap();
+    assert_eq!(o, Outcome::Changed(state(&root, "new")));
+    assert_eq!(fs::read(root.join("new")).unwrap(), b"user's");
+    assert!(temp_files(&root).is_empty());
+    // Dropping an uncommitted temp file removes it.
+    let temp = fsops::TempFile::create(&root, &rp("x"), 0o077).unwrap();
+    assert_eq!(temp_files(&root).len(), 1);
+    drop(temp);
+    assert!(temp_files(&root).is_empty());
+}
+
+#[test]
+fn nothing_is_written_through_a_symlink() {
+    let (t, root) = folder();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    symlink(&outside, root.join("link")).unwrap();
+    let e = write(&root, "link/f", b"x", 1, LocalState::Absent, 0o077).unwrap_err();
+    assert!(
+        matches!(fsops::fs_error(&e), Some(FsError::NotSyncable { .. })),
+        "{e}"
+    );
+    let e = write(&root, "link/new/f", b"x", 1, LocalState::Absent, 0o077).unwrap_err();
+    assert!(
+        matches!(fsops::fs_error(&e), Some(FsError::NotSyncable { .. })),
+        "{e}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    let e = fsops::stat(&root, &rp("link/f")).unwrap_err();
+    assert!(
+        matches!(fsops::fs_error(&e), Some(FsError::NotSyncable { .. })),
+        "{e}"
+    );
+    let e = fsops::make_dir(&root, &rp("link/d"), LocalState::Absent, 0o077).unwrap_err();
+    assert!(fsops::fs_error(&e).is_some(), "{e}");
+    // A symlink at the target itself is not replaced either.
+    fs::write(outside.join("victim"), "keep").unwrap();
+    symlink(outside.join("victim"), root.join("tlink")).unwrap();
+    assert!(write(&root, "tlink", b"x", 1, LocalState::Absent, 0o077).is_err());
+    assert!(fsops::delete(&root, &rp("tlink"), LocalState::Absent).is_err());
+    assert_eq!(fs::read(outside.join("victim")).unwrap(), b"keep");
+    assert!(fs::symlink_metadata(root.join("tlink"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // A file in the way of a parent directory.
+    fs::write(root.join("plain"), "x").unwrap();
+    let e = write(&root, "plain/f", b"x", 1, LocalState::Absent, 0o077).unwrap_err();
+    assert!(
+        matches!(fsops::fs_error(&e), Some(FsError::Blocked { .. })),
+        "{e}"
+    );
+    assert!(temp_files(&root).is_empty());
+}
+
+#[test]
+fn the_folder_umask_decides_permissions() {
+    let (_t, root) = folder();
+    write(&root, "p/f", b"x", 1, LocalState::Absent, 0o077).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("p/f")).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(fs::metadata(root.join("p")).unwrap().mode() & 0o777, 0o700);
+    write(&root, "q/f", b"x", 1, LocalState::Absent, 0o022).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("q/f")).unwrap().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(fs::metadata(root.join("q")).unwrap().mode() & 0o777, 0o755);
+    fsops::make_dir(&root, &rp("r"), LocalState::Absent, 0o027).unwrap();
+    assert_eq!(fs::metadata(root.join("r")).unwrap().mode() & 0o777, 0o750);
+}
+
+#[test]
+fn delete_and_make_dir_follow_the_contract() {
+    let (_t, root) = folder();
+    fs::write(root.join("f"), "data").unwrap();
+    let s = file_state(&root, "f");
+    // Wrong expectation: untouched.
+    assert_eq!(
+        fsops::delete(&root, &rp("f"), LocalState::Absent).unwrap(),
+        Outcome::Changed(LocalState::File(s))
+    );
+    // Right one: moved into the versions area, recoverable.
+    assert_eq!(
+        fsops::delete(&root, &rp("f"), LocalState::File(s)).unwrap(),
+        Outcome::Done(LocalState::Absent)
+    );
+    assert!(!root.join("f").exists());
+    assert_eq!(versions(&root).len(), 1);
+    assert_eq!(
+        fsops::delete(&root, &rp("f"), LocalState::Absent).unwrap(),
+        Outcome::Done(LocalState::Absent)
+    );
+    // Directories: only when empty.
+    fs::create_dir_all(root.join("d/sub")).unwrap();
+    assert_eq!(
+        fsops::delete(&root, &rp("d"), LocalState::Dir).unwrap(),
+        Outcome::NotEmpty
+    );
+    assert_eq!(
+        fsops::delete(&root, &rp("d/sub"), LocalState::Dir).unwrap(),
+        Outcome::Done(LocalState::Absent)
+    );
+    assert_eq!(
+        fsops::delete(&root, &rp("d"), LocalState::Dir).unwrap(),
+        Outcome::Done(LocalState::Absent)
+    );
+    // make_dir: created with parents; an existing directory is success whatever expected.
+    assert_eq!(
+        fsops::make_dir(&root, &rp("m/n"), LocalState::Absent, 0o077).unwrap(),
+        Outcome::Done(LocalState::Dir)
+    );
+    let anything = LocalState::File(s);
+    assert_eq!(
+        fsops::make_dir(&root, &rp("m/n"), anything, 0o077).unwrap(),
+        Outcome::Done(LocalState::Dir)
+    );
+    // A file in the way: only replaced if in the expected state.
+    fs::write(root.join("g"), "g").unwrap();
+    let g = file_state(&root, "g");
+    assert_eq!(
+        fsops::make_dir(&root, &rp("g"), LocalState::Absent, 0o077).unwrap(),
+        Outcome::Changed(LocalState::File(g))
+    );
+    assert_eq!(
+        fsops::make_dir(&root, &rp("g"), LocalState::File(g), 0o077).unwrap(),
+        Outcome::Done(LocalState::Dir)
+    );
+    assert_eq!(versions(&root).len(), 2);
+    // A file replacing an empty directory.
+    fs::create_dir(root.join("h")).unwrap();
+    assert_eq!(
+        write(&root, "h", b"h", 1, LocalState::Dir, 0o077).unwrap(),
+        Outcome::Done(state(&root, "h"))
+    );
+    assert_eq!(fs::read(root.join("h")).unwrap(), b"h");
+}
+
+#[test]
+fn writes_need_the_marker() {
+    let (_t, root) = folder();
+    fs::remove_dir_all(root.join(".magic-folder")).unwrap();
+    let e = write(&root, "f", b"x", 1, LocalState::Absent, 0o077).unwrap_err();
+    assert!(
+        fsops::is_transient(&e),
+        "an unmounted folder may come back: {e}"
+    );
+    assert!(
+        fs::read_dir(&root).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn old_versions_are_pruned() {
+    let (_t, root) = folder();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let v = fsops::versions_dir(&root);
+    fs::create_dir_all(v.join("a/b")).unwrap();
+    let old = now - 40 * 24 * 3600;
+    fs::write(v.join(format!("a/b/f.{old}")), "old").unwrap();
+    fs::write(v.join(format!("a/b/f.{old}-1")), "old").unwrap();
+    fs::write(v.join(format!("g.{now}")), "new").unwrap();
+    let stats = fsops::prune_versions(&root, fsops::DEFAULT_VERSION_RETENTION).unwrap();
+    assert_eq!((stats.files, stats.bytes, stats.dirs), (2, 6, 2));
+    assert_eq!(versions(&root), vec![format!("g.{now}")]);
+    assert!(v.exists());
+}
+
+// ---------------------------------------------------------------------------
+// Watcher
+
+struct Watched {
+    rx: tokio::sync::mpsc::Receiver<WatchMsg>,
+    handle: Option<watch::WatchHandle>,
+    seen: Vec<WatchMsg>,
+}
+
+impl Watched {
+    fn start(root: &Path, rules: &str, delay_ms: u64) -> Watched {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let handle = watch::spawn(
+            root.to_path_buf(),
+            IgnoreRules::parse(rules).unwrap(),
+            Duration::from_millis(delay_ms),
+            tx,
+        )
+        .unwrap();
+        Watched {
+            rx,
+            handle: Some(handle),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until `done` holds for everything seen so far, or panics after `limit`.
+    fn until(&mut self, limit: Duration, what: &str, done: impl Fn(&[WatchMsg]) -> bool) {
+        let end = Instant::now() + limit;
+        while !done(&self.seen) {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; saw {:?}",
+                self.seen
+            );
+            match self.recv(left) {
+                Some(m) => self.seen.push(m),
+                None => continue,
+            }
+        }
+    }
+
+    fn recv(&mut self, limit: Duration) -> Option<WatchMsg> {
+        let end = Instant::now() + limit;
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(_) if Instant::now() >= end => return None,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+fn reported(seen: &[WatchMsg], p: &str) -> Vec<LocalState> {
+    seen.iter()
+        .filter_map(|m| match m {
+            WatchMsg::Changed(v) => Some(v),
+            WatchMsg::Rescan(_) => None,
+        })
+        .flatten()
+        .filter(|(path, _)| path.as_str() == p)
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+fn last_reported(seen: &[WatchMsg], p: &str) -> Option<LocalState> {
+    reported(seen, p).last().copied()
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn watcher_reports_creations_edits_deletions_and_new_trees() {
+    let (_t, root) = folder();
+    let mut w = Watched::start(&root, "*.o\n", 100);
+    fs::write(root.join("a.txt"), "1").unwrap();
+    fs::write(root.join("x.o"), "ignored").unwrap();
+    fs::write(root.join(".mf-tmp-zz"), "ours").unwrap();
+    fs::write(root.join("a.txt.conflict-bob"), "copy").unwrap();
+    let s = state(&root, "a.txt");
+    w.until(WAIT, "a.txt created", |m| {
+        last_reported(m, "a.txt") == Some(s)
+    });
+    w.until(WAIT, "conflict copy", |m| {
+        last_reported(m, "a.txt.conflict-bob").is_some()
+    });
+
+    fs::write(root.join("a.txt"), "22").unwrap();
+    let s2 = state(&root, "a.txt");
+    w.until(WAIT, "a.txt modified", |m| {
+        last_reported(m, "a.txt") == Some(s2)
+    });
+    fs::remove_file(root.join("a.txt")).unwrap();
+    w.until(WAIT, "a.txt deleted", |m| {
+        last_reported(m, "a.txt") == Some(LocalState::Absent)
+    });
+
+    // A whole tree appearing at once (faster than inotify can add watches).
+    fs::create_dir_all(root.join("n1/n2/n3")).unwrap();
+    fs::write(root.join("n1/n2/n3/f"), "deep").unwrap();
+    fs::write(root.join("n1/top"), "top").unwrap();
+    let f = state(&root, "n1/n2/n3/f");
+    w.until(WAIT, "new tree", |m| {
+        last_reported(m, "n1") == Some(LocalState::Dir)
+            && last_reported(m, "n1/n2") == Some(LocalState::Dir)
+            && last_reported(m, "n1/n2/n3") == Some(LocalState::Dir)
+            && last_reported(m, "n1/n2/n3/f") == Some(f)
+            && last_reported(m, "n1/top").is_some()
+    });
+    // Files in the new directories are watched from now on.
+    fs::write(root.join("n1/n2/n3/g"), "later").unwrap();
+    let g = state(&root, "n1/n2/n3/g");
+    w.until(WAIT, "file in new dir", |m| {
+        last_reported(m, "n1/n2/n3/g") == Some(g)
+    });
+
+    // A symlink appearing is not reported (a scan lists it as skipped).
+    symlink(root.join("n1"), root.join("slink")).unwrap();
+    fs::write(root.join("after"), "x").unwrap();
+    w.until(WAIT, "after", |m| last_reported(m, "after").is_some());
+
+    for m in &w.seen {
+        if let WatchMsg::Changed(v) = m {
+            for (p, _) in v {
+                assert!(
+                    !["x.o", ".mf-tmp-zz", "slink"].contains(&p.as_str()),
+                    "{p} reported"
+                );
+            }
+            assert!(v.windows(2).all(|x| x[0].0 < x[1].0), "sorted, unique");
+        }
+        assert!(!matches!(m, WatchMsg::Rescan(_)), "no rescan needed: {m:?}");
+    }
+}
+
+#[test]
+fn watcher_debounce_coalesces_rapid_writes() {
+    let (_t, root) = folder();
+    let mut w = Watched::start(&root, "", 500);
+    for i in 0..10 {
+        fs::write(root.join("busy"), format!("version {i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let last = state(&root, "busy");
+    w.until(WAIT, "busy reported", |m| !reported(m, "busy").is_empty());
+    // Wait a while for any further report: there must be none.
+    if let Some(m) = w.recv(Duration::from_millis(1000)) {
+        w.seen.push(m);
+    }
+    assert_eq!(reported(&w.seen, "busy"), vec![last], "{:?}", w.seen);
+}
+
+#[test]
+fn watcher_turns_a_flood_into_a_rescan() {
+    let (_t, root) = folder();
+    let mut w = Watched::start(&root, "", 3000);
+    for i in 0..=watch::MAX_PENDING {
+        fs::write(root.join(format!("f{i}")), "").unwrap();
+    }
+    w.until(WAIT, "rescan", |m| {
+        m.iter().any(|x| matches!(x, WatchMsg::Rescan(_)))
+    });
+    for m in &w.seen {
+        if let WatchMsg::Changed(v) = m {
+            assert!(v.len() <= watch::MAX_PENDING);
+        }
+    }
+}
+
+#[test]
+fn watcher_asks_for_a_rescan_when_a_directory_moves_away() {
+    let (t, root) = folder();
+    fs::create_dir_all(root.join("d/inner")).unwrap();
+    fs::write(root.join("d/inner/f"), "x").unwrap();
+    let mut w = Watched::start(&root, "", 100);
+    // Let the watcher learn its directories, then prove it is live.
+    fs::write(root.join("ping"), "x").unwrap();
+    w.until(WAIT, "ping", |m| last_reported(m, "ping").is_some());
+    fs::rename(root.join("d"), t.path().join("elsewhere")).unwrap();
+    w.until(WAIT, "rescan", |m| {
+        m.iter()
+            .any(|x| matches!(x, WatchMsg::Rescan(why) if why.contains("moved away")))
+    });
+}
+
+#[test]
+fn watcher_needs_the_marker_and_stops_when_dropped() {
+    let (t, root) = folder();
+    let (tx, _rx) = tokio::sync::mpsc::channel(4);
+    assert!(watch::spawn(
+        t.path().join("missing"),
+        IgnoreRules::empty(),
+        Duration::from_millis(100),
+        tx
+    )
+    .is_err());
+
+    let mut w = Watched::start(&root, "", 100);
+    fs::write(root.join("f"), "x").unwrap();
+    w.until(WAIT, "f", |m| last_reported(m, "f").is_some());
+    let t0 = Instant::now();
+    drop(w.handle.take());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        t0.elapsed()
+    );
+    // The thread is gone: the channel is closed.
+    assert!(w.recv(Duration::from_secs(2)).is_none());
+    assert!(w.rx.is_closed());
+
+    // Removing the marker makes the watcher ask for a rescan (which will fail safely).
+    let mut w = Watched::start(&root, "", 100);
+    fs::remove_dir_all(root.join(".magic-folder")).unwrap();
+    w.until(WAIT, "rescan", |m| {
+        m.iter().any(|x| matches!(x, WatchMsg::Rescan(_)))
+    });
+}
+
+// ---------------------------------------------------------------------------
+// An in-memory grid
+
+/// Called with the source path once a file upload has read it.
+type UploadHook = Box<dyn Fn(&Path) + Send>;
+
+#[derive(Default)]
+struct MemGrid {
+    state: Mutex<MemState>,
+    /// Run after a file upload has read its source (to change it "during" the upload).
+    after_upload_read: Mutex<Option<UploadHook>>,
+    /// Directory caps whose listing fails (transiently).
+    unavailable: Mutex<HashSet<String>>,
+}
+
+#[derive(Default)]
+struct MemState {
+    files: HashMap<String, Bytes>,
+    dirs: HashMap<String, DirChildren>,
+    next: u64,
+}
+
+fn hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(data))
+}
+
+impl MemGrid {
+    fn key(cap: &Capability) -> String {
+        let s = cap.as_str();
+        s.strip_prefix("URI:MF-DIR-RO:")
+            .or_else(|| s.strip_prefix("URI:MF-DIR:"))
+            .unwrap_or(s)
+            .to_owned()
+    }
+    fn new_mutable(&self) -> (Capability, Capability) {
+        let mut st = self.state.lock().unwrap();
+        st.next += 1;
+        let id = format!("m{}", st.next);
+        st.dirs.insert(id.clone(), DirChildren::new());
+        (
+            Capability::parse(&format!("URI:MF-DIR:{id}")).unwrap(),
+            Capability::parse(&format!("URI:MF-DIR-RO:{id}")).unwrap(),
+        )
+    }
+    fn put_file(&self, data: &[u8]) -> Capability {
+        let cap = Capability::parse(&format!("URI:MF-CHK:{}", hex(data))).unwrap();
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(cap.as_str().to_owned(), Bytes::copy_from_slice(data));
+        cap
+    }
+    fn put_dir(&self, children: DirChildren) -> Capability {
+        let mut st = self.state.lock().unwrap();
+        st.next += 1;
+        let cap = Capability::parse(&format!("URI:MF-DIR-CHK:d{}", st.next)).unwrap();
+        st.dirs.insert(cap.as_str().to_owned(), children);
+        cap
+    }
+}
+
+impl Grid for MemGrid {
+    async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
+        let data = match source {
+            UploadSource::Bytes(b) => b.to_vec(),
+            UploadSource::File(p) => {
+                let d = fs::read(&p).map_err(|e| GridError::Io {
+                    context: "read".into(),
+                    source: e,
+                })?;
+                if let Some(hook) = self.after_upload_read.lock().unwrap().as_ref() {
+                    hook(&p);
+                }
+                d
+            }
+        };
+        Ok(self.put_file(&data))
+    }
+
+    async fn download(&self, cap: &Capability) -> GridResult<Download> {
+        let data = self.state.lock().unwrap().files.get(cap.as_str()).cloned();
+        let data = data.ok_or_else(|| GridError::NotFound(cap.as_str().to_owned()))?;
+        // Small chunks, to exercise streaming.
+        let chunks: Vec<GridResult<Bytes>> = (0..data.len())
+            .step_by(3)
+            .map(|i| Ok(data.slice(i..(i + 3).min(data.len()))))
+            .collect();
+        Ok(Download {
+            size: data.len() as u64,
+            stream: Box::pin(futures_util::stream::iter(chunks)),
+        })
+    }
+
+    async fn create_immutable_dir(&self, children: DirChildren) -> GridResult<Capability> {
+        Ok(self.put_dir(children))
+    }
+
+    async fn create_mutable_dir(&self) -> GridResult<Capability> {
+        Ok(self.new_mutable().0)
+    }
+
+    async fn list(&self, dir: &Capability) -> GridResult<DirChildren> {
+        if self.unavailable.lock().unwrap().contains(dir.as_str()) {
+            return Err(GridError::Unavailable("server away".into()));
+        }
+        let key = MemGrid::key(dir);
+        self.state
+            .lock()
+            .unwrap()
+            .dirs
+            .get(&key)
+            .cloned()
+            .ok_or(GridError::NotFound(key))
+    }
+
+    async fn set_children(
+        &self,
+        dir: &Capability,
+        children: DirChildren,
+        replace: Replace,
+    ) -> GridResult<()> {
+        if !dir.kind().is_writable() {
+            return Err(GridError::WrongKind {
+                expected: "write cap",
+                got: dir.kind(),
+            });
+        }
+        let mut st = self.state.lock().unwrap();
+        let d = st
+            .dirs
+            .get_mut(&MemGrid::key(dir))
+            .ok_or(GridError::NotFound("dir".into()))?;
+        if replace == Replace::No {
+            if let Some(n) = children.keys().find(|n| d.contains_key(*n)) {
+                return Err(GridError::Exists(n.clone()));
+            }
+        }
+        d.extend(children);
+        Ok(())
+    }
+
+    async fn unlink(&self, dir: &Capability, name: &str) -> GridResult<()> {
+        let mut st = self.state.lock().unwrap();
+        let d = st
+            .dirs
+            .get_mut(&MemGrid::key(dir))
+            .ok_or(GridError::NotFound("dir".into()))?;
+        d.remove(name)
+            .map(drop)
+            .ok_or_else(|| GridError::NoChild(name.into()))
+    }
+}
+
+/// A grid with a collective holding alice and bob, and an executor for each.
+struct World {
+    grid: Arc<MemGrid>,
+    collective: (Capability, Capability),
+    alice: Arc<Executor<MemGrid>>,
+    bob: Arc<Executor<MemGrid>>,
+    alice_personal: Capability,
+    alice_root: PathBuf,
+    bob_root: PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn world() -> World {
+    let grid = Arc::new(MemGrid::default());
+    let collective = grid.new_mutable();
+    let (ta, alice_root) = folder();
+    let (tb, bob_root) = folder();
+    let mut members = DirChildren::new();
+    let mut make = |name: &str, root: &Path, seed: u8| {
+        let (w, r) = grid.new_mutable();
+        members.insert(name.to_owned(), DirEntry::new(r));
+        let ex = Executor::new(
+            grid.clone(),
+            ExecutorConfig {
+                root: root.to_path_buf(),
+                author: Author::from_seed(name, [seed; 32]),
+                participant: name.to_owned(),
+                collective: collective.1.clone(),
+                personal: w.clone(),
+                umask: fsops::DEFAULT_UMASK,
+                ignore: IgnoreRules::parse("*.o\n").unwrap(),
+            },
+        )
+        .unwrap();
+        (Arc::new(ex), w)
+    };
+    let (alice, alice_personal) = make("alice", &alice_root, 1);
+    let (bob, _) = make("bob", &bob_root, 2);
+    members.insert(
+        "@metadata".into(),
+        DirEntry::new(grid.put_file(b"{\"version\": 1}")),
+    );
+    futures_util::FutureExt::now_or_never(grid.set_children(&collective.0, members, Replace::Yes))
+        .unwrap()
+        .unwrap();
+    World {
+        grid,
+        collective,
+        alice,
+        bob,
+        alice_personal,
+        alice_root,
+        bob_root,
+        _dirs: (ta, tb),
+    }
+}
+
+async fn upload(
+    ex: &Executor<MemGrid>,
+    path: &str,
+    local: LocalState,
+    parents: Vec<Cap>,
+) -> UploadOutcome {
+    match ex
+        .execute(Action::Upload {
+            op: OpId(1),
+            path: rp(path),
+            local,
+            parents,
+            generation: 3,
+        })
+        .await
+    {
+        Event::Uploaded {
+            op: OpId(1),
+            result,
+        } => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn fetch(
+    ex: &Executor<MemGrid>,
+    cap: &Cap,
+    listed_as: &str,
+) -> Result<SnapshotInfo, EffectError> {
+    match ex
+        .execute(Action::Fetch {
+            cap: cap.clone(),
+            listed_as: rp(listed_as),
+        })
+        .await
+    {
+        Event::Fetched { cap: c, result } => {
+            assert_eq!(&c, cap);
+            result
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn write_action(
+    ex: &Executor<MemGrid>,
+    target: &str,
+    content: Content,
+    mtime_s: i64,
+    expect: LocalState,
+) -> WriteOutcome {
+    match ex
+        .execute(Action::Write {
+            op: OpId(7),
+            target: rp(target),
+            content,
+            mtime_s,
+            expect,
+        })
+        .await
+    {
+        Event::Written {
+            op: OpId(7),
+            result,
+        } => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn poll(ex: &Executor<MemGrid>) -> Vec<RemoteListing> {
+    match ex.execute(Action::Poll).await {
+        Event::Polled(r) => r.unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn done(o: UploadOutcome) -> SnapshotInfo {
+    match o {
+        UploadOutcome::Done(i) => i,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_then_fetch_then_write_round_trips() {
+    let w = world();
+    fs::create_dir(w.alice_root.join("docs")).unwrap();
+    fs::write(w.alice_root.join("docs/a b@c.txt"), "hello, world").unwrap();
+    let s = state(&w.alice_root, "docs/a b@c.txt");
+    let info = done(upload(&w.alice, "docs/a b@c.txt", s, vec![]).await);
+    let LocalState::File(ps) = s else {
+        unreachable!()
+    };
+    assert_eq!(info.relpath, rp("docs/a b@c.txt"));
+    assert_eq!(info.author, "alice");
+    assert_eq!(info.generation, 3);
+    assert_eq!(info.mtime_s, ps.mtime_ns / 1_000_000_000);
+    assert!(matches!(&info.content, Content::File { size: 12, .. }));
+    // Bob fetches and verifies it: the same info.
+    let fetched = fetch(&w.bob, &info.cap, "docs/a b@c.txt").await.unwrap();
+    assert_eq!(fetched, info);
+    // A directory and a deletion.
+    let dir = done(upload(&w.alice, "docs", LocalState::Dir, vec![]).await);
+    assert_eq!(
+        fetch(&w.bob, &dir.cap, "docs").await.unwrap().content,
+        Content::Dir
+    );
+    let del = done(upload(&w.alice, "gone", LocalState::Absent, vec![info.cap.clone()]).await);
+    let del_f = fetch(&w.bob, &del.cap, "gone").await.unwrap();
+    assert_eq!(
+        (del_f.content, del_f.parents),
+        (Content::Deleted, vec![info.cap.clone()])
+    );
+
+    // Bob writes it: parents created, content streamed, mtime set.
+    let out = write_action(
+        &w.bob,
+        "docs/a b@c.txt",
+        info.content.clone(),
+        info.mtime_s,
+        LocalState::Absent,
+    )
+    .await;
+    let now = state(&w.bob_root, "docs/a b@c.txt");
+    assert_eq!(out, WriteOutcome::Done(now));
+    assert_eq!(
+        fs::read(w.bob_root.join("docs/a b@c.txt")).unwrap(),
+        b"hello, world"
+    );
+    let LocalState::File(bs) = now else {
+        unreachable!()
+    };
+    assert_eq!(bs.mtime_ns, info.mtime_s * 1_000_000_000);
+    assert!(temp_files(&w.bob_root.join("docs")).is_empty());
+    // A conflict copy is written like any file.
+    let out = write_action(
+        &w.bob,
+        "docs/a b@c.txt.conflict-alice",
+        info.content.clone(),
+        5,
+        LocalState::Absent,
+    )
+    .await;
+    assert!(
+        matches!(out, WriteOutcome::Done(LocalState::File(_))),
+        "{out:?}"
+    );
+    // Replace it (old version kept), then delete it.
+    let out = write_action(
+        &w.bob,
+        "docs/a b@c.txt",
+        Content::Deleted,
+        0,
+        LocalState::Absent,
+    )
+    .await;
+    assert_eq!(out, WriteOutcome::Changed(now), "expect mismatch leaves it");
+    let out = write_action(&w.bob, "docs/a b@c.txt", Content::Deleted, 0, now).await;
+    assert_eq!(out, WriteOutcome::Done(LocalState::Absent));
+    assert_eq!(versions(&w.bob_root).len(), 1);
+    // Directories.
+    assert_eq!(
+        write_action(&w.bob, "e/f", Content::Dir, 0, LocalState::Absent).await,
+        WriteOutcome::Done(LocalState::Dir)
+    );
+    assert_eq!(
+        write_action(&w.bob, "e/f", Content::Deleted, 0, LocalState::Dir).await,
+        WriteOutcome::Done(LocalState::Absent)
+    );
+    assert_eq!(
+        write_action(&w.bob, "e", Content::Deleted, 0, LocalState::Dir).await,
+        WriteOutcome::Done(LocalState::Absent)
+    );
+    fs::create_dir_all(w.bob_root.join("full/x")).unwrap();
+    assert_eq!(
+        write_action(&w.bob, "full", Content::Deleted, 0, LocalState::Dir).await,
+        WriteOutcome::NotEmpty
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_reports_changes_before_and_during_reading() {
+    let w = world();
+    let p = w.alice_root.join("f");
+    fs::write(&p, "one").unwrap();
+    let s = state(&w.alice_root, "f");
+    fs::write(&p, "changed").unwrap();
+    let now = state(&w.alice_root, "f");
+    assert_eq!(
+        upload(&w.alice, "f", s, vec![]).await,
+        UploadOutcome::Changed(now)
+    );
+    // Changed while the grid reads it.
+    *w.grid.after_upload_read.lock().unwrap() = Some(Box::new(|p: &Path| {
+        fs::write(p, "during the upload").unwrap()
+    }));
+    let out = upload(&w.alice, "f", now, vec![]).await;
+    *w.grid.after_upload_read.lock().unwrap() = None;
+    assert_eq!(out, UploadOutcome::Changed(state(&w.alice_root, "f")));
+    // Absent / Dir mismatches.
+    assert_eq!(
+        upload(&w.alice, "f", LocalState::Absent, vec![]).await,
+        UploadOutcome::Changed(state(&w.alice_root, "f"))
+    );
+    fs::create_dir(w.alice_root.join("d")).unwrap();
+    assert_eq!(
+        upload(&w.alice, "d", LocalState::Absent, vec![]).await,
+        UploadOutcome::Changed(LocalState::Dir)
+    );
+    // Internal paths and symlinks are never uploaded.
+    assert!(
+        matches!(upload(&w.alice, "f.conflict-bob", LocalState::Absent, vec![]).await, UploadOutcome::Failed(e) if !e.transient)
+    );
+    symlink("/etc/hostname", w.alice_root.join("l")).unwrap();
+    assert!(
+        matches!(upload(&w.alice, "l", LocalState::Absent, vec![]).await, UploadOutcome::Failed(e) if !e.transient)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_then_poll_decodes_names_and_rejects_unsafe_ones() {
+    let w = world();
+    fs::write(w.alice_root.join("f"), "x").unwrap();
+    let f = done(upload(&w.alice, "f", state(&w.alice_root, "f"), vec![]).await);
+    let d = done(upload(&w.alice, "sub", LocalState::Absent, vec![]).await);
+    let entries = vec![
+        (snapshot::entry_name(&rp("f")), f.cap.clone()),
+        (snapshot::entry_name(&rp("sub/x@y")), d.cap.clone()),
+        (
+            snapshot::conflict_entry_name(&rp("f"), "bob"),
+            d.cap.clone(),
+        ),
+    ];
+    let ev = w
+        .alice
+        .execute(Action::Publish {
+            op: OpId(3),
+            entries,
+        })
+        .await;
+    assert_eq!(
+        ev,
+        Event::Published {
+            op: OpId(3),
+            result: Ok(())
+        }
+    );
+    // Hostile or broken entries, written straight into alice's directory.
+    let snap = Capability::parse(d.cap.as_str()).unwrap();
+    let file_cap = w.grid.put_file(b"not a snapshot");
+    let mut bad = DirChildren::new();
+    for name in [
+        "@_etc@_passwd",
+        "a@_..@_b",
+        "bad@x",
+        ".magic-folder@_versions@_x",
+        "f.conflict-bob",
+        "obj.o",
+        "dir@_obj.o@_deep",
+    ] {
+        bad.insert(name.into(), DirEntry::new(snap.clone()));
+    }
+    bad.insert("plainfile".into(), DirEntry::new(file_cap.clone()));
+    w.grid
+        .set_children(&w.alice_personal, bad, Replace::Yes)
+        .await
+        .unwrap();
+    // The collective: a non-directory member, an unsafe name, a member that is away.
+    let (_, away) = w.grid.new_mutable();
+    w.grid
+        .unavailable
+        .lock()
+        .unwrap()
+        .insert(away.as_str().to_owned());
+    let mut m = DirChildren::new();
+    m.insert("carol".into(), DirEntry::new(file_cap));
+    m.insert("../evil".into(), DirEntry::new(away.clone()));
+    m.insert("dave".into(), DirEntry::new(away));
+    w.grid
+        .set_children(&w.collective.0, m, Replace::Yes)
+        .await
+        .unwrap();
+
+    let listings = poll(&w.bob).await;
+    let names: Vec<&str> = listings.iter().map(|l| l.participant.as_str()).collect();
+    assert_eq!(
+        names,
+        ["../evil", "alice", "carol", "dave"],
+        "bob and @metadata skipped, sorted"
+    );
+    let alice = &listings[1];
+    let got = alice.entries.as_ref().unwrap();
+    let want: BTreeMap<String, (RelPath, Cap)> = [
+        ("f".to_owned(), (rp("f"), f.cap.clone())),
+        ("sub@_x@@y".to_owned(), (rp("sub/x@y"), d.cap.clone())),
+        ("f@cbob".to_owned(), (rp("f"), d.cap.clone())),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, &want);
+    let rejected = alice.rejected.join("\n");
+    for name in [
+        "@_etc@_passwd",
+        "a@_..@_b",
+        "bad@x",
+        ".magic-folder@_versions@_x",
+        "f.conflict-bob",
+        "plainfile",
+    ] {
+        assert!(
+            rejected.contains(&format!("{name:?}")),
+            "{name} not rejected:\n{rejected}"
+        );
+    }
+    assert!(
+        !rejected.contains("obj.o"),
+        "ignored entries are dropped silently"
+    );
+    for (i, transient) in [(0, false), (2, false), (3, true)] {
+        let e = listings[i].entries.as_ref().unwrap_err();
+        assert_eq!(e.transient, transient, "{}: {e:?}", listings[i].participant);
+    }
+    assert!(!listings[0].rejected.is_empty() && !listings[2].rejected.is_empty());
+
+    // Alice does not list herself either; a failing collective is an error.
+    let names: Vec<String> = poll(&w.alice)
+        .await
+        .into_iter()
+        .map(|l| l.participant)
+        .collect();
+    assert!(names.contains(&"bob".to_owned()) && !names.contains(&"alice".to_owned()));
+    w.grid
+        .unavailable
+        .lock()
+        .unwrap()
+        .insert(w.collective.1.as_str().to_owned());
+    assert!(matches!(
+        w.bob.execute(Action::Poll).await,
+        Event::Polled(Err(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_rejects_forgeries_and_snapshots_filed_under_another_path() {
+    let w = world();
+    fs::write(w.alice_root.join("a"), "content").unwrap();
+    let info = done(upload(&w.alice, "a", state(&w.alice_root, "a"), vec![]).await);
+    // Filed under another path: refused.
+    let e = fetch(&w.bob, &info.cap, "b").await.unwrap_err();
+    assert!(!e.transient && e.message.contains("listed as"), "{e:?}");
+
+    let original = w
+        .grid
+        .list(&Capability::parse(info.cap.as_str()).unwrap())
+        .await
+        .unwrap();
+    let forged = |children: DirChildren| Cap(w.grid.put_dir(children).as_str().to_owned());
+    // Someone else's content under alice's signature.
+    let mut c = original.clone();
+    c.insert("content".into(), DirEntry::new(w.grid.put_file(b"evil")));
+    let e = fetch(&w.bob, &forged(c), "a").await.unwrap_err();
+    assert!(!e.transient && e.message.contains("signature"), "{e:?}");
+    // A signature by another key.
+    let mallory = Author::from_seed("alice", [9; 32]);
+    let mut c = original.clone();
+    let md = c.get_mut("metadata").unwrap();
+    let content_cap = original["content"].cap.as_str().to_owned();
+    md.metadata = snapshot::signature_edge_metadata(&mallory.sign(
+        Some(&content_cap),
+        md.cap.as_str(),
+        &rp("a"),
+    ));
+    let e = fetch(&w.bob, &forged(c), "a").await.unwrap_err();
+    assert!(!e.transient && e.message.contains("signature"), "{e:?}");
+    // Unsigned, no metadata, metadata too large, not a snapshot at all.
+    let mut c = original.clone();
+    c.get_mut("metadata").unwrap().metadata = serde_json::json!({});
+    assert!(!fetch(&w.bob, &forged(c), "a").await.unwrap_err().transient);
+    let mut c = original.clone();
+    c.remove("metadata");
+    assert!(!fetch(&w.bob, &forged(c), "a").await.unwrap_err().transient);
+    let mut c = original.clone();
+    c.get_mut("metadata").unwrap().cap = w.grid.put_file(&vec![b' '; 100_000]);
+    assert!(!fetch(&w.bob, &forged(c), "a").await.unwrap_err().transient);
+    let file = Cap(w.grid.put_file(b"x").as_str().to_owned());
+    assert!(!fetch(&w.bob, &file, "a").await.unwrap_err().transient);
+    assert!(
+        !fetch(&w.bob, &Cap("garbage".into()), "a")
+            .await
+            .unwrap_err()
+            .transient
+    );
+    // And the genuine one still verifies.
+    assert_eq!(fetch(&w.bob, &info.cap, "a").await.unwrap(), info);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_refuse_symlinked_parents_and_internal_paths() {
+    let w = world();
+    fs::write(w.alice_root.join("a"), "content").unwrap();
+    let info = done(upload(&w.alice, "a", state(&w.alice_root, "a"), vec![]).await);
+    let outside = tempfile::tempdir().unwrap();
+    symlink(outside.path(), w.bob_root.join("link")).unwrap();
+    for target in ["link/a", "link/new/a"] {
+        let out = write_action(&w.bob, target, info.content.clone(), 1, LocalState::Absent).await;
+        assert!(
+            matches!(&out, WriteOutcome::Failed(e) if !e.transient),
+            "{target}: {out:?}"
+        );
+    }
+    let out = write_action(&w.bob, "link/d", Content::Dir, 1, LocalState::Absent).await;
+    assert!(
+        matches!(&out, WriteOutcome::Failed(e) if !e.transient),
+        "{out:?}"
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    let out = write_action(
+        &w.bob,
+        ".magic-folder/x",
+        info.content.clone(),
+        1,
+        LocalState::Absent,
+    )
+    .await;
+    assert!(
+        matches!(&out, WriteOutcome::Failed(e) if !e.transient),
+        "{out:?}"
+    );
+    // The file's expected state changed while downloading: left alone.
+    fs::write(w.bob_root.join("a"), "bob's own").unwrap();
+    let out = write_action(&w.bob, "a", info.content.clone(), 1, LocalState::Absent).await;
+    assert_eq!(out, WriteOutcome::Changed(state(&w.bob_root, "a")));
+    assert_eq!(fs::read(w.bob_root.join("a")).unwrap(), b"bob's own");
+    // Content that is not on the grid: a failure, nothing left behind.
+    let missing = Content::File {
+        cap: Cap(format!("URI:MF-CHK:{}", hex(b"nowhere"))),
+        size: 3,
+    };
+    let out = write_action(&w.bob, "m", missing, 1, LocalState::Absent).await;
+    assert!(matches!(out, WriteOutcome::Failed(_)), "{out:?}");
+    assert!(temp_files(&w.bob_root).is_empty());
+    assert!(!w.bob_root.join("m").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_action_and_missing_folder() {
+    let w = world();
+    fs::write(w.alice_root.join("f"), "x").unwrap();
+    match w.alice.execute(Action::Scan).await {
+        Event::Scanned(Ok(r)) => assert_eq!(r.entries, vec![(rp("f"), state(&w.alice_root, "f"))]),
+        other => panic!("{other:?}"),
+    }
+    fs::remove_dir_all(w.alice_root.join(".magic-folder")).unwrap();
+    assert!(matches!(
+        w.alice.execute(Action::Scan).await,
+        Event::Scanned(Err(_))
+    ));
+    let out = write_action(&w.alice, "g", Content::Dir, 0, LocalState::Absent).await;
+    assert!(
+        matches!(&out, WriteOutcome::Failed(e) if e.transient),
+        "{out:?}"
+    );
+}
+
+/// The same flow through the real embedded grid backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_through_the_embedded_grid() {
+    use mf_grid::embedded::EmbeddedGrid;
+    let store = tempfile::tempdir().unwrap();
+    let grid = Arc::new(
+        EmbeddedGrid::create(store.path(), [3; 32])
+            .unwrap()
+            .with_chunk_size(64)
+            .unwrap(),
+    );
+    let collective = grid.create_mutable_dir().await.unwrap();
+    let (ta, a_root) = folder();
+    let (tb, b_root) = folder();
+    let _keep = (ta, tb);
+    let mut execs = Vec::new();
+    let mut members = DirChildren::new();
+    for (name, root, seed) in [("alice", &a_root, 1u8), ("bob", &b_root, 2)] {
+        let personal = grid.create_mutable_dir().await.unwrap();
+        members.insert(
+            name.into(),
+            DirEntry::new(mf_grid::read_only(&personal).unwrap()),
+        );
+        execs.push(
+            Executor::new(
+                grid.clone(),
+                ExecutorConfig {
+                    root: root.clone(),
+                    author: Author::from_seed(name, [seed; 32]),
+                    participant: name.into(),
+                    collective: collective.clone(),
+                    personal,
+                    umask: fsops::DEFAULT_UMASK,
+                    ignore: IgnoreRules::empty(),
+                },
+            )
+            .unwrap(),
+        );
+    }
+    grid.set_children(&collective, members, Replace::Yes)
+        .await
+        .unwrap();
+    let (alice, bob) = (&execs[0], &execs[1]);
+
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(a_root.join("big.bin"), &data).unwrap();
+    let s = fsops::stat(&a_root, &rp("big.bin")).unwrap();
+    let info = match alice
+        .execute(Action::Upload {
+            op: OpId(1),
+            path: rp("big.bin"),
+            local: s,
+            parents: vec![],
+            generation: 1,
+        })
+        .await
+    {
+        Event::Uploaded {
+            result: UploadOutcome::Done(i),
+            ..
+        } => i,
+        other => panic!("{other:?}"),
+    };
+    let ev = alice
+        .execute(Action::Publish {
+            op: OpId(2),
+            entries: vec![(snapshot::entry_name(&info.relpath), info.cap.clone())],
+        })
+        .await;
+    assert_eq!(
+        ev,
+        Event::Published {
+            op: OpId(2),
+            result: Ok(())
+        }
+    );
+    let listings = match bob.execute(Action::Poll).await {
+        Event::Polled(Ok(l)) => l,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listings.len(), 1);
+    let (path, cap) = listings[0].entries.as_ref().unwrap()["big.bin"].clone();
+    let fetched = match bob
+        .execute(Action::Fetch {
+            cap,
+            listed_as: path.clone(),
+        })
+        .await
+    {
+        Event::Fetched { result: Ok(i), .. } => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fetched, info);
+    let ev = bob
+        .execute(Action::Write {
+            op: OpId(3),
+            target: path,
+            content: fetched.content,
+            mtime_s: fetched.mtime_s,
+            expect: LocalState::Absent,
+        })
+        .await;
+    assert!(
+        matches!(
+            ev,
+            Event::Written {
+                result: WriteOutcome::Done(LocalState::File(_)),
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(fs::read(b_root.join("big.bin")).unwrap(), data);
+}

@@ -1,0 +1,336 @@
+//! The simulated world: in-memory filesystems, an in-memory grid, and the
+//! effect contract of `mf_core::engine::Action` carried out against them.
+//!
+//! Effects here follow the same contract the daemon's executor implements
+//! (documented on each `Action` variant): the engine cannot tell the two apart.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use mf_core::engine::{Action, EffectError, Event, RemoteListing, ScanReport, UploadOutcome, WriteOutcome};
+use mf_core::relpath::RelPath;
+use mf_core::snapshot::{Cap, Content, SnapshotInfo};
+use mf_core::store::{LocalState, PathState};
+
+/// A node of a simulated filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// A regular file.
+    File {
+        /// Its bytes.
+        content: Vec<u8>,
+        /// Modification time, ns.
+        mtime_ns: i64,
+        /// Change time, ns: unique per change, like a real ctime.
+        ctime_ns: i64,
+    },
+    /// A directory.
+    Dir,
+}
+
+/// One participant's folder.
+#[derive(Clone, Debug, Default)]
+pub struct MemFs {
+    /// Every entry by path (parents are explicit `Dir` nodes).
+    pub nodes: BTreeMap<RelPath, Node>,
+    /// What the versions area holds: replaced or deleted files.
+    pub versions: Vec<(RelPath, Vec<u8>)>,
+}
+
+impl MemFs {
+    /// The state of a path.
+    pub fn state(&self, p: &RelPath) -> LocalState {
+        match self.nodes.get(p) {
+            None => LocalState::Absent,
+            Some(Node::Dir) => LocalState::Dir,
+            Some(Node::File { content, mtime_ns, ctime_ns }) => LocalState::File(PathState {
+                size: content.len() as u64,
+                mtime_ns: *mtime_ns,
+                ctime_ns: *ctime_ns,
+            }),
+        }
+    }
+
+    /// True if `p`'s parent chain exists as directories (creating none).
+    fn parents_are_dirs(&self, p: &RelPath) -> bool {
+        let mut cur = p.parent();
+        while let Some(d) = cur {
+            match self.nodes.get(&d) {
+                Some(Node::Dir) => {}
+                _ => return false,
+            }
+            cur = d.parent();
+        }
+        true
+    }
+
+    /// Creates missing parent directories; false if a parent is a file.
+    /// Returns the directories it created.
+    pub fn make_parents(&mut self, p: &RelPath) -> Option<Vec<RelPath>> {
+        let mut chain = Vec::new();
+        let mut cur = p.parent();
+        while let Some(d) = cur {
+            chain.push(d.clone());
+            cur = d.parent();
+        }
+        let mut made = Vec::new();
+        for d in chain.into_iter().rev() {
+            match self.nodes.get(&d) {
+                Some(Node::Dir) => {}
+                Some(Node::File { .. }) => return None,
+                None => {
+                    self.nodes.insert(d.clone(), Node::Dir);
+                    made.push(d);
+                }
+            }
+        }
+        Some(made)
+    }
+
+    /// True if a directory has entries.
+    pub fn has_children(&self, p: &RelPath) -> bool {
+        self.nodes.keys().any(|k| k != p && k.starts_with(p))
+    }
+
+    /// Moves a file into the versions area.
+    fn retire(&mut self, p: &RelPath) {
+        if let Some(Node::File { content, .. }) = self.nodes.remove(p) {
+            self.versions.push((p.clone(), content));
+        }
+    }
+}
+
+/// The shared in-memory grid.
+#[derive(Clone, Debug, Default)]
+pub struct MemGrid {
+    /// Immutable file contents by capability.
+    pub files: HashMap<Cap, Vec<u8>>,
+    /// Snapshots by capability.
+    pub snapshots: HashMap<Cap, SnapshotInfo>,
+    /// Each participant's personal directory: entry name → snapshot.
+    pub personal: BTreeMap<String, BTreeMap<String, Cap>>,
+}
+
+fn digest(h: impl Hash) -> u64 {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    s.finish()
+}
+
+impl MemGrid {
+    /// Convergent upload: the same bytes give the same capability.
+    pub fn put_file(&mut self, bytes: Vec<u8>) -> Cap {
+        let cap = Cap(format!("URI:MF-CHK:{:016x}:{}", digest(&bytes), bytes.len()));
+        self.files.insert(cap.clone(), bytes);
+        cap
+    }
+
+    /// Stores a snapshot; identical snapshots get identical capabilities,
+    /// as convergent immutable directories do on a real grid.
+    pub fn put_snapshot(
+        &mut self,
+        relpath: RelPath,
+        author: &str,
+        parents: Vec<Cap>,
+        content: Content,
+        mtime_s: i64,
+        generation: u64,
+    ) -> SnapshotInfo {
+        let key = (relpath.as_str(), author, &parents, format!("{content:?}"), mtime_s, generation);
+        let cap = Cap(format!("URI:MF-DIR-CHK:{:016x}", digest(key)));
+        let info = SnapshotInfo {
+            cap: cap.clone(),
+            relpath,
+            author: author.to_owned(),
+            author_key: format!("key-{author}"),
+            parents,
+            content,
+            mtime_s,
+            generation,
+        };
+        self.snapshots.insert(cap, info.clone());
+        info
+    }
+}
+
+/// Knobs of the effect implementation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EffectFaults {
+    /// The grid refuses every operation (transiently).
+    pub grid_away: bool,
+    /// A planted bug for the detection test: writes skip the last-moment
+    /// check of the target's state, as a careless driver would.
+    pub skip_last_moment_check: bool,
+}
+
+/// Carries out one action for participant `me` at virtual time `now_ms`.
+/// Returns the event, and the paths whose local state the effect changed
+/// (for the simulated watcher).
+pub fn execute(
+    me: &str,
+    action: &Action,
+    fs: &mut MemFs,
+    grid: &mut MemGrid,
+    faults: EffectFaults,
+    now_ms: u64,
+    clock: &mut i64,
+) -> (Event, Vec<RelPath>) {
+    let away = || EffectError::transient("grid unavailable (simulated)");
+    match action {
+        Action::Scan => {
+            let entries = fs.nodes.keys().map(|p| (p.clone(), fs.state(p))).collect();
+            (Event::Scanned(Ok(ScanReport { entries, skipped: vec![], problems: vec![] })), vec![])
+        }
+        Action::Poll => {
+            if faults.grid_away {
+                return (Event::Polled(Err("grid unavailable (simulated)".into())), vec![]);
+            }
+            let listings = grid
+                .personal
+                .iter()
+                .filter(|(name, _)| name.as_str() != me)
+                .map(|(name, entries)| {
+                    let mut listing = mf_core::snapshot::Listing::new();
+                    let mut rejected = vec![];
+                    for (entry, cap) in entries {
+                        match mf_core::snapshot::parse_entry_name(entry) {
+                            Some(Ok((path, _))) => {
+                                listing.insert(entry.clone(), (path, cap.clone()));
+                            }
+                            Some(Err(e)) => rejected.push(e.to_string()),
+                            None => {}
+                        }
+                    }
+                    RemoteListing { participant: name.clone(), entries: Ok(listing), rejected }
+                })
+                .collect();
+            (Event::Polled(Ok(listings)), vec![])
+        }
+        Action::Fetch { cap, listed_as } => {
+            let result = if faults.grid_away {
+                Err(away())
+            } else {
+                match grid.snapshots.get(cap) {
+                    Some(info) if info.relpath == *listed_as => Ok(info.clone()),
+                    Some(_) => Err(EffectError::permanent("snapshot for another path")),
+                    None => Err(EffectError::permanent("no such snapshot")),
+                }
+            };
+            (Event::Fetched { cap: cap.clone(), result }, vec![])
+        }
+        Action::Upload { op, path, local, parents, generation } => {
+            let result = if faults.grid_away {
+                UploadOutcome::Failed(away())
+            } else if fs.state(path) != *local {
+                UploadOutcome::Changed(fs.state(path))
+            } else {
+                let (content, mtime_s) = match fs.nodes.get(path) {
+                    Some(Node::File { content, mtime_ns, .. }) => {
+                        let size = content.len() as u64;
+                        (Content::File { cap: grid.put_file(content.clone()), size }, mtime_ns.div_euclid(1_000_000_000))
+                    }
+                    Some(Node::Dir) => (Content::Dir, (now_ms / 1000) as i64),
+                    None => (Content::Deleted, (now_ms / 1000) as i64),
+                };
+                UploadOutcome::Done(grid.put_snapshot(path.clone(), me, parents.clone(), content, mtime_s, *generation))
+            };
+            (Event::Uploaded { op: *op, result }, vec![])
+        }
+        Action::Publish { op, entries } => {
+            let result = if faults.grid_away {
+                Err(away())
+            } else {
+                let dir = grid.personal.entry(me.to_owned()).or_default();
+                for (p, c) in entries {
+                    dir.insert(p.clone(), c.clone());
+                }
+                Ok(())
+            };
+            (Event::Published { op: *op, result }, vec![])
+        }
+        Action::Write { op, target, content, mtime_s, expect } => {
+            let (result, touched) = write(fs, grid, faults, target, content, *mtime_s, *expect, clock);
+            (Event::Written { op: *op, result }, touched)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    fs: &mut MemFs,
+    grid: &MemGrid,
+    faults: EffectFaults,
+    target: &RelPath,
+    content: &Content,
+    mtime_s: i64,
+    expect: LocalState,
+    clock: &mut i64,
+) -> (WriteOutcome, Vec<RelPath>) {
+    let actual = fs.state(target);
+    let unchanged = actual == expect || faults.skip_last_moment_check;
+    match content {
+        Content::File { cap, .. } => {
+            if faults.grid_away {
+                return (WriteOutcome::Failed(EffectError::transient("grid unavailable (simulated)")), vec![]);
+            }
+            let Some(bytes) = grid.files.get(cap).cloned() else {
+                return (WriteOutcome::Failed(EffectError::permanent("content missing from grid")), vec![]);
+            };
+            if !unchanged {
+                return (WriteOutcome::Changed(actual), vec![]);
+            }
+            if matches!(actual, LocalState::Dir) {
+                return (WriteOutcome::Failed(EffectError::permanent("a directory is in the way")), vec![]);
+            }
+            let Some(mut touched) = fs.make_parents(target) else {
+                return (WriteOutcome::Failed(EffectError::permanent("a file is in the way of a parent directory")), vec![]);
+            };
+            fs.retire(target);
+            *clock += 1;
+            fs.nodes.insert(
+                target.clone(),
+                Node::File { content: bytes, mtime_ns: mtime_s * 1_000_000_000, ctime_ns: *clock },
+            );
+            touched.push(target.clone());
+            (WriteOutcome::Done(fs.state(target)), touched)
+        }
+        Content::Dir => {
+            if actual == LocalState::Dir {
+                return (WriteOutcome::Done(LocalState::Dir), vec![]);
+            }
+            if !unchanged {
+                return (WriteOutcome::Changed(actual), vec![]);
+            }
+            let Some(mut touched) = fs.make_parents(target) else {
+                return (WriteOutcome::Failed(EffectError::permanent("a file is in the way of a parent directory")), vec![]);
+            };
+            fs.retire(target);
+            fs.nodes.insert(target.clone(), Node::Dir);
+            touched.push(target.clone());
+            (WriteOutcome::Done(LocalState::Dir), touched)
+        }
+        Content::Deleted => {
+            if !unchanged {
+                return (WriteOutcome::Changed(actual), vec![]);
+            }
+            match actual {
+                LocalState::Absent => (WriteOutcome::Done(LocalState::Absent), vec![]),
+                LocalState::Dir if fs.has_children(target) => (WriteOutcome::NotEmpty, vec![]),
+                LocalState::Dir => {
+                    fs.nodes.remove(target);
+                    (WriteOutcome::Done(LocalState::Absent), vec![target.clone()])
+                }
+                LocalState::File(_) => {
+                    fs.retire(target);
+                    (WriteOutcome::Done(LocalState::Absent), vec![target.clone()])
+                }
+            }
+        }
+    }
+}
+
+/// True if the parents of `p` exist as directories.
+pub fn parents_ok(fs: &MemFs, p: &RelPath) -> bool {
+    fs.parents_are_dirs(p)
+}

@@ -1,0 +1,70 @@
+//! The simulator in the test suite: a fixed budget of seeds, regression
+//! seeds, replay of one seed, and proof that the invariants catch a real bug.
+
+use mf_sim::{check_seed, run, generate, SimConfig};
+
+/// Seeds that once failed; each must pass forever.
+const REGRESSIONS: &[u64] = &[];
+
+/// How many seeds the normal suite runs (about a minute on this machine in
+/// a debug build); `SIM_SEEDS` overrides it.
+const SUITE_SEEDS: u64 = 300;
+
+fn seeds_from_env(default: u64) -> u64 {
+    std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn fixed_seeds_converge_and_lose_nothing() {
+    let n = seeds_from_env(SUITE_SEEDS);
+    let started = std::time::Instant::now();
+    let mut effects = 0;
+    for seed in 0..n {
+        match check_seed(&SimConfig::for_seed(seed)) {
+            Ok(o) => effects += o.effects,
+            Err(report) => panic!("{report}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{n} seeds, {effects} effects in {secs:.1} s ({:.1} runs/s)", n as f64 / secs);
+}
+
+#[test]
+fn regression_seeds() {
+    for &seed in REGRESSIONS {
+        if let Err(report) = check_seed(&SimConfig::for_seed(seed)) {
+            panic!("{report}");
+        }
+    }
+}
+
+/// `SEED=… cargo test -p mf-sim --test sim replay -- --nocapture` replays
+/// one seed exactly and prints its outcome.
+#[test]
+fn replay() {
+    let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    match check_seed(&SimConfig::for_seed(seed)) {
+        Ok(o) => println!("seed {seed}: ok, {} effects, {} virtual ms, {} conflict copies", o.effects, o.virtual_ms, o.conflict_copies),
+        Err(report) => panic!("{report}"),
+    }
+}
+
+/// With the last-moment check before a replace removed (the planted bug),
+/// the invariants must catch the lost local edit within the seed budget.
+#[test]
+fn planted_bug_is_caught() {
+    let found = (0..200).find(|&seed| {
+        let cfg = SimConfig { plant_skip_last_moment_check: true, ..SimConfig::for_seed(seed) };
+        run(&cfg, &generate(&cfg)).is_err()
+    });
+    assert!(found.is_some(), "the planted bug went unnoticed in 200 seeds");
+    println!("planted bug caught by seed {}", found.unwrap());
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let cfg = SimConfig::for_seed(7);
+    let a = run(&cfg, &generate(&cfg)).map(|o| (o.effects, o.virtual_ms)).map_err(|f| f.violation);
+    let b = run(&cfg, &generate(&cfg)).map(|o| (o.effects, o.virtual_ms)).map_err(|f| f.violation);
+    assert_eq!(a, b);
+}
