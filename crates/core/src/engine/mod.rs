@@ -1008,9 +1008,13 @@ impl<S: Store> Engine<S> {
         }
         // Copies kept under a label that is no longer theirs (an author's
         // second copy appeared, or went) are removed once the new one exists.
-        // (Never our own current version: its copy may be all that is left of
-        // it if a crash interrupted its replacement.)
-        let cur_cap = self.current.get(path).map(|c| c.snapshot.clone());
+        // A copy of our own current version is redundant only once no
+        // replacement of the file is under way or pending: until then it may
+        // be all that is left of that version.
+        let cur = self.current.get(path);
+        let settled = cur.is_some_and(|c| c.adopting.is_none())
+            && self.candidates.get(path).is_none_or(|c| c.is_empty());
+        let cur_cap = cur.map(|c| c.snapshot.clone()).filter(|_| !settled);
         let in_heads = |c: &Conflict| Some(&c.snapshot) != cur_cap.as_ref() && heads.iter().any(|h| h.cap == c.snapshot);
         let stale = self
             .open_conflicts(path)
