@@ -16,9 +16,10 @@ use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{Capability, Grid, UploadSource};
 use serde_json::{json, Value};
 
+use crate::data::{content, settle, write_content};
 use crate::limits::{make_small_dirs, small_path, write_durably};
 use crate::phase::{self, timed, Measured, PhaseFn, Timed};
-use crate::report::{print_table, Row, Unit};
+use crate::report::{print_table, write_json, Row, Unit};
 use crate::Options;
 
 /// Large-file throughput target, as a fraction of min(disk copy, AEAD).
@@ -98,8 +99,8 @@ fn run_in(o: &Options, work: &Path) -> Result<()> {
     let copy_small_dst = work.join("copy-small");
     let copy_small = step(
         "copy + fsync (small files)",
-        "limit-copy-small",
-        json!({ "src_dir": path(&small), "dst_dir": path(&copy_small_dst), "files": o.files, "concurrency": o.concurrency }),
+        "limit-copy-tree",
+        json!({ "src_dir": path(&small), "dst_dir": path(&copy_small_dst), "threads": o.concurrency }),
     )?;
     fs::remove_dir_all(&copy_small_dst)?;
 
@@ -253,18 +254,7 @@ fn run_in(o: &Options, work: &Path) -> Result<()> {
             "limits": limits,
             "results": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
         });
-        fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("figures written to {}", path.display());
-    }
-    Ok(())
-}
-
-/// Flushes everything to disk so earlier writes do not slow the next phase.
-fn settle() -> Result<()> {
-    let status = Command::new("sync").status().context("running sync")?;
-    if !status.success() {
-        bail!("sync failed");
+        write_json(path, &doc)?;
     }
     Ok(())
 }
@@ -282,34 +272,6 @@ fn unhex(s: &str) -> Result<[u8; 32]> {
         *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
     }
     Ok(out)
-}
-
-/// Incompressible pseudo-random bytes (xorshift).
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn write_content(path: &Path, len: u64, seed: u64) -> Result<()> {
-    let mut f = File::create(path)?;
-    let mut left = len;
-    let mut block = 0;
-    while left > 0 {
-        let n = left.min(1 << 20) as usize;
-        f.write_all(&content(n, seed * 1_000_003 + block))?;
-        left -= n as u64;
-        block += 1;
-    }
-    f.sync_all()?;
-    Ok(())
 }
 
 fn open_grid(p: &Value) -> Result<EmbeddedGrid> {

@@ -4,9 +4,13 @@
 //!
 //! * `limit-copy-large` — plain copy of one file with a 1 MiB buffer, then
 //!   fsync: what any tool that stores a file durably must pay;
-//! * `limit-copy-small` — per small file: read, write a temporary file,
-//!   fsync, rename, fsync the directory (the crash-safe pattern), with the
-//!   same number of threads as the benchmark it is compared with;
+//! * `limit-copy-tree` — `cp -r` made durable: every file of a tree is read,
+//!   written to a temporary file, fsynced, renamed, and its directory fsynced
+//!   (the crash-safe pattern), with the same number of threads as the
+//!   benchmark it is compared with (1 for the sync benchmark: `cp -r`);
+//! * `limit-read-tree` — a raw read of every file of a tree, 1 thread;
+//! * `limit-walk` — a plain directory walk with one `lstat` per entry, 1
+//!   thread (what any scan of a tree must do);
 //! * `limit-aead` — AES-256-GCM (the crate the grid uses) over 256 KiB
 //!   chunks in memory;
 //! * `limit-sha256` — SHA-256 over 256 KiB chunks in memory.
@@ -27,7 +31,9 @@ use crate::phase::{timed, PhaseFn, Timed};
 pub fn phase(name: &str) -> Option<PhaseFn> {
     Some(match name {
         "limit-copy-large" => copy_large,
-        "limit-copy-small" => copy_small,
+        "limit-copy-tree" => copy_tree_durably,
+        "limit-read-tree" => read_tree,
+        "limit-walk" => walk,
         "limit-aead" => aead,
         "limit-sha256" => sha256,
         _ => return None,
@@ -95,39 +101,146 @@ fn copy_large(p: &Value) -> Result<Timed> {
     })
 }
 
-fn copy_small(p: &Value) -> Result<Timed> {
+/// Every regular file below `root`, as paths relative to it, sorted.
+/// Directories named `.magic-folder` (a folder's own bookkeeping) are
+/// skipped, as are temporary files a daemon may be writing (`.mf-tmp-*`).
+pub fn tree_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let skip = name == ".magic-folder" || name.to_string_lossy().starts_with(".mf-tmp-");
+            if skip {
+                continue;
+            }
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(rel.join(&name));
+            } else if ft.is_file() {
+                out.push(rel.join(&name));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Copies every file of `files` (relative paths) from `src` to `dst`, with
+/// `threads` threads; `durable` makes each copy crash-safe
+/// ([`write_durably`]), otherwise it is a plain write (what a user's `cp -r`
+/// does). Returns the bytes copied.
+pub fn copy_files(
+    src: &Path,
+    dst: &Path,
+    files: &[PathBuf],
+    threads: usize,
+    durable: bool,
+) -> Result<u64> {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    for d in dirs {
+        fs::create_dir_all(dst.join(d))?;
+    }
+    let threads = threads.max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || -> Result<u64> {
+                    let mut total = 0;
+                    for f in files.iter().skip(t).step_by(threads) {
+                        let data = fs::read(src.join(f))?;
+                        if durable {
+                            write_durably(&dst.join(f), &data)?;
+                        } else {
+                            fs::write(dst.join(f), &data)?;
+                        }
+                        total += data.len() as u64;
+                    }
+                    Ok(total)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .sum::<Result<u64>>()
+    })
+}
+
+fn copy_tree_durably(p: &Value) -> Result<Timed> {
     let src = PathBuf::from(str_arg(p, "src_dir")?);
     let dst = PathBuf::from(str_arg(p, "dst_dir")?);
-    let files = u64_arg(p, "files")? as usize;
-    let threads = u64_arg(p, "concurrency")? as usize;
-    make_small_dirs(&dst)?;
-    let (seconds, bytes) = timed(|| {
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (src, dst) = (&src, &dst);
-                    s.spawn(move || -> Result<u64> {
-                        let mut total = 0;
-                        for i in (t..files).step_by(threads) {
-                            let data = fs::read(small_path(src, i))?;
-                            write_durably(&small_path(dst, i), &data)?;
-                            total += data.len() as u64;
-                        }
-                        Ok(total)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("worker panicked"))
-                .sum::<Result<u64>>()
-        })
+    let threads = u64_arg(p, "threads")? as usize;
+    let (seconds, (files, bytes)) = timed(|| {
+        let files = tree_files(&src)?;
+        let bytes = copy_files(&src, &dst, &files, threads, true)?;
+        Ok((files.len(), bytes))
     })?;
     Ok(Timed {
         seconds,
         bytes,
         files: files as u64,
         extra: json!({ "threads": threads }),
+    })
+}
+
+fn read_tree(p: &Value) -> Result<Timed> {
+    let dir = PathBuf::from(str_arg(p, "dir")?);
+    let (seconds, (files, bytes)) = timed(|| {
+        let files = tree_files(&dir)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        for f in &files {
+            let mut r = File::open(dir.join(f))?;
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+        Ok((files.len(), total))
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes,
+        files: files as u64,
+        extra: json!({}),
+    })
+}
+
+fn walk(p: &Value) -> Result<Timed> {
+    let dir = PathBuf::from(str_arg(p, "dir")?);
+    let (seconds, entries) = timed(|| {
+        let mut entries = 0u64;
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d)? {
+                let entry = entry?;
+                // `DirEntry::metadata` is an lstat relative to the directory,
+                // as a scan does it.
+                let m = entry.metadata()?;
+                std::hint::black_box(m.modified()?);
+                entries += 1;
+                if m.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        Ok(entries)
+    })?;
+    Ok(Timed {
+        seconds,
+        bytes: 0,
+        files: entries,
+        extra: json!({}),
     })
 }
 

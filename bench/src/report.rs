@@ -1,5 +1,9 @@
 //! Printing results: an aligned table for people, JSON for tools.
 
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::phase::Measured;
@@ -124,15 +128,20 @@ pub fn print_table(title: &str, rows: &[Row]) {
             ]
         })
         .collect();
+    print_columns(&header, &lines);
+}
+
+/// Prints `lines` under `header` as left-aligned columns two spaces apart.
+pub fn print_columns<L: AsRef<[String]>>(header: &[&str], lines: &[L]) {
     let width = |i: usize| {
         lines
             .iter()
-            .map(|l| l[i].chars().count())
-            .chain([header[i].len()])
+            .map(|l| l.as_ref()[i].chars().count())
+            .chain([header[i].chars().count()])
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..6).map(width).collect();
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
     let fmt = |cells: Vec<&str>| {
         cells
             .iter()
@@ -144,7 +153,15 @@ pub fn print_table(title: &str, rows: &[Row]) {
             .to_string()
     };
     println!("{}", fmt(header.to_vec()));
-    for l in &lines {
-        println!("{}", fmt(l.iter().map(String::as_str).collect()));
+    for l in lines {
+        println!("{}", fmt(l.as_ref().iter().map(String::as_str).collect()));
     }
+}
+
+/// Writes a benchmark's figures as pretty-printed JSON.
+pub fn write_json(path: &Path, doc: &Value) -> Result<()> {
+    fs::write(path, serde_json::to_string_pretty(doc)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("figures written to {}", path.display());
+    Ok(())
 }

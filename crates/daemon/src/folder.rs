@@ -28,13 +28,18 @@
 //! The loop also copies the last scan and poll times and new errors into the
 //! state database (through a second connection), so `magic-folder status`
 //! can show them while no daemon runs.
+//!
+//! On a Tahoe grid a [`WriteGate`] holds grid writes (`Upload`, `Publish`)
+//! back while the node has fewer than `shares.happy` storage servers: they
+//! are parked here, in order, shown as queued with the reason in status, and
+//! started as soon as the gate reopens (see [`crate::health`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mf_core::engine::{Engine, EngineConfig, Event, Millis, Status};
+use mf_core::engine::{Action, Engine, EngineConfig, Event, Millis, Status};
 use mf_core::snapshot::Author;
 use mf_grid::Grid;
 use mf_state::SqliteStore;
@@ -46,6 +51,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary};
 use crate::config::FolderConfig;
 use crate::executor::Executor;
+use crate::health::{writes_to_grid, WriteGate};
 use crate::watch::WatchMsg;
 
 /// Most effects one folder runs at once. Enough to overlap grid latency,
@@ -93,6 +99,17 @@ pub struct FolderHandle {
 impl FolderHandle {
     /// Starts the service loop of one folder on the current tokio runtime.
     pub fn spawn<G: Grid>(config: FolderConfig, grid: Arc<G>, state_db: PathBuf) -> FolderHandle {
+        FolderHandle::spawn_gated(config, grid, state_db, None)
+    }
+
+    /// [`spawn`](Self::spawn) with grid writes held back while `gate` is
+    /// closed (see [`crate::health`]).
+    pub fn spawn_gated<G: Grid>(
+        config: FolderConfig,
+        grid: Arc<G>,
+        state_db: PathBuf,
+        gate: Option<WriteGate>,
+    ) -> FolderHandle {
         let (control_tx, control_rx) = mpsc::channel(32);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let failure = Arc::new(Mutex::new(None));
@@ -102,7 +119,7 @@ impl FolderHandle {
             let failure = failure.clone();
             tokio::spawn(
                 async move {
-                    match run(config, grid, state_db, control_rx, shutdown_rx).await {
+                    match run(config, grid, state_db, control_rx, shutdown_rx, gate).await {
                         Ok(()) => info!("stopped"),
                         Err(e) => {
                             error!("stopped: {e}");
@@ -361,13 +378,15 @@ fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor<G>,
 }
 
 /// The service loop of one folder; returns when `shutdown` turns true, or
-/// with an error if the folder cannot run at all.
+/// with an error if the folder cannot run at all. Grid writes wait while
+/// `gate` is closed.
 pub async fn run<G: Grid>(
     config: FolderConfig,
     grid: Arc<G>,
     state_db: PathBuf,
     mut control: mpsc::Receiver<Control>,
     mut shutdown: watch::Receiver<bool>,
+    mut gate: Option<WriteGate>,
 ) -> Result<(), String> {
     if !config.local_path.is_dir() {
         return Err(format!(
@@ -408,14 +427,27 @@ pub async fn run<G: Grid>(
     info!(path = %config.local_path.display(), "syncing");
 
     let mut tasks: JoinSet<Event> = JoinSet::new();
+    // Grid writes held back while the gate is closed, oldest first.
+    let mut parked: VecDeque<Action> = VecDeque::new();
     let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
     persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        let gate_closed = gate.as_ref().is_some_and(WriteGate::is_closed);
         while tasks.len() < MAX_IN_FLIGHT {
-            let Some(action) = engine.poll_action() else {
+            let next = if gate_closed {
+                None
+            } else {
+                parked.pop_front()
+            };
+            let Some(action) = next.or_else(|| engine.poll_action()) else {
                 break;
             };
+            if gate_closed && writes_to_grid(&action) {
+                debug!(?action, "parked until the grid is healthy");
+                parked.push_back(action);
+                continue;
+            }
             debug!(?action, "start");
             let ex = executor.clone();
             tasks.spawn(async move { ex.execute(action).await }.in_current_span());
@@ -450,11 +482,16 @@ pub async fn run<G: Grid>(
                 Control::Scan => engine.request_scan(),
                 Control::Poll => engine.request_poll(),
                 Control::Status(reply) => {
-                    let _ = reply.send(folder_status(&config, &clock, engine.status()));
+                    let s = folder_status(&config, &clock, engine.status());
+                    let _ = reply.send(gated(s, gate.as_ref(), parked.len()));
                 }
             },
             _ = sleep_until_opt(deadline) => engine.handle_timeout(clock.now()),
-            _ = persist_tick.tick() => persister.save(&folder_status(&config, &clock, engine.status())),
+            _ = persist_tick.tick() => {
+                let s = folder_status(&config, &clock, engine.status());
+                persister.save(&gated(s, gate.as_ref(), parked.len()));
+            }
+            _ = gate_changed(&mut gate) => log_gate(gate.as_ref(), parked.len()),
         }
     }
 
@@ -477,8 +514,47 @@ pub async fn run<G: Grid>(
     }
     tasks.abort_all();
     drop(watcher);
-    persister.save(&folder_status(&config, &clock, engine.status()));
+    let s = folder_status(&config, &clock, engine.status());
+    persister.save(&gated(s, gate.as_ref(), parked.len()));
     Ok(())
+}
+
+/// Adds what the write gate holds back to a status: parked writes count as
+/// queued (not in flight), and the reason is the note and an error.
+fn gated(mut s: FolderStatus, gate: Option<&WriteGate>, parked: usize) -> FolderStatus {
+    let moved = parked.min(s.in_flight);
+    s.in_flight -= moved;
+    s.queued += moved;
+    if let Some((reason, since)) = gate.and_then(WriteGate::closed) {
+        if s.note.is_none() {
+            s.note = Some(format!(
+                "{reason}; writes to the grid wait until it recovers ({parked} waiting)"
+            ));
+        }
+        s.errors.push(ErrorInfo {
+            at: since,
+            path: None,
+            message: reason,
+        });
+        s.errors.sort_by_key(|e| e.at);
+    }
+    s
+}
+
+/// Resolves when the gate's state changes; never without a gate.
+async fn gate_changed(gate: &mut Option<WriteGate>) {
+    match gate {
+        Some(g) => g.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_gate(gate: Option<&WriteGate>, parked: usize) {
+    match gate.and_then(WriteGate::closed) {
+        Some((reason, _)) => warn!("{reason}; holding writes to the grid back"),
+        None if parked > 0 => info!(parked, "grid healthy again; resuming writes"),
+        None => debug!("grid healthy"),
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

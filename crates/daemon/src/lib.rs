@@ -9,7 +9,9 @@
 //!   the filesystem watcher, safe atomic file operations, ignore rules;
 //! * [`config`], [`folder`], [`api`], [`commands`] — configuration on disk,
 //!   the per-folder service loop, the loopback HTTP API, and the operations
-//!   behind each CLI command.
+//!   behind each CLI command;
+//! * [`health`] — holds grid writes back while a Tahoe node has too few
+//!   storage servers.
 
 pub mod api;
 pub mod commands;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod executor;
 pub mod folder;
 pub mod fsops;
+pub mod health;
 pub mod ignore;
 pub mod scan;
 pub mod watch;

@@ -180,6 +180,10 @@ pub struct Engine<S: Store> {
     ops: HashMap<OpId, Op>,
     /// Paths waiting to retry after a failure.
     backoff: BTreeMap<RelPath, Backoff>,
+    /// Paths whose file may or may not have been overwritten by an adoption
+    /// that a crash cut short (the `adopting` record came from a previous
+    /// run): until that is settled, a local edit claims no parent.
+    unsure: BTreeSet<RelPath>,
     /// Files found where a conflict copy was to go, by (path, label).
     found_copies: BTreeMap<(RelPath, String), LocalState>,
     /// Directory deletions that found the directory not yet empty.
@@ -207,6 +211,7 @@ impl<S: Store> Engine<S> {
         let loaded = store.load()?;
         let unpublished =
             loaded.current.iter().filter(|(_, c)| !c.published).map(|(p, _)| p.clone()).collect();
+        let unsure = loaded.current.iter().filter(|(_, c)| c.adopting.is_some()).map(|(p, _)| p.clone()).collect();
         let mut conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>> = BTreeMap::new();
         let mut work = BTreeSet::new();
         let mut unpublished_copies = BTreeSet::new();
@@ -235,6 +240,7 @@ impl<S: Store> Engine<S> {
             backoff: BTreeMap::new(),
             not_empty: HashMap::new(),
             found_copies: BTreeMap::new(),
+            unsure,
             fetching: BTreeMap::new(),
             bad: HashMap::new(),
             cache: HashMap::new(),
@@ -487,6 +493,13 @@ impl<S: Store> Engine<S> {
         let known = self.current.get(&path).map_or(LocalState::Absent, |c| c.local);
         if known == state && !self.busy.contains_key(&path) {
             self.observed.remove(&path);
+            if self.current.get(&path).is_some_and(|c| c.adopting.is_some()) {
+                // The file is still our version: an adoption cut short by a
+                // crash never reached the disk.
+                self.clear_adopting(&path);
+                self.unsure.remove(&path);
+                self.work.insert(path);
+            }
         } else {
             self.observed.insert(path.clone(), state);
             self.work.insert(path);
@@ -694,7 +707,11 @@ impl<S: Store> Engine<S> {
             (Purpose::Adopt(_), WriteOutcome::Changed(actual)) => {
                 // Changed under us: the local edit is uploaded first; the
                 // remote version is then a conflict, never an overwrite.
-                self.clear_adopting(&path);
+                // (This write never happened; if an earlier run's may have,
+                // the record stays until the edit is uploaded.)
+                if !self.unsure.contains(&path) {
+                    self.clear_adopting(&path);
+                }
                 self.observed.insert(path.clone(), actual);
             }
             (_, WriteOutcome::NotEmpty) => {}
@@ -819,7 +836,7 @@ impl<S: Store> Engine<S> {
                 // After a crash mid-adopt, an edited file may hold our old
                 // version or the one being adopted: claim neither as parent,
                 // so both stay kept and the edit joins them as a conflict.
-                let unsure = cur.is_some_and(|c| c.adopting.is_some());
+                let unsure = self.unsure.contains(path);
                 let mut parents: Vec<Cap> =
                     cur.filter(|_| !unsure).map(|c| c.snapshot.clone()).into_iter().collect();
                 let resolving = self.resolved_caps(path);
@@ -1228,6 +1245,9 @@ impl<S: Store> Engine<S> {
     // ----- state --------------------------------------------------------
 
     fn set_current(&mut self, path: &RelPath, cur: Current) {
+        if cur.adopting.is_none() {
+            self.unsure.remove(path);
+        }
         self.changes.push(Change::PutCurrent(path.clone(), cur.clone()));
         if cur.published {
             self.unpublished.remove(path);

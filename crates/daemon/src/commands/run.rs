@@ -23,6 +23,7 @@ use super::grid::{AnyGrid, OpenMode};
 use crate::api;
 use crate::config::ConfigDir;
 use crate::folder::{FolderHandle, Folders};
+use crate::health::WriteGate;
 
 /// How often the daemon looks for added and removed folders.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -167,9 +168,12 @@ fn config_changed(config: &ConfigDir, name: &str, h: &FolderHandle) -> bool {
 fn start(config: &ConfigDir, name: &str) -> anyhow::Result<FolderHandle> {
     let cfg = config.load_folder(name)?;
     let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
-    Ok(FolderHandle::spawn(
+    // On Tahoe, writes wait while the node has too few storage servers.
+    let gate = WriteGate::for_grid(&grid);
+    Ok(FolderHandle::spawn_gated(
         cfg,
         Arc::new(grid),
         config.state_db(name),
+        gate,
     ))
 }

@@ -1,0 +1,67 @@
+//! Benchmark data: incompressible contents, flushing to disk, hashing.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Incompressible pseudo-random bytes (xorshift).
+pub fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `len` bytes of [`content`] to `path` in 1 MiB blocks, and fsyncs.
+pub fn write_content(path: &Path, len: u64, seed: u64) -> Result<()> {
+    let mut f = File::create(path)?;
+    let mut left = len;
+    let mut block = 0;
+    while left > 0 {
+        let n = left.min(1 << 20) as usize;
+        f.write_all(&content(n, seed * 1_000_003 + block))?;
+        left -= n as u64;
+        block += 1;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Flushes everything to disk so earlier writes do not slow the next phase.
+pub fn settle() -> Result<()> {
+    let status = Command::new("sync").status().context("running sync")?;
+    if !status.success() {
+        bail!("sync failed");
+    }
+    Ok(())
+}
+
+/// SHA-256 of a file's contents, streamed.
+pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// SHA-256 of bytes in memory.
+pub fn hash_bytes(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}

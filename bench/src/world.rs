@@ -1,0 +1,360 @@
+//! Participants as real processes: the `magic-folder` binary, one config
+//! directory and one folder each, all on one embedded grid in a temporary
+//! directory.
+//!
+//! Setup goes through the CLI exactly as a user would (`create`, `invite`,
+//! `join`); each daemon is a child process (`magic-folder run`) logging to
+//! its own file, stopped with SIGTERM and, if it does not stop in time,
+//! killed. A [`Participant`] kills its daemon when dropped, so no daemon
+//! outlives the benchmark, even on an error.
+//!
+//! Every wait here is bounded: on a deadline it returns an error (or
+//! `None`), never hangs.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// The folder name every participant uses.
+pub const FOLDER: &str = "bench";
+
+/// How long a daemon gets to start (write its API URL) or to stop.
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One embedded grid and the participants sharing it.
+pub struct World {
+    /// Everything lives here (removed by the caller).
+    pub root: PathBuf,
+    grid: PathBuf,
+    bin: PathBuf,
+    tuning: Vec<String>,
+}
+
+impl World {
+    /// A world under `root`, running `bin` with `tuning` (extra arguments of
+    /// `create` and `join`, e.g. `--poll-interval 1s`).
+    pub fn new(root: &Path, bin: &Path, tuning: &[String]) -> Result<World> {
+        fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(World {
+            root: root.to_path_buf(),
+            grid: root.join("grid"),
+            bin: bin.to_path_buf(),
+            tuning: tuning.to_vec(),
+        })
+    }
+
+    fn participant(&self, name: &str) -> Result<Participant> {
+        let home = self.root.join(name);
+        fs::create_dir_all(&home)?;
+        Ok(Participant {
+            name: name.to_owned(),
+            bin: self.bin.clone(),
+            config: home.join("config"),
+            dir: home.join("folder"),
+            log: home.join("daemon.log"),
+            daemon: None,
+        })
+    }
+
+    /// A participant who creates [`FOLDER`] on this world's grid.
+    pub fn create(&self, name: &str) -> Result<Participant> {
+        let p = self.participant(name)?;
+        let (dir, grid) = (path_str(&p.dir)?, path_str(&self.grid)?);
+        let mut args = vec!["create", FOLDER, dir, "--author", name, "--grid", grid];
+        args.extend(self.tuning.iter().map(String::as_str));
+        p.cli(&args)?;
+        Ok(p)
+    }
+
+    /// A participant invited by `admin` who joins [`FOLDER`].
+    pub fn join(&self, admin: &Participant, name: &str) -> Result<Participant> {
+        let code = admin.cli(&["invite", "--folder", FOLDER, name])?;
+        let p = self.participant(name)?;
+        let dir = path_str(&p.dir)?;
+        let mut args = vec!["join", code.trim(), dir, "--author", name];
+        args.extend(self.tuning.iter().map(String::as_str));
+        p.cli(&args)?;
+        Ok(p)
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// One participant: a config directory, a folder, maybe a running daemon.
+pub struct Participant {
+    /// Participant name (also the author name).
+    pub name: String,
+    bin: PathBuf,
+    config: PathBuf,
+    /// The synchronised folder.
+    pub dir: PathBuf,
+    log: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Participant {
+    /// Runs the CLI with this participant's config; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{}: `magic-folder {}` failed ({}): {}",
+                self.name,
+                args.first().unwrap_or(&""),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts `magic-folder run` and waits until its API is up.
+    pub fn start(&mut self) -> Result<()> {
+        if self.daemon.is_some() {
+            bail!("{} is already running", self.name);
+        }
+        let _ = fs::remove_file(self.config.join("api.url"));
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        writeln!(log, "===== start =====")?;
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env(
+                "RUST_LOG",
+                std::env::var("MF_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} run", self.bin.display()))?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            let url = fs::read_to_string(self.config.join("api.url")).unwrap_or_default();
+            if url.trim().starts_with("http://") {
+                return Ok(());
+            }
+            if let Some(status) = self.child()?.try_wait()? {
+                self.daemon = None;
+                bail!(
+                    "{}: daemon exited at start ({status}); log: {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{}: daemon did not start within {START_STOP_TIMEOUT:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn child(&mut self) -> Result<&mut Child> {
+        self.daemon
+            .as_mut()
+            .with_context(|| format!("{} is not running", self.name))
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// Stops the daemon with SIGTERM and waits (bounded) for it to exit;
+    /// kills it if it does not.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.daemon.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("{}: daemon exited with {status}", self.name);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{}: daemon did not stop on SIGTERM; killed", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The running daemon's live status of [`FOLDER`], from its API.
+    pub fn status(&self) -> Option<Value> {
+        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
+        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
+        let body = http_get(
+            url.trim(),
+            &format!("/v1/magic-folder/{FOLDER}/status"),
+            token.trim(),
+        )?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// True when the daemon has scanned and polled since it started and
+    /// has nothing queued, in flight or unpublished: it is up to date.
+    pub fn up_to_date(&self) -> bool {
+        self.status().is_some_and(|s| {
+            s["running"] == true
+                && !s["last_scan"].is_null()
+                && !s["last_poll"].is_null()
+                && s["queued"] == 0
+                && s["in_flight"] == 0
+                && s["unpublished"] == 0
+        })
+    }
+
+    /// The daemon's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// This daemon's CPU time and memory now.
+    pub fn sample(&self) -> Option<ProcSample> {
+        ProcSample::read(self.pid()?)
+    }
+}
+
+impl Drop for Participant {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback (the daemon's API); the body, if the
+/// status is 200.
+fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code: u16 = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = resp.split_once("\r\n\r\n")?;
+    (code == 200).then(|| body.to_owned())
+}
+
+/// A process's CPU time and memory, from `/proc/<pid>/{stat,status}`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size now, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size since the process started, KiB.
+    pub hwm_kib: u64,
+}
+
+impl ProcSample {
+    /// Reads the figures of process `pid`; `None` if it is gone.
+    pub fn read(pid: u32) -> Option<ProcSample> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: the
+        // fields after it start at the last ')'. utime and stime are
+        // fields 14 and 15, i.e. the 12th and 13th after the name.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(ProcSample {
+            cpu_ticks: utime + stime,
+            rss_kib: kib("VmRSS:")?,
+            hwm_kib: kib("VmHWM:")?,
+        })
+    }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+pub fn clock_ticks_per_s() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Checks `cond` until it holds or `timeout` (counted from `started`)
+/// passes; returns the time from `started` until it held, or `None` on
+/// timeout. The check interval grows with the time waited (2 % of it,
+/// between 5 and 100 ms), so a long wait is measured to about 2 % while the
+/// checks themselves stay cheap. `cond` may report a time of its own (when
+/// the condition became true before a slow verification), else the time of
+/// the check is used.
+pub fn wait_for(
+    started: Instant,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<Option<Instant>>,
+) -> Result<Option<Duration>> {
+    loop {
+        if let Some(at) = cond()? {
+            return Ok(Some(at.saturating_duration_since(started)));
+        }
+        let waited = started.elapsed();
+        if waited > timeout {
+            return Ok(None);
+        }
+        let step = (waited / 50).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        std::thread::sleep(step);
+    }
+}
+
+/// [`wait_for`] for a plain condition: the time is that of the check.
+pub fn wait_until(
+    started: Instant,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<Option<Duration>> {
+    wait_for(started, timeout, || Ok(cond()?.then(Instant::now)))
+}
