@@ -4,34 +4,46 @@
 //! ```text
 //! cargo run --release -p mf-bench -- grid [--size-mib 1024] [--files 10000]
 //!     [--file-kib 4] [--concurrency 8] [--dir PATH] [--json PATH]
+//! cargo build --release -p magic-folder -p mf-bench
+//! target/release/mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick]
+//!     [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s]
+//!     [--pending-delay 200ms] [--idle-seconds N]
 //! ```
 //!
-//! Each subcommand lives in its own module (`grid` today; sync workloads
-//! later) and shares the helpers in `limits` (machine limits), `phase`
-//! (running a measured phase in a child process, so each phase's peak RSS is
-//! its own) and `report` (the table and the JSON file).
+//! Each subcommand lives in its own module (`grid`: the embedded grid alone;
+//! `sync`: two real daemons syncing, with `world` starting them) and shares
+//! the helpers in `limits` (machine limits), `phase` (running a measured
+//! phase in a child process, so each phase's peak RSS is its own), `data`
+//! (test contents, flushing, hashing) and `report` (the table and the JSON
+//! file).
 
+mod data;
 mod grid;
 mod limits;
 mod phase;
 mod report;
+mod sync;
+mod world;
 
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib N] \
-[--concurrency N] [--dir PATH] [--json PATH]";
+[--concurrency N] [--dir PATH] [--json PATH]
+       mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] [--dir PATH] [--json PATH] \
+[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
+        Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),
         // A measured phase, in a child process started by `phase::run`.
         Some(phase::CHILD_ARG) => phase::child_main(&args[1..]),
         _ => bail!("{USAGE}"),
     }
 }
 
-/// Command-line options shared by the subcommands.
+/// Command-line options of `grid`.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Size of the large file, in MiB.

@@ -166,7 +166,10 @@ impl Participant {
                 );
             }
             if Instant::now() > deadline {
-                bail!("{}: daemon did not start within {START_STOP_TIMEOUT:?}", self.name);
+                bail!(
+                    "{}: daemon did not start within {START_STOP_TIMEOUT:?}",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

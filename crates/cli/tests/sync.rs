@@ -1,7 +1,10 @@
 //! End-to-end synchronisation through the real binary: participants on one
-//! embedded grid, each with its own config directory and daemon.
+//! grid, each with its own config directory and daemon.
 //!
-//! Every test waits for conditions (see `common`), never for fixed times.
+//! The scenarios in [`on_both_grids!`] run twice: on an embedded grid, and on
+//! a real Tahoe-LAFS grid (this binary's shared test grid, each participant
+//! through its own Tahoe client node). Every test waits for conditions (see
+//! `common`), never for fixed times.
 
 mod common;
 
@@ -9,9 +12,33 @@ use common::*;
 use std::fs;
 use std::time::Duration;
 
-#[test]
-fn two_participants_sync_both_ways() {
-    let w = World::new();
+/// Makes each scenario (a `fn(&World)`) two tests: `SCENARIO::embedded` and
+/// `SCENARIO::tahoe`. Each test makes its own collective, so the Tahoe ones
+/// safely share one grid.
+macro_rules! on_both_grids {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn embedded() {
+                super::$scenario(&super::World::new());
+            }
+
+            #[test]
+            fn tahoe() {
+                super::$scenario(&super::World::tahoe());
+            }
+        }
+    )*};
+}
+
+on_both_grids!(
+    two_participants_sync_both_ways,
+    three_participants_converge,
+    concurrent_edits_conflict_then_resolve_mine,
+    concurrent_edits_conflict_then_resolve_use,
+);
+
+fn two_participants_sync_both_ways(w: &World) {
     let mut alice = w.admin("alice");
     let mut bob = w.joined(&alice, "bob");
     alice.start();
@@ -82,9 +109,7 @@ fn two_participants_sync_both_ways() {
     bob.stop();
 }
 
-#[test]
-fn three_participants_converge() {
-    let w = World::new();
+fn three_participants_converge(w: &World) {
     let mut alice = w.admin("alice");
     let mut bob = w.joined(&alice, "bob");
     let mut carol = w.joined(&alice, "carol");
@@ -206,14 +231,14 @@ fn make_conflict(w: &World) -> (Participant, Participant, Vec<u8>, String, Vec<u
     (alice, bob, win, loser, lose)
 }
 
-#[test]
-fn concurrent_edits_conflict_then_resolve_mine() {
-    let w = World::new();
-    let (mut alice, mut bob, win, _loser, _lose) = make_conflict(&w);
+fn concurrent_edits_conflict_then_resolve_mine(w: &World) {
+    let (mut alice, mut bob, _win, _loser, _lose) = make_conflict(w);
     let human = bob.ok(&["status", FOLDER]);
     assert!(human.contains("conflicts (1)"), "{human}");
 
-    // Bob keeps what is at the path (the winner); the copy goes everywhere.
+    // Bob keeps his own version, wherever it is (the file if it won, his
+    // copy if it lost); the copy goes everywhere.
+    let win = b"bob's edit, made offline".to_vec();
     let out = bob.ok(&["resolve", bob.path("notes.txt").to_str().unwrap(), "--mine"]);
     assert!(out.contains("Resolved notes.txt"), "{out}");
     assert!(
@@ -244,10 +269,8 @@ fn concurrent_edits_conflict_then_resolve_mine() {
     bob.stop();
 }
 
-#[test]
-fn concurrent_edits_conflict_then_resolve_use() {
-    let w = World::new();
-    let (mut alice, mut bob, _win, loser, lose) = make_conflict(&w);
+fn concurrent_edits_conflict_then_resolve_use(w: &World) {
+    let (mut alice, mut bob, _win, loser, lose) = make_conflict(w);
     let notes = alice.path("notes.txt");
     let notes = notes.to_str().unwrap();
 

@@ -1,10 +1,23 @@
 //! Helpers for end-to-end tests that run the real `magic-folder` binary.
 //!
-//! Each test builds a [`World`]: a temporary directory holding one embedded
-//! grid shared by every participant, and for each [`Participant`] its own
-//! config directory and synchronised folder. Daemons run as child processes
-//! (`magic-folder run`), are killed when their `Participant` is dropped, and
-//! log to a file that is printed when a wait times out.
+//! Each test builds a [`World`]: a temporary directory holding, for each
+//! [`Participant`], its own config directory and synchronised folder, and a
+//! grid shared by every participant — either
+//!
+//! * an embedded grid in that directory ([`World::new`]), or
+//! * a real Tahoe-LAFS grid ([`World::tahoe`]: the test binary's shared
+//!   grid, or [`World::tahoe_private`]: one of the test's own, for tests that
+//!   stop storage nodes), where each participant runs against its own Tahoe
+//!   client node (started for it, killed with it).
+//!
+//! The same scenario runs on both: write it as a function of `&World`.
+//! Tahoe is slower (≈ 0.1–0.5 s per grid operation, and every poll lists
+//! directories), so a Tahoe world polls every second and waits longer
+//! ([`World::timeout`]).
+//!
+//! Daemons run as child processes (`magic-folder run`), are killed when
+//! their `Participant` is dropped, and log to a file that is printed when a
+//! wait times out.
 //!
 //! Nothing here sleeps for a fixed time to let something happen: tests wait
 //! for a condition, checking every [`POLL`] up to a deadline.
@@ -19,6 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mf_grid::tahoe::testgrid::{GridSpec, TestGrid, TestNode};
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_magic-folder");
 
@@ -28,6 +43,10 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// The default deadline for a condition. Generous: the machine running the
 /// suite may be busy, and a passing test never waits this long.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The deadline for a condition on a Tahoe grid (slower, and its nodes
+/// compete for the same cores).
+pub const TAHOE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The folder name every test uses.
 pub const FOLDER: &str = "shared";
@@ -42,29 +61,127 @@ pub const TUNING: &[&str] = &[
     "60s",
 ];
 
-/// A temporary world: one embedded grid, many participants.
+/// [`TUNING`] for a Tahoe grid: a poll lists the collective and every
+/// personal directory (≈ 0.1–0.3 s each), so once a second.
+pub const TAHOE_TUNING: &[&str] = &[
+    "--poll-interval",
+    "1s",
+    "--pending-delay",
+    "150ms",
+    "--scan-interval",
+    "60s",
+];
+
+/// A temporary world: one grid, many participants.
 pub struct World {
     /// Everything lives in here; removed on drop.
     pub tmp: tempfile::TempDir,
-    /// The shared embedded grid.
+    /// The embedded grid's directory (unused on a Tahoe world).
     pub grid: PathBuf,
+    tahoe: Option<Tahoe>,
+}
+
+/// A Tahoe world's grid.
+enum Tahoe {
+    /// The test binary's shared grid (never stopped: other tests use it).
+    Shared(&'static TestGrid),
+    /// The test's own grid (stopped with the world).
+    Private(Box<TestGrid>),
 }
 
 impl World {
-    /// A fresh world.
+    /// A fresh world on an embedded grid.
     pub fn new() -> World {
         let tmp = tempfile::Builder::new()
             .prefix("mf-e2e-")
             .tempdir()
             .expect("temp dir");
         let grid = tmp.path().join("grid");
-        World { tmp, grid }
+        World {
+            tmp,
+            grid,
+            tahoe: None,
+        }
     }
 
-    /// A participant with its own (not yet initialised) config directory.
+    /// A fresh world on this test binary's shared Tahoe-LAFS grid (started
+    /// on first use; panics, never skips, if it cannot start). Each test
+    /// makes its own collective on it, so tests do not disturb each other.
+    pub fn tahoe() -> World {
+        World {
+            tahoe: Some(Tahoe::Shared(TestGrid::shared())),
+            ..World::new()
+        }
+    }
+
+    /// A fresh world on a Tahoe-LAFS grid of its own, which the test may
+    /// disturb (stop storage nodes: [`World::test_grid_mut`]).
+    pub fn tahoe_private(spec: GridSpec) -> World {
+        let grid = TestGrid::start(spec).unwrap_or_else(|e| {
+            panic!("a private Tahoe-LAFS test grid ({spec:?}) could not be started:\n{e}")
+        });
+        eprintln!("private Tahoe test grid up: {:?}", grid.timings());
+        World {
+            tahoe: Some(Tahoe::Private(Box::new(grid))),
+            ..World::new()
+        }
+    }
+
+    /// `embedded` or `tahoe`, as `list --json` names the grid.
+    pub fn kind(&self) -> &'static str {
+        if self.tahoe.is_some() {
+            "tahoe"
+        } else {
+            "embedded"
+        }
+    }
+
+    /// The Tahoe test grid (panics on an embedded world).
+    pub fn test_grid(&self) -> &TestGrid {
+        match &self.tahoe {
+            Some(Tahoe::Shared(g)) => g,
+            Some(Tahoe::Private(g)) => g,
+            None => panic!("not a Tahoe world"),
+        }
+    }
+
+    /// The Tahoe test grid, to stop and start its storage nodes (panics
+    /// unless the world has a private grid).
+    pub fn test_grid_mut(&mut self) -> &mut TestGrid {
+        match &mut self.tahoe {
+            Some(Tahoe::Private(g)) => g,
+            _ => panic!("only a private Tahoe grid may be disturbed"),
+        }
+    }
+
+    /// The deadline for conditions in this world.
+    pub fn timeout(&self) -> Duration {
+        if self.tahoe.is_some() {
+            TAHOE_TIMEOUT
+        } else {
+            TIMEOUT
+        }
+    }
+
+    /// The daemon timing settings of this world's folders.
+    pub fn tuning(&self) -> &'static [&'static str] {
+        if self.tahoe.is_some() {
+            TAHOE_TUNING
+        } else {
+            TUNING
+        }
+    }
+
+    /// A participant with its own (not yet initialised) config directory
+    /// (and, on Tahoe, its own running client node).
     pub fn participant(&self, name: &str) -> Participant {
         let home = self.tmp.path().join(name);
         fs::create_dir_all(&home).unwrap();
+        let tahoe = self.tahoe.as_ref().map(|_| {
+            self.test_grid()
+                .add_client(name)
+                .unwrap_or_else(|e| panic!("{name}: cannot start a Tahoe client node:\n{e}"))
+        });
         Participant {
             name: name.to_owned(),
             config: home.join("config"),
@@ -72,6 +189,8 @@ impl World {
             log: home.join("daemon.log"),
             daemon: None,
             starts: 0,
+            timeout: self.timeout(),
+            tahoe,
         }
     }
 
@@ -79,14 +198,16 @@ impl World {
     pub fn admin(&self, name: &str) -> Participant {
         let p = self.participant(name);
         let dir = p.dir.to_str().unwrap().to_owned();
-        let grid = self.grid.to_str().unwrap().to_owned();
-        let mut args = vec!["create", FOLDER, &dir, "--author", name, "--grid", &grid];
-        args.extend_from_slice(TUNING);
+        let mut args = vec!["create", FOLDER, &dir, "--author", name];
+        let grid = p.grid_args(self);
+        args.extend(grid.iter().map(String::as_str));
+        args.extend_from_slice(self.tuning());
         p.ok(&args);
         p
     }
 
-    /// A participant invited by `admin` who joined [`FOLDER`].
+    /// A participant invited by `admin` who joined [`FOLDER`] (on Tahoe,
+    /// through its own node).
     pub fn joined(&self, admin: &Participant, name: &str) -> Participant {
         let code = admin
             .ok(&["invite", "--folder", FOLDER, name])
@@ -95,7 +216,12 @@ impl World {
         let p = self.participant(name);
         let dir = p.dir.to_str().unwrap().to_owned();
         let mut args = vec!["join", &code, &dir];
-        args.extend_from_slice(TUNING);
+        // On the embedded grid the code says where the grid is.
+        let grid = p.grid_args(self);
+        if self.tahoe.is_some() {
+            args.extend(grid.iter().map(String::as_str));
+        }
+        args.extend_from_slice(self.tuning());
         p.ok(&args);
         p
     }
@@ -113,9 +239,31 @@ pub struct Participant {
     pub log: PathBuf,
     daemon: Option<Child>,
     starts: u32,
+    /// The deadline for conditions this participant waits for.
+    pub timeout: Duration,
+    /// On Tahoe, the participant's own client node (its daemon's grid).
+    tahoe: Option<TestNode>,
 }
 
 impl Participant {
+    /// `--grid DIR` or `--tahoe NODE_DIR` for `create` and `join`.
+    fn grid_args(&self, w: &World) -> Vec<String> {
+        match &self.tahoe {
+            Some(node) => vec!["--tahoe".into(), node.dir().to_str().unwrap().to_owned()],
+            None => vec!["--grid".into(), w.grid.to_str().unwrap().to_owned()],
+        }
+    }
+
+    /// The participant's own Tahoe client node (panics on an embedded world).
+    pub fn tahoe_node(&self) -> &TestNode {
+        self.tahoe.as_ref().expect("a Tahoe world")
+    }
+
+    /// [`tahoe_node`](Self::tahoe_node), to stop, kill and restart it.
+    pub fn tahoe_node_mut(&mut self) -> &mut TestNode {
+        self.tahoe.as_mut().expect("a Tahoe world")
+    }
+
     /// Runs the CLI with this participant's config.
     pub fn cmd(&self, args: &[&str]) -> Output {
         Command::new(BIN)
@@ -464,10 +612,12 @@ pub fn expect(entries: &[(&str, Option<&[u8]>)]) -> Tree {
     t
 }
 
-/// Waits until `cond` holds; on timeout panics with `what`, the
+/// Waits until `cond` holds, up to the longest of the participants'
+/// [timeouts](Participant::timeout); on timeout panics with `what`, the
 /// participants' trees and their daemon logs.
 pub fn wait_until(what: &str, ps: &[&Participant], mut cond: impl FnMut() -> bool) {
-    wait_until_for(what, TIMEOUT, ps, &mut cond)
+    let timeout = ps.iter().map(|p| p.timeout).max().unwrap_or(TIMEOUT);
+    wait_until_for(what, timeout, ps, &mut cond)
 }
 
 /// [`wait_until`] with an explicit deadline.

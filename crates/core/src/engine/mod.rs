@@ -696,7 +696,7 @@ impl<S: Store> Engine<S> {
                     self.found_copies.insert((path.clone(), author), actual);
                 }
             }
-            (Purpose::Adopt(info), WriteOutcome::Changed(actual)) if shows(&info, actual) => {
+            (Purpose::Adopt(info), WriteOutcome::Changed(actual)) if self.was_adopting(&path, &info, actual) => {
                 // Written before a crash: the file already is that version.
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
@@ -1062,7 +1062,7 @@ impl<S: Store> Engine<S> {
     fn recognise_adopted(&mut self, path: &RelPath, state: LocalState) -> bool {
         let Some(cur) = self.current.get(path).cloned() else { return false };
         let (Some(w), LocalState::File(st)) = (cur.adopting.clone(), state) else { return false };
-        if self.busy.contains_key(path) || cur.local == state {
+        if self.busy.contains_key(path) || cur.local == state || !self.unsure.contains(path) {
             return false;
         }
         let Some(info) = self.lookup(&w) else { return false };
@@ -1076,6 +1076,14 @@ impl<S: Store> Engine<S> {
             self.work.insert(path.clone());
         }
         matches
+    }
+
+    /// True if an earlier run was writing `info` over `path` when it died,
+    /// and the file now shows that version: the write happened.
+    fn was_adopting(&self, path: &RelPath, info: &SnapshotInfo, actual: LocalState) -> bool {
+        self.unsure.contains(path)
+            && self.current.get(path).is_some_and(|c| c.adopting.as_ref() == Some(&info.cap))
+            && shows(info, actual)
     }
 
     fn clear_adopting(&mut self, path: &RelPath) {

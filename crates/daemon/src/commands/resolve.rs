@@ -7,14 +7,23 @@
 //! every participant. So `resolve` needs no special channel to the daemon;
 //! it changes the files and asks the daemon to scan now:
 //!
-//! * `--mine`: keep `PATH` as it is; every copy goes.
-//! * `--use NAME`: `PATH` becomes the version in `PATH.conflict-NAME`
-//!   (written atomically with the copy's content and mtime); every copy
-//!   goes. (Copies are named after the author of the version they hold, so
-//!   on the machine of the participant whose version lost, `--use` with
-//!   their own name brings it back.)
-//! * `--theirs`: `--use` the only conflicting participant; refused when
-//!   there are several (say which with `--use`).
+//! Every participant shows the same winner as `PATH`, and each losing
+//! version as a copy named after its author (`PATH.conflict-bob`, or
+//! `PATH.conflict-bob-1a2b3c` when bob has several). So "mine" is wherever
+//! my version is: the file itself if it won, my copy if it lost.
+//!
+//! * `--mine`: my version wins: my copy replaces `PATH` if I have one, else
+//!   `PATH` stays as it is; every copy goes.
+//! * `--theirs`: the other participant's version wins: their copy replaces
+//!   `PATH` if the copy is theirs, else (`PATH` is theirs) `PATH` stays;
+//!   refused when several others conflict (say which with `--use`).
+//! * `--use LABEL`: `PATH` becomes the version in `PATH.conflict-LABEL`
+//!   (written atomically with the copy's content and mtime), or stays as it
+//!   is when LABEL is the participant whose version `PATH` holds; every copy
+//!   goes.
+//!
+//! Deleting a copy by hand means "keep `PATH` as it is" for that version;
+//! moving a copy over `PATH` means "take that version".
 //!
 //! Nothing is deleted: replaced files and removed copies are moved into the
 //! folder's versions area (`.magic-folder/versions/`), like every overwrite
@@ -73,8 +82,19 @@ pub async fn resolve(
         bail!("{rel:?} has no conflict copies: nothing to resolve");
     }
     let names: Vec<&str> = copies.iter().map(|(p, _)| p.as_str()).collect();
+    let me = cfg.participant.as_str();
+    let mine: Vec<&str> = names.iter().copied().filter(|l| label_author(l) == me).collect();
+    let theirs: Vec<&str> = names.iter().copied().filter(|l| label_author(l) != me).collect();
+    let keeping_theirs = how == Resolution::Theirs;
     let winner = match how {
-        Resolution::Mine => None,
+        Resolution::Mine => match mine.as_slice() {
+            [] => None,
+            [one] => Some((*one).to_owned()),
+            several => bail!(
+                "{rel} has several versions of yours ({}): choose one with --use LABEL",
+                several.join(", ")
+            ),
+        },
         // Our own name with no copy of ours: the version on disk is ours.
         Resolution::Use(n) if n == cfg.participant && !names.contains(&n.as_str()) => None,
         Resolution::Use(n) => {
@@ -86,16 +106,16 @@ pub async fn resolve(
             }
             Some(n)
         }
-        Resolution::Theirs => {
-            if names.len() != 1 {
-                bail!(
-                    "{rel} conflicts with {} participants ({}): choose one with --use NAME, or --mine",
-                    names.len(),
-                    names.join(", ")
-                );
-            }
-            Some(names[0].to_owned())
-        }
+        Resolution::Theirs => match theirs.as_slice() {
+            // Every copy is ours: the file itself is theirs.
+            [] => None,
+            [one] => Some((*one).to_owned()),
+            several => bail!(
+                "{rel} conflicts with {} other versions ({}): choose one with --use LABEL, or --mine",
+                several.len(),
+                several.join(", ")
+            ),
+        },
     };
 
     let mut removed = Vec::new();
@@ -126,10 +146,25 @@ pub async fn resolve(
     Ok(ResolveOutcome {
         folder: cfg.name.clone(),
         path: rel.to_string(),
-        kept: winner.unwrap_or_else(|| cfg.participant.clone()),
+        kept: winner.unwrap_or_else(|| {
+            if keeping_theirs {
+                format!("theirs (already at {rel})")
+            } else {
+                cfg.participant.clone()
+            }
+        }),
         removed_copies: removed,
         daemon_notified: notified,
     })
+}
+
+/// The participant a copy label names: the label itself, or the label
+/// without its `-<6 hex digits>` version suffix.
+fn label_author(label: &str) -> &str {
+    match label.rsplit_once('-') {
+        Some((author, id)) if id.len() == 6 && id.bytes().all(|b| b.is_ascii_hexdigit()) => author,
+        _ => label,
+    }
 }
 
 /// Finds the folder holding `path` and the path relative to it.

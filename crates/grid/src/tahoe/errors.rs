@@ -12,7 +12,7 @@
 //! | 400 otherwise | we sent something malformed | `Protocol` |
 //! | 404 | missing child (only child lookups give 404) | `NoChild`, else `NotFound` |
 //! | 409 | `replace=false` and the name exists | `Exists` |
-//! | 410, or a 500 naming `NoSharesError` / `NotEnoughSharesError` / `UnrecoverableFileError` | not enough shares | `Unavailable` if some known server is not connected, else `NotFound` |
+//! | 410, or a 500 naming `NoSharesError` / `NotEnoughSharesError` / `UnrecoverableFileError` | not enough shares | `Unavailable` if the node is degraded (some known server not connected, none known, or fewer than `shares.happy` connected), else `NotFound` |
 //! | 500 `UncoordinatedWriteError` | another node wrote the same directory | `Unavailable` |
 //! | 500 `UploadUnhappinessError` | too few servers to place shares | `Unavailable` |
 //! | 500 `NotWriteableError`, or the `AssertionError` a read-only dir gives | not a write cap | `WrongKind` |
@@ -23,8 +23,10 @@
 //! Why 410 is split: "not enough shares" is what Tahoe says both for an
 //! object that never existed and for one whose servers are away. Only the
 //! second is worth retrying, so the caller (see `TahoeGrid::classify`) asks
-//! the node's welcome page whether every server it knows is connected; if all
-//! are, the shares really are missing and the error is permanent.
+//! the node's welcome page whether every server it knows is connected (and
+//! at least `shares.happy` of them, when the encoding is known; see
+//! `Health::degraded`); if so, the shares really are missing and the error is
+//! permanent.
 
 use reqwest::StatusCode;
 
@@ -125,8 +127,9 @@ pub(crate) fn is_share_shortage(status: StatusCode, body: &str) -> bool {
 }
 
 /// Maps a non-success answer. `servers_away` is only consulted for share
-/// shortages: `Some(true)` if the node knows servers it is not connected to,
-/// `Some(false)` if all are connected, `None` if that could not be learned
+/// shortages: `Some(true)` if the node is degraded (`Health::degraded`:
+/// it knows servers it is not connected to, or too few), `Some(false)` if
+/// not, `None` if that could not be learned
 /// (then the shortage is treated as transient, the safe side for a syncer:
 /// it retries later rather than concluding data is gone).
 pub(crate) fn map_status(

@@ -133,6 +133,18 @@ impl Health {
         self.connected_servers() >= self.encoding.unwrap_or(Encoding::TAHOE_DEFAULT).needed as usize
     }
 
+    /// True when a "not enough shares" answer may be the node's state rather
+    /// than the object's: it knows of no storage server, is not connected to
+    /// every server it knows, or (encoding known) to fewer than
+    /// `shares.happy` — e.g. a node just restarted, still hearing of
+    /// servers. Only when this is false is missing data taken as missing.
+    pub fn degraded(&self) -> bool {
+        let connected = self.connected_servers();
+        self.known_servers() == 0
+            || connected < self.known_servers()
+            || self.encoding.is_some_and(|e| connected < e.happy as usize)
+    }
+
     /// Parses the welcome page's JSON (`GET /?t=json`).
     pub(crate) fn parse(body: &[u8], encoding: Option<Encoding>) -> GridResult<Health> {
         let bad = |why: &str| {
@@ -222,6 +234,20 @@ mod tests {
         assert_eq!((h.introducers_connected, h.introducers_total), (1, 1));
         assert!(!h.can_write());
         assert!(h.can_read());
+        assert!(h.degraded(), "a known server is away");
+        let mut all = h.clone();
+        all.servers.retain(|s| s.connected);
+        assert!(all.degraded(), "2 connected < happy 3");
+        all.encoding = Some(Encoding {
+            needed: 1,
+            happy: 2,
+            total: 2,
+        });
+        assert!(!all.degraded(), "every known server, and happy");
+        all.encoding = None;
+        assert!(!all.degraded(), "unknown encoding: every known server");
+        all.servers.clear();
+        assert!(all.degraded(), "no server known yet");
         let h = Health {
             encoding: None,
             ..h

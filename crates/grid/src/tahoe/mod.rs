@@ -43,7 +43,8 @@
 //! `tahoe/errors.rs` module docs. In short:
 //! 404 → `NoChild`/`NotFound`, 409 → `Exists`, 400 → `Protocol` (`BadCap`
 //! for an unparseable cap), 410 → `Unavailable` when the node knows servers it
-//! is not connected to (or when that cannot be learned), else `NotFound`;
+//! is not connected to or has fewer than `shares.happy` connected (or when
+//! that cannot be learned), else `NotFound`;
 //! uncoordinated writes, unhappy uploads and transport failures →
 //! `Unavailable`. Only `Unavailable` is [`GridError::is_transient`].
 //!
@@ -429,7 +430,7 @@ impl TahoeGrid {
         };
         let servers_away = if errors::is_share_shortage(status, &body) {
             match self.health().await {
-                Ok(h) => Some(h.known_servers() == 0 || h.connected_servers() < h.known_servers()),
+                Ok(h) => Some(h.degraded()),
                 Err(_) => None,
             }
         } else {
