@@ -441,6 +441,13 @@ impl Pair {
         Some((a.hwm_kib as f64 / 1024.0, b.hwm_kib as f64 / 1024.0))
     }
 
+    /// CPU time both daemons have used so far, seconds.
+    fn cpu_s(&self) -> (f64, f64) {
+        let tick = clock_ticks_per_s() as f64;
+        let of = |p: &Participant| p.sample().map_or(f64::NAN, |s| s.cpu_ticks as f64 / tick);
+        (of(&self.alice), of(&self.bob))
+    }
+
     /// Waits until both daemons have been up to date for a whole second.
     fn settle(&self, timeout: Duration) -> Result<()> {
         let mut since: Option<Instant> = None;
@@ -557,9 +564,11 @@ impl Bench<'_> {
         let mut arrival = Arrival::new(&pair.bob.dir, &expected);
         let timeout = Duration::from_secs(60) + Duration::from_millis(50) * n as u32;
         eprintln!("  syncing…");
+        let cpu0 = pair.cpu_s();
         let t0 = Instant::now();
         move_children_into(&payload, &pair.alice.dir)?;
         let took = wait_for(t0, timeout, || arrival.check())?;
+        let cpu = cpu_delta(cpu0, pair.cpu_s());
         let mut f = Figure::new("W1", format!("{} × 4 KiB in {dirs} dirs", thousands(n)));
         f.copy_s = Some(copy_s);
         f.read_s = Some(read_s);
@@ -574,14 +583,24 @@ impl Bench<'_> {
             Some(t) => {
                 let s = t.as_secs_f64();
                 f.value = Some(s);
-                f.detail = format!("{:.0} files/s", n as f64 / s);
+                f.detail = format!(
+                    "{:.0} files/s; CPU {:.1} + {:.1} s",
+                    n as f64 / s,
+                    cpu.0,
+                    cpu.1
+                );
                 if targeted {
                     f.target = Some(("≤ 2× cp+fsync".into(), s <= 2.0 * copy_s));
                 }
             }
             None => f.failure = Some(format!("timeout after {:.0} s", timeout.as_secs_f64())),
         }
-        f.extra = json!({ "files": n, "dirs": dirs, "missing_at_end": arrival.missing() });
+        f.extra = json!({
+            "files": n,
+            "dirs": dirs,
+            "missing_at_end": arrival.missing(),
+            "cpu_s": { "alice": cpu.0, "bob": cpu.1 },
+        });
         pair.finish();
         let _ = fs::remove_dir_all(&root);
         Ok(f)
@@ -615,9 +634,11 @@ impl Bench<'_> {
         let mut arrival = Arrival::new(&pair.bob.dir, &expected);
         let timeout = Duration::from_secs(60) + Duration::from_millis(200) * mib as u32;
         eprintln!("  syncing…");
+        let cpu0 = pair.cpu_s();
         let t0 = Instant::now();
         move_children_into(&payload, &pair.alice.dir)?;
         let took = wait_for(t0, timeout, || arrival.check())?;
+        let cpu = cpu_delta(cpu0, pair.cpu_s());
         let disk = copy.mib_per_s();
         let speed = disk.min(aead_mib_s);
         let limit_s = mib as f64 / speed;
@@ -636,7 +657,12 @@ impl Bench<'_> {
             Some(t) => {
                 let s = t.as_secs_f64();
                 f.value = Some(s);
-                f.detail = format!("{:.0} MiB/s", mib as f64 / s);
+                f.detail = format!(
+                    "{:.0} MiB/s; CPU {:.1} + {:.1} s",
+                    mib as f64 / s,
+                    cpu.0,
+                    cpu.1
+                );
                 f.target = Some(if mib >= 1024 {
                     (
                         "≤ 1.5× min(disk, AES-GCM); RSS ≤ 64 MiB".into(),
@@ -654,6 +680,7 @@ impl Bench<'_> {
             "aes256gcm_mib_per_s": aead_mib_s,
             "limit_s": limit_s,
             "limit_name": if disk <= aead_mib_s { "copy+fsync" } else { "AES-GCM" },
+            "cpu_s": { "alice": cpu.0, "bob": cpu.1 },
         });
         pair.finish();
         let _ = fs::remove_dir_all(&root);
@@ -1166,6 +1193,11 @@ fn same_tree(a: &Path, b: &Path) -> Result<std::result::Result<(), String>> {
         }
     }
     Ok(Ok(()))
+}
+
+/// CPU seconds each daemon used between two [`Pair::cpu_s`] readings.
+fn cpu_delta(before: (f64, f64), after: (f64, f64)) -> (f64, f64) {
+    (after.0 - before.0, after.1 - before.1)
 }
 
 fn median_max(samples: &[f64]) -> (f64, f64) {

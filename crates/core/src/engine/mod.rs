@@ -777,11 +777,6 @@ fn winner(heads: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
 /// without a file, labelled `<author>-t<id>`, remembered and published so
 /// that what it superseded stays superseded everywhere.
 fn copy_labels<'a>(losers: &[&'a SnapshotInfo], winner: &SnapshotInfo) -> Vec<(String, &'a SnapshotInfo)> {
-    use sha2::Digest;
-    let short = |c: &Cap| {
-        let d = sha2::Sha256::digest(c.as_str().as_bytes());
-        d[..3].iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
     let needs_copy =
         |h: &SnapshotInfo| matches!(h.content, Content::File { .. }) && !same_content(&h.content, &winner.content);
     losers
@@ -789,15 +784,36 @@ fn copy_labels<'a>(losers: &[&'a SnapshotInfo], winner: &SnapshotInfo) -> Vec<(S
         .map(|h| {
             let copies_by_author = losers.iter().filter(|o| o.author == h.author && needs_copy(o)).count();
             let label = if !needs_copy(h) {
-                format!("{}-t{}", h.author, short(&h.cap))
+                marker_label(h)
             } else if copies_by_author == 1 {
                 h.author.clone()
             } else {
-                format!("{}-{}", h.author, short(&h.cap))
+                unique_label(h)
             };
             (label, *h)
         })
         .collect()
+}
+
+/// A label no other version can have: the author plus a short id of the
+/// version (`t` in front for a marker, as in [`copy_labels`]).
+fn unique_label(h: &SnapshotInfo) -> String {
+    match h.content {
+        Content::File { .. } => format!("{}-{}", h.author, short_id(&h.cap)),
+        _ => marker_label(h),
+    }
+}
+
+/// The label of a marker: `<author>-t<id>`.
+fn marker_label(h: &SnapshotInfo) -> String {
+    format!("{}-t{}", h.author, short_id(&h.cap))
+}
+
+/// Six hex digits that tell versions apart in labels.
+fn short_id(cap: &Cap) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(cap.as_str().as_bytes());
+    d[..3].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// True for the label of a marker (a record with no file; see [`copy_labels`]).
@@ -991,7 +1007,21 @@ impl<S: Store> Engine<S> {
         let Some(w) = winner(heads).cloned() else { return false };
         let cur = self.current.get(path).cloned();
         let losers: Vec<&SnapshotInfo> = heads.iter().filter(|h| h.cap != w.cap).collect();
-        let wanted = copy_labels(&losers, &w);
+        // A label still held by another version we keep (e.g. the winner's
+        // copy, until the winner is in the file) is never taken over: that
+        // would forget the other version. Use the version's own id instead.
+        let cur_cap = self.current.get(path).map(|c| c.snapshot.clone());
+        let kept = |cap: &Cap| heads.iter().any(|h| h.cap == *cap) || cur_cap.as_ref() == Some(cap);
+        let wanted: Vec<(String, &SnapshotInfo)> = copy_labels(&losers, &w)
+            .into_iter()
+            .map(|(label, h)| {
+                let holder = self.conflicts.get(path).and_then(|m| m.get(&label)).map(|r| r.snapshot.clone());
+                match holder {
+                    Some(other) if other != h.cap && kept(&other) => (unique_label(h), h),
+                    _ => (label, h),
+                }
+            })
+            .collect();
         for (label, h) in &wanted {
             let record = self.conflicts.get(path).and_then(|m| m.get(label)).cloned();
             let marker = is_marker_label(label);
