@@ -448,6 +448,32 @@ impl Pair {
         (of(&self.alice), of(&self.bob))
     }
 
+    /// Waits for `arrival` at bob's; also notes when alice was done (her
+    /// status showed work, then none: everything uploaded and published),
+    /// in seconds after `t0`, to tell the upload from the download side.
+    fn wait_arrival(
+        &self,
+        t0: Instant,
+        timeout: Duration,
+        arrival: &mut Arrival,
+    ) -> Result<(Option<Duration>, Option<f64>)> {
+        let (mut busy, mut done) = (false, None);
+        let took = wait_for(t0, timeout, || {
+            if done.is_none() {
+                if let Some(s) = self.alice.status() {
+                    let idle = s["queued"] == 0 && s["in_flight"] == 0 && s["unpublished"] == 0;
+                    if !idle {
+                        busy = true;
+                    } else if busy {
+                        done = Some(t0.elapsed().as_secs_f64());
+                    }
+                }
+            }
+            arrival.check()
+        })?;
+        Ok((took, done))
+    }
+
     /// Waits until both daemons have been up to date for a whole second.
     fn settle(&self, timeout: Duration) -> Result<()> {
         let mut since: Option<Instant> = None;
@@ -567,7 +593,7 @@ impl Bench<'_> {
         let cpu0 = pair.cpu_s();
         let t0 = Instant::now();
         move_children_into(&payload, &pair.alice.dir)?;
-        let took = wait_for(t0, timeout, || arrival.check())?;
+        let (took, alice_done) = pair.wait_arrival(t0, timeout, &mut arrival)?;
         let cpu = cpu_delta(cpu0, pair.cpu_s());
         let mut f = Figure::new("W1", format!("{} × 4 KiB in {dirs} dirs", thousands(n)));
         f.copy_s = Some(copy_s);
@@ -584,8 +610,9 @@ impl Bench<'_> {
                 let s = t.as_secs_f64();
                 f.value = Some(s);
                 f.detail = format!(
-                    "{:.0} files/s; CPU {:.1} + {:.1} s",
+                    "{:.0} files/s; alice done {}; CPU {:.1} + {:.1} s",
                     n as f64 / s,
+                    alice_done.map_or("?".into(), |d| format!("{d:.1} s")),
                     cpu.0,
                     cpu.1
                 );
@@ -600,6 +627,7 @@ impl Bench<'_> {
             "dirs": dirs,
             "missing_at_end": arrival.missing(),
             "cpu_s": { "alice": cpu.0, "bob": cpu.1 },
+            "alice_done_s": alice_done,
         });
         pair.finish();
         let _ = fs::remove_dir_all(&root);
@@ -637,7 +665,7 @@ impl Bench<'_> {
         let cpu0 = pair.cpu_s();
         let t0 = Instant::now();
         move_children_into(&payload, &pair.alice.dir)?;
-        let took = wait_for(t0, timeout, || arrival.check())?;
+        let (took, alice_done) = pair.wait_arrival(t0, timeout, &mut arrival)?;
         let cpu = cpu_delta(cpu0, pair.cpu_s());
         let disk = copy.mib_per_s();
         let speed = disk.min(aead_mib_s);
@@ -681,6 +709,7 @@ impl Bench<'_> {
             "limit_s": limit_s,
             "limit_name": if disk <= aead_mib_s { "copy+fsync" } else { "AES-GCM" },
             "cpu_s": { "alice": cpu.0, "bob": cpu.1 },
+            "alice_done_s": alice_done,
         });
         pair.finish();
         let _ = fs::remove_dir_all(&root);

@@ -136,7 +136,25 @@ impl Participant {
             .append(true)
             .open(&self.log)?;
         writeln!(log, "===== start =====")?;
-        let child = Command::new(&self.bin)
+        // For profiling: MF_BENCH_WRAP="perf record -g -o /tmp/{name}.data --"
+        // runs each daemon under that command ({name}: the participant).
+        // The CPU and memory figures are then the wrapper's.
+        let wrap: Vec<String> = std::env::var("MF_BENCH_WRAP")
+            .map(|w| {
+                w.split_whitespace()
+                    .map(|a| a.replace("{name}", &self.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut cmd = match wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("run")

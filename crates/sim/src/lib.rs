@@ -145,6 +145,9 @@ pub struct Outcome {
     pub virtual_ms: u64,
     /// Conflict copies present at the end (per participant).
     pub conflict_copies: usize,
+    /// The tree every participant ended with: path → file content, or
+    /// `None` for a directory.
+    pub tree: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 /// A failing run.
@@ -239,8 +242,7 @@ impl World {
 
     /// Moves every engine's fresh actions into flight with random latencies.
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(action) = self.people[i].engine.as_mut().and_then(|e| e.poll_action()) else { break };
+        while let Some(action) = self.people[i].engine.as_mut().and_then(|e| e.poll_action()) {
             let latency = match action {
                 Action::Scan => self.rng.u64(5..200),
                 _ => self.rng.u64(1..150),
@@ -751,6 +753,18 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
             effects: w.effects,
             virtual_ms: w.now,
             conflict_copies: w.people[0].fs.nodes.keys().filter(|k| k.as_conflict_copy().is_some()).count(),
+            tree: w.people[0]
+                .fs
+                .nodes
+                .iter()
+                .map(|(k, n)| {
+                    let content = match n {
+                        Node::File { content, .. } => Some(content.clone()),
+                        Node::Dir => None,
+                    };
+                    (k.to_string(), content)
+                })
+                .collect(),
         }),
         Err(violation) => {
             let keep = w.trace.len().saturating_sub(400);

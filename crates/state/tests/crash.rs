@@ -67,7 +67,7 @@ fn batch(i: u64) -> Vec<Change> {
         },
         content: Content::Dir,
         mtime_s: i as i64,
-        generation: i as u64,
+        generation: i,
     }));
     out.push(Change::PutConflict(Conflict {
         path: RelPath::new(COUNTER).unwrap(),

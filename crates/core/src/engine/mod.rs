@@ -493,13 +493,7 @@ impl<S: Store> Engine<S> {
         let known = self.current.get(&path).map_or(LocalState::Absent, |c| c.local);
         if known == state && !self.busy.contains_key(&path) {
             self.observed.remove(&path);
-            if self.current.get(&path).is_some_and(|c| c.adopting.is_some()) {
-                // The file is still our version: an adoption cut short by a
-                // crash never reached the disk.
-                self.clear_adopting(&path);
-                self.unsure.remove(&path);
-                self.work.insert(path);
-            }
+            self.confirm_unchanged(&path);
         } else {
             self.observed.insert(path.clone(), state);
             self.work.insert(path);
@@ -861,6 +855,7 @@ impl<S: Store> Engine<S> {
                 return;
             }
             self.observed.remove(path);
+            self.confirm_unchanged(path);
         }
         let resolving = self.resolved_caps(path);
         if !resolving.is_empty() {
@@ -1114,6 +1109,16 @@ impl<S: Store> Engine<S> {
         self.unsure.contains(path)
             && self.current.get(path).is_some_and(|c| c.adopting.as_ref() == Some(&info.cap))
             && shows(info, actual)
+    }
+
+    /// The file was seen to be exactly our recorded version: an adoption
+    /// that a crash cut short never reached the disk.
+    fn confirm_unchanged(&mut self, path: &RelPath) {
+        if self.current.get(path).is_some_and(|c| c.adopting.is_some()) {
+            self.clear_adopting(path);
+            self.unsure.remove(path);
+            self.work.insert(path.clone());
+        }
     }
 
     fn clear_adopting(&mut self, path: &RelPath) {
