@@ -7,8 +7,8 @@
 //! resolutions, crashes, participants going offline and the grid going away —
 //! and every effect the engines ask for completes after a seeded random
 //! latency, so effects of different participants (and of one participant)
-//! interleave and reorder freely, and users act between an engine's decision
-//! and its effect.
+//! interleave and reorder freely, users act between an engine's decision
+//! and its effect, and any grid request may fail on its own.
 //!
 //! After the schedule the world is left alone until it settles, and the
 //! invariants are checked ([`check_invariants`]):
@@ -363,8 +363,11 @@ impl World {
     /// Carries out an action against the world; returns its event.
     fn apply(&mut self, i: usize, action: &Action) -> Event {
         self.effects += 1;
+        // Besides outages, any single grid request may fail (a timeout, a
+        // dropped connection): 3 % of them when outages are on.
+        let flaky = self.cfg.outages && !matches!(action, Action::Scan) && self.rng.u32(..100) < 3;
         let faults = EffectFaults {
-            grid_away: self.now < self.grid_away_until || self.now < self.people[i].offline_until,
+            grid_away: flaky || self.now < self.grid_away_until || self.now < self.people[i].offline_until,
             skip_last_moment_check: self.cfg.plant_skip_last_moment_check,
         };
         let p = &mut self.people[i];
