@@ -879,6 +879,13 @@ fn chaos_three_participants_with_kill_9() {
         c.versions.len(),
         c.kills
     );
+    // Transient problems (a kill in the middle of a transfer, say) are
+    // expected and allowed; they are printed to look at, not checked.
+    for p in &c.ps {
+        for e in p.status()["errors"].as_array().into_iter().flatten() {
+            eprintln!("  {} reported: {}", p.name, e["message"]);
+        }
+    }
     for p in &mut c.ps {
         p.stop();
     }

@@ -20,9 +20,10 @@
 //! and call [`Executor::execute`] from as many tasks as needed; every method
 //! takes `&self`.
 
+use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
@@ -90,6 +91,9 @@ pub struct Executor<G: Grid> {
     own_read: Option<Capability>,
     umask: u32,
     ignore: RwLock<Arc<IgnoreRules>>,
+    /// Per participant, a digest of the directory listing last given to
+    /// the engine (see [`Executor::poll`]).
+    last_polled: Mutex<HashMap<String, [u8; 32]>>,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -126,6 +130,7 @@ impl<G: Grid> Executor<G> {
             own_read,
             umask: config.umask,
             ignore: RwLock::new(Arc::new(config.ignore)),
+            last_polled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -137,6 +142,11 @@ impl<G: Grid> Executor<G> {
     /// Replaces the ignore rules (after `.magic-folder-ignore` changed).
     pub fn set_ignore(&self, rules: IgnoreRules) {
         *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        // Listings are filtered by the rules: give the engine fresh ones.
+        self.last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn rules(&self) -> Arc<IgnoreRules> {
@@ -228,36 +238,74 @@ impl<G: Grid> Executor<G> {
                 None => to_list.push((name, entry.cap)),
             }
         }
-        let listed: Vec<RemoteListing> = stream::iter(to_list)
+        let listed: Vec<(RemoteListing, Option<[u8; 32]>)> = stream::iter(to_list)
             .map(|(name, cap)| self.list_participant(name, cap, &rules))
             .buffer_unordered(POLL_PARALLELISM)
             .collect()
             .await;
-        out.extend(listed);
+        // A directory listed exactly as last time is left out: the engine
+        // keeps the last listing of each participant and only looks at what
+        // differs from it, so an identical listing would change nothing —
+        // but decoding it (and comparing every entry) costs O(entries) on
+        // every poll, which is most of an idle daemon's CPU time.
+        let mut last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
+        for (listing, digest) in listed {
+            match digest {
+                Some(d) if last.get(&listing.participant) == Some(&d) => {}
+                Some(d) => {
+                    last.insert(listing.participant.clone(), d);
+                    out.push(listing);
+                }
+                None => {
+                    last.remove(&listing.participant);
+                    out.push(listing);
+                }
+            }
+        }
+        drop(last);
         out.sort_by(|a, b| a.participant.cmp(&b.participant));
         Ok(out)
     }
 
-    /// Lists one participant's personal directory and decodes it.
+    /// Lists one participant's personal directory and decodes it. Also
+    /// returns a digest of what was listed (`None` if it could not be);
+    /// when the digest is the one the engine was last given for this
+    /// participant, the listing is left empty (the caller drops it).
     async fn list_participant(
         &self,
         participant: String,
         cap: Capability,
         rules: &IgnoreRules,
-    ) -> RemoteListing {
+    ) -> (RemoteListing, Option<[u8; 32]>) {
         let children = match self.grid.list(&cap).await {
             Ok(c) => c,
             Err(e) => {
-                return RemoteListing {
+                let listing = RemoteListing {
                     entries: Err(grid_error(
                         &format!("cannot list {participant}'s directory"),
                         e,
                     )),
                     participant,
                     rejected: Vec::new(),
-                }
+                };
+                return (listing, None);
             }
         };
+        let digest = listing_digest(&cap, &children);
+        let unchanged = self
+            .last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&participant)
+            == Some(&digest);
+        if unchanged {
+            let listing = RemoteListing {
+                participant,
+                entries: Ok(Listing::new()),
+                rejected: Vec::new(),
+            };
+            return (listing, Some(digest));
+        }
         let mut rejected = Vec::new();
         let mut listing = Listing::new();
         for (name, entry) in children {
@@ -289,11 +337,12 @@ impl<G: Grid> Executor<G> {
             }
             listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
         }
-        RemoteListing {
+        let listing = RemoteListing {
             participant,
             entries: Ok(listing),
             rejected,
-        }
+        };
+        (listing, Some(digest))
     }
 
     // ----- Fetch --------------------------------------------------------
@@ -588,6 +637,23 @@ impl<G: Grid> Executor<G> {
         let rel = path.clone();
         blocking(move || fsops::stat(&root, &rel)).await
     }
+}
+
+/// A digest of a personal directory's listing: its capability and every
+/// entry's name and capability (all the poll looks at).
+fn listing_digest(dir: &Capability, children: &DirChildren) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(dir.as_str().as_bytes());
+    for (name, entry) in children {
+        field(name.as_bytes());
+        field(entry.cap.as_str().as_bytes());
+    }
+    h.finalize().into()
 }
 
 /// Runs blocking filesystem work off the async threads.

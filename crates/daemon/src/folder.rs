@@ -491,7 +491,14 @@ pub async fn run<G: Grid>(
                 let s = folder_status(&config, &clock, engine.status());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
             }
-            _ = gate_changed(&mut gate) => log_gate(gate.as_ref(), parked.len()),
+            _ = gate_changed(&mut gate) => {
+                log_gate(gate.as_ref(), parked.len());
+                if gate.as_ref().is_some_and(|g| g.closed().is_none()) {
+                    // The grid is back: what failed while it was away need
+                    // not wait out its backoff.
+                    engine.retry_now(clock.now());
+                }
+            }
         }
     }
 

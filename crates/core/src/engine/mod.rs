@@ -180,6 +180,9 @@ pub struct Engine<S: Store> {
     ops: HashMap<OpId, Op>,
     /// Paths waiting to retry after a failure.
     backoff: BTreeMap<RelPath, Backoff>,
+    /// Consecutive failures per path (kept while its backoff fires and is
+    /// retried, so the delay grows; cleared by a success).
+    failures: HashMap<RelPath, u32>,
     /// Paths whose file may or may not have been overwritten by an adoption
     /// that a crash cut short (the `adopting` record came from a previous
     /// run): until that is settled, a local edit claims no parent.
@@ -238,6 +241,7 @@ impl<S: Store> Engine<S> {
             busy: HashMap::new(),
             ops: HashMap::new(),
             backoff: BTreeMap::new(),
+            failures: HashMap::new(),
             not_empty: HashMap::new(),
             found_copies: BTreeMap::new(),
             unsure,
@@ -376,6 +380,25 @@ impl<S: Store> Engine<S> {
             errors: self.errors.iter().cloned().collect(),
             fatal: self.fatal.clone(),
         }
+    }
+
+    /// Makes every pending retry (paths, snapshot fetches, publishing) due
+    /// now, keeping its failure count: for when the driver learns that the
+    /// grid is back, so work does not wait out a long backoff.
+    pub fn retry_now(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        for b in self.backoff.values_mut() {
+            b.due = self.now;
+        }
+        for f in self.fetching.values_mut() {
+            if let Some(b) = f.backoff.as_mut() {
+                b.due = self.now;
+            }
+        }
+        if let Some(b) = self.publish_backoff.as_mut() {
+            b.due = self.now;
+        }
+        self.handle_timeout(now);
     }
 
     /// What the engine is waiting on, in one line, for diagnostics.
@@ -559,6 +582,7 @@ impl<S: Store> Engine<S> {
         let Some(Op::Upload { path, local: sent, resolving }) = self.finish(op) else { return };
         match result {
             UploadOutcome::Done(info) => {
+                self.failures.remove(&path);
                 let local = match &info.content {
                     Content::Deleted => LocalState::Absent,
                     Content::Dir => LocalState::Dir,
@@ -581,8 +605,7 @@ impl<S: Store> Engine<S> {
             }
             UploadOutcome::Failed(e) => {
                 self.error(Some(path.clone()), format!("upload failed: {}", e.message));
-                let prev = self.backoff.get(&path).copied();
-                self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                self.retry_later(&path);
             }
         }
         self.work.insert(path);
@@ -620,6 +643,9 @@ impl<S: Store> Engine<S> {
     fn on_written(&mut self, op: OpId, result: WriteOutcome) {
         let Some(Op::Write { path, purpose }) = self.finish(op) else { return };
         self.work.insert(path.clone());
+        if matches!(result, WriteOutcome::Done(_)) {
+            self.failures.remove(&path);
+        }
         match (purpose, result) {
             (Purpose::Adopt(info), WriteOutcome::Done(state)) => {
                 self.not_empty.remove(&path);
@@ -649,8 +675,7 @@ impl<S: Store> Engine<S> {
                     self.set_current(&path, Current { snapshot: info.cap.clone(), local: LocalState::Absent, published: false, adopting: None });
                     self.observed.insert(path.clone(), LocalState::Dir);
                 } else {
-                    let prev = self.backoff.get(&path).copied();
-                    self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                    self.retry_later(&path);
                 }
             }
             (Purpose::Copy { author, snapshot }, WriteOutcome::Done(state)) => {
@@ -684,8 +709,7 @@ impl<S: Store> Engine<S> {
                 // the versions area instead of failing again.
                 if matches!(actual, LocalState::Dir) {
                     self.error(Some(path.clone()), format!("a directory is in the way of the conflict copy from {author}"));
-                    let prev = self.backoff.get(&path).copied();
-                    self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                    self.retry_later(&path);
                 } else {
                     self.found_copies.insert((path.clone(), author), actual);
                 }
@@ -712,8 +736,7 @@ impl<S: Store> Engine<S> {
             (_, WriteOutcome::Failed(e)) => {
                 self.clear_adopting(&path);
                 self.error(Some(path.clone()), format!("writing failed: {}", e.message));
-                let prev = self.backoff.get(&path).copied();
-                self.backoff.insert(path.clone(), Backoff::after_failure(prev, self.now));
+                self.retry_later(&path);
             }
         }
     }
@@ -1395,6 +1418,14 @@ impl<S: Store> Engine<S> {
     fn fail(&mut self, e: StoreError) {
         self.fatal = Some(e.to_string());
         self.out.clear();
+    }
+
+    /// Schedules another try of a path after a failure, later each time.
+    fn retry_later(&mut self, path: &RelPath) {
+        let attempts = self.failures.entry(path.clone()).or_insert(0);
+        *attempts += 1;
+        let prev = Backoff { due: self.now, attempts: *attempts - 1 };
+        self.backoff.insert(path.clone(), Backoff::after_failure(Some(prev), self.now));
     }
 
     fn error(&mut self, path: Option<RelPath>, message: String) {

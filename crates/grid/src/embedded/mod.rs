@@ -85,6 +85,8 @@ struct Inner {
     convergence_secret: Key32,
     chunk_size: u32,
     write_stripes: Vec<tokio::sync::Mutex<()>>,
+    /// The last listing of recently listed mutable directories.
+    lists: mutable::ListCache,
 }
 
 impl std::fmt::Debug for EmbeddedGrid {
@@ -130,6 +132,7 @@ impl EmbeddedGrid {
                 write_stripes: (0..WRITE_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                lists: mutable::ListCache::default(),
             }),
         }
     }
@@ -157,6 +160,7 @@ impl EmbeddedGrid {
             write_stripes: (0..WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            lists: mutable::ListCache::default(),
         };
         Ok(EmbeddedGrid {
             inner: Arc::new(inner),
@@ -344,9 +348,10 @@ impl Grid for EmbeddedGrid {
                 dirnode::decode(&bytes, None, &name)
             }
             EmbeddedCap::DirWrite(keys) => {
-                mutable::list(&inner.store, &keys.read, Some(&keys.child_writecap_key))
+                let writecap_key = Some(&keys.child_writecap_key);
+                mutable::list(&inner.store, &inner.lists, &keys.read, writecap_key)
             }
-            EmbeddedCap::DirRead(keys) => mutable::list(&inner.store, &keys, None),
+            EmbeddedCap::DirRead(keys) => mutable::list(&inner.store, &inner.lists, &keys, None),
             EmbeddedCap::Immutable { dir: false, .. } => Err(GridError::WrongKind {
                 expected: "a directory capability",
                 got: CapKind::ImmutableFile,
