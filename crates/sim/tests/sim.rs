@@ -28,6 +28,9 @@ fn fixed_seeds_converge_and_lose_nothing() {
             Ok(o) => effects += o.effects,
             Err(report) => panic!("{report}"),
         }
+        if (seed - start + 1) % 10_000 == 0 {
+            eprintln!("{} seeds passed (up to seed {seed})", seed - start + 1);
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     println!("{n} seeds, {effects} effects in {secs:.1} s ({:.1} runs/s)", n as f64 / secs);
