@@ -67,6 +67,10 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often status is copied into the state database.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
+/// How often replaced files older than the retention period are removed
+/// from the versions area (also once at start).
+const PRUNE_VERSIONS_EVERY: Duration = Duration::from_secs(3600);
+
 /// Setting keys in the state database.
 const KEY_LAST_SCAN: &str = "daemon.last_scan_unix_ms";
 const KEY_LAST_POLL: &str = "daemon.last_poll_unix_ms";
@@ -408,12 +412,12 @@ pub async fn run<G: Grid>(
     let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
     let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
     // Without a watcher the folder still syncs, through periodic scans.
-    let watcher = match crate::watch::spawn(
-        config.local_path.clone(),
-        ignore,
-        config.pending_delay(),
-        watch_tx,
-    ) {
+    // (Setting the watches walks the tree: not on the async threads.)
+    let (root, delay) = (config.local_path.clone(), config.pending_delay());
+    let spawned = tokio::task::spawn_blocking(move || crate::watch::spawn(root, ignore, delay, watch_tx))
+        .await
+        .map_err(|e| format!("starting the watcher: {e}"))?;
+    let watcher = match spawned {
         Ok(w) => Some(w),
         Err(e) => {
             error!(
@@ -431,6 +435,9 @@ pub async fn run<G: Grid>(
     let mut parked: VecDeque<Action> = VecDeque::new();
     let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
     persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The versions area keeps replaced files for a while, then lets them go.
+    let mut prune_tick = tokio::time::interval(PRUNE_VERSIONS_EVERY);
+    prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         let gate_closed = gate.as_ref().is_some_and(WriteGate::is_closed);
@@ -468,7 +475,12 @@ pub async fn run<G: Grid>(
                 }
             },
             msg = watch_rx.recv(), if watcher_alive => match msg {
-                Some(WatchMsg::Changed(changes)) => engine.handle(clock.now(), Event::LocalChanged(changes)),
+                Some(WatchMsg::Changed(changes)) => {
+                    if changes.iter().any(|(p, _)| p.as_str() == crate::ignore::IGNORE_FILE) {
+                        reload_ignore(&config, &executor, watcher.as_ref(), &mut engine);
+                    }
+                    engine.handle(clock.now(), Event::LocalChanged(changes))
+                }
                 Some(WatchMsg::Rescan(why)) => {
                     info!("rescanning: {why}");
                     engine.request_scan();
@@ -487,6 +499,16 @@ pub async fn run<G: Grid>(
                 }
             },
             _ = sleep_until_opt(deadline) => engine.handle_timeout(clock.now()),
+            _ = prune_tick.tick() => {
+                let root = config.local_path.clone();
+                tokio::task::spawn_blocking(move || {
+                    match crate::fsops::prune_versions(&root, crate::fsops::DEFAULT_VERSION_RETENTION) {
+                        Ok(st) if st.files > 0 => info!(files = st.files, bytes = st.bytes, "pruned old versions"),
+                        Ok(_) => {}
+                        Err(e) => warn!("pruning the versions area: {e}"),
+                    }
+                });
+            }
             _ = persist_tick.tick() => {
                 let s = folder_status(&config, &clock, engine.status());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
@@ -546,6 +568,28 @@ fn gated(mut s: FolderStatus, gate: Option<&WriteGate>, parked: usize) -> Folder
         s.errors.sort_by_key(|e| e.at);
     }
     s
+}
+
+/// The ignore file changed: everyone uses the new rules, and a scan finds
+/// what they now include. (Paths they now exclude are left alone: never
+/// taken for deleted.)
+fn reload_ignore<G: Grid>(
+    config: &FolderConfig,
+    executor: &Executor<G>,
+    watcher: Option<&crate::watch::WatchHandle>,
+    engine: &mut Engine<SqliteStore>,
+) {
+    match crate::ignore::IgnoreRules::load(&config.local_path) {
+        Ok(rules) => {
+            info!("ignore rules changed; rescanning");
+            if let Some(w) = watcher {
+                w.set_ignore(rules.clone());
+            }
+            executor.set_ignore(rules);
+            engine.request_scan();
+        }
+        Err(e) => warn!("{}: {e}; keeping the previous rules", crate::ignore::IGNORE_FILE),
+    }
 }
 
 /// Resolves when the gate's state changes; never without a gate.
