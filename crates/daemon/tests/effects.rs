@@ -233,32 +233,6 @@ fn scan_refuses_a_missing_folder_or_marker() {
     );
 }
 
-/// Not a correctness test: `cargo test --release -p mf-daemon --test effects
-/// scan_speed -- --ignored --nocapture` prints entries per second.
-#[test]
-#[ignore]
-fn scan_speed() {
-    let (_t, root) = folder();
-    for d in 0..1000 {
-        let dir = root.join(format!("dir{d}"));
-        fs::create_dir(&dir).unwrap();
-        for f in 0..100 {
-            fs::write(dir.join(format!("file{f}.txt")), "x").unwrap();
-        }
-    }
-    let rules = IgnoreRules::parse("*.tmp\nbuild/\n").unwrap();
-    for _ in 0..4 {
-        let t = Instant::now();
-        let r = scan(&root, &rules).unwrap();
-        let el = t.elapsed();
-        println!(
-            "{} entries in {el:?}: {:.0} entries/s",
-            r.entries.len(),
-            r.entries.len() as f64 / el.as_secs_f64()
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------
 // fsops
 
