@@ -734,7 +734,11 @@ impl<S: Store> Engine<S> {
             }
             (_, WriteOutcome::NotEmpty) => {}
             (_, WriteOutcome::Failed(e)) => {
-                self.clear_adopting(&path);
+                // This write did not happen; one an earlier run was making
+                // may have, so that record stays until it is settled.
+                if !self.unsure.contains(&path) {
+                    self.clear_adopting(&path);
+                }
                 self.error(Some(path.clone()), format!("writing failed: {}", e.message));
                 self.retry_later(&path);
             }
@@ -1061,8 +1065,10 @@ impl<S: Store> Engine<S> {
             Some(c) if c.snapshot != w.cap => {
                 let ours = heads.iter().find(|h| h.cap == c.snapshot);
                 if ours.is_some_and(|o| same_content(&o.content, &w.content)) {
-                    // Same bytes already on disk: take the winner's history only.
-                    self.set_current(path, Current { snapshot: w.cap.clone(), local: c.local, published: false, adopting: None });
+                    // Same bytes already on disk: take the winner's history
+                    // only (an unsettled crash-cut adoption stays unsettled).
+                    let cur = Current { snapshot: w.cap.clone(), local: c.local, published: false, adopting: c.adopting.clone() };
+                    self.set_current(path, cur);
                     self.work.insert(path.clone());
                 } else {
                     self.emit_adopt(path, w, c.local);
