@@ -640,6 +640,14 @@ fn check_invariants(w: &World) -> Result<(), String> {
     for p in &w.people[1..] {
         let t = tree(p);
         if t != first {
+            let diff_paths: Vec<RelPath> = first
+                .keys()
+                .chain(t.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|k| first.get(*k) != t.get(*k))
+                .cloned()
+                .collect();
             let diff: Vec<String> = first
                 .keys()
                 .chain(t.keys())
@@ -649,6 +657,18 @@ fn check_invariants(w: &World) -> Result<(), String> {
                 .map(|k| format!("{k}: {} has {:?}, {} has {:?}", w.people[0].name, show(first.get(k)), p.name, show(t.get(k))))
                 .collect();
             let names = |t: &BTreeMap<RelPath, Option<Vec<u8>>>| t.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(" ");
+            let currents = |q: &Participant| {
+                q.engine
+                    .as_ref()
+                    .map(|e| {
+                        diff_paths
+                            .iter()
+                            .map(|k| format!("{k}={:?}", e.current(k).map(|c| (&c.snapshot, c.local, &c.adopting))))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            };
             let records = |q: &Participant| {
                 q.engine
                     .as_ref()
@@ -656,7 +676,7 @@ fn check_invariants(w: &World) -> Result<(), String> {
                     .unwrap_or_default()
             };
             return Err(format!(
-                "trees differ: {}\n  {}: {}\n  {}: {}\n  records {}: {}\n  records {}: {}",
+                "trees differ: {}\n  {}: {}\n  {}: {}\n  records {}: {}\n  records {}: {}\n  current {}: {}\n  current {}: {}",
                 diff.join("; "),
                 w.people[0].name,
                 names(&first),
@@ -665,7 +685,11 @@ fn check_invariants(w: &World) -> Result<(), String> {
                 w.people[0].name,
                 records(&w.people[0]),
                 p.name,
-                records(p)
+                records(p),
+                w.people[0].name,
+                currents(&w.people[0]),
+                p.name,
+                currents(p)
             ));
         }
     }

@@ -1198,8 +1198,11 @@ impl<S: Store> Engine<S> {
     }
 
     fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
-        if let (Content::File { .. }, Some(cur)) = (&snap.content, self.current.get(path)) {
+        let unsettled = self.unsure.contains(path);
+        if let (Content::File { .. }, Some(cur), false) = (&snap.content, self.current.get(path), unsettled) {
             // Write-ahead: remember what is about to overwrite the file.
+            // (Not over an earlier run's unsettled record: that one still
+            // says what the file may hold.)
             let marked = Current { adopting: Some(snap.cap.clone()), ..cur.clone() };
             self.changes.push(Change::PutCurrent(path.clone(), marked.clone()));
             self.current.insert(path.clone(), marked);
