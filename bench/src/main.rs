@@ -8,6 +8,8 @@
 //! target/release/mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick]
 //!     [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s]
 //!     [--pending-delay 200ms] [--idle-seconds N]
+//! target/release/mf-bench tahoe [--quick] [--only edit,big,files,deletions]
+//!     [--dir PATH] [--json PATH] [--bin PATH]   (a local Tahoe-LAFS grid)
 //! ```
 //!
 //! Each subcommand lives in its own module (`grid`: the embedded grid alone;
@@ -23,6 +25,7 @@ mod limits;
 mod phase;
 mod report;
 mod sync;
+mod tahoe;
 mod world;
 
 use anyhow::{bail, Context, Result};
@@ -30,13 +33,16 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib N] \
 [--concurrency N] [--dir PATH] [--json PATH]
        mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] [--dir PATH] [--json PATH] \
-[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]";
+[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]
+       mf-bench tahoe [--quick] [--only edit,big,files,deletions] [--dir PATH] [--json PATH] \
+[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),
+        Some("tahoe") => tahoe::run(&tahoe::TahoeOptions::parse(&args[1..])?),
         // A measured phase, in a child process started by `phase::run`.
         Some(phase::CHILD_ARG) => phase::child_main(&args[1..]),
         _ => bail!("{USAGE}"),

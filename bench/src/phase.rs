@@ -6,7 +6,9 @@
 //! (`mf-bench __phase <name> <json args>`); the child runs the phase, then
 //! prints one JSON line with its timing and its own `VmHWM`.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -42,9 +44,27 @@ impl Measured {
     }
 }
 
+/// The binary phases run from, if not this process's own (see
+/// [`run_from_copy_in`]).
+static EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Copies this binary into `dir` and runs every later phase from the copy,
+/// so that a rebuild of `target/release` during a long run (other people
+/// build on the same machine) cannot pull the binary from under it.
+pub fn run_from_copy_in(dir: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("locating own binary")?;
+    let copy = dir.join("mf-bench");
+    std::fs::copy(&exe, &copy).with_context(|| format!("copying {}", exe.display()))?;
+    let _ = EXE.set(copy);
+    Ok(())
+}
+
 /// Runs phase `name` with `args` in a child process and returns its figures.
 pub fn run(name: &str, args: Value) -> Result<Measured> {
-    let exe = std::env::current_exe().context("locating own binary")?;
+    let exe = match EXE.get() {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating own binary")?,
+    };
     let out = Command::new(exe)
         .arg(CHILD_ARG)
         .arg(name)

@@ -345,6 +345,17 @@ pub fn run(o: &SyncOptions) -> Result<()> {
 }
 
 fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
+    // Run both binaries from copies: a rebuild in target/release during a
+    // long run must not swap the daemon (or this program) mid-measurement.
+    let bin_dir = work.join("bin");
+    fs::create_dir_all(&bin_dir)?;
+    phase::run_from_copy_in(&bin_dir)?;
+    let daemon = bin_dir.join("magic-folder");
+    fs::copy(&o.bin, &daemon).with_context(|| format!("copying {}", o.bin.display()))?;
+    let o = &SyncOptions {
+        bin: daemon,
+        ..o.clone()
+    };
     let sizes = Sizes::new(o);
     let mut figures: Vec<Figure> = Vec::new();
     let mut notes: Vec<String> = Vec::new();

@@ -26,13 +26,19 @@
 //! never reads-then-acts: the old entry is first *moved* out of the folder
 //! with one atomic rename (into a staging directory on the same filesystem)
 //! and what was moved is what was replaced; new content is put in place with
-//! a no-replace hard link.
+//! a no-replace hard link. (A slow writer then reopens the file by its path
+//! in the folder: inotify reports a write under the name the file was opened
+//! by, so writing on through the staging name would go unseen by the
+//! watcher — as it would for any file hard-linked into the folder from
+//! elsewhere and written there; only the periodic scan notices those.)
 //!
 //! `CHAOS_SEED=N` replays a schedule (the default seed is fixed),
 //! `CHAOS_STEPS=N` changes its length and `CHAOS_DROP=3,10-12` leaves steps
-//! out (to minimise a failing schedule by hand). The timing of real
-//! processes is not reproducible, so a replay repeats the schedule, not the
-//! interleaving. The seed, the schedule and a timestamped record of what the
+//! out (to minimise a failing schedule by hand); `CHAOS_KEEP=1` keeps the
+//! daemons' logs of a passing run too (`MF_TEST_LOG=info,mf_daemon=debug`
+//! makes them show every effect; the users' record carries UTC times to
+//! match). The timing of real processes is not reproducible, so a replay
+//! repeats the schedule, not the interleaving. The seed, the schedule and a timestamped record of what the
 //! users did are printed first (shown when the test fails); a failure also
 //! prints the trees, each daemon's status and the tail of its log, and keeps
 //! the full logs.
@@ -85,7 +91,11 @@ enum Op {
     Write { who: usize, file: usize, big: bool },
     /// A user writes half a new version, pauses (nobody acts meanwhile, the
     /// daemons do), then appends the rest.
-    SlowWrite { who: usize, file: usize, pause_ms: u64 },
+    SlowWrite {
+        who: usize,
+        file: usize,
+        pause_ms: u64,
+    },
     /// A user deletes a file.
     Delete { who: usize, file: usize },
     /// A user renames a file onto a free name.
@@ -94,7 +104,11 @@ enum Op {
     Mkdir { who: usize, dir: usize },
     /// A user removes a directory and everything in it: entry by entry
     /// (`rm -r`), or by moving it out of the folder at once.
-    RemoveDir { who: usize, dir: usize, move_out: bool },
+    RemoveDir {
+        who: usize,
+        dir: usize,
+        move_out: bool,
+    },
     /// A user resolves a conflict by deleting one of their conflict copies.
     ResolveCopy { who: usize, pick: usize },
     /// A daemon is killed with SIGKILL and restarted `down_ms` later.
@@ -142,41 +156,57 @@ impl fmt::Display for Op {
 }
 
 /// The schedule of a seed.
+///
+/// Half the steps work on the path of the step before, and most pauses are
+/// about as long as it takes a change to travel to the others (pending delay,
+/// upload, poll, download): so a user often acts on a path just as another
+/// participant's version of it arrives, which is when the daemon's
+/// last-moment checks matter.
 fn generate(seed: u64, steps: usize) -> Vec<Op> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let n = NAMES.len();
+    let mut last = 0;
     (0..steps)
         .map(|_| {
             let who = rng.usize(..n);
-            let file = rng.usize(..FILES.len());
+            let file = if rng.bool() {
+                last
+            } else {
+                rng.usize(..FILES.len())
+            };
+            last = file;
             let dir = rng.usize(..DIRS.len());
             match rng.u32(..100) {
-                0..=23 => Op::Pause {
-                    ms: rng.u64(20..700),
+                0..=27 => Op::Pause {
+                    ms: if rng.u32(..100) < 70 {
+                        rng.u64(30..400)
+                    } else {
+                        rng.u64(400..1200)
+                    },
                 },
-                24..=45 => Op::Write {
+                28..=51 => Op::Write {
                     who,
                     file,
                     big: rng.u32(..100) < 10,
                 },
-                46..=51 => Op::SlowWrite {
+                52..=57 => Op::SlowWrite {
                     who,
                     file,
                     pause_ms: rng.u64(20..1200),
                 },
-                52..=61 => Op::Delete { who, file },
-                62..=67 => Op::Rename {
+                58..=65 => Op::Delete { who, file },
+                66..=70 => Op::Rename {
                     who,
                     from: file,
                     to: rng.usize(..FILES.len()),
                 },
-                68..=72 => Op::Mkdir { who, dir },
-                73..=76 => Op::RemoveDir {
+                71..=74 => Op::Mkdir { who, dir },
+                75..=77 => Op::RemoveDir {
                     who,
                     dir,
                     move_out: rng.bool(),
                 },
-                77..=89 => Op::ResolveCopy {
+                78..=89 => Op::ResolveCopy {
                     who,
                     pick: rng.usize(..8),
                 },
@@ -269,7 +299,9 @@ impl Chaos {
         let admin = w.participant(NAMES[0]);
         let dir = admin.dir.to_str().unwrap().to_owned();
         let grid = w.grid.to_str().unwrap().to_owned();
-        let mut args = vec!["create", FOLDER, &dir, "--author", NAMES[0], "--grid", &grid];
+        let mut args = vec![
+            "create", FOLDER, &dir, "--author", NAMES[0], "--grid", &grid,
+        ];
         args.extend_from_slice(TUNE);
         admin.ok(&args);
         let mut ps = vec![admin];
@@ -304,7 +336,15 @@ impl Chaos {
 
     /// Records (and prints) what happened.
     fn note(&mut self, line: String) {
-        let line = format!("{:>7.3}s {line}", self.t0.elapsed().as_secs_f64());
+        let ms = unix_ms() % 86_400_000;
+        let line = format!(
+            "{:>7.3}s {:02}:{:02}:{:02}.{:03} {line}",
+            self.t0.elapsed().as_secs_f64(),
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        );
         eprintln!("{line}");
         self.record.push(line);
     }
@@ -438,12 +478,15 @@ impl Chaos {
 
     /// Restarts every stopped daemon that is due.
     fn restarts(&mut self) {
-        for i in 0..self.ps.len() {
-            if self.restart_at[i].is_some_and(|t| t <= Instant::now()) {
-                self.restart_at[i] = None;
-                self.ps[i].start();
-                self.note(format!("{} restarted", NAMES[i]));
-            }
+        let now = Instant::now();
+        let due: Vec<usize> = (self.restart_at.iter().enumerate())
+            .filter(|(_, t)| t.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            self.restart_at[i] = None;
+            self.ps[i].start();
+            self.note(format!("{} restarted", NAMES[i]));
         }
     }
 
@@ -500,8 +543,20 @@ impl Chaos {
                 self.written.insert(half.to_vec());
                 self.written.insert(full.clone());
                 self.take_out(who, rel);
-                let Some(mut f) = self.place(who, rel, half) else {
+                let Some(staged) = self.place(who, rel, half) else {
                     return self.note("    could not write".into());
+                };
+                let ino = staged.metadata().unwrap().ino();
+                drop(staged);
+                // Held open by its path in the folder (see the module docs).
+                let opened = OpenOptions::new().append(true).open(self.abs(who, rel));
+                let mut f = match opened {
+                    Ok(f) if f.metadata().unwrap().ino() == ino => f,
+                    _ => {
+                        return self.note(format!(
+                            "    the half-written {rel} was replaced before the rest was written"
+                        ))
+                    }
                 };
                 self.note(format!("    {rel} = first half of {}", show(&full)));
                 self.pause(Duration::from_millis(pause_ms));
@@ -511,10 +566,8 @@ impl Chaos {
                 // there and this version never was at the path. A file the
                 // daemon moves aside while it changes is put back at once,
                 // so give that a moment.
-                let ino = f.metadata().unwrap().ino();
-                let here = || {
-                    fs::symlink_metadata(self.abs(who, rel)).is_ok_and(|m| m.ino() == ino)
-                };
+                let here =
+                    || fs::symlink_metadata(self.abs(who, rel)).is_ok_and(|m| m.ino() == ino);
                 let deadline = Instant::now() + Duration::from_millis(500);
                 let mut landed = here();
                 while !landed && Instant::now() < deadline {
@@ -541,7 +594,8 @@ impl Chaos {
             Op::Rename { who, from, to } => {
                 let (src, dst) = (FILES[from], FILES[to]);
                 if src == dst || !self.is_file(who, src) || self.exists(who, dst) {
-                    return self.note("    skipped: no file to move, or the target is taken".into());
+                    return self
+                        .note("    skipped: no file to move, or the target is taken".into());
                 }
                 let dst_abs = self.abs(who, dst);
                 if fs::create_dir_all(dst_abs.parent().unwrap()).is_err() {
@@ -661,12 +715,13 @@ impl Chaos {
                 self.step(i, op);
             }
         }
-        for i in 0..self.ps.len() {
-            if !self.ps[i].is_running() {
-                self.restart_at[i] = None;
-                self.ps[i].start();
-                self.note(format!("{} restarted for the end", NAMES[i]));
-            }
+        let down: Vec<usize> = (self.ps.iter_mut().enumerate())
+            .filter_map(|(i, p)| (!p.is_running()).then_some(i))
+            .collect();
+        for i in down {
+            self.restart_at[i] = None;
+            self.ps[i].start();
+            self.note(format!("{} restarted for the end", NAMES[i]));
         }
     }
 
@@ -766,8 +821,7 @@ impl Chaos {
                 }
             }
             let listed: BTreeSet<(String, String)> = p.conflicts().into_iter().collect();
-            let on_disk: BTreeSet<(String, String)> =
-                t.keys().filter_map(|k| copy_of(k)).collect();
+            let on_disk: BTreeSet<(String, String)> = t.keys().filter_map(|k| copy_of(k)).collect();
             if listed != on_disk {
                 return Err(format!(
                     "{}: status lists the conflicts {listed:?} but the copies on disk are {on_disk:?}",
@@ -783,6 +837,22 @@ impl Chaos {
             }
         }
         Ok(())
+    }
+
+    /// Copies the daemons' logs (and the record of what the users did) to
+    /// a directory that outlives the test; returns it.
+    fn keep_logs(&self) -> PathBuf {
+        let keep = std::env::temp_dir().join(format!(
+            "mf-chaos-seed-{}-{}",
+            self.seed,
+            std::process::id()
+        ));
+        let _ = fs::create_dir_all(&keep);
+        for p in &self.ps {
+            let _ = fs::write(keep.join(format!("{}.log", p.name)), p.log_text());
+        }
+        let _ = fs::write(keep.join("users.txt"), self.record.join("\n"));
+        keep
     }
 
     /// Everything needed to understand a failure.
@@ -802,12 +872,7 @@ impl Chaos {
         for line in &self.record {
             r.push_str(&format!("  {line}\n"));
         }
-        let keep = std::env::temp_dir().join(format!(
-            "mf-chaos-seed-{}-{}",
-            self.seed,
-            std::process::id()
-        ));
-        let _ = fs::create_dir_all(&keep);
+        let keep = self.keep_logs();
         for p in &self.ps {
             r.push_str(&format!("\n--- {}: tree\n", p.name));
             for (k, n) in p.tree() {
@@ -821,9 +886,15 @@ impl Chaos {
             ));
             let log = p.log_text();
             let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            let tail: Vec<String> = lines[lines.len().saturating_sub(60)..]
+                .iter()
+                .map(|l| match l.char_indices().nth(400) {
+                    Some((cut, _)) => format!("{}…", &l[..cut]),
+                    None => (*l).to_owned(),
+                })
+                .collect();
+            let tail = tail.join("\n");
             r.push_str(&format!("--- {}: daemon log (tail)\n{tail}\n", p.name));
-            let _ = fs::write(keep.join(format!("{}.log", p.name)), &log);
         }
         r.push_str(&format!("\nfull daemon logs kept in {}\n", keep.display()));
         r
@@ -871,7 +942,11 @@ fn chaos_three_participants_with_kill_9() {
     if let Err(violation) = result {
         panic!("{}", c.report(&violation));
     }
-    let copies = c.ps[0].tree().keys().filter(|k| copy_of(k).is_some()).count();
+    let copies = c.ps[0]
+        .tree()
+        .keys()
+        .filter(|k| copy_of(k).is_some())
+        .count();
     let live = c.versions.values().filter(|r| !**r).count();
     eprintln!(
         "chaos seed {seed}: passed in {:.1} s; {} versions written ({live} kept), {} kills, {copies} conflict copies at the end",
@@ -888,5 +963,8 @@ fn chaos_three_participants_with_kill_9() {
     }
     for p in &mut c.ps {
         p.stop();
+    }
+    if std::env::var_os("CHAOS_KEEP").is_some() {
+        eprintln!("daemon logs kept in {}", c.keep_logs().display());
     }
 }

@@ -5,8 +5,9 @@
 //! [`SqliteStore`]), and:
 //!
 //! 1. drains [`Engine::poll_action`] while fewer than [`MAX_IN_FLIGHT`]
-//!    effects run, starting each action on its own task through the
-//!    [`Executor`] (so a slow download does not hold up a scan);
+//!    ([`MAX_IN_FLIGHT_EMBEDDED`] on an embedded grid) effects run, starting
+//!    each action on its own task through the [`Executor`] (so a slow
+//!    download does not hold up a scan; publishes and polls go first);
 //! 2. waits, with `tokio::select!`, for whichever comes first: an effect's
 //!    result (fed back with [`Engine::handle`]), a batch from the filesystem
 //!    watcher (`Changed` → [`Event::LocalChanged`], `Rescan` →
@@ -49,7 +50,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary};
-use crate::config::FolderConfig;
+use crate::config::{FolderConfig, GridLocation};
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
 use crate::watch::WatchMsg;
@@ -57,6 +58,12 @@ use crate::watch::WatchMsg;
 /// Most effects one folder runs at once. Enough to overlap grid latency,
 /// few enough not to swamp two cores or a Tahoe node.
 pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Most effects one folder runs at once on an embedded grid. Its effects
+/// wait mostly on fsync, whose latency overlaps well: crash-safe writes of
+/// 10,000 small files took 7.2–7.9 s one at a time, 2.0–2.5 s 8 at a time
+/// and 1.4 s 32 at a time on the 2-core development machine.
+pub const MAX_IN_FLIGHT_EMBEDDED: usize = 32;
 
 /// How long shutdown waits for running effects before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -414,9 +421,10 @@ pub async fn run<G: Grid>(
     // Without a watcher the folder still syncs, through periodic scans.
     // (Setting the watches walks the tree: not on the async threads.)
     let (root, delay) = (config.local_path.clone(), config.pending_delay());
-    let spawned = tokio::task::spawn_blocking(move || crate::watch::spawn(root, ignore, delay, watch_tx))
-        .await
-        .map_err(|e| format!("starting the watcher: {e}"))?;
+    let spawned =
+        tokio::task::spawn_blocking(move || crate::watch::spawn(root, ignore, delay, watch_tx))
+            .await
+            .map_err(|e| format!("starting the watcher: {e}"))?;
     let watcher = match spawned {
         Ok(w) => Some(w),
         Err(e) => {
@@ -439,15 +447,33 @@ pub async fn run<G: Grid>(
     let mut prune_tick = tokio::time::interval(PRUNE_VERSIONS_EVERY);
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Actions taken from the engine but not started yet. Publish, Poll and
+    // Scan jump the queue: behind thousands of uploads (or downloads) they
+    // would wait until all of those had started, so nothing would be
+    // published until a bulk upload was nearly done and the others could not
+    // download meanwhile. (The engine allows any order: the driver may run
+    // all its actions concurrently.)
+    let mut ready: VecDeque<Action> = VecDeque::new();
+    let max_in_flight = match config.grid {
+        GridLocation::Embedded { .. } => MAX_IN_FLIGHT_EMBEDDED,
+        GridLocation::Tahoe { .. } => MAX_IN_FLIGHT,
+    };
     loop {
+        while let Some(action) = engine.poll_action() {
+            if matches!(action, Action::Publish { .. } | Action::Poll | Action::Scan) {
+                ready.push_front(action);
+            } else {
+                ready.push_back(action);
+            }
+        }
         let gate_closed = gate.as_ref().is_some_and(WriteGate::is_closed);
-        while tasks.len() < MAX_IN_FLIGHT {
+        while tasks.len() < max_in_flight {
             let next = if gate_closed {
                 None
             } else {
                 parked.pop_front()
             };
-            let Some(action) = next.or_else(|| engine.poll_action()) else {
+            let Some(action) = next.or_else(|| ready.pop_front()) else {
                 break;
             };
             if gate_closed && writes_to_grid(&action) {
@@ -588,7 +614,10 @@ fn reload_ignore<G: Grid>(
             executor.set_ignore(rules);
             engine.request_scan();
         }
-        Err(e) => warn!("{}: {e}; keeping the previous rules", crate::ignore::IGNORE_FILE),
+        Err(e) => warn!(
+            "{}: {e}; keeping the previous rules",
+            crate::ignore::IGNORE_FILE
+        ),
     }
 }
 

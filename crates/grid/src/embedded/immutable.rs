@@ -92,6 +92,15 @@ fn open_source(source: &UploadSource) -> GridResult<Box<dyn Read + Send>> {
     }
 }
 
+/// The source's size now (a hint only: a file may still change), or
+/// `u64::MAX` if unknown.
+fn size_hint(source: &UploadSource) -> u64 {
+    match source {
+        UploadSource::Bytes(b) => b.len() as u64,
+        UploadSource::File(p) => std::fs::metadata(p).map_or(u64::MAX, |m| m.len()),
+    }
+}
+
 fn source_ctx(source: &UploadSource) -> String {
     match source {
         UploadSource::Bytes(_) => "upload: reading source bytes".to_string(),
@@ -125,10 +134,12 @@ pub(crate) fn upload(
     let ctx = source_ctx(source);
     let cs = chunk_size as usize;
 
-    // Pass 1: the convergent key.
+    // Pass 1: the convergent key. The read buffer is sized for the source:
+    // zeroing 256 KiB for every 4 KiB file (three objects per snapshot) was
+    // a measurable share of a small-file upload's CPU time.
     let mut hasher = ConvergentHasher::new(secret, kind, chunk_size);
     let mut size = 0u64;
-    let mut buf = vec![0u8; cs.max(64 << 10)];
+    let mut buf = vec![0u8; size_hint(source).saturating_add(1).clamp(4096, cs.max(64 << 10) as u64) as usize];
     let mut src = open_source(source)?;
     loop {
         let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;

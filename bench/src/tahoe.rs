@@ -1,0 +1,1905 @@
+//! `mf-bench tahoe`: Magic Folder on a real Tahoe-LAFS grid, next to the raw
+//! cost of the same Tahoe requests measured in the same run.
+//!
+//! The grid is a local one from `mf_grid::tahoe::testgrid`: an introducer,
+//! three storage nodes (k = 2, happy = 3, N = 3) and one client node per
+//! participant (alice uploads through hers, bob downloads through his), all
+//! on 127.0.0.1 and the same cores as everything else.
+//!
+//! Workloads, in the order they run (sizes in brackets are `--quick`'s):
+//!
+//! * **edit**: a 1 KiB edit of a 4 KiB file, in a folder of one file: time
+//!   until bob's copy is byte-identical (median and max of 7 [5]);
+//! * **big**: one 64 MiB file [8 MiB] moved into alice's folder, three
+//!   times with distinct contents (median and max: when the file lands in
+//!   bob's 1 s poll cycle varies);
+//! * **files**: 1,000 files of 4 KiB in 10 directories [100] moved in at
+//!   once: time until bob holds byte-identical copies of all;
+//! * **deletions**: 100 of those files deleted at once [20]: time until all
+//!   are gone at bob's.
+//!
+//! **Raw** is the same work as Tahoe requests issued directly through
+//! [`TahoeGrid`] (alice's node for writes, bob's for reads) with nothing
+//! else in between, in magic-folder's on-grid format: per file a content
+//! upload (`PUT /uri`), a metadata upload (`PUT /uri`) and a snapshot
+//! directory (`POST /uri?t=mkdir-immutable`); one batched `set_children` on
+//! a personal directory of the same size as ours at that point; then on
+//! bob's node the listing and, per file, the snapshot listing, the metadata
+//! GET and the content GET. Per-file chains run [`RAW_CONCURRENCY`] at a
+//! time, as many as the daemon runs effects at once. For the big file raw
+//! is just PUT + GET; for an edit it is that one file's chain, sequential
+//! (the shortest possible path, no polling); for deletions the metadata
+//! upload and snapshot directory (a deletion has no content), the batched
+//! write, the listing and per file the snapshot listing + metadata GET.
+//! Raw runs first, on contents distinct from ours (Tahoe's uploads are
+//! convergent: the same bytes would be found already stored).
+//!
+//! **Ours** is two real daemons (`target/release/magic-folder`, separate
+//! processes, `--poll-interval 1s --pending-delay 200ms`). Payloads are
+//! written outside the folder and flushed, then moved in; arrival is seen by
+//! listing bob's folder and confirmed by hashing every file (the time is
+//! when the last file was there, provided the hashes then match).
+//!
+//! **Where the time goes.** Both daemons log at debug level the start and
+//! the result of every effect (`mf_daemon::folder`); after each workload
+//! those lines are paired up and summarised per kind of effect: how many,
+//! their summed duration, and when the first started and the last ended
+//! (seconds after the workload's start). Each effect kind is a fixed set of
+//! Tahoe requests (see [`REQUESTS`]), so this is also the count of Tahoe
+//! requests by kind. Raw reports the same per request kind. CPU time is
+//! reported for both: the Tahoe nodes' (all of them: the grid is Python and
+//! shares the cores), the daemons', this process's, and the rest of the
+//! machine's ("other processes": other people's builds, i.e. the noise).
+//!
+//! Every wait is bounded (the daemons' limits scale with the raw time of
+//! the same run), a timeout is reported as such, and every daemon, node and
+//! temporary directory is removed at the end, on errors too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use futures_util::{stream, StreamExt, TryStreamExt};
+use mf_grid::tahoe::testgrid::{GridSpec, TestGrid};
+use mf_grid::tahoe::TahoeGrid;
+use mf_grid::{read_small, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
+use serde_json::{json, Value};
+
+use crate::data::{content, hash_bytes, hash_file, settle, write_content};
+use crate::report::{print_columns, write_json};
+use crate::world::{clock_ticks_per_s, wait_for, wait_until, ProcSample};
+
+const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
+[--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
+
+/// The folder name both participants use.
+const FOLDER: &str = "bench";
+/// Size of the small files, bytes.
+const SMALL: usize = 4096;
+/// Per-file request chains raw runs at once: the daemon's `MAX_IN_FLIGHT`.
+const RAW_CONCURRENCY: usize = 8;
+/// How long a daemon gets to start or stop.
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one edit may take to show at bob's before it counts as lost.
+const EDIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Debug logging of the daemons' effects, for the breakdown.
+const DAEMON_LOG: &str = "info,mf_daemon::folder=debug";
+
+/// The Tahoe requests behind each kind of daemon effect (for the reader of
+/// the breakdown; the daemon's executor is the authority).
+pub const REQUESTS: [(&str, &str); 8] = [
+    ("Upload", "PUT content + PUT metadata + mkdir-immutable"),
+    ("Upload (deletion)", "PUT metadata + mkdir-immutable"),
+    ("Publish", "set_children on the personal directory"),
+    (
+        "Poll",
+        "list the collective + each other personal directory",
+    ),
+    ("Fetch", "list the snapshot + GET metadata"),
+    ("Write", "GET content (+ write, fsync, rename)"),
+    ("Write (deletion)", "none (move to the versions area)"),
+    ("Scan", "none (walk the folder)"),
+];
+
+const WORKLOADS: [&str; 4] = ["edit", "big", "files", "deletions"];
+
+/// Options of `mf-bench tahoe`.
+#[derive(Debug, Clone)]
+pub struct TahoeOptions {
+    quick: bool,
+    only: Vec<String>,
+    dir: Option<PathBuf>,
+    json: Option<PathBuf>,
+    bin: PathBuf,
+    poll_interval: String,
+    pending_delay: String,
+}
+
+impl TahoeOptions {
+    /// Parses the arguments after `tahoe`.
+    pub fn parse(args: &[String]) -> Result<TahoeOptions> {
+        let exe = std::env::current_exe().context("locating own binary")?;
+        let mut o = TahoeOptions {
+            quick: false,
+            only: WORKLOADS.iter().map(|w| w.to_string()).collect(),
+            dir: None,
+            json: None,
+            bin: exe.with_file_name("magic-folder"),
+            poll_interval: "1s".into(),
+            pending_delay: "200ms".into(),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--quick" => o.quick = true,
+                "--only" => {
+                    o.only = Vec::new();
+                    for w in value()?.split(',') {
+                        match WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w.trim())) {
+                            Some(k) => o.only.push(k.to_string()),
+                            None => bail!("unknown workload {w:?} (known: {WORKLOADS:?})"),
+                        }
+                    }
+                }
+                "--dir" => o.dir = Some(value()?.into()),
+                "--json" => o.json = Some(value()?.into()),
+                "--bin" => o.bin = value()?.into(),
+                "--poll-interval" => o.poll_interval = value()?.clone(),
+                "--pending-delay" => o.pending_delay = value()?.clone(),
+                _ => bail!("unknown option {flag}\n{USAGE}"),
+            }
+        }
+        if !o.bin.is_file() {
+            bail!(
+                "{} not found: build it first (cargo build --release -p magic-folder -p mf-bench) \
+                 or pass --bin",
+                o.bin.display()
+            );
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, w: &str) -> bool {
+        self.only.iter().any(|o| o == w)
+    }
+}
+
+/// Workload sizes: the full run or `--quick`'s.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    files: usize,
+    dirs: usize,
+    big_mib: u64,
+    /// The big file is sent this many times (distinct contents): where
+    /// bob's poll cycle is when it lands varies, so the median is shown.
+    big_samples: usize,
+    edits: usize,
+    deletions: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                files: 100,
+                dirs: 10,
+                big_mib: 8,
+                big_samples: 3,
+                edits: 5,
+                deletions: 20,
+            }
+        } else {
+            Sizes {
+                files: 1_000,
+                dirs: 10,
+                big_mib: 64,
+                big_samples: 3,
+                edits: 7,
+                deletions: 100,
+            }
+        }
+    }
+}
+
+/// Runs the benchmark and prints (and optionally saves) the figures.
+pub fn run(o: &TahoeOptions) -> Result<()> {
+    let (work, remove_after) = match &o.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("mf-bench-tahoe-{}", std::process::id())),
+            true,
+        ),
+    };
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let result = run_in(o, &work);
+    if remove_after {
+        let _ = fs::remove_dir_all(&work);
+    }
+    result
+}
+
+/// One line of the main table.
+struct Figure {
+    workload: &'static str,
+    what: String,
+    raw_s: Option<f64>,
+    /// Ours (the median for edits); `None` on failure.
+    ours_s: Option<f64>,
+    failure: Option<String>,
+    detail: String,
+    /// (text, met?)
+    target: Option<(String, bool)>,
+    python: &'static str,
+    /// The breakdown: raw per request kind, ours per effect kind.
+    raw_ops: Value,
+    ours_ops: Value,
+    extra: Value,
+}
+
+impl Figure {
+    fn new(workload: &'static str, what: String) -> Figure {
+        Figure {
+            workload,
+            what,
+            raw_s: None,
+            ours_s: None,
+            failure: None,
+            detail: String::new(),
+            target: None,
+            python: "",
+            raw_ops: json!({}),
+            ours_ops: json!({}),
+            extra: json!({}),
+        }
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        match (self.ours_s, self.raw_s) {
+            (Some(o), Some(r)) if r > 0.0 => Some(o / r),
+            _ => None,
+        }
+    }
+
+    fn line(&self) -> Vec<String> {
+        let secs = |v: Option<f64>| v.map_or("—".into(), |s| format!("{s:.2} s"));
+        let ours = match &self.failure {
+            Some(f) => f.clone(),
+            None if self.detail.is_empty() => secs(self.ours_s),
+            None => format!("{} ({})", secs(self.ours_s), self.detail),
+        };
+        vec![
+            self.workload.to_owned(),
+            self.what.clone(),
+            secs(self.raw_s),
+            ours,
+            self.ratio().map_or("—".into(), |r| format!("{r:.2}")),
+            match &self.target {
+                Some((t, ok)) => format!("{t}: {}", if *ok { "ok" } else { "MISSED" }),
+                None => String::new(),
+            },
+            self.python.to_owned(),
+        ]
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "workload": self.workload,
+            "what": self.what,
+            "raw_s": self.raw_s,
+            "ours_s": self.ours_s,
+            "ratio": self.ratio(),
+            "failure": self.failure,
+            "detail": self.detail,
+            "target": self.target.as_ref().map(|(t, _)| t),
+            "target_met": self.target.as_ref().map(|(_, ok)| ok),
+            "python_24_3": self.python,
+            "raw_requests": self.raw_ops,
+            "ours_effects": self.ours_ops,
+            "extra": self.extra,
+        })
+    }
+}
+
+fn run_in(o: &TahoeOptions, work: &Path) -> Result<()> {
+    let sizes = Sizes::new(o.quick);
+    eprintln!("starting a Tahoe-LAFS grid: 3 storage nodes, k=2 happy=3 N=3");
+    let spec = GridSpec {
+        storage_nodes: 3,
+        client_nodes: 0,
+        shares_needed: 2,
+        shares_happy: 3,
+        shares_total: 3,
+    };
+    let grid = TestGrid::start(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("  up in {:.1?}", grid.timings().total);
+    let node_a = grid
+        .add_client("alice")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node_b = grid.add_client("bob").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ga = node_a.grid()?;
+    let gb = node_b.grid()?;
+    let cpu = TahoeCpu::new(grid.root());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    // ----- Payloads: raw's and ours, distinct contents --------------------
+    eprintln!("preparing payloads in {}", work.display());
+    let raw_dir = work.join("raw");
+    let ours_dir = work.join("ours");
+    fs::create_dir_all(&raw_dir)?;
+    fs::create_dir_all(&ours_dir)?;
+    let raw_files = write_small_tree(&raw_dir.join("files"), sizes.files, sizes.dirs, 11)?;
+    let ours_files = write_small_tree(&ours_dir.join("files"), sizes.files, sizes.dirs, 12)?;
+    let mut raw_big = Vec::new();
+    let mut ours_big = Vec::new();
+    if o.wants("big") {
+        for i in 0..sizes.big_samples {
+            let (r, b) = (
+                raw_dir.join(format!("big{i}.bin")),
+                ours_dir.join(format!("big{i}.bin")),
+            );
+            write_content(&r, sizes.big_mib << 20, 21 + 2 * i as u64)?;
+            write_content(&b, sizes.big_mib << 20, 22 + 2 * i as u64)?;
+            raw_big.push(r);
+            ours_big.push(b);
+        }
+    }
+    settle()?;
+
+    // ----- Raw --------------------------------------------------------------
+    let raw = Raw {
+        a: ga,
+        b: gb,
+        personal: Mutex::new(None),
+    };
+    let mut figures: Vec<Figure> = Vec::new();
+    eprintln!("raw Tahoe requests:");
+    let raw_edit = o
+        .wants("edit")
+        .then(|| {
+            eprintln!("  edit path ×{}", sizes.edits);
+            cpu.during(|| rt.block_on(raw.edits(&raw_dir, sizes.edits)))
+        })
+        .transpose()?;
+    let raw_bigr = o
+        .wants("big")
+        .then(|| {
+            eprintln!("  PUT + GET {} MiB ×{}", sizes.big_mib, sizes.big_samples);
+            cpu.during(|| rt.block_on(raw.big(&raw_big)))
+        })
+        .transpose()?;
+    // Deletions need the files published first, whether timed or not.
+    let raw_filesr = (o.wants("files") || o.wants("deletions"))
+        .then(|| {
+            eprintln!("  {} small files", sizes.files);
+            cpu.during(|| rt.block_on(raw.files(&raw_dir.join("files"), &raw_files)))
+        })
+        .transpose()?;
+    let raw_del = o
+        .wants("deletions")
+        .then(|| {
+            eprintln!("  {} deletions", sizes.deletions);
+            let names = deletion_set(&raw_files, sizes.deletions);
+            cpu.during(|| rt.block_on(raw.deletions(&names)))
+        })
+        .transpose()?;
+
+    // ----- Ours ---------------------------------------------------------------
+    eprintln!("magic-folder daemons:");
+    let pair = Pair::new(o, &work.join("pair"), node_a.dir(), node_b.dir())?;
+    let t_all = Instant::now();
+    let mut notes = Vec::new();
+    if o.wants("edit") {
+        let (raw_m, raw_cpu) = raw_edit.expect("measured");
+        let mut f = guard(
+            "edit",
+            format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits),
+            || pair.edits(sizes.edits, &cpu),
+        );
+        f.raw_s = Some(raw_m.seconds);
+        f.raw_ops = raw_m.ops_json(raw_cpu);
+        f.extra["raw_samples_s"] = json!(raw_m.samples);
+        f.python = "4.5 s";
+        if let Some(s) = f.ours_s {
+            f.target = Some(("median ≤ 1.5 s".into(), s <= 1.5));
+        }
+        figures.push(f);
+    }
+    if o.wants("big") {
+        let (raw_m, raw_cpu) = raw_bigr.expect("measured");
+        let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
+        let what = format!("1 × {} MiB (×{})", sizes.big_mib, sizes.big_samples);
+        let mut f = guard("big", what, || {
+            pair.big(&ours_big, sizes.big_mib, timeout, &cpu)
+        });
+        f.raw_s = Some(raw_m.seconds);
+        f.raw_ops = raw_m.ops_json(raw_cpu);
+        f.extra["raw_samples_s"] = json!(raw_m.samples);
+        f.extra["raw_phases_s"] = json!(raw_m.phases);
+        if sizes.big_mib == 64 {
+            f.python = "13.9 s";
+        }
+        if let Some(r) = f.ratio() {
+            f.target = Some(("≤ 1.2× raw PUT+GET".into(), r <= 1.2));
+        }
+        figures.push(f);
+    }
+    if o.wants("files") || o.wants("deletions") {
+        let (raw_m, raw_cpu) = raw_filesr.expect("measured");
+        let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
+        let mut f = guard(
+            "files",
+            format!("{} × 4 KiB in {} dirs", thousands(sizes.files), sizes.dirs),
+            || pair.files(&ours_dir.join("files"), &ours_files, timeout, &cpu),
+        );
+        f.raw_s = Some(raw_m.seconds);
+        f.raw_ops = raw_m.ops_json(raw_cpu);
+        f.extra["raw_phases_s"] = json!(raw_m.phases);
+        if sizes.files == 1_000 {
+            f.python = "1,430 s";
+        }
+        if let Some(r) = f.ratio() {
+            f.target = Some(("≤ 1.3× raw".into(), r <= 1.3));
+        }
+        let synced = f.failure.is_none();
+        if o.wants("files") {
+            figures.push(f);
+        }
+        if o.wants("deletions") {
+            let (raw_m, raw_cpu) = raw_del.expect("measured");
+            let what = format!("{} deletions", sizes.deletions);
+            let mut f = if synced {
+                let timeout = Duration::from_secs_f64((4.0 * raw_m.seconds + 60.0).max(120.0));
+                let names = deletion_set(&ours_files, sizes.deletions);
+                guard("deletions", what, || pair.deletions(&names, timeout, &cpu))
+            } else {
+                let mut f = Figure::new("deletions", what);
+                f.failure = Some("not run: the files did not sync".into());
+                f
+            };
+            f.raw_s = Some(raw_m.seconds);
+            f.raw_ops = raw_m.ops_json(raw_cpu);
+            f.extra["raw_phases_s"] = json!(raw_m.phases);
+            if sizes.deletions == 100 {
+                f.python = "274 s";
+                if let Some(s) = f.ours_s {
+                    f.target = Some(("≤ 15 s".into(), s <= 15.0));
+                }
+            }
+            figures.push(f);
+        }
+    }
+    eprintln!("daemons done in {:.0} s", t_all.elapsed().as_secs_f64());
+    for p in [&pair.alice, &pair.bob] {
+        if let Some(e) = p.status().and_then(|s| {
+            let errs = s["errors"].as_array()?.clone();
+            (!errs.is_empty()).then_some(errs)
+        }) {
+            notes.push(format!("{} reported errors: {}", p.name, json!(e)));
+        }
+    }
+    pair.finish(o.dir.is_some());
+    drop(node_a);
+    drop(node_b);
+    drop(grid);
+
+    // ----- Report ---------------------------------------------------------------
+    println!();
+    println!(
+        "Magic Folder on a local Tahoe-LAFS 1.20 grid (3 storage nodes, k=2 happy=3 N=3, one \
+         client node per participant), this machine, same run (poll interval {}, pending delay {}):",
+        o.poll_interval, o.pending_delay
+    );
+    let header = [
+        "",
+        "workload",
+        "raw Tahoe requests",
+        "ours (daemons)",
+        "ours/raw",
+        "target",
+        "Python 24.3",
+    ];
+    let lines: Vec<Vec<String>> = figures.iter().map(Figure::line).collect();
+    print_columns(&header, &lines);
+    println!();
+    println!("Where the time goes (seconds after each workload's start):");
+    for f in &figures {
+        print_breakdown(f);
+    }
+    println!();
+    println!("Tahoe requests behind each daemon effect:");
+    for (k, r) in REQUESTS {
+        println!("  {k:<18} {r}");
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if let Some(path) = &o.json {
+        let doc = json!({
+            "benchmark": "tahoe",
+            "params": {
+                "quick": o.quick,
+                "poll_interval": o.poll_interval,
+                "pending_delay": o.pending_delay,
+                "grid": { "storage_nodes": 3, "shares_needed": 2, "shares_happy": 3, "shares_total": 3 },
+                "raw_concurrency": RAW_CONCURRENCY,
+                "sizes": {
+                    "files": sizes.files, "dirs": sizes.dirs, "file_bytes": SMALL,
+                    "big_mib": sizes.big_mib, "edits": sizes.edits, "deletions": sizes.deletions,
+                },
+                "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            },
+            "requests_per_effect": REQUESTS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "notes": notes,
+            "results": figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
+        });
+        write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+/// Runs a workload; an error becomes a failed figure.
+fn guard(workload: &'static str, what: String, f: impl FnOnce() -> Result<Figure>) -> Figure {
+    eprintln!("  {workload}: {what}");
+    f().unwrap_or_else(|e| {
+        eprintln!("    failed: {e:#}");
+        let mut fig = Figure::new(workload, what);
+        fig.failure = Some(format!("failed: {e:#}"));
+        fig
+    })
+}
+
+fn print_breakdown(f: &Figure) {
+    println!("  {} — {}", f.workload, f.what);
+    if let Some(ops) = f.raw_ops["requests"].as_object() {
+        let mut parts = Vec::new();
+        for (k, v) in ops {
+            parts.push(format!(
+                "{k} ×{} ({:.0} ms avg)",
+                v["count"],
+                v["mean_ms"].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+        println!("    raw: {}", parts.join(", "));
+        if let Some(ph) = f.extra["raw_phases_s"].as_object() {
+            let p: Vec<String> = ph
+                .iter()
+                .map(|(k, v)| format!("{k} {:.2} s", v.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            println!("    raw phases: {}", p.join(", "));
+        }
+        let c = &f.raw_ops["cpu_s"];
+        let n = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "    raw CPU: Tahoe nodes {:.1} s, bench {:.1} s; other processes {:.1} s",
+            n("tahoe"),
+            n("bench"),
+            n("others")
+        );
+    }
+    for who in ["alice", "bob"] {
+        let Some(kinds) = f.ours_ops[who].as_object() else {
+            continue;
+        };
+        let mut parts = Vec::new();
+        for (k, v) in kinds {
+            let num = |n: &str| v[n].as_f64().unwrap_or(f64::NAN);
+            let end = match v["unfinished"].as_u64() {
+                Some(u) if u > 0 => format!("{u} still running"),
+                _ => format!("{:.2}", num("last_end_s")),
+            };
+            let mut s = format!(
+                "{k} ×{} Σ{:.1} s [{:.2}–{end}]",
+                v["count"],
+                num("busy_s").abs(),
+                num("first_start_s"),
+            );
+            if let Some(e) = v["entries"].as_u64() {
+                s.push_str(&format!(" {e} entries"));
+            }
+            if v["failed"].as_u64().unwrap_or(0) > 0 {
+                s.push_str(&format!(" {} failed", v["failed"]));
+            }
+            parts.push(s);
+        }
+        println!("    ours {who}: {}", parts.join("; "));
+    }
+    let cpu = &f.ours_ops["cpu_s"];
+    if cpu.is_object() {
+        let n = |k: &str| cpu[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "    ours CPU: alice {:.1} s, bob {:.1} s, Tahoe nodes {:.1} s, bench {:.1} s; \
+             other processes {:.1} s",
+            n("alice"),
+            n("bob"),
+            n("tahoe"),
+            n("bench"),
+            n("others")
+        );
+    }
+}
+
+// ===========================================================================
+// Raw: the same Tahoe requests through TahoeGrid
+// ===========================================================================
+
+/// Request latencies by kind.
+#[derive(Default)]
+struct Ops(Mutex<BTreeMap<&'static str, (u64, f64, f64)>>);
+
+impl Ops {
+    async fn time<T>(&self, kind: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let t = Instant::now();
+        let v = f.await;
+        let s = t.elapsed().as_secs_f64();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += s;
+        e.2 = e.2.max(s);
+        v
+    }
+}
+
+/// What a raw workload measured.
+struct RawMeasured {
+    /// The figure: total seconds (the median for edits).
+    seconds: f64,
+    samples: Vec<f64>,
+    phases: BTreeMap<String, f64>,
+    ops: BTreeMap<&'static str, (u64, f64, f64)>,
+}
+
+impl RawMeasured {
+    fn ops_json(&self, cpu: Value) -> Value {
+        let requests: serde_json::Map<String, Value> = self
+            .ops
+            .iter()
+            .map(|(k, (n, sum, max))| {
+                (
+                    k.to_string(),
+                    json!({ "count": n, "total_s": sum, "mean_ms": sum / *n as f64 * 1000.0,
+                            "max_ms": max * 1000.0 }),
+                )
+            })
+            .collect();
+        json!({ "requests": requests, "cpu_s": cpu })
+    }
+}
+
+struct Raw {
+    /// Alice's node: every write.
+    a: TahoeGrid,
+    /// Bob's node: every read.
+    b: TahoeGrid,
+    /// The personal directory: (write cap, read cap), made on first use.
+    personal: Mutex<Option<(Capability, Capability)>>,
+}
+
+/// Snapshot metadata like the daemon's (same fields, similar size).
+fn metadata_json(rel: &str, size: Option<u64>, generation: u64) -> bytes::Bytes {
+    let v = json!({
+        "snapshot_version": 1,
+        "relpath": rel,
+        "author": { "name": "alice", "verify_key": "x".repeat(44) },
+        "modification_time": 1_700_000_000 + generation,
+        "parents": [],
+        "directory": false,
+        "size": size,
+        "generation": generation,
+    });
+    bytes::Bytes::from(v.to_string())
+}
+
+/// The signature edge of a snapshot's `metadata` entry (same shape and size).
+fn signature_edge(seed: u64) -> Value {
+    let sig: String = content(64, seed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    json!({ "magic_folder": { "author_signature": &sig[..88] } })
+}
+
+/// A personal-directory entry name for a relative path (like the daemon's
+/// mangling: `/` → `@_`).
+fn entry_name(rel: &str) -> String {
+    rel.replace('@', "@@").replace('/', "@_")
+}
+
+impl Raw {
+    async fn personal(&self, ops: &Ops) -> Result<(Capability, Capability)> {
+        if let Some(p) = self.personal.lock().unwrap().clone() {
+            return Ok(p);
+        }
+        let w = ops
+            .time("mkdir (personal)", self.a.create_mutable_dir())
+            .await?;
+        let r = mf_grid::read_only(&w)?;
+        *self.personal.lock().unwrap() = Some((w.clone(), r.clone()));
+        Ok((w, r))
+    }
+
+    /// One snapshot on alice's node: content (if any), metadata, snapshot
+    /// directory. Returns the snapshot's cap.
+    async fn snapshot(
+        &self,
+        ops: &Ops,
+        rel: &str,
+        file: Option<&Path>,
+        generation: u64,
+    ) -> Result<Capability> {
+        let mut children = DirChildren::new();
+        let mut size = None;
+        if let Some(path) = file {
+            let cap = ops
+                .time(
+                    "PUT content",
+                    self.a.upload(UploadSource::File(path.to_path_buf())),
+                )
+                .await?;
+            size = Some(fs::metadata(path)?.len());
+            children.insert("content".into(), DirEntry::new(cap));
+        }
+        let md = ops
+            .time(
+                "PUT metadata",
+                self.a
+                    .upload(UploadSource::Bytes(metadata_json(rel, size, generation))),
+            )
+            .await?;
+        children.insert(
+            "metadata".into(),
+            DirEntry {
+                cap: md,
+                metadata: signature_edge(generation ^ 0x5eed),
+            },
+        );
+        Ok(ops
+            .time("mkdir-immutable", self.a.create_immutable_dir(children))
+            .await?)
+    }
+
+    /// Reads one snapshot on bob's node: its listing, metadata and (if
+    /// any) content; returns the content's hash.
+    async fn read_snapshot(&self, ops: &Ops, snap: &Capability) -> Result<Option<[u8; 32]>> {
+        let children = ops.time("list snapshot", self.b.list(snap)).await?;
+        let md = children
+            .get("metadata")
+            .context("snapshot without metadata")?;
+        ops.time("GET metadata", async {
+            read_small(self.b.download(&md.cap).await?, 64 * 1024).await
+        })
+        .await?;
+        match children.get("content") {
+            None => Ok(None),
+            Some(c) => {
+                let data = ops
+                    .time("GET content", async {
+                        let d = self.b.download(&c.cap).await?;
+                        read_small(d, 1 << 20).await
+                    })
+                    .await?;
+                Ok(Some(hash_bytes(&data)))
+            }
+        }
+    }
+
+    /// The shortest path of an edit, sequential: alice's three uploads and
+    /// one-entry directory write, bob's listing and reads.
+    async fn edits(&self, dir: &Path, samples: usize) -> Result<RawMeasured> {
+        let ops = Ops::default();
+        let (w, r) = self.personal(&ops).await?;
+        let path = dir.join("edit.bin");
+        let mut times = Vec::new();
+        for i in 0..samples {
+            let data = content(SMALL, 900 + i as u64);
+            fs::write(&path, &data)?;
+            let t0 = Instant::now();
+            let snap = self
+                .snapshot(&ops, "edit.bin", Some(&path), i as u64 + 1)
+                .await?;
+            let name = entry_name("edit.bin");
+            let one = DirChildren::from([(name.clone(), DirEntry::new(snap))]);
+            ops.time("set_children", self.a.set_children(&w, one, Replace::Yes))
+                .await?;
+            let listing = ops.time("list personal", self.b.list(&r)).await?;
+            let snap = &listing.get(&name).context("entry missing")?.cap;
+            let h = self.read_snapshot(&ops, snap).await?;
+            if h != Some(hash_bytes(&data)) {
+                bail!("raw edit: content mismatch");
+            }
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        let (median, _) = median_max(&times);
+        Ok(RawMeasured {
+            seconds: median,
+            samples: times,
+            phases: BTreeMap::new(),
+            ops: ops.0.into_inner().unwrap(),
+        })
+    }
+
+    /// PUT on alice's node, then GET (streamed, hashed) on bob's, for
+    /// each file; the median sample is the figure.
+    async fn big(&self, paths: &[PathBuf]) -> Result<RawMeasured> {
+        let ops = Ops::default();
+        let mut samples = Vec::new();
+        let (mut puts, mut gets) = (Vec::new(), Vec::new());
+        for path in paths {
+            let want = hash_file(path)?;
+            let t0 = Instant::now();
+            let cap = ops
+                .time(
+                    "PUT content",
+                    self.a.upload(UploadSource::File(path.to_path_buf())),
+                )
+                .await?;
+            let t1 = Instant::now();
+            let hash = ops
+                .time("GET content", async {
+                    let d = self.b.download(&cap).await?;
+                    let mut h = sha2::Sha256::default();
+                    let mut s = d.stream;
+                    while let Some(chunk) = s.next().await {
+                        sha2::Digest::update(&mut h, &chunk?);
+                    }
+                    anyhow::Ok(<[u8; 32]>::from(sha2::Digest::finalize(h)))
+                })
+                .await?;
+            samples.push(t0.elapsed().as_secs_f64());
+            puts.push((t1 - t0).as_secs_f64());
+            gets.push(t1.elapsed().as_secs_f64());
+            if hash != want {
+                bail!("raw big file: content mismatch");
+            }
+        }
+        Ok(RawMeasured {
+            seconds: median_max(&samples).0,
+            samples,
+            phases: BTreeMap::from([
+                ("PUT (median)".into(), median_max(&puts).0),
+                ("GET (median)".into(), median_max(&gets).0),
+            ]),
+            ops: ops.0.into_inner().unwrap(),
+        })
+    }
+
+    async fn files(&self, root: &Path, expected: &Expected) -> Result<RawMeasured> {
+        let ops = Ops::default();
+        let (w, r) = self.personal(&ops).await?;
+        let t0 = Instant::now();
+        let made: Vec<(String, Capability)> = stream::iter(expected.keys().enumerate())
+            .map(|(i, rel)| {
+                let ops = &ops;
+                async move {
+                    let rel_s = rel.to_string_lossy().into_owned();
+                    let path = root.join(rel);
+                    let snap = self
+                        .snapshot(ops, &rel_s, Some(&path), i as u64 + 1)
+                        .await?;
+                    anyhow::Ok((entry_name(&rel_s), snap))
+                }
+            })
+            .buffer_unordered(RAW_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let t_up = t0.elapsed().as_secs_f64();
+        let children: DirChildren = made
+            .into_iter()
+            .map(|(n, c)| (n, DirEntry::new(c)))
+            .collect();
+        ops.time(
+            "set_children",
+            self.a.set_children(&w, children, Replace::Yes),
+        )
+        .await?;
+        let t_pub = t0.elapsed().as_secs_f64();
+        let listing = ops.time("list personal", self.b.list(&r)).await?;
+        let t_list = t0.elapsed().as_secs_f64();
+        let by_name: HashMap<String, [u8; 32]> = expected
+            .iter()
+            .map(|(rel, (_, h))| (entry_name(&rel.to_string_lossy()), *h))
+            .collect();
+        let wanted: Vec<(Capability, [u8; 32])> = listing
+            .iter()
+            .filter_map(|(n, e)| by_name.get(n).map(|h| (e.cap.clone(), *h)))
+            .collect();
+        if wanted.len() != expected.len() {
+            bail!(
+                "raw files: {} of {} entries listed",
+                wanted.len(),
+                expected.len()
+            );
+        }
+        stream::iter(wanted)
+            .map(|(snap, h)| {
+                let ops = &ops;
+                async move {
+                    if self.read_snapshot(ops, &snap).await? != Some(h) {
+                        bail!("raw files: content mismatch");
+                    }
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(RAW_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let total = t0.elapsed().as_secs_f64();
+        Ok(RawMeasured {
+            seconds: total,
+            samples: Vec::new(),
+            phases: BTreeMap::from([
+                ("1 uploads".into(), t_up),
+                ("2 set_children".into(), t_pub - t_up),
+                ("3 list".into(), t_list - t_pub),
+                ("4 downloads".into(), total - t_list),
+            ]),
+            ops: ops.0.into_inner().unwrap(),
+        })
+    }
+
+    async fn deletions(&self, rels: &[PathBuf]) -> Result<RawMeasured> {
+        let ops = Ops::default();
+        let (w, r) = self.personal(&ops).await?;
+        let t0 = Instant::now();
+        let made: Vec<(String, Capability)> = stream::iter(rels.iter().enumerate())
+            .map(|(i, rel)| {
+                let ops = &ops;
+                async move {
+                    let rel_s = rel.to_string_lossy().into_owned();
+                    let snap = self.snapshot(ops, &rel_s, None, 10_000 + i as u64).await?;
+                    anyhow::Ok((entry_name(&rel_s), snap))
+                }
+            })
+            .buffer_unordered(RAW_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let t_up = t0.elapsed().as_secs_f64();
+        let names: Vec<String> = made.iter().map(|(n, _)| n.clone()).collect();
+        let children: DirChildren = made
+            .into_iter()
+            .map(|(n, c)| (n, DirEntry::new(c)))
+            .collect();
+        ops.time(
+            "set_children",
+            self.a.set_children(&w, children, Replace::Yes),
+        )
+        .await?;
+        let t_pub = t0.elapsed().as_secs_f64();
+        let listing = ops.time("list personal", self.b.list(&r)).await?;
+        let t_list = t0.elapsed().as_secs_f64();
+        let snaps: Vec<Capability> = names
+            .iter()
+            .map(|n| listing.get(n).map(|e| e.cap.clone()))
+            .collect::<Option<_>>()
+            .context("raw deletions: entry missing")?;
+        stream::iter(snaps)
+            .map(|snap| {
+                let ops = &ops;
+                async move {
+                    if self.read_snapshot(ops, &snap).await?.is_some() {
+                        bail!("raw deletions: a deletion with content");
+                    }
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(RAW_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let total = t0.elapsed().as_secs_f64();
+        Ok(RawMeasured {
+            seconds: total,
+            samples: Vec::new(),
+            phases: BTreeMap::from([
+                ("1 uploads".into(), t_up),
+                ("2 set_children".into(), t_pub - t_up),
+                ("3 list".into(), t_list - t_pub),
+                ("4 fetches".into(), total - t_list),
+            ]),
+            ops: ops.0.into_inner().unwrap(),
+        })
+    }
+}
+
+// ===========================================================================
+// Ours: two daemons, each on its own Tahoe node
+// ===========================================================================
+
+/// One participant: config directory, folder, maybe a running daemon
+/// (killed when dropped).
+struct Daemon {
+    name: String,
+    bin: PathBuf,
+    config: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn new(root: &Path, name: &str, bin: &Path) -> Result<Daemon> {
+        let home = root.join(name);
+        fs::create_dir_all(&home)?;
+        Ok(Daemon {
+            name: name.to_owned(),
+            bin: bin.to_path_buf(),
+            config: home.join("config"),
+            dir: home.join("folder"),
+            log: home.join("daemon.log"),
+            child: None,
+        })
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{}: `magic-folder {}` failed ({}): {}",
+                self.name,
+                args.first().unwrap_or(&""),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn start(&mut self) -> Result<()> {
+        let _ = fs::remove_file(self.config.join("api.url"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env_remove("MAGIC_FOLDER_CONFIG")
+            .env("RUST_LOG", DAEMON_LOG)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} run", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            let url = fs::read_to_string(self.config.join("api.url")).unwrap_or_default();
+            if url.trim().starts_with("http://") {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().expect("started").try_wait()? {
+                self.child = None;
+                bail!(
+                    "{}: daemon exited at start ({status}); log: {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: daemon did not start in {START_STOP_TIMEOUT:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL.
+    fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("{}: daemon exited with {status}", self.name);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{}: daemon did not stop on SIGTERM; killed", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn status(&self) -> Option<Value> {
+        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
+        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
+        let body = http_get(
+            url.trim(),
+            &format!("/v1/magic-folder/{FOLDER}/status"),
+            token.trim(),
+        )?;
+        serde_json::from_str(&body).ok()
+    }
+
+    fn up_to_date(&self) -> bool {
+        self.status().is_some_and(|s| {
+            s["running"] == true
+                && !s["last_scan"].is_null()
+                && !s["last_poll"].is_null()
+                && s["queued"] == 0
+                && s["in_flight"] == 0
+                && s["unpublished"] == 0
+        })
+    }
+
+    fn cpu_s(&self) -> f64 {
+        let tick = clock_ticks_per_s() as f64;
+        self.child
+            .as_ref()
+            .and_then(|c| ProcSample::read(c.id()))
+            .map_or(f64::NAN, |s| s.cpu_ticks as f64 / tick)
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        self.child
+            .as_ref()
+            .and_then(|c| ProcSample::read(c.id()))
+            .map_or(f64::NAN, |s| s.hwm_kib as f64 / 1024.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback; the body if the status is 200.
+fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code: u16 = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let (_, body) = resp.split_once("\r\n\r\n")?;
+    (code == 200).then(|| body.to_owned())
+}
+
+/// Alice (created the folder, on node A) and bob (joined, on node B), both
+/// daemons running.
+struct Pair {
+    alice: Daemon,
+    bob: Daemon,
+    root: PathBuf,
+}
+
+impl Pair {
+    fn new(o: &TahoeOptions, root: &Path, node_a: &Path, node_b: &Path) -> Result<Pair> {
+        let _ = fs::remove_dir_all(root);
+        fs::create_dir_all(root)?;
+        let text = |p: &Path| -> Result<String> {
+            p.to_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{} is not UTF-8", p.display()))
+        };
+        let tuning = [
+            "--poll-interval",
+            o.poll_interval.as_str(),
+            "--pending-delay",
+            o.pending_delay.as_str(),
+        ];
+        let mut alice = Daemon::new(root, "alice", &o.bin)?;
+        let mut bob = Daemon::new(root, "bob", &o.bin)?;
+        let (adir, anode) = (text(&alice.dir)?, text(node_a)?);
+        let mut args = vec![
+            "create", FOLDER, &adir, "--author", "alice", "--tahoe", &anode,
+        ];
+        args.extend(tuning);
+        alice.cli(&args)?;
+        let code = alice.cli(&["invite", "--folder", FOLDER, "bob"])?;
+        let (bdir, bnode) = (text(&bob.dir)?, text(node_b)?);
+        let mut args = vec![
+            "join",
+            code.trim(),
+            &bdir,
+            "--author",
+            "bob",
+            "--tahoe",
+            &bnode,
+        ];
+        args.extend(tuning);
+        bob.cli(&args)?;
+        alice.start()?;
+        bob.start()?;
+        let pair = Pair {
+            alice,
+            bob,
+            root: root.to_path_buf(),
+        };
+        pair.settle(Duration::from_secs(120))?;
+        Ok(pair)
+    }
+
+    /// Waits until both daemons have been up to date for a whole second.
+    fn settle(&self, timeout: Duration) -> Result<()> {
+        let mut since: Option<Instant> = None;
+        let waited = wait_until(Instant::now(), timeout, || {
+            if self.alice.up_to_date() && self.bob.up_to_date() {
+                let t = *since.get_or_insert_with(Instant::now);
+                Ok(t.elapsed() >= Duration::from_secs(1))
+            } else {
+                since = None;
+                Ok(false)
+            }
+        })?;
+        if waited.is_none() {
+            bail!(
+                "the daemons did not settle within {timeout:?} (logs: {}, {})",
+                self.alice.log.display(),
+                self.bob.log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// CPU seconds so far: alice, bob, the grid, this process, the machine.
+    fn cpu(&self, tahoe: &TahoeCpu) -> [f64; 5] {
+        [
+            self.alice.cpu_s(),
+            self.bob.cpu_s(),
+            tahoe.now(),
+            own_cpu_s(),
+            machine_busy_s(),
+        ]
+    }
+
+    /// The effects both daemons ran between `start` (wall clock) and
+    /// `start + secs`, summarised, plus CPU used since `cpu0`.
+    fn breakdown(&self, start: SystemTime, secs: f64, cpu0: [f64; 5], tahoe: &TahoeCpu) -> Value {
+        let t0 = epoch_s(start);
+        let cpu1 = self.cpu(tahoe);
+        let mut out = json!({
+            "cpu_s": cpu_json(
+                &[
+                    ("alice", cpu1[0] - cpu0[0]),
+                    ("bob", cpu1[1] - cpu0[1]),
+                    ("tahoe", cpu1[2] - cpu0[2]),
+                    ("bench", cpu1[3] - cpu0[3]),
+                ],
+                cpu1[4] - cpu0[4],
+            ),
+            "peak_rss_mib": { "alice": self.alice.peak_rss_mib(), "bob": self.bob.peak_rss_mib() },
+        });
+        for d in [&self.alice, &self.bob] {
+            let spans = parse_log(&d.log).unwrap_or_default();
+            out[&d.name] = summarise(&spans, t0, t0 + secs + 0.05);
+        }
+        out
+    }
+
+    fn edits(&self, samples: usize, tahoe: &TahoeCpu) -> Result<Figure> {
+        let file = self.alice.dir.join("edit.bin");
+        let theirs = self.bob.dir.join("edit.bin");
+        let mut data = content(SMALL, 5000);
+        fs::write(&file, &data)?;
+        let want = hash_bytes(&data);
+        let first = wait_until(Instant::now(), Duration::from_secs(60), || {
+            Ok(hash_file(&theirs).is_ok_and(|h| h == want))
+        })?;
+        if first.is_none() {
+            bail!("edit.bin did not reach bob within 60 s");
+        }
+        let mut times = Vec::new();
+        let mut failure = None;
+        let mut ops = Vec::new();
+        for i in 0..samples {
+            self.settle(Duration::from_secs(60))?;
+            // Land at different points of bob's poll cycle.
+            std::thread::sleep(Duration::from_millis((i as u64 * 370) % 1000));
+            let patch = content(1024, 6000 + i as u64);
+            data[..1024].copy_from_slice(&patch);
+            let want = hash_bytes(&data);
+            let cpu0 = self.cpu(tahoe);
+            let wall = SystemTime::now();
+            let t0 = Instant::now();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&file)?
+                .write_all_at(&patch, 0)?;
+            let took = wait_until(t0, EDIT_TIMEOUT, || {
+                Ok(hash_file(&theirs).is_ok_and(|h| h == want))
+            })?;
+            match took {
+                Some(t) => {
+                    times.push(t.as_secs_f64());
+                    ops.push(self.breakdown(wall, t.as_secs_f64(), cpu0, tahoe));
+                }
+                None => {
+                    failure = Some(format!("edit {i}: timeout after {EDIT_TIMEOUT:?}"));
+                    break;
+                }
+            }
+        }
+        let mut f = Figure::new("edit", format!("1 KiB edit of a 4 KiB file (×{samples})"));
+        f.extra = json!({ "samples_s": times, "per_sample": ops });
+        // The breakdown shown is the median sample's.
+        if let Some(failure) = failure {
+            f.failure = Some(failure);
+        } else {
+            let (median, max) = median_max(&times);
+            f.ours_s = Some(median);
+            f.detail = format!("median of {}, max {max:.2} s", times.len());
+            f.ours_ops = ops[median_index(&times)].clone();
+        }
+        Ok(f)
+    }
+
+    /// Each file moved into alice's folder in turn (as `bigN.bin`); the
+    /// figure is the median sample, the breakdown that sample's.
+    fn big(
+        &self,
+        srcs: &[PathBuf],
+        mib: u64,
+        timeout: Duration,
+        tahoe: &TahoeCpu,
+    ) -> Result<Figure> {
+        let mut f = Figure::new("big", format!("1 × {mib} MiB (×{})", srcs.len()));
+        let mut times = Vec::new();
+        let mut ops = Vec::new();
+        for (i, src) in srcs.iter().enumerate() {
+            let name = format!("big{i}.bin");
+            let want = hash_file(src)?;
+            let expected = Expected::from([(PathBuf::from(&name), (mib << 20, want))]);
+            let mut arrival = Arrival::new(&self.bob.dir, &expected);
+            self.settle(Duration::from_secs(60))?;
+            settle()?;
+            let cpu0 = self.cpu(tahoe);
+            let wall = SystemTime::now();
+            let t0 = Instant::now();
+            fs::rename(src, self.alice.dir.join(&name))?;
+            let took = wait_for(t0, timeout, || arrival.check())?;
+            let secs = took.map_or(timeout.as_secs_f64(), |t| t.as_secs_f64());
+            ops.push(self.breakdown(wall, secs, cpu0, tahoe));
+            match took {
+                Some(t) => times.push(t.as_secs_f64()),
+                None => {
+                    f.failure = Some(format!("timeout after {:.0} s", timeout.as_secs_f64()));
+                    f.ours_ops = ops.pop().unwrap_or_default();
+                    return Ok(f);
+                }
+            }
+        }
+        let (median, max) = median_max(&times);
+        f.ours_s = Some(median);
+        f.detail = format!(
+            "{:.1} MiB/s; median of {}, max {max:.2} s",
+            mib as f64 / median,
+            times.len()
+        );
+        f.ours_ops = ops[median_index(&times)].clone();
+        f.extra["samples_s"] = json!(times);
+        Ok(f)
+    }
+
+    fn files(
+        &self,
+        payload: &Path,
+        expected: &Expected,
+        timeout: Duration,
+        tahoe: &TahoeCpu,
+    ) -> Result<Figure> {
+        let mut arrival = Arrival::new(&self.bob.dir, expected);
+        self.settle(Duration::from_secs(60))?;
+        settle()?;
+        let cpu0 = self.cpu(tahoe);
+        let wall = SystemTime::now();
+        let t0 = Instant::now();
+        for entry in fs::read_dir(payload)? {
+            let entry = entry?;
+            fs::rename(entry.path(), self.alice.dir.join(entry.file_name()))?;
+        }
+        let took = wait_for(t0, timeout, || arrival.check())?;
+        let n = expected.len();
+        let mut f = Figure::new("files", String::new());
+        let secs = took.map_or(timeout.as_secs_f64(), |t| t.as_secs_f64());
+        f.ours_ops = self.breakdown(wall, secs, cpu0, tahoe);
+        match took {
+            Some(t) => {
+                let s = t.as_secs_f64();
+                f.ours_s = Some(s);
+                let done = f.ours_ops["alice"]["Publish"]["last_end_s"].as_f64();
+                f.detail = format!(
+                    "{:.1} files/s; alice published all by {}",
+                    n as f64 / s,
+                    done.map_or("?".into(), |d| format!("{d:.1} s"))
+                );
+            }
+            None => {
+                f.failure = Some(format!(
+                    "timeout after {:.0} s ({} of {n} missing)",
+                    timeout.as_secs_f64(),
+                    arrival.missing()
+                ))
+            }
+        }
+        Ok(f)
+    }
+
+    fn deletions(&self, rels: &[PathBuf], timeout: Duration, tahoe: &TahoeCpu) -> Result<Figure> {
+        self.settle(Duration::from_secs(120))?;
+        let cpu0 = self.cpu(tahoe);
+        let wall = SystemTime::now();
+        let t0 = Instant::now();
+        for rel in rels {
+            fs::remove_file(self.alice.dir.join(rel))?;
+        }
+        let mut left: Vec<PathBuf> = rels.iter().map(|r| self.bob.dir.join(r)).collect();
+        let took = wait_until(t0, timeout, || {
+            left.retain(|p| p.symlink_metadata().is_ok());
+            Ok(left.is_empty())
+        })?;
+        let mut f = Figure::new("deletions", String::new());
+        let secs = took.map_or(timeout.as_secs_f64(), |t| t.as_secs_f64());
+        f.ours_ops = self.breakdown(wall, secs, cpu0, tahoe);
+        match took {
+            Some(t) => f.ours_s = Some(t.as_secs_f64()),
+            None => {
+                f.failure = Some(format!(
+                    "timeout after {:.0} s ({} left)",
+                    timeout.as_secs_f64(),
+                    left.len()
+                ))
+            }
+        }
+        Ok(f)
+    }
+
+    /// Stops both daemons and removes their directories (unless `keep`:
+    /// then the logs stay for a post-mortem).
+    fn finish(mut self, keep: bool) {
+        for d in [&mut self.alice, &mut self.bob] {
+            if let Err(e) = d.stop() {
+                eprintln!("  warning: {e:#}");
+            }
+        }
+        let root = self.root.clone();
+        drop(self);
+        if keep {
+            eprintln!("daemon logs kept in {}", root.display());
+        } else {
+            let _ = fs::remove_dir_all(root);
+        }
+    }
+}
+
+// ===========================================================================
+// The daemons' effect log
+// ===========================================================================
+
+/// One effect a daemon ran, from its debug log.
+#[derive(Debug, Clone)]
+struct Span {
+    kind: String,
+    start: f64,
+    end: Option<f64>,
+    entries: usize,
+    failed: bool,
+}
+
+/// Pairs the `start action=…` and `done event=…` lines of a daemon log.
+fn parse_log(path: &Path) -> Result<Vec<Span>> {
+    let text = fs::read_to_string(path)?;
+    let mut spans: Vec<Span> = Vec::new();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for line in text.lines() {
+        let Some(ts) = line.split_whitespace().next().and_then(parse_rfc3339) else {
+            continue;
+        };
+        if let Some(i) = line.find(" start action=") {
+            let a = &line[i + " start action=".len()..];
+            let base: String = a.chars().take_while(|c| c.is_alphanumeric()).collect();
+            let kind = match base.as_str() {
+                "Upload" if a.contains("local: Absent") => "Upload (deletion)".to_owned(),
+                "Write" if a.contains("content: Deleted") => "Write (deletion)".to_owned(),
+                _ => base.clone(),
+            };
+            let entries = if base == "Publish" {
+                a.matches("(\"").count()
+            } else {
+                0
+            };
+            open.insert(effect_key(&base, a), spans.len());
+            spans.push(Span {
+                kind,
+                start: ts,
+                end: None,
+                entries,
+                failed: false,
+            });
+        } else if let Some(i) = line.find(" done event=") {
+            let e = &line[i + " done event=".len()..];
+            let ev: String = e.chars().take_while(|c| c.is_alphanumeric()).collect();
+            let base = match ev.as_str() {
+                "Scanned" => "Scan",
+                "Polled" => "Poll",
+                "Fetched" => "Fetch",
+                "Uploaded" => "Upload",
+                "Published" => "Publish",
+                "Written" => "Write",
+                _ => continue,
+            };
+            let key = effect_key(base, e);
+            let idx = open.remove(&key).or_else(|| {
+                // A failed fetch does not name its path: take the oldest
+                // open one (only the failure count depends on it).
+                let oldest = open
+                    .iter()
+                    .filter(|(k, _)| base == "Fetch" && k.starts_with("fetch"))
+                    .min_by_key(|(_, i)| **i)
+                    .map(|(k, _)| k.clone())?;
+                open.remove(&oldest)
+            });
+            if let Some(idx) = idx {
+                spans[idx].end = Some(ts);
+                let rest = &e[ev.len()..];
+                spans[idx].failed = rest.starts_with("(Err(")
+                    || rest.contains("result: Err(")
+                    || rest.contains("result: Failed(");
+            }
+        }
+    }
+    Ok(spans)
+}
+
+/// What pairs an effect's start with its result: the op id, the snapshot
+/// cap of a fetch, or the kind alone (one scan and one poll at a time).
+fn effect_key(base: &str, text: &str) -> String {
+    let after = |pat: &str, end: char| -> Option<String> {
+        let i = text.find(pat)? + pat.len();
+        Some(text[i..].chars().take_while(|c| *c != end).collect())
+    };
+    match base {
+        "Upload" | "Publish" | "Write" => {
+            format!("op{}", after("op: OpId(", ')').unwrap_or_default())
+        }
+        // Caps are abbreviated in the log: a fetch is named by its path
+        // (`listed_as` in the action, `relpath` in a successful result).
+        "Fetch" => format!(
+            "fetch{}",
+            after("listed_as: \"", '"')
+                .or_else(|| after("relpath: \"", '"'))
+                .unwrap_or_default()
+        ),
+        other => other.to_owned(),
+    }
+}
+
+/// Per kind of effect started in `[t0, t1]` (epoch seconds): count, summed
+/// duration, first start and last end relative to `t0`, failures, and for
+/// publishes the entries written.
+fn summarise(spans: &[Span], t0: f64, t1: f64) -> Value {
+    let mut out = serde_json::Map::new();
+    let mut by_kind: BTreeMap<&str, Vec<&Span>> = BTreeMap::new();
+    for s in spans.iter().filter(|s| s.start >= t0 && s.start <= t1) {
+        by_kind.entry(&s.kind).or_default().push(s);
+    }
+    for (kind, ss) in by_kind {
+        let ended: Vec<f64> = ss.iter().filter_map(|s| s.end).collect();
+        let busy: f64 = ss.iter().filter_map(|s| Some(s.end? - s.start)).sum();
+        let mut v = json!({
+            "count": ss.len(),
+            "busy_s": busy,
+            "mean_ms": if ended.is_empty() { f64::NAN } else { busy / ended.len() as f64 * 1000.0 },
+            "first_start_s": ss.iter().map(|s| s.start).fold(f64::INFINITY, f64::min) - t0,
+            "last_end_s": ended.iter().copied().fold(f64::NEG_INFINITY, f64::max) - t0,
+            "unfinished": ss.len() - ended.len(),
+            "failed": ss.iter().filter(|s| s.failed).count(),
+        });
+        if kind == "Publish" {
+            v["entries"] = json!(ss.iter().map(|s| s.entries).sum::<usize>());
+        }
+        out.insert(kind.to_owned(), v);
+    }
+    Value::Object(out)
+}
+
+/// Seconds since the epoch of `2025-11-27T13:32:00.123456Z`.
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+fn epoch_s(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+// ===========================================================================
+// Helpers
+// ===========================================================================
+
+/// CPU time of every process of the Tahoe grid (found by its directory in
+/// their command lines).
+struct TahoeCpu {
+    root: String,
+}
+
+impl TahoeCpu {
+    fn new(root: &Path) -> TahoeCpu {
+        TahoeCpu {
+            root: root.to_string_lossy().into_owned(),
+        }
+    }
+
+    fn now(&self) -> f64 {
+        let tick = clock_ticks_per_s() as f64;
+        let Ok(rd) = fs::read_dir("/proc") else {
+            return f64::NAN;
+        };
+        let mut ticks = 0;
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&self.root) {
+                ticks += ProcSample::read(pid).map_or(0, |s| s.cpu_ticks);
+            }
+        }
+        ticks as f64 / tick
+    }
+
+    /// Runs `f`; returns its result and the CPU seconds meanwhile of the
+    /// grid, this process and the machine as a whole (see [`cpu_json`]).
+    fn during<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Value)> {
+        let c0 = [self.now(), own_cpu_s(), machine_busy_s()];
+        let v = f()?;
+        let c1 = [self.now(), own_cpu_s(), machine_busy_s()];
+        Ok((
+            v,
+            cpu_json(
+                &[("tahoe", c1[0] - c0[0]), ("bench", c1[1] - c0[1])],
+                c1[2] - c0[2],
+            ),
+        ))
+    }
+}
+
+/// CPU seconds by party, and "others": whatever else kept the machine busy
+/// meanwhile (other people's builds and tests: the noise).
+fn cpu_json(parts: &[(&str, f64)], machine_busy: f64) -> Value {
+    let mut v = serde_json::Map::new();
+    for (k, s) in parts {
+        v.insert(k.to_string(), json!(s));
+    }
+    let ours: f64 = parts.iter().map(|(_, s)| s).sum();
+    v.insert("machine_busy".into(), json!(machine_busy));
+    v.insert("others".into(), json!(machine_busy - ours));
+    Value::Object(v)
+}
+
+/// This process's CPU seconds so far.
+fn own_cpu_s() -> f64 {
+    ProcSample::read(std::process::id()).map_or(f64::NAN, |s| {
+        s.cpu_ticks as f64 / clock_ticks_per_s() as f64
+    })
+}
+
+/// CPU seconds the whole machine has been busy (all cores; `/proc/stat`
+/// minus idle and iowait).
+fn machine_busy_s() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 5 {
+        return f64::NAN;
+    }
+    let busy: u64 = f.iter().sum::<u64>() - f[3] - f[4];
+    busy as f64 / clock_ticks_per_s() as f64
+}
+
+/// Expected files: relative path → (length, SHA-256).
+type Expected = BTreeMap<PathBuf, (u64, [u8; 32])>;
+
+/// Writes `n` files of [`SMALL`] bytes over `dirs` directories under `root`.
+fn write_small_tree(root: &Path, n: usize, dirs: usize, seed: u64) -> Result<Expected> {
+    let mut expected = Expected::new();
+    for d in 0..dirs {
+        fs::create_dir_all(root.join(format!("d{d:04}")))?;
+    }
+    for i in 0..n {
+        let rel = PathBuf::from(format!("d{:04}/f{i:06}.bin", i % dirs));
+        let data = content(SMALL, seed * 10_000_000 + i as u64);
+        fs::write(root.join(&rel), &data)?;
+        expected.insert(rel, (data.len() as u64, hash_bytes(&data)));
+    }
+    Ok(expected)
+}
+
+/// `k` of the files, spread evenly.
+fn deletion_set(files: &Expected, k: usize) -> Vec<PathBuf> {
+    let step = (files.len() / k.max(1)).max(1);
+    files.keys().step_by(step).take(k).cloned().collect()
+}
+
+/// Files arriving in a folder: checked cheaply by listing directories, then
+/// confirmed by hashing once all are there.
+struct Arrival {
+    root: PathBuf,
+    pending: BTreeMap<PathBuf, (u64, [u8; 32])>,
+    all: Expected,
+    complete_at: Option<Instant>,
+}
+
+impl Arrival {
+    fn new(root: &Path, expected: &Expected) -> Arrival {
+        Arrival {
+            root: root.to_path_buf(),
+            pending: expected.clone(),
+            all: expected.clone(),
+            complete_at: None,
+        }
+    }
+
+    fn missing(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn check(&mut self) -> Result<Option<Instant>> {
+        let root = &self.root;
+        self.pending
+            .retain(|rel, (len, _)| !fs::metadata(root.join(rel)).is_ok_and(|m| m.len() == *len));
+        if !self.pending.is_empty() {
+            return Ok(None);
+        }
+        let at = *self.complete_at.get_or_insert_with(Instant::now);
+        for (rel, v) in &self.all {
+            if !hash_file(&self.root.join(rel)).is_ok_and(|h| h == v.1) {
+                self.pending.insert(rel.clone(), *v);
+            }
+        }
+        if self.pending.is_empty() {
+            Ok(Some(at))
+        } else {
+            self.complete_at = None;
+            Ok(None)
+        }
+    }
+}
+
+fn median_max(samples: &[f64]) -> (f64, f64) {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let median = match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    };
+    (median, s.last().copied().unwrap_or(f64::NAN))
+}
+
+/// Index of the (upper) median sample; `samples` must not be empty.
+fn median_index(samples: &[f64]) -> usize {
+    let mut idx: Vec<usize> = (0..samples.len()).collect();
+    idx.sort_by(|a, b| samples[*a].total_cmp(&samples[*b]));
+    idx[idx.len() / 2]
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_timestamps_parse() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1.5));
+        assert_eq!(
+            parse_rfc3339("2025-11-27T13:32:00.000000Z"),
+            Some(1_764_250_320.0)
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn effects_pair_up() {
+        let dir = std::env::temp_dir().join(format!("mf-bench-tahoe-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        fs::write(
+            &log,
+            "2025-11-27T13:32:00.000000Z DEBUG folder: start action=Upload { op: OpId(3), local: File(x) }\n\
+             2025-11-27T13:32:00.100000Z DEBUG folder: start action=Poll\n\
+             2025-11-27T13:32:00.500000Z DEBUG folder: done event=Uploaded { op: OpId(3), result: Done(x) }\n\
+             2025-11-27T13:32:00.600000Z DEBUG folder: done event=Polled(Ok([]))\n\
+             2025-11-27T13:32:01.000000Z DEBUG folder: start action=Publish { op: OpId(4), entries: [(\"a\", …:1), (\"b\", …:2)] }\n\
+             2025-11-27T13:32:01.200000Z DEBUG folder: done event=Published { op: OpId(4), result: Err(x) }\n\
+             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch { cap: …:2:3:376, listed_as: \"a/b\" }\n\
+             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch { cap: …:2:3:376, listed_as: \"a/c\" }\n\
+             2025-11-27T13:32:02.300000Z DEBUG folder: done event=Fetched { cap: …:2:3:376, result: Ok(SnapshotInfo { relpath: \"a/c\" }) }\n\
+             2025-11-27T13:32:02.400000Z DEBUG folder: done event=Fetched { cap: …:2:3:376, result: Err(x) }\n",
+        )
+        .unwrap();
+        let spans = parse_log(&log).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let t0 = parse_rfc3339("2025-11-27T13:32:00.000000Z").unwrap();
+        let v = summarise(&spans, t0, t0 + 10.0);
+        assert_eq!(v["Upload"]["count"], 1);
+        assert!((v["Upload"]["busy_s"].as_f64().unwrap() - 0.5).abs() < 1e-6);
+        assert_eq!(v["Poll"]["count"], 1);
+        assert_eq!(v["Publish"]["entries"], 2);
+        assert_eq!(v["Publish"]["failed"], 1);
+        assert_eq!(v["Fetch"]["count"], 2);
+        assert_eq!(v["Fetch"]["unfinished"], 0);
+        assert_eq!(v["Fetch"]["failed"], 1);
+        assert!((v["Fetch"]["busy_s"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+    }
+}
