@@ -198,7 +198,10 @@ pub fn check_participant_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("participant name {name:?} must be 1 to 64 bytes"));
     }
-    if !name.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(format!(
             "participant name {name:?} may only hold letters, digits, '-' and '_'"
         ));
@@ -214,7 +217,16 @@ mod tests {
     #[test]
     fn rejects_everything_that_could_escape() {
         for bad in [
-            "", "/etc/passwd", "..", "a/../b", "a/./b", "a//b", "a/", "./a", "a\0b", "a\\b",
+            "",
+            "/etc/passwd",
+            "..",
+            "a/../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "./a",
+            "a\0b",
+            "a\\b",
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
         }
@@ -224,7 +236,16 @@ mod tests {
 
     #[test]
     fn accepts_odd_but_valid_names() {
-        for ok in ["a", "a b/c", "@metadata", "x@_y", "..a", "a..", "ünïcødé/日本", ".hidden"] {
+        for ok in [
+            "a",
+            "a b/c",
+            "@metadata",
+            "x@_y",
+            "..a",
+            "a..",
+            "ünïcødé/日本",
+            ".hidden",
+        ] {
             assert!(RelPath::new(ok).is_ok(), "{ok:?} rejected");
         }
     }
@@ -236,7 +257,10 @@ mod tests {
         assert_eq!(RelPath::unmangle("a@_b@@c@_@@metadata").unwrap(), p);
         assert!(RelPath::unmangle("a@").is_err());
         assert!(RelPath::unmangle("a@x").is_err());
-        assert!(RelPath::unmangle("@_etc@_passwd").is_err(), "absolute after unmangling");
+        assert!(
+            RelPath::unmangle("@_etc@_passwd").is_err(),
+            "absolute after unmangling"
+        );
         assert!(RelPath::unmangle("a@_..@_b").is_err());
     }
 

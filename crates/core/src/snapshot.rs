@@ -43,7 +43,15 @@ impl Cap {
 impl fmt::Debug for Cap {
     /// Shows only a short tail: enough to tell caps apart in a trace, not enough to use one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail: String = self.0.chars().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = self
+            .0
+            .chars()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         write!(f, "…{tail}")
     }
 }
@@ -185,7 +193,10 @@ impl fmt::Debug for Author {
 impl Author {
     /// An author from a name and a 32-byte secret seed.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Author {
-        Author { name: name.to_owned(), key: SigningKey::from_bytes(&seed) }
+        Author {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// The secret seed (to store in the owner-only config).
@@ -210,7 +221,10 @@ impl Author {
         SnapshotMetadata {
             snapshot_version: 1,
             relpath: relpath.as_str().to_owned(),
-            author: AuthorJson { name: self.name.clone(), verify_key: self.verify_key() },
+            author: AuthorJson {
+                name: self.name.clone(),
+                verify_key: self.verify_key(),
+            },
             modification_time: mtime_s,
             parents: parents.iter().map(|c| c.0.clone()).collect(),
             directory: matches!(content, Content::Dir),
@@ -257,8 +271,8 @@ pub fn verify_snapshot(
     signature_b64: &str,
     listed_as: Option<&RelPath>,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let md: SnapshotMetadata =
-        serde_json::from_slice(metadata_json).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let md: SnapshotMetadata = serde_json::from_slice(metadata_json)
+        .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
     if md.snapshot_version != 1 {
         return Err(SnapshotError::Version(md.snapshot_version));
     }
@@ -283,14 +297,24 @@ pub fn verify_snapshot(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(bad_sig)?;
-    let msg = signing_message(content_cap.as_ref().map(|c| c.as_str()), metadata_cap, &md.relpath);
-    key.verify(msg.as_bytes(), &Signature::from_bytes(&sig_bytes)).map_err(|_| bad_sig())?;
+    let msg = signing_message(
+        content_cap.as_ref().map(|c| c.as_str()),
+        metadata_cap,
+        &md.relpath,
+    );
+    key.verify(msg.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| bad_sig())?;
     let content = match (content_cap, md.directory) {
-        (Some(cap), false) => Content::File { cap, size: md.size.unwrap_or(0) },
+        (Some(cap), false) => Content::File {
+            cap,
+            size: md.size.unwrap_or(0),
+        },
         (None, true) => Content::Dir,
         (None, false) => Content::Deleted,
         (Some(_), true) => {
-            return Err(SnapshotError::Malformed("directory snapshot with content".into()))
+            return Err(SnapshotError::Malformed(
+                "directory snapshot with content".into(),
+            ))
         }
     };
     Ok(SnapshotInfo {
@@ -368,8 +392,17 @@ mod tests {
     fn sign_and_verify_round_trip() {
         let a = author();
         let p = RelPath::new("docs/a.txt").unwrap();
-        let content = Content::File { cap: Cap::from("URI:MF-CHK:x"), size: 5 };
-        let md = a.metadata(&p, &content, &[Cap::from("URI:MF-DIR-CHK:p")], 1_700_000_000, 4);
+        let content = Content::File {
+            cap: Cap::from("URI:MF-CHK:x"),
+            size: 5,
+        };
+        let md = a.metadata(
+            &p,
+            &content,
+            &[Cap::from("URI:MF-DIR-CHK:p")],
+            1_700_000_000,
+            4,
+        );
         let json = md.to_json();
         let sig = a.sign(Some("URI:MF-CHK:x"), "URI:MF-CHK:m", &p);
         let info = verify_snapshot(
@@ -394,16 +427,42 @@ mod tests {
         let md = a.metadata(&p, &Content::Deleted, &[], 1, 1).to_json();
         let sig = a.sign(None, "URI:MF-CHK:m", &p);
         let verify = |content: Option<&str>, mcap: &str, json: &[u8], sig: &str| {
-            verify_snapshot(Cap::from("s"), content.map(Cap::from), mcap, json, sig, Some(&p))
+            verify_snapshot(
+                Cap::from("s"),
+                content.map(Cap::from),
+                mcap,
+                json,
+                sig,
+                Some(&p),
+            )
         };
         assert!(verify(None, "URI:MF-CHK:m", &md, &sig).is_ok());
-        assert!(matches!(verify(Some("URI:MF-CHK:evil"), "URI:MF-CHK:m", &md, &sig), Err(SnapshotError::BadSignature(_))));
-        assert!(matches!(verify(None, "URI:MF-CHK:other", &md, &sig), Err(SnapshotError::BadSignature(_))));
-        assert!(matches!(verify(None, "URI:MF-CHK:m", &md, "AAAA"), Err(SnapshotError::BadSignature(_))));
-        assert!(matches!(verify(None, "URI:MF-CHK:m", b"{nope", &sig), Err(SnapshotError::Malformed(_))));
+        assert!(matches!(
+            verify(Some("URI:MF-CHK:evil"), "URI:MF-CHK:m", &md, &sig),
+            Err(SnapshotError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(None, "URI:MF-CHK:other", &md, &sig),
+            Err(SnapshotError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(None, "URI:MF-CHK:m", &md, "AAAA"),
+            Err(SnapshotError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify(None, "URI:MF-CHK:m", b"{nope", &sig),
+            Err(SnapshotError::Malformed(_))
+        ));
         // A snapshot listed under another path is refused.
         let other = RelPath::new("b").unwrap();
-        let r = verify_snapshot(Cap::from("s"), None, "URI:MF-CHK:m", &md, &sig, Some(&other));
+        let r = verify_snapshot(
+            Cap::from("s"),
+            None,
+            "URI:MF-CHK:m",
+            &md,
+            &sig,
+            Some(&other),
+        );
         assert!(matches!(r, Err(SnapshotError::WrongPath { .. })));
     }
 
@@ -428,7 +487,10 @@ mod tests {
         assert_eq!(v["relpath"], "x");
         assert_eq!(v["author"]["name"], "alice");
         assert_eq!(v["modification_time"], 3);
-        assert!(v.get("directory").is_none(), "24.3 fields only when not a directory");
+        assert!(
+            v.get("directory").is_none(),
+            "24.3 fields only when not a directory"
+        );
         // And a 24.3 document (no extensions) parses.
         let py = br#"{"snapshot_version":1,"relpath":"x","author":{"name":"bob","verify_key":"AA=="},"modification_time":1,"parents":[]}"#;
         assert!(serde_json::from_slice::<SnapshotMetadata>(py).is_ok());
@@ -437,13 +499,25 @@ mod tests {
     #[test]
     fn entry_names() {
         let p = RelPath::new("a@b/c").unwrap();
-        assert_eq!(parse_entry_name(&entry_name(&p)).unwrap().unwrap(), (p.clone(), None));
+        assert_eq!(
+            parse_entry_name(&entry_name(&p)).unwrap().unwrap(),
+            (p.clone(), None)
+        );
         let c = conflict_entry_name(&p, "bob");
-        assert_eq!(parse_entry_name(&c).unwrap().unwrap(), (p, Some("bob".into())));
+        assert_eq!(
+            parse_entry_name(&c).unwrap().unwrap(),
+            (p, Some("bob".into()))
+        );
         let tricky = RelPath::new("x@cy").unwrap();
-        assert_eq!(parse_entry_name(&entry_name(&tricky)).unwrap().unwrap(), (tricky.clone(), None));
+        assert_eq!(
+            parse_entry_name(&entry_name(&tricky)).unwrap().unwrap(),
+            (tricky.clone(), None)
+        );
         let tc = conflict_entry_name(&tricky, "z");
-        assert_eq!(parse_entry_name(&tc).unwrap().unwrap(), (tricky, Some("z".into())));
+        assert_eq!(
+            parse_entry_name(&tc).unwrap().unwrap(),
+            (tricky, Some("z".into()))
+        );
         assert!(parse_entry_name("@metadata").is_none());
         assert!(parse_entry_name("@_etc").unwrap().is_err());
         assert!(parse_entry_name("a@c").unwrap().is_err(), "empty author");

@@ -173,7 +173,12 @@ impl Store for MemStore {
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         for c in changes {
-            apply(&mut self.current, &mut self.conflicts, &mut self.snapshots, c);
+            apply(
+                &mut self.current,
+                &mut self.conflicts,
+                &mut self.snapshots,
+                c,
+            );
         }
         Ok(())
     }

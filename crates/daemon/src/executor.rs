@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use bytes::Bytes;
@@ -49,15 +49,6 @@ pub const METADATA_LIMIT: u64 = 64 * 1024;
 
 /// How many personal directories a poll lists at once.
 pub const POLL_PARALLELISM: usize = 8;
-
-/// At most this share of the time goes to rewriting our personal directory
-/// while changes keep coming (see [`Executor::publish`]).
-pub const PUBLISH_SHARE: f64 = 0.1;
-
-/// The longest a publish waits for the previous one's share of the time
-/// (slow publishes are mostly waiting on the grid, not using the CPU, and
-/// the others must not see a change much later than they poll).
-pub const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(1);
 
 /// Chunks buffered between a download and the thread writing it to disk.
 const WRITE_PIPELINE_DEPTH: usize = 4;
@@ -103,8 +94,6 @@ pub struct Executor<G: Grid> {
     /// Per participant, a digest of the directory listing last given to
     /// the engine (see [`Executor::poll`]).
     last_polled: Mutex<HashMap<String, [u8; 32]>>,
-    /// When the last publish started, and how long it took.
-    last_publish: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -142,7 +131,6 @@ impl<G: Grid> Executor<G> {
             umask: config.umask,
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
-            last_publish: Mutex::new(None),
         })
     }
 
@@ -514,15 +502,6 @@ impl<G: Grid> Executor<G> {
 
     // ----- Publish ------------------------------------------------------
 
-    /// Links `entries` into our personal directory.
-    ///
-    /// Rewriting the directory costs O(its entries) however few change, and
-    /// during a bulk upload the engine publishes again as soon as the last
-    /// publish ends. So a publish starts no sooner than 1/[`PUBLISH_SHARE`]
-    /// times the previous one's duration after that one started (but waits
-    /// at most [`MAX_PUBLISH_WAIT`]): publishing takes ~[`PUBLISH_SHARE`] of
-    /// the time, each publish carries more entries, and a lone change
-    /// (nothing published recently) waits for nothing.
     async fn publish(&self, entries: &[(String, Cap)]) -> Result<(), EffectError> {
         if entries.is_empty() {
             return Ok(());
@@ -534,20 +513,10 @@ impl<G: Grid> Executor<G> {
             })?;
             children.insert(name.clone(), DirEntry::new(cap));
         }
-        let last = *self.last_publish.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((started, took)) = last {
-            let earliest = started + took.mul_f64(PUBLISH_SHARE.recip()).min(MAX_PUBLISH_WAIT);
-            tokio::time::sleep_until(earliest.into()).await;
-        }
-        let started = Instant::now();
-        let result = self
-            .grid
+        self.grid
             .set_children(&self.personal, children, Replace::Yes)
             .await
-            .map_err(|e| grid_error("cannot update our personal directory", e));
-        *self.last_publish.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((started, started.elapsed()));
-        result
+            .map_err(|e| grid_error("cannot update our personal directory", e))
     }
 
     // ----- Write --------------------------------------------------------

@@ -92,7 +92,11 @@ pub enum SimOp {
     /// A user writes a new version of a file (creating parents).
     Write { who: usize, file: usize },
     /// A user writes half a version now and the rest `rest_ms` later.
-    SlowWrite { who: usize, file: usize, rest_ms: u64 },
+    SlowWrite {
+        who: usize,
+        file: usize,
+        rest_ms: u64,
+    },
     /// A user deletes a file.
     Delete { who: usize, file: usize },
     /// A user renames a file onto a free name.
@@ -120,16 +124,47 @@ pub fn generate(cfg: &SimConfig) -> Vec<SimOp> {
             let who = rng.usize(..n);
             match rng.u32(..100) {
                 0..=29 => SimOp::Advance(rng.u64(1..1500)),
-                30..=49 => SimOp::Write { who, file: rng.usize(..FILES.len()) },
-                50..=54 => SimOp::SlowWrite { who, file: rng.usize(..FILES.len()), rest_ms: rng.u64(10..3000) },
-                55..=62 => SimOp::Delete { who, file: rng.usize(..FILES.len()) },
-                63..=67 => SimOp::Rename { who, from: rng.usize(..FILES.len()), to: rng.usize(..FILES.len()) },
-                68..=71 => SimOp::Mkdir { who, dir: rng.usize(..DIRS.len()) },
-                72..=74 => SimOp::RemoveDir { who, dir: rng.usize(..DIRS.len()) },
-                75..=84 => SimOp::ResolveCopy { who, pick: rng.usize(..8) },
-                85..=90 if cfg.crashes => SimOp::Crash { who, down_ms: rng.u64(0..5000) },
-                91..=95 if cfg.outages => SimOp::Offline { who, ms: rng.u64(100..8000) },
-                96..=99 if cfg.outages => SimOp::GridAway { ms: rng.u64(100..5000) },
+                30..=49 => SimOp::Write {
+                    who,
+                    file: rng.usize(..FILES.len()),
+                },
+                50..=54 => SimOp::SlowWrite {
+                    who,
+                    file: rng.usize(..FILES.len()),
+                    rest_ms: rng.u64(10..3000),
+                },
+                55..=62 => SimOp::Delete {
+                    who,
+                    file: rng.usize(..FILES.len()),
+                },
+                63..=67 => SimOp::Rename {
+                    who,
+                    from: rng.usize(..FILES.len()),
+                    to: rng.usize(..FILES.len()),
+                },
+                68..=71 => SimOp::Mkdir {
+                    who,
+                    dir: rng.usize(..DIRS.len()),
+                },
+                72..=74 => SimOp::RemoveDir {
+                    who,
+                    dir: rng.usize(..DIRS.len()),
+                },
+                75..=84 => SimOp::ResolveCopy {
+                    who,
+                    pick: rng.usize(..8),
+                },
+                85..=90 if cfg.crashes => SimOp::Crash {
+                    who,
+                    down_ms: rng.u64(0..5000),
+                },
+                91..=95 if cfg.outages => SimOp::Offline {
+                    who,
+                    ms: rng.u64(100..8000),
+                },
+                96..=99 if cfg.outages => SimOp::GridAway {
+                    ms: rng.u64(100..5000),
+                },
                 _ => SimOp::Advance(rng.u64(1..500)),
             }
         })
@@ -192,7 +227,11 @@ struct World {
 }
 
 fn engine_config(name: &str) -> EngineConfig {
-    EngineConfig { me: name.to_owned(), poll_interval: POLL_MS, scan_interval: SCAN_MS }
+    EngineConfig {
+        me: name.to_owned(),
+        poll_interval: POLL_MS,
+        scan_interval: SCAN_MS,
+    }
 }
 
 fn rel(s: &str) -> RelPath {
@@ -206,7 +245,8 @@ impl World {
         for i in 0..cfg.participants {
             let name = format!("p{i}");
             grid.personal.insert(name.clone(), BTreeMap::new());
-            let engine = Engine::new(MemStore::new(), engine_config(&name), 0).expect("mem store loads");
+            let engine =
+                Engine::new(MemStore::new(), engine_config(&name), 0).expect("mem store loads");
             people.push(Participant {
                 name,
                 fs: MemFs::default(),
@@ -295,8 +335,14 @@ impl World {
             if guard > 1_000_000 {
                 // Something keeps asking to run at the same instant: report it
                 // as a violation instead of spinning.
-                let status = self.people[i].engine.as_ref().map(|e| format!("{:?}", e.status()));
-                self.livelock = Some(format!("livelock at {t} in {} (kind {kind}): {status:?}", self.people[i].name));
+                let status = self.people[i]
+                    .engine
+                    .as_ref()
+                    .map(|e| format!("{:?}", e.status()));
+                self.livelock = Some(format!(
+                    "livelock at {t} in {} (kind {kind}): {status:?}",
+                    self.people[i].name
+                ));
                 self.now = limit;
                 return;
             }
@@ -320,8 +366,12 @@ impl World {
     fn restart(&mut self, i: usize) {
         let p = &mut self.people[i];
         p.restart_at = None;
-        let store = p.parked.take().expect("a crashed participant parks its store");
-        p.engine = Some(Engine::new(store, engine_config(&p.name), self.now).expect("mem store loads"));
+        let store = p
+            .parked
+            .take()
+            .expect("a crashed participant parks its store");
+        p.engine =
+            Some(Engine::new(store, engine_config(&p.name), self.now).expect("mem store loads"));
         let name = p.name.clone();
         self.log(format!("{name} restarts"));
         self.drain(i);
@@ -330,7 +380,12 @@ impl World {
     fn fire_watch(&mut self, i: usize) {
         let now = self.now;
         let p = &mut self.people[i];
-        let due: Vec<RelPath> = p.watch.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        let due: Vec<RelPath> = p
+            .watch
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut batch = Vec::new();
         for path in due {
             p.watch.remove(&path);
@@ -356,7 +411,12 @@ impl World {
         };
         let (_, _, action) = self.people[i].inflight.remove(idx);
         let event = self.apply(i, &action);
-        self.log(format!("{} {} -> {}", self.people[i].name, short_action(&action), short_event(&event)));
+        self.log(format!(
+            "{} {} -> {}",
+            self.people[i].name,
+            short_action(&action),
+            short_event(&event)
+        ));
         self.deliver(i, event);
     }
 
@@ -367,11 +427,21 @@ impl World {
         // dropped connection): 3 % of them when outages are on.
         let flaky = self.cfg.outages && !matches!(action, Action::Scan) && self.rng.u32(..100) < 3;
         let faults = EffectFaults {
-            grid_away: flaky || self.now < self.grid_away_until || self.now < self.people[i].offline_until,
+            grid_away: flaky
+                || self.now < self.grid_away_until
+                || self.now < self.people[i].offline_until,
             skip_last_moment_check: self.cfg.plant_skip_last_moment_check,
         };
         let p = &mut self.people[i];
-        let (event, touched) = execute(&p.name, action, &mut p.fs, &mut self.grid, faults, self.now, &mut self.clock);
+        let (event, touched) = execute(
+            &p.name,
+            action,
+            &mut p.fs,
+            &mut self.grid,
+            faults,
+            self.now,
+            &mut self.clock,
+        );
         for t in touched {
             p.watch.insert(t, self.now + WATCH_DELAY_MS);
         }
@@ -402,11 +472,20 @@ impl World {
         if matches!(self.people[who].fs.nodes.get(path), Some(Node::Dir)) {
             return false;
         }
-        let Some(made) = self.people[who].fs.make_parents(path) else { return false };
+        let Some(made) = self.people[who].fs.make_parents(path) else {
+            return false;
+        };
         self.replace(who, path);
         self.clock += 1;
         let mtime_ns = (self.now as i64) * 1_000_000;
-        self.people[who].fs.nodes.insert(path.clone(), Node::File { content: bytes.clone(), mtime_ns, ctime_ns: self.clock });
+        self.people[who].fs.nodes.insert(
+            path.clone(),
+            Node::File {
+                content: bytes.clone(),
+                mtime_ns,
+                ctime_ns: self.clock,
+            },
+        );
         self.written.insert(bytes.clone());
         if complete {
             self.versions.insert((path.clone(), bytes), false);
@@ -420,13 +499,19 @@ impl World {
     }
 
     fn touch(&mut self, who: usize, path: &RelPath) {
-        self.people[who].watch.insert(path.clone(), self.now + WATCH_DELAY_MS);
+        self.people[who]
+            .watch
+            .insert(path.clone(), self.now + WATCH_DELAY_MS);
     }
 
     fn finish_slow_write(&mut self, i: usize) {
         let now = self.now;
         let p = &mut self.people[i];
-        let pos = p.slow.iter().position(|s| s.0 <= now).expect("next_due found one");
+        let pos = p
+            .slow
+            .iter()
+            .position(|s| s.0 <= now)
+            .expect("next_due found one");
         let (_, path, bytes) = p.slow.remove(pos);
         let name = p.name.clone();
         if self.put_file(i, &path, bytes, true) {
@@ -449,13 +534,19 @@ impl World {
                 let full = self.version_bytes(who, &path);
                 let half = full[..full.len() / 2].to_vec();
                 if self.put_file(who, &path, half, false) {
-                    self.log(format!("{} user starts slow write of {path}", self.people[who].name));
+                    self.log(format!(
+                        "{} user starts slow write of {path}",
+                        self.people[who].name
+                    ));
                     self.people[who].slow.push((self.now + rest_ms, path, full));
                 }
             }
             SimOp::Delete { who, file } => {
                 let path = rel(FILES[file]);
-                if matches!(self.people[who].fs.nodes.get(&path), Some(Node::File { .. })) {
+                if matches!(
+                    self.people[who].fs.nodes.get(&path),
+                    Some(Node::File { .. })
+                ) {
                     self.replace(who, &path);
                     self.people[who].fs.nodes.remove(&path);
                     self.touch(who, &path);
@@ -465,7 +556,9 @@ impl World {
             SimOp::Rename { who, from, to } => {
                 let (src, dst) = (rel(FILES[from]), rel(FILES[to]));
                 let fs = &self.people[who].fs;
-                let Some(Node::File { content, .. }) = fs.nodes.get(&src).cloned() else { return };
+                let Some(Node::File { content, .. }) = fs.nodes.get(&src).cloned() else {
+                    return;
+                };
                 if src == dst || fs.nodes.contains_key(&dst) {
                     return;
                 }
@@ -473,7 +566,10 @@ impl World {
                 if self.put_file(who, &dst, content, true) {
                     self.people[who].fs.nodes.remove(&src);
                     self.touch(who, &src);
-                    self.log(format!("{} user renames {src} to {dst}", self.people[who].name));
+                    self.log(format!(
+                        "{} user renames {src} to {dst}",
+                        self.people[who].name
+                    ));
                 }
             }
             SimOp::Mkdir { who, dir } => {
@@ -482,7 +578,9 @@ impl World {
                 if fs.nodes.contains_key(&path) {
                     return;
                 }
-                let Some(made) = fs.make_parents(&path) else { return };
+                let Some(made) = fs.make_parents(&path) else {
+                    return;
+                };
                 fs.nodes.insert(path.clone(), Node::Dir);
                 for d in made {
                     self.touch(who, &d);
@@ -495,14 +593,23 @@ impl World {
                 if !matches!(self.people[who].fs.nodes.get(&path), Some(Node::Dir)) {
                     return;
                 }
-                let doomed: Vec<RelPath> =
-                    self.people[who].fs.nodes.keys().filter(|k| k.starts_with(&path)).cloned().collect();
+                let doomed: Vec<RelPath> = self.people[who]
+                    .fs
+                    .nodes
+                    .keys()
+                    .filter(|k| k.starts_with(&path))
+                    .cloned()
+                    .collect();
                 for d in &doomed {
                     self.replace(who, d);
                     self.people[who].fs.nodes.remove(d);
                     self.touch(who, d);
                 }
-                self.log(format!("{} user removes dir {path} ({} entries)", self.people[who].name, doomed.len()));
+                self.log(format!(
+                    "{} user removes dir {path} ({} entries)",
+                    self.people[who].name,
+                    doomed.len()
+                ));
             }
             SimOp::ResolveCopy { who, pick } => {
                 let copies: Vec<RelPath> = self.people[who]
@@ -519,11 +626,16 @@ impl World {
                 self.replace(who, &copy);
                 self.people[who].fs.nodes.remove(&copy);
                 self.touch(who, &copy);
-                self.log(format!("{} user resolves by deleting {copy}", self.people[who].name));
+                self.log(format!(
+                    "{} user resolves by deleting {copy}",
+                    self.people[who].name
+                ));
             }
             SimOp::Crash { who, down_ms } => {
                 let now = self.now;
-                let Some(engine) = self.people[who].engine.take() else { return };
+                let Some(engine) = self.people[who].engine.take() else {
+                    return;
+                };
                 // Effects in flight may or may not have happened; their
                 // results are lost with the process.
                 let inflight = std::mem::take(&mut self.people[who].inflight);
@@ -552,7 +664,9 @@ impl World {
 
     fn settled(&self) -> bool {
         self.people.iter().all(|p| {
-            p.inflight.iter().all(|(_, _, a)| matches!(a, Action::Scan | Action::Poll))
+            p.inflight
+                .iter()
+                .all(|(_, _, a)| matches!(a, Action::Scan | Action::Poll))
                 && p.watch.is_empty()
                 && p.slow.is_empty()
                 && p.restart_at.is_none()
@@ -574,7 +688,10 @@ impl World {
                 // Quiet for a while, and everyone has polled successfully since
                 // it became quiet (an offline participant is not "in sync").
                 let polled = self.people.iter().all(|p| {
-                    p.engine.as_ref().and_then(|e| e.status().last_poll).is_some_and(|t| t > since)
+                    p.engine
+                        .as_ref()
+                        .and_then(|e| e.status().last_poll)
+                        .is_some_and(|t| t > since)
                 });
                 if self.now - since >= 3 * POLL_MS + 200 && polled {
                     return Ok(());
@@ -587,9 +704,19 @@ impl World {
             .people
             .iter()
             .filter(|p| !p.engine.as_ref().is_some_and(|e| e.is_idle()))
-            .map(|p| format!("{}: {:?}", p.name, p.engine.as_ref().map(|e| e.waiting_on())))
+            .map(|p| {
+                format!(
+                    "{}: {:?}",
+                    p.name,
+                    p.engine.as_ref().map(|e| e.waiting_on())
+                )
+            })
             .collect();
-        Err(format!("did not settle within {} s: {}", SETTLE_LIMIT_MS / 1000, busy.join("; ")))
+        Err(format!(
+            "did not settle within {} s: {}",
+            SETTLE_LIMIT_MS / 1000,
+            busy.join("; ")
+        ))
     }
 }
 
@@ -598,9 +725,20 @@ fn short_action(a: &Action) -> String {
         Action::Scan => "scan".into(),
         Action::Poll => "poll".into(),
         Action::Fetch { cap, .. } => format!("fetch {cap:?}"),
-        Action::Upload { path, local, parents, generation, .. } => format!("upload {path} {local:?} parents {parents:?} gen {generation}"),
+        Action::Upload {
+            path,
+            local,
+            parents,
+            generation,
+            ..
+        } => format!("upload {path} {local:?} parents {parents:?} gen {generation}"),
         Action::Publish { entries, .. } => format!("publish {} entries", entries.len()),
-        Action::Write { target, content, expect, .. } => format!("write {target} {content:?} expect {expect:?}"),
+        Action::Write {
+            target,
+            content,
+            expect,
+            ..
+        } => format!("write {target} {content:?} expect {expect:?}"),
     }
 }
 
@@ -613,7 +751,13 @@ fn short_event(e: &Event) -> String {
             Ok(i) => format!("ok {:?} parents {:?}", i.cap, i.parents),
             Err(e) => format!("{e:?}"),
         },
-        Event::Polled(r) => if r.is_ok() { "ok".into() } else { "failed".into() },
+        Event::Polled(r) => {
+            if r.is_ok() {
+                "ok".into()
+            } else {
+                "failed".into()
+            }
+        }
         Event::Scanned(r) => match r {
             Ok(s) => format!("{} entries", s.entries.len()),
             Err(e) => e.clone(),
@@ -654,16 +798,34 @@ fn check_invariants(w: &World) -> Result<(), String> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .filter(|k| first.get(*k) != t.get(*k))
-                .map(|k| format!("{k}: {} has {:?}, {} has {:?}", w.people[0].name, show(first.get(k)), p.name, show(t.get(k))))
+                .map(|k| {
+                    format!(
+                        "{k}: {} has {:?}, {} has {:?}",
+                        w.people[0].name,
+                        show(first.get(k)),
+                        p.name,
+                        show(t.get(k))
+                    )
+                })
                 .collect();
-            let names = |t: &BTreeMap<RelPath, Option<Vec<u8>>>| t.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(" ");
+            let names = |t: &BTreeMap<RelPath, Option<Vec<u8>>>| {
+                t.keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             let currents = |q: &Participant| {
                 q.engine
                     .as_ref()
                     .map(|e| {
                         diff_paths
                             .iter()
-                            .map(|k| format!("{k}={:?}", e.current(k).map(|c| (&c.snapshot, c.local, &c.adopting))))
+                            .map(|k| {
+                                format!(
+                                    "{k}={:?}",
+                                    e.current(k).map(|c| (&c.snapshot, c.local, &c.adopting))
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(" ")
                     })
@@ -672,7 +834,12 @@ fn check_invariants(w: &World) -> Result<(), String> {
             let records = |q: &Participant| {
                 q.engine
                     .as_ref()
-                    .map(|e| e.conflicts().map(|c| format!("{}/{}={:?}", c.path, c.author, c.snapshot)).collect::<Vec<_>>().join(" "))
+                    .map(|e| {
+                        e.conflicts()
+                            .map(|c| format!("{}/{}={:?}", c.path, c.author, c.snapshot))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
                     .unwrap_or_default()
             };
             return Err(format!(
@@ -729,13 +896,19 @@ fn check_invariants(w: &World) -> Result<(), String> {
             let want = p.fs.state(path);
             let have = engine.current(path).map(|c| c.local);
             if have != Some(want) {
-                return Err(format!("{}: state of {path} is {have:?} but the folder has {want:?}", p.name));
+                return Err(format!(
+                    "{}: state of {path} is {have:?} but the folder has {want:?}",
+                    p.name
+                ));
             }
             let _ = node;
         }
         for (path, cur) in engine.currents() {
             if cur.local != LocalState::Absent && !p.fs.nodes.contains_key(path) {
-                return Err(format!("{}: state says {path} exists but it does not", p.name));
+                return Err(format!(
+                    "{}: state says {path} exists but it does not",
+                    p.name
+                ));
             }
             if !cur.published {
                 return Err(format!("{}: {path} never published", p.name));
@@ -744,7 +917,10 @@ fn check_invariants(w: &World) -> Result<(), String> {
         let mut stored = engine.store().clone();
         let loaded = stored.load().map_err(|e| e.to_string())?;
         if &loaded.current != engine.currents() {
-            return Err(format!("{}: durable state differs from the engine's memory", p.name));
+            return Err(format!(
+                "{}: durable state differs from the engine's memory",
+                p.name
+            ));
         }
     }
     Ok(())
@@ -779,7 +955,12 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
         Ok(()) => Ok(Outcome {
             effects: w.effects,
             virtual_ms: w.now,
-            conflict_copies: w.people[0].fs.nodes.keys().filter(|k| k.as_conflict_copy().is_some()).count(),
+            conflict_copies: w.people[0]
+                .fs
+                .nodes
+                .keys()
+                .filter(|k| k.as_conflict_copy().is_some())
+                .count(),
             tree: w.people[0]
                 .fs
                 .nodes
@@ -795,7 +976,10 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
         }),
         Err(violation) => {
             let keep = w.trace.len().saturating_sub(400);
-            Err(Failure { violation, trace: w.trace.split_off(keep) })
+            Err(Failure {
+                violation,
+                trace: w.trace.split_off(keep),
+            })
         }
     }
 }

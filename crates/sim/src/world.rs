@@ -8,7 +8,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
-use mf_core::engine::{Action, EffectError, Event, RemoteListing, ScanReport, UploadOutcome, WriteOutcome};
+use mf_core::engine::{
+    Action, EffectError, Event, RemoteListing, ScanReport, UploadOutcome, WriteOutcome,
+};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, SnapshotInfo};
 use mf_core::store::{LocalState, PathState};
@@ -44,7 +46,11 @@ impl MemFs {
         match self.nodes.get(p) {
             None => LocalState::Absent,
             Some(Node::Dir) => LocalState::Dir,
-            Some(Node::File { content, mtime_ns, ctime_ns }) => LocalState::File(PathState {
+            Some(Node::File {
+                content,
+                mtime_ns,
+                ctime_ns,
+            }) => LocalState::File(PathState {
                 size: content.len() as u64,
                 mtime_ns: *mtime_ns,
                 ctime_ns: *ctime_ns,
@@ -121,7 +127,11 @@ fn digest(h: impl Hash) -> u64 {
 impl MemGrid {
     /// Convergent upload: the same bytes give the same capability.
     pub fn put_file(&mut self, bytes: Vec<u8>) -> Cap {
-        let cap = Cap(format!("URI:MF-CHK:{:016x}:{}", digest(&bytes), bytes.len()));
+        let cap = Cap(format!(
+            "URI:MF-CHK:{:016x}:{}",
+            digest(&bytes),
+            bytes.len()
+        ));
         self.files.insert(cap.clone(), bytes);
         cap
     }
@@ -137,7 +147,14 @@ impl MemGrid {
         mtime_s: i64,
         generation: u64,
     ) -> SnapshotInfo {
-        let key = (relpath.as_str(), author, &parents, format!("{content:?}"), mtime_s, generation);
+        let key = (
+            relpath.as_str(),
+            author,
+            &parents,
+            format!("{content:?}"),
+            mtime_s,
+            generation,
+        );
         let cap = Cap(format!("URI:MF-DIR-CHK:{:016x}", digest(key)));
         let info = SnapshotInfo {
             cap: cap.clone(),
@@ -180,11 +197,21 @@ pub fn execute(
     match action {
         Action::Scan => {
             let entries = fs.nodes.keys().map(|p| (p.clone(), fs.state(p))).collect();
-            (Event::Scanned(Ok(ScanReport { entries, skipped: vec![], problems: vec![] })), vec![])
+            (
+                Event::Scanned(Ok(ScanReport {
+                    entries,
+                    skipped: vec![],
+                    problems: vec![],
+                })),
+                vec![],
+            )
         }
         Action::Poll => {
             if faults.grid_away {
-                return (Event::Polled(Err("grid unavailable (simulated)".into())), vec![]);
+                return (
+                    Event::Polled(Err("grid unavailable (simulated)".into())),
+                    vec![],
+                );
             }
             let listings = grid
                 .personal
@@ -202,7 +229,11 @@ pub fn execute(
                             None => {}
                         }
                     }
-                    RemoteListing { participant: name.clone(), entries: Ok(listing), rejected }
+                    RemoteListing {
+                        participant: name.clone(),
+                        entries: Ok(listing),
+                        rejected,
+                    }
                 })
                 .collect();
             (Event::Polled(Ok(listings)), vec![])
@@ -217,23 +248,50 @@ pub fn execute(
                     None => Err(EffectError::permanent("no such snapshot")),
                 }
             };
-            (Event::Fetched { cap: cap.clone(), result }, vec![])
+            (
+                Event::Fetched {
+                    cap: cap.clone(),
+                    result,
+                },
+                vec![],
+            )
         }
-        Action::Upload { op, path, local, parents, generation } => {
+        Action::Upload {
+            op,
+            path,
+            local,
+            parents,
+            generation,
+        } => {
             let result = if faults.grid_away {
                 UploadOutcome::Failed(away())
             } else if fs.state(path) != *local {
                 UploadOutcome::Changed(fs.state(path))
             } else {
                 let (content, mtime_s) = match fs.nodes.get(path) {
-                    Some(Node::File { content, mtime_ns, .. }) => {
+                    Some(Node::File {
+                        content, mtime_ns, ..
+                    }) => {
                         let size = content.len() as u64;
-                        (Content::File { cap: grid.put_file(content.clone()), size }, mtime_ns.div_euclid(1_000_000_000))
+                        (
+                            Content::File {
+                                cap: grid.put_file(content.clone()),
+                                size,
+                            },
+                            mtime_ns.div_euclid(1_000_000_000),
+                        )
                     }
                     Some(Node::Dir) => (Content::Dir, (now_ms / 1000) as i64),
                     None => (Content::Deleted, (now_ms / 1000) as i64),
                 };
-                UploadOutcome::Done(grid.put_snapshot(path.clone(), me, parents.clone(), content, mtime_s, *generation))
+                UploadOutcome::Done(grid.put_snapshot(
+                    path.clone(),
+                    me,
+                    parents.clone(),
+                    content,
+                    mtime_s,
+                    *generation,
+                ))
             };
             (Event::Uploaded { op: *op, result }, vec![])
         }
@@ -249,8 +307,15 @@ pub fn execute(
             };
             (Event::Published { op: *op, result }, vec![])
         }
-        Action::Write { op, target, content, mtime_s, expect } => {
-            let (result, touched) = write(fs, grid, faults, target, content, *mtime_s, *expect, clock);
+        Action::Write {
+            op,
+            target,
+            content,
+            mtime_s,
+            expect,
+        } => {
+            let (result, touched) =
+                write(fs, grid, faults, target, content, *mtime_s, *expect, clock);
             (Event::Written { op: *op, result }, touched)
         }
     }
@@ -272,25 +337,43 @@ fn write(
     match content {
         Content::File { cap, .. } => {
             if faults.grid_away {
-                return (WriteOutcome::Failed(EffectError::transient("grid unavailable (simulated)")), vec![]);
+                return (
+                    WriteOutcome::Failed(EffectError::transient("grid unavailable (simulated)")),
+                    vec![],
+                );
             }
             let Some(bytes) = grid.files.get(cap).cloned() else {
-                return (WriteOutcome::Failed(EffectError::permanent("content missing from grid")), vec![]);
+                return (
+                    WriteOutcome::Failed(EffectError::permanent("content missing from grid")),
+                    vec![],
+                );
             };
             if !unchanged {
                 return (WriteOutcome::Changed(actual), vec![]);
             }
             if matches!(actual, LocalState::Dir) {
-                return (WriteOutcome::Failed(EffectError::permanent("a directory is in the way")), vec![]);
+                return (
+                    WriteOutcome::Failed(EffectError::permanent("a directory is in the way")),
+                    vec![],
+                );
             }
             let Some(mut touched) = fs.make_parents(target) else {
-                return (WriteOutcome::Failed(EffectError::permanent("a file is in the way of a parent directory")), vec![]);
+                return (
+                    WriteOutcome::Failed(EffectError::permanent(
+                        "a file is in the way of a parent directory",
+                    )),
+                    vec![],
+                );
             };
             fs.retire(target);
             *clock += 1;
             fs.nodes.insert(
                 target.clone(),
-                Node::File { content: bytes, mtime_ns: mtime_s * 1_000_000_000, ctime_ns: *clock },
+                Node::File {
+                    content: bytes,
+                    mtime_ns: mtime_s * 1_000_000_000,
+                    ctime_ns: *clock,
+                },
             );
             touched.push(target.clone());
             (WriteOutcome::Done(fs.state(target)), touched)
@@ -303,7 +386,12 @@ fn write(
                 return (WriteOutcome::Changed(actual), vec![]);
             }
             let Some(mut touched) = fs.make_parents(target) else {
-                return (WriteOutcome::Failed(EffectError::permanent("a file is in the way of a parent directory")), vec![]);
+                return (
+                    WriteOutcome::Failed(EffectError::permanent(
+                        "a file is in the way of a parent directory",
+                    )),
+                    vec![],
+                );
             };
             fs.retire(target);
             fs.nodes.insert(target.clone(), Node::Dir);

@@ -7,7 +7,14 @@ use std::collections::BTreeMap;
 use mf_sim::{run, SimConfig, SimOp};
 
 fn calm(participants: usize) -> SimConfig {
-    SimConfig { seed: 1, participants, ops: 0, crashes: false, outages: false, plant_skip_last_moment_check: false }
+    SimConfig {
+        seed: 1,
+        participants,
+        ops: 0,
+        crashes: false,
+        outages: false,
+        plant_skip_last_moment_check: false,
+    }
 }
 
 fn settle(cfg: &SimConfig, schedule: &[SimOp]) -> BTreeMap<String, Option<Vec<u8>>> {
@@ -24,23 +31,50 @@ fn text(v: &Option<Vec<u8>>) -> String {
 #[test]
 fn an_edit_reaches_everyone() {
     use SimOp::*;
-    let tree = settle(&calm(3), &[Write { who: 1, file: 2 }, Advance(3000), Write { who: 2, file: 2 }]);
+    let tree = settle(
+        &calm(3),
+        &[
+            Write { who: 1, file: 2 },
+            Advance(3000),
+            Write { who: 2, file: 2 },
+        ],
+    );
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();
-    assert_eq!(names, ["d", "d/c"], "the edit replaced the file everywhere, no conflict");
-    assert!(text(&tree["d/c"]).starts_with("p2:"), "{}", text(&tree["d/c"]));
+    assert_eq!(
+        names,
+        ["d", "d/c"],
+        "the edit replaced the file everywhere, no conflict"
+    );
+    assert!(
+        text(&tree["d/c"]).starts_with("p2:"),
+        "{}",
+        text(&tree["d/c"])
+    );
 }
 
 #[test]
 fn concurrent_edits_keep_both_versions_on_every_side() {
     use SimOp::*;
     // Both write `a` before either hears of the other.
-    let tree = settle(&calm(2), &[Write { who: 0, file: 0 }, Write { who: 1, file: 0 }]);
+    let tree = settle(
+        &calm(2),
+        &[Write { who: 0, file: 0 }, Write { who: 1, file: 0 }],
+    );
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    let copy = names.iter().find(|n| n.starts_with("a.conflict-")).expect("a conflict copy");
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("a.conflict-"))
+        .expect("a conflict copy");
     let loser = copy.trim_start_matches("a.conflict-");
-    assert!(text(&tree[*copy]).starts_with(&format!("{loser}:")), "the copy holds its author's version");
-    assert!(!text(&tree["a"]).starts_with(&format!("{loser}:")), "the file holds the other one");
+    assert!(
+        text(&tree[*copy]).starts_with(&format!("{loser}:")),
+        "the copy holds its author's version"
+    );
+    assert!(
+        !text(&tree["a"]).starts_with(&format!("{loser}:")),
+        "the file holds the other one"
+    );
 }
 
 #[test]
@@ -48,7 +82,12 @@ fn deleting_the_copy_resolves_the_conflict_everywhere() {
     use SimOp::*;
     let tree = settle(
         &calm(3),
-        &[Write { who: 0, file: 0 }, Write { who: 1, file: 0 }, Advance(5000), ResolveCopy { who: 2, pick: 0 }],
+        &[
+            Write { who: 0, file: 0 },
+            Write { who: 1, file: 0 },
+            Advance(5000),
+            ResolveCopy { who: 2, pick: 0 },
+        ],
     );
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(names, ["a"], "the copy is gone at every participant");
@@ -59,9 +98,17 @@ fn an_edit_beats_a_concurrent_deletion() {
     use SimOp::*;
     let tree = settle(
         &calm(2),
-        &[Write { who: 0, file: 0 }, Advance(3000), Delete { who: 0, file: 0 }, Write { who: 1, file: 0 }],
+        &[
+            Write { who: 0, file: 0 },
+            Advance(3000),
+            Delete { who: 0, file: 0 },
+            Write { who: 1, file: 0 },
+        ],
     );
-    assert!(text(&tree["a"]).starts_with("p1:"), "the edit survives: {tree:?}");
+    assert!(
+        text(&tree["a"]).starts_with("p1:"),
+        "the edit survives: {tree:?}"
+    );
     assert_eq!(tree.len(), 1, "a deletion leaves no copy: {tree:?}");
 }
 
@@ -69,16 +116,41 @@ fn an_edit_beats_a_concurrent_deletion() {
 fn empty_directories_and_their_removal_sync() {
     use SimOp::*;
     let tree = settle(&calm(2), &[Mkdir { who: 0, dir: 3 }]);
-    assert_eq!(tree.get("k"), Some(&None), "the empty directory reached the other side");
-    let tree = settle(&calm(2), &[Mkdir { who: 0, dir: 3 }, Advance(3000), RemoveDir { who: 1, dir: 3 }]);
+    assert_eq!(
+        tree.get("k"),
+        Some(&None),
+        "the empty directory reached the other side"
+    );
+    let tree = settle(
+        &calm(2),
+        &[
+            Mkdir { who: 0, dir: 3 },
+            Advance(3000),
+            RemoveDir { who: 1, dir: 3 },
+        ],
+    );
     assert!(tree.is_empty(), "and so did its removal: {tree:?}");
 }
 
 #[test]
 fn a_rename_is_a_deletion_and_a_creation() {
     use SimOp::*;
-    let tree = settle(&calm(2), &[Write { who: 0, file: 0 }, Advance(3000), Rename { who: 1, from: 0, to: 2 }]);
+    let tree = settle(
+        &calm(2),
+        &[
+            Write { who: 0, file: 0 },
+            Advance(3000),
+            Rename {
+                who: 1,
+                from: 0,
+                to: 2,
+            },
+        ],
+    );
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();
     assert_eq!(names, ["d", "d/c"], "{tree:?}");
-    assert!(text(&tree["d/c"]).starts_with("p0:a:"), "the content moved with the name");
+    assert!(
+        text(&tree["d/c"]).starts_with("p0:a:"),
+        "the content moved with the name"
+    );
 }

@@ -1,7 +1,7 @@
 //! The simulator in the test suite: a fixed budget of seeds, regression
 //! seeds, replay of one seed, and proof that the invariants catch a real bug.
 
-use mf_sim::{check_seed, run, generate, SimConfig};
+use mf_sim::{check_seed, generate, run, SimConfig};
 
 /// Seeds beyond the suite's budget that once failed; each must pass forever.
 /// (Failures found inside the budget, seeds 0, 1, 3, 6, 82 and 218, are
@@ -14,13 +14,19 @@ const REGRESSIONS: &[u64] = &[486, 719, 1066, 1362, 3977, 7820, 15708, 15823, 23
 const SUITE_SEEDS: u64 = 300;
 
 fn seeds_from_env(default: u64) -> u64 {
-    std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
 fn fixed_seeds_converge_and_lose_nothing() {
     let n = seeds_from_env(SUITE_SEEDS);
-    let start: u64 = std::env::var("SIM_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let start: u64 = std::env::var("SIM_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let started = std::time::Instant::now();
     let mut effects = 0;
     for seed in start..start + n {
@@ -33,7 +39,10 @@ fn fixed_seeds_converge_and_lose_nothing() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{n} seeds, {effects} effects in {secs:.1} s ({:.1} runs/s)", n as f64 / secs);
+    println!(
+        "{n} seeds, {effects} effects in {secs:.1} s ({:.1} runs/s)",
+        n as f64 / secs
+    );
 }
 
 #[test]
@@ -49,9 +58,15 @@ fn regression_seeds() {
 /// one seed exactly and prints its outcome.
 #[test]
 fn replay() {
-    let seed = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     match check_seed(&SimConfig::for_seed(seed)) {
-        Ok(o) => println!("seed {seed}: ok, {} effects, {} virtual ms, {} conflict copies", o.effects, o.virtual_ms, o.conflict_copies),
+        Ok(o) => println!(
+            "seed {seed}: ok, {} effects, {} virtual ms, {} conflict copies",
+            o.effects, o.virtual_ms, o.conflict_copies
+        ),
         Err(report) => panic!("{report}"),
     }
 }
@@ -61,17 +76,27 @@ fn replay() {
 #[test]
 fn planted_bug_is_caught() {
     let found = (0..200).find(|&seed| {
-        let cfg = SimConfig { plant_skip_last_moment_check: true, ..SimConfig::for_seed(seed) };
+        let cfg = SimConfig {
+            plant_skip_last_moment_check: true,
+            ..SimConfig::for_seed(seed)
+        };
         run(&cfg, &generate(&cfg)).is_err()
     });
-    assert!(found.is_some(), "the planted bug went unnoticed in 200 seeds");
+    assert!(
+        found.is_some(),
+        "the planted bug went unnoticed in 200 seeds"
+    );
     println!("planted bug caught by seed {}", found.unwrap());
 }
 
 #[test]
 fn runs_are_deterministic() {
     let cfg = SimConfig::for_seed(7);
-    let a = run(&cfg, &generate(&cfg)).map(|o| (o.effects, o.virtual_ms)).map_err(|f| f.violation);
-    let b = run(&cfg, &generate(&cfg)).map(|o| (o.effects, o.virtual_ms)).map_err(|f| f.violation);
+    let a = run(&cfg, &generate(&cfg))
+        .map(|o| (o.effects, o.virtual_ms))
+        .map_err(|f| f.violation);
+    let b = run(&cfg, &generate(&cfg))
+        .map(|o| (o.effects, o.virtual_ms))
+        .map_err(|f| f.violation);
     assert_eq!(a, b);
 }

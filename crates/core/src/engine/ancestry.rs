@@ -69,8 +69,13 @@ fn rank(c: &Content) -> u8 {
 /// snapshot built on the winner (an edit, or a resolution) outranks every
 /// version the winner outranked, so the file never flips back to a loser.
 pub fn compare_for_win(a: &SnapshotInfo, b: &SnapshotInfo) -> Ordering {
-    (rank(&a.content), a.generation, a.mtime_s, &a.author, &a.cap)
-        .cmp(&(rank(&b.content), b.generation, b.mtime_s, &b.author, &b.cap))
+    (rank(&a.content), a.generation, a.mtime_s, &a.author, &a.cap).cmp(&(
+        rank(&b.content),
+        b.generation,
+        b.mtime_s,
+        &b.author,
+        &b.cap,
+    ))
 }
 
 /// True when two snapshots put the same thing at their path (then a
@@ -89,7 +94,13 @@ mod tests {
     use crate::relpath::RelPath;
     use std::collections::HashMap;
 
-    fn snap(cap: &str, parents: &[&str], mtime: i64, author: &str, content: Content) -> SnapshotInfo {
+    fn snap(
+        cap: &str,
+        parents: &[&str],
+        mtime: i64,
+        author: &str,
+        content: Content,
+    ) -> SnapshotInfo {
         SnapshotInfo {
             cap: Cap::from(cap),
             relpath: RelPath::new("f").unwrap(),
@@ -103,7 +114,10 @@ mod tests {
     }
 
     fn file(c: &str) -> Content {
-        Content::File { cap: Cap::from(c), size: 1 }
+        Content::File {
+            cap: Cap::from(c),
+            size: 1,
+        }
     }
 
     fn dag() -> HashMap<Cap, SnapshotInfo> {
@@ -121,7 +135,12 @@ mod tests {
     }
 
     fn ask(a: &str, b: &str, known: &HashMap<Cap, SnapshotInfo>) -> Answer {
-        is_ancestor(&Cap::from(a), &Cap::from(b), &mut |c| known.get(c).cloned(), &|_| false)
+        is_ancestor(
+            &Cap::from(a),
+            &Cap::from(b),
+            &mut |c| known.get(c).cloned(),
+            &|_| false,
+        )
     }
 
     #[test]
@@ -152,7 +171,12 @@ mod tests {
     fn rejected_snapshots_lead_nowhere() {
         let d = dag();
         let bad = |c: &Cap| c.as_str() == "a";
-        let r = is_ancestor(&Cap::from("r"), &Cap::from("b"), &mut |c| d.get(c).cloned(), &bad);
+        let r = is_ancestor(
+            &Cap::from("r"),
+            &Cap::from("b"),
+            &mut |c| d.get(c).cloned(),
+            &bad,
+        );
         assert_eq!(r, Answer::No);
     }
 
@@ -164,8 +188,16 @@ mod tests {
         let dir = snap("e", &[], 0, "d", Content::Dir);
         assert_eq!(compare_for_win(&f_new, &f_old), Ordering::Greater);
         assert_eq!(compare_for_win(&f_old, &f_new), Ordering::Less);
-        assert_eq!(compare_for_win(&f_old, &del), Ordering::Greater, "an edit beats a newer delete");
-        assert_eq!(compare_for_win(&dir, &f_new), Ordering::Greater, "a directory beats a file");
+        assert_eq!(
+            compare_for_win(&f_old, &del),
+            Ordering::Greater,
+            "an edit beats a newer delete"
+        );
+        assert_eq!(
+            compare_for_win(&dir, &f_new),
+            Ordering::Greater,
+            "a directory beats a file"
+        );
         let tie_a = snap("x", &[], 5, "alice", file("1"));
         let tie_b = snap("y", &[], 5, "bob", file("2"));
         assert_eq!(compare_for_win(&tie_b, &tie_a), Ordering::Greater);

@@ -171,11 +171,17 @@ pub struct EffectError {
 impl EffectError {
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> EffectError {
-        EffectError { message: message.into(), transient: true }
+        EffectError {
+            message: message.into(),
+            transient: true,
+        }
     }
     /// A failure that will not go away by itself.
     pub fn permanent(message: impl Into<String>) -> EffectError {
-        EffectError { message: message.into(), transient: false }
+        EffectError {
+            message: message.into(),
+            transient: false,
+        }
     }
 }
 

@@ -108,9 +108,19 @@ const CACHE_LIMIT: usize = 50_000;
 /// An in-flight effect.
 #[derive(Clone, Debug)]
 enum Op {
-    Upload { path: RelPath, local: LocalState, resolving: Vec<Cap> },
-    Publish { paths: Vec<(RelPath, Cap)>, copies: Vec<(RelPath, String, Cap)> },
-    Write { path: RelPath, purpose: Purpose },
+    Upload {
+        path: RelPath,
+        local: LocalState,
+        resolving: Vec<Cap>,
+    },
+    Publish {
+        paths: Vec<(RelPath, Cap)>,
+        copies: Vec<(RelPath, String, Cap)>,
+    },
+    Write {
+        path: RelPath,
+        purpose: Purpose,
+    },
 }
 
 /// Why a write was asked for.
@@ -133,8 +143,13 @@ struct Backoff {
 impl Backoff {
     fn after_failure(prev: Option<Backoff>, now: Millis) -> Backoff {
         let attempts = prev.map_or(0, |b| b.attempts) + 1;
-        let delay = BASE_BACKOFF.saturating_mul(1 << attempts.min(20)).min(MAX_BACKOFF);
-        Backoff { due: now + delay, attempts }
+        let delay = BASE_BACKOFF
+            .saturating_mul(1 << attempts.min(20))
+            .min(MAX_BACKOFF);
+        Backoff {
+            due: now + delay,
+            attempts,
+        }
     }
 }
 
@@ -212,9 +227,18 @@ impl<S: Store> Engine<S> {
     /// Loads durable state and schedules the start-up scan and poll.
     pub fn new(mut store: S, cfg: EngineConfig, now: Millis) -> Result<Self, StoreError> {
         let loaded = store.load()?;
-        let unpublished =
-            loaded.current.iter().filter(|(_, c)| !c.published).map(|(p, _)| p.clone()).collect();
-        let unsure = loaded.current.iter().filter(|(_, c)| c.adopting.is_some()).map(|(p, _)| p.clone()).collect();
+        let unpublished = loaded
+            .current
+            .iter()
+            .filter(|(_, c)| !c.published)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let unsure = loaded
+            .current
+            .iter()
+            .filter(|(_, c)| c.adopting.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
         let mut conflicts: BTreeMap<RelPath, BTreeMap<String, Conflict>> = BTreeMap::new();
         let mut work = BTreeSet::new();
         let mut unpublished_copies = BTreeSet::new();
@@ -223,9 +247,16 @@ impl<S: Store> Engine<S> {
             if !c.resolved {
                 unpublished_copies.insert((c.path.clone(), c.author.clone()));
             }
-            conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
+            conflicts
+                .entry(c.path.clone())
+                .or_default()
+                .insert(c.author.clone(), c);
         }
-        let timer = Timer { due: now, in_flight: false, requested: true };
+        let timer = Timer {
+            due: now,
+            in_flight: false,
+            requested: true,
+        };
         let mut engine = Engine {
             store,
             cfg,
@@ -292,8 +323,12 @@ impl<S: Store> Engine<S> {
         if self.fatal.is_some() {
             return;
         }
-        let due: Vec<RelPath> =
-            self.backoff.iter().filter(|(_, b)| b.due <= self.now).map(|(p, _)| p.clone()).collect();
+        let due: Vec<RelPath> = self
+            .backoff
+            .iter()
+            .filter(|(_, b)| b.due <= self.now)
+            .map(|(p, _)| p.clone())
+            .collect();
         for p in due {
             self.backoff.remove(&p);
             self.work.insert(p);
@@ -325,11 +360,21 @@ impl<S: Store> Engine<S> {
             .filter(|t| !t.in_flight)
             .map(|t| if t.requested { self.now } else { t.due });
         let backoffs = self.backoff.values().map(|b| b.due);
-        let fetches = self.fetching.values().filter(|f| !f.in_flight).filter_map(|f| f.backoff.map(|b| b.due));
-        let waiting = self.publishing.is_none() && !(self.unpublished.is_empty() && self.unpublished_copies.is_empty());
+        let fetches = self
+            .fetching
+            .values()
+            .filter(|f| !f.in_flight)
+            .filter_map(|f| f.backoff.map(|b| b.due));
+        let waiting = self.publishing.is_none()
+            && !(self.unpublished.is_empty() && self.unpublished_copies.is_empty());
         let publish = self.publish_backoff.map(|b| b.due).filter(|_| waiting);
         let work = (!self.work.is_empty()).then_some(self.now);
-        timers.chain(backoffs).chain(fetches).chain(publish).chain(work).min()
+        timers
+            .chain(backoffs)
+            .chain(fetches)
+            .chain(publish)
+            .chain(work)
+            .min()
     }
 
     /// Asks for a full scan as soon as possible.
@@ -355,13 +400,20 @@ impl<S: Store> Engine<S> {
             && self.unpublished.is_empty()
             && self.unpublished_copies.is_empty()
             && self.candidates.values().all(|c| c.is_empty())
-            && self.out.iter().all(|a| matches!(a, Action::Scan | Action::Poll))
+            && self
+                .out
+                .iter()
+                .all(|a| matches!(a, Action::Scan | Action::Poll))
     }
 
     /// The current status.
     pub fn status(&self) -> Status {
         Status {
-            files: self.current.values().filter(|c| c.local != LocalState::Absent).count(),
+            files: self
+                .current
+                .values()
+                .filter(|c| c.local != LocalState::Absent)
+                .count(),
             queued: self.work.len()
                 + self.observed.len()
                 + self.backoff.len()
@@ -372,7 +424,9 @@ impl<S: Store> Engine<S> {
                 .conflicts
                 .iter()
                 .flat_map(|(p, m)| {
-                    m.values().filter(|c| !c.resolved && c.copy.is_some()).map(move |c| (p.clone(), c.author.clone()))
+                    m.values()
+                        .filter(|c| !c.resolved && c.copy.is_some())
+                        .map(move |c| (p.clone(), c.author.clone()))
                 })
                 .collect(),
             last_scan: self.last_scan,
@@ -408,8 +462,14 @@ impl<S: Store> Engine<S> {
             self.work,
             self.observed,
             self.backoff.keys().collect::<Vec<_>>(),
-            self.candidates.iter().filter(|(_, c)| !c.is_empty()).collect::<Vec<_>>(),
-            self.fetching.iter().map(|(c, f)| (c, f.in_flight, f.backoff.map(|b| b.due))).collect::<Vec<_>>(),
+            self.candidates
+                .iter()
+                .filter(|(_, c)| !c.is_empty())
+                .collect::<Vec<_>>(),
+            self.fetching
+                .iter()
+                .map(|(c, f)| (c, f.in_flight, f.backoff.map(|b| b.due)))
+                .collect::<Vec<_>>(),
             self.ops.len()
         )
     }
@@ -474,7 +534,9 @@ impl<S: Store> Engine<S> {
         let gone: Vec<RelPath> = self
             .current
             .iter()
-            .filter(|(p, c)| c.local != LocalState::Absent && !present.contains(*p) && !under_skipped(p))
+            .filter(|(p, c)| {
+                c.local != LocalState::Absent && !present.contains(*p) && !under_skipped(p)
+            })
             .map(|(p, _)| p.clone())
             .collect();
         for p in gone {
@@ -499,7 +561,11 @@ impl<S: Store> Engine<S> {
             // user's resolution of that conflict.
             let author = author.to_owned();
             if state == LocalState::Absent {
-                if let Some(c) = self.conflicts.get_mut(&orig).and_then(|m| m.get_mut(&author)) {
+                if let Some(c) = self
+                    .conflicts
+                    .get_mut(&orig)
+                    .and_then(|m| m.get_mut(&author))
+                {
                     if c.copy.is_some() && !c.resolved {
                         c.resolved = true;
                         let c = c.clone();
@@ -513,7 +579,10 @@ impl<S: Store> Engine<S> {
         if path.is_internal() {
             return;
         }
-        let known = self.current.get(&path).map_or(LocalState::Absent, |c| c.local);
+        let known = self
+            .current
+            .get(&path)
+            .map_or(LocalState::Absent, |c| c.local);
         if known == state && !self.busy.contains_key(&path) {
             self.observed.remove(&path);
             self.confirm_unchanged(&path);
@@ -541,14 +610,20 @@ impl<S: Store> Engine<S> {
             let entries = match listing.entries {
                 Ok(e) => e,
                 Err(e) => {
-                    self.error(None, format!("cannot list {}: {}", listing.participant, e.message));
+                    self.error(
+                        None,
+                        format!("cannot list {}: {}", listing.participant, e.message),
+                    );
                     continue;
                 }
             };
             let seen = self.seen.entry(listing.participant.clone()).or_default();
             for (name, (path, cap)) in &entries {
                 if seen.get(name) != Some(&(path.clone(), cap.clone())) && !path.is_internal() {
-                    self.candidates.entry(path.clone()).or_default().insert(cap.clone());
+                    self.candidates
+                        .entry(path.clone())
+                        .or_default()
+                        .insert(cap.clone());
                     self.work.insert(path.clone());
                 }
             }
@@ -557,7 +632,9 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_fetched(&mut self, cap: Cap, result: Result<SnapshotInfo, EffectError>) {
-        let Some(mut f) = self.fetching.remove(&cap) else { return };
+        let Some(mut f) = self.fetching.remove(&cap) else {
+            return;
+        };
         match result {
             Ok(info) => {
                 self.changes.push(Change::PutSnapshot(info.clone()));
@@ -565,13 +642,19 @@ impl<S: Store> Engine<S> {
                 self.work.extend(f.waiters);
             }
             Err(e) if e.transient => {
-                self.error(Some(f.listed_as.clone()), format!("fetching a snapshot: {}", e.message));
+                self.error(
+                    Some(f.listed_as.clone()),
+                    format!("fetching a snapshot: {}", e.message),
+                );
                 f.in_flight = false;
                 f.backoff = Some(Backoff::after_failure(f.backoff, self.now));
                 self.fetching.insert(cap, f);
             }
             Err(e) => {
-                self.error(Some(f.listed_as.clone()), format!("rejected a snapshot: {}", e.message));
+                self.error(
+                    Some(f.listed_as.clone()),
+                    format!("rejected a snapshot: {}", e.message),
+                );
                 self.bad.insert(cap, e.message);
                 self.work.extend(f.waiters);
             }
@@ -579,7 +662,14 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_uploaded(&mut self, op: OpId, result: UploadOutcome) {
-        let Some(Op::Upload { path, local: sent, resolving }) = self.finish(op) else { return };
+        let Some(Op::Upload {
+            path,
+            local: sent,
+            resolving,
+        }) = self.finish(op)
+        else {
+            return;
+        };
         match result {
             UploadOutcome::Done(info) => {
                 self.failures.remove(&path);
@@ -591,7 +681,15 @@ impl<S: Store> Engine<S> {
                 self.changes.push(Change::PutSnapshot(info.clone()));
                 let cap = info.cap.clone();
                 self.remember(info);
-                self.set_current(&path, Current { snapshot: cap, local, published: false, adopting: None });
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: cap,
+                        local,
+                        published: false,
+                        adopting: None,
+                    },
+                );
                 if self.observed.get(&path) == Some(&local) {
                     self.observed.remove(&path);
                 }
@@ -601,7 +699,13 @@ impl<S: Store> Engine<S> {
             }
             UploadOutcome::Changed(actual) => {
                 self.observed.insert(path.clone(), actual);
-                self.backoff.insert(path.clone(), Backoff { due: self.now + CHANGED_DELAY, attempts: 0 });
+                self.backoff.insert(
+                    path.clone(),
+                    Backoff {
+                        due: self.now + CHANGED_DELAY,
+                        attempts: 0,
+                    },
+                );
             }
             UploadOutcome::Failed(e) => {
                 self.error(Some(path.clone()), format!("upload failed: {}", e.message));
@@ -612,19 +716,26 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_published(&mut self, op: OpId, result: Result<(), EffectError>) {
-        let Some(Op::Publish { paths, copies }) = self.finish(op) else { return };
+        let Some(Op::Publish { paths, copies }) = self.finish(op) else {
+            return;
+        };
         self.publishing = None;
         match result {
             Ok(()) => {
                 self.publish_backoff = None;
                 for (path, author, cap) in copies {
-                    let still = self.conflicts.get(&path).and_then(|m| m.get(&author)).is_some_and(|c| c.snapshot == cap);
+                    let still = self
+                        .conflicts
+                        .get(&path)
+                        .and_then(|m| m.get(&author))
+                        .is_some_and(|c| c.snapshot == cap);
                     if still {
                         self.unpublished_copies.remove(&(path, author));
                     }
                 }
                 for (path, cap) in paths {
-                    self.changes.push(Change::MarkPublished(path.clone(), cap.clone()));
+                    self.changes
+                        .push(Change::MarkPublished(path.clone(), cap.clone()));
                     if let Some(c) = self.current.get_mut(&path) {
                         if c.snapshot == cap {
                             c.published = true;
@@ -634,14 +745,19 @@ impl<S: Store> Engine<S> {
                 }
             }
             Err(e) => {
-                self.error(None, format!("publishing to our personal directory failed: {}", e.message));
+                self.error(
+                    None,
+                    format!("publishing to our personal directory failed: {}", e.message),
+                );
                 self.publish_backoff = Some(Backoff::after_failure(self.publish_backoff, self.now));
             }
         }
     }
 
     fn on_written(&mut self, op: OpId, result: WriteOutcome) {
-        let Some(Op::Write { path, purpose }) = self.finish(op) else { return };
+        let Some(Op::Write { path, purpose }) = self.finish(op) else {
+            return;
+        };
         self.work.insert(path.clone());
         if matches!(result, WriteOutcome::Done(_)) {
             self.failures.remove(&path);
@@ -652,12 +768,23 @@ impl<S: Store> Engine<S> {
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
                 }
-                self.set_current(&path, Current { snapshot: info.cap.clone(), local: state, published: false, adopting: None });
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: info.cap.clone(),
+                        local: state,
+                        published: false,
+                        adopting: None,
+                    },
+                );
                 if self.observed.get(&path) == Some(&state) {
                     self.observed.remove(&path);
                 }
                 // A kept copy that just won back its place is redundant now.
-                let stale = self.open_conflicts(&path).into_iter().find(|c| c.snapshot == info.cap);
+                let stale = self
+                    .open_conflicts(&path)
+                    .into_iter()
+                    .find(|c| c.snapshot == info.cap);
                 if let Some(c) = stale {
                     self.emit_remove_copy(&path, &c);
                 }
@@ -672,7 +799,15 @@ impl<S: Store> Engine<S> {
                     if let Some(c) = self.candidates.get_mut(&path) {
                         c.remove(&info.cap);
                     }
-                    self.set_current(&path, Current { snapshot: info.cap.clone(), local: LocalState::Absent, published: false, adopting: None });
+                    self.set_current(
+                        &path,
+                        Current {
+                            snapshot: info.cap.clone(),
+                            local: LocalState::Absent,
+                            published: false,
+                            adopting: None,
+                        },
+                    );
                     self.observed.insert(path.clone(), LocalState::Dir);
                 } else {
                     self.retry_later(&path);
@@ -684,7 +819,13 @@ impl<S: Store> Engine<S> {
                     LocalState::File(s) => Some(s),
                     _ => None,
                 };
-                let c = Conflict { path: path.clone(), author, snapshot, copy, resolved: false };
+                let c = Conflict {
+                    path: path.clone(),
+                    author,
+                    snapshot,
+                    copy,
+                    resolved: false,
+                };
                 self.put_conflict(c);
             }
             (Purpose::RemoveCopy { author }, WriteOutcome::Done(_)) => {
@@ -693,8 +834,15 @@ impl<S: Store> Engine<S> {
             }
             (Purpose::RemoveCopy { author }, WriteOutcome::Changed(actual)) => {
                 let key = (path.clone(), author.clone());
-                let pending = self.conflicts.get(&path).and_then(|m| m.get(&author)).is_some_and(|c| c.copy.is_none());
-                if pending && !matches!(actual, LocalState::Dir) && self.found_copies.get(&key) != Some(&actual) {
+                let pending = self
+                    .conflicts
+                    .get(&path)
+                    .and_then(|m| m.get(&author))
+                    .is_some_and(|c| c.copy.is_none());
+                if pending
+                    && !matches!(actual, LocalState::Dir)
+                    && self.found_copies.get(&key) != Some(&actual)
+                {
                     // The half-remembered copy is there after all: remove it next.
                     self.found_copies.insert(key, actual);
                 } else {
@@ -708,19 +856,32 @@ impl<S: Store> Engine<S> {
                 // before a crash, or a user's file): the next write moves it to
                 // the versions area instead of failing again.
                 if matches!(actual, LocalState::Dir) {
-                    self.error(Some(path.clone()), format!("a directory is in the way of the conflict copy from {author}"));
+                    self.error(
+                        Some(path.clone()),
+                        format!("a directory is in the way of the conflict copy from {author}"),
+                    );
                     self.retry_later(&path);
                 } else {
                     self.found_copies.insert((path.clone(), author), actual);
                 }
             }
-            (Purpose::Adopt(info), WriteOutcome::Changed(actual)) if self.was_adopting(&path, &info, actual) => {
+            (Purpose::Adopt(info), WriteOutcome::Changed(actual))
+                if self.was_adopting(&path, &info, actual) =>
+            {
                 // Written before a crash: the file already is that version.
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
                 }
                 self.observed.remove(&path);
-                self.set_current(&path, Current { snapshot: info.cap.clone(), local: actual, published: false, adopting: None });
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: info.cap.clone(),
+                        local: actual,
+                        published: false,
+                        adopting: None,
+                    },
+                );
             }
             (Purpose::Adopt(_), WriteOutcome::Changed(actual)) => {
                 // Changed under us: the local edit is uploaded first; the
@@ -752,7 +913,10 @@ impl<S: Store> Engine<S> {
         if self.fatal.is_some() {
             return;
         }
-        for (timer, action) in [(&mut self.scan, Action::Scan), (&mut self.poll, Action::Poll)] {
+        for (timer, action) in [
+            (&mut self.scan, Action::Scan),
+            (&mut self.poll, Action::Poll),
+        ] {
             if !timer.in_flight && (timer.requested || timer.due <= self.now) {
                 timer.in_flight = true;
                 timer.requested = false;
@@ -797,13 +961,20 @@ fn winner(heads: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
 /// whose bytes the winner already has — is kept only as a *marker*: a record
 /// without a file, labelled `<author>-t<id>`, remembered and published so
 /// that what it superseded stays superseded everywhere.
-fn copy_labels<'a>(losers: &[&'a SnapshotInfo], winner: &SnapshotInfo) -> Vec<(String, &'a SnapshotInfo)> {
-    let needs_copy =
-        |h: &SnapshotInfo| matches!(h.content, Content::File { .. }) && !same_content(&h.content, &winner.content);
+fn copy_labels<'a>(
+    losers: &[&'a SnapshotInfo],
+    winner: &SnapshotInfo,
+) -> Vec<(String, &'a SnapshotInfo)> {
+    let needs_copy = |h: &SnapshotInfo| {
+        matches!(h.content, Content::File { .. }) && !same_content(&h.content, &winner.content)
+    };
     losers
         .iter()
         .map(|h| {
-            let copies_by_author = losers.iter().filter(|o| o.author == h.author && needs_copy(o)).count();
+            let copies_by_author = losers
+                .iter()
+                .filter(|o| o.author == h.author && needs_copy(o))
+                .count();
             let label = if !needs_copy(h) {
                 marker_label(h)
             } else if copies_by_author == 1 {
@@ -839,9 +1010,9 @@ fn short_id(cap: &Cap) -> String {
 
 /// True for the label of a marker (a record with no file; see [`copy_labels`]).
 fn is_marker_label(label: &str) -> bool {
-    label
-        .rsplit_once('-')
-        .is_some_and(|(_, id)| id.len() == 7 && id.starts_with('t') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()))
+    label.rsplit_once('-').is_some_and(|(_, id)| {
+        id.len() == 7 && id.starts_with('t') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// What evaluating one remote candidate led to.
@@ -874,8 +1045,11 @@ impl<S: Store> Engine<S> {
                 // version or the one being adopted: claim neither as parent,
                 // so both stay kept and the edit joins them as a conflict.
                 let unsure = self.unsure.contains(path);
-                let mut parents: Vec<Cap> =
-                    cur.filter(|_| !unsure).map(|c| c.snapshot.clone()).into_iter().collect();
+                let mut parents: Vec<Cap> = cur
+                    .filter(|_| !unsure)
+                    .map(|c| c.snapshot.clone())
+                    .into_iter()
+                    .collect();
                 let resolving = self.resolved_caps(path);
                 parents.extend(resolving.iter().cloned());
                 self.emit_upload(path, state, parents, resolving);
@@ -893,7 +1067,11 @@ impl<S: Store> Engine<S> {
             self.emit_upload(path, local, parents, resolving);
             return;
         }
-        while let Some(t) = self.candidates.get(path).and_then(|s| s.iter().next().cloned()) {
+        while let Some(t) = self
+            .candidates
+            .get(path)
+            .and_then(|s| s.iter().next().cloned())
+        {
             match self.evaluate(path, &t) {
                 Eval::Drop => {
                     if let Some(s) = self.candidates.get_mut(path) {
@@ -973,7 +1151,9 @@ impl<S: Store> Engine<S> {
         if open.is_empty() {
             return false;
         }
-        let Some(heads) = self.heads(path) else { return true };
+        let Some(heads) = self.heads(path) else {
+            return true;
+        };
         let cur = self.current.get(path).map(|c| c.snapshot.clone());
         for c in &open {
             if Some(&c.snapshot) == cur.as_ref() {
@@ -997,7 +1177,9 @@ impl<S: Store> Engine<S> {
             self.need_fetch(t.clone(), path);
             return Eval::Wait;
         };
-        let Some(heads) = self.heads(path) else { return Eval::Wait };
+        let Some(heads) = self.heads(path) else {
+            return Eval::Wait;
+        };
         // Nothing new if we keep it, or something built on it, already.
         for h in &heads {
             match self.ancestry(t, &h.cap, path) {
@@ -1026,7 +1208,9 @@ impl<S: Store> Engine<S> {
     /// other file head as a conflict copy, losing deletions remembered.
     /// Emits at most one effect; true if it did (or must wait).
     fn realize(&mut self, path: &RelPath, heads: &[SnapshotInfo]) -> bool {
-        let Some(w) = winner(heads).cloned() else { return false };
+        let Some(w) = winner(heads).cloned() else {
+            return false;
+        };
         let cur = self.current.get(path).cloned();
         let losers: Vec<&SnapshotInfo> = heads.iter().filter(|h| h.cap != w.cap).collect();
         // A label still held by another version we keep (e.g. the winner's
@@ -1037,7 +1221,11 @@ impl<S: Store> Engine<S> {
         let wanted: Vec<(String, &SnapshotInfo)> = copy_labels(&losers, &w)
             .into_iter()
             .map(|(label, h)| {
-                let holder = self.conflicts.get(path).and_then(|m| m.get(&label)).map(|r| r.snapshot.clone());
+                let holder = self
+                    .conflicts
+                    .get(path)
+                    .and_then(|m| m.get(&label))
+                    .map(|r| r.snapshot.clone());
                 match holder {
                     Some(other) if other != h.cap && kept(&other) => (unique_label(h), h),
                     _ => (label, h),
@@ -1048,7 +1236,10 @@ impl<S: Store> Engine<S> {
             let record = self.conflicts.get(path).and_then(|m| m.get(label)).cloned();
             let marker = is_marker_label(label);
             // A copy's record without a copy state is a copy still being written.
-            if record.as_ref().is_some_and(|r| r.snapshot == h.cap && (r.copy.is_some() || marker)) {
+            if record
+                .as_ref()
+                .is_some_and(|r| r.snapshot == h.cap && (r.copy.is_some() || marker))
+            {
                 continue;
             }
             if !marker {
@@ -1067,7 +1258,12 @@ impl<S: Store> Engine<S> {
                 if ours.is_some_and(|o| same_content(&o.content, &w.content)) {
                     // Same bytes already on disk: take the winner's history
                     // only (an unsettled crash-cut adoption stays unsettled).
-                    let cur = Current { snapshot: w.cap.clone(), local: c.local, published: false, adopting: c.adopting.clone() };
+                    let cur = Current {
+                        snapshot: w.cap.clone(),
+                        local: c.local,
+                        published: false,
+                        adopting: c.adopting.clone(),
+                    };
                     self.set_current(path, cur);
                     self.work.insert(path.clone());
                 } else {
@@ -1086,11 +1282,15 @@ impl<S: Store> Engine<S> {
         let settled = cur.is_some_and(|c| c.adopting.is_none())
             && self.candidates.get(path).is_none_or(|c| c.is_empty());
         let cur_cap = cur.map(|c| c.snapshot.clone()).filter(|_| !settled);
-        let in_heads = |c: &Conflict| Some(&c.snapshot) != cur_cap.as_ref() && heads.iter().any(|h| h.cap == c.snapshot);
-        let stale = self
-            .open_conflicts(path)
-            .into_iter()
-            .find(|c| in_heads(c) && !wanted.iter().any(|(l, h)| *l == c.author && h.cap == c.snapshot));
+        let in_heads = |c: &Conflict| {
+            Some(&c.snapshot) != cur_cap.as_ref() && heads.iter().any(|h| h.cap == c.snapshot)
+        };
+        let stale = self.open_conflicts(path).into_iter().find(|c| {
+            in_heads(c)
+                && !wanted
+                    .iter()
+                    .any(|(l, h)| *l == c.author && h.cap == c.snapshot)
+        });
         if let Some(c) = stale {
             self.emit_remove_copy(path, &c);
             return true;
@@ -1114,19 +1314,33 @@ impl<S: Store> Engine<S> {
     /// After a crash, a file that shows exactly the version we were writing
     /// over it is that version, not a local edit. True if so.
     fn recognise_adopted(&mut self, path: &RelPath, state: LocalState) -> bool {
-        let Some(cur) = self.current.get(path).cloned() else { return false };
-        let (Some(w), LocalState::File(st)) = (cur.adopting.clone(), state) else { return false };
+        let Some(cur) = self.current.get(path).cloned() else {
+            return false;
+        };
+        let (Some(w), LocalState::File(st)) = (cur.adopting.clone(), state) else {
+            return false;
+        };
         if self.busy.contains_key(path) || cur.local == state || !self.unsure.contains(path) {
             return false;
         }
-        let Some(info) = self.lookup(&w) else { return false };
+        let Some(info) = self.lookup(&w) else {
+            return false;
+        };
         let matches = shows(&info, LocalState::File(st));
         if matches {
             if let Some(c) = self.candidates.get_mut(path) {
                 c.remove(&w);
             }
             self.observed.remove(path);
-            self.set_current(path, Current { snapshot: w, local: state, published: false, adopting: None });
+            self.set_current(
+                path,
+                Current {
+                    snapshot: w,
+                    local: state,
+                    published: false,
+                    adopting: None,
+                },
+            );
             self.work.insert(path.clone());
         }
         matches
@@ -1136,7 +1350,10 @@ impl<S: Store> Engine<S> {
     /// and the file now shows that version: the write happened.
     fn was_adopting(&self, path: &RelPath, info: &SnapshotInfo, actual: LocalState) -> bool {
         self.unsure.contains(path)
-            && self.current.get(path).is_some_and(|c| c.adopting.as_ref() == Some(&info.cap))
+            && self
+                .current
+                .get(path)
+                .is_some_and(|c| c.adopting.as_ref() == Some(&info.cap))
             && shows(info, actual)
     }
 
@@ -1151,9 +1368,18 @@ impl<S: Store> Engine<S> {
     }
 
     fn clear_adopting(&mut self, path: &RelPath) {
-        if let Some(cur) = self.current.get(path).filter(|c| c.adopting.is_some()).cloned() {
-            let cleared = Current { adopting: None, ..cur };
-            self.changes.push(Change::PutCurrent(path.clone(), cleared.clone()));
+        if let Some(cur) = self
+            .current
+            .get(path)
+            .filter(|c| c.adopting.is_some())
+            .cloned()
+        {
+            let cleared = Current {
+                adopting: None,
+                ..cur
+            };
+            self.changes
+                .push(Change::PutCurrent(path.clone(), cleared.clone()));
             self.current.insert(path.clone(), cleared);
         }
     }
@@ -1161,7 +1387,12 @@ impl<S: Store> Engine<S> {
     fn resolved_caps(&self, path: &RelPath) -> Vec<Cap> {
         self.conflicts
             .get(path)
-            .map(|m| m.values().filter(|c| c.resolved).map(|c| c.snapshot.clone()).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.resolved)
+                    .map(|c| c.snapshot.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1191,29 +1422,67 @@ impl<S: Store> Engine<S> {
         Some(op)
     }
 
-    fn emit_upload(&mut self, path: &RelPath, local: LocalState, parents: Vec<Cap>, resolving: Vec<Cap>) {
-        let generation = 1 + parents.iter().filter_map(|p| self.lookup(p)).map(|i| i.generation).max().unwrap_or(0);
-        let op = self.new_op(Op::Upload { path: path.clone(), local, resolving });
-        self.out.push_back(Action::Upload { op, path: path.clone(), local, parents, generation });
+    fn emit_upload(
+        &mut self,
+        path: &RelPath,
+        local: LocalState,
+        parents: Vec<Cap>,
+        resolving: Vec<Cap>,
+    ) {
+        let generation = 1 + parents
+            .iter()
+            .filter_map(|p| self.lookup(p))
+            .map(|i| i.generation)
+            .max()
+            .unwrap_or(0);
+        let op = self.new_op(Op::Upload {
+            path: path.clone(),
+            local,
+            resolving,
+        });
+        self.out.push_back(Action::Upload {
+            op,
+            path: path.clone(),
+            local,
+            parents,
+            generation,
+        });
     }
 
     fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
         let unsettled = self.unsure.contains(path);
-        if let (Content::File { .. }, Some(cur), false) = (&snap.content, self.current.get(path), unsettled) {
+        if let (Content::File { .. }, Some(cur), false) =
+            (&snap.content, self.current.get(path), unsettled)
+        {
             // Write-ahead: remember what is about to overwrite the file.
             // (Not over an earlier run's unsettled record: that one still
             // says what the file may hold.)
-            let marked = Current { adopting: Some(snap.cap.clone()), ..cur.clone() };
-            self.changes.push(Change::PutCurrent(path.clone(), marked.clone()));
+            let marked = Current {
+                adopting: Some(snap.cap.clone()),
+                ..cur.clone()
+            };
+            self.changes
+                .push(Change::PutCurrent(path.clone(), marked.clone()));
             self.current.insert(path.clone(), marked);
         }
         let content = snap.content.clone();
         let mtime = snap.mtime_s;
-        self.emit_write(path, path.clone(), content, mtime, expect, Purpose::Adopt(snap));
+        self.emit_write(
+            path,
+            path.clone(),
+            content,
+            mtime,
+            expect,
+            Purpose::Adopt(snap),
+        );
     }
 
     fn emit_copy(&mut self, path: &RelPath, label: &str, loser: SnapshotInfo) {
-        let recorded = self.conflicts.get(path).and_then(|m| m.get(label)).and_then(|c| c.copy);
+        let recorded = self
+            .conflicts
+            .get(path)
+            .and_then(|m| m.get(label))
+            .and_then(|c| c.copy);
         let expect = match self.found_copies.get(&(path.clone(), label.to_owned())) {
             Some(found) => *found,
             None => recorded.map_or(LocalState::Absent, LocalState::File),
@@ -1222,9 +1491,18 @@ impl<S: Store> Engine<S> {
         // Write-ahead: the record exists before the copy does, so a crash in
         // between leaves a record to finish (or remove) the copy, never a
         // stray file nobody tracks.
-        let pending = Conflict { path: path.clone(), author: label.to_owned(), snapshot: loser.cap.clone(), copy: None, resolved: false };
+        let pending = Conflict {
+            path: path.clone(),
+            author: label.to_owned(),
+            snapshot: loser.cap.clone(),
+            copy: None,
+            resolved: false,
+        };
         self.put_conflict(pending);
-        let purpose = Purpose::Copy { author: label.to_owned(), snapshot: loser.cap.clone() };
+        let purpose = Purpose::Copy {
+            author: label.to_owned(),
+            snapshot: loser.cap.clone(),
+        };
         self.emit_write(path, target, loser.content, loser.mtime_s, expect, purpose);
     }
 
@@ -1243,7 +1521,9 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        let purpose = Purpose::RemoveCopy { author: c.author.clone() };
+        let purpose = Purpose::RemoveCopy {
+            author: c.author.clone(),
+        };
         self.emit_write(path, target, Content::Deleted, 0, expect, purpose);
     }
 
@@ -1262,12 +1542,23 @@ impl<S: Store> Engine<S> {
         expect: LocalState,
         purpose: Purpose,
     ) {
-        let op = self.new_op(Op::Write { path: path.clone(), purpose });
-        self.out.push_back(Action::Write { op, target, content, mtime_s, expect });
+        let op = self.new_op(Op::Write {
+            path: path.clone(),
+            purpose,
+        });
+        self.out.push_back(Action::Write {
+            op,
+            target,
+            content,
+            mtime_s,
+            expect,
+        });
     }
 
     fn maybe_publish(&mut self) {
-        if self.publishing.is_some() || (self.unpublished.is_empty() && self.unpublished_copies.is_empty()) {
+        if self.publishing.is_some()
+            || (self.unpublished.is_empty() && self.unpublished_copies.is_empty())
+        {
             return;
         }
         if self.publish_backoff.is_some_and(|b| b.due > self.now) {
@@ -1289,7 +1580,11 @@ impl<S: Store> Engine<S> {
         let entries = paths
             .iter()
             .map(|(p, c)| (entry_name(p), c.clone()))
-            .chain(copies.iter().map(|(p, a, c)| (conflict_entry_name(p, a), c.clone())))
+            .chain(
+                copies
+                    .iter()
+                    .map(|(p, a, c)| (conflict_entry_name(p, a), c.clone())),
+            )
             .collect();
         let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
@@ -1297,12 +1592,15 @@ impl<S: Store> Engine<S> {
     }
 
     fn need_fetch(&mut self, cap: Cap, path: &RelPath) {
-        let f = self.fetching.entry(cap.clone()).or_insert_with(|| Fetching {
-            listed_as: path.clone(),
-            waiters: BTreeSet::new(),
-            in_flight: false,
-            backoff: None,
-        });
+        let f = self
+            .fetching
+            .entry(cap.clone())
+            .or_insert_with(|| Fetching {
+                listed_as: path.clone(),
+                waiters: BTreeSet::new(),
+                in_flight: false,
+                backoff: None,
+            });
         f.waiters.insert(path.clone());
         if !f.in_flight && f.backoff.is_none() {
             self.send_fetch(cap);
@@ -1323,7 +1621,8 @@ impl<S: Store> Engine<S> {
         if cur.adopting.is_none() {
             self.unsure.remove(path);
         }
-        self.changes.push(Change::PutCurrent(path.clone(), cur.clone()));
+        self.changes
+            .push(Change::PutCurrent(path.clone(), cur.clone()));
         if cur.published {
             self.unpublished.remove(path);
         } else {
@@ -1336,17 +1635,24 @@ impl<S: Store> Engine<S> {
         self.changes.push(Change::PutConflict(c.clone()));
         self.work.insert(c.path.clone());
         if c.resolved {
-            self.unpublished_copies.remove(&(c.path.clone(), c.author.clone()));
+            self.unpublished_copies
+                .remove(&(c.path.clone(), c.author.clone()));
         } else {
-            self.unpublished_copies.insert((c.path.clone(), c.author.clone()));
+            self.unpublished_copies
+                .insert((c.path.clone(), c.author.clone()));
         }
-        self.conflicts.entry(c.path.clone()).or_default().insert(c.author.clone(), c);
+        self.conflicts
+            .entry(c.path.clone())
+            .or_default()
+            .insert(c.author.clone(), c);
     }
 
     fn remove_conflict(&mut self, path: &RelPath, author: &str) {
-        self.changes.push(Change::RemoveConflict(path.clone(), author.to_owned()));
+        self.changes
+            .push(Change::RemoveConflict(path.clone(), author.to_owned()));
         self.work.insert(path.clone());
-        self.unpublished_copies.remove(&(path.clone(), author.to_owned()));
+        self.unpublished_copies
+            .remove(&(path.clone(), author.to_owned()));
         if let Some(m) = self.conflicts.get_mut(path) {
             m.remove(author);
             if m.is_empty() {
@@ -1362,7 +1668,12 @@ impl<S: Store> Engine<S> {
         let authors: Vec<String> = self
             .conflicts
             .get(path)
-            .map(|m| m.values().filter(|c| c.resolved && c.snapshot == *snapshot).map(|c| c.author.clone()).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.resolved && c.snapshot == *snapshot)
+                    .map(|c| c.author.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for a in authors {
             self.remove_conflict(path, &a);
@@ -1395,7 +1706,9 @@ impl<S: Store> Engine<S> {
 
     /// Answers an ancestry question, asking for a fetch when the DAG has a gap.
     fn ancestry(&mut self, a: &Cap, b: &Cap, path: &RelPath) -> Answer {
-        let Engine { cache, store, bad, .. } = self;
+        let Engine {
+            cache, store, bad, ..
+        } = self;
         let mut lookup = |c: &Cap| -> Option<SnapshotInfo> {
             if let Some(i) = cache.get(c) {
                 return Some(i.clone());
@@ -1433,15 +1746,23 @@ impl<S: Store> Engine<S> {
     fn retry_later(&mut self, path: &RelPath) {
         let attempts = self.failures.entry(path.clone()).or_insert(0);
         *attempts += 1;
-        let prev = Backoff { due: self.now, attempts: *attempts - 1 };
-        self.backoff.insert(path.clone(), Backoff::after_failure(Some(prev), self.now));
+        let prev = Backoff {
+            due: self.now,
+            attempts: *attempts - 1,
+        };
+        self.backoff
+            .insert(path.clone(), Backoff::after_failure(Some(prev), self.now));
     }
 
     fn error(&mut self, path: Option<RelPath>, message: String) {
         if self.errors.len() >= MAX_ERRORS {
             self.errors.pop_front();
         }
-        self.errors.push_back(StatusError { at: self.now, path, message });
+        self.errors.push_back(StatusError {
+            at: self.now,
+            path,
+            message,
+        });
     }
 
     fn error_once(&mut self, message: String) {

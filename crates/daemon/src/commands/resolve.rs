@@ -83,8 +83,16 @@ pub async fn resolve(
     }
     let names: Vec<&str> = copies.iter().map(|(p, _)| p.as_str()).collect();
     let me = cfg.participant.as_str();
-    let mine: Vec<&str> = names.iter().copied().filter(|l| label_author(l) == me).collect();
-    let theirs: Vec<&str> = names.iter().copied().filter(|l| label_author(l) != me).collect();
+    let mine: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|l| label_author(l) == me)
+        .collect();
+    let theirs: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|l| label_author(l) != me)
+        .collect();
     let keeping_theirs = how == Resolution::Theirs;
     let winner = match how {
         Resolution::Mine => match mine.as_slice() {

@@ -139,7 +139,12 @@ pub(crate) fn upload(
     // a measurable share of a small-file upload's CPU time.
     let mut hasher = ConvergentHasher::new(secret, kind, chunk_size);
     let mut size = 0u64;
-    let mut buf = vec![0u8; size_hint(source).saturating_add(1).clamp(4096, cs.max(64 << 10) as u64) as usize];
+    let mut buf = vec![
+        0u8;
+        size_hint(source)
+            .saturating_add(1)
+            .clamp(4096, cs.max(64 << 10) as u64) as usize
+    ];
     let mut src = open_source(source)?;
     loop {
         let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;

@@ -502,7 +502,12 @@ mod tests {
             let len = fs::metadata(dir.join(version_name(seq))).unwrap().len();
             assert_eq!(len > 0, seq + KEEP_FULL > 41, "seq {seq} len {len}");
         }
-        assert_eq!(list(&store, &ListCache::default(), &keys.read, None).unwrap().len(), 40);
+        assert_eq!(
+            list(&store, &ListCache::default(), &keys.read, None)
+                .unwrap()
+                .len(),
+            40
+        );
     }
 
     #[test]
