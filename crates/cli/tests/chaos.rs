@@ -439,7 +439,7 @@ impl Chaos {
                 .create_new(true)
                 .write(true)
                 .open(&staged)
-                .unwrap();
+                .unwrap_or_else(|e| panic!("create {}: {e}", staged.display()));
             f.write_all(bytes).unwrap();
             let linked = fs::hard_link(&staged, &target);
             fs::remove_file(&staged).unwrap();
@@ -756,9 +756,13 @@ impl Chaos {
                 quiet = None;
             }
             if start.elapsed() > SETTLE_LIMIT {
+                let differ: Vec<String> = (self.ps[1..].iter())
+                    .map(|p| format!("{} vs {}: {}", NAMES[0], p.name, diff(&first, &p.tree())))
+                    .collect();
                 return Err(format!(
                     "the folders did not converge within {SETTLE_LIMIT:?} \
-                     (identical: {same}, all idle: {idle})"
+                     (identical: {same}, all idle: {idle}); {}",
+                    differ.join("; ")
                 ));
             }
             std::thread::sleep(POLL);
