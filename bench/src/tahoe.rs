@@ -57,8 +57,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,7 +72,7 @@ use serde_json::{json, Value};
 
 use crate::data::{content, hash_bytes, hash_file, settle, write_content};
 use crate::report::{print_columns, write_json};
-use crate::world::{clock_ticks_per_s, wait_for, wait_until, ProcSample};
+use crate::world::{clock_ticks_per_s, http_get, wait_for, wait_until, ProcSample};
 
 const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
@@ -1179,24 +1177,6 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
-}
-
-/// A minimal HTTP/1.1 GET on loopback; the body if the status is 200.
-fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
-    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(hostport).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code: u16 = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let (_, body) = resp.split_once("\r\n\r\n")?;
-    (code == 200).then(|| body.to_owned())
 }
 
 /// Alice (created the folder, on node A) and bob (joined, on node B), both

@@ -278,7 +278,7 @@ impl Drop for Participant {
 
 /// A minimal HTTP/1.1 GET on loopback (the daemon's API); the body, if the
 /// status is 200.
-fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
+pub(crate) fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
