@@ -789,6 +789,17 @@ impl<S: Store> Engine<S> {
                     self.emit_remove_copy(&path, &c);
                 }
             }
+            (Purpose::Adopt(_), WriteOutcome::NotEmpty) if self.work_below(&path) => {
+                // Its entries are still being dealt with (their deletions may
+                // just be slower): look again shortly, without counting a try.
+                self.backoff.insert(
+                    path.clone(),
+                    Backoff {
+                        due: self.now + CHANGED_DELAY,
+                        attempts: 0,
+                    },
+                );
+            }
             (Purpose::Adopt(info), WriteOutcome::NotEmpty) => {
                 let tries = self.not_empty.entry(path.clone()).or_insert(0);
                 *tries += 1;
@@ -1740,6 +1751,20 @@ impl<S: Store> Engine<S> {
     fn fail(&mut self, e: StoreError) {
         self.fatal = Some(e.to_string());
         self.out.clear();
+    }
+
+    /// True if anything below directory `dir` is still queued, in flight or
+    /// waiting for a remote version to be taken in.
+    fn work_below(&self, dir: &RelPath) -> bool {
+        let below = |p: &RelPath| p != dir && p.starts_with(dir);
+        self.busy.keys().any(below)
+            || self.observed.keys().any(below)
+            || self.backoff.keys().any(below)
+            || self.work.iter().any(below)
+            || self
+                .candidates
+                .iter()
+                .any(|(p, c)| !c.is_empty() && below(p))
     }
 
     /// Schedules another try of a path after a failure, later each time.
