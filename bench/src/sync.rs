@@ -32,6 +32,12 @@
 //! file; the time is when the last file was present, provided the hashes
 //! then match. Every wait is bounded and a timeout is reported as such.
 //!
+//! Nothing is deleted until the end of the run (the work directory then
+//! goes as a whole). On ext4 without a journal, as here, creating a file
+//! within minutes of many deletions costs several times more CPU (the inode
+//! allocator reads and skips recently deleted inodes): a cleanup between
+//! phases made whichever phase came next pay for it.
+//!
 //! Limits, measured in the same run on the same files (each in its own
 //! process, see `phase`): `cp -r` with an fsync per file (1 thread), a raw
 //! read of the files, and for scans a plain walk with an `lstat` per entry;
@@ -359,7 +365,11 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
     let sizes = Sizes::new(o);
     let mut figures: Vec<Figure> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let b = Bench { o, work };
+    let b = Bench {
+        o,
+        work,
+        scratch: Default::default(),
+    };
 
     if o.wants("W1") {
         for &(n, dirs) in &sizes.w1 {
@@ -431,13 +441,14 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
 struct Bench<'a> {
     o: &'a SyncOptions,
     work: &'a Path,
+    /// Numbers the scratch directories.
+    scratch: std::cell::Cell<usize>,
 }
 
 /// Two participants on one grid: alice created the folder, bob joined.
 struct Pair {
     alice: Participant,
     bob: Participant,
-    root: PathBuf,
 }
 
 impl Pair {
@@ -507,16 +518,14 @@ impl Pair {
         Ok(())
     }
 
-    /// Stops both daemons and removes everything.
+    /// Stops both daemons. (Their files stay until the end of the run: see
+    /// the module documentation.)
     fn finish(mut self) {
         for p in [&mut self.alice, &mut self.bob] {
             if let Err(e) = p.stop() {
                 eprintln!("  warning: {e:#}");
             }
         }
-        let root = self.root.clone();
-        drop(self);
-        let _ = fs::remove_dir_all(root);
     }
 }
 
@@ -547,14 +556,12 @@ impl Bench<'_> {
     /// `src` (seconds each).
     fn tree_limits(&self, src: &Path) -> Result<(f64, f64)> {
         settle()?;
-        let scratch = self.work.join("limit-copy");
-        let _ = fs::remove_dir_all(&scratch);
+        let scratch = self.fresh("limit-copy");
         let copy = self.step(
             "cp -r + fsync per file",
             "limit-copy-tree",
             json!({ "src_dir": path_text(src), "dst_dir": path_text(&scratch), "threads": 1 }),
         )?;
-        fs::remove_dir_all(&scratch)?;
         let read = self.step(
             "raw read",
             "limit-read-tree",
@@ -565,12 +572,16 @@ impl Bench<'_> {
 
     /// The same limits for some files of a folder (copied aside first).
     fn file_limits(&self, root: &Path, rels: &[PathBuf]) -> Result<(f64, f64)> {
-        let staged = self.work.join("limit-src");
-        let _ = fs::remove_dir_all(&staged);
+        let staged = self.fresh("limit-src");
         copy_files(root, &staged, rels, 1, false)?;
-        let r = self.tree_limits(&staged);
-        let _ = fs::remove_dir_all(&staged);
-        r
+        self.tree_limits(&staged)
+    }
+
+    /// A new path under the work directory, for scratch data.
+    fn fresh(&self, prefix: &str) -> PathBuf {
+        let n = self.scratch.get();
+        self.scratch.set(n + 1);
+        self.work.join(format!("{prefix}-{n}"))
     }
 
     /// A fresh pair under `work/<name>` with empty folders (or what
@@ -578,7 +589,6 @@ impl Bench<'_> {
     /// running.
     fn pair(&self, name: &str, prepare: impl FnOnce(&Path) -> Result<()>) -> Result<Pair> {
         let root = self.work.join(name);
-        let _ = fs::remove_dir_all(&root);
         let world = World::new(&root.join("world"), &self.o.bin, &self.o.tuning())?;
         let mut alice = world.create("alice")?;
         let mut bob = world.join(&alice, "bob")?;
@@ -586,7 +596,7 @@ impl Bench<'_> {
         settle()?;
         alice.start()?;
         bob.start()?;
-        Ok(Pair { alice, bob, root })
+        Ok(Pair { alice, bob })
     }
 
     // ----- W1 -----------------------------------------------------------
@@ -641,7 +651,6 @@ impl Bench<'_> {
             "alice_done_s": alice_done,
         });
         pair.finish();
-        let _ = fs::remove_dir_all(&root);
         Ok(f)
     }
 
@@ -656,13 +665,12 @@ impl Bench<'_> {
         let expected: Expected =
             BTreeMap::from([(PathBuf::from("big.bin"), (mib << 20, hash_file(&src)?))]);
         settle()?;
-        let copy_dst = self.work.join("limit-copy.bin");
+        let copy_dst = self.fresh("limit-copy.bin");
         let copy = self.step(
             "copy + fsync",
             "limit-copy-large",
             json!({ "src": path_text(&src), "dst": path_text(&copy_dst) }),
         )?;
-        fs::remove_file(&copy_dst)?;
         let read = self.step(
             "raw read",
             "limit-read-tree",
@@ -723,7 +731,6 @@ impl Bench<'_> {
             "alice_done_s": alice_done,
         });
         pair.finish();
-        let _ = fs::remove_dir_all(&root);
         Ok(f)
     }
 

@@ -222,11 +222,14 @@ const LIST_CACHE_DIRS: usize = 32;
 #[derive(Default)]
 pub(crate) struct ListCache {
     /// (storage index, listed with the write cap) → the listing.
-    map: Mutex<HashMap<(Key32, bool), (VersionId, Arc<DirChildren>)>>,
+    map: Mutex<HashMap<(Key32, bool), CachedList>>,
 }
 
+/// A listing and the version it was read from.
+type CachedList = (VersionId, Arc<DirChildren>);
+
 impl ListCache {
-    fn get(&self, key: &(Key32, bool)) -> Option<(VersionId, Arc<DirChildren>)> {
+    fn get(&self, key: &(Key32, bool)) -> Option<CachedList> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key).cloned()
     }
@@ -565,6 +568,35 @@ mod tests {
             matches!(&err, GridError::Integrity { detail, .. } if detail.contains("replayed")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_cached_listing_is_used_only_while_the_newest_version_is_unchanged() {
+        let (_d, store, keys) = setup();
+        let cache = ListCache::default();
+        add(&store, &keys, "a");
+        assert_eq!(list(&store, &cache, &keys.read, None).unwrap().len(), 1);
+        // Another writer (no shared cache) publishes a new version.
+        add(&store, &keys, "b");
+        let names: Vec<String> = list(&store, &cache, &keys.read, None)
+            .unwrap()
+            .into_keys()
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        // A damaged newest version is read (and refused), not answered
+        // from the cache.
+        let dir = store.mutable_dir(&keys.read.storage_index);
+        let head = read_head(&store, &keys.read).unwrap();
+        let path = dir.join(version_name(head.seq));
+        let mut raw = fs::read(&path).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, raw).unwrap();
+        assert!(matches!(
+            list(&store, &cache, &keys.read, None),
+            Err(GridError::Integrity { .. })
+        ));
     }
 
     #[test]
