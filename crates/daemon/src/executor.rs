@@ -21,7 +21,6 @@
 //! takes `&self`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,7 +37,8 @@ use mf_core::snapshot::{
 };
 use mf_core::store::LocalState;
 use mf_grid::{
-    read_small, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, UploadSource,
+    read_small, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, Revision,
+    UploadSource,
 };
 
 use crate::fsops::{self, TempFile};
@@ -92,11 +92,9 @@ pub struct Executor<G: Grid> {
     own_read: Option<Capability>,
     umask: u32,
     ignore: RwLock<Arc<IgnoreRules>>,
-    /// Per participant, a digest of the directory listing last given to
-    /// the engine (see [`Executor::poll`]), keyed with `digest_keys`.
-    last_polled: Mutex<HashMap<String, u64>>,
-    /// Random keys of that digest (SipHash), chosen once per executor.
-    digest_keys: RandomState,
+    /// Per participant, the directory and revision of the listing last
+    /// given to the engine (see [`Executor::poll`]).
+    last_polled: Mutex<HashMap<String, (Capability, Revision)>>,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -134,7 +132,6 @@ impl<G: Grid> Executor<G> {
             umask: config.umask,
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
-            digest_keys: RandomState::new(),
         })
     }
 
@@ -242,74 +239,53 @@ impl<G: Grid> Executor<G> {
                 None => to_list.push((name, entry.cap)),
             }
         }
-        let listed: Vec<(RemoteListing, Option<u64>)> = stream::iter(to_list)
+        // A directory unchanged since its last listing is left out: the
+        // engine keeps the last listing of each participant and only looks at
+        // what differs from it, so it would change nothing — but listing,
+        // decoding and comparing it costs O(entries) on every poll, which was
+        // most of an idle daemon's CPU time.
+        let listed: Vec<Option<RemoteListing>> = stream::iter(to_list)
             .map(|(name, cap)| self.list_participant(name, cap, &rules))
             .buffer_unordered(POLL_PARALLELISM)
             .collect()
             .await;
-        // A directory listed exactly as last time is left out: the engine
-        // keeps the last listing of each participant and only looks at what
-        // differs from it, so an identical listing would change nothing —
-        // but decoding it (and comparing every entry) costs O(entries) on
-        // every poll, which is most of an idle daemon's CPU time.
-        let mut last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
-        for (listing, digest) in listed {
-            match digest {
-                Some(d) if last.get(&listing.participant) == Some(&d) => {}
-                Some(d) => {
-                    last.insert(listing.participant.clone(), d);
-                    out.push(listing);
-                }
-                None => {
-                    last.remove(&listing.participant);
-                    out.push(listing);
-                }
-            }
-        }
-        drop(last);
+        out.extend(listed.into_iter().flatten());
         out.sort_by(|a, b| a.participant.cmp(&b.participant));
         Ok(out)
     }
 
-    /// Lists one participant's personal directory and decodes it. Also
-    /// returns a digest of what was listed (`None` if it could not be);
-    /// when the digest is the one the engine was last given for this
-    /// participant, the listing is left empty (the caller drops it).
+    /// Lists one participant's personal directory and decodes it; `None` if
+    /// it is unchanged since the listing last given to the engine.
     async fn list_participant(
         &self,
         participant: String,
         cap: Capability,
         rules: &IgnoreRules,
-    ) -> (RemoteListing, Option<u64>) {
-        let children = match self.grid.list(&cap).await {
-            Ok(c) => c,
+    ) -> Option<RemoteListing> {
+        let known = {
+            let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
+            last.get(&participant)
+                .filter(|(dir, _)| *dir == cap)
+                .map(|(_, revision)| *revision)
+        };
+        let (revision, children) = match self.grid.list_changed(&cap, known.as_ref()).await {
+            Ok(None) => return None,
+            Ok(Some(listed)) => listed,
             Err(e) => {
-                let listing = RemoteListing {
+                self.last_polled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&participant);
+                return Some(RemoteListing {
                     entries: Err(grid_error(
                         &format!("cannot list {participant}'s directory"),
                         e,
                     )),
                     participant,
                     rejected: Vec::new(),
-                };
-                return (listing, None);
+                });
             }
         };
-        let digest = listing_digest(&self.digest_keys, &cap, &children);
-        let unchanged = self
-            .last_polled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&participant)
-            == Some(&digest);
-        if unchanged {
-            let listing = RemoteListing {
-                participant,
-                entries: Ok(Listing::new()),
-                rejected: Vec::new(),
-            };
-            return (listing, Some(digest));
-        }
         let mut rejected = Vec::new();
         let mut listing = Listing::new();
         for (name, entry) in children {
@@ -341,12 +317,15 @@ impl<G: Grid> Executor<G> {
             }
             listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
         }
-        let listing = RemoteListing {
+        self.last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(participant.clone(), (cap, revision));
+        Some(RemoteListing {
             participant,
             entries: Ok(listing),
             rejected,
-        };
-        (listing, Some(digest))
+        })
     }
 
     // ----- Fetch --------------------------------------------------------
@@ -641,23 +620,6 @@ impl<G: Grid> Executor<G> {
         let rel = path.clone();
         blocking(move || fsops::stat(&root, &rel)).await
     }
-}
-
-/// A digest of a personal directory's listing: its capability and every
-/// entry's name and capability (all the poll looks at). SipHash with random
-/// keys: SHA-256 cost 10 ms per 100,000 entries on every poll, this ~2 ms,
-/// and nobody can make two listings collide without the keys. (The only
-/// party choosing a directory's contents is its owner anyway, who could as
-/// well not publish.)
-fn listing_digest(keys: &RandomState, dir: &Capability, children: &DirChildren) -> u64 {
-    // `str`'s hash ends each string with a marker byte: no ambiguity.
-    let mut h = keys.build_hasher();
-    dir.as_str().hash(&mut h);
-    for (name, entry) in children {
-        name.hash(&mut h);
-        entry.cap.as_str().hash(&mut h);
-    }
-    h.finish()
 }
 
 /// Runs blocking filesystem work off the async threads.

@@ -24,7 +24,8 @@ use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::scan::scan;
 use mf_daemon::watch::{self, WatchMsg};
 use mf_grid::{
-    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Replace, UploadSource,
+    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Replace, Revision,
+    UploadSource,
 };
 
 fn rp(s: &str) -> RelPath {
@@ -818,18 +819,25 @@ impl Grid for MemGrid {
         Ok(self.new_mutable().0)
     }
 
-    async fn list(&self, dir: &Capability) -> GridResult<DirChildren> {
+    async fn list_changed(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> GridResult<Option<(Revision, DirChildren)>> {
         if self.unavailable.lock().unwrap().contains(dir.as_str()) {
             return Err(GridError::Unavailable("server away".into()));
         }
         let key = MemGrid::key(dir);
-        self.state
+        let children = self
+            .state
             .lock()
             .unwrap()
             .dirs
             .get(&key)
             .cloned()
-            .ok_or(GridError::NotFound(key))
+            .ok_or(GridError::NotFound(key))?;
+        let revision = Revision::digest(&[format!("{dir}{children:?}").as_bytes()]);
+        Ok((known != Some(&revision)).then_some((revision, children)))
     }
 
     async fn set_children(

@@ -27,8 +27,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{
-    read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, Scheme,
-    UploadSource,
+    read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, Revision,
+    Scheme, UploadSource,
 };
 
 /// One way in which a backend broke the contract.
@@ -85,6 +85,7 @@ pub async fn run_all<G: Grid>(grid: &G) -> Result<(), Vec<Violation>> {
         immutable_dir_round_trip(grid).await,
         mutable_dir_lifecycle(grid).await,
         read_only_view(grid).await,
+        revisions_follow_changes(grid).await,
         concurrent_writers_lose_nothing(grid).await,
         wrong_kind_and_malformed_caps(grid).await,
     ];
@@ -402,6 +403,66 @@ pub async fn mutable_dir_lifecycle<G: Grid>(grid: &G) -> CheckResult {
     let r = grid.unlink(&dir, "b").await;
     c.ensure(matches!(r, Err(GridError::NoChild(_))), || {
         format!("unlinking a missing child gave {r:?}, expected NoChild")
+    })
+}
+
+/// `list_changed` lists what `list` lists, and never reports a changed
+/// directory as unchanged — neither through the write capability nor
+/// through the read-only one (as when polling another participant).
+pub async fn revisions_follow_changes<G: Grid>(grid: &G) -> CheckResult {
+    let c = Check("revisions_follow_changes");
+    let f1 = upload_bytes(c, grid, &test_content(100, 41)).await?;
+    let dir = c.op("create_mutable_dir", grid.create_mutable_dir().await)?;
+    let ro = c.op("read_only", read_only(&dir))?;
+    let mut expected = DirChildren::new();
+    let mut revs: Vec<(Capability, Revision)> = Vec::new();
+    for step in 0..3 {
+        match step {
+            0 => {}
+            1 => {
+                let mut add = DirChildren::new();
+                add.insert("a".into(), entry(&f1, json!({"n": 1})));
+                c.op(
+                    "set_children",
+                    grid.set_children(&dir, add.clone(), Replace::Yes).await,
+                )?;
+                expected.extend(add);
+            }
+            _ => {
+                c.op("unlink", grid.unlink(&dir, "a").await)?;
+                expected.remove("a");
+            }
+        }
+        let mut now = Vec::new();
+        for cap in [&dir, &ro] {
+            for (listed_cap, known) in &revs {
+                if listed_cap != cap {
+                    continue;
+                }
+                let r = c.op("list_changed", grid.list_changed(cap, Some(known)).await)?;
+                let Some((_, children)) = r else {
+                    return Err(c.fail(format!(
+                        "step {step}: a changed directory was reported unchanged"
+                    )));
+                };
+                same_children(c, "list_changed after a change", &expected, &children)?;
+            }
+            let first = c.op("list_changed", grid.list_changed(cap, None).await)?;
+            let Some((rev, children)) = first else {
+                return Err(c.fail("list_changed without a known revision gave nothing"));
+            };
+            same_children(c, "list_changed", &expected, &children)?;
+            now.push((cap.clone(), rev));
+        }
+        revs = now;
+    }
+    let idir = c.op(
+        "create_immutable_dir",
+        grid.create_immutable_dir(expected.clone()).await,
+    )?;
+    let first = c.op("list_changed", grid.list_changed(&idir, None).await)?;
+    c.ensure(first.is_some_and(|(_, l)| l.is_empty()), || {
+        "an immutable directory's first list_changed".into()
     })
 }
 

@@ -43,6 +43,26 @@ pub use cap::{CapError, CapKind, Capability, Scheme};
 /// strings without `/`; ordering is by name so listings are deterministic.
 pub type DirChildren = BTreeMap<String, DirEntry>;
 
+/// One state of a directory's listing, from [`Grid::list_changed`]: two
+/// listings of one capability with equal revisions are equal. (A changed
+/// listing always gets a new revision; an unchanged one may too.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Revision([u8; 32]);
+
+impl Revision {
+    /// The revision that is a digest of `parts` (SHA-256, each part
+    /// length-prefixed so no two lists of parts collide).
+    pub fn digest(parts: &[&[u8]]) -> Revision {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Revision(h.finalize().into())
+    }
+}
+
 /// One child of a directory: its capability and the metadata JSON object on
 /// the edge that leads to it (as in Tahoe, metadata belongs to the entry, not
 /// to the child).
@@ -203,7 +223,28 @@ pub trait Grid: Send + Sync + 'static {
     fn create_mutable_dir(&self) -> impl Future<Output = GridResult<Capability>> + Send;
 
     /// Lists a directory (any kind of directory capability).
-    fn list(&self, dir: &Capability) -> impl Future<Output = GridResult<DirChildren>> + Send;
+    fn list(&self, dir: &Capability) -> impl Future<Output = GridResult<DirChildren>> + Send {
+        async move {
+            match self.list_changed(dir, None).await? {
+                Some((_, children)) => Ok(children),
+                None => Err(GridError::Protocol(
+                    "a first listing came back as unchanged".into(),
+                )),
+            }
+        }
+    }
+
+    /// Lists a directory with the [`Revision`] of that listing, or returns
+    /// `None` if it is still at revision `known` (from an earlier call for
+    /// the same capability). Polling asks this every few seconds of every
+    /// participant's directory, which has usually not changed: a backend
+    /// answers `None` as cheaply as it can (the embedded grid without
+    /// reading the directory at all).
+    fn list_changed(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> impl Future<Output = GridResult<Option<(Revision, DirChildren)>>> + Send;
 
     /// Sets many children of a mutable directory in one write. Concurrent
     /// writers never lose each other's updates. With [`Replace::No`] the whole

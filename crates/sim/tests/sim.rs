@@ -6,7 +6,9 @@ use mf_sim::{check_seed, generate, run, SimConfig};
 /// Seeds beyond the suite's budget that once failed; each must pass forever.
 /// (Failures found inside the budget, seeds 0, 1, 3, 6, 82 and 218, are
 /// covered by `fixed_seeds_converge_and_lose_nothing`.)
-const REGRESSIONS: &[u64] = &[486, 719, 1066, 1362, 3977, 7820, 15708, 15823, 23538];
+const REGRESSIONS: &[u64] = &[
+    486, 719, 1066, 1362, 3977, 7820, 15708, 15823, 23538, 34051, 89823,
+];
 
 /// How many seeds the normal suite runs (about ten seconds on this machine
 /// in a debug build); `SIM_SEEDS` overrides it and `SIM_START` moves the

@@ -1265,22 +1265,15 @@ impl<S: Store> Engine<S> {
                 return true;
             }
             Some(c) if c.snapshot != w.cap => {
-                let ours = heads.iter().find(|h| h.cap == c.snapshot);
-                if ours.is_some_and(|o| same_content(&o.content, &w.content)) {
-                    // Same bytes already on disk: take the winner's history
-                    // only (an unsettled crash-cut adoption stays unsettled).
-                    let cur = Current {
-                        snapshot: w.cap.clone(),
-                        local: c.local,
-                        published: false,
-                        adopting: c.adopting.clone(),
-                    };
-                    self.set_current(path, cur);
-                    self.work.insert(path.clone());
-                } else {
-                    self.emit_adopt(path, w, c.local);
-                    return true;
-                }
+                // Written even when our version has the winner's content:
+                // only the write's last-moment check proves the file is
+                // still what we recorded. Our record may be stale (a local
+                // change not seen yet, or an earlier run's adoption that did
+                // reach the disk); taking the winner's history on it would
+                // let that change claim a version it never saw as parent, or
+                // let the recognised adoption forget the winner.
+                self.emit_adopt(path, w, c.local);
+                return true;
             }
             Some(_) => {}
         }

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::tahoe::TahoeGrid;
-use mf_grid::{Capability, DirChildren, Download, Grid, GridResult, Replace, UploadSource};
+use mf_grid::{
+    Capability, DirChildren, Download, Grid, GridResult, Replace, Revision, UploadSource,
+};
 
 use crate::config::{GridLocation, Secret32};
 
@@ -100,10 +102,14 @@ impl Grid for AnyGrid {
         }
     }
 
-    async fn list(&self, dir: &Capability) -> GridResult<DirChildren> {
+    async fn list_changed(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> GridResult<Option<(Revision, DirChildren)>> {
         match self {
-            AnyGrid::Embedded(g) => g.list(dir).await,
-            AnyGrid::Tahoe(g) => g.list(dir).await,
+            AnyGrid::Embedded(g) => g.list_changed(dir, known).await,
+            AnyGrid::Tahoe(g) => g.list_changed(dir, known).await,
         }
     }
 

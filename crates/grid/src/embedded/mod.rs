@@ -55,7 +55,8 @@ use self::crypto::{Key32, ObjectKind};
 use self::immutable::ObjectReader;
 use self::store::Store;
 use crate::{
-    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, UploadSource,
+    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, Revision,
+    UploadSource,
 };
 
 /// Default plaintext bytes per encrypted chunk: large enough that per-chunk
@@ -124,8 +125,6 @@ struct Inner {
     convergence_secret: Key32,
     chunk_size: u32,
     write_stripes: Vec<tokio::sync::Mutex<()>>,
-    /// The last listing of recently listed mutable directories.
-    lists: mutable::ListCache,
     /// The last update of each mutable directory updated here.
     paces: std::sync::Mutex<std::collections::HashMap<Key32, Pace>>,
     /// Where mutable directories are listed and updated (started on first
@@ -176,7 +175,6 @@ impl EmbeddedGrid {
                 write_stripes: (0..WRITE_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
-                lists: mutable::ListCache::default(),
                 paces: Default::default(),
                 dirs: Default::default(),
             }),
@@ -206,7 +204,6 @@ impl EmbeddedGrid {
             write_stripes: (0..WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            lists: mutable::ListCache::default(),
             paces: Default::default(),
             dirs: Default::default(),
         };
@@ -473,7 +470,11 @@ impl Grid for EmbeddedGrid {
         Ok(caps::dir_write(&seed))
     }
 
-    async fn list(&self, dir: &Capability) -> GridResult<DirChildren> {
+    async fn list_changed(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> GridResult<Option<(Revision, DirChildren)>> {
         let inner = self.inner.clone();
         let (read, writecap_key) = match caps::parse(dir)? {
             EmbeddedCap::DirWrite(keys) => {
@@ -486,7 +487,12 @@ impl Grid for EmbeddedGrid {
                 key,
                 size,
             } => {
-                return blocking("listing", move || {
+                // Immutable: the capability names the one listing there is.
+                let revision = Revision::digest(&[dir.as_str().as_bytes()]);
+                if known == Some(&revision) {
+                    return Ok(None);
+                }
+                let children = blocking("listing", move || {
                     let name = caps::short_name("dir", &crypto::chk_storage_index(&key));
                     if size > MAX_DIR_LEN {
                         return Err(GridError::Protocol(format!(
@@ -497,7 +503,8 @@ impl Grid for EmbeddedGrid {
                         .read_all()?;
                     dirnode::decode(&bytes, None, &name)
                 })
-                .await
+                .await?;
+                return Ok(Some((revision, children)));
             }
             EmbeddedCap::Immutable { dir: false, .. } => {
                 return Err(GridError::WrongKind {
@@ -506,8 +513,9 @@ impl Grid for EmbeddedGrid {
                 })
             }
         };
+        let known = known.copied();
         self.on_dir_thread("listing", move || {
-            mutable::list(&inner.store, &inner.lists, &read, writecap_key.as_ref())
+            mutable::list_changed(&inner.store, &read, writecap_key.as_ref(), known.as_ref())
         })
         .await
     }

@@ -52,12 +52,10 @@
 //! link and retries. The one residual false alarm needs [`KEEP_NAMES`] other
 //! writes inside a few system calls, and costs a retry, never a lost update.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::caps::short_name;
@@ -67,7 +65,7 @@ use super::crypto::{
 use super::dirnode;
 use super::immutable::{FORMAT_VERSION, MAGIC};
 use super::store::{fsync_dir, io_err, Store};
-use crate::{DirChildren, GridError, GridResult};
+use crate::{DirChildren, GridError, GridResult, Revision};
 
 /// Versions newer than this many (counting the newest) keep their content.
 pub(crate) const KEEP_FULL: u64 = 4;
@@ -210,39 +208,6 @@ impl VersionId {
     }
 }
 
-/// Most directories whose last listing [`ListCache`] keeps.
-const LIST_CACHE_DIRS: usize = 32;
-
-/// The last listing of recently listed directories, with the identity of
-/// the version it came from. Polling lists every other participant's
-/// directory every few seconds, and almost always finds it unchanged:
-/// with this, that costs a `readdir` and a `stat` (then a copy of the
-/// listing) instead of reading, verifying, decrypting and parsing the
-/// whole version again (O(entries), ~0.1 s per 100,000 entries).
-#[derive(Default)]
-pub(crate) struct ListCache {
-    /// (storage index, listed with the write cap) → the listing.
-    map: Mutex<HashMap<(Key32, bool), CachedList>>,
-}
-
-/// A listing and the version it was read from.
-type CachedList = (VersionId, Arc<DirChildren>);
-
-impl ListCache {
-    fn get(&self, key: &(Key32, bool)) -> Option<CachedList> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).cloned()
-    }
-
-    fn put(&self, key: (Key32, bool), id: VersionId, children: Arc<DirChildren>) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= LIST_CACHE_DIRS && !map.contains_key(&key) {
-            map.clear();
-        }
-        map.insert(key, (id, children));
-    }
-}
-
 /// Reads the newest version of the directory with `keys`.
 pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
     let name = short_name("dir", &keys.storage_index);
@@ -319,29 +284,40 @@ fn newest_id(store: &Store, si: &Key32) -> Option<VersionId> {
     Some(VersionId::of(seq, &meta))
 }
 
-/// Lists a directory given its read keys (and write keys if held). An
-/// unchanged directory is answered from `cache`.
-pub(crate) fn list(
+/// Lists a directory given its read keys (and write keys if held), unless
+/// its newest version is still the file that gave the revision `known`:
+/// that check costs a `readdir` and a `stat` instead of reading, verifying,
+/// decrypting and parsing the whole version (O(entries), ~0.1 s per
+/// 100,000 entries), and polling makes it every few seconds.
+pub(crate) fn list_changed(
     store: &Store,
-    cache: &ListCache,
     read: &DirReadKeys,
     writecap_key: Option<&Key32>,
-) -> GridResult<DirChildren> {
-    let key = (read.storage_index, writecap_key.is_some());
-    if let Some((id, children)) = cache.get(&key) {
-        if newest_id(store, &read.storage_index) == Some(id) {
-            return Ok((*children).clone());
+    known: Option<&Revision>,
+) -> GridResult<Option<(Revision, DirChildren)>> {
+    let si = &read.storage_index;
+    // A listing with child write caps differs from one without.
+    let revision = |id: &VersionId| {
+        Revision::digest(&[
+            b"mf-embedded-dir",
+            si,
+            &[u8::from(writecap_key.is_some())],
+            &id.seq.to_le_bytes(),
+            &id.dev.to_le_bytes(),
+            &id.ino.to_le_bytes(),
+            &id.len.to_le_bytes(),
+            &id.ctime.0.to_le_bytes(),
+            &id.ctime.1.to_le_bytes(),
+        ])
+    };
+    if let (Some(known), Some(id)) = (known, newest_id(store, si)) {
+        if revision(&id) == *known {
+            return Ok(None);
         }
     }
     let head = read_head(store, read)?;
-    let children = dirnode::decode(
-        &head.plain,
-        writecap_key,
-        &short_name("dir", &read.storage_index),
-    )?;
-    let children = Arc::new(children);
-    cache.put(key, head.id, children.clone());
-    Ok(Arc::unwrap_or_clone(children))
+    let children = dirnode::decode(&head.plain, writecap_key, &short_name("dir", si))?;
+    Ok(Some((revision(&head.id), children)))
 }
 
 /// Creates a new, empty mutable directory; returns its seed.
@@ -506,8 +482,10 @@ mod tests {
             assert_eq!(len > 0, seq + KEEP_FULL > 41, "seq {seq} len {len}");
         }
         assert_eq!(
-            list(&store, &ListCache::default(), &keys.read, None)
+            list_changed(&store, &keys.read, None, None)
                 .unwrap()
+                .unwrap()
+                .1
                 .len(),
             40
         );
@@ -571,20 +549,34 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_listing_is_used_only_while_the_newest_version_is_unchanged() {
+    fn an_unchanged_directory_is_not_read_again() {
         let (_d, store, keys) = setup();
-        let cache = ListCache::default();
         add(&store, &keys, "a");
-        assert_eq!(list(&store, &cache, &keys.read, None).unwrap().len(), 1);
-        // Another writer (no shared cache) publishes a new version.
-        add(&store, &keys, "b");
-        let names: Vec<String> = list(&store, &cache, &keys.read, None)
+        let (rev, children) = list_changed(&store, &keys.read, None, None)
             .unwrap()
-            .into_keys()
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-        // A damaged newest version is read (and refused), not answered
-        // from the cache.
+            .unwrap();
+        assert_eq!(children.len(), 1);
+        assert!(list_changed(&store, &keys.read, None, Some(&rev))
+            .unwrap()
+            .is_none());
+        // Listed with the write key, the same version is another listing.
+        let with_writecaps = list_changed(
+            &store,
+            &keys.read,
+            Some(&keys.child_writecap_key),
+            Some(&rev),
+        )
+        .unwrap();
+        assert!(with_writecaps.is_some_and(|(r, _)| r != rev));
+        // Another writer publishes a new version: it is read.
+        add(&store, &keys, "b");
+        let (rev2, children) = list_changed(&store, &keys.read, None, Some(&rev))
+            .unwrap()
+            .unwrap();
+        assert_ne!(rev2, rev);
+        assert_eq!(children.into_keys().collect::<Vec<_>>(), ["a", "b"]);
+        // A newest version replaced by damaged bytes is read (and refused),
+        // never taken for the one already listed.
         let dir = store.mutable_dir(&keys.read.storage_index);
         let head = read_head(&store, &keys.read).unwrap();
         let path = dir.join(version_name(head.seq));
@@ -594,7 +586,7 @@ mod tests {
         fs::remove_file(&path).unwrap();
         fs::write(&path, raw).unwrap();
         assert!(matches!(
-            list(&store, &cache, &keys.read, None),
+            list_changed(&store, &keys.read, None, Some(&rev2)),
             Err(GridError::Integrity { .. })
         ));
     }

@@ -97,8 +97,8 @@ pub use retry::RetryPolicy;
 
 use crate::cap::CapError;
 use crate::{
-    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, Scheme,
-    UploadSource,
+    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, Revision,
+    Scheme, UploadSource,
 };
 use errors::{map_status, map_transport, short, Ctx};
 
@@ -607,7 +607,11 @@ impl TahoeGrid {
         self.cap_answer(resp, ctx, CapKind::MutableDirWrite).await
     }
 
-    async fn list_impl(&self, dir: &Capability) -> GridResult<DirChildren> {
+    async fn list_changed_impl(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> GridResult<Option<(Revision, DirChildren)>> {
         Self::require(
             dir,
             &[
@@ -625,12 +629,18 @@ impl TahoeGrid {
             })
             .await?;
         let body = resp.bytes().await.map_err(|e| map_transport(&e, ctx))?;
+        // The node has no cheap "changed since" question, but hashing the
+        // body is much cheaper than parsing it.
+        let revision = Revision::digest(&[dir.as_str().as_bytes(), &body]);
+        if known == Some(&revision) {
+            return Ok(None);
+        }
         let (children, skipped) = wire::parse_listing(&body)?;
         for s in skipped {
             warn!(dir = %short(dir), child = %s.name, reason = %s.reason,
                 "skipping a Tahoe directory entry this program cannot represent (left untouched on the grid)");
         }
-        Ok(children)
+        Ok(Some((revision, children)))
     }
 
     async fn set_children_impl(
@@ -674,7 +684,7 @@ impl TahoeGrid {
             Err(GridError::Exists(_)) => {
                 // Which names clash? Tahoe does not say. And if an earlier
                 // attempt may have landed, the clash may be with ourselves.
-                let listed = self.list_impl(dir).await.unwrap_or_default();
+                let listed = self.list(dir).await.unwrap_or_default();
                 if ambiguous && children.iter().all(|(n, e)| listed.get(n) == Some(e)) {
                     return Ok(());
                 }
@@ -734,8 +744,12 @@ impl Grid for TahoeGrid {
         self.create_mutable_dir_impl().await
     }
 
-    async fn list(&self, dir: &Capability) -> GridResult<DirChildren> {
-        self.list_impl(dir).await
+    async fn list_changed(
+        &self,
+        dir: &Capability,
+        known: Option<&Revision>,
+    ) -> GridResult<Option<(Revision, DirChildren)>> {
+        self.list_changed_impl(dir, known).await
     }
 
     async fn set_children(
