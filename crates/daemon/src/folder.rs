@@ -460,6 +460,8 @@ pub async fn run<G: Grid>(
         GridLocation::Embedded { .. } => MAX_IN_FLIGHT_EMBEDDED,
         GridLocation::Tahoe { .. } => MAX_IN_FLIGHT,
     };
+    // Whether effects finished since the loop last ran out of work.
+    let mut worked = false;
     loop {
         while let Some(action) = engine.poll_action() {
             if matches!(action, Action::Publish { .. } | Action::Poll | Action::Scan) {
@@ -487,6 +489,10 @@ pub async fn run<G: Grid>(
             let ex = executor.clone();
             tasks.spawn(async move { ex.execute(action).await }.in_current_span());
         }
+        if worked && tasks.is_empty() {
+            worked = false;
+            crate::memory::work_done();
+        }
         let deadline = engine.poll_timeout().map(|t| clock.instant(t));
 
         tokio::select! {
@@ -494,6 +500,7 @@ pub async fn run<G: Grid>(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
                 Ok(event) => {
                     debug!(?event, "done");
+                    worked = true;
                     engine.handle(clock.now(), event);
                 }
                 Err(e) => {

@@ -11,7 +11,7 @@
 //!   the per-folder service loop, the loopback HTTP API, and the operations
 //!   behind each CLI command;
 //! * [`health`] — holds grid writes back while a Tahoe node has too few
-//!   storage servers.
+//!   storage servers; [`memory`] — gives freed memory back to the system.
 
 pub mod api;
 pub mod commands;
@@ -21,5 +21,6 @@ pub mod folder;
 pub mod fsops;
 pub mod health;
 pub mod ignore;
+pub mod memory;
 pub mod scan;
 pub mod watch;

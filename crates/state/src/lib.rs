@@ -64,7 +64,7 @@ const STATEMENT_CACHE: usize = 32;
 /// the default cache, 255k rows/s with this one. Pages are allocated only as
 /// used: a small folder's connection stays small, a large one's holds at
 /// most this much.
-const CACHE_KIB: i64 = 16 * 1024;
+const CACHE_KIB: i64 = 4 * 1024;
 
 /// Caps the `-wal` file left after a checkpoint (one large batch can grow it
 /// to tens of MiB; without a limit it would stay that size).

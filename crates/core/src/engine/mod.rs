@@ -186,8 +186,10 @@ pub struct Engine<S: Store> {
     observed: BTreeMap<RelPath, LocalState>,
     /// Remote snapshots to consider, per path.
     candidates: BTreeMap<RelPath, BTreeSet<Cap>>,
-    /// The last listing of each participant, to notice what is new.
-    seen: BTreeMap<String, crate::snapshot::Listing>,
+    /// The last listing of each participant, to notice what is new: the
+    /// sorted [`fingerprint`]s of its entries (a 100,000-entry listing
+    /// took 25 MB kept as strings, 1.6 MB as fingerprints).
+    seen: BTreeMap<String, Vec<u128>>,
     /// Paths to look at on the next pump.
     work: BTreeSet<RelPath>,
     /// At most one effect per path at a time.
@@ -618,8 +620,15 @@ impl<S: Store> Engine<S> {
                 }
             };
             let seen = self.seen.entry(listing.participant.clone()).or_default();
+            let mut now = Vec::with_capacity(entries.len());
             for (name, (path, cap)) in &entries {
-                if seen.get(name) != Some(&(path.clone(), cap.clone())) && !path.is_internal() {
+                let f = fingerprint(name, path, cap);
+                now.push(f);
+                // Our own current version is nothing new (and after a
+                // restart, when nothing is `seen` yet, that is almost every
+                // entry: evaluating each would read its snapshot record).
+                let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
+                if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
                     self.candidates
                         .entry(path.clone())
                         .or_default()
@@ -627,7 +636,8 @@ impl<S: Store> Engine<S> {
                     self.work.insert(path.clone());
                 }
             }
-            *seen = entries;
+            now.sort_unstable();
+            *seen = now;
         }
     }
 
@@ -959,6 +969,24 @@ fn shows(snap: &SnapshotInfo, state: LocalState) -> bool {
         }
         _ => false,
     }
+}
+
+/// A 128-bit fingerprint of a listing entry, for noticing what changed
+/// between two listings. Two independent SipHash-1-3 halves with fixed keys
+/// (deterministic, as the engine must be); an accidental collision is out
+/// of reach, and a crafted one could only hide a change its own author
+/// made, who could as well not publish it.
+fn fingerprint(name: &str, path: &RelPath, cap: &Cap) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        name.hash(&mut h);
+        path.as_str().hash(&mut h);
+        cap.as_str().hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// The head every participant shows as the file.
