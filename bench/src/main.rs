@@ -39,6 +39,10 @@ const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),

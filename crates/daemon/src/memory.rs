@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The least time between two releases (each costs a few milliseconds).
-const MIN_INTERVAL: Duration = Duration::from_secs(5);
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Call when a burst of work has just finished: releases freed memory in the
 /// background unless that was done less than [`MIN_INTERVAL`] ago.
@@ -24,7 +24,11 @@ pub fn work_done() {
         return;
     }
     *last = Some(Instant::now());
-    tokio::task::spawn_blocking(release_freed);
+    tokio::task::spawn_blocking(|| {
+        let started = Instant::now();
+        release_freed();
+        tracing::debug!(took = ?started.elapsed(), "released freed memory");
+    });
 }
 
 /// Returns freed memory to the operating system where the allocator allows

@@ -975,11 +975,7 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
                 .collect(),
         }),
         Err(violation) => {
-            let keep = if std::env::var("SIM_FULL").is_ok() {
-                0
-            } else {
-                w.trace.len().saturating_sub(400)
-            };
+            let keep = w.trace.len().saturating_sub(400);
             Err(Failure {
                 violation,
                 trace: w.trace.split_off(keep),
