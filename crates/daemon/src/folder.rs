@@ -76,6 +76,22 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// this was a third of an idle daemon's CPU time at 1 s.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
+/// Entries handled after which, once the loop runs out of work, freed
+/// memory is given back to the system (see [`crate::memory`]).
+const RELEASE_AFTER: usize = 1_000;
+
+/// Roughly how many entries handling `event` went through.
+fn handled_size(event: &Event) -> usize {
+    match event {
+        Event::Scanned(Ok(report)) => report.entries.len(),
+        Event::Polled(Ok(listings)) => listings
+            .iter()
+            .map(|l| l.entries.as_ref().map_or(0, |e| e.len()))
+            .sum(),
+        _ => 1,
+    }
+}
+
 /// How often replaced files older than the retention period are removed
 /// from the versions area (also once at start).
 const PRUNE_VERSIONS_EVERY: Duration = Duration::from_secs(3600);
@@ -460,8 +476,8 @@ pub async fn run<G: Grid>(
         GridLocation::Embedded { .. } => MAX_IN_FLIGHT_EMBEDDED,
         GridLocation::Tahoe { .. } => MAX_IN_FLIGHT,
     };
-    // Whether effects finished since the loop last ran out of work.
-    let mut worked = false;
+    // Entries handled since memory was last released (see `memory`).
+    let mut handled = 0;
     loop {
         while let Some(action) = engine.poll_action() {
             if matches!(action, Action::Publish { .. } | Action::Poll | Action::Scan) {
@@ -489,9 +505,9 @@ pub async fn run<G: Grid>(
             let ex = executor.clone();
             tasks.spawn(async move { ex.execute(action).await }.in_current_span());
         }
-        if worked && tasks.is_empty() {
-            worked = false;
-            crate::memory::work_done();
+        if handled >= RELEASE_AFTER && tasks.is_empty() {
+            handled = 0;
+            crate::memory::release_freed();
         }
         let deadline = engine.poll_timeout().map(|t| clock.instant(t));
 
@@ -500,7 +516,7 @@ pub async fn run<G: Grid>(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
                 Ok(event) => {
                     debug!(?event, "done");
-                    worked = true;
+                    handled += handled_size(&event);
                     engine.handle(clock.now(), event);
                 }
                 Err(e) => {
@@ -511,6 +527,7 @@ pub async fn run<G: Grid>(
             },
             msg = watch_rx.recv(), if watcher_alive => match msg {
                 Some(WatchMsg::Changed(changes)) => {
+                    handled += changes.len();
                     if changes.iter().any(|(p, _)| p.as_str() == crate::ignore::IGNORE_FILE) {
                         reload_ignore(&config, &executor, watcher.as_ref(), &mut engine);
                     }

@@ -5,36 +5,25 @@
 //! daemon that had just synced or rescanned 100,000 files had freed most of
 //! what that took (directory listings, scan reports) yet stayed at almost
 //! three times its live heap: 210 MiB resident for 76 MiB in use (105 MiB
-//! after `malloc_trim`, which releases the free pages of every arena).
-//! So each folder's service loop calls [`work_done`] whenever its work runs
-//! out; the release runs at most every [`MIN_INTERVAL`].
+//! after `malloc_trim`, which releases the free pages of every arena). So
+//! a folder's service loop calls [`release_freed`] when it runs out of work
+//! after handling a lot (not after every poll: on a big heap a release
+//! costs a few milliseconds, and memory given back is faulted in again).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The least time between two releases (each costs a few milliseconds).
-const MIN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Call when a burst of work has just finished: releases freed memory in the
-/// background unless that was done less than [`MIN_INTERVAL`] ago.
-pub fn work_done() {
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_some_and(|t| t.elapsed() < MIN_INTERVAL) {
-        return;
-    }
-    *last = Some(Instant::now());
+/// Returns freed memory to the operating system, in the background, where
+/// the allocator allows it (glibc); elsewhere does nothing.
+pub fn release_freed() {
     tokio::task::spawn_blocking(|| {
         let started = Instant::now();
-        release_freed();
+        trim();
         tracing::debug!(took = ?started.elapsed(), "released freed memory");
     });
 }
 
-/// Returns freed memory to the operating system where the allocator allows
-/// it (glibc); elsewhere does nothing.
 #[allow(unsafe_code)]
-fn release_freed() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks and shrinks the allocator's own free
     // lists, under the allocator's locks; it is safe to call at any time.
