@@ -76,8 +76,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// this was a third of an idle daemon's CPU time at 1 s.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
-/// Entries handled after which, once the loop runs out of work, freed
-/// memory is given back to the system (see [`crate::memory`]).
+/// Entries handled after which, once the loop runs out of work, the work
+/// tables shrink and freed memory is given back to the system (see
+/// [`crate::memory`]).
 const RELEASE_AFTER: usize = 1_000;
 
 /// Roughly how many entries handling `event` went through.
@@ -507,6 +508,9 @@ pub async fn run<G: Grid>(
         }
         if handled >= RELEASE_AFTER && tasks.is_empty() {
             handled = 0;
+            engine.shrink_to_fit();
+            ready.shrink_to_fit();
+            parked.shrink_to_fit();
             crate::memory::release_freed();
         }
         let deadline = engine.poll_timeout().map(|t| clock.instant(t));

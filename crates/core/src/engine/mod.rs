@@ -454,6 +454,21 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Frees the spare room of the engine's work tables. A burst of work
+    /// (say 100,000 new files, all uploads at once) leaves them empty but
+    /// with that much capacity — 50 MB — and hash maps and queues never
+    /// shrink on their own. For the driver to call when it runs out of work.
+    pub fn shrink_to_fit(&mut self) {
+        self.ops.shrink_to_fit();
+        self.busy.shrink_to_fit();
+        self.out.shrink_to_fit();
+        self.changes.shrink_to_fit();
+        self.failures.shrink_to_fit();
+        self.not_empty.shrink_to_fit();
+        self.bad.shrink_to_fit();
+        self.cache.shrink_to_fit();
+    }
+
     /// Makes every pending retry (paths, snapshot fetches, publishing) due
     /// now, keeping its failure count: for when the driver learns that the
     /// grid is back, so work does not wait out a long backoff.
