@@ -1,8 +1,9 @@
 //! Benchmark data: incompressible contents, flushing to disk, hashing.
 
-use std::fs::File;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -64,4 +65,26 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
 /// SHA-256 of bytes in memory.
 pub fn hash_bytes(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// The size of a small file in the benchmarks (W1, edits, deletions).
+pub const SMALL: usize = 4096;
+
+/// Expected files: relative path → (length, SHA-256).
+pub type Expected = BTreeMap<PathBuf, (u64, [u8; 32])>;
+
+/// Writes `n` files of [`SMALL`] bytes spread over `dirs` directories
+/// (`dNNNN/fNNNNNN.bin`) under `root`; returns what was written.
+pub fn write_small_tree(root: &Path, n: usize, dirs: usize, seed: u64) -> Result<Expected> {
+    let mut expected = Expected::new();
+    for d in 0..dirs {
+        fs::create_dir_all(root.join(format!("d{d:04}")))?;
+    }
+    for i in 0..n {
+        let rel = PathBuf::from(format!("d{:04}/f{i:06}.bin", i % dirs));
+        let data = content(SMALL, seed * 10_000_000 + i as u64);
+        fs::write(root.join(&rel), &data)?;
+        expected.insert(rel, (data.len() as u64, hash_bytes(&data)));
+    }
+    Ok(expected)
 }

@@ -54,7 +54,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::data::{content, hash_bytes, hash_file, settle, write_content};
+use crate::data::{
+    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
+};
 use crate::limits::{copy_files, tree_files};
 use crate::phase::{self, Measured};
 use crate::report::{print_columns, write_json};
@@ -64,8 +66,6 @@ const USAGE: &str = "usage: mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [-
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] \
 [--idle-seconds N]";
 
-/// Size of the small files, bytes.
-const SMALL: usize = 4096;
 /// MiB pushed through the in-memory AES-GCM limit.
 const CRYPTO_MIB: u64 = 512;
 
@@ -1085,25 +1085,6 @@ impl Bench<'_> {
         }
         Ok(f)
     }
-}
-
-/// Expected files: relative path → (length, SHA-256).
-type Expected = BTreeMap<PathBuf, (u64, [u8; 32])>;
-
-/// Writes `n` files of [`SMALL`] bytes spread over `dirs` directories
-/// (`dNNN/fNNNNNN.bin`) under `root`; returns what was written.
-fn write_small_tree(root: &Path, n: usize, dirs: usize, seed: u64) -> Result<Expected> {
-    let mut expected = Expected::new();
-    for d in 0..dirs {
-        fs::create_dir_all(root.join(format!("d{d:04}")))?;
-    }
-    for i in 0..n {
-        let rel = PathBuf::from(format!("d{:04}/f{i:06}.bin", i % dirs));
-        let data = content(SMALL, seed * 10_000_000 + i as u64);
-        fs::write(root.join(&rel), &data)?;
-        expected.insert(rel, (data.len() as u64, hash_bytes(&data)));
-    }
-    Ok(expected)
 }
 
 /// Moves every entry of `from` into `to` (renames: the same file system).

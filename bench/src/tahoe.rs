@@ -70,21 +70,21 @@ use mf_grid::tahoe::TahoeGrid;
 use mf_grid::{read_small, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
 use serde_json::{json, Value};
 
-use crate::data::{content, hash_bytes, hash_file, settle, write_content};
+use crate::data::{
+    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
+};
 use crate::report::{print_columns, write_json};
-use crate::world::{clock_ticks_per_s, http_get, wait_for, wait_until, ProcSample};
+use crate::world::{
+    clock_ticks_per_s, http_get, stop_daemon, wait_for, wait_until, ProcSample, START_STOP_TIMEOUT,
+};
 
 const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
 
 /// The folder name both participants use.
 const FOLDER: &str = "bench";
-/// Size of the small files, bytes.
-const SMALL: usize = 4096;
 /// Per-file request chains raw runs at once: the daemon's `MAX_IN_FLIGHT`.
 const RAW_CONCURRENCY: usize = 8;
-/// How long a daemon gets to start or stop.
-const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one edit may take to show at bob's before it counts as lost.
 const EDIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Debug logging of the daemons' effects, for the breakdown.
@@ -1108,27 +1108,9 @@ impl Daemon {
 
     /// SIGTERM, a bounded wait, then SIGKILL.
     fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("{}: daemon exited with {status}", self.name);
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{}: daemon did not stop on SIGTERM; killed", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.take() {
+            Some(child) => stop_daemon(&self.name, child),
+            None => Ok(()),
         }
     }
 
@@ -1734,24 +1716,6 @@ fn machine_busy_s() -> f64 {
     }
     let busy: u64 = f.iter().sum::<u64>() - f[3] - f[4];
     busy as f64 / clock_ticks_per_s() as f64
-}
-
-/// Expected files: relative path → (length, SHA-256).
-type Expected = BTreeMap<PathBuf, (u64, [u8; 32])>;
-
-/// Writes `n` files of [`SMALL`] bytes over `dirs` directories under `root`.
-fn write_small_tree(root: &Path, n: usize, dirs: usize, seed: u64) -> Result<Expected> {
-    let mut expected = Expected::new();
-    for d in 0..dirs {
-        fs::create_dir_all(root.join(format!("d{d:04}")))?;
-    }
-    for i in 0..n {
-        let rel = PathBuf::from(format!("d{:04}/f{i:06}.bin", i % dirs));
-        let data = content(SMALL, seed * 10_000_000 + i as u64);
-        fs::write(root.join(&rel), &data)?;
-        expected.insert(rel, (data.len() as u64, hash_bytes(&data)));
-    }
-    Ok(expected)
 }
 
 /// `k` of the files, spread evenly.

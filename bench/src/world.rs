@@ -25,7 +25,7 @@ use serde_json::Value;
 pub const FOLDER: &str = "bench";
 
 /// How long a daemon gets to start (write its API URL) or to stop.
-const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One embedded grid and the participants sharing it.
 pub struct World {
@@ -207,27 +207,9 @@ impl Participant {
     /// Stops the daemon with SIGTERM and waits (bounded) for it to exit;
     /// kills it if it does not.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.daemon.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("{}: daemon exited with {status}", self.name);
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{}: daemon did not stop on SIGTERM; killed", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.daemon.take() {
+            Some(child) => stop_daemon(&self.name, child),
+            None => Ok(()),
         }
     }
 
@@ -264,6 +246,30 @@ impl Participant {
     /// This daemon's CPU time and memory now.
     pub fn sample(&self) -> Option<ProcSample> {
         ProcSample::read(self.pid()?)
+    }
+}
+
+/// Stops a daemon with SIGTERM and waits (bounded) for it to exit; kills
+/// it if it does not.
+pub fn stop_daemon(name: &str, mut child: Child) -> Result<()> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + START_STOP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("{name}: daemon exited with {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{name}: daemon did not stop on SIGTERM; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
