@@ -46,7 +46,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),
-        Some("tahoe") => tahoe::run(&tahoe::TahoeOptions::parse(&args[1..])?),
+        Some("tahoe") => tahoe::run(&tahoe::options(&args[1..])?),
         // A measured phase, in a child process started by `phase::run`.
         Some(phase::CHILD_ARG) => phase::child_main(&args[1..]),
         _ => bail!("{USAGE}"),

@@ -60,7 +60,7 @@ use crate::data::{
 use crate::limits::{copy_files, tree_files};
 use crate::phase::{self, Measured};
 use crate::report::{print_columns, write_json};
-use crate::world::{clock_ticks_per_s, wait_for, wait_until, Participant, World};
+use crate::world::{clock_ticks_per_s, wait_for, wait_until, Participant, RunOptions, World};
 
 const USAGE: &str = "usage: mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] \
@@ -75,83 +75,22 @@ const WORKLOADS: [&str; 7] = ["W1", "W2", "W3", "W4", "W5", "idle", "rescan"];
 /// Options of `mf-bench sync`.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
-    only: BTreeSet<String>,
-    quick: bool,
-    dir: Option<PathBuf>,
-    json: Option<PathBuf>,
-    bin: PathBuf,
-    poll_interval: String,
-    pending_delay: String,
+    run: RunOptions,
     idle_seconds: Option<u64>,
 }
 
 impl SyncOptions {
     /// Parses the arguments after `sync`.
     pub fn parse(args: &[String]) -> Result<SyncOptions> {
-        let exe = std::env::current_exe().context("locating own binary")?;
-        let mut o = SyncOptions {
-            only: WORKLOADS.iter().map(|w| w.to_string()).collect(),
-            quick: false,
-            dir: None,
-            json: None,
-            bin: exe.with_file_name("magic-folder"),
-            poll_interval: "1s".into(),
-            pending_delay: "200ms".into(),
-            idle_seconds: None,
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-            };
-            match flag.as_str() {
-                "--only" => {
-                    o.only = BTreeSet::new();
-                    for w in value()?.split(',') {
-                        let known = WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w.trim()));
-                        match known {
-                            Some(k) => o.only.insert(k.to_string()),
-                            None => bail!("unknown workload {w:?} (known: {WORKLOADS:?})"),
-                        };
-                    }
-                }
-                "--quick" => o.quick = true,
-                "--dir" => o.dir = Some(value()?.into()),
-                "--json" => o.json = Some(value()?.into()),
-                "--bin" => o.bin = value()?.into(),
-                "--poll-interval" => o.poll_interval = value()?.clone(),
-                "--pending-delay" => o.pending_delay = value()?.clone(),
-                "--idle-seconds" => {
-                    o.idle_seconds = Some(value()?.parse().context("--idle-seconds")?)
-                }
-                _ => bail!("unknown option {flag}\n{USAGE}"),
+        let mut idle_seconds = None;
+        let run = RunOptions::parse(args, &WORKLOADS, USAGE, |flag, value| {
+            if flag != "--idle-seconds" {
+                return Ok(false);
             }
-        }
-        if !o.bin.is_file() {
-            bail!(
-                "{} not found: build it first (cargo build --release -p magic-folder -p mf-bench) \
-                 or pass --bin",
-                o.bin.display()
-            );
-        }
-        Ok(o)
-    }
-
-    fn wants(&self, w: &str) -> bool {
-        self.only.contains(w)
-    }
-
-    fn tuning(&self) -> Vec<String> {
-        [
-            "--poll-interval",
-            &self.poll_interval,
-            "--pending-delay",
-            &self.pending_delay,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            idle_seconds = Some(value()?.parse().context("--idle-seconds")?);
+            Ok(true)
+        })?;
+        Ok(SyncOptions { run, idle_seconds })
     }
 }
 
@@ -174,7 +113,7 @@ struct Sizes {
 
 impl Sizes {
     fn new(o: &SyncOptions) -> Sizes {
-        let mut s = if o.quick {
+        let mut s = if o.run.quick {
             Sizes {
                 w1: vec![(100, 10), (1_000, 100)],
                 w2_mib: vec![8, 64],
@@ -335,7 +274,7 @@ impl Figure {
 
 /// Runs the selected workloads and prints (and optionally saves) the table.
 pub fn run(o: &SyncOptions) -> Result<()> {
-    let (work, remove_after) = match &o.dir {
+    let (work, remove_after) = match &o.run.dir {
         Some(d) => (d.clone(), false),
         None => (
             std::env::temp_dir().join(format!("mf-bench-sync-{}", std::process::id())),
@@ -357,9 +296,12 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
     fs::create_dir_all(&bin_dir)?;
     phase::run_from_copy_in(&bin_dir)?;
     let daemon = bin_dir.join("magic-folder");
-    fs::copy(&o.bin, &daemon).with_context(|| format!("copying {}", o.bin.display()))?;
+    fs::copy(&o.run.bin, &daemon).with_context(|| format!("copying {}", o.run.bin.display()))?;
     let o = &SyncOptions {
-        bin: daemon,
+        run: RunOptions {
+            bin: daemon,
+            ..o.run.clone()
+        },
         ..o.clone()
     };
     let sizes = Sizes::new(o);
@@ -371,26 +313,26 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
         scratch: Default::default(),
     };
 
-    if o.wants("W1") {
+    if o.run.wants("W1") {
         for &(n, dirs) in &sizes.w1 {
             let what = format!("{} × 4 KiB in {dirs} dirs", thousands(n));
             figures.push(b.guard("W1", what, |b| b.w1(n, dirs, n == 10_000)));
         }
     }
-    if o.wants("W2") {
+    if o.run.wants("W2") {
         let aead = b.step("AES-256-GCM", "limit-aead", json!({ "mib": CRYPTO_MIB }))?;
         for &mib in &sizes.w2_mib {
             let what = format!("1 × {}", mib_text(mib));
             figures.push(b.guard("W2", what, |b| b.w2(mib, aead.mib_per_s())));
         }
     }
-    if ["W3", "W4", "W5"].iter().any(|w| o.wants(w)) {
+    if ["W3", "W4", "W5"].iter().any(|w| o.run.wants(w)) {
         match b.steady(&sizes, &mut figures) {
             Ok(note) => notes.push(note),
             Err(e) => notes.push(format!("steady folder (W3–W5): {e:#}")),
         }
     }
-    if o.wants("idle") || o.wants("rescan") {
+    if o.run.wants("idle") || o.run.wants("rescan") {
         match b.big(&sizes, &mut figures) {
             Ok(()) => {}
             Err(e) => notes.push(format!("idle/rescan folder: {e:#}")),
@@ -401,7 +343,7 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
     println!(
         "Sync between two magic-folder daemons on an embedded grid, this machine, same run \
          (poll interval {}, pending delay {}):",
-        o.poll_interval, o.pending_delay
+        o.run.poll_interval, o.run.pending_delay
     );
     let header = [
         "",
@@ -418,15 +360,15 @@ fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {
     for n in &notes {
         println!("note: {n}");
     }
-    if let Some(path) = &o.json {
+    if let Some(path) = &o.run.json {
         let doc = json!({
             "benchmark": "sync",
             "params": {
-                "quick": o.quick,
-                "poll_interval": o.poll_interval,
-                "pending_delay": o.pending_delay,
+                "quick": o.run.quick,
+                "poll_interval": o.run.poll_interval,
+                "pending_delay": o.run.pending_delay,
                 "idle_seconds": sizes.idle_seconds,
-                "workloads": o.only,
+                "workloads": o.run.only,
                 "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             },
             "notes": notes,
@@ -589,7 +531,7 @@ impl Bench<'_> {
     /// running.
     fn pair(&self, name: &str, prepare: impl FnOnce(&Path) -> Result<()>) -> Result<Pair> {
         let root = self.work.join(name);
-        let world = World::new(&root.join("world"), &self.o.bin, &self.o.tuning())?;
+        let world = World::new(&root.join("world"), &self.o.run.bin, &self.o.run.tuning())?;
         let mut alice = world.create("alice")?;
         let mut bob = world.join(&alice, "bob")?;
         prepare(&alice.dir)?;
@@ -764,7 +706,7 @@ impl Bench<'_> {
             next += k;
             s
         };
-        if self.o.wants("W3") {
+        if self.o.run.wants("W3") {
             let rels = take(sizes.w3_samples);
             figures.push(self.guard(
                 "W3",
@@ -772,7 +714,7 @@ impl Bench<'_> {
                 |b| b.w3(&pair, &rels, n, big),
             ));
         }
-        if self.o.wants("W4") {
+        if self.o.run.wants("W4") {
             let rels = take(sizes.w4_rounds);
             figures.push(self.guard(
                 "W4",
@@ -780,7 +722,7 @@ impl Bench<'_> {
                 |b| b.w4(&pair, &rels),
             ));
         }
-        if self.o.wants("W5") {
+        if self.o.run.wants("W5") {
             let k = sizes.w5_deletions.min(files.len() - next);
             let rels: Vec<PathBuf> = files[files.len() - k..].to_vec();
             figures.push(self.guard(
@@ -977,13 +919,13 @@ impl Bench<'_> {
             json!({ "dir": path_text(&pair.alice.dir) }),
         )?;
 
-        if self.o.wants("idle") {
+        if self.o.run.wants("idle") {
             let what = format!("idle, folder of {}", thousands(n));
             figures.push(self.guard("idle", what, |b| {
                 b.idle(&pair, n, sizes.idle_seconds, walk.seconds, targeted)
             }));
         }
-        if self.o.wants("rescan") {
+        if self.o.run.wants("rescan") {
             let what = format!("restart → up to date, {}", thousands(n));
             figures.push(self.guard("rescan", what, |b| {
                 b.rescan(&mut pair, n, sizes.rescan_rounds, walk.seconds, targeted)

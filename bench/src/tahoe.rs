@@ -59,7 +59,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,9 +73,7 @@ use crate::data::{
     content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
 };
 use crate::report::{print_columns, write_json};
-use crate::world::{
-    clock_ticks_per_s, http_get, stop_daemon, wait_for, wait_until, ProcSample, START_STOP_TIMEOUT,
-};
+use crate::world::{clock_ticks_per_s, wait_for, wait_until, Participant, ProcSample, RunOptions};
 
 const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
@@ -108,69 +105,9 @@ pub const REQUESTS: [(&str, &str); 8] = [
 
 const WORKLOADS: [&str; 4] = ["edit", "big", "files", "deletions"];
 
-/// Options of `mf-bench tahoe`.
-#[derive(Debug, Clone)]
-pub struct TahoeOptions {
-    quick: bool,
-    only: Vec<String>,
-    dir: Option<PathBuf>,
-    json: Option<PathBuf>,
-    bin: PathBuf,
-    poll_interval: String,
-    pending_delay: String,
-}
-
-impl TahoeOptions {
-    /// Parses the arguments after `tahoe`.
-    pub fn parse(args: &[String]) -> Result<TahoeOptions> {
-        let exe = std::env::current_exe().context("locating own binary")?;
-        let mut o = TahoeOptions {
-            quick: false,
-            only: WORKLOADS.iter().map(|w| w.to_string()).collect(),
-            dir: None,
-            json: None,
-            bin: exe.with_file_name("magic-folder"),
-            poll_interval: "1s".into(),
-            pending_delay: "200ms".into(),
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))
-            };
-            match flag.as_str() {
-                "--quick" => o.quick = true,
-                "--only" => {
-                    o.only = Vec::new();
-                    for w in value()?.split(',') {
-                        match WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w.trim())) {
-                            Some(k) => o.only.push(k.to_string()),
-                            None => bail!("unknown workload {w:?} (known: {WORKLOADS:?})"),
-                        }
-                    }
-                }
-                "--dir" => o.dir = Some(value()?.into()),
-                "--json" => o.json = Some(value()?.into()),
-                "--bin" => o.bin = value()?.into(),
-                "--poll-interval" => o.poll_interval = value()?.clone(),
-                "--pending-delay" => o.pending_delay = value()?.clone(),
-                _ => bail!("unknown option {flag}\n{USAGE}"),
-            }
-        }
-        if !o.bin.is_file() {
-            bail!(
-                "{} not found: build it first (cargo build --release -p magic-folder -p mf-bench) \
-                 or pass --bin",
-                o.bin.display()
-            );
-        }
-        Ok(o)
-    }
-
-    fn wants(&self, w: &str) -> bool {
-        self.only.iter().any(|o| o == w)
-    }
+/// Parses the arguments after `tahoe`.
+pub fn options(args: &[String]) -> Result<RunOptions> {
+    RunOptions::parse(args, &WORKLOADS, USAGE, |_, _| Ok(false))
 }
 
 /// Workload sizes: the full run or `--quick`'s.
@@ -211,7 +148,7 @@ impl Sizes {
 }
 
 /// Runs the benchmark and prints (and optionally saves) the figures.
-pub fn run(o: &TahoeOptions) -> Result<()> {
+pub fn run(o: &RunOptions) -> Result<()> {
     let (work, remove_after) = match &o.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -309,7 +246,7 @@ impl Figure {
     }
 }
 
-fn run_in(o: &TahoeOptions, work: &Path) -> Result<()> {
+fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     let sizes = Sizes::new(o.quick);
     eprintln!("starting a Tahoe-LAFS grid: 3 storage nodes, k=2 happy=3 N=3");
     let spec = GridSpec {
@@ -1017,160 +954,16 @@ impl Raw {
 // Ours: two daemons, each on its own Tahoe node
 // ===========================================================================
 
-/// One participant: config directory, folder, maybe a running daemon
-/// (killed when dropped).
-struct Daemon {
-    name: String,
-    bin: PathBuf,
-    config: PathBuf,
-    dir: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn new(root: &Path, name: &str, bin: &Path) -> Result<Daemon> {
-        let home = root.join(name);
-        fs::create_dir_all(&home)?;
-        Ok(Daemon {
-            name: name.to_owned(),
-            bin: bin.to_path_buf(),
-            config: home.join("config"),
-            dir: home.join("folder"),
-            log: home.join("daemon.log"),
-            child: None,
-        })
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env_remove("MAGIC_FOLDER_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", self.bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{}: `magic-folder {}` failed ({}): {}",
-                self.name,
-                args.first().unwrap_or(&""),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn start(&mut self) -> Result<()> {
-        let _ = fs::remove_file(self.config.join("api.url"));
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env_remove("MAGIC_FOLDER_CONFIG")
-            .env("RUST_LOG", DAEMON_LOG)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} run", self.bin.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        loop {
-            let url = fs::read_to_string(self.config.join("api.url")).unwrap_or_default();
-            if url.trim().starts_with("http://") {
-                return Ok(());
-            }
-            if let Some(status) = self.child.as_mut().expect("started").try_wait()? {
-                self.child = None;
-                bail!(
-                    "{}: daemon exited at start ({status}); log: {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{}: daemon did not start in {START_STOP_TIMEOUT:?}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM, a bounded wait, then SIGKILL.
-    fn stop(&mut self) -> Result<()> {
-        match self.child.take() {
-            Some(child) => stop_daemon(&self.name, child),
-            None => Ok(()),
-        }
-    }
-
-    fn status(&self) -> Option<Value> {
-        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
-        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
-        let body = http_get(
-            url.trim(),
-            &format!("/v1/magic-folder/{FOLDER}/status"),
-            token.trim(),
-        )?;
-        serde_json::from_str(&body).ok()
-    }
-
-    fn up_to_date(&self) -> bool {
-        self.status().is_some_and(|s| {
-            s["running"] == true
-                && !s["last_scan"].is_null()
-                && !s["last_poll"].is_null()
-                && s["queued"] == 0
-                && s["in_flight"] == 0
-                && s["unpublished"] == 0
-        })
-    }
-
-    fn cpu_s(&self) -> f64 {
-        let tick = clock_ticks_per_s() as f64;
-        self.child
-            .as_ref()
-            .and_then(|c| ProcSample::read(c.id()))
-            .map_or(f64::NAN, |s| s.cpu_ticks as f64 / tick)
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        self.child
-            .as_ref()
-            .and_then(|c| ProcSample::read(c.id()))
-            .map_or(f64::NAN, |s| s.hwm_kib as f64 / 1024.0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Alice (created the folder, on node A) and bob (joined, on node B), both
 /// daemons running.
 struct Pair {
-    alice: Daemon,
-    bob: Daemon,
+    alice: Participant,
+    bob: Participant,
     root: PathBuf,
 }
 
 impl Pair {
-    fn new(o: &TahoeOptions, root: &Path, node_a: &Path, node_b: &Path) -> Result<Pair> {
+    fn new(o: &RunOptions, root: &Path, node_a: &Path, node_b: &Path) -> Result<Pair> {
         let _ = fs::remove_dir_all(root);
         fs::create_dir_all(root)?;
         let text = |p: &Path| -> Result<String> {
@@ -1184,8 +977,8 @@ impl Pair {
             "--pending-delay",
             o.pending_delay.as_str(),
         ];
-        let mut alice = Daemon::new(root, "alice", &o.bin)?;
-        let mut bob = Daemon::new(root, "bob", &o.bin)?;
+        let mut alice = Participant::new(root, "alice", &o.bin)?.with_log(DAEMON_LOG);
+        let mut bob = Participant::new(root, "bob", &o.bin)?.with_log(DAEMON_LOG);
         let (adir, anode) = (text(&alice.dir)?, text(node_a)?);
         let mut args = vec![
             "create", FOLDER, &adir, "--author", "alice", "--tahoe", &anode,
@@ -1231,8 +1024,8 @@ impl Pair {
         if waited.is_none() {
             bail!(
                 "the daemons did not settle within {timeout:?} (logs: {}, {})",
-                self.alice.log.display(),
-                self.bob.log.display()
+                self.alice.log().display(),
+                self.bob.log().display()
             );
         }
         Ok(())
@@ -1241,8 +1034,8 @@ impl Pair {
     /// CPU seconds so far: alice, bob, the grid, this process, the machine.
     fn cpu(&self, tahoe: &TahoeCpu) -> [f64; 5] {
         [
-            self.alice.cpu_s(),
-            self.bob.cpu_s(),
+            cpu_s(&self.alice),
+            cpu_s(&self.bob),
             tahoe.now(),
             own_cpu_s(),
             machine_busy_s(),
@@ -1264,10 +1057,10 @@ impl Pair {
                 ],
                 cpu1[4] - cpu0[4],
             ),
-            "peak_rss_mib": { "alice": self.alice.peak_rss_mib(), "bob": self.bob.peak_rss_mib() },
+            "peak_rss_mib": { "alice": peak_rss_mib(&self.alice), "bob": peak_rss_mib(&self.bob) },
         });
         for d in [&self.alice, &self.bob] {
-            let spans = parse_log(&d.log).unwrap_or_default();
+            let spans = parse_log(d.log()).unwrap_or_default();
             out[&d.name] = summarise(&spans, t0, t0 + secs + 0.05);
         }
         out
@@ -1689,6 +1482,17 @@ fn cpu_json(parts: &[(&str, f64)], machine_busy: f64) -> Value {
     v.insert("machine_busy".into(), json!(machine_busy));
     v.insert("others".into(), json!(machine_busy - ours));
     Value::Object(v)
+}
+
+/// A daemon's CPU time so far, seconds (NaN if it is not running).
+fn cpu_s(p: &Participant) -> f64 {
+    let tick = clock_ticks_per_s() as f64;
+    p.sample().map_or(f64::NAN, |s| s.cpu_ticks as f64 / tick)
+}
+
+/// A daemon's peak RSS so far, MiB (NaN if it is not running).
+fn peak_rss_mib(p: &Participant) -> f64 {
+    p.sample().map_or(f64::NAN, |s| s.hwm_kib as f64 / 1024.0)
 }
 
 /// This process's CPU seconds so far.

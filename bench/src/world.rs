@@ -11,6 +11,7 @@
 //! Every wait here is bounded: on a deadline it returns an error (or
 //! `None`), never hangs.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,8 +25,103 @@ use serde_json::Value;
 /// The folder name every participant uses.
 pub const FOLDER: &str = "bench";
 
+/// Options of the benchmarks that run daemons (`sync`, `tahoe`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The workloads to run.
+    pub only: BTreeSet<String>,
+    /// Small sizes, for a smoke run.
+    pub quick: bool,
+    /// Working directory (kept afterwards), else a temporary one.
+    pub dir: Option<PathBuf>,
+    /// Where to write the figures as JSON.
+    pub json: Option<PathBuf>,
+    /// The `magic-folder` binary to run.
+    pub bin: PathBuf,
+    /// The daemons' `--poll-interval`.
+    pub poll_interval: String,
+    /// The daemons' `--pending-delay`.
+    pub pending_delay: String,
+}
+
+impl RunOptions {
+    /// Parses `args`: the flags above here, any other through
+    /// `extra(flag, value)`, which answers whether it took the flag.
+    /// `--only` accepts `workloads`; a mistake is reported with `usage`.
+    pub fn parse(
+        args: &[String],
+        workloads: &[&str],
+        usage: &str,
+        mut extra: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+    ) -> Result<RunOptions> {
+        let exe = std::env::current_exe().context("locating own binary")?;
+        let mut o = RunOptions {
+            only: workloads.iter().map(|w| w.to_string()).collect(),
+            quick: false,
+            dir: None,
+            json: None,
+            bin: exe.with_file_name("magic-folder"),
+            poll_interval: "1s".into(),
+            pending_delay: "200ms".into(),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .with_context(|| format!("{flag} needs a value\n{usage}"))
+            };
+            match flag.as_str() {
+                "--only" => {
+                    o.only = BTreeSet::new();
+                    for w in value()?.split(',') {
+                        match workloads.iter().find(|k| k.eq_ignore_ascii_case(w.trim())) {
+                            Some(k) => o.only.insert(k.to_string()),
+                            None => bail!("unknown workload {w:?} (known: {workloads:?})"),
+                        };
+                    }
+                }
+                "--quick" => o.quick = true,
+                "--dir" => o.dir = Some(value()?.into()),
+                "--json" => o.json = Some(value()?.into()),
+                "--bin" => o.bin = value()?.into(),
+                "--poll-interval" => o.poll_interval = value()?,
+                "--pending-delay" => o.pending_delay = value()?,
+                _ => {
+                    if !extra(flag, &mut value)? {
+                        bail!("unknown option {flag}\n{usage}");
+                    }
+                }
+            }
+        }
+        if !o.bin.is_file() {
+            bail!(
+                "{} not found: build it first (cargo build --release -p magic-folder -p mf-bench) \
+                 or pass --bin",
+                o.bin.display()
+            );
+        }
+        Ok(o)
+    }
+
+    /// Whether workload `w` was asked for.
+    pub fn wants(&self, w: &str) -> bool {
+        self.only.contains(w)
+    }
+
+    /// The daemons' tuning flags, for `create` and `join`.
+    pub fn tuning(&self) -> Vec<String> {
+        vec![
+            "--poll-interval".into(),
+            self.poll_interval.clone(),
+            "--pending-delay".into(),
+            self.pending_delay.clone(),
+        ]
+    }
+}
+
 /// How long a daemon gets to start (write its API URL) or to stop.
-pub const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One embedded grid and the participants sharing it.
 pub struct World {
@@ -50,16 +146,7 @@ impl World {
     }
 
     fn participant(&self, name: &str) -> Result<Participant> {
-        let home = self.root.join(name);
-        fs::create_dir_all(&home)?;
-        Ok(Participant {
-            name: name.to_owned(),
-            bin: self.bin.clone(),
-            config: home.join("config"),
-            dir: home.join("folder"),
-            log: home.join("daemon.log"),
-            daemon: None,
-        })
+        Participant::new(&self.root, name, &self.bin)
     }
 
     /// A participant who creates [`FOLDER`] on this world's grid.
@@ -98,10 +185,34 @@ pub struct Participant {
     /// The synchronised folder.
     pub dir: PathBuf,
     log: PathBuf,
+    /// The daemon's `RUST_LOG`.
+    log_filter: String,
     daemon: Option<Child>,
 }
 
 impl Participant {
+    /// A participant with its config and folder under `root/name`, running
+    /// `bin`; its daemon logs at `$MF_BENCH_LOG`, else `info`.
+    pub fn new(root: &Path, name: &str, bin: &Path) -> Result<Participant> {
+        let home = root.join(name);
+        fs::create_dir_all(&home)?;
+        Ok(Participant {
+            name: name.to_owned(),
+            bin: bin.to_path_buf(),
+            config: home.join("config"),
+            dir: home.join("folder"),
+            log: home.join("daemon.log"),
+            log_filter: std::env::var("MF_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            daemon: None,
+        })
+    }
+
+    /// The same, its daemon logging at `filter`.
+    pub fn with_log(mut self, filter: &str) -> Participant {
+        self.log_filter = filter.to_owned();
+        self
+    }
+
     /// Runs the CLI with this participant's config; returns its stdout.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.bin)
@@ -159,10 +270,7 @@ impl Participant {
             .arg(&self.config)
             .arg("run")
             .env_remove("MAGIC_FOLDER_CONFIG")
-            .env(
-                "RUST_LOG",
-                std::env::var("MF_BENCH_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -207,9 +315,28 @@ impl Participant {
     /// Stops the daemon with SIGTERM and waits (bounded) for it to exit;
     /// kills it if it does not.
     pub fn stop(&mut self) -> Result<()> {
-        match self.daemon.take() {
-            Some(child) => stop_daemon(&self.name, child),
-            None => Ok(()),
+        let Some(mut child) = self.daemon.take() else {
+            return Ok(());
+        };
+        let name = &self.name;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("{name}: daemon exited with {status}");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{name}: daemon did not stop on SIGTERM; killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -249,30 +376,6 @@ impl Participant {
     }
 }
 
-/// Stops a daemon with SIGTERM and waits (bounded) for it to exit; kills
-/// it if it does not.
-pub fn stop_daemon(name: &str, mut child: Child) -> Result<()> {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + START_STOP_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("{name}: daemon exited with {status}");
-            }
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{name}: daemon did not stop on SIGTERM; killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 impl Drop for Participant {
     fn drop(&mut self) {
         if let Some(mut child) = self.daemon.take() {
@@ -284,7 +387,7 @@ impl Drop for Participant {
 
 /// A minimal HTTP/1.1 GET on loopback (the daemon's API); the body, if the
 /// status is 200.
-pub(crate) fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
+fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
