@@ -60,7 +60,9 @@ use crate::data::{
 use crate::limits::{copy_files, tree_files};
 use crate::phase::{self, Measured};
 use crate::report::{print_columns, write_json};
-use crate::world::{clock_ticks_per_s, wait_for, wait_until, Participant, RunOptions, World};
+use crate::world::{
+    clock_ticks_per_s, settle_daemons, wait_for, wait_until, Participant, RunOptions, World,
+};
 
 const USAGE: &str = "usage: mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] \
@@ -440,24 +442,7 @@ impl Pair {
 
     /// Waits until both daemons have been up to date for a whole second.
     fn settle(&self, timeout: Duration) -> Result<()> {
-        let mut since: Option<Instant> = None;
-        let waited = wait_until(Instant::now(), timeout, || {
-            if self.daemons().iter().all(|p| p.up_to_date()) {
-                let t = *since.get_or_insert_with(Instant::now);
-                Ok(t.elapsed() >= Duration::from_secs(1))
-            } else {
-                since = None;
-                Ok(false)
-            }
-        })?;
-        if waited.is_none() {
-            bail!(
-                "the daemons did not settle within {timeout:?} (logs: {}, {})",
-                self.alice.log().display(),
-                self.bob.log().display()
-            );
-        }
-        Ok(())
+        settle_daemons(&self.daemons(), timeout)
     }
 
     /// Stops both daemons. (Their files stay until the end of the run: see

@@ -73,7 +73,9 @@ use crate::data::{
     content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
 };
 use crate::report::{print_columns, write_json};
-use crate::world::{clock_ticks_per_s, wait_for, wait_until, Participant, ProcSample, RunOptions};
+use crate::world::{
+    clock_ticks_per_s, settle_daemons, wait_for, wait_until, Participant, ProcSample, RunOptions,
+};
 
 const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
@@ -600,6 +602,24 @@ struct RawMeasured {
 }
 
 impl RawMeasured {
+    /// A batch's figures: its phases end at `[uploads, set_children,
+    /// list]` seconds after `t0`, and `last` runs from there until now.
+    fn batch(t0: Instant, ends: [f64; 3], last: &str, ops: Ops) -> RawMeasured {
+        let total = t0.elapsed().as_secs_f64();
+        let [t_up, t_pub, t_list] = ends;
+        RawMeasured {
+            seconds: total,
+            samples: Vec::new(),
+            phases: BTreeMap::from([
+                ("1 uploads".into(), t_up),
+                ("2 set_children".into(), t_pub - t_up),
+                ("3 list".into(), t_list - t_pub),
+                (last.into(), total - t_list),
+            ]),
+            ops: ops.0.into_inner().unwrap(),
+        }
+    }
+
     fn ops_json(&self, cpu: Value) -> Value {
         let requests: serde_json::Map<String, Value> = self
             .ops
@@ -873,18 +893,12 @@ impl Raw {
             .buffer_unordered(RAW_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
-        let total = t0.elapsed().as_secs_f64();
-        Ok(RawMeasured {
-            seconds: total,
-            samples: Vec::new(),
-            phases: BTreeMap::from([
-                ("1 uploads".into(), t_up),
-                ("2 set_children".into(), t_pub - t_up),
-                ("3 list".into(), t_list - t_pub),
-                ("4 downloads".into(), total - t_list),
-            ]),
-            ops: ops.0.into_inner().unwrap(),
-        })
+        Ok(RawMeasured::batch(
+            t0,
+            [t_up, t_pub, t_list],
+            "4 downloads",
+            ops,
+        ))
     }
 
     async fn deletions(&self, rels: &[PathBuf]) -> Result<RawMeasured> {
@@ -935,18 +949,12 @@ impl Raw {
             .buffer_unordered(RAW_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
-        let total = t0.elapsed().as_secs_f64();
-        Ok(RawMeasured {
-            seconds: total,
-            samples: Vec::new(),
-            phases: BTreeMap::from([
-                ("1 uploads".into(), t_up),
-                ("2 set_children".into(), t_pub - t_up),
-                ("3 list".into(), t_list - t_pub),
-                ("4 fetches".into(), total - t_list),
-            ]),
-            ops: ops.0.into_inner().unwrap(),
-        })
+        Ok(RawMeasured::batch(
+            t0,
+            [t_up, t_pub, t_list],
+            "4 fetches",
+            ops,
+        ))
     }
 }
 
@@ -1011,24 +1019,7 @@ impl Pair {
 
     /// Waits until both daemons have been up to date for a whole second.
     fn settle(&self, timeout: Duration) -> Result<()> {
-        let mut since: Option<Instant> = None;
-        let waited = wait_until(Instant::now(), timeout, || {
-            if self.alice.up_to_date() && self.bob.up_to_date() {
-                let t = *since.get_or_insert_with(Instant::now);
-                Ok(t.elapsed() >= Duration::from_secs(1))
-            } else {
-                since = None;
-                Ok(false)
-            }
-        })?;
-        if waited.is_none() {
-            bail!(
-                "the daemons did not settle within {timeout:?} (logs: {}, {})",
-                self.alice.log().display(),
-                self.bob.log().display()
-            );
-        }
-        Ok(())
+        settle_daemons(&[&self.alice, &self.bob], timeout)
     }
 
     /// CPU seconds so far: alice, bob, the grid, this process, the machine.

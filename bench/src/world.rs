@@ -176,6 +176,32 @@ fn path_str(p: &Path) -> Result<&str> {
         .with_context(|| format!("{} is not UTF-8", p.display()))
 }
 
+/// Waits until every one of `daemons` has been up to date for a whole
+/// second (a timeout is an error naming their logs).
+pub fn settle_daemons(daemons: &[&Participant], timeout: Duration) -> Result<()> {
+    let mut since: Option<Instant> = None;
+    let waited = wait_until(Instant::now(), timeout, || {
+        if daemons.iter().all(|p| p.up_to_date()) {
+            let t = *since.get_or_insert_with(Instant::now);
+            Ok(t.elapsed() >= Duration::from_secs(1))
+        } else {
+            since = None;
+            Ok(false)
+        }
+    })?;
+    if waited.is_none() {
+        let logs: Vec<String> = daemons
+            .iter()
+            .map(|p| p.log.display().to_string())
+            .collect();
+        bail!(
+            "the daemons did not settle within {timeout:?} (logs: {})",
+            logs.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// One participant: a config directory, a folder, maybe a running daemon.
 pub struct Participant {
     /// Participant name (also the author name).
