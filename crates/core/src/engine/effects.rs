@@ -1,0 +1,224 @@
+//! Asking for effects: each `emit_*` records the in-flight operation (and any
+//! write-ahead record) and queues the matching `Action`.
+
+use super::decide::is_marker_label;
+use super::*;
+
+impl<S: Store> Engine<S> {
+    pub(super) fn new_op(&mut self, op: Op) -> OpId {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        match &op {
+            Op::Upload { path, .. } | Op::Write { path, .. } => {
+                self.busy.insert(path.clone(), id);
+            }
+            Op::Publish { .. } => {}
+        }
+        self.ops.insert(id, op);
+        id
+    }
+
+    /// Forgets a finished effect; `None` for an unknown (e.g. pre-crash) one.
+    pub(super) fn finish(&mut self, id: OpId) -> Option<Op> {
+        let op = self.ops.remove(&id)?;
+        if let Op::Upload { path, .. } | Op::Write { path, .. } = &op {
+            if self.busy.get(path) == Some(&id) {
+                self.busy.remove(path);
+            }
+        }
+        Some(op)
+    }
+
+    pub(super) fn emit_upload(
+        &mut self,
+        path: &RelPath,
+        local: LocalState,
+        parents: Vec<Cap>,
+        resolving: Vec<Cap>,
+    ) {
+        let generation = 1 + parents
+            .iter()
+            .filter_map(|p| self.lookup(p))
+            .map(|i| i.generation)
+            .max()
+            .unwrap_or(0);
+        let op = self.new_op(Op::Upload {
+            path: path.clone(),
+            local,
+            resolving,
+        });
+        self.out.push_back(Action::Upload {
+            op,
+            path: path.clone(),
+            local,
+            parents,
+            generation,
+        });
+    }
+
+    pub(super) fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
+        let unsettled = self.unsure.contains(path);
+        if let (Content::File { .. }, Some(cur), false) =
+            (&snap.content, self.current.get(path), unsettled)
+        {
+            // Write-ahead: remember what is about to overwrite the file.
+            // (Not over an earlier run's unsettled record: that one still
+            // says what the file may hold.)
+            let marked = Current {
+                adopting: Some(snap.cap.clone()),
+                ..cur.clone()
+            };
+            self.changes
+                .push(Change::PutCurrent(path.clone(), marked.clone()));
+            self.current.insert(path.clone(), marked);
+        }
+        let content = snap.content.clone();
+        let mtime = snap.mtime_s;
+        self.emit_write(
+            path,
+            path.clone(),
+            content,
+            mtime,
+            expect,
+            Purpose::Adopt(snap),
+        );
+    }
+
+    pub(super) fn emit_copy(&mut self, path: &RelPath, label: &str, loser: SnapshotInfo) {
+        let recorded = self
+            .conflicts
+            .get(path)
+            .and_then(|m| m.get(label))
+            .and_then(|c| c.copy);
+        let expect = match self.found_copies.get(&(path.clone(), label.to_owned())) {
+            Some(found) => *found,
+            None => recorded.map_or(LocalState::Absent, LocalState::File),
+        };
+        let target = path.conflict_copy(label);
+        // Write-ahead: the record exists before the copy does, so a crash in
+        // between leaves a record to finish (or remove) the copy, never a
+        // stray file nobody tracks.
+        let pending = Conflict {
+            path: path.clone(),
+            author: label.to_owned(),
+            snapshot: loser.cap.clone(),
+            copy: None,
+            resolved: false,
+        };
+        self.put_conflict(pending);
+        let purpose = Purpose::Copy {
+            author: label.to_owned(),
+            snapshot: loser.cap.clone(),
+        };
+        self.emit_write(path, target, loser.content, loser.mtime_s, expect, purpose);
+    }
+
+    /// Removes a conflict copy (and then its record).
+    pub(super) fn emit_remove_copy(&mut self, path: &RelPath, c: &Conflict) {
+        let target = path.conflict_copy(&c.author);
+        let key = (path.clone(), c.author.clone());
+        let expect = match (c.copy, self.found_copies.get(&key).copied()) {
+            (Some(state), _) => LocalState::File(state),
+            // A copy whose write may or may not have happened (a crash):
+            // probe, and remove what is found.
+            (None, Some(found)) => found,
+            (None, None) if self.is_pending_copy(c) => LocalState::Absent,
+            (None, None) => {
+                self.remove_conflict(path, &c.author);
+                return;
+            }
+        };
+        let purpose = Purpose::RemoveCopy {
+            author: c.author.clone(),
+        };
+        self.emit_write(path, target, Content::Deleted, 0, expect, purpose);
+    }
+
+    /// A record of a losing *file* with no copy state: its copy is being
+    /// written (or was, when the process died).
+    pub(super) fn is_pending_copy(&self, c: &Conflict) -> bool {
+        c.copy.is_none() && !is_marker_label(&c.author)
+    }
+
+    pub(super) fn emit_write(
+        &mut self,
+        path: &RelPath,
+        target: RelPath,
+        content: Content,
+        mtime_s: i64,
+        expect: LocalState,
+        purpose: Purpose,
+    ) {
+        let op = self.new_op(Op::Write {
+            path: path.clone(),
+            purpose,
+        });
+        self.out.push_back(Action::Write {
+            op,
+            target,
+            content,
+            mtime_s,
+            expect,
+        });
+    }
+
+    pub(super) fn maybe_publish(&mut self) {
+        if self.publishing.is_some()
+            || (self.unpublished.is_empty() && self.unpublished_copies.is_empty())
+        {
+            return;
+        }
+        if self.publish_backoff.is_some_and(|b| b.due > self.now) {
+            return;
+        }
+        let paths: Vec<(RelPath, Cap)> = self
+            .unpublished
+            .iter()
+            .filter_map(|p| self.current.get(p).map(|c| (p.clone(), c.snapshot.clone())))
+            .collect();
+        let copies: Vec<(RelPath, String, Cap)> = self
+            .unpublished_copies
+            .iter()
+            .filter_map(|(p, a)| {
+                let c = self.conflicts.get(p)?.get(a)?;
+                Some((p.clone(), a.clone(), c.snapshot.clone()))
+            })
+            .collect();
+        let entries = paths
+            .iter()
+            .map(|(p, c)| (entry_name(p), c.clone()))
+            .chain(
+                copies
+                    .iter()
+                    .map(|(p, a, c)| (conflict_entry_name(p, a), c.clone())),
+            )
+            .collect();
+        let op = self.new_op(Op::Publish { paths, copies });
+        self.publishing = Some(op);
+        self.out.push_back(Action::Publish { op, entries });
+    }
+
+    pub(super) fn need_fetch(&mut self, cap: Cap, path: &RelPath) {
+        let f = self
+            .fetching
+            .entry(cap.clone())
+            .or_insert_with(|| Fetching {
+                listed_as: path.clone(),
+                waiters: BTreeSet::new(),
+                in_flight: false,
+                backoff: None,
+            });
+        f.waiters.insert(path.clone());
+        if !f.in_flight && f.backoff.is_none() {
+            self.send_fetch(cap);
+        }
+    }
+
+    pub(super) fn send_fetch(&mut self, cap: Cap) {
+        if let Some(f) = self.fetching.get_mut(&cap) {
+            f.in_flight = true;
+            let listed_as = f.listed_as.clone();
+            self.out.push_back(Action::Fetch { cap, listed_as });
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! How the engine takes in each event: scan and watcher reports, listings,
+//! fetched snapshots, and the results of its own effects.
+
+use super::*;
+
+impl<S: Store> Engine<S> {
+    pub(super) fn on_scanned(&mut self, result: Result<ScanReport, String>) {
+        self.scan.in_flight = false;
+        self.scan.due = self.now + self.cfg.scan_interval;
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(None, format!("scan failed, nothing taken for deleted: {e}"));
+                return;
+            }
+        };
+        self.last_scan = Some(self.now);
+        for p in report.problems {
+            self.error(None, p);
+        }
+        let skipped: BTreeSet<RelPath> = report.skipped.into_iter().collect();
+        let mut present: BTreeSet<RelPath> = BTreeSet::new();
+        for (path, state) in report.entries {
+            present.insert(path.clone());
+            self.observe(path, state);
+        }
+        let under_skipped = |p: &RelPath| {
+            let mut cur = Some(p.clone());
+            while let Some(c) = cur {
+                if skipped.contains(&c) {
+                    return true;
+                }
+                cur = c.parent();
+            }
+            false
+        };
+        let gone: Vec<RelPath> = self
+            .current
+            .iter()
+            .filter(|(p, c)| {
+                c.local != LocalState::Absent && !present.contains(*p) && !under_skipped(p)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            self.observe(p, LocalState::Absent);
+        }
+        let copies: Vec<RelPath> = self
+            .conflicts
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|c| c.copy.is_some() && !c.resolved)
+            .map(|c| c.path.conflict_copy(&c.author))
+            .filter(|copy| !present.contains(copy) && !under_skipped(copy))
+            .collect();
+        for copy in copies {
+            self.observe(copy, LocalState::Absent);
+        }
+    }
+
+    pub(super) fn observe(&mut self, path: RelPath, state: LocalState) {
+        if let Some((orig, author)) = path.as_conflict_copy() {
+            // A conflict copy is never uploaded; its disappearance is the
+            // user's resolution of that conflict.
+            let author = author.to_owned();
+            if state == LocalState::Absent {
+                if let Some(c) = self
+                    .conflicts
+                    .get_mut(&orig)
+                    .and_then(|m| m.get_mut(&author))
+                {
+                    if c.copy.is_some() && !c.resolved {
+                        c.resolved = true;
+                        let c = c.clone();
+                        self.put_conflict(c);
+                        self.work.insert(orig);
+                    }
+                }
+            }
+            return;
+        }
+        if path.is_internal() {
+            return;
+        }
+        let known = self
+            .current
+            .get(&path)
+            .map_or(LocalState::Absent, |c| c.local);
+        if known == state && !self.busy.contains_key(&path) {
+            self.observed.remove(&path);
+            self.confirm_unchanged(&path);
+        } else {
+            self.observed.insert(path.clone(), state);
+            self.work.insert(path);
+        }
+    }
+
+    pub(super) fn on_polled(&mut self, result: Result<Vec<RemoteListing>, String>) {
+        self.poll.in_flight = false;
+        self.poll.due = self.now + self.cfg.poll_interval;
+        let listings = match result {
+            Ok(l) => l,
+            Err(e) => {
+                self.error(None, format!("poll failed: {e}"));
+                return;
+            }
+        };
+        self.last_poll = Some(self.now);
+        for listing in listings {
+            for r in &listing.rejected {
+                self.error_once(format!("rejected entry from {}: {r}", listing.participant));
+            }
+            let entries = match listing.entries {
+                Ok(e) => e,
+                Err(e) => {
+                    self.error(
+                        None,
+                        format!("cannot list {}: {}", listing.participant, e.message),
+                    );
+                    continue;
+                }
+            };
+            let seen = self.seen.entry(listing.participant.clone()).or_default();
+            let mut now = Vec::with_capacity(entries.len());
+            for (name, (path, cap)) in &entries {
+                let f = fingerprint(name, path, cap);
+                now.push(f);
+                // Our own current version is nothing new (and after a
+                // restart, when nothing is `seen` yet, that is almost every
+                // entry: evaluating each would read its snapshot record).
+                let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
+                if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
+                    self.candidates
+                        .entry(path.clone())
+                        .or_default()
+                        .insert(cap.clone());
+                    self.work.insert(path.clone());
+                }
+            }
+            now.sort_unstable();
+            *seen = now;
+        }
+    }
+
+    pub(super) fn on_fetched(&mut self, cap: Cap, result: Result<SnapshotInfo, EffectError>) {
+        let Some(mut f) = self.fetching.remove(&cap) else {
+            return;
+        };
+        match result {
+            Ok(info) => {
+                self.changes.push(Change::PutSnapshot(info.clone()));
+                self.remember(info);
+                self.work.extend(f.waiters);
+            }
+            Err(e) if e.transient => {
+                self.error(
+                    Some(f.listed_as.clone()),
+                    format!("fetching a snapshot: {}", e.message),
+                );
+                f.in_flight = false;
+                f.backoff = Some(Backoff::after_failure(f.backoff, self.now));
+                self.fetching.insert(cap, f);
+            }
+            Err(e) => {
+                self.error(
+                    Some(f.listed_as.clone()),
+                    format!("rejected a snapshot: {}", e.message),
+                );
+                self.bad.insert(cap, e.message);
+                self.work.extend(f.waiters);
+            }
+        }
+    }
+
+    pub(super) fn on_uploaded(&mut self, op: OpId, result: UploadOutcome) {
+        let Some(Op::Upload {
+            path,
+            local: sent,
+            resolving,
+        }) = self.finish(op)
+        else {
+            return;
+        };
+        match result {
+            UploadOutcome::Done(info) => {
+                self.failures.remove(&path);
+                let local = match &info.content {
+                    Content::Deleted => LocalState::Absent,
+                    Content::Dir => LocalState::Dir,
+                    Content::File { .. } => sent,
+                };
+                self.changes.push(Change::PutSnapshot(info.clone()));
+                let cap = info.cap.clone();
+                self.remember(info);
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: cap,
+                        local,
+                        published: false,
+                        adopting: None,
+                    },
+                );
+                if self.observed.get(&path) == Some(&local) {
+                    self.observed.remove(&path);
+                }
+                for parent in resolving {
+                    self.drop_conflict_with(&path, &parent);
+                }
+            }
+            UploadOutcome::Changed(actual) => {
+                self.observed.insert(path.clone(), actual);
+                self.backoff.insert(
+                    path.clone(),
+                    Backoff {
+                        due: self.now + CHANGED_DELAY,
+                        attempts: 0,
+                    },
+                );
+            }
+            UploadOutcome::Failed(e) => {
+                self.error(Some(path.clone()), format!("upload failed: {}", e.message));
+                self.retry_later(&path);
+            }
+        }
+        self.work.insert(path);
+    }
+
+    pub(super) fn on_published(&mut self, op: OpId, result: Result<(), EffectError>) {
+        let Some(Op::Publish { paths, copies }) = self.finish(op) else {
+            return;
+        };
+        self.publishing = None;
+        match result {
+            Ok(()) => {
+                self.publish_backoff = None;
+                for (path, author, cap) in copies {
+                    let still = self
+                        .conflicts
+                        .get(&path)
+                        .and_then(|m| m.get(&author))
+                        .is_some_and(|c| c.snapshot == cap);
+                    if still {
+                        self.unpublished_copies.remove(&(path, author));
+                    }
+                }
+                for (path, cap) in paths {
+                    self.changes
+                        .push(Change::MarkPublished(path.clone(), cap.clone()));
+                    if let Some(c) = self.current.get_mut(&path) {
+                        if c.snapshot == cap {
+                            c.published = true;
+                            self.unpublished.remove(&path);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.error(
+                    None,
+                    format!("publishing to our personal directory failed: {}", e.message),
+                );
+                self.publish_backoff = Some(Backoff::after_failure(self.publish_backoff, self.now));
+            }
+        }
+    }
+
+    pub(super) fn on_written(&mut self, op: OpId, result: WriteOutcome) {
+        let Some(Op::Write { path, purpose }) = self.finish(op) else {
+            return;
+        };
+        self.work.insert(path.clone());
+        if matches!(result, WriteOutcome::Done(_)) {
+            self.failures.remove(&path);
+        }
+        match (purpose, result) {
+            (Purpose::Adopt(info), WriteOutcome::Done(state)) => {
+                self.not_empty.remove(&path);
+                if let Some(c) = self.candidates.get_mut(&path) {
+                    c.remove(&info.cap);
+                }
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: info.cap.clone(),
+                        local: state,
+                        published: false,
+                        adopting: None,
+                    },
+                );
+                if self.observed.get(&path) == Some(&state) {
+                    self.observed.remove(&path);
+                }
+                // A kept copy that just won back its place is redundant now.
+                let stale = self
+                    .open_conflicts(&path)
+                    .into_iter()
+                    .find(|c| c.snapshot == info.cap);
+                if let Some(c) = stale {
+                    self.emit_remove_copy(&path, &c);
+                }
+            }
+            (Purpose::Adopt(_), WriteOutcome::NotEmpty) if self.work_below(&path) => {
+                // Its entries are still being dealt with (their deletions may
+                // just be slower): look again shortly, without counting a try.
+                self.backoff.insert(
+                    path.clone(),
+                    Backoff {
+                        due: self.now + CHANGED_DELAY,
+                        attempts: 0,
+                    },
+                );
+            }
+            (Purpose::Adopt(info), WriteOutcome::NotEmpty) => {
+                let tries = self.not_empty.entry(path.clone()).or_insert(0);
+                *tries += 1;
+                if *tries >= NOT_EMPTY_TRIES {
+                    // Something new lives in the directory: keep it. Re-publish
+                    // it on top of the deletion so everyone keeps it too.
+                    self.not_empty.remove(&path);
+                    if let Some(c) = self.candidates.get_mut(&path) {
+                        c.remove(&info.cap);
+                    }
+                    self.set_current(
+                        &path,
+                        Current {
+                            snapshot: info.cap.clone(),
+                            local: LocalState::Absent,
+                            published: false,
+                            adopting: None,
+                        },
+                    );
+                    self.observed.insert(path.clone(), LocalState::Dir);
+                } else {
+                    self.retry_later(&path);
+                }
+            }
+            (Purpose::Copy { author, snapshot }, WriteOutcome::Done(state)) => {
+                self.found_copies.remove(&(path.clone(), author.clone()));
+                let copy = match state {
+                    LocalState::File(s) => Some(s),
+                    _ => None,
+                };
+                let c = Conflict {
+                    path: path.clone(),
+                    author,
+                    snapshot,
+                    copy,
+                    resolved: false,
+                };
+                self.put_conflict(c);
+            }
+            (Purpose::RemoveCopy { author }, WriteOutcome::Done(_)) => {
+                self.found_copies.remove(&(path.clone(), author.clone()));
+                self.remove_conflict(&path, &author);
+            }
+            (Purpose::RemoveCopy { author }, WriteOutcome::Changed(actual)) => {
+                let key = (path.clone(), author.clone());
+                let pending = self
+                    .conflicts
+                    .get(&path)
+                    .and_then(|m| m.get(&author))
+                    .is_some_and(|c| c.copy.is_none());
+                if pending
+                    && !matches!(actual, LocalState::Dir)
+                    && self.found_copies.get(&key) != Some(&actual)
+                {
+                    // The half-remembered copy is there after all: remove it next.
+                    self.found_copies.insert(key, actual);
+                } else {
+                    // A copy the user edited is left in place, no longer tracked.
+                    self.found_copies.remove(&key);
+                    self.remove_conflict(&path, &author);
+                }
+            }
+            (Purpose::Copy { author, .. }, WriteOutcome::Changed(actual)) => {
+                // Something else sits at the copy's name (a copy written just
+                // before a crash, or a user's file): the next write moves it to
+                // the versions area instead of failing again.
+                if matches!(actual, LocalState::Dir) {
+                    self.error(
+                        Some(path.clone()),
+                        format!("a directory is in the way of the conflict copy from {author}"),
+                    );
+                    self.retry_later(&path);
+                } else {
+                    self.found_copies.insert((path.clone(), author), actual);
+                }
+            }
+            (Purpose::Adopt(info), WriteOutcome::Changed(actual))
+                if self.was_adopting(&path, &info, actual) =>
+            {
+                // Written before a crash: the file already is that version.
+                if let Some(c) = self.candidates.get_mut(&path) {
+                    c.remove(&info.cap);
+                }
+                self.observed.remove(&path);
+                self.set_current(
+                    &path,
+                    Current {
+                        snapshot: info.cap.clone(),
+                        local: actual,
+                        published: false,
+                        adopting: None,
+                    },
+                );
+            }
+            (Purpose::Adopt(_), WriteOutcome::Changed(actual)) => {
+                // Changed under us: the local edit is uploaded first; the
+                // remote version is then a conflict, never an overwrite.
+                // (This write never happened; if an earlier run's may have,
+                // the record stays until the edit is uploaded.)
+                if !self.unsure.contains(&path) {
+                    self.clear_adopting(&path);
+                }
+                self.observed.insert(path.clone(), actual);
+            }
+            (_, WriteOutcome::NotEmpty) => {}
+            (_, WriteOutcome::Failed(e)) => {
+                // This write did not happen; one an earlier run was making
+                // may have, so that record stays until it is settled.
+                if !self.unsure.contains(&path) {
+                    self.clear_adopting(&path);
+                }
+                self.error(Some(path.clone()), format!("writing failed: {}", e.message));
+                self.retry_later(&path);
+            }
+        }
+    }
+}
+
+/// A 128-bit fingerprint of a listing entry, for noticing what changed
+/// between two listings. Two halves from std's `DefaultHasher` (SipHash-1-3
+/// today) with fixed keys and different salts: deterministic, as the engine
+/// must be, and never stored, so another hash in a later release is
+/// harmless. An accidental collision is out of reach, and a crafted one
+/// could only hide a change its own author made, who could as well not
+/// publish it.
+pub(super) fn fingerprint(name: &str, path: &RelPath, cap: &Cap) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        name.hash(&mut h);
+        path.as_str().hash(&mut h);
+        cap.as_str().hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}

@@ -1,0 +1,181 @@
+//! The engine's records: the in-memory mirror of the store, written through
+//! as one batch per event; the snapshot cache and DAG lookups; retries and
+//! the errors shown in status.
+
+use super::*;
+
+impl<S: Store> Engine<S> {
+    pub(super) fn set_current(&mut self, path: &RelPath, cur: Current) {
+        let was_present = self
+            .current
+            .get(path)
+            .is_some_and(|c| c.local != LocalState::Absent);
+        self.present =
+            self.present + usize::from(cur.local != LocalState::Absent) - usize::from(was_present);
+        if cur.adopting.is_none() {
+            self.unsure.remove(path);
+        }
+        self.changes
+            .push(Change::PutCurrent(path.clone(), cur.clone()));
+        if cur.published {
+            self.unpublished.remove(path);
+        } else {
+            self.unpublished.insert(path.clone());
+        }
+        self.current.insert(path.clone(), cur);
+    }
+
+    pub(super) fn put_conflict(&mut self, c: Conflict) {
+        self.changes.push(Change::PutConflict(c.clone()));
+        self.work.insert(c.path.clone());
+        if c.resolved {
+            self.unpublished_copies
+                .remove(&(c.path.clone(), c.author.clone()));
+        } else {
+            self.unpublished_copies
+                .insert((c.path.clone(), c.author.clone()));
+        }
+        self.conflicts
+            .entry(c.path.clone())
+            .or_default()
+            .insert(c.author.clone(), c);
+    }
+
+    pub(super) fn remove_conflict(&mut self, path: &RelPath, author: &str) {
+        self.changes
+            .push(Change::RemoveConflict(path.clone(), author.to_owned()));
+        self.work.insert(path.clone());
+        self.unpublished_copies
+            .remove(&(path.clone(), author.to_owned()));
+        if let Some(m) = self.conflicts.get_mut(path) {
+            m.remove(author);
+            if m.is_empty() {
+                self.conflicts.remove(path);
+            }
+        }
+    }
+
+    /// Drops the resolved records of a version a new snapshot names as a
+    /// parent (their copies are already gone; other copies of the same
+    /// version are removed by the clean-up, file and all).
+    pub(super) fn drop_conflict_with(&mut self, path: &RelPath, snapshot: &Cap) {
+        let authors: Vec<String> = self
+            .conflicts
+            .get(path)
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.resolved && c.snapshot == *snapshot)
+                    .map(|c| c.author.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for a in authors {
+            self.remove_conflict(path, &a);
+        }
+    }
+
+    pub(super) fn remember(&mut self, info: SnapshotInfo) {
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(info.cap.clone(), info);
+    }
+
+    pub(super) fn lookup(&mut self, cap: &Cap) -> Option<SnapshotInfo> {
+        if let Some(i) = self.cache.get(cap) {
+            return Some(i.clone());
+        }
+        match self.store.snapshot(cap) {
+            Ok(Some(i)) => {
+                self.remember(i.clone());
+                Some(i)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    /// Answers an ancestry question, asking for a fetch when the DAG has a gap.
+    pub(super) fn ancestry(&mut self, a: &Cap, b: &Cap, path: &RelPath) -> Answer {
+        let Engine {
+            cache, store, bad, ..
+        } = self;
+        let mut lookup = |c: &Cap| -> Option<SnapshotInfo> {
+            if let Some(i) = cache.get(c) {
+                return Some(i.clone());
+            }
+            let i = store.snapshot(c).ok().flatten()?;
+            cache.insert(c.clone(), i.clone());
+            Some(i)
+        };
+        let is_bad = |c: &Cap| bad.contains_key(c);
+        let answer = is_ancestor(a, b, &mut lookup, &is_bad);
+        if let Answer::Need(cap) = &answer {
+            self.need_fetch(cap.clone(), path);
+        }
+        answer
+    }
+
+    pub(super) fn commit(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        if let Err(e) = self.store.commit(&changes) {
+            self.fail(e);
+        }
+    }
+
+    /// Local state cannot be written: stop, so nothing is done that would
+    /// not be remembered.
+    pub(super) fn fail(&mut self, e: StoreError) {
+        self.fatal = Some(e.to_string());
+        self.out.clear();
+    }
+
+    /// True if anything below directory `dir` is still queued, in flight or
+    /// waiting for a remote version to be taken in.
+    pub(super) fn work_below(&self, dir: &RelPath) -> bool {
+        let below = |p: &RelPath| p != dir && p.starts_with(dir);
+        self.busy.keys().any(below)
+            || self.observed.keys().any(below)
+            || self.backoff.keys().any(below)
+            || self.work.iter().any(below)
+            || self
+                .candidates
+                .iter()
+                .any(|(p, c)| !c.is_empty() && below(p))
+    }
+
+    /// Schedules another try of a path after a failure, later each time.
+    pub(super) fn retry_later(&mut self, path: &RelPath) {
+        let attempts = self.failures.entry(path.clone()).or_insert(0);
+        *attempts += 1;
+        let prev = Backoff {
+            due: self.now,
+            attempts: *attempts - 1,
+        };
+        self.backoff
+            .insert(path.clone(), Backoff::after_failure(Some(prev), self.now));
+    }
+
+    pub(super) fn error(&mut self, path: Option<RelPath>, message: String) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(StatusError {
+            at: self.now,
+            path,
+            message,
+        });
+    }
+
+    pub(super) fn error_once(&mut self, message: String) {
+        if !self.errors.iter().any(|e| e.message == message) {
+            self.error(None, message);
+        }
+    }
+}
