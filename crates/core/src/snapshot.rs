@@ -102,10 +102,10 @@ pub struct SnapshotInfo {
     pub content: Content,
     /// The author's modification time, seconds since the Unix epoch.
     pub mtime_s: i64,
-    /// One more than the greatest generation among the parents (0 for a
-    /// snapshot written without one, e.g. by a Python peer). A descendant
-    /// always outranks its ancestors, which keeps conflict winners stable
-    /// when someone builds on the winner.
+    /// The generation its author *claims*: one more than the greatest among
+    /// the parents, 1 without parents (0: no claim, e.g. a 24.3 peer's
+    /// snapshot). The engine ranks by the generation the parents prove and
+    /// rejects a snapshot whose claim disagrees (`engine/rank.rs`).
     pub generation: u64,
 }
 
@@ -232,7 +232,8 @@ impl Author {
                 Content::File { size, .. } => Some(*size),
                 _ => None,
             },
-            generation: Some(generation),
+            // 0 is "nothing proven" (a parent could not be read): no claim.
+            generation: (generation > 0).then_some(generation),
         }
     }
 

@@ -210,3 +210,125 @@ fn a_crash_cut_adoption_does_not_forget_what_superseded_it() {
         "the file, recognised as F, is deleted as D2 says: {write:?}"
     );
 }
+
+/// Answers every fetch the engine asks for from `grid` (a permanent
+/// failure for a snapshot that is not there), until it asks for something
+/// else; returns the other actions.
+fn serve_fetches(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> Vec<Action> {
+    let mut rest = Vec::new();
+    loop {
+        let batch = actions(e);
+        if batch.is_empty() {
+            return rest;
+        }
+        for a in batch {
+            match a {
+                Action::Fetch { cap, .. } => {
+                    let result = grid.iter().find(|s| s.cap == cap).cloned().ok_or_else(|| {
+                        mf_core::engine::EffectError::permanent("no such object on the grid")
+                    });
+                    e.handle(now, Event::Fetched { cap, result });
+                }
+                other => rest.push(other),
+            }
+        }
+    }
+}
+
+/// Makes our first version of the path (`X`, no parents) and returns the engine.
+fn with_our_version() -> Engine<MemStore> {
+    let mut e = engine(MemStore::new());
+    e.handle(1, scanned(file(100, 10)));
+    let Action::Upload { op, generation, .. } = &actions(&mut e)[0] else {
+        panic!("the new file is uploaded");
+    };
+    assert_eq!(*generation, 1, "a version without parents is generation 1");
+    let mine = snap("X", "me", &[], bytes(), 100);
+    let result = UploadOutcome::Done(mine);
+    e.handle(2, Event::Uploaded { op: *op, result });
+    e
+}
+
+fn other_bytes() -> Content {
+    Content::File {
+        cap: Cap::from("URI:CHK:other"),
+        size: 5,
+    }
+}
+
+/// The target of the one write among `actions`.
+fn write_target(actions: &[Action]) -> RelPath {
+    match actions {
+        [Action::Write { target, .. }] => target.clone(),
+        other => panic!("expected one write, got {other:?}"),
+    }
+}
+
+/// A version that claims a generation its parents do not prove is rejected,
+/// and says so in status; an honest one on the same parent is taken in.
+#[test]
+fn a_version_claiming_a_generation_its_parents_do_not_prove_is_rejected() {
+    let mut e = with_our_version();
+    let liar = SnapshotInfo {
+        generation: 1_000_000_000_000,
+        ..snap("L", "mallory", &["X"], other_bytes(), 200)
+    };
+    e.handle(3, listed("mallory", "L"));
+    let rest = serve_fetches(&mut e, &[liar], 4);
+    assert!(rest.is_empty(), "nothing is done with a lie: {rest:?}");
+    let errors = e.status().errors;
+    assert!(
+        errors
+            .iter()
+            .any(|x| x.message.contains("claims generation 1000000000000")),
+        "the lie is shown in status: {errors:?}"
+    );
+
+    let honest = snap("H", "bob", &["X"], other_bytes(), 200);
+    e.handle(5, listed("bob", "H"));
+    let rest = serve_fetches(&mut e, &[honest], 6);
+    assert_eq!(write_target(&rest), path(), "a proven edit is taken in");
+}
+
+/// A version whose parent cannot be read proves no generation: it ranks
+/// below ours, whose history can be read, whatever it claims and however
+/// late its modification time. It is kept as a conflict copy.
+#[test]
+fn a_version_whose_parent_cannot_be_read_does_not_outrank_ours() {
+    let mut e = with_our_version();
+    let orphan = SnapshotInfo {
+        generation: 7,
+        ..snap("T", "bob", &["GONE"], other_bytes(), 10_000)
+    };
+    e.handle(3, listed("bob", "T"));
+    let rest = serve_fetches(&mut e, &[orphan], 4);
+    assert_eq!(
+        write_target(&rest),
+        path().conflict_copy("bob"),
+        "ours stays the file, theirs becomes the copy"
+    );
+}
+
+/// A 24.3 peer writes no generation: its versions rank by the history
+/// their parents prove, so a longer history wins over a later mtime, the
+/// same on every participant.
+#[test]
+fn versions_without_a_claim_rank_by_their_proven_history() {
+    let mut e = with_our_version();
+    let unclaimed = |cap: &str, parents: &[&str], mtime: i64| SnapshotInfo {
+        generation: 0,
+        ..snap(cap, "py", parents, other_bytes(), mtime)
+    };
+    let chain = [
+        unclaimed("A", &[], 1),
+        unclaimed("B", &["A"], 2),
+        unclaimed("C", &["B"], 3),
+    ];
+    e.handle(3, listed("py", "C"));
+    let rest = serve_fetches(&mut e, &chain, 4);
+    assert_eq!(
+        write_target(&rest),
+        path().conflict_copy("me"),
+        "generation 3 beats our generation 1 despite its older mtime: ours becomes the copy"
+    );
+}

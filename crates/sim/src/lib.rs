@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mf_core::engine::{Action, Engine, EngineConfig, Event};
 use mf_core::relpath::RelPath;
+use mf_core::snapshot::{Cap, Content};
 use mf_core::store::{LocalState, MemStore, Store};
 
 use world::{execute, EffectFaults, MemFs, MemGrid, Node};
@@ -51,6 +52,9 @@ pub struct SimConfig {
     pub crashes: bool,
     /// Take the grid away, and participants offline, at random.
     pub outages: bool,
+    /// A hostile participant, `mallory`, publishes versions that lie about
+    /// their generation, to take files over.
+    pub liars: bool,
     /// Plant a bug for the detection test: writes skip the last-moment
     /// check of the local file. Never set outside that test.
     pub plant_skip_last_moment_check: bool,
@@ -65,6 +69,7 @@ impl SimConfig {
             ops: 120,
             crashes: true,
             outages: true,
+            liars: seed % 3 == 0,
             plant_skip_last_moment_check: false,
         }
     }
@@ -113,10 +118,36 @@ pub enum SimOp {
     Offline { who: usize, ms: u64 },
     /// The whole grid is away for a while.
     GridAway { ms: u64 },
+    /// The hostile participant publishes a version of a file claiming a
+    /// huge generation: without parents, or on top of what participant
+    /// `on` currently publishes for that file.
+    Lie { file: usize, on: Option<usize> },
 }
+
+/// The hostile participant's name.
+const LIAR: &str = "mallory";
 
 /// Generates the schedule for a configuration.
 pub fn generate(cfg: &SimConfig) -> Vec<SimOp> {
+    let mut schedule = honest_schedule(cfg);
+    if cfg.liars {
+        // From a separate stream, so a seed's honest schedule stays what it
+        // always was (regression seeds keep reproducing their runs).
+        let mut rng = fastrand::Rng::with_seed(cfg.seed ^ 0x6d61_6c6c_6f72_7921);
+        for _ in 0..1 + cfg.ops / 40 {
+            let lie = SimOp::Lie {
+                file: rng.usize(..FILES.len()),
+                on: rng.bool().then(|| rng.usize(..cfg.participants)),
+            };
+            let at = rng.usize(..=schedule.len());
+            schedule.insert(at, lie);
+        }
+    }
+    schedule
+}
+
+/// The schedule of the honest users and faults.
+fn honest_schedule(cfg: &SimConfig) -> Vec<SimOp> {
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let n = cfg.participants;
     (0..cfg.ops)
@@ -258,6 +289,9 @@ impl World {
                 watch: BTreeMap::new(),
                 slow: Vec::new(),
             });
+        }
+        if cfg.liars {
+            grid.personal.insert(LIAR.to_owned(), BTreeMap::new());
         }
         World {
             rng: fastrand::Rng::with_seed(cfg.seed ^ 0x9e37_79b9_7f4a_7c15),
@@ -659,7 +693,46 @@ impl World {
                 self.grid_away_until = self.now + ms;
                 self.log(format!("grid away for {ms} ms"));
             }
+            SimOp::Lie { file, on } => self.lie(file, on),
         }
+    }
+
+    /// The hostile participant publishes a version of a file that claims a
+    /// generation no history proves. Its bytes are never a user's, so the
+    /// no-torn-content invariant fails if any participant ever takes it in.
+    fn lie(&mut self, file: usize, on: Option<usize>) {
+        let path = rel(FILES[file]);
+        let entry = mf_core::snapshot::entry_name(&path);
+        let parents: Vec<Cap> = on
+            .and_then(|i| self.grid.personal.get(&self.people[i].name))
+            .and_then(|dir| dir.get(&entry))
+            .cloned()
+            .into_iter()
+            .collect();
+        self.seq += 1;
+        let bytes = format!("{LIAR}:{path}:{}", self.seq).into_bytes();
+        let size = bytes.len() as u64;
+        let content = Content::File {
+            cap: self.grid.put_file(bytes),
+            size,
+        };
+        let claim = 1_000_000_000_000 + self.seq;
+        let info = self.grid.put_snapshot(
+            path.clone(),
+            LIAR,
+            parents.clone(),
+            content,
+            (self.now / 1000) as i64 + 1_000_000,
+            claim,
+        );
+        self.grid
+            .personal
+            .entry(LIAR.to_owned())
+            .or_default()
+            .insert(entry, info.cap);
+        self.log(format!(
+            "{LIAR} publishes {path} claiming generation {claim} on {parents:?}"
+        ));
     }
 
     fn settled(&self) -> bool {

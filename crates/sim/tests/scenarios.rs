@@ -13,6 +13,7 @@ fn calm(participants: usize) -> SimConfig {
         ops: 0,
         crashes: false,
         outages: false,
+        liars: false,
         plant_skip_last_moment_check: false,
     }
 }
@@ -153,4 +154,36 @@ fn a_rename_is_a_deletion_and_a_creation() {
         text(&tree["d/c"]).starts_with("p0:a:"),
         "the content moved with the name"
     );
+}
+
+/// A participant that claims a huge generation — for a new version of its
+/// own, or on top of another's — takes nothing over: its versions are
+/// rejected everywhere, so the file stays the honest participants' and no
+/// copy of the lie appears (the run's invariants also check that no
+/// participant ever holds bytes no user wrote).
+#[test]
+fn a_lie_about_generation_takes_nothing_over() {
+    use SimOp::*;
+    let cfg = SimConfig {
+        liars: true,
+        ..calm(2)
+    };
+    let tree = settle(
+        &cfg,
+        &[
+            Write { who: 0, file: 0 },
+            Advance(3000),
+            Lie {
+                file: 0,
+                on: Some(0),
+            },
+            Lie { file: 2, on: None },
+            Advance(3000),
+            Write { who: 1, file: 0 },
+            Advance(3000),
+        ],
+    );
+    let names: Vec<&String> = tree.keys().collect();
+    assert_eq!(names, ["a"], "{tree:?}");
+    assert!(text(&tree["a"]).starts_with("p1:a:"), "{tree:?}");
 }

@@ -61,17 +61,18 @@ fn rank(c: &Content) -> u8 {
 }
 
 /// Orders two diverged versions so that every participant picks the same
-/// winner: stronger kind, then higher generation (the longer history), then
-/// later modification time, then author name, then capability. `Greater`
-/// means `a` wins.
+/// winner: stronger kind, then higher generation (the longer history, as
+/// proven by the DAG: see `rank.rs` — never the author's claim), then later
+/// modification time, then author name, then capability. `Greater` means
+/// `a` wins.
 ///
 /// Generation before time makes the choice stable as history grows: a
 /// snapshot built on the winner (an edit, or a resolution) outranks every
 /// version the winner outranked, so the file never flips back to a loser.
-pub fn compare_for_win(a: &SnapshotInfo, b: &SnapshotInfo) -> Ordering {
-    (rank(&a.content), a.generation, a.mtime_s, &a.author, &a.cap).cmp(&(
+pub fn compare_for_win(a: &SnapshotInfo, a_gen: u64, b: &SnapshotInfo, b_gen: u64) -> Ordering {
+    (rank(&a.content), a_gen, a.mtime_s, &a.author, &a.cap).cmp(&(
         rank(&b.content),
-        b.generation,
+        b_gen,
         b.mtime_s,
         &b.author,
         &b.cap,
@@ -186,20 +187,25 @@ mod tests {
         let f_new = snap("q", &[], 2, "b", file("2"));
         let del = snap("d", &[], 9, "c", Content::Deleted);
         let dir = snap("e", &[], 0, "d", Content::Dir);
-        assert_eq!(compare_for_win(&f_new, &f_old), Ordering::Greater);
-        assert_eq!(compare_for_win(&f_old, &f_new), Ordering::Less);
+        assert_eq!(compare_for_win(&f_new, 1, &f_old, 1), Ordering::Greater);
+        assert_eq!(compare_for_win(&f_old, 1, &f_new, 1), Ordering::Less);
         assert_eq!(
-            compare_for_win(&f_old, &del),
+            compare_for_win(&f_old, 1, &del, 1),
             Ordering::Greater,
             "an edit beats a newer delete"
         );
         assert_eq!(
-            compare_for_win(&dir, &f_new),
+            compare_for_win(&dir, 1, &f_new, 1),
             Ordering::Greater,
             "a directory beats a file"
         );
+        assert_eq!(
+            compare_for_win(&f_old, 2, &f_new, 1),
+            Ordering::Greater,
+            "a longer (proven) history beats a later mtime"
+        );
         let tie_a = snap("x", &[], 5, "alice", file("1"));
         let tie_b = snap("y", &[], 5, "bob", file("2"));
-        assert_eq!(compare_for_win(&tie_b, &tie_a), Ordering::Greater);
+        assert_eq!(compare_for_win(&tie_b, 1, &tie_a, 1), Ordering::Greater);
     }
 }

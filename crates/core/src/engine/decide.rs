@@ -15,9 +15,14 @@ pub(super) fn shows(snap: &SnapshotInfo, state: LocalState) -> bool {
     }
 }
 
-/// The head every participant shows as the file.
-pub(super) fn winner(heads: &[SnapshotInfo]) -> Option<&SnapshotInfo> {
-    heads.iter().max_by(|a, b| compare_for_win(a, b))
+/// The head every participant shows as the file; `gens[i]` is the proven
+/// generation of `heads[i]`.
+pub(super) fn winner<'a>(heads: &'a [SnapshotInfo], gens: &[u64]) -> Option<&'a SnapshotInfo> {
+    heads
+        .iter()
+        .zip(gens)
+        .max_by(|(a, ag), (b, bg)| compare_for_win(a, **ag, b, **bg))
+        .map(|(h, _)| h)
 }
 
 /// Names what is kept of each losing version. A losing file gets a copy
@@ -242,6 +247,15 @@ impl<S: Store> Engine<S> {
             self.need_fetch(t.clone(), path);
             return Eval::Wait;
         };
+        // Nothing is taken in before its claims are proven by its parents,
+        // so every participant rejects a liar alike, whether or not it ever
+        // has to rank it against another version.
+        if self.proven_generation(t, path).is_none() {
+            return Eval::Wait;
+        }
+        if self.bad.contains_key(t) {
+            return Eval::Drop;
+        }
         let Some(heads) = self.heads(path) else {
             return Eval::Wait;
         };
@@ -273,7 +287,17 @@ impl<S: Store> Engine<S> {
     /// other file head as a conflict copy, losing deletions remembered.
     /// Emits at most one effect; true if it did (or must wait).
     pub(super) fn realize(&mut self, path: &RelPath, heads: &[SnapshotInfo]) -> bool {
-        let Some(w) = winner(heads).cloned() else {
+        // Only a choice between heads needs their ranks.
+        let mut gens = vec![0; heads.len()];
+        if heads.len() > 1 {
+            for (g, h) in gens.iter_mut().zip(heads) {
+                match self.proven_generation(&h.cap, path) {
+                    Some(proven) => *g = proven,
+                    None => return true,
+                }
+            }
+        }
+        let Some(w) = winner(heads, &gens).cloned() else {
             return false;
         };
         let cur = self.current.get(path).cloned();

@@ -29,6 +29,8 @@ impl<S: Store> Engine<S> {
         Some(op)
     }
 
+    /// Uploads a new snapshot of `path` — once its parents' generations are
+    /// proven (until then a fetch is asked for and the path waits on it).
     pub(super) fn emit_upload(
         &mut self,
         path: &RelPath,
@@ -36,12 +38,9 @@ impl<S: Store> Engine<S> {
         parents: Vec<Cap>,
         resolving: Vec<Cap>,
     ) {
-        let generation = 1 + parents
-            .iter()
-            .filter_map(|p| self.lookup(p))
-            .map(|i| i.generation)
-            .max()
-            .unwrap_or(0);
+        let Some(generation) = self.generation_for(&parents, path) else {
+            return;
+        };
         let op = self.new_op(Op::Upload {
             path: path.clone(),
             local,

@@ -191,6 +191,7 @@ impl<S: Store> Engine<S> {
                 };
                 self.changes.push(Change::PutSnapshot(info.clone()));
                 let cap = info.cap.clone();
+                self.remember_proven(&cap, info.generation);
                 self.remember(info);
                 self.set_current(
                     &path,

@@ -37,6 +37,7 @@ mod decide;
 mod effects;
 mod events;
 mod io;
+mod rank;
 mod records;
 
 pub use ancestry::{compare_for_win, is_ancestor, same_content, Answer};
@@ -224,6 +225,8 @@ pub struct Engine<S: Store> {
     /// Snapshots that failed verification, with the reason.
     bad: HashMap<Cap, String>,
     cache: HashMap<Cap, SnapshotInfo>,
+    /// Generations proven by snapshots' histories (see `rank.rs`).
+    proven: HashMap<Cap, u64>,
     publishing: Option<OpId>,
     publish_backoff: Option<Backoff>,
     scan: Timer,
@@ -298,6 +301,7 @@ impl<S: Store> Engine<S> {
             fetching: BTreeMap::new(),
             bad: HashMap::new(),
             cache: HashMap::new(),
+            proven: HashMap::new(),
             publishing: None,
             publish_backoff: None,
             scan: timer,
@@ -471,6 +475,7 @@ impl<S: Store> Engine<S> {
         self.not_empty.shrink_to_fit();
         self.bad.shrink_to_fit();
         self.cache.shrink_to_fit();
+        self.proven.shrink_to_fit();
     }
 
     /// Makes every pending retry (paths, snapshot fetches, publishing) due
