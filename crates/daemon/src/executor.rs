@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use bytes::Bytes;
@@ -76,6 +76,9 @@ pub struct ExecutorConfig {
     /// The folder's ignore rules (remote entries they match are not offered
     /// to the engine, so ignored paths are neither uploaded nor downloaded).
     pub ignore: IgnoreRules,
+    /// How long a file must have been left alone before an upload reads it
+    /// (the folder's pending delay; see `Action::Upload`).
+    pub quiet: Duration,
 }
 
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
@@ -91,6 +94,7 @@ pub struct Executor<G: Grid> {
     /// recognise ourselves in the collective under any name.
     own_read: Option<Capability>,
     umask: u32,
+    quiet: Duration,
     ignore: RwLock<Arc<IgnoreRules>>,
     /// Per participant, the directory and revision of the listing last
     /// given to the engine (see [`Executor::poll`]).
@@ -130,6 +134,7 @@ impl<G: Grid> Executor<G> {
             personal: config.personal,
             own_read,
             umask: config.umask,
+            quiet: config.quiet,
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
         })
@@ -414,6 +419,16 @@ impl<G: Grid> Executor<G> {
         if now != local {
             return Ok(UploadOutcome::Changed(now));
         }
+        if let LocalState::File(state) = local {
+            let wait = quiet_wait(state.ctime_ns, SystemTime::now(), self.quiet);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+                let now = self.upload_state(path).await?;
+                if now != local {
+                    return Ok(UploadOutcome::Changed(now));
+                }
+            }
+        }
         let (content, content_cap, mtime_s) = match local {
             LocalState::File(state) => {
                 let abs = self.root.join(path.as_str());
@@ -622,6 +637,22 @@ impl<G: Grid> Executor<G> {
     }
 }
 
+/// How much longer to wait before a file whose last change (its ctime) was
+/// at `ctime_ns` has been left alone for `quiet`. The ctime, not the mtime:
+/// every write and every `utime` moves it, and no program can set it, so a
+/// tool that restores old mtimes cannot make a file look settled. A ctime
+/// in the future (the clock was set back) waits the whole quiet time: the
+/// check after the wait then proves the file stayed unchanged that long.
+fn quiet_wait(ctime_ns: i64, now: SystemTime, quiet: Duration) -> Duration {
+    let now_ns = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    match u64::try_from(now_ns.saturating_sub(ctime_ns)) {
+        Ok(age) => quiet.saturating_sub(Duration::from_nanos(age)),
+        Err(_) => quiet,
+    }
+}
+
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -650,4 +681,27 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_wait_counts_from_the_last_change() {
+        let quiet = Duration::from_secs(1);
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let ns = |s: f64| (s * 1e9) as i64;
+        assert_eq!(
+            quiet_wait(ns(999.7), now, quiet),
+            Duration::from_millis(700)
+        );
+        assert_eq!(quiet_wait(ns(990.0), now, quiet), Duration::ZERO);
+        assert_eq!(
+            quiet_wait(ns(1_005.0), now, quiet),
+            quiet,
+            "a change in the future (clock set back) waits the whole quiet time"
+        );
+        assert_eq!(quiet_wait(ns(999.5), now, Duration::ZERO), Duration::ZERO);
+    }
 }

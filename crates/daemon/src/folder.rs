@@ -402,6 +402,7 @@ fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor<G>,
             personal: config.personal_cap.clone(),
             umask: config.umask,
             ignore,
+            quiet: config.pending_delay(),
         },
     )
     .map_err(|e| e.to_string())

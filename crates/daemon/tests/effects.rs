@@ -891,6 +891,12 @@ struct World {
 }
 
 fn world() -> World {
+    world_with_quiet(Duration::ZERO)
+}
+
+/// [`world`] whose executors read a file for upload only once it has been
+/// left alone for `quiet`.
+fn world_with_quiet(quiet: Duration) -> World {
     let grid = Arc::new(MemGrid::default());
     let collective = grid.new_mutable();
     let (ta, alice_root) = folder();
@@ -909,6 +915,7 @@ fn world() -> World {
                 personal: w.clone(),
                 umask: fsops::DEFAULT_UMASK,
                 ignore: IgnoreRules::parse("*.o\n").unwrap(),
+                quiet,
             },
         )
         .unwrap();
@@ -1113,6 +1120,75 @@ async fn upload_then_fetch_then_write_round_trips() {
         write_action(&w.bob, "full", Content::Deleted, 0, LocalState::Dir).await,
         WriteOutcome::NotEmpty
     );
+}
+
+/// When a file last changed (its ctime), as a wall-clock time.
+fn changed_at(path: &Path) -> SystemTime {
+    let m = fs::symlink_metadata(path).unwrap();
+    UNIX_EPOCH + Duration::new(m.ctime() as u64, m.ctime_nsec() as u32)
+}
+
+/// However a change was found, an upload reads the file only once it has
+/// been left alone for the quiet time: a file changed just now is read no
+/// earlier than that (a lower bound, so a slow machine cannot break it).
+#[tokio::test]
+async fn upload_reads_a_file_only_once_it_has_been_quiet() {
+    let quiet = Duration::from_millis(700);
+    let w = world_with_quiet(quiet);
+    let p = w.alice_root.join("fresh.txt");
+    fs::write(&p, b"all of it").unwrap();
+    let ready = changed_at(&p) + quiet;
+    let done_upload = upload(
+        &w.alice,
+        "fresh.txt",
+        state(&w.alice_root, "fresh.txt"),
+        vec![],
+    )
+    .await;
+    assert!(
+        SystemTime::now() >= ready,
+        "read {:?} before the file had been quiet",
+        ready.duration_since(SystemTime::now()).unwrap_or_default()
+    );
+    done(done_upload);
+}
+
+/// A writer that pauses for less than the quiet time is never published
+/// half-way: whenever the rest arrives before the quiet time is up, the
+/// upload reports the change instead of a snapshot of the first half.
+#[tokio::test]
+async fn a_pause_shorter_than_the_quiet_time_publishes_no_half_file() {
+    let quiet = Duration::from_millis(1000);
+    let w = world_with_quiet(quiet);
+    for attempt in 0..5 {
+        let name = format!("slow-{attempt}.txt");
+        let p = w.alice_root.join(&name);
+        fs::write(&p, b"first half, ").unwrap();
+        let half = state(&w.alice_root, &name);
+        let half_at = changed_at(&p);
+        let ex = w.alice.clone();
+        let task = {
+            let name = name.clone();
+            tokio::spawn(async move { upload(&ex, &name, half, vec![]).await })
+        };
+        // Let the upload start (and find the first half) before the rest comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"second half").unwrap();
+        drop(f);
+        let rest_at = changed_at(&p);
+        let outcome = task.await.unwrap();
+        if rest_at < half_at + quiet {
+            assert!(
+                matches!(outcome, UploadOutcome::Changed(_)),
+                "the first half was published: {outcome:?}"
+            );
+            return;
+        }
+        // The machine stalled past the quiet time between the two halves:
+        // then reading the first half was right. Arrange it again.
+    }
+    panic!("could not write two halves within the quiet time in 5 attempts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1433,6 +1509,7 @@ async fn round_trip_through_the_embedded_grid() {
                     personal,
                     umask: fsops::DEFAULT_UMASK,
                     ignore: IgnoreRules::empty(),
+                    quiet: Duration::ZERO,
                 },
             )
             .unwrap(),

@@ -16,7 +16,9 @@
 //! * every participant holds the same tree, conflict copies included;
 //! * no version is lost: every file version a user wrote and nobody
 //!   knowingly replaced is on every participant, as the file or a conflict copy;
-//! * no torn file: every file holds bytes some user wrote;
+//! * no torn file: every file holds bytes some user wrote, and no
+//!   half-written file was ever uploaded (a slow write whose rest came
+//!   before the file had been quiet for the pending delay);
 //! * the engine's durable state agrees with its folder;
 //! * nothing stays queued: every engine is idle.
 //!
@@ -84,6 +86,9 @@ const POLL_MS: u64 = 1_000;
 const SCAN_MS: u64 = 15_000;
 /// How long the simulated watcher waits before reporting a path.
 const WATCH_DELAY_MS: u64 = 100;
+/// How long a file must have been left alone before an upload reads it
+/// (the daemon's pending delay; see `Action::Upload`).
+const QUIET_MS: u64 = 1_000;
 /// Longest the world may take to settle after the schedule.
 const SETTLE_LIMIT_MS: u64 = 30 * 60 * 1000;
 
@@ -236,6 +241,8 @@ struct Participant {
     inflight: Vec<(u64, u64, Action)>,
     watch: BTreeMap<RelPath, u64>,
     slow: Vec<(u64, RelPath, Vec<u8>)>,
+    /// When the user last wrote each path (for the upload's quiet rule).
+    last_write: BTreeMap<RelPath, u64>,
 }
 
 struct World {
@@ -251,6 +258,9 @@ struct World {
     versions: BTreeMap<(RelPath, Vec<u8>), bool>,
     /// Every byte string a user ever put in a file.
     written: BTreeSet<Vec<u8>>,
+    /// First halves of slow writes whose rest came within [`QUIET_MS`]:
+    /// the file was never quiet while it held one, so none may be uploaded.
+    never_quiet: BTreeSet<Vec<u8>>,
     effects: u64,
     trace: Vec<String>,
     /// Set when the world stopped making progress in time.
@@ -288,6 +298,7 @@ impl World {
                 inflight: Vec::new(),
                 watch: BTreeMap::new(),
                 slow: Vec::new(),
+                last_write: BTreeMap::new(),
             });
         }
         if cfg.liars {
@@ -304,6 +315,7 @@ impl World {
             people,
             versions: BTreeMap::new(),
             written: BTreeSet::new(),
+            never_quiet: BTreeSet::new(),
             effects: 0,
             trace: Vec::new(),
             livelock: None,
@@ -443,7 +455,12 @@ impl World {
                 .expect("next_due found one");
             pos
         };
-        let (_, _, action) = self.people[i].inflight.remove(idx);
+        let (_, seq, action) = self.people[i].inflight.remove(idx);
+        if let Some(quiet_at) = self.quiet_at(i, &action) {
+            // The driver waits for the file to be left alone before reading it.
+            self.people[i].inflight.push((quiet_at, seq, action));
+            return;
+        }
         let event = self.apply(i, &action);
         self.log(format!(
             "{} {} -> {}",
@@ -452,6 +469,16 @@ impl World {
             short_event(&event)
         ));
         self.deliver(i, event);
+    }
+
+    /// For an upload of a file the user wrote less than [`QUIET_MS`] ago:
+    /// when the file will have been quiet that long.
+    fn quiet_at(&self, i: usize, action: &Action) -> Option<u64> {
+        let Action::Upload { path, .. } = action else {
+            return None;
+        };
+        let at = self.people[i].last_write.get(path)? + QUIET_MS;
+        (at > self.now).then_some(at)
     }
 
     /// Carries out an action against the world; returns its event.
@@ -520,6 +547,7 @@ impl World {
                 ctime_ns: self.clock,
             },
         );
+        self.people[who].last_write.insert(path.clone(), self.now);
         self.written.insert(bytes.clone());
         if complete {
             self.versions.insert((path.clone(), bytes), false);
@@ -566,7 +594,12 @@ impl World {
             SimOp::SlowWrite { who, file, rest_ms } => {
                 let path = rel(FILES[file]);
                 let full = self.version_bytes(who, &path);
-                let half = full[..full.len() / 2].to_vec();
+                // Marked, so that no two halves have the same bytes.
+                let mut half = format!("half{}:", self.seq).into_bytes();
+                half.extend_from_slice(&full[..full.len() / 2]);
+                if rest_ms < QUIET_MS {
+                    self.never_quiet.insert(half.clone());
+                }
                 if self.put_file(who, &path, half, false) {
                     self.log(format!(
                         "{} user starts slow write of {path}",
@@ -597,6 +630,8 @@ impl World {
                     return;
                 }
                 self.replace(who, &src);
+                // Moved into place as it is: now a file its user left alone.
+                self.never_quiet.remove(&content);
                 if self.put_file(who, &dst, content, true) {
                     self.people[who].fs.nodes.remove(&src);
                     self.touch(who, &src);
@@ -674,7 +709,8 @@ impl World {
                 // results are lost with the process.
                 let inflight = std::mem::take(&mut self.people[who].inflight);
                 for (_, _, action) in inflight {
-                    if self.rng.bool() {
+                    // An upload still waiting for quiet has read nothing.
+                    if self.rng.bool() && self.quiet_at(who, &action).is_none() {
                         self.apply(who, &action);
                     }
                 }
@@ -932,6 +968,12 @@ fn check_invariants(w: &World) -> Result<(), String> {
                 currents(p)
             ));
         }
+    }
+    if let Some(half) = w.grid.files.values().find(|b| w.never_quiet.contains(*b)) {
+        return Err(format!(
+            "a half-written file was uploaded: {:?}",
+            String::from_utf8_lossy(half)
+        ));
     }
     for p in &w.people {
         for (path, node) in &p.fs.nodes {

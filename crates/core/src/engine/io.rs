@@ -43,6 +43,12 @@ pub enum Action {
     /// and after its content is read, or the result is
     /// [`UploadOutcome::Changed`] and nothing is created. `Absent` uploads a
     /// deletion, `Dir` a directory.
+    ///
+    /// A file is read only once it has been left alone for the driver's
+    /// quiet time (the pending delay): if it changed more recently, the
+    /// driver waits until then and checks the state again. However a change
+    /// was found (watcher, scan, retry), a writer that pauses for less than
+    /// the quiet time is never published half-way.
     Upload {
         /// Matches the result to this request.
         op: OpId,
