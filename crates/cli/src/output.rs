@@ -4,26 +4,36 @@
 //! `code=$(magic-folder invite ...)` captures just the code.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mf_daemon::api::FolderStatus;
 use mf_daemon::commands::{FolderInfo, InitOutcome, Invite, LeaveOutcome, ResolveOutcome};
 use serde::Serialize;
 
+/// `println!` that hands a failed write back as an error instead of
+/// panicking: a reader that goes away (`magic-folder list | head`) is a
+/// closed pipe, which `main` ends quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
 fn json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// `init`.
 pub fn init(o: &InitOutcome) -> anyhow::Result<()> {
     if o.created {
-        println!(
+        outln!(
             "Initialised the config directory {}",
             o.config_dir.display()
         );
     } else {
-        println!(
+        outln!(
             "The config directory {} is already initialised",
             o.config_dir.display()
         );
@@ -36,7 +46,7 @@ pub fn folder_added(f: &FolderInfo, verb: &str, as_json: bool) -> anyhow::Result
     if as_json {
         return json(f);
     }
-    println!(
+    outln!(
         "{verb} magic folder {:?} in {} as participant {:?} ({} grid).",
         f.name,
         f.local_path.display(),
@@ -61,7 +71,7 @@ pub fn invite(i: &Invite, as_json: bool) -> anyhow::Result<()> {
          folder and write as {:?}. Send it privately; they run:\n  magic-folder join CODE LOCAL_DIR",
         i.participant, i.folder, i.participant
     );
-    println!("{}", i.code);
+    outln!("{}", i.code);
     Ok(())
 }
 
@@ -71,12 +81,12 @@ pub fn leave(o: &LeaveOutcome, as_json: bool) -> anyhow::Result<()> {
         return json(o);
     }
     match &o.local_path {
-        Some(p) => println!(
+        Some(p) => outln!(
             "Left magic folder {:?}. Its files in {} were not touched.",
             o.name,
             p.display()
         ),
-        None => println!(
+        None => outln!(
             "Left magic folder {:?}. Its files were not touched.",
             o.name
         ),
@@ -92,11 +102,11 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
         return json(&map);
     }
     if folders.is_empty() {
-        println!("No magic folders. Create one with `magic-folder create NAME DIR`.");
+        outln!("No magic folders. Create one with `magic-folder create NAME DIR`.");
         return Ok(());
     }
     for f in folders {
-        println!(
+        outln!(
             "{}: {} (participant {}{}, {} grid, poll every {})",
             f.name,
             f.local_path.display(),
@@ -117,48 +127,53 @@ pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
         return json(&map);
     }
     if folders.is_empty() {
-        println!("No magic folders.");
+        outln!("No magic folders.");
         return Ok(());
     }
     let now = now_ms();
     for (i, s) in folders.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
-        println!("{} ({})", s.name, s.local_path.display());
+        outln!("{} ({})", s.name, s.local_path.display());
         if let Some(note) = &s.note {
-            println!("  note: {note}");
+            outln!("  note: {note}");
         }
-        println!(
+        outln!(
             "  {} files, {} queued, {} in flight, {} not yet published",
-            s.files, s.queued, s.in_flight, s.unpublished
+            s.files,
+            s.queued,
+            s.in_flight,
+            s.unpublished
         );
-        println!(
+        outln!(
             "  last scan: {}, last poll: {}",
             ago(now, s.last_scan),
             ago(now, s.last_poll)
         );
         if s.conflicts.is_empty() {
-            println!("  no conflicts");
+            outln!("  no conflicts");
         } else {
-            println!("  conflicts ({}):", s.conflicts.len());
+            outln!("  conflicts ({}):", s.conflicts.len());
             for c in &s.conflicts {
-                println!(
+                outln!(
                     "    {} (copy: {}.conflict-{})",
-                    c.path, c.path, c.participant
+                    c.path,
+                    c.path,
+                    c.participant
                 );
             }
         }
         let recent: Vec<_> = s.errors.iter().rev().take(5).collect();
         if !recent.is_empty() {
-            println!("  recent errors ({} in all):", s.errors.len());
+            outln!("  recent errors ({} in all):", s.errors.len());
             for e in recent {
                 let path = e
                     .path
                     .as_deref()
                     .map(|p| format!("{p}: "))
                     .unwrap_or_default();
-                println!("    {} {path}{}", ago(now, Some(e.at)), e.message);
+                outln!("    {} {path}{}", ago(now, Some(e.at)), e.message);
             }
         }
     }
@@ -170,7 +185,7 @@ pub fn resolve(o: &ResolveOutcome, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(o);
     }
-    println!(
+    outln!(
         "Resolved {} in {:?}: kept {}'s version; moved {} conflict cop{} to the versions area.",
         o.path,
         o.folder,

@@ -22,6 +22,30 @@ fn help_is_available_for_every_command() {
     assert!(p.ok(&["--version"]).contains("magic-folder"));
 }
 
+/// A reader that stops reading (`magic-folder list --json | head`) ends
+/// the command quietly: no panic, no backtrace, success.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let w = World::new();
+    let p = w.participant("x");
+    p.ok(&["init"]);
+    for args in [&["list", "--json"][..], &["list"], &["status", "--json"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&p.config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?} said: {stderr}");
+    }
+}
+
 #[test]
 fn init_is_idempotent_and_private() {
     let w = World::new();

@@ -71,7 +71,7 @@ impl SimConfig {
             ops: 120,
             crashes: true,
             outages: true,
-            liars: seed % 3 == 0,
+            liars: seed.is_multiple_of(3),
             plant_skip_last_moment_check: false,
         }
     }

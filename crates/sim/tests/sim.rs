@@ -36,7 +36,7 @@ fn fixed_seeds_converge_and_lose_nothing() {
             Ok(o) => effects += o.effects,
             Err(report) => panic!("{report}"),
         }
-        if (seed - start + 1) % 10_000 == 0 {
+        if (seed - start + 1).is_multiple_of(10_000) {
             eprintln!("{} seeds passed (up to seed {seed})", seed - start + 1);
         }
     }
