@@ -141,6 +141,45 @@ enum Command {
         json: bool,
     },
 
+    /// Every version of a file, from the grid: who, when, size, parents
+    History {
+        /// The file (it may have been deleted)
+        path: PathBuf,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Bring back an earlier version of a file (as a new version everyone gets)
+    #[command(disable_version_flag = true)]
+    Restore {
+        /// The file (it may have been deleted)
+        path: PathBuf,
+        /// The version, as `history` shows it [default for a deleted file:
+        /// its last version]
+        #[arg(long, value_name = "ID")]
+        version: Option<String>,
+        /// Write it to this file in the same folder instead
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List deleted files: who deleted them and when (`restore` brings one back)
+    Deleted {
+        /// Only this folder
+        #[arg(long)]
+        folder: Option<String>,
+        /// Only files deleted within this time, e.g. 2d or 3h
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
     Run,
 }
@@ -335,6 +374,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             &commands::resolve(&config, &path, choice.resolution()).await?,
             json,
         ),
+        Command::History { path, json } => {
+            output::history(&commands::history(&config, &path).await?, json)
+        }
+        Command::Restore {
+            path,
+            version,
+            to,
+            json,
+        } => output::restore(
+            &commands::restore(&config, &path, version.as_deref(), to.as_deref()).await?,
+            json,
+        ),
+        Command::Deleted {
+            folder,
+            since,
+            json,
+        } => output::deleted(&commands::deleted(&config, folder.as_deref(), since)?, json),
         Command::Run => commands::run(&config, shutdown_signal()?).await,
     }
 }

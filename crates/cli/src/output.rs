@@ -8,7 +8,9 @@ use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mf_daemon::api::FolderStatus;
-use mf_daemon::commands::{FolderInfo, InitOutcome, Invite, LeaveOutcome, ResolveOutcome};
+use mf_daemon::commands::{
+    Deleted, FolderInfo, History, InitOutcome, Invite, LeaveOutcome, ResolveOutcome, RestoreOutcome,
+};
 use serde::Serialize;
 
 /// `println!` that hands a failed write back as an error instead of
@@ -199,6 +201,98 @@ pub fn resolve(o: &ResolveOutcome, as_json: bool) -> anyhow::Result<()> {
     );
     if !o.daemon_notified {
         eprintln!("The daemon is not running: the resolution is shared when it next starts.");
+    }
+    Ok(())
+}
+
+/// `history`. Versions that could not be read are listed, and make the
+/// command fail: the history behind them is unknown.
+pub fn history(h: &History, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        json(h)?;
+    } else {
+        let now = now_ms();
+        outln!(
+            "{} (folder {}): {} version{}, newest first",
+            h.path,
+            h.folder,
+            h.versions.len(),
+            if h.versions.len() == 1 { "" } else { "s" }
+        );
+        for v in &h.versions {
+            let size = v.size.map(|s| format!("{s} B")).unwrap_or_default();
+            let mut notes = Vec::new();
+            if let Some(shown) = v.shown_as {
+                notes.push(shown.to_owned());
+            }
+            match v.parents.len() {
+                0 => notes.push("new".to_owned()),
+                1 => notes.push(format!("from {}", v.parents[0])),
+                _ => notes.push(format!("resolves {}", v.parents.join(", "))),
+            }
+            if v.diverged {
+                notes.push("conflict arose here".to_owned());
+            }
+            outln!(
+                "  {}  {:<9} {:>12}  {:<12} {:>9}  {}",
+                v.id,
+                v.kind,
+                size,
+                v.author,
+                ago(now, Some((v.time.max(0) as u64) * 1000)),
+                notes.join("; ")
+            );
+        }
+    }
+    if !h.problems.is_empty() {
+        for p in &h.problems {
+            eprintln!("problem: {p}");
+        }
+        anyhow::bail!(
+            "{} version(s) of {} could not be read",
+            h.problems.len(),
+            h.path
+        );
+    }
+    Ok(())
+}
+
+/// `restore`.
+pub fn restore(o: &RestoreOutcome, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(o);
+    }
+    outln!(
+        "Restored version {} of {} ({}) as {}.",
+        o.version.id,
+        o.folder,
+        o.version.author,
+        o.target
+    );
+    if !o.daemon_notified {
+        eprintln!("The daemon is not running: the restored file is shared when it next starts.");
+    }
+    Ok(())
+}
+
+/// `deleted`.
+pub fn deleted(list: &[Deleted], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(list);
+    }
+    if list.is_empty() {
+        outln!("No deleted files.");
+        return Ok(());
+    }
+    let now = now_ms();
+    for d in list {
+        outln!(
+            "{:>9}  {}: {}  (deleted by {})",
+            ago(now, Some((d.time.max(0) as u64) * 1000)),
+            d.folder,
+            d.path,
+            d.by
+        );
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ fn help_is_available_for_every_command() {
     let p = w.participant("x");
     let top = p.ok(&["--help"]);
     for cmd in [
-        "init", "create", "invite", "join", "leave", "list", "status", "resolve", "run",
+        "init", "create", "invite", "join", "leave", "list", "status", "resolve", "history",
+        "restore", "deleted", "run",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let h = p.ok(&[cmd, "--help"]);

@@ -11,16 +11,20 @@
 //! * [`mod@status`] — live status from the daemon's API, or the last known one
 //!   from the state database;
 //! * [`mod@resolve`] — settling a conflict on the filesystem;
+//! * [`mod@history`] — `history`, `restore`, `deleted`: every version of a
+//!   path, read from the grid;
 //! * [`mod@run`] — the daemon itself;
 //! * [`grid`] — opening a folder's grid, whichever the backend.
 
 pub mod grid;
+pub mod history;
 pub mod resolve;
 pub mod run;
 pub mod setup;
 pub mod status;
 
 pub use grid::{AnyGrid, OpenMode};
+pub use history::{deleted, history, restore, Deleted, History, RestoreOutcome, Version};
 pub use resolve::{resolve, Resolution, ResolveOutcome};
 pub use run::run;
 pub use setup::{

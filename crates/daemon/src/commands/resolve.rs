@@ -176,18 +176,40 @@ fn label_author(label: &str) -> &str {
 }
 
 /// Finds the folder holding `path` and the path relative to it.
-fn locate(config: &ConfigDir, path: &Path) -> anyhow::Result<(FolderConfig, RelPath)> {
+pub(crate) fn locate(config: &ConfigDir, path: &Path) -> anyhow::Result<(FolderConfig, RelPath)> {
     let abs = absolute(path)?;
-    let name = abs
-        .file_name()
-        .ok_or_else(|| anyhow!("{} does not name a file", abs.display()))?;
-    let parent = abs
-        .parent()
-        .ok_or_else(|| anyhow!("{} does not name a file", abs.display()))?;
-    let parent = parent
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", parent.display()))?;
-    let full = parent.join(name);
+    if abs.file_name().is_none() {
+        bail!("{} does not name a file", abs.display());
+    }
+    // The nearest ancestor that exists, with symlinks resolved, plus the
+    // rest as given: a deleted file (or one in a deleted directory) still
+    // has a place in its folder.
+    let mut base = abs.clone();
+    let mut rest = Vec::new();
+    let full = loop {
+        match base.canonicalize() {
+            Ok(real) if !rest.is_empty() => break rest.iter().rev().fold(real, |p, n| p.join(n)),
+            Ok(_) => {
+                // The path itself exists: resolve only its parent, so a
+                // symlink at the end is named, not followed.
+                let name = base.file_name().map(|n| n.to_owned());
+                let parent = base.parent().map(Path::to_path_buf);
+                match (name, parent) {
+                    (Some(n), Some(p)) => break p.canonicalize()?.join(n),
+                    _ => bail!("{} does not name a file", abs.display()),
+                }
+            }
+            Err(_) => {
+                let Some(name) = base.file_name().map(|n| n.to_owned()) else {
+                    bail!("{} does not exist", abs.display());
+                };
+                rest.push(name);
+                if !base.pop() {
+                    bail!("{} does not exist", abs.display());
+                }
+            }
+        }
+    };
     for cfg in config.load_folders()? {
         let root = cfg
             .local_path
