@@ -120,6 +120,14 @@ fn history_restore_and_deleted() {
     let e = alice.fails(&["restore", alice.path("notes.txt").to_str().unwrap()]);
     assert!(e.contains("is not deleted"), "{e}");
 
+    // The daemons' logs tell the story at the default level.
+    let (a, b) = (alice.log_text(), bob.log_text());
+    assert!(a.contains("uploaded") && a.contains("notes.txt"), "{a}");
+    assert!(
+        b.contains("downloaded") && b.contains("author=alice"),
+        "{b}"
+    );
+
     alice.stop();
     bob.stop();
 }

@@ -332,3 +332,52 @@ fn versions_without_a_claim_rank_by_their_proven_history() {
         "generation 3 beats our generation 1 despite its older mtime: ours becomes the copy"
     );
 }
+
+/// The engine says what each effect meant, for the daemon's log: an upload,
+/// a rejected version (an error), a download.
+#[test]
+fn notices_tell_what_happened() {
+    use mf_core::engine::Notice;
+    let mut e = with_our_version();
+    let notices: Vec<Notice> = std::iter::from_fn(|| e.poll_notice()).collect();
+    assert!(
+        matches!(notices.as_slice(), [Notice::Uploaded { path: p, .. }] if *p == path()),
+        "{notices:?}"
+    );
+    let honest = snap("H", "bob", &["X"], other_bytes(), 200);
+    e.handle(3, listed("bob", "H"));
+    let rest = serve_fetches(&mut e, std::slice::from_ref(&honest), 4);
+    let Action::Write { op, .. } = &rest[0] else {
+        panic!("{rest:?}")
+    };
+    let result = WriteOutcome::Done(file(200, 11));
+    e.handle(5, Event::Written { op: *op, result });
+    let notices: Vec<Notice> = std::iter::from_fn(|| e.poll_notice()).collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| matches!(n, Notice::Downloaded { author, .. } if author == "bob")),
+        "{notices:?}"
+    );
+}
+
+/// Notices nobody collects never grow the engine without bound: the oldest
+/// are dropped and counted.
+#[test]
+fn uncollected_notices_are_bounded() {
+    use mf_core::engine::Notice;
+    let mut e = engine(MemStore::new());
+    for i in 0..5_000u64 {
+        // Each failed poll is an error, hence a notice.
+        e.handle(i, Event::Polled(Err("grid away".into())));
+    }
+    let notices: Vec<Notice> = std::iter::from_fn(|| e.poll_notice()).collect();
+    let Some(Notice::Dropped { count }) = notices.first() else {
+        panic!(
+            "the first notice says how many were dropped: {:?}",
+            &notices[..3]
+        );
+    };
+    assert!(notices.len() < 5_000, "kept {}", notices.len());
+    assert_eq!(*count as usize + notices.len() - 1, 5_000);
+}

@@ -483,7 +483,11 @@ pub async fn run<G: Grid>(
     };
     // Entries handled since memory was last released (see `memory`).
     let mut handled = 0;
+    let mut story = crate::story::StoryLog::new();
     loop {
+        while let Some(notice) = engine.poll_notice() {
+            story.tell(notice);
+        }
         while let Some(action) = engine.poll_action() {
             if matches!(action, Action::Publish { .. } | Action::Poll | Action::Scan) {
                 ready.push_front(action);
@@ -570,6 +574,7 @@ pub async fn run<G: Grid>(
                 });
             }
             _ = persist_tick.tick() => {
+                story.roll_window();
                 let s = folder_status(&config, &clock, engine.status());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
             }
@@ -602,6 +607,10 @@ pub async fn run<G: Grid>(
         }
     }
     tasks.abort_all();
+    while let Some(notice) = engine.poll_notice() {
+        story.tell(notice);
+    }
+    story.flush();
     drop(watcher);
     let s = folder_status(&config, &clock, engine.status());
     persister.save(&gated(s, gate.as_ref(), parked.len()));

@@ -11,7 +11,9 @@
 //!   the per-folder service loop, the loopback HTTP API, and the operations
 //!   behind each CLI command;
 //! * [`health`] — holds grid writes back while a Tahoe node has too few
-//!   storage servers; [`memory`] — gives freed memory back to the system.
+//!   storage servers; [`memory`] — gives freed memory back to the system;
+//! * [`story`] — the log that says what happened (uploads, downloads,
+//!   conflicts, problems), summarised under floods.
 
 pub mod api;
 pub mod commands;
@@ -23,4 +25,5 @@ pub mod health;
 pub mod ignore;
 pub mod memory;
 pub mod scan;
+pub mod story;
 pub mod watch;

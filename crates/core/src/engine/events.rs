@@ -191,6 +191,13 @@ impl<S: Store> Engine<S> {
                 };
                 self.changes.push(Change::PutSnapshot(info.clone()));
                 let cap = info.cap.clone();
+                self.notify(Notice::Uploaded {
+                    path: path.clone(),
+                    content: info.content.clone(),
+                });
+                if !resolving.is_empty() {
+                    self.notify(Notice::Resolved { path: path.clone() });
+                }
                 self.remember_proven(&cap, info.generation);
                 self.remember(info);
                 self.set_current(
@@ -276,6 +283,11 @@ impl<S: Store> Engine<S> {
         }
         match (purpose, result) {
             (Purpose::Adopt(info), WriteOutcome::Done(state)) => {
+                self.notify(Notice::Downloaded {
+                    path: path.clone(),
+                    author: info.author.clone(),
+                    content: info.content.clone(),
+                });
                 self.not_empty.remove(&path);
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
@@ -337,6 +349,10 @@ impl<S: Store> Engine<S> {
                 }
             }
             (Purpose::Copy { author, snapshot }, WriteOutcome::Done(state)) => {
+                self.notify(Notice::Conflict {
+                    path: path.clone(),
+                    label: author.clone(),
+                });
                 self.found_copies.remove(&(path.clone(), author.clone()));
                 let copy = match state {
                     LocalState::File(s) => Some(s),

@@ -214,3 +214,50 @@ pub enum WriteOutcome {
     /// Failed.
     Failed(EffectError),
 }
+
+/// Something that happened to the folder, for people: the daemon logs it
+/// (and will stream it). Effects report what they did; notices say what it
+/// meant (a write may be a download, a conflict copy or a resolution).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A local change was uploaded (not yet published).
+    Uploaded {
+        /// The path.
+        path: RelPath,
+        /// What was uploaded.
+        content: Content,
+    },
+    /// A remote version was taken into the folder.
+    Downloaded {
+        /// The path.
+        path: RelPath,
+        /// Whose version it is.
+        author: String,
+        /// What it holds.
+        content: Content,
+    },
+    /// Diverged versions: the losing file is kept as a conflict copy.
+    Conflict {
+        /// The path.
+        path: RelPath,
+        /// Label of the copy (its author, maybe with a version id).
+        label: String,
+    },
+    /// A conflict was resolved: a version naming the losers as parents.
+    Resolved {
+        /// The path.
+        path: RelPath,
+    },
+    /// A problem (also kept in status).
+    Error {
+        /// The path concerned, if any.
+        path: Option<RelPath>,
+        /// What went wrong.
+        message: String,
+    },
+    /// Notices were dropped because nobody collected them in time.
+    Dropped {
+        /// How many.
+        count: u64,
+    },
+}

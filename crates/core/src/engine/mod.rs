@@ -98,6 +98,9 @@ pub struct StatusError {
 
 /// How many recent errors status keeps.
 const MAX_ERRORS: usize = 50;
+/// Notices kept for the driver to collect; beyond this the oldest are
+/// dropped and counted, so an absent reader never grows the engine.
+const MAX_NOTICES: usize = 4096;
 /// First retry delay after a failure; doubles up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Millis = 500;
 /// Longest retry delay.
@@ -234,6 +237,8 @@ pub struct Engine<S: Store> {
     last_scan: Option<Millis>,
     last_poll: Option<Millis>,
     errors: VecDeque<StatusError>,
+    notices: VecDeque<Notice>,
+    dropped_notices: u64,
     out: VecDeque<Action>,
     changes: Vec<Change>,
     next_op: u64,
@@ -309,6 +314,8 @@ impl<S: Store> Engine<S> {
             last_scan: None,
             last_poll: None,
             errors: VecDeque::new(),
+            notices: VecDeque::new(),
+            dropped_notices: 0,
             out: VecDeque::new(),
             changes: Vec::new(),
             next_op: 0,
@@ -371,6 +378,15 @@ impl<S: Store> Engine<S> {
     /// The next effect to carry out, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.out.pop_front()
+    }
+
+    /// The next thing that happened, for the driver to tell people about.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        if self.dropped_notices > 0 {
+            let count = std::mem::take(&mut self.dropped_notices);
+            return Some(Notice::Dropped { count });
+        }
+        self.notices.pop_front()
     }
 
     /// When [`Engine::handle_timeout`] wants to be called next.
@@ -471,6 +487,7 @@ impl<S: Store> Engine<S> {
         self.busy.shrink_to_fit();
         self.out.shrink_to_fit();
         self.changes.shrink_to_fit();
+        self.notices.shrink_to_fit();
         self.failures.shrink_to_fit();
         self.not_empty.shrink_to_fit();
         self.bad.shrink_to_fit();

@@ -166,11 +166,25 @@ impl<S: Store> Engine<S> {
         if self.errors.len() >= MAX_ERRORS {
             self.errors.pop_front();
         }
+        self.notify(Notice::Error {
+            path: path.clone(),
+            message: message.clone(),
+        });
         self.errors.push_back(StatusError {
             at: self.now,
             path,
             message,
         });
+    }
+
+    /// Queues a notice for the driver, dropping the oldest when nobody
+    /// collects them.
+    pub(super) fn notify(&mut self, notice: Notice) {
+        if self.notices.len() >= MAX_NOTICES {
+            self.notices.pop_front();
+            self.dropped_notices += 1;
+        }
+        self.notices.push_back(notice);
     }
 
     pub(super) fn error_once(&mut self, message: String) {
