@@ -130,6 +130,18 @@ enum Command {
         json: bool,
     },
 
+    /// Ask the running daemon to look for local changes now
+    Scan {
+        /// Only this folder
+        name: Option<String>,
+    },
+
+    /// Ask the running daemon to look for the other participants' changes now
+    Poll {
+        /// Only this folder
+        name: Option<String>,
+    },
+
     /// Resolve a conflict: keep one version and remove the conflict copies
     Resolve {
         /// The conflicted file (not its .conflict-* copy)
@@ -373,6 +385,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Resolve { path, choice, json } => output::resolve(
             &commands::resolve(&config, &path, choice.resolution()).await?,
             json,
+        ),
+        Command::Scan { name } => output::nudged(
+            &commands::nudge(&config, name.as_deref(), commands::Nudge::Scan).await?,
+            "scan",
+        ),
+        Command::Poll { name } => output::nudged(
+            &commands::nudge(&config, name.as_deref(), commands::Nudge::Poll).await?,
+            "poll",
         ),
         Command::History { path, json } => {
             output::history(&commands::history(&config, &path).await?, json)

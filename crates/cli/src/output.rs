@@ -205,6 +205,16 @@ pub fn resolve(o: &ResolveOutcome, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `scan` / `poll`.
+pub fn nudged(folders: &[String], what: &str) -> anyhow::Result<()> {
+    match folders {
+        [] => outln!("No magic folders."),
+        [one] => outln!("Asked the daemon to {what} {one} now."),
+        many => outln!("Asked the daemon to {what} {} folders now.", many.len()),
+    }
+    Ok(())
+}
+
 /// `history`. Versions that could not be read are listed, and make the
 /// command fail: the history behind them is unknown.
 pub fn history(h: &History, as_json: bool) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ fn help_is_available_for_every_command() {
     let top = p.ok(&["--help"]);
     for cmd in [
         "init", "create", "invite", "join", "leave", "list", "status", "resolve", "history",
-        "restore", "deleted", "run",
+        "restore", "deleted", "scan", "poll", "run",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let h = p.ok(&[cmd, "--help"]);

@@ -120,6 +120,14 @@ fn history_restore_and_deleted() {
     let e = alice.fails(&["restore", alice.path("notes.txt").to_str().unwrap()]);
     assert!(e.contains("is not deleted"), "{e}");
 
+    // Scan and poll now, through the running daemon; without one, a clear error.
+    assert!(alice.ok(&["scan"]).contains("Asked the daemon to scan"));
+    assert!(bob
+        .ok(&["poll", FOLDER])
+        .contains("Asked the daemon to poll"));
+    let e = carol.fails(&["poll"]);
+    assert!(e.contains("daemon is not running"), "{e}");
+
     // The daemons' logs tell the story at the default level.
     let (a, b) = (alice.log_text(), bob.log_text());
     assert!(a.contains("uploaded") && a.contains("notes.txt"), "{a}");

@@ -31,4 +31,4 @@ pub use setup::{
     create, init, invite, join, leave, list, CreateOptions, FolderInfo, GridChoice, InitOutcome,
     Invite, InviteCode, JoinOptions, LeaveOutcome, Tuning, INVITE_PREFIX,
 };
-pub use status::status;
+pub use status::{nudge, status, Nudge};

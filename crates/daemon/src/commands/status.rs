@@ -101,3 +101,38 @@ fn offline(config: &ConfigDir, cfg: &FolderConfig, note: String) -> anyhow::Resu
     }
     Ok(s)
 }
+
+/// What `scan` and `poll` ask the daemon to do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nudge {
+    /// Walk the folder for local changes.
+    Scan,
+    /// Look for the other participants' changes.
+    Poll,
+}
+
+/// `scan [NAME]` / `poll [NAME]`: asks the running daemon to scan or poll
+/// one folder (or every folder) now rather than at its next interval.
+/// Returns the folders it asked about.
+pub async fn nudge(
+    config: &ConfigDir,
+    name: Option<&str>,
+    what: Nudge,
+) -> anyhow::Result<Vec<String>> {
+    config.require_initialised()?;
+    let names = match name {
+        Some(n) => vec![config.load_folder(n)?.name],
+        None => config.folder_names()?,
+    };
+    let Some(client) = crate::api::ApiClient::for_running_daemon(config) else {
+        bail!("the daemon is not running (start it with `magic-folder run`); it scans and polls every folder as it starts");
+    };
+    for n in &names {
+        let asked = match what {
+            Nudge::Scan => client.scan(n).await,
+            Nudge::Poll => client.poll(n).await,
+        };
+        asked.map_err(|e| anyhow::anyhow!("folder {n}: {e}"))?;
+    }
+    Ok(names)
+}
