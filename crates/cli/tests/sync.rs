@@ -452,3 +452,53 @@ fn kill_9_during_download_then_restart_loses_nothing() {
     alice.stop();
     bob.stop();
 }
+
+/// A conflict on a file name near NAME_MAX: the copy's name is shortened
+/// to fit (the same on both sides), and deleting it resolves the conflict.
+#[test]
+fn a_conflict_on_a_long_file_name_converges_and_resolves() {
+    let w = World::new();
+    let name = format!("{}.txt", "long-name-".repeat(24)); // 244 bytes
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    alice.write(&name, b"base");
+    wait_until("bob has the base", &[&alice, &bob], || {
+        bob.read(&name).as_deref() == Some(b"base")
+    });
+    wait_converged("both settle", &[&alice, &bob]);
+    bob.stop();
+    alice.write(&name, b"alice's edit");
+    alice.wait_settled();
+    bob.write(&name, b"bob's offline edit");
+    bob.start();
+
+    let copy_of = |t: &Tree| -> Vec<String> {
+        t.keys()
+            .filter(|k| k.contains(".conflict-"))
+            .cloned()
+            .collect()
+    };
+    let mut copy = String::new();
+    wait_until("both keep both versions", &[&alice, &bob], || {
+        let (ta, tb) = (alice.tree(), bob.tree());
+        let copies = copy_of(&ta);
+        if ta != tb || copies.len() != 1 || !ta.contains_key(&name) {
+            return false;
+        }
+        copy = copies[0].clone();
+        true
+    });
+    assert!(copy.len() <= 255 && copy.len() > 240, "{copy}");
+
+    // Deleting the copy resolves it, everywhere.
+    std::fs::remove_file(bob.path(&copy)).unwrap();
+    wait_until("the resolution reaches alice", &[&alice, &bob], || {
+        let (ta, tb) = (alice.tree(), bob.tree());
+        ta == tb && copy_of(&ta).is_empty() && ta.contains_key(&name)
+    });
+    wait_converged("both settle after the resolution", &[&alice, &bob]);
+    alice.stop();
+    bob.stop();
+}

@@ -22,6 +22,10 @@ pub const MAX_SEGMENT_BYTES: usize = 255;
 /// The suffix that marks a conflict copy: `<relpath>.conflict-<participant>`.
 pub const CONFLICT_MARKER: &str = ".conflict-";
 
+/// Hex digits of the hash that stands in for the cut-off end of a file name
+/// in a shortened conflict-copy name (see [`RelPath::conflict_copy`]).
+const SHORTENED_HASH_HEX: usize = 8;
+
 /// Prefix of this program's temporary files, always ignored by the scanner.
 pub const TEMP_PREFIX: &str = ".mf-tmp-";
 
@@ -140,12 +144,47 @@ impl RelPath {
         RelPath::new(&out)
     }
 
-    /// The conflict copy of this path for `participant`'s version.
-    pub fn conflict_copy(&self, participant: &str) -> RelPath {
-        RelPath(format!("{}{CONFLICT_MARKER}{participant}", self.0))
+    /// The conflict copy of this path for the version labelled `label` (its
+    /// author, maybe with a version id): `<name>.conflict-<label>`, 24.3's
+    /// form, beside the file. When that would exceed [`MAX_SEGMENT_BYTES`]
+    /// (a file name over ~240 bytes) the name is shortened, the same way on
+    /// every participant: a prefix of it (cut at a character boundary), `~`
+    /// and a short hash of the whole name, then `.conflict-<label>`. So a
+    /// copy name always fits the filesystem and never collides with another
+    /// long name's copy.
+    pub fn conflict_copy(&self, label: &str) -> RelPath {
+        let name = self.file_name();
+        let suffix = format!("{CONFLICT_MARKER}{label}");
+        let file = if name.len() + suffix.len() <= MAX_SEGMENT_BYTES {
+            format!("{name}{suffix}")
+        } else {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(name.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let tag = format!("~{}", &hex[..SHORTENED_HASH_HEX]);
+            let mut cut = MAX_SEGMENT_BYTES.saturating_sub(tag.len() + suffix.len());
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{tag}{suffix}", &name[..cut])
+        };
+        RelPath(match self.parent() {
+            Some(dir) => format!("{dir}/{file}"),
+            None => file,
+        })
     }
 
-    /// If this path is a conflict copy, the original path and participant.
+    /// If this path is the conflict copy of `orig`'s version labelled `L`,
+    /// returns `L`. Exact for shortened names too (see [`RelPath::conflict_copy`]).
+    pub fn conflict_label_for(&self, orig: &RelPath) -> Option<&str> {
+        let (_, label) = self.as_conflict_copy()?;
+        (orig.conflict_copy(label) == *self).then_some(label)
+    }
+
+    /// If this path is named like a conflict copy: the path its name was
+    /// made from, and the label. For a shortened name (see
+    /// [`RelPath::conflict_copy`]) that path is not the original one; use
+    /// [`RelPath::conflict_label_for`] to match a copy to its file.
     pub fn as_conflict_copy(&self) -> Option<(RelPath, &str)> {
         let name = self.file_name();
         let idx = name.rfind(CONFLICT_MARKER)?;
@@ -212,6 +251,36 @@ pub fn check_participant_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A conflict copy's name always fits NAME_MAX, is the same on every
+    /// participant, matches its file exactly, and long names sharing a
+    /// prefix get different copies.
+    #[test]
+    fn conflict_copies_of_long_names_fit_and_match() {
+        let short = RelPath::new("d/a.txt").unwrap();
+        assert_eq!(short.conflict_copy("bob").as_str(), "d/a.txt.conflict-bob");
+        let label = format!("{}-t0a1b2c", "p".repeat(64));
+        for len in [200, 240, 250, 255] {
+            // Multibyte characters, so a cut can fall inside one.
+            let name: String = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            let a = RelPath::new(&format!("dir/{name}")).unwrap();
+            let mut other = name.clone();
+            other.pop();
+            other.push('y');
+            let b = RelPath::new(&format!("dir/{other}")).unwrap();
+            for l in ["bob", label.as_str()] {
+                let copy = a.conflict_copy(l);
+                assert!(copy.file_name().len() <= MAX_SEGMENT_BYTES, "{len}: {copy}");
+                assert!(RelPath::new(copy.as_str()).is_ok());
+                assert_eq!(copy, a.conflict_copy(l), "deterministic");
+                assert_eq!(copy.conflict_label_for(&a), Some(l));
+                assert!(copy.is_internal(), "a copy is never uploaded");
+                assert_eq!(copy.conflict_label_for(&b), None);
+                assert_ne!(copy, b.conflict_copy(l));
+                assert_eq!(copy.parent().unwrap().as_str(), "dir");
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

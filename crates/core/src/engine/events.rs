@@ -59,11 +59,13 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn observe(&mut self, path: RelPath, state: LocalState) {
-        if let Some((orig, author)) = path.as_conflict_copy() {
+        if path.as_conflict_copy().is_some() {
             // A conflict copy is never uploaded; its disappearance is the
             // user's resolution of that conflict.
-            let author = author.to_owned();
             if state == LocalState::Absent {
+                let Some((orig, author)) = self.copy_owner(&path) else {
+                    return;
+                };
                 if let Some(c) = self
                     .conflicts
                     .get_mut(&orig)
@@ -93,6 +95,29 @@ impl<S: Store> Engine<S> {
             self.observed.insert(path.clone(), state);
             self.work.insert(path);
         }
+    }
+
+    /// The conflict (path, label) whose copy is `copy`. Parsed from the
+    /// name when it is 24.3's plain form; a shortened name (a long file
+    /// name, see `RelPath::conflict_copy`) is matched against the conflicts
+    /// kept in the same directory.
+    fn copy_owner(&self, copy: &RelPath) -> Option<(RelPath, String)> {
+        let (stem, label) = copy.as_conflict_copy()?;
+        if self
+            .conflicts
+            .get(&stem)
+            .is_some_and(|m| m.contains_key(label))
+        {
+            return Some((stem, label.to_owned()));
+        }
+        let dir = copy.parent();
+        self.conflicts
+            .iter()
+            .filter(|(p, _)| p.parent() == dir)
+            .find_map(|(p, m)| {
+                let label = copy.conflict_label_for(p)?;
+                m.contains_key(label).then(|| (p.clone(), label.to_owned()))
+            })
     }
 
     pub(super) fn on_polled(&mut self, result: Result<Vec<RemoteListing>, String>) {

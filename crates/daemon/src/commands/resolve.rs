@@ -250,7 +250,6 @@ fn conflict_copies(root: &Path, rel: &RelPath) -> anyhow::Result<Vec<(String, Re
         Some(p) => root.join(p.as_str()),
         None => root.to_owned(),
     };
-    let prefix = format!("{}{CONFLICT_MARKER}", rel.file_name());
     let mut out = Vec::new();
     let rd = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
     for entry in rd {
@@ -258,7 +257,7 @@ fn conflict_copies(root: &Path, rel: &RelPath) -> anyhow::Result<Vec<(String, Re
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !name.starts_with(&prefix) {
+        if !name.contains(CONFLICT_MARKER) {
             continue;
         }
         let copy = match rel.parent() {
@@ -266,10 +265,9 @@ fn conflict_copies(root: &Path, rel: &RelPath) -> anyhow::Result<Vec<(String, Re
             None => RelPath::new(&name),
         };
         let Ok(copy) = copy else { continue };
-        if let Some((orig, who)) = copy.as_conflict_copy() {
-            if &orig == rel {
-                out.push((who.to_owned(), copy.clone()));
-            }
+        // Exact, also for a long name's shortened copy.
+        if let Some(who) = copy.conflict_label_for(rel) {
+            out.push((who.to_owned(), copy.clone()));
         }
     }
     out.sort();
