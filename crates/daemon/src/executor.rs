@@ -273,7 +273,7 @@ impl<G: Grid> Executor<G> {
                 .filter(|(dir, _)| *dir == cap)
                 .map(|(_, revision)| *revision)
         };
-        let (revision, children) = match self.grid.list_changed(&cap, known.as_ref()).await {
+        let listed = match self.grid.list_changed(&cap, known.as_ref()).await {
             Ok(None) => return None,
             Ok(Some(listed)) => listed,
             Err(e) => {
@@ -291,9 +291,16 @@ impl<G: Grid> Executor<G> {
                 });
             }
         };
-        let mut rejected = Vec::new();
+        // What the grid had to leave out (an entry of an unknown kind, a
+        // damaged newest version) is shown in status like any rejection.
+        let mut rejected: Vec<String> = listed
+            .problems
+            .into_iter()
+            .map(|p| format!("{participant}: {p}"))
+            .collect();
+        let revision = listed.revision;
         let mut listing = Listing::new();
-        for (name, entry) in children {
+        for (name, entry) in listed.children {
             let path = match parse_entry_name(&name) {
                 None => continue,
                 Some(Err(e)) => {

@@ -24,8 +24,8 @@ use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::scan::scan;
 use mf_daemon::watch::{self, WatchMsg};
 use mf_grid::{
-    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Replace, Revision,
-    UploadSource,
+    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Listed, Replace,
+    Revision, UploadSource,
 };
 
 fn rp(s: &str) -> RelPath {
@@ -751,6 +751,9 @@ struct MemGrid {
     after_upload_read: Mutex<Option<UploadHook>>,
     /// Directory caps whose listing fails (transiently).
     unavailable: Mutex<HashSet<String>>,
+    /// What listing a directory (by key) reports it had to leave out, as a
+    /// real backend does for entries of a kind it cannot represent.
+    listing_problems: Mutex<HashMap<String, Vec<String>>>,
 }
 
 #[derive(Default)]
@@ -845,7 +848,7 @@ impl Grid for MemGrid {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> GridResult<Option<(Revision, DirChildren)>> {
+    ) -> GridResult<Option<Listed>> {
         if self.unavailable.lock().unwrap().contains(dir.as_str()) {
             return Err(GridError::Unavailable("server away".into()));
         }
@@ -857,9 +860,20 @@ impl Grid for MemGrid {
             .dirs
             .get(&key)
             .cloned()
-            .ok_or(GridError::NotFound(key))?;
+            .ok_or_else(|| GridError::NotFound(key.clone()))?;
         let revision = Revision::digest(&[format!("{dir}{children:?}").as_bytes()]);
-        Ok((known != Some(&revision)).then_some((revision, children)))
+        let problems = self
+            .listing_problems
+            .lock()
+            .unwrap()
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        Ok((known != Some(&revision)).then_some(Listed {
+            revision,
+            children,
+            problems,
+        }))
     }
 
     async fn set_children(
@@ -1250,6 +1264,23 @@ async fn upload_reports_changes_before_and_during_reading() {
     assert!(
         matches!(upload(&w.alice, "l", LocalState::Absent, vec![]).await, UploadOutcome::Failed(e) if !e.transient)
     );
+}
+
+/// What the grid leaves out of a listing (an entry of a capability type it
+/// cannot represent, a damaged newest version) reaches status like every
+/// other rejection, naming the participant.
+#[tokio::test]
+async fn entries_the_grid_leaves_out_are_rejections() {
+    let w = world();
+    let problem = "entry \"x\" skipped: unknown capability type (left untouched on the grid)";
+    w.grid
+        .listing_problems
+        .lock()
+        .unwrap()
+        .insert(MemGrid::key(&w.alice_personal), vec![problem.into()]);
+    let listings = poll(&w.bob).await;
+    let alice = listings.iter().find(|l| l.participant == "alice").unwrap();
+    assert_eq!(alice.rejected, [format!("alice: {problem}")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

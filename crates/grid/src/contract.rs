@@ -27,8 +27,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::{
-    read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, Revision,
-    Scheme, UploadSource,
+    read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Listed, Replace,
+    Revision, Scheme, UploadSource,
 };
 
 /// One way in which a backend broke the contract.
@@ -434,7 +434,7 @@ pub async fn revisions_follow_changes<G: Grid>(grid: &G) -> CheckResult {
             // Every step after the first changed the directory.
             if let Some(old) = known.as_ref() {
                 let r = c.op("list_changed", grid.list_changed(cap, Some(old)).await)?;
-                let Some((_, children)) = r else {
+                let Some(Listed { children, .. }) = r else {
                     return Err(c.fail(format!(
                         "step {step}: a changed directory was reported unchanged"
                     )));
@@ -442,7 +442,12 @@ pub async fn revisions_follow_changes<G: Grid>(grid: &G) -> CheckResult {
                 same_children(c, "list_changed after a change", &expected, &children)?;
             }
             let first = c.op("list_changed", grid.list_changed(cap, None).await)?;
-            let Some((rev, children)) = first else {
+            let Some(Listed {
+                revision: rev,
+                children,
+                ..
+            }) = first
+            else {
                 return Err(c.fail("list_changed without a known revision gave nothing"));
             };
             same_children(c, "list_changed", &expected, &children)?;
@@ -454,7 +459,7 @@ pub async fn revisions_follow_changes<G: Grid>(grid: &G) -> CheckResult {
         grid.create_immutable_dir(expected.clone()).await,
     )?;
     let first = c.op("list_changed", grid.list_changed(&idir, None).await)?;
-    c.ensure(first.is_some_and(|(_, l)| l.is_empty()), || {
+    c.ensure(first.is_some_and(|l| l.children.is_empty()), || {
         "an immutable directory's first list_changed".into()
     })
 }

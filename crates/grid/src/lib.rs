@@ -63,6 +63,31 @@ impl Revision {
     }
 }
 
+/// A listing from [`Grid::list_changed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The revision of this listing.
+    pub revision: Revision,
+    /// The children.
+    pub children: DirChildren,
+    /// What this listing had to leave out or work around, each naming the
+    /// entry or version, for the user to see: children of a kind this
+    /// program cannot represent (left untouched on the grid), a damaged
+    /// newest version of the directory read from an older one.
+    pub problems: Vec<String>,
+}
+
+impl Listed {
+    /// A listing with nothing to report.
+    pub fn clean(revision: Revision, children: DirChildren) -> Listed {
+        Listed {
+            revision,
+            children,
+            problems: Vec::new(),
+        }
+    }
+}
+
 /// One child of a directory: its capability and the metadata JSON object on
 /// the edge that leads to it (as in Tahoe, metadata belongs to the entry, not
 /// to the child).
@@ -226,7 +251,7 @@ pub trait Grid: Send + Sync + 'static {
     fn list(&self, dir: &Capability) -> impl Future<Output = GridResult<DirChildren>> + Send {
         async move {
             match self.list_changed(dir, None).await? {
-                Some((_, children)) => Ok(children),
+                Some(listed) => Ok(listed.children),
                 None => Err(GridError::Protocol(
                     "a first listing came back as unchanged".into(),
                 )),
@@ -244,7 +269,7 @@ pub trait Grid: Send + Sync + 'static {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> impl Future<Output = GridResult<Option<(Revision, DirChildren)>>> + Send;
+    ) -> impl Future<Output = GridResult<Option<Listed>>> + Send;
 
     /// Sets many children of a mutable directory in one write. Concurrent
     /// writers never lose each other's updates. With [`Replace::No`] the whole

@@ -396,6 +396,8 @@ async fn damaged_mutable_versions_are_detected() {
     let head = head_version(&g, &dir);
     let original = fs::read(&head).unwrap();
     let len = original.len();
+    // A damaged newest version is never used: the listing falls back to the
+    // newest intact one (here the empty first version) and says why.
     // magic, version, kind, seqnum, nonce, length, ciphertext, GCM tag, signature
     for pos in [
         0,
@@ -411,54 +413,62 @@ async fn damaged_mutable_versions_are_detected() {
         len - 1,
     ] {
         flip(&head, pos);
-        for cap in [&dir, &ro] {
-            let r = g.list(cap).await;
-            assert!(
-                matches!(r, Err(GridError::Integrity { .. })),
-                "byte {pos}: {r:?}"
-            );
-        }
-        let mut one = DirChildren::new();
-        one.insert("b".into(), DirEntry::new(f.clone()));
-        assert!(
-            g.set_children(&dir, one, Replace::Yes).await.is_err(),
-            "wrote on top of a damaged head"
-        );
+        falls_back(&g, [&dir, &ro], format!("byte {pos}")).await;
         fs::write(&head, &original).unwrap();
     }
     for cut in [0, 10, 36, len - 1] {
         fs::write(&head, &original[..cut]).unwrap();
-        assert!(
-            matches!(g.list(&ro).await, Err(GridError::Integrity { .. })),
-            "truncated to {cut}"
-        );
+        falls_back(&g, [&dir, &ro], format!("truncated to {cut}")).await;
     }
     fs::write(&head, &original).unwrap();
 
-    // Replay: the first (empty) version copied in as the newest.
+    // Replay: the first (empty) version copied in as the newest; then a
+    // version of another directory (validly signed by its own key). Each
+    // reads as the intact version before it, which holds "a".
     let dir_path = g.mutable_dir_path(&dir).unwrap();
     let first = dir_path.join(format!("{:020}", 1));
     let next = dir_path.join(format!("{:020}", 3));
-    fs::copy(&first, &next).unwrap();
-    assert!(matches!(
-        g.list(&ro).await,
-        Err(GridError::Integrity { .. })
-    ));
-    fs::remove_file(&next).unwrap();
-
-    // A version of another directory (validly signed by its own key).
     let other = g.create_mutable_dir().await.unwrap();
-    fs::copy(head_version(&g, &other), &next).unwrap();
-    assert!(matches!(
-        g.list(&ro).await,
-        Err(GridError::Integrity { .. })
-    ));
-    fs::remove_file(&next).unwrap();
+    for source in [first, head_version(&g, &other)] {
+        fs::copy(&source, &next).unwrap();
+        let l = g.list_changed(&ro, None).await.unwrap().unwrap();
+        assert_eq!(l.children.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(
+            l.problems[0].contains("newest version (3)"),
+            "{:?}",
+            l.problems
+        );
+        fs::remove_file(&next).unwrap();
+    }
     assert_eq!(g.list(&ro).await.unwrap().len(), 1);
+
+    // A writer is not blocked by a damaged newest version: it builds on the
+    // intact one, and its version reads cleanly.
+    flip(&head, 40);
+    let mut one = DirChildren::new();
+    one.insert("b".into(), DirEntry::new(f.clone()));
+    g.set_children(&dir, one, Replace::Yes).await.unwrap();
+    let l = g.list_changed(&ro, None).await.unwrap().unwrap();
+    assert_eq!(l.children.keys().collect::<Vec<_>>(), ["b"]);
+    assert!(l.problems.is_empty(), "{:?}", l.problems);
 
     // All versions gone.
     fs::remove_dir_all(&dir_path).unwrap();
     assert!(matches!(g.list(&ro).await, Err(GridError::NotFound(_))));
+}
+
+/// A damaged newest version is never used: the listing falls back to the
+/// newest intact one (the empty first version) and says why.
+async fn falls_back(g: &EmbeddedGrid, caps: [&Capability; 2], what: String) {
+    for cap in caps {
+        let l = g.list_changed(cap, None).await.unwrap().unwrap();
+        assert!(l.children.is_empty(), "{what}: {:?}", l.children);
+        assert!(
+            l.problems.len() == 1 && l.problems[0].contains("is damaged"),
+            "{what}: {:?}",
+            l.problems
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

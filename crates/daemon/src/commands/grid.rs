@@ -10,7 +10,7 @@ use std::path::Path;
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::tahoe::TahoeGrid;
 use mf_grid::{
-    Capability, DirChildren, Download, Grid, GridResult, Replace, Revision, UploadSource,
+    Capability, DirChildren, Download, Grid, GridResult, Listed, Replace, Revision, UploadSource,
 };
 
 use crate::config::{GridLocation, Secret32};
@@ -106,7 +106,7 @@ impl Grid for AnyGrid {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> GridResult<Option<(Revision, DirChildren)>> {
+    ) -> GridResult<Option<Listed>> {
         match self {
             AnyGrid::Embedded(g) => g.list_changed(dir, known).await,
             AnyGrid::Tahoe(g) => g.list_changed(dir, known).await,

@@ -55,8 +55,8 @@ use self::crypto::{Key32, ObjectKind};
 use self::immutable::ObjectReader;
 use self::store::Store;
 use crate::{
-    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, Revision,
-    UploadSource,
+    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
+    Revision, UploadSource,
 };
 
 /// Default plaintext bytes per encrypted chunk: large enough that per-chunk
@@ -474,7 +474,7 @@ impl Grid for EmbeddedGrid {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> GridResult<Option<(Revision, DirChildren)>> {
+    ) -> GridResult<Option<Listed>> {
         let inner = self.inner.clone();
         let (read, writecap_key) = match caps::parse(dir)? {
             EmbeddedCap::DirWrite(keys) => {
@@ -504,7 +504,7 @@ impl Grid for EmbeddedGrid {
                     dirnode::decode(&bytes, None, &name)
                 })
                 .await?;
-                return Ok(Some((revision, children)));
+                return Ok(Some(Listed::clean(revision, children)));
             }
             EmbeddedCap::Immutable { dir: false, .. } => {
                 return Err(GridError::WrongKind {

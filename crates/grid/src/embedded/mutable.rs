@@ -65,7 +65,7 @@ use super::crypto::{
 use super::dirnode;
 use super::immutable::{FORMAT_VERSION, MAGIC};
 use super::store::{fsync_dir, io_err, Store};
-use crate::{DirChildren, GridError, GridResult, Revision};
+use crate::{DirChildren, GridError, GridResult, Listed, Revision};
 
 /// Versions newer than this many (counting the newest) keep their content.
 pub(crate) const KEEP_FULL: u64 = 4;
@@ -172,14 +172,17 @@ fn decode_version(keys: &DirReadKeys, seq: u64, raw: &[u8], name: &str) -> GridR
 
 /// The newest version of a directory, verified and decrypted.
 pub(crate) struct Head {
-    /// Its seqnum.
+    /// Its seqnum (a writer publishes `seq + 1`).
     pub seq: u64,
     /// The file's bytes, to confirm later that it was not replaced.
     raw: Vec<u8>,
-    /// The serialised children.
+    /// The serialised children: of version `seq`, or — when that one is
+    /// damaged — of the newest older version that is intact.
     pub plain: Vec<u8>,
     /// The version file these bytes were read from.
     id: VersionId,
+    /// Set when version `seq` is damaged and `plain` comes from an older one.
+    pub damaged: Option<String>,
 }
 
 /// The identity of a version file as it was read. A version file is
@@ -236,14 +239,15 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
             }
             Err(e) => return Err(io_err(ctx())(e)),
         };
+        let id = VersionId::of(seq, &meta);
         match decode_version(keys, seq, &raw, &name) {
             Ok(plain) => {
-                let id = VersionId::of(seq, &meta);
                 return Ok(Head {
                     seq,
                     raw,
                     plain,
                     id,
+                    damaged: None,
                 });
             }
             // A version can be pruned (truncated) while we read it; that is
@@ -252,13 +256,43 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
                 if newest(&dir)?.is_some_and(|n| n > seq) {
                     continue;
                 }
-                return Err(e);
+                // Damage (a flipped bit on a shared disk) must not cut this
+                // directory off: read the newest older version that is
+                // intact (the last few are kept whole, see `KEEP_FULL`), and
+                // say so. A writer builds on it and publishes `seq + 1`.
+                let Some((older, plain)) = newest_intact(&dir, keys, seq, &name) else {
+                    return Err(e);
+                };
+                return Ok(Head {
+                    seq,
+                    raw,
+                    plain,
+                    id,
+                    damaged: Some(format!(
+                        "the newest version ({seq}) of directory {name} is damaged ({e}); \
+                         using version {older}: changes made in {seq} are missing until its writer publishes again"
+                    )),
+                });
             }
         }
     }
     Err(GridError::Unavailable(format!(
         "directory {name} kept changing while being read"
     )))
+}
+
+/// The newest version older than `below` that reads, verifies and decrypts.
+fn newest_intact(dir: &Path, keys: &DirReadKeys, below: u64, name: &str) -> Option<(u64, Vec<u8>)> {
+    let seqs = list_versions(dir).ok()?;
+    seqs.into_iter()
+        .rev()
+        .filter(|s| *s < below)
+        .find_map(|seq| {
+            let (raw, _) = read_bounded(&dir.join(version_name(seq)), MAX_VERSION_LEN).ok()?;
+            // Stubs (pruned versions) are empty and fail to decode: skipped.
+            let plain = decode_version(keys, seq, &raw, name).ok()?;
+            Some((seq, plain))
+        })
 }
 
 /// Reads a whole file of at most `limit` bytes; also returns its metadata
@@ -294,7 +328,7 @@ pub(crate) fn list_changed(
     read: &DirReadKeys,
     writecap_key: Option<&Key32>,
     known: Option<&Revision>,
-) -> GridResult<Option<(Revision, DirChildren)>> {
+) -> GridResult<Option<Listed>> {
     let si = &read.storage_index;
     // A listing with child write caps differs from one without.
     let revision = |id: &VersionId| {
@@ -317,7 +351,11 @@ pub(crate) fn list_changed(
     }
     let head = read_head(store, read)?;
     let children = dirnode::decode(&head.plain, writecap_key, &short_name("dir", si))?;
-    Ok(Some((revision(&head.id), children)))
+    Ok(Some(Listed {
+        revision: revision(&head.id),
+        children,
+        problems: head.damaged.into_iter().collect(),
+    }))
 }
 
 /// Creates a new, empty mutable directory; returns its seed.
@@ -485,7 +523,7 @@ mod tests {
             list_changed(&store, &keys.read, None, None)
                 .unwrap()
                 .unwrap()
-                .1
+                .children
                 .len(),
             40
         );
@@ -521,6 +559,8 @@ mod tests {
         assert!(built_on(&dir, &head).unwrap());
     }
 
+    /// A forged or replayed newest version is never used: the directory
+    /// reads as its newest genuine version, and the listing says why.
     #[test]
     fn forged_and_replayed_versions_are_rejected() {
         let (_d, store, keys) = setup();
@@ -533,26 +573,35 @@ mod tests {
         forger.read.storage_index = keys.read.storage_index;
         let forged = encode_version(&forger, head.seq + 1, &head.plain).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &forged).unwrap();
-        let err = read_head(&store, &keys.read).err().unwrap();
+        let read = read_head(&store, &keys.read).unwrap();
+        assert_eq!(read.plain, head.plain, "the genuine version is read");
+        let why = read.damaged.unwrap();
         assert!(
-            matches!(&err, GridError::Integrity { detail, .. } if detail.contains("signature")),
-            "{err}"
+            why.contains("signature") && why.contains(&format!("using version {}", head.seq)),
+            "{why}"
         );
         // A genuine old version replayed under a newer seqnum.
         let replay = encode_version(&keys, head.seq, &head.plain).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &replay).unwrap();
+        let read = read_head(&store, &keys.read).unwrap();
+        assert!(read.damaged.unwrap().contains("replayed"));
+        // With no genuine version left to fall back on, it is an error.
+        for seq in 1..=head.seq {
+            fs::write(dir.join(version_name(seq)), b"garbage").unwrap();
+        }
         let err = read_head(&store, &keys.read).err().unwrap();
-        assert!(
-            matches!(&err, GridError::Integrity { detail, .. } if detail.contains("replayed")),
-            "{err}"
-        );
+        assert!(matches!(err, GridError::Integrity { .. }), "{err}");
     }
 
     #[test]
     fn an_unchanged_directory_is_not_read_again() {
         let (_d, store, keys) = setup();
         add(&store, &keys, "a");
-        let (rev, children) = list_changed(&store, &keys.read, None, None)
+        let Listed {
+            revision: rev,
+            children,
+            ..
+        } = list_changed(&store, &keys.read, None, None)
             .unwrap()
             .unwrap();
         assert_eq!(children.len(), 1);
@@ -567,16 +616,21 @@ mod tests {
             Some(&rev),
         )
         .unwrap();
-        assert!(with_writecaps.is_some_and(|(r, _)| r != rev));
+        assert!(with_writecaps.is_some_and(|l| l.revision != rev));
         // Another writer publishes a new version: it is read.
         add(&store, &keys, "b");
-        let (rev2, children) = list_changed(&store, &keys.read, None, Some(&rev))
+        let Listed {
+            revision: rev2,
+            children,
+            ..
+        } = list_changed(&store, &keys.read, None, Some(&rev))
             .unwrap()
             .unwrap();
         assert_ne!(rev2, rev);
         assert_eq!(children.into_keys().collect::<Vec<_>>(), ["a", "b"]);
         // A newest version replaced by damaged bytes is read (and refused),
-        // never taken for the one already listed.
+        // never taken for the one already listed: the newest intact version
+        // is listed instead, and the listing says so.
         let dir = store.mutable_dir(&keys.read.storage_index);
         let head = read_head(&store, &keys.read).unwrap();
         let path = dir.join(version_name(head.seq));
@@ -585,10 +639,22 @@ mod tests {
         raw[last] ^= 1;
         fs::remove_file(&path).unwrap();
         fs::write(&path, raw).unwrap();
-        assert!(matches!(
-            list_changed(&store, &keys.read, None, Some(&rev2)),
-            Err(GridError::Integrity { .. })
-        ));
+        let listed = list_changed(&store, &keys.read, None, Some(&rev2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.children.into_keys().collect::<Vec<_>>(), ["a"]);
+        assert!(
+            listed.problems[0].contains("is damaged"),
+            "{:?}",
+            listed.problems
+        );
+        // The writer is not blocked: it builds on the intact version.
+        add(&store, &keys, "c");
+        let listed = list_changed(&store, &keys.read, None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.children.into_keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert!(listed.problems.is_empty());
     }
 
     #[test]

@@ -89,7 +89,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, Url};
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use caps::read_only;
 pub use health::{Encoding, Health, ServerStatus};
@@ -97,8 +97,8 @@ pub use retry::RetryPolicy;
 
 use crate::cap::CapError;
 use crate::{
-    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Replace, Revision,
-    Scheme, UploadSource,
+    CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
+    Revision, Scheme, UploadSource,
 };
 use errors::{map_status, map_transport, short, Ctx};
 
@@ -611,7 +611,7 @@ impl TahoeGrid {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> GridResult<Option<(Revision, DirChildren)>> {
+    ) -> GridResult<Option<Listed>> {
         Self::require(
             dir,
             &[
@@ -636,11 +636,20 @@ impl TahoeGrid {
             return Ok(None);
         }
         let (children, skipped) = wire::parse_listing(&body)?;
-        for s in skipped {
-            warn!(dir = %short(dir), child = %s.name, reason = %s.reason,
-                "skipping a Tahoe directory entry this program cannot represent (left untouched on the grid)");
-        }
-        Ok(Some((revision, children)))
+        let problems = skipped
+            .into_iter()
+            .map(|s| {
+                format!(
+                    "entry {:?} skipped: {} (left untouched on the grid)",
+                    s.name, s.reason
+                )
+            })
+            .collect();
+        Ok(Some(Listed {
+            revision,
+            children,
+            problems,
+        }))
     }
 
     async fn set_children_impl(
@@ -748,7 +757,7 @@ impl Grid for TahoeGrid {
         &self,
         dir: &Capability,
         known: Option<&Revision>,
-    ) -> GridResult<Option<(Revision, DirChildren)>> {
+    ) -> GridResult<Option<Listed>> {
         self.list_changed_impl(dir, known).await
     }
 
