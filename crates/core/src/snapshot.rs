@@ -71,6 +71,8 @@ pub enum Content {
         cap: Cap,
         /// Size in bytes.
         size: u64,
+        /// The owner's execute bit was set (scripts stay runnable).
+        executable: bool,
     },
     /// A directory (possibly empty).
     Dir,
@@ -129,6 +131,9 @@ pub struct SnapshotMetadata {
     /// Our addition: content size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Our addition: the file is executable (omitted when not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
     /// Our addition: the snapshot's generation (see [`SnapshotInfo::generation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
@@ -232,6 +237,13 @@ impl Author {
                 Content::File { size, .. } => Some(*size),
                 _ => None,
             },
+            executable: matches!(
+                content,
+                Content::File {
+                    executable: true,
+                    ..
+                }
+            ),
             // 0 is "nothing proven" (a parent could not be read): no claim.
             generation: (generation > 0).then_some(generation),
         }
@@ -309,6 +321,7 @@ pub fn verify_snapshot(
         (Some(cap), false) => Content::File {
             cap,
             size: md.size.unwrap_or(0),
+            executable: md.executable,
         },
         (None, true) => Content::Dir,
         (None, false) => Content::Deleted,
@@ -396,6 +409,7 @@ mod tests {
         let content = Content::File {
             cap: Cap::from("URI:MF-CHK:x"),
             size: 5,
+            executable: true,
         };
         let md = a.metadata(
             &p,

@@ -38,6 +38,7 @@ fn bytes() -> Content {
     Content::File {
         cap: Cap::from("URI:CHK:bytes"),
         size: 3,
+        executable: false,
     }
 }
 
@@ -253,6 +254,7 @@ fn other_bytes() -> Content {
     Content::File {
         cap: Cap::from("URI:CHK:other"),
         size: 5,
+        executable: false,
     }
 }
 

@@ -21,6 +21,7 @@
 //! takes `&self`.
 
 use std::collections::HashMap;
+use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -439,7 +440,13 @@ impl<G: Grid> Executor<G> {
         let (content, content_cap, mtime_s) = match local {
             LocalState::File(state) => {
                 let abs = self.root.join(path.as_str());
-                let uploaded = self.grid.upload(UploadSource::File(abs)).await;
+                let uploaded = self.grid.upload(UploadSource::File(abs.clone())).await;
+                // Read before the check below: a chmod moves the ctime, so
+                // the check proves the bit belongs to the content read.
+                let executable = blocking(move || fs::symlink_metadata(&abs))
+                    .await
+                    .map(|m| fsops::is_executable(&m))
+                    .map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
                 let after = self.upload_state(path).await?;
                 if after != local {
                     return Ok(UploadOutcome::Changed(after));
@@ -458,6 +465,7 @@ impl<G: Grid> Executor<G> {
                 let content = Content::File {
                     cap: Cap(cap.as_str().to_owned()),
                     size: state.size,
+                    executable,
                 };
                 (content, Some(cap), state.mtime_ns.div_euclid(1_000_000_000))
             }
@@ -544,8 +552,13 @@ impl<G: Grid> Executor<G> {
         let result = match content {
             Content::Dir => blocking(move || fsops::make_dir(&root, &rel, expect, umask)).await,
             Content::Deleted => blocking(move || fsops::delete(&root, &rel, expect)).await,
-            Content::File { cap, .. } => {
-                return match self.write_file(target, cap, mtime_s, expect).await {
+            Content::File {
+                cap, executable, ..
+            } => {
+                return match self
+                    .write_file(target, cap, (mtime_s, *executable), expect)
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) => WriteOutcome::Failed(e),
                 }
@@ -561,7 +574,7 @@ impl<G: Grid> Executor<G> {
         &self,
         target: &RelPath,
         cap: &Cap,
-        mtime_s: i64,
+        (mtime_s, executable): (i64, bool),
         expect: LocalState,
     ) -> Result<WriteOutcome, EffectError> {
         let cap = Capability::parse(cap.as_str())
@@ -587,6 +600,7 @@ impl<G: Grid> Executor<G> {
         let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
             let mut temp = TempFile::create(&root, &rel, umask)?;
+            temp.set_executable(executable);
             while let Some(chunk) = rx.blocking_recv() {
                 temp.write_all(&chunk)?;
             }

@@ -162,6 +162,11 @@ pub fn dir_mode(umask: u32) -> u32 {
     0o777 & !umask
 }
 
+/// True if the owner may execute the file: the bit a snapshot carries.
+pub fn is_executable(m: &Metadata) -> bool {
+    m.permissions().mode() & 0o100 != 0
+}
+
 /// A file's [`PathState`] from its metadata.
 pub fn path_state(m: &Metadata) -> PathState {
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
@@ -440,6 +445,7 @@ pub struct TempFile {
     dir: PathBuf,
     root: PathBuf,
     rel: RelPath,
+    umask: u32,
     mode: u32,
     written: u64,
 }
@@ -466,6 +472,7 @@ impl TempFile {
                         dir,
                         root: root.to_owned(),
                         rel: target.clone(),
+                        umask,
                         mode: file_mode(umask),
                         written: 0,
                     })
@@ -476,6 +483,16 @@ impl TempFile {
                 }
             }
         }
+    }
+
+    /// Gives the finished file execute permission (as far as the umask
+    /// allows: `0o777 & !umask` rather than `0o666 & !umask`).
+    pub fn set_executable(&mut self, executable: bool) {
+        self.mode = if executable {
+            dir_mode(self.umask)
+        } else {
+            file_mode(self.umask)
+        };
     }
 
     /// Bytes written so far.
@@ -771,17 +788,19 @@ fn version_path(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
 }
 
 /// Writes everything `reader` yields to `target` atomically (see
-/// [`TempFile::commit`] for the rules). For local copies, such as the CLI's
-/// `resolve`; downloads use [`TempFile`] directly to stream.
+/// [`TempFile::commit`] for the rules), executable or not. For local
+/// copies, such as the CLI's `resolve`; downloads use [`TempFile`] directly
+/// to stream.
 pub fn write_file(
     root: &Path,
     target: &RelPath,
     reader: &mut dyn Read,
-    mtime_s: i64,
+    (mtime_s, executable): (i64, bool),
     expect: LocalState,
     umask: u32,
 ) -> io::Result<Outcome> {
     let mut temp = TempFile::create(root, target, umask)?;
+    temp.set_executable(executable);
     io::copy(reader, &mut temp)?;
     temp.commit(mtime_s, expect)
 }

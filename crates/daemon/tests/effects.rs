@@ -245,7 +245,7 @@ fn write(
     expect: LocalState,
     umask: u32,
 ) -> std::io::Result<Outcome> {
-    fsops::write_file(root, &rp(p), &mut &data[..], mtime, expect, umask)
+    fsops::write_file(root, &rp(p), &mut &data[..], (mtime, false), expect, umask)
 }
 
 #[test]
@@ -1061,6 +1061,54 @@ fn done(o: UploadOutcome) -> SnapshotInfo {
     }
 }
 
+/// The owner's execute bit travels with a file: a script stays runnable on
+/// the other side (within the folder's umask, here owner-only), a plain
+/// file stays plain, and a chmod is a change that is uploaded.
+#[tokio::test]
+async fn the_executable_bit_travels() {
+    let w = world();
+    let mode =
+        |root: &Path, p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+    for (name, perm, want) in [("run.sh", 0o755, 0o700), ("plain.txt", 0o644, 0o600)] {
+        fs::write(w.alice_root.join(name), "#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(w.alice_root.join(name), fs::Permissions::from_mode(perm)).unwrap();
+        let info = done(upload(&w.alice, name, state(&w.alice_root, name), vec![]).await);
+        let fetched = fetch(&w.bob, &info.cap, name).await.unwrap();
+        assert!(
+            matches!(fetched.content, Content::File { executable, .. } if executable == (perm == 0o755)),
+            "{name}: {:?}",
+            fetched.content
+        );
+        let out = write_action(
+            &w.bob,
+            name,
+            fetched.content,
+            info.mtime_s,
+            LocalState::Absent,
+        )
+        .await;
+        assert!(matches!(out, WriteOutcome::Done(_)), "{out:?}");
+        assert_eq!(mode(&w.bob_root, name), want, "{name}");
+    }
+    // Making a file executable changes its state (ctime): it is uploaded again.
+    let before = state(&w.alice_root, "plain.txt");
+    fs::set_permissions(
+        w.alice_root.join("plain.txt"),
+        fs::Permissions::from_mode(0o744),
+    )
+    .unwrap();
+    let after = state(&w.alice_root, "plain.txt");
+    assert_ne!(before, after);
+    let info = done(upload(&w.alice, "plain.txt", after, vec![]).await);
+    assert!(matches!(
+        info.content,
+        Content::File {
+            executable: true,
+            ..
+        }
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_then_fetch_then_write_round_trips() {
     let w = world();
@@ -1501,6 +1549,7 @@ async fn writes_refuse_symlinked_parents_and_internal_paths() {
     let missing = Content::File {
         cap: Cap(format!("URI:MF-CHK:{}", hex(b"nowhere"))),
         size: 3,
+        executable: false,
     };
     let out = write_action(&w.bob, "m", missing, 1, LocalState::Absent).await;
     assert!(matches!(out, WriteOutcome::Failed(_)), "{out:?}");

@@ -751,6 +751,7 @@ impl World {
         let content = Content::File {
             cap: self.grid.put_file(bytes),
             size,
+            executable: false,
         };
         let claim = 1_000_000_000_000 + self.seq;
         let info = self.grid.put_snapshot(

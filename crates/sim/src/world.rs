@@ -277,6 +277,7 @@ pub fn execute(
                             Content::File {
                                 cap: grid.put_file(content.clone()),
                                 size,
+                                executable: false,
                             },
                             mtime_ns.div_euclid(1_000_000_000),
                         )

@@ -521,7 +521,7 @@ const MARK_PUBLISHED: &str =
     "UPDATE current SET published = 1 WHERE relpath = ?1 AND snapshot = ?2";
 const PUT_SNAPSHOT: &str = "INSERT OR REPLACE INTO snapshots \
     (cap, relpath, author, author_key, content, content_cap, content_size, mtime_s, parents, \
-    generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    generation, executable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 const PUT_CONFLICT: &str = "INSERT OR REPLACE INTO conflicts \
     (relpath, author, snapshot, copy_size, copy_mtime_ns, copy_ctime_ns, resolved) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -586,10 +586,14 @@ impl<'c> Statements<'c> {
                     .execute((path.as_str(), cap.as_str()))?;
             }
             Change::PutSnapshot(s) => {
-                let (kind, content_cap, content_size) = match &s.content {
-                    Content::File { cap, size } => ("file", Some(cap.as_str()), Some(*size as i64)),
-                    Content::Dir => ("dir", None, None),
-                    Content::Deleted => ("deleted", None, None),
+                let (kind, content_cap, content_size, executable) = match &s.content {
+                    Content::File {
+                        cap,
+                        size,
+                        executable,
+                    } => ("file", Some(cap.as_str()), Some(*size as i64), *executable),
+                    Content::Dir => ("dir", None, None, false),
+                    Content::Deleted => ("deleted", None, None, false),
                 };
                 let parents = serde_json::to_string(&s.parents)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -604,6 +608,7 @@ impl<'c> Statements<'c> {
                     s.mtime_s,
                     parents,
                     s.generation as i64,
+                    executable,
                 ))?;
             }
             Change::PutConflict(c) => {
@@ -773,7 +778,7 @@ fn read_snapshot(conn: &Connection, cap: &Cap) -> Result<Option<SnapshotInfo>, S
     let mut stmt = conn
         .prepare_cached(
             "SELECT relpath, author, author_key, content, content_cap, content_size, mtime_s, \
-             parents, generation FROM snapshots WHERE cap = ?1",
+             parents, generation, executable FROM snapshots WHERE cap = ?1",
         )
         .ctx(OP)?;
     let mut rows = stmt.query([cap.as_str()]).ctx(OP)?;
@@ -792,6 +797,7 @@ fn read_snapshot(conn: &Connection, cap: &Cap) -> Result<Option<SnapshotInfo>, S
         ("file", Some(c), Some(size)) => Content::File {
             cap: Cap(c),
             size: size as u64,
+            executable: row.get(9).ctx(OP)?,
         },
         ("dir", None, None) => Content::Dir,
         ("deleted", None, None) => Content::Deleted,

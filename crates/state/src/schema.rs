@@ -128,6 +128,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE snapshots ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: `Content::File::executable`. Snapshots cached before it existed
+    // were read without it: not executable.
+    r#"
+    ALTER TABLE snapshots ADD COLUMN executable INTEGER NOT NULL DEFAULT 0
+        CHECK (executable IN (0, 1));
+    "#,
 ];
 
 /// Reads `(application_id, user_version)` from the open database.
@@ -331,8 +337,9 @@ mod tests {
             "INSERT INTO current VALUES ('a', 's', 'dir', 1, 1, 1, 0, NULL)",
             "INSERT INTO current VALUES ('a', 's', 'link', NULL, NULL, NULL, 0, NULL)",
             "INSERT INTO current VALUES ('a', 's', 'dir', NULL, NULL, NULL, 2, NULL)",
-            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'dir', 'cc', NULL, 0, '[]', 0)",
-            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'file', 'cc', 1, 0, '[', 0)",
+            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'dir', 'cc', NULL, 0, '[]', 0, 0)",
+            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'file', 'cc', 1, 0, '[', 0, 0)",
+            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'file', 'cc', 1, 0, '[]', 0, 2)",
             "INSERT INTO conflicts VALUES ('a', 'x', 's', 1, NULL, 1, 0)",
         ] {
             assert!(conn.execute(bad, []).is_err(), "accepted: {bad}");
@@ -340,7 +347,7 @@ mod tests {
         for good in [
             "INSERT INTO current VALUES ('a', 's', 'file', 1, 1, 1, 0, NULL)",
             "INSERT INTO current VALUES ('b', 's', 'dir', NULL, NULL, NULL, 1, 'r')",
-            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'file', 'cc', 1, 0, '[\"p\"]', 1)",
+            "INSERT INTO snapshots VALUES ('c', 'a', 'x', 'k', 'file', 'cc', 1, 0, '[\"p\"]', 1, 1)",
             "INSERT INTO conflicts VALUES ('a', 'x', 's', NULL, NULL, NULL, 1)",
         ] {
             conn.execute(good, []).unwrap();

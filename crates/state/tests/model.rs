@@ -70,7 +70,11 @@ fn local() -> impl Strategy<Value = LocalState> {
 
 fn content() -> impl Strategy<Value = Content> {
     prop_oneof![
-        (cap(), any::<u64>()).prop_map(|(cap, size)| Content::File { cap, size }),
+        (cap(), any::<u64>(), any::<bool>()).prop_map(|(cap, size, executable)| Content::File {
+            cap,
+            size,
+            executable
+        }),
         Just(Content::Dir),
         Just(Content::Deleted),
     ]

@@ -82,6 +82,7 @@ fn every_change_round_trips_through_a_reopen() {
         Content::File {
             cap: Cap::from("URI:CHK:c"),
             size: u64::MAX,
+            executable: true,
         },
     );
     let s2 = snap("s2", "a", &["s1", "s0", "s1"], Content::Deleted);

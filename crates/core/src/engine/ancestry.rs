@@ -118,6 +118,7 @@ mod tests {
         Content::File {
             cap: Cap::from(c),
             size: 1,
+            executable: false,
         }
     }
 

@@ -305,7 +305,15 @@ fn replace_with(root: &Path, umask: u32, target: &RelPath, source: &RelPath) -> 
         let src_path = source.segments().fold(root.to_owned(), |p, s| p.join(s));
         let mut file =
             std::fs::File::open(&src_path).with_context(|| format!("opening {source}"))?;
-        match fsops::write_file(root, target, &mut file, mtime_s, expect, umask)? {
+        let executable = fsops::is_executable(&file.metadata()?);
+        match fsops::write_file(
+            root,
+            target,
+            &mut file,
+            (mtime_s, executable),
+            expect,
+            umask,
+        )? {
             Outcome::Done(_) => return Ok(()),
             Outcome::NotEmpty => bail!("{target} is now a directory; move it away first"),
             Outcome::Changed(_) => continue,
