@@ -137,6 +137,11 @@ pub struct SnapshotMetadata {
     /// Our addition: the snapshot's generation (see [`SnapshotInfo::generation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// Our addition: random for each upload attempt, so that a retry never
+    /// uploads the bytes of an interrupted attempt (a Tahoe storage server
+    /// holds those for up to 30 minutes and refuses them meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The `author` object of the metadata.
@@ -246,6 +251,7 @@ impl Author {
             ),
             // 0 is "nothing proven" (a parent could not be read): no claim.
             generation: (generation > 0).then_some(generation),
+            nonce: None,
         }
     }
 

@@ -371,7 +371,7 @@ fn uncollected_notices_are_bounded() {
     let mut e = engine(MemStore::new());
     for i in 0..5_000u64 {
         // Each failed poll is an error, hence a notice.
-        e.handle(i, Event::Polled(Err("grid away".into())));
+        e.handle(i, Event::Polled(Err(format!("grid away ({i})"))));
     }
     let notices: Vec<Notice> = std::iter::from_fn(|| e.poll_notice()).collect();
     let Some(Notice::Dropped { count }) = notices.first() else {
@@ -382,4 +382,16 @@ fn uncollected_notices_are_bounded() {
     };
     assert!(notices.len() < 5_000, "kept {}", notices.len());
     assert_eq!(*count as usize + notices.len() - 1, 5_000);
+}
+
+/// A retry that fails the same way again is one line in status, not a wall.
+#[test]
+fn a_repeated_error_is_listed_once() {
+    let mut e = engine(MemStore::new());
+    for i in 0..10 {
+        e.handle(i, Event::Polled(Err("grid away".into())));
+    }
+    let errors = e.status().errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].at, 9, "with the time it last happened");
 }

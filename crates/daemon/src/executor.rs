@@ -472,9 +472,10 @@ impl<G: Grid> Executor<G> {
             LocalState::Dir => (Content::Dir, None, now_secs()),
             LocalState::Absent => (Content::Deleted, None, now_secs()),
         };
-        let metadata = self
+        let mut metadata = self
             .author
             .metadata(path, &content, &parent_caps, mtime_s, generation);
+        metadata.nonce = Some(attempt_nonce()?);
         let metadata_cap = self
             .grid
             .upload(UploadSource::Bytes(Bytes::from(metadata.to_json())))
@@ -656,6 +657,15 @@ impl<G: Grid> Executor<G> {
         let rel = path.clone();
         blocking(move || fsops::stat(&root, &rel)).await
     }
+}
+
+/// A fresh random nonce for one upload attempt's metadata (see
+/// `SnapshotMetadata::nonce`).
+fn attempt_nonce() -> Result<String, EffectError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| EffectError::transient(format!("no randomness for an upload: {e}")))?;
+    Ok(data_encoding::HEXLOWER.encode(&bytes))
 }
 
 /// How much longer to wait before a file whose last change (its ctime) was

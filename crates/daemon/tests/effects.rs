@@ -1061,6 +1061,23 @@ fn done(o: UploadOutcome) -> SnapshotInfo {
     }
 }
 
+/// A retry never repeats an interrupted attempt's bytes where we choose
+/// them: each attempt's metadata carries a fresh nonce, so its metadata
+/// object and snapshot directory are new (on Tahoe, the storage servers
+/// refuse the bytes of an interrupted upload for up to 30 minutes).
+#[tokio::test]
+async fn each_upload_attempt_makes_new_objects() {
+    let w = world();
+    fs::write(w.alice_root.join("f"), "same bytes").unwrap();
+    let s = state(&w.alice_root, "f");
+    let a = done(upload(&w.alice, "f", s, vec![]).await);
+    let b = done(upload(&w.alice, "f", s, vec![]).await);
+    assert_ne!(a.cap, b.cap, "a retry makes a new snapshot directory");
+    assert_eq!(a.content, b.content, "the content itself is convergent");
+    let fetched = fetch(&w.bob, &b.cap, "f").await.unwrap();
+    assert_eq!(fetched.content, b.content);
+}
+
 /// The owner's execute bit travels with a file: a script stays runnable on
 /// the other side (within the folder's umask, here owner-only), a plain
 /// file stays plain, and a chmod is a change that is uploaded.

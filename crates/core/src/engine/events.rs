@@ -133,7 +133,10 @@ impl<S: Store> Engine<S> {
         self.last_poll = Some(self.now);
         for listing in listings {
             for r in &listing.rejected {
-                self.error_once(format!("rejected entry from {}: {r}", listing.participant));
+                self.error(
+                    None,
+                    format!("rejected entry from {}: {r}", listing.participant),
+                );
             }
             let entries = match listing.entries {
                 Ok(e) => e,

@@ -162,14 +162,28 @@ impl<S: Store> Engine<S> {
             .insert(path.clone(), Backoff::after_failure(Some(prev), self.now));
     }
 
+    /// Records a problem for status (and the log). One that is already
+    /// listed — a retry failing the same way — only moves to the end with
+    /// its new time: status shows it once, however often it happens.
     pub(super) fn error(&mut self, path: Option<RelPath>, message: String) {
-        if self.errors.len() >= MAX_ERRORS {
-            self.errors.pop_front();
+        let known = self
+            .errors
+            .iter()
+            .position(|e| e.path == path && e.message == message);
+        match known {
+            Some(i) => {
+                self.errors.remove(i);
+            }
+            None => {
+                if self.errors.len() >= MAX_ERRORS {
+                    self.errors.pop_front();
+                }
+                self.notify(Notice::Error {
+                    path: path.clone(),
+                    message: message.clone(),
+                });
+            }
         }
-        self.notify(Notice::Error {
-            path: path.clone(),
-            message: message.clone(),
-        });
         self.errors.push_back(StatusError {
             at: self.now,
             path,
@@ -185,11 +199,5 @@ impl<S: Store> Engine<S> {
             self.dropped_notices += 1;
         }
         self.notices.push_back(notice);
-    }
-
-    pub(super) fn error_once(&mut self, message: String) {
-        if !self.errors.iter().any(|e| e.message == message) {
-            self.error(None, message);
-        }
     }
 }

@@ -14,11 +14,26 @@
 //! | 409 | `replace=false` and the name exists | `Exists` |
 //! | 410, or a 500 naming `NoSharesError` / `NotEnoughSharesError` / `UnrecoverableFileError` | not enough shares | `Unavailable` if the node is degraded (some known server not connected, none known, or fewer than `shares.happy` connected), else `NotFound` |
 //! | 500 `UncoordinatedWriteError` | another node wrote the same directory | `Unavailable` |
+//! | 500 `UploadUnhappinessError` "on only 0 server(s)" with servers connected | an interrupted upload of the same bytes still holds its place (below) | `Unavailable`, saying so |
 //! | 500 `UploadUnhappinessError` | too few servers to place shares | `Unavailable` |
 //! | 500 `NotWriteableError`, or the `AssertionError` a read-only dir gives | not a write cap | `WrongKind` |
 //! | 502 / 503 / 504 | a proxy or the node is overloaded | `Unavailable` |
 //! | connection refused, reset, timed out | node away | `Unavailable` |
 //! | anything else | | `Protocol` |
+//!
+//! Why "0 servers" is told apart: an upload cancelled half-way (say, by a
+//! `kill -9` of its client) leaves its shares in each storage server's
+//! `incoming/`, and until they go a server neither accepts nor reports
+//! shares of that storage index (`StorageServer.allocate_buckets` skips a
+//! share number with a partial share; `storage/server.py`). Immutable
+//! uploads are convergent, so every retry of the same bytes is refused by
+//! every server. The partial shares go when their `BucketWriter` times out
+//! — 30 minutes after its last write (`storage/immutable.py`,
+//! `callLater(30 * 60, _abort_due_to_timeout)`; a Foolscap disconnect
+//! aborts at once, the HTTP protocol has no disconnect) — or when the
+//! server restarts (`_clean_incomplete`). Nothing in the web API yields
+//! another storage index for the same bytes, so the caller can only wait:
+//! the error says so instead of looking like an outage.
 //!
 //! Why 410 is split: "not enough shares" is what Tahoe says both for an
 //! object that never existed and for one whose servers are away. Only the
@@ -115,7 +130,19 @@ fn strip_tags(html: &str) -> String {
 }
 
 /// True when an error body says there were not enough shares.
-pub(crate) fn is_share_shortage(status: StatusCode, body: &str) -> bool {
+/// True for an upload no server took a share of (see the module docs).
+fn is_refused_upload(body: &str) -> bool {
+    body.contains("UploadUnhappinessError") && body.contains("on only 0 server")
+}
+
+/// True for an answer whose meaning depends on whether the node's servers
+/// are all connected: too few shares to read, or no server taking shares.
+pub(crate) fn needs_health(status: StatusCode, body: &str) -> bool {
+    is_share_shortage(status, body) || is_refused_upload(body)
+}
+
+/// True for "not enough shares" in any of its forms.
+fn is_share_shortage(status: StatusCode, body: &str) -> bool {
     status == StatusCode::GONE
         || [
             "NoSharesError",
@@ -132,6 +159,11 @@ pub(crate) fn is_share_shortage(status: StatusCode, body: &str) -> bool {
 /// not, `None` if that could not be learned
 /// (then the shortage is treated as transient, the safe side for a syncer:
 /// it retries later rather than concluding data is gone).
+/// What an upload refused by every connected server means (see the module docs).
+pub const INTERRUPTED_UPLOAD: &str = "waiting for the grid to release an interrupted upload \
+     of the same content: the storage servers keep its partial shares until 30 minutes \
+     after its last write, or until they restart";
+
 pub(crate) fn map_status(
     status: StatusCode,
     body: &str,
@@ -146,6 +178,12 @@ pub(crate) fn map_status(
         status.as_u16(),
         what
     );
+    if is_refused_upload(body) {
+        return match servers_away {
+            Some(false) => GridError::Unavailable(format!("{INTERRUPTED_UPLOAD} ({detail})")),
+            _ => GridError::Unavailable(format!("{detail} (some storage servers are away)")),
+        };
+    }
     if is_share_shortage(status, body) {
         return match servers_away {
             Some(false) => GridError::NotFound(format!("{detail} (all known servers connected)")),
@@ -282,6 +320,23 @@ mod tests {
             map_status(st(500), unhappy, ctx, None),
             GridError::Unavailable(_)
         ));
+        // Every connected server refused: an interrupted upload holds the place.
+        let refused =
+            "Traceback (most recent call last):\nallmydata.interfaces.UploadUnhappinessError: \
+            shares could be placed or found on only 0 server(s). We were asked to place shares \
+            on at least 3 server(s)";
+        assert!(needs_health(st(500), refused));
+        let m = map_status(st(500), refused, ctx, Some(false));
+        assert!(
+            matches!(&m, GridError::Unavailable(d) if d.starts_with(INTERRUPTED_UPLOAD)),
+            "{m:?}"
+        );
+        // With servers away it is just an outage.
+        let m = map_status(st(500), refused, ctx, Some(true));
+        assert!(
+            matches!(&m, GridError::Unavailable(d) if !d.contains("interrupted")),
+            "{m:?}"
+        );
         let ro = "Traceback (most recent call last):\n    assert not self.is_readonly()\nbuiltins.AssertionError: ";
         assert!(matches!(
             map_status(st(500), ro, ctx, None),

@@ -428,7 +428,7 @@ impl TahoeGrid {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => return map_transport(&e, ctx),
         };
-        let servers_away = if errors::is_share_shortage(status, &body) {
+        let servers_away = if errors::needs_health(status, &body) {
             match self.health().await {
                 Ok(h) => Some(h.degraded()),
                 Err(_) => None,
