@@ -247,7 +247,7 @@ pub struct Participant {
 
 impl Participant {
     /// `--grid DIR` or `--tahoe NODE_DIR` for `create` and `join`.
-    fn grid_args(&self, w: &World) -> Vec<String> {
+    pub fn grid_args(&self, w: &World) -> Vec<String> {
         match &self.tahoe {
             Some(node) => vec!["--tahoe".into(), node.dir().to_str().unwrap().to_owned()],
             None => vec!["--grid".into(), w.grid.to_str().unwrap().to_owned()],
