@@ -32,7 +32,6 @@ use sha2::Digest;
 
 use super::grid::{AnyGrid, OpenMode};
 use super::resolve::locate;
-use crate::api::ApiClient;
 use crate::config::{ConfigDir, FolderConfig};
 use crate::executor::Executor;
 use crate::fsops;
@@ -193,18 +192,11 @@ pub async fn restore(
         } => bail!("cannot restore {target}: {}", e.message),
         other => bail!("cannot restore {target}: unexpected result {other:?}"),
     }
-    let mut daemon_notified = false;
-    if let Some(client) = ApiClient::for_running_daemon(config) {
-        match client.scan(&cfg.name).await {
-            Ok(()) => daemon_notified = true,
-            Err(e) => tracing::warn!("could not ask the daemon to scan: {e}"),
-        }
-    }
     Ok(RestoreOutcome {
         folder: cfg.name.clone(),
         version,
         target: target.to_string(),
-        daemon_notified,
+        daemon_notified: super::status::tell_daemon_of_local_change(config, &cfg.name).await,
     })
 }
 

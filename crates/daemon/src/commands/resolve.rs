@@ -36,7 +36,6 @@ use mf_core::relpath::{RelPath, CONFLICT_MARKER};
 use mf_core::store::LocalState;
 use serde::Serialize;
 
-use crate::api::ApiClient;
 use crate::config::{absolute, ConfigDir, FolderConfig};
 use crate::fsops::{self, Outcome};
 
@@ -144,13 +143,7 @@ pub async fn resolve(
         removed.push(copy.to_string());
     }
 
-    let mut notified = false;
-    if let Some(client) = ApiClient::for_running_daemon(config) {
-        match client.scan(&cfg.name).await {
-            Ok(()) => notified = true,
-            Err(e) => tracing::warn!("could not ask the daemon to scan: {e}"),
-        }
-    }
+    let notified = super::status::tell_daemon_of_local_change(config, &cfg.name).await;
     Ok(ResolveOutcome {
         folder: cfg.name.clone(),
         path: rel.to_string(),

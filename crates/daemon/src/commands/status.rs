@@ -102,6 +102,22 @@ fn offline(config: &ConfigDir, cfg: &FolderConfig, note: String) -> anyhow::Resu
     Ok(s)
 }
 
+/// After a command changed files in a folder: asks the running daemon, if
+/// any, to scan it now. True if one was asked (otherwise the change is
+/// found when it next starts).
+pub(crate) async fn tell_daemon_of_local_change(config: &ConfigDir, folder: &str) -> bool {
+    let Some(client) = crate::api::ApiClient::for_running_daemon(config) else {
+        return false;
+    };
+    match client.scan(folder).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("could not ask the daemon to scan: {e}");
+            false
+        }
+    }
+}
+
 /// What `scan` and `poll` ask the daemon to do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nudge {
