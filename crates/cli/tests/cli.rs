@@ -67,9 +67,12 @@ fn init_is_idempotent_and_private() {
 fn commands_need_an_initialised_config() {
     let w = World::new();
     let p = w.participant("x");
+    // Listing before `init` is not a mistake: there are no folders.
+    assert!(p.ok(&["list"]).contains("No magic folders"));
+    assert!(p.ok(&["status"]).contains("No magic folders"));
+    assert_eq!(p.ok(&["list", "--json"]).trim(), "{}");
     for args in [
-        &["list"][..],
-        &["status"],
+        &["status", "f"][..],
         &["leave", "f"],
         &["invite", "--folder", "f", "bob"],
         &["run"],

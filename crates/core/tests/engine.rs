@@ -395,3 +395,53 @@ fn a_repeated_error_is_listed_once() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].at, 9, "with the time it last happened");
 }
+
+/// Status shows what is wrong now: a failed poll, or an upload that failed,
+/// is forgotten once the same thing works.
+#[test]
+fn problems_that_stopped_are_cleared() {
+    let mut e = engine(MemStore::new());
+    e.handle(1, Event::Polled(Err("grid away".into())));
+    assert_eq!(e.status().errors.len(), 1);
+    e.handle(2, Event::Polled(Ok(vec![])));
+    assert!(e.status().errors.is_empty(), "{:?}", e.status().errors);
+
+    e.handle(3, scanned(file(100, 10)));
+    let Action::Upload { op, .. } = &actions(&mut e)[0] else {
+        panic!("the new file is uploaded");
+    };
+    let failed = UploadOutcome::Failed(mf_core::engine::EffectError::transient("grid away"));
+    e.handle(
+        4,
+        Event::Uploaded {
+            op: *op,
+            result: failed,
+        },
+    );
+    assert_eq!(e.status().errors.len(), 1);
+    e.handle_timeout(60_000);
+    let Action::Upload { op, .. } = &actions(&mut e)[0] else {
+        panic!("the upload is retried");
+    };
+    let result = UploadOutcome::Done(snap("X", "me", &[], bytes(), 100));
+    e.handle(60_001, Event::Uploaded { op: *op, result });
+    assert!(e.status().errors.is_empty(), "{:?}", e.status().errors);
+}
+
+/// A scan's problems (a symlink, an unreadable directory) are listed once,
+/// and go when a scan no longer finds them.
+#[test]
+fn scan_problems_are_current() {
+    let mut e = engine(MemStore::new());
+    let report = |problems: &[&str]| {
+        Event::Scanned(Ok(ScanReport {
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+            ..ScanReport::default()
+        }))
+    };
+    e.handle(1, report(&["link: a symlink, not synced"]));
+    e.handle(2, report(&["link: a symlink, not synced"]));
+    assert_eq!(e.status().errors.len(), 1, "listed once");
+    e.handle(3, report(&[]));
+    assert!(e.status().errors.is_empty(), "{:?}", e.status().errors);
+}

@@ -10,14 +10,21 @@ impl<S: Store> Engine<S> {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                self.error(None, format!("scan failed, nothing taken for deleted: {e}"));
+                self.error(None, format!("{SCAN_FAILED}{e}"));
                 return;
             }
         };
         self.last_scan = Some(self.now);
-        for p in report.problems {
-            self.error(None, p);
+        // Status shows what is wrong now: a failed scan is over, and so is
+        // a problem the last scan found that this one did not.
+        self.clear_errors(|e| e.path.is_none() && e.message.starts_with(SCAN_FAILED));
+        let problems: BTreeSet<String> = report.problems.into_iter().collect();
+        let gone: Vec<String> = self.scan_problems.difference(&problems).cloned().collect();
+        self.clear_errors(|e| e.path.is_none() && gone.contains(&e.message));
+        for p in &problems {
+            self.error(None, p.clone());
         }
+        self.scan_problems = problems;
         let skipped: BTreeSet<RelPath> = report.skipped.into_iter().collect();
         let mut present: BTreeSet<RelPath> = BTreeSet::new();
         for (path, state) in report.entries {
@@ -126,11 +133,12 @@ impl<S: Store> Engine<S> {
         let listings = match result {
             Ok(l) => l,
             Err(e) => {
-                self.error(None, format!("poll failed: {e}"));
+                self.error(None, format!("{POLL_FAILED}{e}"));
                 return;
             }
         };
         self.last_poll = Some(self.now);
+        self.clear_errors(|e| e.path.is_none() && e.message.starts_with(POLL_FAILED));
         for listing in listings {
             for r in &listing.rejected {
                 self.error(
@@ -138,13 +146,14 @@ impl<S: Store> Engine<S> {
                     format!("rejected entry from {}: {r}", listing.participant),
                 );
             }
+            let cannot_list = format!("cannot list {}: ", listing.participant);
             let entries = match listing.entries {
-                Ok(e) => e,
+                Ok(e) => {
+                    self.clear_errors(|x| x.path.is_none() && x.message.starts_with(&cannot_list));
+                    e
+                }
                 Err(e) => {
-                    self.error(
-                        None,
-                        format!("cannot list {}: {}", listing.participant, e.message),
-                    );
+                    self.error(None, format!("{cannot_list}{}", e.message));
                     continue;
                 }
             };
@@ -212,6 +221,9 @@ impl<S: Store> Engine<S> {
         match result {
             UploadOutcome::Done(info) => {
                 self.failures.remove(&path);
+                self.clear_errors(|e| {
+                    e.path.as_ref() == Some(&path) && e.message.starts_with(UPLOAD_FAILED)
+                });
                 let local = match &info.content {
                     Content::Deleted => LocalState::Absent,
                     Content::Dir => LocalState::Dir,
@@ -255,7 +267,7 @@ impl<S: Store> Engine<S> {
                 );
             }
             UploadOutcome::Failed(e) => {
-                self.error(Some(path.clone()), format!("upload failed: {}", e.message));
+                self.error(Some(path.clone()), format!("{UPLOAD_FAILED}{}", e.message));
                 self.retry_later(&path);
             }
         }
@@ -308,6 +320,9 @@ impl<S: Store> Engine<S> {
         self.work.insert(path.clone());
         if matches!(result, WriteOutcome::Done(_)) {
             self.failures.remove(&path);
+            self.clear_errors(|e| {
+                e.path.as_ref() == Some(&path) && e.message.starts_with(WRITE_FAILED)
+            });
         }
         match (purpose, result) {
             (Purpose::Adopt(info), WriteOutcome::Done(state)) => {
@@ -467,7 +482,7 @@ impl<S: Store> Engine<S> {
                 if !self.unsure.contains(&path) {
                     self.clear_adopting(&path);
                 }
-                self.error(Some(path.clone()), format!("writing failed: {}", e.message));
+                self.error(Some(path.clone()), format!("{WRITE_FAILED}{}", e.message));
                 self.retry_later(&path);
             }
         }

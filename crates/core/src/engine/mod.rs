@@ -98,6 +98,13 @@ pub struct StatusError {
 
 /// How many recent errors status keeps.
 const MAX_ERRORS: usize = 50;
+/// How a failed scan's and a failed poll's errors begin (cleared by the next
+/// one that works).
+const SCAN_FAILED: &str = "scan failed, nothing taken for deleted: ";
+const POLL_FAILED: &str = "poll failed: ";
+/// Likewise for a path's failed upload and write (cleared by its next success).
+const UPLOAD_FAILED: &str = "upload failed: ";
+const WRITE_FAILED: &str = "writing failed: ";
 /// Notices kept for the driver to collect; beyond this the oldest are
 /// dropped and counted, so an absent reader never grows the engine.
 const MAX_NOTICES: usize = 4096;
@@ -237,6 +244,8 @@ pub struct Engine<S: Store> {
     last_scan: Option<Millis>,
     last_poll: Option<Millis>,
     errors: VecDeque<StatusError>,
+    /// The problems the last full scan reported (skipped entries).
+    scan_problems: BTreeSet<String>,
     notices: VecDeque<Notice>,
     dropped_notices: u64,
     out: VecDeque<Action>,
@@ -314,6 +323,7 @@ impl<S: Store> Engine<S> {
             last_scan: None,
             last_poll: None,
             errors: VecDeque::new(),
+            scan_problems: BTreeSet::new(),
             notices: VecDeque::new(),
             dropped_notices: 0,
             out: VecDeque::new(),

@@ -191,6 +191,12 @@ impl<S: Store> Engine<S> {
         });
     }
 
+    /// Forgets the problems that `over` says are over (the same thing has
+    /// since succeeded), so status shows what is wrong now.
+    pub(super) fn clear_errors(&mut self, over: impl Fn(&StatusError) -> bool) {
+        self.errors.retain(|e| !over(e));
+    }
+
     /// Queues a notice for the driver, dropping the oldest when nobody
     /// collects them.
     pub(super) fn notify(&mut self, notice: Notice) {

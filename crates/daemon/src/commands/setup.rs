@@ -532,6 +532,10 @@ pub fn leave(
 /// `list`: every configured folder; `running` says whether a daemon runs
 /// on this config directory.
 pub fn list(config: &ConfigDir) -> anyhow::Result<Vec<FolderInfo>> {
+    // Before `init` there are simply no folders: an answer, not an error.
+    if !config.is_initialised() {
+        return Ok(Vec::new());
+    }
     config.require_initialised()?;
     let running = config.daemon_running();
     Ok(config

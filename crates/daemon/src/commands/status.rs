@@ -18,6 +18,10 @@ const OFFLINE_ERRORS: usize = 20;
 
 /// Status of one folder (`Some(name)`) or of every folder.
 pub async fn status(config: &ConfigDir, name: Option<&str>) -> anyhow::Result<Vec<FolderStatus>> {
+    // Before `init` there are no folders (asking for one by name is an error).
+    if !config.is_initialised() && name.is_none() {
+        return Ok(Vec::new());
+    }
     config.require_initialised()?;
     let folders = match name {
         Some(n) => vec![config.load_folder(n)?],
