@@ -502,3 +502,43 @@ fn a_conflict_on_a_long_file_name_converges_and_resolves() {
     alice.stop();
     bob.stop();
 }
+
+/// On an embedded grid a participant hears the others' changes as they are
+/// published, not at its next poll: with a poll interval of an hour, a new
+/// file still arrives (the test waits at most its usual minute).
+#[test]
+fn the_embedded_grid_is_watched_not_only_polled() {
+    let w = World::new();
+    let slow = ["--poll-interval", "1h", "--pending-delay", "150ms"];
+    let alice = w.participant("alice");
+    let dir = alice.dir.to_str().unwrap().to_owned();
+    let grid = w.grid.to_str().unwrap().to_owned();
+    let mut args = vec!["create", FOLDER, &dir, "--author", "alice", "--grid", &grid];
+    args.extend_from_slice(&slow);
+    alice.ok(&args);
+    let code = alice
+        .ok(&["invite", "--folder", FOLDER, "bob"])
+        .trim()
+        .to_owned();
+    let bob = w.participant("bob");
+    let bob_dir = bob.dir.to_str().unwrap().to_owned();
+    let mut args = vec!["join", &code, &bob_dir];
+    args.extend_from_slice(&slow);
+    bob.ok(&args);
+    let (mut alice, mut bob) = (alice, bob);
+    alice.start();
+    bob.start();
+    // Both have made their first poll (at start) before the change.
+    wait_until("both have polled", &[&alice, &bob], || {
+        [&alice, &bob].iter().all(|p| {
+            p.live_status()
+                .is_some_and(|s| s["last_poll"].as_u64().is_some())
+        })
+    });
+    alice.write("news.txt", b"heard at once");
+    wait_until("bob hears of it without polling", &[&alice, &bob], || {
+        bob.read("news.txt").as_deref() == Some(b"heard at once")
+    });
+    alice.stop();
+    bob.stop();
+}

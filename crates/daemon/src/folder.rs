@@ -458,6 +458,26 @@ pub async fn run<G: Grid>(
             None
         }
     };
+    // Remote changes as they happen, where the grid can be watched; the
+    // periodic poll stays (see `grid_watch`).
+    let (published_tx, mut published_rx) = mpsc::channel::<()>(1);
+    let grid_watcher = match &config.grid {
+        GridLocation::Embedded { dir } => {
+            let ours =
+                mf_grid::embedded::EmbeddedGrid::mutable_dir_path_in(dir, &config.personal_cap);
+            match crate::grid_watch::watch(dir, ours, published_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!(
+                    "cannot watch the grid at {}: {e}; the others' changes are seen at each poll",
+                    dir.display()
+                );
+                    None
+                }
+            }
+        }
+        GridLocation::Tahoe { .. } => None,
+    };
     let mut watcher_alive = watcher.is_some();
     info!(path = %config.local_path.display(), "syncing");
 
@@ -554,6 +574,7 @@ pub async fn run<G: Grid>(
                     watcher_alive = false;
                 }
             },
+            Some(()) = published_rx.recv(), if grid_watcher.is_some() => engine.request_poll(),
             Some(c) = control.recv() => match c {
                 Control::Scan => engine.request_scan(),
                 Control::Poll => engine.request_poll(),

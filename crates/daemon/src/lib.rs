@@ -12,6 +12,8 @@
 //!   behind each CLI command;
 //! * [`health`] — holds grid writes back while a Tahoe node has too few
 //!   storage servers; [`memory`] — gives freed memory back to the system;
+//! * [`grid_watch`] — on an embedded grid, hears the other participants'
+//!   publishes as they happen, so the folder polls at once;
 //! * [`story`] — the log that says what happened (uploads, downloads,
 //!   conflicts, problems), summarised under floods.
 
@@ -21,6 +23,7 @@ pub mod config;
 pub mod executor;
 pub mod folder;
 pub mod fsops;
+pub mod grid_watch;
 pub mod health;
 pub mod ignore;
 pub mod memory;

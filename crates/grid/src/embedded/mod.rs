@@ -234,13 +234,13 @@ impl EmbeddedGrid {
     /// The directory holding a mutable directory's versions (for tests and
     /// tools). `None` for capabilities that are not mutable directories.
     pub fn mutable_dir_path(&self, cap: &Capability) -> Option<PathBuf> {
-        match caps::parse(cap).ok()? {
-            EmbeddedCap::DirWrite(keys) => {
-                Some(self.inner.store.mutable_dir(&keys.read.storage_index))
-            }
-            EmbeddedCap::DirRead(keys) => Some(self.inner.store.mutable_dir(&keys.storage_index)),
-            EmbeddedCap::Immutable { .. } => None,
-        }
+        mutable_dir_in(&self.inner.store, cap)
+    }
+
+    /// [`EmbeddedGrid::mutable_dir_path`] in the grid at `grid_dir`, without
+    /// opening it (e.g. to tell which directory a filesystem event is about).
+    pub fn mutable_dir_path_in(grid_dir: &Path, cap: &Capability) -> Option<PathBuf> {
+        mutable_dir_in(&Store::paths(grid_dir), cap)
     }
 
     fn stripe(&self, si: &Key32) -> &tokio::sync::Mutex<()> {
@@ -551,5 +551,14 @@ impl Grid for EmbeddedGrid {
             None => Err(GridError::NoChild(name.clone())),
         })
         .await
+    }
+}
+
+/// Where `store` keeps the versions of the mutable directory `cap` names.
+fn mutable_dir_in(store: &Store, cap: &Capability) -> Option<PathBuf> {
+    match caps::parse(cap).ok()? {
+        EmbeddedCap::DirWrite(keys) => Some(store.mutable_dir(&keys.read.storage_index)),
+        EmbeddedCap::DirRead(keys) => Some(store.mutable_dir(&keys.storage_index)),
+        EmbeddedCap::Immutable { .. } => None,
     }
 }

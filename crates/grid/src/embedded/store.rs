@@ -40,7 +40,8 @@ pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Store {
-    fn paths(root: &Path) -> Store {
+    /// The layout of a grid at `root`, without touching the disk.
+    pub(crate) fn paths(root: &Path) -> Store {
         Store {
             root: root.to_path_buf(),
             tmp: root.join("tmp"),
