@@ -260,6 +260,13 @@ struct TuningArgs {
     /// Permission bits removed from files written for others, octal [default: 077]
     #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
     umask: Option<u32>,
+    /// How long replaced and deleted files stay in the local versions area
+    /// [default: 30d] (every version stays on the grid: see `history`)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    keep_versions_for: Option<Duration>,
+    /// How many versions of each file the local versions area keeps [default: 10]
+    #[arg(long, value_name = "N")]
+    keep_versions: Option<usize>,
 }
 
 impl From<TuningArgs> for Tuning {
@@ -269,6 +276,8 @@ impl From<TuningArgs> for Tuning {
             scan_interval: t.scan_interval,
             pending_delay: t.pending_delay,
             umask: t.umask,
+            keep_versions_for: t.keep_versions_for,
+            keep_versions: t.keep_versions,
         }
     }
 }

@@ -158,13 +158,22 @@ pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
         } else {
             outln!("  conflicts ({}):", s.conflicts.len());
             for c in &s.conflicts {
-                outln!(
-                    "    {} (copy: {}.conflict-{})",
-                    c.path,
-                    c.path,
-                    c.participant
-                );
+                // The copy's own name (shortened for a long file name).
+                let copy = mf_core::relpath::RelPath::new(&c.path)
+                    .map(|p| p.conflict_copy(&c.participant).to_string())
+                    .unwrap_or_else(|_| format!("{}.conflict-{}", c.path, c.participant));
+                outln!("    {} (copy: {copy})", c.path);
             }
+        }
+        if let Some(v) = &s.versions {
+            outln!(
+                "  versions area: {} old version{}, {} (kept {} days, at most {} per file)",
+                v.files,
+                if v.files == 1 { "" } else { "s" },
+                human_bytes(v.bytes),
+                v.max_age_s / 86_400,
+                v.per_file
+            );
         }
         let recent: Vec<_> = s.errors.iter().rev().take(5).collect();
         if !recent.is_empty() {
@@ -312,6 +321,21 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 fn human_ms(ms: u64) -> String {

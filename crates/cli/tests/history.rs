@@ -120,6 +120,11 @@ fn history_restore_and_deleted() {
     let e = alice.fails(&["restore", alice.path("notes.txt").to_str().unwrap()]);
     assert!(e.contains("is not deleted"), "{e}");
 
+    // The versions area's policy and contents are in status.
+    let s = alice.live_status().unwrap();
+    assert_eq!(s["versions"]["per_file"], 10, "{s}");
+    assert_eq!(s["versions"]["max_age_s"], 30 * 86_400, "{s}");
+
     // Scan and poll now, through the running daemon; without one, a clear error.
     assert!(alice.ok(&["scan"]).contains("Asked the daemon to scan"));
     assert!(bob

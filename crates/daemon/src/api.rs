@@ -70,6 +70,23 @@ pub struct FolderStatus {
     pub last_poll: Option<u64>,
     /// Recent problems, oldest first.
     pub errors: Vec<ErrorInfo>,
+    /// The local versions area, as its last pruning left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<VersionsArea>,
+}
+
+/// What the local versions area (`.magic-folder/versions/`) holds, and what
+/// it keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionsArea {
+    /// Old versions kept.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Versions are kept this many seconds after they were replaced.
+    pub max_age_s: u64,
+    /// At most this many versions of each file are kept.
+    pub per_file: usize,
 }
 
 /// One unresolved conflict: `path` has a copy `path.conflict-<participant>`.

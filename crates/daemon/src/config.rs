@@ -269,9 +269,32 @@ pub struct FolderConfig {
     /// Permission bits cleared on files and directories we create.
     #[serde(with = "octal")]
     pub umask: u32,
+    /// How long the versions area keeps replaced and deleted files, ms.
+    #[serde(default = "default_versions_max_age_ms")]
+    pub versions_max_age_ms: u64,
+    /// How many versions of each file the versions area keeps.
+    #[serde(default = "default_versions_per_file")]
+    pub versions_per_file: usize,
+}
+
+/// Folders configured before retention was a setting keep the defaults.
+fn default_versions_max_age_ms() -> u64 {
+    crate::fsops::Retention::default().max_age.as_millis() as u64
+}
+
+fn default_versions_per_file() -> usize {
+    crate::fsops::Retention::default().per_file
 }
 
 impl FolderConfig {
+    /// What the versions area keeps.
+    pub fn retention(&self) -> crate::fsops::Retention {
+        crate::fsops::Retention {
+            max_age: Duration::from_millis(self.versions_max_age_ms),
+            per_file: self.versions_per_file,
+        }
+    }
+
     /// True if we hold the collective's write capability (we can invite, and
     /// leaving would destroy that capability).
     pub fn is_admin(&self) -> bool {
@@ -342,8 +365,9 @@ pub fn parse_umask(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-/// Parses a duration such as `300ms`, `3s`, `2.5s`, `10m`, `1h`, or a bare
-/// number of seconds.
+/// Parses a duration such as `300ms`, `3s`, `2.5s`, `10m`, `1h`, `30d`, or a
+/// bare number of seconds. (Our own rather than `humantime`: that takes
+/// neither fractions nor bare numbers, which existing folder settings use.)
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -358,7 +382,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m or h)")),
+        "d" => 86_400.0,
+        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m, h or d)")),
     };
     let secs = n * scale;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
@@ -821,12 +846,18 @@ mod tests {
             scan_interval_ms: 600_000,
             pending_delay_ms: 1000,
             umask: 0o077,
+            versions_max_age_ms: 86_400_000,
+            versions_per_file: 3,
         }
     }
 
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("2.5s").unwrap(), Duration::from_millis(2500));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));

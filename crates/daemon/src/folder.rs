@@ -49,7 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary};
+use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary, VersionsArea};
 use crate::config::{FolderConfig, GridLocation};
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
@@ -286,8 +286,14 @@ impl Clock {
 }
 
 /// Turns the engine's status into the API's.
-fn folder_status(config: &FolderConfig, clock: &Clock, s: Status) -> FolderStatus {
+fn folder_status(
+    config: &FolderConfig,
+    clock: &Clock,
+    s: Status,
+    versions: &Mutex<Option<VersionsArea>>,
+) -> FolderStatus {
     FolderStatus {
+        versions: *versions.lock().unwrap_or_else(|e| e.into_inner()),
         name: config.name.clone(),
         local_path: config.local_path.clone(),
         running: s.fatal.is_none(),
@@ -487,7 +493,9 @@ pub async fn run<G: Grid>(
     let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
     persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The versions area keeps replaced files for a while, then lets them go.
+    // The first tick is at once: the versions area is pruned at start too.
     let mut prune_tick = tokio::time::interval(PRUNE_VERSIONS_EVERY);
+    let versions_area: Arc<Mutex<Option<VersionsArea>>> = Arc::new(Mutex::new(None));
     prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Actions taken from the engine but not started yet. Publish, Poll and
@@ -579,24 +587,34 @@ pub async fn run<G: Grid>(
                 Control::Scan => engine.request_scan(),
                 Control::Poll => engine.request_poll(),
                 Control::Status(reply) => {
-                    let s = folder_status(&config, &clock, engine.status());
+                    let s = folder_status(&config, &clock, engine.status(), &versions_area);
                     let _ = reply.send(gated(s, gate.as_ref(), parked.len()));
                 }
             },
             _ = sleep_until_opt(deadline) => engine.handle_timeout(clock.now()),
             _ = prune_tick.tick() => {
-                let root = config.local_path.clone();
+                let (root, retention) = (config.local_path.clone(), config.retention());
+                let area = versions_area.clone();
                 tokio::task::spawn_blocking(move || {
-                    match crate::fsops::prune_versions(&root, crate::fsops::DEFAULT_VERSION_RETENTION) {
-                        Ok(st) if st.files > 0 => info!(files = st.files, bytes = st.bytes, "pruned old versions"),
-                        Ok(_) => {}
+                    match crate::fsops::prune_versions(&root, &retention) {
+                        Ok(st) => {
+                            if st.files > 0 {
+                                info!(files = st.files, bytes = st.bytes, "pruned old versions");
+                            }
+                            *area.lock().unwrap_or_else(|e| e.into_inner()) = Some(VersionsArea {
+                                files: st.kept_files,
+                                bytes: st.kept_bytes,
+                                max_age_s: retention.max_age.as_secs(),
+                                per_file: retention.per_file,
+                            });
+                        }
                         Err(e) => warn!("pruning the versions area: {e}"),
                     }
                 });
             }
             _ = persist_tick.tick() => {
                 story.roll_window();
-                let s = folder_status(&config, &clock, engine.status());
+                let s = folder_status(&config, &clock, engine.status(), &versions_area);
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
             }
             _ = gate_changed(&mut gate) => {
@@ -633,7 +651,7 @@ pub async fn run<G: Grid>(
     }
     story.flush();
     drop(watcher);
-    let s = folder_status(&config, &clock, engine.status());
+    let s = folder_status(&config, &clock, engine.status(), &versions_area);
     persister.save(&gated(s, gate.as_ref(), parked.len()));
     Ok(())
 }

@@ -16,8 +16,8 @@
 //!   is still, at the last moment, in the state the engine expects (same size,
 //!   mtime and ctime); the replaced or deleted file is moved into the
 //!   **versions area** (`<root>/.magic-folder/versions/<relpath>.<unix-secs>`),
-//!   from which it can be recovered; [`prune_versions`] drops versions older
-//!   than a retention period ([`DEFAULT_VERSION_RETENTION`], 30 days).
+//!   from which it can be recovered; [`prune_versions`] applies the
+//!   folder's [`Retention`] (by default 30 days, 10 versions of each file).
 //! * **Writes are atomic and durable.** New content is streamed into a
 //!   temporary file (`.mf-tmp-<random>`) in the target's own directory,
 //!   fsynced, given its mtime and permissions, then put in place; the
@@ -49,6 +49,7 @@
 //!
 //! All functions here are blocking; async callers use `spawn_blocking`.
 
+use std::collections::HashMap;
 use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -885,7 +886,28 @@ pub fn delete(root: &Path, rel: &RelPath, expect: LocalState) -> io::Result<Outc
     Ok(Outcome::Done(LocalState::Absent))
 }
 
-/// What [`prune_versions`] removed.
+/// How long, and how many, old versions the versions area keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Versions older than this go (their age is the time they were
+    /// replaced or deleted).
+    pub max_age: Duration,
+    /// Of each file, at most this many of the newest versions are kept.
+    pub per_file: usize,
+}
+
+impl Default for Retention {
+    /// 30 days, and at most 10 versions of each file: the grid keeps every
+    /// version anyway (`history`, `restore`); this is the quick local copy.
+    fn default() -> Retention {
+        Retention {
+            max_age: DEFAULT_VERSION_RETENTION,
+            per_file: 10,
+        }
+    }
+}
+
+/// What [`prune_versions`] removed, and what the versions area still holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneStats {
     /// Old versions deleted.
@@ -894,16 +916,21 @@ pub struct PruneStats {
     pub bytes: u64,
     /// Directories left empty and removed.
     pub dirs: u64,
+    /// Versions kept.
+    pub kept_files: u64,
+    /// Their total size.
+    pub kept_bytes: u64,
 }
 
-/// Deletes versions older than `max_age` from the versions area (and the
-/// directories that leaves empty). A version's age comes from the
+/// Applies `retention` to the versions area: deletes versions older than
+/// its age, then all but the newest `per_file` versions of each file (and
+/// the directories that leaves empty). A version's age comes from the
 /// `.<unix-secs>` suffix of its name (the time it was replaced or deleted);
-/// for a name without one, from its ctime. Call it now and then (e.g. after
-/// each full scan) with [`DEFAULT_VERSION_RETENTION`] or the folder's setting.
-pub fn prune_versions(root: &Path, max_age: Duration) -> io::Result<PruneStats> {
+/// for a name without one, from its ctime. The daemon calls it at start
+/// and every hour.
+pub fn prune_versions(root: &Path, retention: &Retention) -> io::Result<PruneStats> {
     let base = versions_dir(root);
-    let cutoff = now_secs().saturating_sub(max_age.as_secs().min(i64::MAX as u64) as i64);
+    let cutoff = now_secs().saturating_sub(retention.max_age.as_secs().min(i64::MAX as u64) as i64);
     let mut stats = PruneStats::default();
     let mut dirs = Vec::new();
     let mut stack = vec![base.clone()];
@@ -913,6 +940,8 @@ pub fn prune_versions(root: &Path, max_age: Duration) -> io::Result<PruneStats> 
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(ctx(e, || format!("read {}", dir.display()))),
         };
+        // Versions in this directory by the file they are versions of.
+        let mut by_file: HashMap<String, Vec<(i64, PathBuf, u64)>> = HashMap::new();
         for entry in rd {
             let entry = entry?;
             let ft = entry.file_type()?;
@@ -920,16 +949,31 @@ pub fn prune_versions(root: &Path, max_age: Duration) -> io::Result<PruneStats> 
                 stack.push(entry.path());
                 continue;
             }
-            let name = entry.file_name();
-            let stamp = name.to_str().and_then(version_stamp);
+            let name = entry.file_name().to_string_lossy().into_owned();
             let meta = match entry.metadata() {
                 Ok(m) => m,
                 Err(_) => continue,
             };
-            let when = stamp.unwrap_or_else(|| meta.ctime());
-            if when < cutoff && fs::remove_file(entry.path()).is_ok() {
-                stats.files += 1;
-                stats.bytes += meta.len();
+            let (file, when) = match version_stamp(&name) {
+                Some(secs) => (name[..name.rfind('.').unwrap_or(0)].to_owned(), secs),
+                None => (name.clone(), meta.ctime()),
+            };
+            by_file
+                .entry(file)
+                .or_default()
+                .push((when, entry.path(), meta.len()));
+        }
+        for mut versions in by_file.into_values() {
+            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+            for (i, (when, path, len)) in versions.into_iter().enumerate() {
+                let stale = when < cutoff || i >= retention.per_file;
+                if stale && fs::remove_file(&path).is_ok() {
+                    stats.files += 1;
+                    stats.bytes += len;
+                } else {
+                    stats.kept_files += 1;
+                    stats.kept_bytes += len;
+                }
             }
         }
         if dir != base {

@@ -488,10 +488,29 @@ fn old_versions_are_pruned() {
     fs::write(v.join(format!("a/b/f.{old}")), "old").unwrap();
     fs::write(v.join(format!("a/b/f.{old}-1")), "old").unwrap();
     fs::write(v.join(format!("g.{now}")), "new").unwrap();
-    let stats = fsops::prune_versions(&root, fsops::DEFAULT_VERSION_RETENTION).unwrap();
+    let stats = fsops::prune_versions(&root, &fsops::Retention::default()).unwrap();
     assert_eq!((stats.files, stats.bytes, stats.dirs), (2, 6, 2));
+    assert_eq!((stats.kept_files, stats.kept_bytes), (1, 3));
     assert_eq!(versions(&root), vec![format!("g.{now}")]);
     assert!(v.exists());
+
+    // At most `per_file` versions of each file, the newest; other files'
+    // versions do not count against it.
+    for i in 0..5 {
+        fs::write(v.join(format!("h.{}", now - i)), "h").unwrap();
+    }
+    let keep_three = fsops::Retention {
+        per_file: 3,
+        ..fsops::Retention::default()
+    };
+    let stats = fsops::prune_versions(&root, &keep_three).unwrap();
+    assert_eq!((stats.files, stats.kept_files), (2, 4));
+    let mut left = versions(&root);
+    left.sort();
+    let mut want: Vec<String> = (0..3).map(|i| format!("h.{}", now - i)).collect();
+    want.push(format!("g.{now}"));
+    want.sort();
+    assert_eq!(left, want);
 }
 
 // ---------------------------------------------------------------------------

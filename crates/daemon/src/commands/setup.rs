@@ -97,6 +97,21 @@ pub struct Tuning {
     pub pending_delay: Option<Duration>,
     /// Mask for files written on behalf of others.
     pub umask: Option<u32>,
+    /// How long the versions area keeps old versions.
+    pub keep_versions_for: Option<Duration>,
+    /// How many versions of each file the versions area keeps.
+    pub keep_versions: Option<usize>,
+}
+
+impl Tuning {
+    /// The versions area's settings: (max age in ms, versions per file).
+    fn retention(&self) -> (u64, usize) {
+        let default = crate::fsops::Retention::default();
+        (
+            ms(self.keep_versions_for.unwrap_or(default.max_age)),
+            self.keep_versions.unwrap_or(default.per_file),
+        )
+    }
 }
 
 /// Arguments of `create`.
@@ -275,6 +290,7 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         .context("linking our personal directory")?;
 
     let t = opts.tuning;
+    let (versions_max_age_ms, versions_per_file) = t.retention();
     let cfg = FolderConfig {
         version: CONFIG_VERSION,
         name: opts.name,
@@ -283,6 +299,8 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
         pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
         umask: t.umask.unwrap_or(DEFAULT_UMASK),
+        versions_max_age_ms,
+        versions_per_file,
         grid: location,
         collective_cap: collective,
         personal_cap: personal,
@@ -459,6 +477,7 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
     }
     let local_path = prepare_local_dir(config, &opts.local_dir)?;
     let t = opts.tuning;
+    let (versions_max_age_ms, versions_per_file) = t.retention();
     let cfg = FolderConfig {
         version: CONFIG_VERSION,
         name,
@@ -467,6 +486,8 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
         scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
         pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
         umask: t.umask.unwrap_or(DEFAULT_UMASK),
+        versions_max_age_ms,
+        versions_per_file,
         grid: location,
         collective_cap: inv.collective,
         personal_cap: inv.personal,
