@@ -36,6 +36,14 @@ struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
 
+    /// Log lines as text (for people) or JSON objects (for log collectors)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Append the log to FILE (created owner-only) instead of stderr
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -284,7 +292,10 @@ impl From<TuningArgs> for Tuning {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Run));
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("magic-folder: cannot open the log file: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -314,21 +325,47 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_logging(verbose: u8, daemon: bool) {
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(cli: &Cli) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     use tracing_subscriber::EnvFilter;
-    let default = match (verbose, daemon) {
+    let daemon = matches!(cli.command, Command::Run);
+    let default = match (cli.verbose, daemon) {
         (0, false) => "warn",
         (0, true) => "info",
         (1, _) => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match (&cli.log_file, cli.log_format) {
+        (Some(path), format) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?;
+            let writer = std::sync::Mutex::new(file);
+            match format {
+                LogFormat::Json => builder.json().with_writer(writer).init(),
+                LogFormat::Text => builder.with_ansi(false).with_writer(writer).init(),
+            }
+        }
+        (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).init(),
+        (None, LogFormat::Text) => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {

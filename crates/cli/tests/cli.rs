@@ -245,6 +245,46 @@ fn run_refuses_to_start_twice() {
     alice.stop();
 }
 
+/// `--log-format json --log-file F`: the daemon appends one JSON object a
+/// line to an owner-only file.
+#[test]
+fn the_log_can_be_json_in_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let alice = w.admin("alice");
+    let log = w.tmp.path().join("daemon.jsonl");
+    let mut daemon = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&alice.config)
+        .args(["--log-format", "json", "--log-file"])
+        .arg(&log)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    wait_until("the daemon logs to the file", &[&alice], || {
+        lines = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        !lines.is_empty()
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert_eq!(
+        fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
 #[test]
 fn api_rejects_requests_without_the_token() {
     let w = World::new();
