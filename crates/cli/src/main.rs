@@ -202,6 +202,33 @@ enum Command {
 
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
     Run,
+
+    /// Run the daemon as a systemd user service (starts at login)
+    #[command(subcommand)]
+    Service(ServiceCommand),
+
+    /// Print a shell completion script (e.g. `magic-folder completions bash >
+    /// ~/.local/share/bash-completion/completions/magic-folder`)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff; e.g. `magic-folder man > magic-folder.1`)
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Write the unit file and enable it (`systemctl --user enable --now`)
+    Install {
+        /// Only write the unit file
+        #[arg(long)]
+        no_enable: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which version `resolve` keeps.
@@ -458,6 +485,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             json,
         } => output::deleted(&commands::deleted(&config, folder.as_deref(), since)?, json),
         Command::Run => commands::run(&config, shutdown_signal()?).await,
+        Command::Service(ServiceCommand::Install { no_enable, json }) => output::service(
+            &commands::service::install(&config, None, !no_enable)?,
+            json,
+        ),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "magic-folder", &mut out);
+            output::raw(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            output::raw(&out)
+        }
     }
 }
 

@@ -214,6 +214,29 @@ pub fn resolve(o: &ResolveOutcome, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes made for another program (a completion script, a manual page).
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    std::io::stdout().write_all(bytes)?;
+    Ok(())
+}
+
+/// `service install`.
+pub fn service(
+    o: &mf_daemon::commands::service::ServiceOutcome,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(o);
+    }
+    outln!("Wrote {}.", o.unit_file.display());
+    match (&o.enabled, &o.note) {
+        (true, _) => outln!("The daemon now runs as a systemd user service (and starts at login)."),
+        (false, Some(note)) => eprintln!("Not started: {note}"),
+        (false, None) => {}
+    }
+    Ok(())
+}
+
 /// `scan` / `poll`.
 pub fn nudged(folders: &[String], what: &str) -> anyhow::Result<()> {
     match folders {

@@ -13,8 +13,23 @@ fn help_is_available_for_every_command() {
     let p = w.participant("x");
     let top = p.ok(&["--help"]);
     for cmd in [
-        "init", "create", "invite", "join", "leave", "list", "status", "resolve", "history",
-        "restore", "deleted", "scan", "poll", "run",
+        "init",
+        "create",
+        "invite",
+        "join",
+        "leave",
+        "list",
+        "status",
+        "resolve",
+        "history",
+        "restore",
+        "deleted",
+        "scan",
+        "poll",
+        "run",
+        "service",
+        "completions",
+        "man",
     ] {
         assert!(top.contains(cmd), "top-level help lists {cmd}");
         let h = p.ok(&[cmd, "--help"]);
@@ -243,6 +258,49 @@ fn run_refuses_to_start_twice() {
     alice.kill9();
     alice.start();
     alice.stop();
+}
+
+/// Installing: shell completions and a manual page generated from the
+/// commands, and a systemd user unit that runs the daemon on this config.
+#[test]
+fn completions_man_page_and_service_unit() {
+    let w = World::new();
+    let p = w.participant("x");
+    let bash = p.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("_magic__folder()") && bash.contains("restore"),
+        "{bash}"
+    );
+    assert!(p
+        .ok(&["completions", "zsh"])
+        .contains("#compdef magic-folder"));
+    let man = p.ok(&["man"]);
+    assert!(
+        man.contains(".TH magic-folder"),
+        "{}",
+        &man[..man.len().min(300)]
+    );
+
+    p.ok(&["init"]);
+    let xdg = w.tmp.path().join("xdg");
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&p.config)
+        .args(["service", "install", "--no-enable", "--json"])
+        .env("XDG_CONFIG_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = fs::read_to_string(xdg.join("systemd/user/magic-folder.service")).unwrap();
+    let exec = format!(
+        "ExecStart=\"{BIN}\" --config \"{}\" run",
+        p.config.display()
+    );
+    assert!(unit.contains(&exec), "{unit}");
 }
 
 /// `--log-format json --log-file F`: the daemon appends one JSON object a

@@ -13,13 +13,15 @@
 //! * [`mod@resolve`] — settling a conflict on the filesystem;
 //! * [`mod@history`] — `history`, `restore`, `deleted`: every version of a
 //!   path, read from the grid;
-//! * [`mod@run`] — the daemon itself;
+//! * [`mod@run`] — the daemon itself; [`service`] — installing it as a
+//!   systemd user service;
 //! * [`grid`] — opening a folder's grid, whichever the backend.
 
 pub mod grid;
 pub mod history;
 pub mod resolve;
 pub mod run;
+pub mod service;
 pub mod setup;
 pub mod status;
 
