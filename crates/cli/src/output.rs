@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mf_daemon::api::FolderStatus;
+use mf_daemon::api::{FolderState, FolderStatus};
 use mf_daemon::commands::{
     Deleted, FolderInfo, History, InitOutcome, Invite, LeaveOutcome, ResolveOutcome, RestoreOutcome,
 };
@@ -137,7 +137,19 @@ pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
         if i > 0 {
             outln!();
         }
-        outln!("{} ({})", s.name, s.local_path.display());
+        let state = match s.state {
+            FolderState::UpToDate => "up to date",
+            FolderState::Syncing => "syncing",
+            FolderState::Offline => "offline",
+            FolderState::Error => "error",
+            FolderState::Stopped => "stopped",
+        };
+        match &s.state_reason {
+            Some(why) if s.state != FolderState::Stopped => {
+                outln!("{} ({}): {state} ({why})", s.name, s.local_path.display())
+            }
+            _ => outln!("{} ({}): {state}", s.name, s.local_path.display()),
+        }
         if let Some(note) = &s.note {
             outln!("  note: {note}");
         }

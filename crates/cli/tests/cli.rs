@@ -398,6 +398,7 @@ fn status_works_with_and_without_the_daemon() {
     let mut alice = w.admin("alice");
     let s = alice.status();
     assert_eq!(s["running"], false);
+    assert_eq!(s["state"], "stopped");
     assert!(s["note"].as_str().unwrap().contains("run"), "{s}");
 
     alice.write("a.txt", b"a");
@@ -406,9 +407,13 @@ fn status_works_with_and_without_the_daemon() {
         let s = alice.status();
         s["running"] == true && s["files"] == 1 && alice.idle() && s["last_scan"].is_u64()
     });
+    // One word for "done": no client has to guess from the counters.
+    wait_until("alice is up to date", &[&alice], || {
+        alice.status()["state"] == "up-to-date"
+    });
     let human = alice.ok(&["status"]);
     assert!(
-        human.contains("1 files") && human.contains("no conflicts"),
+        human.contains("1 files") && human.contains("no conflicts") && human.contains("up to date"),
         "{human}"
     );
     alice.stop();

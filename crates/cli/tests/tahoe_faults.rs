@@ -141,6 +141,14 @@ fn writes_wait_while_servers_are_down_and_resume_when_they_return() {
         wait_until(&format!("{} notices too few servers", p.name), &[p], || {
             note(p).contains(unhealthy_2)
         });
+        let s = p.live_status().unwrap_or_default();
+        assert_eq!(s["state"], "offline", "{s}");
+        assert!(
+            s["state_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(unhealthy_2)),
+            "{s}"
+        );
     }
     alice.write("w1.txt", b"written with two servers");
     wait_until("alice's change is queued", &[&alice], || {

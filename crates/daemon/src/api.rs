@@ -47,6 +47,12 @@ pub struct FolderStatus {
     pub name: String,
     /// The synchronised directory.
     pub local_path: PathBuf,
+    /// In one word: up to date, syncing, offline, error or stopped.
+    #[serde(default)]
+    pub state: FolderState,
+    /// Why it is offline, in error or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
     /// True if this comes from a running daemon; false if read from the
     /// local database while no daemon runs.
     pub running: bool,
@@ -73,6 +79,24 @@ pub struct FolderStatus {
     /// The local versions area, as its last pruning left it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<VersionsArea>,
+}
+
+/// A folder's state in one word, for people and for programs (a client
+/// need not guess from counters whether a folder is done).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderState {
+    /// Nothing queued, in flight or unpublished, and the grid answers.
+    UpToDate,
+    /// Work is queued, in flight or not yet published.
+    Syncing,
+    /// The grid cannot be reached, or cannot take writes (see the reason).
+    Offline,
+    /// The folder stopped: its local state cannot be written (see the reason).
+    Error,
+    /// No daemon runs this folder.
+    #[default]
+    Stopped,
 }
 
 /// What the local versions area (`.magic-folder/versions/`) holds, and what

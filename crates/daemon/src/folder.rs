@@ -49,7 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::api::{ConflictInfo, ErrorInfo, FolderStatus, FolderSummary, VersionsArea};
+use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, FolderSummary, VersionsArea};
 use crate::config::{FolderConfig, GridLocation};
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
@@ -207,6 +207,8 @@ impl FolderHandle {
             return Ok(FolderStatus {
                 name: self.config.name.clone(),
                 local_path: self.config.local_path.clone(),
+                state: FolderState::Error,
+                state_reason: Some(f.clone()),
                 note: Some(format!("not syncing: {f}")),
                 ..FolderStatus::default()
             });
@@ -292,7 +294,23 @@ fn folder_status(
     s: Status,
     versions: &Mutex<Option<VersionsArea>>,
 ) -> FolderStatus {
+    // Problems are cleared when the same thing succeeds, so a poll failure
+    // still listed is the last poll's.
+    let unreachable = s
+        .errors
+        .iter()
+        .rev()
+        .find(|e| e.path.is_none() && e.message.starts_with("poll failed"))
+        .map(|e| e.message.clone());
+    let (state, state_reason) = match (&s.fatal, unreachable) {
+        (Some(f), _) => (FolderState::Error, Some(f.clone())),
+        (None, Some(why)) => (FolderState::Offline, Some(why)),
+        (None, None) if s.queued + s.in_flight + s.unpublished > 0 => (FolderState::Syncing, None),
+        (None, None) => (FolderState::UpToDate, None),
+    };
     FolderStatus {
+        state,
+        state_reason,
         versions: *versions.lock().unwrap_or_else(|e| e.into_inner()),
         name: config.name.clone(),
         local_path: config.local_path.clone(),
@@ -663,6 +681,10 @@ fn gated(mut s: FolderStatus, gate: Option<&WriteGate>, parked: usize) -> Folder
     s.in_flight -= moved;
     s.queued += moved;
     if let Some((reason, since)) = gate.and_then(WriteGate::closed) {
+        if s.state != FolderState::Error {
+            s.state = FolderState::Offline;
+            s.state_reason = Some(reason.clone());
+        }
         if s.note.is_none() {
             s.note = Some(format!(
                 "{reason}; writes to the grid wait until it recovers ({parked} waiting)"

@@ -10,7 +10,7 @@ use anyhow::bail;
 use mf_core::store::LocalState;
 use mf_state::StateReader;
 
-use crate::api::{ApiClient, ConflictInfo, ErrorInfo, FolderStatus};
+use crate::api::{ApiClient, ConflictInfo, ErrorInfo, FolderState, FolderStatus};
 use crate::config::{ConfigDir, FolderConfig};
 
 /// How many recent errors the offline status shows.
@@ -56,6 +56,8 @@ fn offline(config: &ConfigDir, cfg: &FolderConfig, note: String) -> anyhow::Resu
         name: cfg.name.clone(),
         local_path: cfg.local_path.clone(),
         running: false,
+        state: FolderState::Stopped,
+        state_reason: Some(note.clone()),
         note: Some(note),
         ..FolderStatus::default()
     };
