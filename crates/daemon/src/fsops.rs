@@ -538,7 +538,9 @@ impl TempFile {
             // engine see a (harmless) local change.
             file.sync_data().map_err(|e| ctx(e, what))?;
         }
-        self.file = None;
+        // The file stays open until it is placed: its state is read from
+        // this descriptor, never from the path, which a user may already
+        // have replaced (see the end).
         let target = self.dir.join(rel.file_name());
 
         let current = match lstat_opt(&target).map_err(|e| ctx(e, what))? {
@@ -591,7 +593,13 @@ impl TempFile {
             // Someone created the path in the gap: theirs stays.
             return Ok(Outcome::Changed(stat_target(&target, &rel)?));
         }
-        Ok(Outcome::Done(stat_target(&target, &rel)?))
+        // The state of the file we placed, from its descriptor (placing it
+        // changed its ctime). Not `stat(target)`: a user who saves over the
+        // path right after would have their file recorded as this version,
+        // and their edit would never be uploaded.
+        let placed_state = self.file()?.metadata().map_err(|e| ctx(e, what))?;
+        self.file = None;
+        Ok(Outcome::Done(LocalState::File(path_state(&placed_state))))
     }
 }
 
