@@ -296,6 +296,11 @@ pub fn verify_snapshot(
         return Err(SnapshotError::Version(md.snapshot_version));
     }
     let relpath = RelPath::new(&md.relpath)?;
+    // The author's name becomes part of file names (a conflict copy is
+    // `<path>.conflict-<author>`): held to the participant-name rules, so it
+    // can never hold `/`, `..` or a `.` that would hide a copy's nature.
+    crate::relpath::check_participant_name(&md.author.name)
+        .map_err(|why| SnapshotError::Malformed(format!("author: {why}")))?;
     if let Some(listed) = listed_as {
         if *listed != relpath {
             return Err(SnapshotError::WrongPath {
@@ -497,6 +502,24 @@ mod tests {
         let sig = BASE64.encode(&a.key.sign(msg.as_bytes()).to_bytes());
         let r = verify_snapshot(Cap::from("s"), None, "m", &json, &sig, None);
         assert!(matches!(r, Err(SnapshotError::Path(_))));
+    }
+
+    /// A signed snapshot whose author name could escape the folder, or hide
+    /// a conflict copy's nature, once it names a copy is refused.
+    #[test]
+    fn unsafe_author_names_are_rejected() {
+        let a = author();
+        for name in ["../../x", "a/b", "a.b", "", "x".repeat(65).as_str()] {
+            let mut md = a.metadata(&RelPath::new("a").unwrap(), &Content::Deleted, &[], 1, 1);
+            md.author.name = name.to_owned();
+            let msg = signing_message(None, "m", "a");
+            let sig = BASE64.encode(&a.key.sign(msg.as_bytes()).to_bytes());
+            let r = verify_snapshot(Cap::from("s"), None, "m", &md.to_json(), &sig, None);
+            assert!(
+                matches!(r, Err(SnapshotError::Malformed(_))),
+                "{name:?}: {r:?}"
+            );
+        }
     }
 
     #[test]
