@@ -542,3 +542,35 @@ fn the_embedded_grid_is_watched_not_only_polled() {
     alice.stop();
     bob.stop();
 }
+
+/// An edit beats a concurrent deletion (the file is kept, the deletion is
+/// only remembered): no conflict copy, and `status` lists no conflict —
+/// also from the state database when the daemon is stopped.
+#[test]
+fn an_edit_beats_a_deletion_and_status_lists_no_conflict() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    alice.write("f.txt", b"base");
+    wait_until("bob has the base", &[&alice, &bob], || {
+        bob.read("f.txt").as_deref() == Some(b"base")
+    });
+    wait_converged("both settle", &[&alice, &bob]);
+    bob.stop();
+    fs::remove_file(alice.path("f.txt")).unwrap();
+    alice.wait_settled();
+    bob.write("f.txt", b"bob's offline edit");
+    bob.start();
+    let want = expect(&[("f.txt", Some(b"bob's offline edit"))]);
+    wait_tree("the edit wins everywhere", &[&alice, &bob], &want);
+    wait_converged("both settle after the conflict", &[&alice, &bob]);
+    alice.stop();
+    bob.stop();
+    for p in [&alice, &bob] {
+        let s = p.status();
+        assert_eq!(s["running"], false, "{s}");
+        assert_eq!(s["conflicts"], serde_json::json!([]), "{}: {s}", p.name);
+    }
+}

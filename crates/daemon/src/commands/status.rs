@@ -82,7 +82,10 @@ fn offline(config: &ConfigDir, cfg: &FolderConfig, note: String) -> anyhow::Resu
     let mut conflicts: Vec<ConflictInfo> = loaded
         .conflicts
         .iter()
-        .filter(|c| !c.resolved)
+        // As the live status counts them: a record without a copy is a
+        // marker (a losing deletion or directory kept in mind), not a
+        // conflict with a file to look at.
+        .filter(|c| !c.resolved && c.copy.is_some())
         .map(|c| ConflictInfo {
             path: c.path.to_string(),
             participant: c.author.clone(),
