@@ -832,12 +832,21 @@ impl Chaos {
         })
     }
 
-    /// Restarts every storage server of this run's private Tahoe grid.
+    /// Restarts every storage server of this run's private Tahoe grid, with
+    /// the daemons stopped meanwhile: while servers come back, a node can
+    /// answer "not enough shares" although it counts them all connected,
+    /// which a running daemon would take for a missing snapshot.
     fn restart_storage(&mut self) {
+        for p in &mut self.ps {
+            p.stop();
+        }
         let grid = self.world.test_grid_mut();
         for i in 0..grid.storage_count() {
             grid.stop_storage(i).expect("stop a storage node");
             grid.start_storage(i).expect("start a storage node");
+        }
+        for p in &mut self.ps {
+            p.start();
         }
     }
 
