@@ -10,6 +10,8 @@
 //!     [--pending-delay 200ms] [--idle-seconds N]
 //! target/release/mf-bench tahoe [--quick] [--only edit,big,files,deletions]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (a local Tahoe-LAFS grid)
+//! target/release/mf-bench upkeep [--quick] [--only history,verify]
+//!     [--dir PATH] [--json PATH] [--bin PATH]   (history and verify)
 //! ```
 //!
 //! Each subcommand lives in its own module (`grid`: the embedded grid alone;
@@ -26,6 +28,7 @@ mod phase;
 mod report;
 mod sync;
 mod tahoe;
+mod upkeep;
 mod world;
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +38,8 @@ const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib
        mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] [--dir PATH] [--json PATH] \
 [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]
        mf-bench tahoe [--quick] [--only edit,big,files,deletions] [--dir PATH] [--json PATH] \
-[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
+[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]
+       mf-bench upkeep [--only history,verify] [--quick] [--dir PATH] [--json PATH] [--bin PATH]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +51,7 @@ fn main() -> Result<()> {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),
         Some("tahoe") => tahoe::run(&tahoe::options(&args[1..])?),
+        Some("upkeep") => upkeep::run(&args[1..]),
         // A measured phase, in a child process started by `phase::run`.
         Some(phase::CHILD_ARG) => phase::child_main(&args[1..]),
         _ => bail!("{USAGE}"),

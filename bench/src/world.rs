@@ -391,6 +391,11 @@ impl Participant {
         })
     }
 
+    /// The participant's config directory.
+    pub fn config_dir(&self) -> &Path {
+        &self.config
+    }
+
     /// The daemon's log file.
     pub fn log(&self) -> &Path {
         &self.log

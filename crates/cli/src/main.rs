@@ -200,6 +200,45 @@ enum Command {
         json: bool,
     },
 
+    /// Audit folders against the grid: every current version read back and
+    /// verified, files on disk compared with their versions
+    Verify {
+        /// Only this folder
+        name: Option<String>,
+        /// Put right what can be: rewrite damaged objects of the embedded grid
+        /// from files on disk, have the Tahoe node restore missing shares
+        #[arg(long)]
+        repair: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Take space back from an embedded grid: the content of versions outside
+    /// the retention, and objects no version references
+    Gc {
+        /// Only the grid of this folder (with every folder of this device on it)
+        name: Option<String>,
+        /// Keep the content of older versions this young [default: each
+        /// folder's --keep-versions-for]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        keep_versions_for: Option<Duration>,
+        /// Keep the content of this many older versions of each file [default:
+        /// each folder's --keep-versions]
+        #[arg(long, value_name = "N")]
+        keep_versions: Option<usize>,
+        /// Never remove an object written or uploaded again within this time
+        /// (writers on other machines publish what they upload well within it)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1d")]
+        grace: Duration,
+        /// Only say what would be removed
+        #[arg(long)]
+        dry_run: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
     Run,
 
@@ -484,6 +523,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             since,
             json,
         } => output::deleted(&commands::deleted(&config, folder.as_deref(), since)?, json),
+        Command::Verify { name, repair, json } => {
+            let bar = progress_bar("verifying");
+            let reports = commands::verify(&config, name.as_deref(), repair, &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await;
+            bar.finish_and_clear();
+            output::verify(&reports?, json)
+        }
+        Command::Gc {
+            name,
+            keep_versions_for,
+            keep_versions,
+            grace,
+            dry_run,
+            json,
+        } => {
+            let options = commands::GcOptions {
+                keep_for: keep_versions_for,
+                keep_versions,
+                grace,
+                dry_run,
+            };
+            output::gc(
+                &commands::gc(&config, name.as_deref(), &options).await?,
+                json,
+            )
+        }
         Command::Run => commands::run(&config, shutdown_signal()?).await,
         Command::Service(ServiceCommand::Install { no_enable, json }) => output::service(
             &commands::service::install(&config, None, !no_enable)?,
@@ -501,6 +569,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             output::raw(&out)
         }
     }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} ({eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
 }
 
 /// A future that completes on Ctrl-C (SIGINT) or SIGTERM. The handlers are

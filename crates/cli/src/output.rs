@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mf_daemon::api::{FolderState, FolderStatus};
 use mf_daemon::commands::{
-    Deleted, FolderInfo, History, InitOutcome, Invite, LeaveOutcome, ResolveOutcome, RestoreOutcome,
+    Deleted, Finding, FolderInfo, GcReport, History, InitOutcome, Invite, LeaveOutcome,
+    ResolveOutcome, RestoreOutcome, VerifyReport,
 };
 use serde::Serialize;
 
@@ -349,6 +350,115 @@ pub fn deleted(list: &[Deleted], as_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `verify`: a line per folder, then what was repaired and what is wrong;
+/// fails if anything is.
+pub fn verify(reports: &[VerifyReport], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        json(reports)?;
+    } else if reports.is_empty() {
+        outln!("No magic folders.");
+    }
+    let mut problems = 0;
+    for r in reports {
+        if !as_json {
+            outln!(
+                "{}: {} checked, {} read back ({}), {} compared with the files on disk{}: {}",
+                r.folder,
+                plural(r.versions, "version"),
+                plural(r.files, "file"),
+                human_bytes(r.bytes),
+                r.compared,
+                if r.changed_locally > 0 {
+                    format!(" ({} changed since they last synced)", r.changed_locally)
+                } else {
+                    String::new()
+                },
+                if r.ok() {
+                    "OK".to_owned()
+                } else {
+                    plural(r.problems.len() as u64, "problem")
+                }
+            );
+            for f in &r.repaired {
+                outln!("  repaired: {}", finding(f));
+            }
+            for f in &r.problems {
+                outln!("  problem: {}", finding(f));
+            }
+        }
+        problems += r.problems.len();
+    }
+    if problems > 0 {
+        anyhow::bail!("{} found", plural(problems as u64, "problem"));
+    }
+    Ok(())
+}
+
+/// `gc`: a paragraph per grid; fails if a problem stopped it.
+pub fn gc(reports: &[GcReport], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        json(reports)?;
+    } else if reports.is_empty() {
+        outln!("No folders on an embedded grid.");
+    }
+    let mut problems = 0;
+    for r in reports {
+        if !as_json {
+            outln!(
+                "{} (folder{} {}): {} walked, {} outside the retention",
+                r.grid.display(),
+                if r.folders.len() == 1 { "" } else { "s" },
+                r.folders.join(", "),
+                plural(r.versions, "version"),
+                r.versions_pruned
+            );
+            outln!(
+                "  {} {} of {} ({}){}{}",
+                if r.dry_run { "would remove" } else { "removed" },
+                plural(r.removed, "object"),
+                r.objects,
+                human_bytes(r.bytes),
+                if r.spared > 0 {
+                    format!(
+                        "; {} spared (written or uploaded again within the grace)",
+                        r.spared
+                    )
+                } else {
+                    String::new()
+                },
+                if r.orphans_collected {
+                    "; unreferenced objects included"
+                } else {
+                    ""
+                }
+            );
+            for n in &r.notes {
+                outln!("  note: {n}");
+            }
+            for p in &r.problems {
+                outln!("  problem: {p}");
+            }
+        }
+        problems += r.problems.len();
+    }
+    if problems > 0 {
+        anyhow::bail!("{} found", plural(problems as u64, "problem"));
+    }
+    Ok(())
+}
+
+fn finding(f: &Finding) -> String {
+    match (&f.path, &f.version) {
+        (Some(p), Some(v)) => format!("{p} (version {v}): {}", f.what),
+        (Some(p), None) => format!("{p}: {}", f.what),
+        _ => f.what.clone(),
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn now_ms() -> u64 {

@@ -120,6 +120,64 @@ fn history_restore_and_deleted() {
     let e = alice.fails(&["restore", alice.path("notes.txt").to_str().unwrap()]);
     assert!(e.contains("is not deleted"), "{e}");
 
+    // The same through the API, with paths relative to the folder.
+    let (url, token) = alice.api();
+    let (code, body) = http(
+        &url,
+        "GET",
+        &format!("/v1/magic-folder/{FOLDER}/history?path=notes.txt"),
+        Some(&token),
+    );
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["versions"].as_array().unwrap().len(), 5, "{h}");
+    let (code, body) = http(
+        &url,
+        "GET",
+        &format!("/v1/magic-folder/{FOLDER}/deleted"),
+        Some(&token),
+    );
+    assert_eq!((code, body.as_str()), (200, "[]"), "notes.txt is back");
+    let restore = format!(
+        r#"{{"path": "notes.txt", "version": "{}", "to": "via-api.txt"}}"#,
+        &oldest[..8]
+    );
+    let (code, body) = http_json(
+        &url,
+        "POST",
+        &format!("/v1/magic-folder/{FOLDER}/restore"),
+        &token,
+        &restore,
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_until("the API's restore reaches bob", &[&alice, &bob], || {
+        bob.read("via-api.txt").as_deref() == Some(b"one")
+    });
+    for (method, path, body, want) in [
+        ("GET", "history?path=../etc/passwd", "", 400),
+        ("GET", "history?path=never-was.txt", "", 400),
+        (
+            "POST",
+            "restore",
+            r#"{"path": "notes.txt", "version": "abcdef0123"}"#,
+            400,
+        ),
+        ("POST", "restore", r#"{"path": 7}"#, 400),
+        ("POST", "restore", "not json", 400),
+    ] {
+        let (code, answer) = http_json(
+            &url,
+            method,
+            &format!("/v1/magic-folder/{FOLDER}/{path}"),
+            &token,
+            body,
+        );
+        assert_eq!(code, want, "{method} {path}: {answer}");
+        assert!(answer.contains("\"reason\""), "{answer}");
+    }
+    let (code, _) = http(&url, "GET", "/v1/magic-folder/nope/deleted", Some(&token));
+    assert_eq!(code, 404);
+
     // The versions area's policy and contents are in status.
     let s = alice.live_status().unwrap();
     assert_eq!(s["versions"]["per_file"], 10, "{s}");

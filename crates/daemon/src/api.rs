@@ -13,6 +13,13 @@
 //! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`] |
 //! | `POST /v1/magic-folder/{name}/scan` | `{}` once a scan is requested |
 //! | `POST /v1/magic-folder/{name}/poll` | `{}` once a poll is requested |
+//! | `GET /v1/magic-folder/{name}/history?path=REL` | [`History`]: every version of a file, from the grid |
+//! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | [`RestoreOutcome`] |
+//! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[`[`Deleted`]`]`, newest first |
+//!
+//! Paths in requests are relative to the folder (`docs/a.txt`); one that
+//! leaves it is a **400**. History, restore and deleted answer what the
+//! commands of the same names print with `--json`.
 //!
 //! The server binds `127.0.0.1` on an ephemeral port and `run` writes its URL
 //! to `<config>/api.url`. Every request must carry the token from
@@ -27,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,8 +43,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::commands::history::{self, Deleted, History, RestoreOutcome};
 use crate::config::ConfigDir;
 use crate::folder::Folders;
+use mf_core::relpath::RelPath;
 
 /// Live status of one folder, as the API and `status --json` report it.
 /// Times are milliseconds since the Unix epoch.
@@ -187,19 +196,24 @@ impl IntoResponse for ApiError {
 struct ApiState {
     token: Arc<str>,
     folders: Folders,
+    config: ConfigDir,
 }
 
 /// Builds the router (exposed for tests that drive it without a socket).
-pub fn router(token: String, folders: Folders) -> Router {
+pub fn router(token: String, folders: Folders, config: ConfigDir) -> Router {
     let state = ApiState {
         token: token.into(),
         folders,
+        config,
     };
     Router::new()
         .route("/v1/magic-folder", get(list_folders))
         .route("/v1/magic-folder/{name}/status", get(folder_status))
         .route("/v1/magic-folder/{name}/scan", post(folder_scan))
         .route("/v1/magic-folder/{name}/poll", post(folder_poll))
+        .route("/v1/magic-folder/{name}/history", get(folder_history))
+        .route("/v1/magic-folder/{name}/restore", post(folder_restore))
+        .route("/v1/magic-folder/{name}/deleted", get(folder_deleted))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -217,9 +231,10 @@ pub async fn serve(
     listener: TcpListener,
     token: String,
     folders: Folders,
+    config: ConfigDir,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, folders))
+    axum::serve(listener, router(token, folders, config))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -298,6 +313,97 @@ async fn folder_poll(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// `path` (relative to folder `name`, which must be running) as an
+/// absolute path, for the commands that take one.
+async fn in_folder(state: &ApiState, name: &str, path: &str) -> Result<PathBuf, ApiError> {
+    let root = {
+        let folders = state.folders.read().await;
+        let h = folders.get(name).ok_or_else(|| no_folder(name))?;
+        h.config().local_path.clone()
+    };
+    let rel = RelPath::new(path).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{path:?} is not a path inside the folder: {e}"),
+        )
+    })?;
+    Ok(root.join(rel.as_str()))
+}
+
+/// A command's failure: the user's mistake or the grid's, as 400 with the
+/// command's own message.
+fn command_error(e: anyhow::Error) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}"))
+}
+
+#[derive(Deserialize)]
+struct PathQuery {
+    path: String,
+}
+
+async fn folder_history(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Json<History>, ApiError> {
+    let abs = in_folder(&state, &name, &q.path).await?;
+    history::history(&state.config, &abs)
+        .await
+        .map(Json)
+        .map_err(command_error)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    path: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+async fn folder_restore(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<RestoreBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RestoreOutcome>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let abs = in_folder(&state, &name, &body.path).await?;
+    let to = match &body.to {
+        Some(t) => Some(in_folder(&state, &name, t).await?),
+        None => None,
+    };
+    history::restore(&state.config, &abs, body.version.as_deref(), to.as_deref())
+        .await
+        .map(Json)
+        .map_err(command_error)
+}
+
+#[derive(Deserialize)]
+struct DeletedQuery {
+    #[serde(default)]
+    since_s: Option<u64>,
+}
+
+async fn folder_deleted(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<DeletedQuery>,
+) -> Result<Json<Vec<Deleted>>, ApiError> {
+    if !state.folders.read().await.contains_key(&name) {
+        return Err(no_folder(&name));
+    }
+    let config = state.config.clone();
+    tokio::task::spawn_blocking(move || {
+        history::deleted(&config, Some(&name), q.since_s.map(Duration::from_secs))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map(Json)
+    .map_err(command_error)
 }
 
 fn no_folder(name: &str) -> ApiError {
@@ -421,10 +527,12 @@ mod tests {
         let folders: Folders = Default::default();
         let (listener, url) = bind_loopback().await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = ConfigDir::at(tempfile::tempdir().unwrap().keep());
         let server = tokio::spawn(serve(
             listener,
             "sekrit-token-0123456789".into(),
             folders,
+            config,
             async {
                 let _ = rx.await;
             },

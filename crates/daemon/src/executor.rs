@@ -694,16 +694,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn grid_error(context: &str, e: GridError) -> EffectError {
-    EffectError {
-        message: format!("{context}: {e}"),
-        transient: e.is_transient(),
+    let message = format!("{context}: {e}");
+    match e {
+        GridError::NotFound(_) => EffectError::missing(message),
+        e if e.is_transient() => EffectError::transient(message),
+        _ => EffectError::permanent(message),
     }
 }
 
 fn io_error(context: &str, e: &io::Error) -> EffectError {
-    EffectError {
-        message: format!("{context}: {e}"),
-        transient: fsops::is_transient(e),
+    let message = format!("{context}: {e}");
+    if fsops::is_transient(e) {
+        EffectError::transient(message)
+    } else {
+        EffectError::permanent(message)
     }
 }
 

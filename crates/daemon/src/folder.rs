@@ -413,10 +413,7 @@ pub fn saved_times(reader: &mf_state::StateReader) -> (Option<u64>, Option<u64>)
 }
 
 /// Builds the executor for a folder.
-pub(crate) fn executor<G: Grid>(
-    config: &FolderConfig,
-    grid: Arc<G>,
-) -> Result<Executor<G>, String> {
+pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor<G>, String> {
     let author = Author::from_seed(&config.author_name, config.author_seed.0);
     let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
     Executor::new(

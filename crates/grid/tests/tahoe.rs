@@ -606,6 +606,9 @@ async fn storage_nodes_down_and_up() {
     assert!(!h.can_write() && h.can_read());
     assert_eq!(download_all(&g, &cap).await.unwrap().1, data);
     assert!(g.list(&dir).await.unwrap().contains_key("f"));
+    let c = g.check(&cap, false).await.unwrap();
+    assert!(c.recoverable && !c.healthy, "{c:?}");
+    assert_eq!((c.shares_good, c.shares_expected), (2, 3), "{c:?}");
     let err = g
         .upload(UploadSource::Bytes(vec![1u8; 5000].into()))
         .await
@@ -633,6 +636,21 @@ async fn storage_nodes_down_and_up() {
     );
     assert!(g.health().await.unwrap().can_write());
     assert_eq!(download_all(&g, &cap).await.unwrap().1, data);
+    let c = g.check(&cap, false).await.unwrap();
+    assert!(c.healthy && !c.repair_attempted, "{c:?}");
+
+    // A server that lost its shares (a disk replaced): the node's checker
+    // sees two of three, and its repairer puts the third back.
+    tg.stop_storage(2).unwrap();
+    let shares = tg.storage(2).dir().join("storage").join("shares");
+    std::fs::remove_dir_all(&shares).unwrap();
+    std::fs::create_dir(&shares).unwrap();
+    tg.start_storage(2).unwrap();
+    let c = g.check(&cap, false).await.unwrap();
+    assert!(!c.healthy && c.recoverable && c.shares_good == 2, "{c:?}");
+    let r = g.check(&cap, true).await.unwrap();
+    assert!(r.repair_attempted && r.repaired && r.healthy, "{r:?}");
+    assert!(g.check(&cap, false).await.unwrap().healthy);
     g.upload(UploadSource::Bytes(vec![1u8; 5000].into()))
         .await
         .unwrap();

@@ -123,6 +123,8 @@ pub enum SimOp {
     Offline { who: usize, ms: u64 },
     /// The whole grid is away for a while.
     GridAway { ms: u64 },
+    /// Snapshots read as missing for a while (storage servers restarting).
+    SharesHidden { ms: u64 },
     /// The hostile participant publishes a version of a file claiming a
     /// huge generation: without parents, or on top of what participant
     /// `on` currently publishes for that file.
@@ -198,8 +200,11 @@ fn honest_schedule(cfg: &SimConfig) -> Vec<SimOp> {
                     who,
                     ms: rng.u64(100..8000),
                 },
-                96..=99 if cfg.outages => SimOp::GridAway {
+                96..=97 if cfg.outages => SimOp::GridAway {
                     ms: rng.u64(100..5000),
+                },
+                98..=99 if cfg.outages => SimOp::SharesHidden {
+                    ms: rng.u64(100..20_000),
                 },
                 _ => SimOp::Advance(rng.u64(1..500)),
             }
@@ -253,6 +258,8 @@ struct World {
     clock: i64,
     grid: MemGrid,
     grid_away_until: u64,
+    /// Until when snapshot reads answer "no such object".
+    shares_hidden_until: u64,
     people: Vec<Participant>,
     /// Every (path, bytes) a user wrote, and whether someone knowingly replaced it.
     versions: BTreeMap<(RelPath, Vec<u8>), bool>,
@@ -312,6 +319,7 @@ impl World {
             clock: 0,
             grid,
             grid_away_until: 0,
+            shares_hidden_until: 0,
             people,
             versions: BTreeMap::new(),
             written: BTreeSet::new(),
@@ -491,6 +499,7 @@ impl World {
             grid_away: flaky
                 || self.now < self.grid_away_until
                 || self.now < self.people[i].offline_until,
+            shares_hidden: self.now < self.shares_hidden_until,
             skip_last_moment_check: self.cfg.plant_skip_last_moment_check,
         };
         let p = &mut self.people[i];
@@ -728,6 +737,10 @@ impl World {
             SimOp::GridAway { ms } => {
                 self.grid_away_until = self.now + ms;
                 self.log(format!("grid away for {ms} ms"));
+            }
+            SimOp::SharesHidden { ms } => {
+                self.shares_hidden_until = self.now + ms;
+                self.log(format!("snapshots read as missing for {ms} ms"));
             }
             SimOp::Lie { file, on } => self.lie(file, on),
         }

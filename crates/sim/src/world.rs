@@ -176,6 +176,9 @@ impl MemGrid {
 pub struct EffectFaults {
     /// The grid refuses every operation (transiently).
     pub grid_away: bool,
+    /// The grid answers "no such object" to snapshot reads, as a Tahoe node
+    /// does while its storage servers reconnect after a restart.
+    pub shares_hidden: bool,
     /// A planted bug for the detection test: writes skip the last-moment
     /// check of the target's state, as a careless driver would.
     pub skip_last_moment_check: bool,
@@ -241,11 +244,15 @@ pub fn execute(
         Action::Fetch { cap, listed_as } => {
             let result = if faults.grid_away {
                 Err(away())
+            } else if faults.shares_hidden {
+                Err(EffectError::missing(
+                    "no such object: not enough shares (simulated)",
+                ))
             } else {
                 match grid.snapshots.get(cap) {
                     Some(info) if info.relpath == *listed_as => Ok(info.clone()),
                     Some(_) => Err(EffectError::permanent("snapshot for another path")),
-                    None => Err(EffectError::permanent("no such snapshot")),
+                    None => Err(EffectError::missing("no such snapshot")),
                 }
             };
             (

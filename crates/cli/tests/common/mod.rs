@@ -692,14 +692,39 @@ pub fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> (u16, S
 
 /// [`http`], or `None` if the daemon cannot be reached.
 pub fn try_http(url: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    try_http_with(url, method, path, token, "")
+}
+
+/// [`http`] with a JSON body.
+pub fn http_json(url: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    try_http_with(url, method, path, Some(token), body).expect("HTTP request to the API")
+}
+
+fn try_http_with(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let head = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}");
-    write!(s, "{head}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    write!(
+        s,
+        "{head}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status: u16 = resp

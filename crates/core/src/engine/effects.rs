@@ -206,6 +206,7 @@ impl<S: Store> Engine<S> {
                 waiters: BTreeSet::new(),
                 in_flight: false,
                 backoff: None,
+                missing_since: None,
             });
         f.waiters.insert(path.clone());
         if !f.in_flight && f.backoff.is_none() {

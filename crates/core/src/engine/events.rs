@@ -189,7 +189,12 @@ impl<S: Store> Engine<S> {
                 self.remember(info);
                 self.work.extend(f.waiters);
             }
-            Err(e) if e.transient => {
+            Err(e)
+                if e.transient
+                    || (e.missing
+                        && self.now - *f.missing_since.get_or_insert(self.now)
+                            < MISSING_PATIENCE) =>
+            {
                 self.error(
                     Some(f.listed_as.clone()),
                     format!("fetching a snapshot: {}", e.message),

@@ -172,6 +172,11 @@ pub struct EffectError {
     pub message: String,
     /// True when a retry later may succeed (grid away, timeout).
     pub transient: bool,
+    /// The grid found no such object. Not transient, yet not final either:
+    /// a Tahoe-LAFS node answers so while its storage servers reconnect
+    /// after a restart (their shares not yet announced), so a snapshot
+    /// missing is fetched again for a while before it is taken as gone.
+    pub missing: bool,
 }
 
 impl EffectError {
@@ -180,6 +185,7 @@ impl EffectError {
         EffectError {
             message: message.into(),
             transient: true,
+            missing: false,
         }
     }
     /// A failure that will not go away by itself.
@@ -187,6 +193,15 @@ impl EffectError {
         EffectError {
             message: message.into(),
             transient: false,
+            missing: false,
+        }
+    }
+    /// The object was not found (see [`EffectError::missing`](Self#structfield.missing)).
+    pub fn missing(message: impl Into<String>) -> EffectError {
+        EffectError {
+            message: message.into(),
+            transient: false,
+            missing: true,
         }
     }
 }

@@ -112,6 +112,11 @@ const MAX_NOTICES: usize = 4096;
 const BASE_BACKOFF: Millis = 500;
 /// Longest retry delay.
 const MAX_BACKOFF: Millis = 60_000;
+/// How long a snapshot the grid says is missing is fetched again (with
+/// backoff) before it is rejected as gone: well beyond a Tahoe storage
+/// server's restart and reconnection, short enough that a peer listing an
+/// object that does not exist holds its path only for a while.
+const MISSING_PATIENCE: Millis = 10 * 60_000;
 /// Delay before re-reading a file that changed while it was uploaded.
 const CHANGED_DELAY: Millis = 1_000;
 /// How many times a directory deletion waits for the directory to empty
@@ -178,6 +183,8 @@ struct Fetching {
     waiters: BTreeSet<RelPath>,
     in_flight: bool,
     backoff: Option<Backoff>,
+    /// When the grid first said the snapshot is missing (see [`MISSING_PATIENCE`]).
+    missing_since: Option<Millis>,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -26,6 +26,7 @@ use mf_core::engine::{Action, Event, OpId, WriteOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, SnapshotInfo};
 use mf_core::store::LocalState;
+use mf_grid::Grid;
 use mf_state::StateReader;
 use serde::Serialize;
 use sha2::Digest;
@@ -151,6 +152,18 @@ pub async fn restore(
             version.id
         );
     }
+    if let Content::File { cap, .. } = &chosen.content {
+        // Said before anything is touched: `gc` removes the content of
+        // versions outside the retention (their history stays).
+        let content = mf_grid::Capability::parse(cap.as_str())
+            .map_err(|e| anyhow!("version {}: {e}", version.id))?;
+        if let Err(mf_grid::GridError::NotFound(_)) = walk.grid.download(&content).await {
+            bail!(
+                "the content of version {} of {rel} is no longer on the grid: `gc` removed it                  (it was outside the retention); its history is kept",
+                version.id
+            );
+        }
+    }
     let expect = {
         let (root, t) = (cfg.local_path.clone(), target.clone());
         tokio::task::spawn_blocking(move || fsops::stat(&root, &t))
@@ -268,13 +281,15 @@ struct Walk {
     history: History,
     infos: BTreeMap<Cap, SnapshotInfo>,
     executor: Executor<AnyGrid>,
+    grid: Arc<AnyGrid>,
     current: Option<Cap>,
 }
 
 impl Walk {
     async fn run(config: &ConfigDir, cfg: &FolderConfig, rel: &RelPath) -> anyhow::Result<Walk> {
         let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
-        let executor = crate::folder::executor(cfg, Arc::new(grid)).map_err(|e| anyhow!(e))?;
+        let grid = Arc::new(grid);
+        let executor = crate::folder::executor(cfg, grid.clone()).map_err(|e| anyhow!(e))?;
         let db = config.state_db(&cfg.name);
         let reader = if db.exists() {
             Some(StateReader::open(&db)?)
@@ -372,6 +387,7 @@ impl Walk {
             },
             infos,
             executor,
+            grid,
             current,
         })
     }

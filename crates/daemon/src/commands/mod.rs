@@ -12,11 +12,13 @@
 //!   from the state database;
 //! * [`mod@resolve`] — settling a conflict on the filesystem;
 //! * [`mod@history`] — `history`, `restore`, `deleted`: every version of a
-//!   path, read from the grid;
+//!   path, read from the grid; [`mod@verify`] — the folder audited against
+//!   the grid, and repaired; [`mod@gc`] — space back from an embedded grid;
 //! * [`mod@run`] — the daemon itself; [`service`] — installing it as a
 //!   systemd user service;
 //! * [`grid`] — opening a folder's grid, whichever the backend.
 
+pub mod gc;
 pub mod grid;
 pub mod history;
 pub mod resolve;
@@ -24,7 +26,9 @@ pub mod run;
 pub mod service;
 pub mod setup;
 pub mod status;
+pub mod verify;
 
+pub use gc::{gc, GcOptions, GcReport};
 pub use grid::{AnyGrid, OpenMode};
 pub use history::{deleted, history, restore, Deleted, History, RestoreOutcome, Version};
 pub use resolve::{resolve, Resolution, ResolveOutcome};
@@ -34,3 +38,4 @@ pub use setup::{
     Invite, InviteCode, JoinOptions, LeaveOutcome, Tuning, INVITE_PREFIX,
 };
 pub use status::{nudge, status, Nudge};
+pub use verify::{verify, Finding, VerifyReport};

@@ -43,9 +43,15 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
 
     let (listener, url) = api::bind_loopback().await?;
     let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, token, folders.clone(), async move {
-        let _ = stop_api_rx.await;
-    }));
+    let server = tokio::spawn(api::serve(
+        listener,
+        token,
+        folders.clone(),
+        config.clone(),
+        async move {
+            let _ = stop_api_rx.await;
+        },
+    ));
     config.write_api_url(&url)?;
     info!(config = %config.path().display(), api = %url, "daemon running");
 

@@ -25,7 +25,8 @@
 //!
 //! Pass 1 streams the source through the convergent keyed hash to get the
 //! key (and thus the storage index). If an object of the right length is
-//! already stored, the upload is done (deduplication). Otherwise pass 2
+//! already stored, the upload is done (deduplication; the object's time is
+//! refreshed so that `gc` spares it, see `upkeep`). Otherwise pass 2
 //! streams the source again, re-hashing it while encrypting into a temporary
 //! file. If the second hash differs, the source changed under us: the
 //! temporary file is dropped and the caller gets
@@ -43,7 +44,7 @@ use std::sync::mpsc;
 
 use super::caps::short_name;
 use super::crypto::{chk_storage_index, ChunkCipher, ConvergentHasher, Key32, ObjectKind, TAG_LEN};
-use super::store::{io_err, object_len, Store};
+use super::store::{io_err, refresh_object, Store};
 use crate::{GridError, GridResult, UploadSource};
 
 /// Bytes in an object header.
@@ -122,15 +123,38 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Uploads `source` as an immutable object of `kind`; returns its key and
-/// plaintext size. Blocking: call from a blocking thread.
+/// What an upload does when an object with its key is already stored.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Existing {
+    /// Keeps it if it has the right length (deduplication: reading it back
+    /// would cost as much as writing it), refreshing its time for `gc`.
+    Keep,
+    /// Keeps it only if every chunk authenticates, and writes it anew
+    /// otherwise (repair) — provided the source's key is this one.
+    Verify(Key32),
+}
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The object was already there (and intact, for [`Existing::Verify`]).
+    Kept,
+    /// The object was written.
+    Written,
+    /// [`Existing::Verify`] only: the source is other content; nothing was written.
+    OtherContent,
+}
+
+/// Uploads `source` as an immutable object of `kind`; returns its key,
+/// plaintext size and what was done. Blocking: call from a blocking thread.
 pub(crate) fn upload(
     store: &Store,
     secret: &Key32,
     chunk_size: u32,
     kind: ObjectKind,
     source: &UploadSource,
-) -> GridResult<(Key32, u64)> {
+    existing: Existing,
+) -> GridResult<(Key32, u64, Stored)> {
     let ctx = source_ctx(source);
     let cs = chunk_size as usize;
 
@@ -160,9 +184,23 @@ pub(crate) fn upload(
     let path = store.object_path(&si);
     let total = stored_len(size, chunk_size);
     let store_ctx = || format!("upload: storing object {}", short_name(kind.name(), &si));
-    if object_len(&path).map_err(io_err(store_ctx()))? == Some(total) {
-        return Ok((key, size));
-    }
+    let replace = match existing {
+        Existing::Keep => {
+            if refresh_object(&path, total).map_err(io_err(store_ctx()))? {
+                return Ok((key, size, Stored::Kept));
+            }
+            false
+        }
+        Existing::Verify(expected) if expected != key => {
+            return Ok((key, size, Stored::OtherContent))
+        }
+        Existing::Verify(_) => {
+            if is_intact(store, &key, kind, size) {
+                return Ok((key, size, Stored::Kept));
+            }
+            true
+        }
+    };
 
     // Pass 2: encrypt into a temporary file, re-hashing as we go.
     let mut temp = store.temp_file().map_err(io_err(store_ctx()))?;
@@ -215,11 +253,24 @@ pub(crate) fn upload(
         }
         Pass2::Done => {
             store
-                .publish_object(temp, &path, total)
+                .publish_object(temp, &path, total, replace)
                 .map_err(io_err(store_ctx()))?;
-            Ok((key, size))
+            Ok((key, size, Stored::Written))
         }
     }
+}
+
+/// True if the object for `key` is stored and every chunk of it authenticates.
+pub(crate) fn is_intact(store: &Store, key: &Key32, kind: ObjectKind, size: u64) -> bool {
+    let Ok(mut reader) = ObjectReader::open(store, key, kind, size) else {
+        return false;
+    };
+    while let Some(chunk) = reader.next_chunk() {
+        if chunk.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The writer thread: writes blocks in order and hands emptied buffers back
@@ -488,7 +539,8 @@ mod tests {
 
     fn round_trip(store: &Store, secret: &Key32, cs: u32, content: &[u8]) -> Key32 {
         let src = UploadSource::Bytes(content.to_vec().into());
-        let (key, size) = upload(store, secret, cs, ObjectKind::File, &src).unwrap();
+        let (key, size, _) =
+            upload(store, secret, cs, ObjectKind::File, &src, Existing::Keep).unwrap();
         assert_eq!(size, content.len() as u64);
         let path = path_of(store, &key);
         assert_eq!(
@@ -507,6 +559,57 @@ mod tests {
         for len in [0, 1, 63, 64, 65, 127, 128, 129, 64 * 9 + 1, 64 * 10] {
             round_trip(&store, &[1; 32], cs, &data(len, 3));
         }
+    }
+
+    #[test]
+    fn finding_an_object_stored_refreshes_its_time() {
+        let (_d, store) = store();
+        let key = round_trip(&store, &[1; 32], 64, &data(100, 1));
+        let path = path_of(&store, &key);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        round_trip(&store, &[1; 32], 64, &data(100, 1));
+        let touched = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(touched > old + std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn verify_rewrites_only_a_damaged_object_of_the_same_content() {
+        let (_d, store) = store();
+        let secret = [1; 32];
+        let content = data(300, 4);
+        let key = round_trip(&store, &secret, 64, &content);
+        let path = path_of(&store, &key);
+        let src = UploadSource::Bytes(content.clone().into());
+        let verify = |src: &UploadSource| {
+            upload(
+                &store,
+                &secret,
+                64,
+                ObjectKind::File,
+                src,
+                Existing::Verify(key),
+            )
+            .unwrap()
+            .2
+        };
+        assert_eq!(verify(&src), Stored::Kept);
+        // A flipped byte keeps the length: `Keep` would not notice.
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[HEADER_LEN + 70] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        assert!(!is_intact(&store, &key, ObjectKind::File, 300));
+        let other = UploadSource::Bytes(data(300, 5).into());
+        assert_eq!(verify(&other), Stored::OtherContent);
+        assert!(!is_intact(&store, &key, ObjectKind::File, 300));
+        assert_eq!(verify(&src), Stored::Written);
+        let reader = ObjectReader::open(&store, &key, ObjectKind::File, 300).unwrap();
+        assert_eq!(reader.read_all().unwrap(), content);
     }
 
     #[test]

@@ -44,6 +44,9 @@ mod dirnode;
 mod immutable;
 mod mutable;
 mod store;
+mod upkeep;
+
+pub use upkeep::{Collected, Repair, StoredObject};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +55,7 @@ use futures_util::StreamExt;
 
 use self::caps::EmbeddedCap;
 use self::crypto::{Key32, ObjectKind};
-use self::immutable::ObjectReader;
+use self::immutable::{Existing, ObjectReader, Stored};
 use self::store::Store;
 use crate::{
     CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
@@ -251,7 +254,8 @@ impl EmbeddedGrid {
         &self,
         kind: ObjectKind,
         source: UploadSource,
-    ) -> GridResult<(Key32, u64)> {
+        existing: Existing,
+    ) -> GridResult<(Key32, u64, Stored)> {
         let inner = self.inner.clone();
         blocking("upload", move || {
             immutable::upload(
@@ -260,6 +264,7 @@ impl EmbeddedGrid {
                 inner.chunk_size,
                 kind,
                 &source,
+                existing,
             )
         })
         .await
@@ -414,7 +419,9 @@ pub fn read_only(cap: &Capability) -> GridResult<Capability> {
 
 impl Grid for EmbeddedGrid {
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
-        let (key, size) = self.upload_kind(ObjectKind::File, source).await?;
+        let (key, size, _) = self
+            .upload_kind(ObjectKind::File, source, Existing::Keep)
+            .await?;
         Ok(caps::immutable(false, &key, size))
     }
 
@@ -458,8 +465,12 @@ impl Grid for EmbeddedGrid {
 
     async fn create_immutable_dir(&self, children: DirChildren) -> GridResult<Capability> {
         let bytes = dirnode::encode_immutable(&children)?;
-        let (key, size) = self
-            .upload_kind(ObjectKind::Dir, UploadSource::Bytes(bytes.into()))
+        let (key, size, _) = self
+            .upload_kind(
+                ObjectKind::Dir,
+                UploadSource::Bytes(bytes.into()),
+                Existing::Keep,
+            )
             .await?;
         Ok(caps::immutable(true, &key, size))
     }

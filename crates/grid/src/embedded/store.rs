@@ -144,6 +144,53 @@ impl Store {
         &self.mutable
     }
 
+    /// The directory holding all immutable objects.
+    pub(crate) fn objects_root(&self) -> &Path {
+        &self.objects
+    }
+
+    /// Removes the immutable object at `path` if it was last written or
+    /// refreshed before `cutoff`; returns its length if it did.
+    ///
+    /// Safe against a writer that refreshes the object meanwhile (see
+    /// [`refresh_object`]): the object is first moved aside, and only then
+    /// is its time looked at again. A refresh that reached it before the
+    /// move shows there, and the object is put back; one that came after
+    /// the move found no object, so that writer writes it anew.
+    pub(crate) fn collect_object(
+        &self,
+        path: &Path,
+        cutoff: SystemTime,
+    ) -> io::Result<Option<u64>> {
+        let old = |m: &fs::Metadata| m.modified().map(|t| t < cutoff);
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_file() && old(&m)? => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let aside = self
+            .tmp
+            .join(format!("{}.gc", BASE32.encode(&random_bytes::<16>()?)));
+        match fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let m = fs::metadata(&aside)?;
+        if !old(&m)? {
+            // Refreshed under us: back it goes. Should a writer have stored
+            // it anew meanwhile, that copy has the same content.
+            fs::rename(&aside, path)?;
+            return Ok(None);
+        }
+        fs::remove_file(&aside)?;
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(Some(m.len()))
+    }
+
     /// Creates a fresh temporary file (removed on drop unless published).
     pub(crate) fn temp_file(&self) -> io::Result<TempFile> {
         let name = format!("{}.tmp", BASE32.encode(&random_bytes::<16>()?));
@@ -160,17 +207,19 @@ impl Store {
     }
 
     /// Moves a finished temporary file to `final_path` (an immutable
-    /// object): fsyncs the file, renames it, fsyncs the directory. If an
-    /// intact object of the expected length is already there (another upload
-    /// of the same content won), the temporary file is dropped instead.
+    /// object): fsyncs the file, renames it, fsyncs the directory. Unless
+    /// `replace`, an object of the expected length already there (another
+    /// upload of the same content won) is kept and refreshed, and the
+    /// temporary file dropped.
     pub(crate) fn publish_object(
         &self,
         mut temp: TempFile,
         final_path: &Path,
         expected_len: u64,
+        replace: bool,
     ) -> io::Result<()> {
         temp.sync()?;
-        if object_len(final_path)? == Some(expected_len) {
+        if !replace && refresh_object(final_path, expected_len)? {
             return Ok(()); // dedup: `temp` is removed on drop
         }
         let parent = final_path.parent().expect("object paths have a parent");
@@ -192,11 +241,38 @@ impl Store {
     }
 }
 
-/// The length of the file at `path`, or `None` if there is none.
-pub(crate) fn object_len(path: &Path) -> io::Result<Option<u64>> {
+/// True if an object of `len` bytes is stored at `path` — and then its
+/// modification time is now: a stored object counts as written again each
+/// time an upload finds it there, so that `gc` (which collects only
+/// objects untouched for a grace period) spares content that a writer is
+/// about to reference again. False if there is none, it has another
+/// length (damaged: the caller writes it anew), it cannot be touched (a
+/// file of another user on a shared grid: written anew, by rename), or
+/// `gc` moved it away while we touched it.
+pub(crate) fn refresh_object(path: &Path, len: u64) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let file = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    let opened = file.metadata()?;
+    if opened.len() != len || file.set_modified(SystemTime::now()).is_err() {
+        return Ok(false);
+    }
+    // `gc` moves an object away before it looks at its time again (see
+    // `collect_object`): if it is still here under its name, our touch
+    // came first and `gc` will see it.
     match fs::metadata(path) {
-        Ok(m) => Ok(Some(m.len())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Ok(now) => Ok(now.ino() == opened.ino() && now.dev() == opened.dev()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }

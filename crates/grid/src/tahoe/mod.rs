@@ -73,6 +73,7 @@
 //! real local grid (introducer, storage nodes, client nodes) for tests.
 
 mod caps;
+mod check;
 mod errors;
 mod health;
 mod retry;
@@ -92,6 +93,7 @@ use reqwest::{RequestBuilder, Response, Url};
 use tracing::debug;
 
 pub use caps::read_only;
+pub use check::ObjectCheck;
 pub use health::{Encoding, Health, ServerStatus};
 pub use retry::RetryPolicy;
 
