@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs Tahoe-LAFS into a project-local virtualenv, once, and prints the
+# Installs Tahoe-LAFS (with magic-folder 24.3 and a Magic Wormhole mailbox
+# server beside it) into a project-local virtualenv, once, and prints the
 # path of its `tahoe` executable on stdout (everything else goes to stderr).
 #
 # Why a venv at a fixed path: the real-grid tests (crates/grid/tests/tahoe.rs)
@@ -15,6 +16,11 @@
 set -euo pipefail
 
 TAHOE_VERSION="1.20.0"
+# magic-folder 24.3 (the Python daemon whose formats and API we share) and a
+# Magic Wormhole mailbox server, for the interoperability tests.
+MAGIC_FOLDER_VERSION="24.3.0"
+MAILBOX_VERSION="0.8.0"
+STAMP="$TAHOE_VERSION+mf$MAGIC_FOLDER_VERSION+mailbox$MAILBOX_VERSION"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TAHOE_VENV:-$repo/.venv/tahoe}"
 tahoe="$venv/bin/tahoe"
@@ -26,7 +32,8 @@ log() { echo "tahoe-venv: $*" >&2; }
 # import the right allmydata (50 ms; `tahoe --version` would cost 0.7 s on
 # every test run).
 works() {
-    [[ -x "$tahoe" ]] && [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$TAHOE_VERSION" ]] &&
+    [[ -x "$tahoe" ]] && [[ -x "$venv/bin/magic-folder-api" ]] && [[ -f "$stamp" ]] &&
+        [[ "$(cat "$stamp")" == "$STAMP" ]] &&
         "$venv/bin/python" -c "import sys, allmydata; sys.exit(allmydata.__version__ != '$TAHOE_VERSION')" \
             >/dev/null 2>&1
 }
@@ -79,18 +86,19 @@ if [[ -z "$python" ]]; then
 fi
 
 start=$(date +%s)
-log "creating $venv with $python ($("$python" --version 2>&1)); tahoe-lafs==$TAHOE_VERSION"
+log "creating $venv with $python ($("$python" --version 2>&1)); tahoe-lafs==$TAHOE_VERSION, magic-folder==$MAGIC_FOLDER_VERSION"
 rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
 "$python" -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --upgrade pip wheel setuptools >&2
 # Quiet, but errors still reach stderr.
-"$venv/bin/python" -m pip install --quiet "tahoe-lafs==$TAHOE_VERSION" >&2
+"$venv/bin/python" -m pip install --quiet "tahoe-lafs==$TAHOE_VERSION" \
+    "magic-folder==$MAGIC_FOLDER_VERSION" "magic-wormhole-mailbox-server==$MAILBOX_VERSION" >&2
 if ! "$tahoe" --version >/dev/null 2>&1; then
     log "ERROR: tahoe installed but '$tahoe --version' fails:"
     "$tahoe" --version >&2 || true
     exit 1
 fi
-echo "$TAHOE_VERSION" >"$stamp"
+echo "$STAMP" >"$stamp"
 log "installed in $(($(date +%s) - start)) s"
 echo "$tahoe"

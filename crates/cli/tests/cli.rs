@@ -358,8 +358,8 @@ fn api_rejects_requests_without_the_token() {
     assert_eq!(code, 401);
     let (code, _) = http(
         &url,
-        "POST",
-        &format!("/v1/magic-folder/{FOLDER}/scan"),
+        "PUT",
+        &format!("/v1/magic-folder/{FOLDER}/scan-local"),
         None,
     );
     assert_eq!(code, 401);
@@ -377,10 +377,10 @@ fn api_rejects_requests_without_the_token() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["running"], true);
-    for action in ["scan", "poll"] {
+    for action in ["scan-local", "poll-remote"] {
         let (code, body) = http(
             &url,
-            "POST",
+            "PUT",
             &format!("/v1/magic-folder/{FOLDER}/{action}"),
             Some(&token),
         );

@@ -10,6 +10,8 @@
 //! ├─ config.json                global settings ({"version": 1})
 //! ├─ api_token                  0600, bearer token for the HTTP API
 //! ├─ api.url                    written by `run`: http://127.0.0.1:PORT
+//! ├─ api_client_endpoint        24.3's discovery file: tcp:127.0.0.1:PORT, or "not running"
+//! ├─ global.sqlite              24.3's global config database (its clients open it; see discovery.rs)
 //! ├─ daemon.lock                held (flock) by the running daemon; holds its PID
 //! ├─ grid/                      the default embedded grid (created on first use)
 //! └─ folders/<name>/            0700, one per magic folder
@@ -31,7 +33,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use data_encoding::{BASE64URL, BASE64URL_NOPAD, HEXLOWER};
 use mf_grid::{CapKind, Capability};
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +105,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn io(context: impl Into<String>, source: io::Error) -> ConfigError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> ConfigError {
         ConfigError::Io {
             context: context.into(),
             source,
@@ -521,6 +523,8 @@ impl ConfigDir {
         if !self.token_file().exists() {
             self.rotate_token()?;
             created = true;
+        } else {
+            self.pad_token()?;
         }
         Ok(created)
     }
@@ -549,11 +553,27 @@ impl ConfigDir {
         Ok(g)
     }
 
-    /// Writes a fresh random API token (32 bytes, base64url) and returns it.
+    /// Writes a fresh random API token and returns it: 32 random bytes in
+    /// padded base64url, no newline — exactly 24.3's form, which its clients
+    /// (`magic-folder-api`, GridSync) check before they send it.
     pub fn rotate_token(&self) -> ConfigResult<String> {
-        let token = BASE64URL_NOPAD.encode(&Secret32::random().0);
+        let token = BASE64URL.encode(&Secret32::random().0);
         write_private(&self.token_file(), token.as_bytes())?;
         Ok(token)
+    }
+
+    /// Rewrites a token of an earlier release (base64url without padding)
+    /// in 24.3's form: the same secret, so clients that hold it go on.
+    fn pad_token(&self) -> ConfigResult<()> {
+        let Ok(t) = self.api_token() else {
+            return Ok(());
+        };
+        if let Ok(bytes) = BASE64URL_NOPAD.decode(t.as_bytes()) {
+            if bytes.len() == 32 {
+                write_private(&self.token_file(), BASE64URL.encode(&bytes).as_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the API token.

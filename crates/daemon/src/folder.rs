@@ -49,7 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, FolderSummary, VersionsArea};
+use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
 use crate::config::{FolderConfig, GridLocation};
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
@@ -182,22 +182,6 @@ impl FolderHandle {
         self.task
             .is_finished()
             .then(|| "the folder's service stopped".to_owned())
-    }
-
-    /// The summary the API lists.
-    pub fn summary(&self) -> FolderSummary {
-        let c = &self.config;
-        FolderSummary {
-            name: c.name.clone(),
-            local_path: c.local_path.clone(),
-            participant: c.participant.clone(),
-            author: c.author_name.clone(),
-            is_admin: c.is_admin(),
-            grid: c.grid.kind().to_owned(),
-            poll_interval_ms: c.poll_interval_ms,
-            scan_interval_ms: c.scan_interval_ms,
-            running: self.failure().is_none(),
-        }
     }
 
     /// Asks the loop for its live status. A folder whose loop stopped

@@ -53,6 +53,10 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
         },
     ));
     config.write_api_url(&url)?;
+    let port = url.rsplit(':').next().and_then(|p| p.parse().ok());
+    if let Err(e) = crate::discovery::announce(config, port) {
+        warn!("clients written for magic-folder 24.3 will not find the API: {e}");
+    }
     info!(config = %config.path().display(), api = %url, "daemon running");
 
     tokio::pin!(shutdown);
@@ -67,6 +71,9 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
 
     info!("shutting down");
     config.remove_api_url();
+    if let Err(e) = crate::discovery::announce(config, None) {
+        warn!("cannot record that the API stopped for 24.3's clients: {e}");
+    }
     let _ = stop_api.send(());
     let handles: Vec<FolderHandle> = std::mem::take(&mut *folders.write().await)
         .into_values()

@@ -157,6 +157,21 @@ pub fn tahoe_executable() -> Result<PathBuf> {
         .map_err(TestGridError)
 }
 
+/// Another program of the venv that holds `tahoe` (installed beside it by
+/// `scripts/tahoe-venv.sh`): `magic-folder`, `magic-folder-api` (24.3),
+/// `twistd` (for the Magic Wormhole mailbox server).
+pub fn venv_executable(name: &str) -> Result<PathBuf> {
+    let path = tahoe_executable()?.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(err(format!(
+            "{} is missing: rerun scripts/tahoe-venv.sh with TAHOE_VENV_FORCE=1",
+            path.display()
+        )))
+    }
+}
+
 fn repo_root() -> PathBuf {
     // crates/grid → the workspace root.
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -5,17 +5,17 @@
 //! live status (what is queued, in flight, conflicted) and to scan now (after
 //! `resolve`), without sharing memory with it. The shape follows magic-folder
 //! 24.3 (`/v1/magic-folder/...`, `Authorization: Bearer <token>`, JSON errors
-//! `{"reason": ...}`), trimmed to what this program needs:
+//! `{"reason": ...}`).
+//!
+//! magic-folder 24.3's routes (listing, scan, poll, file status, recent
+//! changes, conflicts, participants) are in [`compat`], in its shapes; ours:
 //!
 //! | route | result |
 //! |---|---|
-//! | `GET /v1/magic-folder` | `{name: FolderSummary}` for every running folder |
-//! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`] |
-//! | `POST /v1/magic-folder/{name}/scan` | `{}` once a scan is requested |
-//! | `POST /v1/magic-folder/{name}/poll` | `{}` once a poll is requested |
-//! | `GET /v1/magic-folder/{name}/history?path=REL` | [`History`]: every version of a file, from the grid |
-//! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | [`RestoreOutcome`] |
-//! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[`[`Deleted`]`]`, newest first |
+//! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`]: state, counts, conflicts, errors |
+//! | `GET /v1/magic-folder/{name}/history?path=REL` | `History`: every version of a file, from the grid |
+//! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | `RestoreOutcome` |
+//! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[Deleted]`, newest first |
 //!
 //! Paths in requests are relative to the folder (`docs/a.txt`); one that
 //! leaves it is a **400**. History, restore and deleted answer what the
@@ -34,19 +34,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::commands::history::{self, Deleted, History, RestoreOutcome};
 use crate::config::ConfigDir;
 use crate::folder::Folders;
-use mf_core::relpath::RelPath;
+
+mod compat;
+mod history;
+
+pub use compat::{AuthorInfo, FolderListing};
 
 /// Live status of one folder, as the API and `status --json` report it.
 /// Times are milliseconds since the Unix epoch.
@@ -143,7 +146,7 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
-/// What `GET /v1/magic-folder` says about each folder (no secrets).
+/// What `list --json` (and `create`/`join`) say about a folder (no secrets).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderSummary {
     /// The folder's name.
@@ -174,7 +177,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
         ApiError {
             status,
             reason: reason.into(),
@@ -193,7 +196,7 @@ impl IntoResponse for ApiError {
 }
 
 #[derive(Clone)]
-struct ApiState {
+pub(super) struct ApiState {
     token: Arc<str>,
     folders: Folders,
     config: ConfigDir,
@@ -207,13 +210,45 @@ pub fn router(token: String, folders: Folders, config: ConfigDir) -> Router {
         config,
     };
     Router::new()
-        .route("/v1/magic-folder", get(list_folders))
+        .route("/v1/magic-folder", get(compat::list_folders))
+        .route(
+            "/v1/magic-folder/{name}/scan-local",
+            put(compat::scan_local),
+        )
+        .route(
+            "/v1/magic-folder/{name}/poll-remote",
+            put(compat::poll_remote),
+        )
+        .route(
+            "/v1/magic-folder/{name}/snapshot",
+            post(compat::add_snapshot),
+        )
+        .route(
+            "/v1/magic-folder/{name}/file-status",
+            get(compat::file_status),
+        )
+        .route(
+            "/v1/magic-folder/{name}/recent-changes",
+            get(compat::recent_changes),
+        )
+        .route("/v1/magic-folder/{name}/conflicts", get(compat::conflicts))
+        .route(
+            "/v1/magic-folder/{name}/participants",
+            get(compat::participants).post(compat::add_participant),
+        )
         .route("/v1/magic-folder/{name}/status", get(folder_status))
-        .route("/v1/magic-folder/{name}/scan", post(folder_scan))
-        .route("/v1/magic-folder/{name}/poll", post(folder_poll))
-        .route("/v1/magic-folder/{name}/history", get(folder_history))
-        .route("/v1/magic-folder/{name}/restore", post(folder_restore))
-        .route("/v1/magic-folder/{name}/deleted", get(folder_deleted))
+        .route(
+            "/v1/magic-folder/{name}/history",
+            get(history::folder_history),
+        )
+        .route(
+            "/v1/magic-folder/{name}/restore",
+            post(history::folder_restore),
+        )
+        .route(
+            "/v1/magic-folder/{name}/deleted",
+            get(history::folder_deleted),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -269,16 +304,6 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
     }
 }
 
-async fn list_folders(State(state): State<ApiState>) -> Json<BTreeMap<String, FolderSummary>> {
-    let folders = state.folders.read().await;
-    Json(
-        folders
-            .iter()
-            .map(|(name, h)| (name.clone(), h.summary()))
-            .collect(),
-    )
-}
-
 async fn folder_status(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -291,122 +316,14 @@ async fn folder_status(
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
-async fn folder_scan(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let folders = state.folders.read().await;
-    let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
-    h.request_scan()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    Ok(Json(serde_json::json!({})))
+/// A request body as JSON, whatever its `Content-Type` says (24.3's clients
+/// send none); 24.3's error for one that is not.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Could not load JSON: {e}")))
 }
 
-async fn folder_poll(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let folders = state.folders.read().await;
-    let h = folders.get(&name).ok_or_else(|| no_folder(&name))?;
-    h.request_poll()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
-    Ok(Json(serde_json::json!({})))
-}
-
-/// `path` (relative to folder `name`, which must be running) as an
-/// absolute path, for the commands that take one.
-async fn in_folder(state: &ApiState, name: &str, path: &str) -> Result<PathBuf, ApiError> {
-    let root = {
-        let folders = state.folders.read().await;
-        let h = folders.get(name).ok_or_else(|| no_folder(name))?;
-        h.config().local_path.clone()
-    };
-    let rel = RelPath::new(path).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{path:?} is not a path inside the folder: {e}"),
-        )
-    })?;
-    Ok(root.join(rel.as_str()))
-}
-
-/// A command's failure: the user's mistake or the grid's, as 400 with the
-/// command's own message.
-fn command_error(e: anyhow::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, format!("{e:#}"))
-}
-
-#[derive(Deserialize)]
-struct PathQuery {
-    path: String,
-}
-
-async fn folder_history(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    Query(q): Query<PathQuery>,
-) -> Result<Json<History>, ApiError> {
-    let abs = in_folder(&state, &name, &q.path).await?;
-    history::history(&state.config, &abs)
-        .await
-        .map(Json)
-        .map_err(command_error)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreBody {
-    path: String,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
-}
-
-async fn folder_restore(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    body: Result<Json<RestoreBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<RestoreOutcome>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let abs = in_folder(&state, &name, &body.path).await?;
-    let to = match &body.to {
-        Some(t) => Some(in_folder(&state, &name, t).await?),
-        None => None,
-    };
-    history::restore(&state.config, &abs, body.version.as_deref(), to.as_deref())
-        .await
-        .map(Json)
-        .map_err(command_error)
-}
-
-#[derive(Deserialize)]
-struct DeletedQuery {
-    #[serde(default)]
-    since_s: Option<u64>,
-}
-
-async fn folder_deleted(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    Query(q): Query<DeletedQuery>,
-) -> Result<Json<Vec<Deleted>>, ApiError> {
-    if !state.folders.read().await.contains_key(&name) {
-        return Err(no_folder(&name));
-    }
-    let config = state.config.clone();
-    tokio::task::spawn_blocking(move || {
-        history::deleted(&config, Some(&name), q.since_s.map(Duration::from_secs))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map(Json)
-    .map_err(command_error)
-}
-
-fn no_folder(name: &str) -> ApiError {
+pub(super) fn no_folder(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no running magic folder named {name:?}"),
@@ -476,7 +393,7 @@ impl ApiClient {
     }
 
     /// `GET /v1/magic-folder`.
-    pub async fn list(&self) -> Result<BTreeMap<String, FolderSummary>, String> {
+    pub async fn list(&self) -> Result<BTreeMap<String, FolderListing>, String> {
         self.call(reqwest::Method::GET, "/v1/magic-folder").await
     }
 
@@ -489,21 +406,21 @@ impl ApiClient {
         .await
     }
 
-    /// `POST /v1/magic-folder/{name}/scan`.
+    /// `PUT /v1/magic-folder/{name}/scan-local`.
     pub async fn scan(&self, name: &str) -> Result<(), String> {
         self.call::<serde_json::Value>(
-            reqwest::Method::POST,
-            &format!("/v1/magic-folder/{name}/scan"),
+            reqwest::Method::PUT,
+            &format!("/v1/magic-folder/{name}/scan-local"),
         )
         .await
         .map(drop)
     }
 
-    /// `POST /v1/magic-folder/{name}/poll`.
+    /// `PUT /v1/magic-folder/{name}/poll-remote`.
     pub async fn poll(&self, name: &str) -> Result<(), String> {
         self.call::<serde_json::Value>(
-            reqwest::Method::POST,
-            &format!("/v1/magic-folder/{name}/poll"),
+            reqwest::Method::PUT,
+            &format!("/v1/magic-folder/{name}/poll-remote"),
         )
         .await
         .map(drop)

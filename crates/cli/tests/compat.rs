@@ -1,0 +1,150 @@
+//! magic-folder 24.3's own client, `magic-folder-api` (from PyPI, installed
+//! beside Tahoe by `scripts/tahoe-venv.sh`), drives our daemon unchanged:
+//! it finds it through 24.3's discovery files, and every route it calls
+//! answers in 24.3's shapes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use mf_grid::tahoe::testgrid::venv_executable;
+use mf_grid::tahoe::TahoeGrid;
+use mf_grid::{read_only, Grid};
+
+/// `magic-folder-api --config CONFIG ARGS…`.
+fn api(config: &Path, args: &[&str]) -> Output {
+    let bin = venv_executable("magic-folder-api").expect("magic-folder-api is installed");
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("magic-folder-api runs")
+}
+
+fn api_ok(config: &Path, args: &[&str]) -> String {
+    let out = api(config, args);
+    assert!(
+        out.status.success(),
+        "magic-folder-api {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+#[test]
+fn magic_folder_api_of_24_3_drives_our_daemon() {
+    let w = World::tahoe();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    alice.write("docs/a.txt", b"from alice");
+    wait_until("bob has a.txt", &[&alice, &bob], || {
+        bob.read("docs/a.txt").is_some()
+    });
+    let cfg = alice.config.clone();
+
+    // Scan and poll now.
+    api_ok(&cfg, &["scan", "--folder", FOLDER]);
+    api_ok(&cfg, &["poll", "--folder", FOLDER]);
+
+    // File status, in 24.3's shape.
+    let files = json(&api_ok(&cfg, &["file-status", "--folder", FOLDER]));
+    let a = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["relpath"] == "docs/a.txt")
+        .unwrap_or_else(|| panic!("{files}"));
+    assert_eq!(a["size"], 10, "{a}");
+    assert!(a["mtime"].is_i64() && a["last-updated"].is_i64(), "{a}");
+
+    // Participants: list, add one by its read capability, refuse a second time.
+    let parts = json(&api_ok(&cfg, &["list-participants", "--folder", FOLDER]));
+    assert!(
+        parts["alice"]["personal_dmd"].is_string() && parts["bob"]["personal_dmd"].is_string(),
+        "{parts}"
+    );
+    let node: TahoeGrid = alice.tahoe_node().grid().unwrap();
+    let carol_dmd = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let write = rt.block_on(node.create_mutable_dir()).unwrap();
+        read_only(&write).unwrap()
+    };
+    api_ok(
+        &cfg,
+        &[
+            "add-participant",
+            "--folder",
+            FOLDER,
+            "--author-name",
+            "carol",
+            "--personal-dmd",
+            carol_dmd.as_str(),
+        ],
+    );
+    let parts = json(&api_ok(&cfg, &["list-participants", "--folder", FOLDER]));
+    assert_eq!(
+        parts["carol"]["personal_dmd"],
+        carol_dmd.as_str(),
+        "{parts}"
+    );
+    let again = api(
+        &cfg,
+        &[
+            "add-participant",
+            "--folder",
+            FOLDER,
+            "--author-name",
+            "carol",
+            "--personal-dmd",
+            carol_dmd.as_str(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(2), "an API error, as JSON");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("Already have a participant"), "{err}");
+    // bob is no admin: he cannot add anyone.
+    let denied = api(
+        &bob.config,
+        &[
+            "add-participant",
+            "--folder",
+            FOLDER,
+            "--author-name",
+            "dave",
+            "--personal-dmd",
+            carol_dmd.as_str(),
+        ],
+    );
+    assert_eq!(denied.status.code(), Some(2));
+
+    // Conflicts: none.
+    assert_eq!(
+        json(&api_ok(&cfg, &["list-conflicts", "--folder", FOLDER])),
+        serde_json::json!({})
+    );
+
+    // Our daemon goes on syncing with the new (empty) participant listed.
+    bob.write("from-bob.txt", b"hello");
+    wait_until("alice has bob's file", &[&alice, &bob], || {
+        alice.read("from-bob.txt").is_some()
+    });
+
+    // A stopped daemon is "not running" to 24.3's clients.
+    alice.stop();
+    let out = api(&cfg, &["scan", "--folder", FOLDER]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not running"), "{err}");
+    bob.stop();
+}
