@@ -134,11 +134,69 @@ fn magic_folder_api_of_24_3_drives_our_daemon() {
         serde_json::json!({})
     );
 
-    // Our daemon goes on syncing with the new (empty) participant listed.
+    // The status WebSocket: the state first, then events as they happen.
+    let first = json(api_ok(&cfg, &["monitor", "--once"]).trim());
+    let kinds: Vec<&str> = first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"folder-added"), "{first}");
+    assert_eq!(kinds.last(), Some(&"tahoe-connection-changed"), "{first}");
+    assert!(
+        kinds.contains(&"scan-completed") && kinds.contains(&"poll-completed"),
+        "{first}"
+    );
+    let mut monitor = Command::new(venv_executable("magic-folder-api").unwrap())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("monitor")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = monitor.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let snapshot = lines.recv_timeout(alice.timeout).expect("the first frame");
+    assert!(snapshot.contains("folder-added"), "{snapshot}");
+
+    // Our daemon goes on syncing with the new (empty) participant listed,
+    // and the monitor sees the download.
     bob.write("from-bob.txt", b"hello");
     wait_until("alice has bob's file", &[&alice, &bob], || {
         alice.read("from-bob.txt").is_some()
     });
+    let deadline = std::time::Instant::now() + alice.timeout;
+    let mut seen = Vec::new();
+    let downloaded = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break false;
+        };
+        let frame = json(&line);
+        if frame["events"].as_array().unwrap().iter().any(|e| {
+            e["kind"] == "download-finished"
+                && e["relpath"] == "from-bob.txt"
+                && e["folder"] == FOLDER
+        }) {
+            break true;
+        }
+        seen.push(line);
+    };
+    assert!(downloaded, "no download-finished event; frames: {seen:?}");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 
     // A stopped daemon is "not running" to 24.3's clients.
     alice.stop();

@@ -51,6 +51,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
 use crate::config::{FolderConfig, GridLocation};
+use crate::events::EventHub;
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
 use crate::watch::WatchMsg;
@@ -128,8 +129,13 @@ pub struct FolderHandle {
 
 impl FolderHandle {
     /// Starts the service loop of one folder on the current tokio runtime.
-    pub fn spawn<G: Grid>(config: FolderConfig, grid: Arc<G>, state_db: PathBuf) -> FolderHandle {
-        FolderHandle::spawn_gated(config, grid, state_db, None)
+    pub fn spawn<G: Grid>(
+        config: FolderConfig,
+        grid: Arc<G>,
+        state_db: PathBuf,
+        events: EventHub,
+    ) -> FolderHandle {
+        FolderHandle::spawn_gated(config, grid, state_db, None, events)
     }
 
     /// [`spawn`](Self::spawn) with grid writes held back while `gate` is
@@ -139,6 +145,7 @@ impl FolderHandle {
         grid: Arc<G>,
         state_db: PathBuf,
         gate: Option<WriteGate>,
+        events: EventHub,
     ) -> FolderHandle {
         let (control_tx, control_rx) = mpsc::channel(32);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -149,7 +156,20 @@ impl FolderHandle {
             let failure = failure.clone();
             tokio::spawn(
                 async move {
-                    match run(config, grid, state_db, control_rx, shutdown_rx, gate).await {
+                    let name = config.name.clone();
+                    events.publish(crate::events::folder_event("folder-added", &name));
+                    let outcome = run(
+                        config,
+                        grid,
+                        state_db,
+                        control_rx,
+                        shutdown_rx,
+                        gate,
+                        events.clone(),
+                    )
+                    .await;
+                    events.publish(crate::events::folder_event("folder-left", &name));
+                    match outcome {
                         Ok(()) => info!("stopped"),
                         Err(e) => {
                             error!("stopped: {e}");
@@ -426,6 +446,7 @@ pub async fn run<G: Grid>(
     mut control: mpsc::Receiver<Control>,
     mut shutdown: watch::Receiver<bool>,
     mut gate: Option<WriteGate>,
+    events: EventHub,
 ) -> Result<(), String> {
     if !config.local_path.is_dir() {
         return Err(format!(
@@ -513,6 +534,9 @@ pub async fn run<G: Grid>(
     let mut story = crate::story::StoryLog::new();
     loop {
         while let Some(notice) = engine.poll_notice() {
+            if let Some(e) = crate::events::notice_event(&config.name, &notice) {
+                events.publish(e);
+            }
             story.tell(notice);
         }
         while let Some(action) = engine.poll_action() {
@@ -556,6 +580,11 @@ pub async fn run<G: Grid>(
                 Ok(event) => {
                     debug!(?event, "done");
                     handled += handled_size(&event);
+                    match &event {
+                        Event::Scanned(Ok(_)) => events.publish(crate::events::folder_event("scan-completed", &config.name)),
+                        Event::Polled(Ok(_)) => events.publish(crate::events::folder_event("poll-completed", &config.name)),
+                        _ => {}
+                    }
                     engine.handle(clock.now(), event);
                 }
                 Err(e) => {

@@ -21,6 +21,7 @@ pub mod api;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod events;
 pub mod executor;
 pub mod folder;
 pub mod fsops;

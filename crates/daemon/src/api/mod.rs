@@ -13,6 +13,7 @@
 //! | route | result |
 //! |---|---|
 //! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`]: state, counts, conflicts, errors |
+//! | `GET /v1/status` (WebSocket) | 24.3's event stream, see `status_ws` |
 //! | `GET /v1/magic-folder/{name}/history?path=REL` | `History`: every version of a file, from the grid |
 //! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | `RestoreOutcome` |
 //! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[Deleted]`, newest first |
@@ -44,10 +45,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::config::ConfigDir;
+use crate::events::EventHub;
 use crate::folder::Folders;
 
 mod compat;
 mod history;
+mod status_ws;
 
 pub use compat::{AuthorInfo, FolderListing};
 
@@ -200,16 +203,19 @@ pub(super) struct ApiState {
     token: Arc<str>,
     folders: Folders,
     config: ConfigDir,
+    events: EventHub,
 }
 
 /// Builds the router (exposed for tests that drive it without a socket).
-pub fn router(token: String, folders: Folders, config: ConfigDir) -> Router {
+pub fn router(token: String, folders: Folders, config: ConfigDir, events: EventHub) -> Router {
     let state = ApiState {
         token: token.into(),
         folders,
         config,
+        events,
     };
     Router::new()
+        .route("/v1/status", get(status_ws::connect))
         .route("/v1/magic-folder", get(compat::list_folders))
         .route(
             "/v1/magic-folder/{name}/scan-local",
@@ -267,9 +273,10 @@ pub async fn serve(
     token: String,
     folders: Folders,
     config: ConfigDir,
+    events: EventHub,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, folders, config))
+    axum::serve(listener, router(token, folders, config, events))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -450,6 +457,7 @@ mod tests {
             "sekrit-token-0123456789".into(),
             folders,
             config,
+            EventHub::default(),
             async {
                 let _ = rx.await;
             },
