@@ -136,6 +136,10 @@ enum Command {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        /// Show it anew every second until Ctrl-C (with --json: one JSON
+        /// document a line)
+        #[arg(long)]
+        watch: bool,
     },
 
     /// Ask the running daemon to look for local changes now
@@ -491,8 +495,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             json,
         ),
         Command::List { json } => output::list(&commands::list(&config)?, json),
-        Command::Status { name, json } => {
-            output::status(&commands::status(&config, name.as_deref()).await?, json)
+        Command::Status {
+            name,
+            json,
+            watch: false,
+        } => output::status(&commands::status(&config, name.as_deref()).await?, json),
+        Command::Status {
+            name,
+            json,
+            watch: true,
+        } => {
+            let stop = shutdown_signal()?;
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tick.tick() => {}
+                }
+                let folders = commands::status(&config, name.as_deref()).await?;
+                output::status_frame(&folders, json)?;
+            }
         }
         Command::Resolve { path, choice, json } => output::resolve(
             &commands::resolve(&config, &path, choice.resolution()).await?,

@@ -123,6 +123,25 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `status`.
+/// One frame of `status --watch`: the screen cleared first on a terminal;
+/// JSON as one document a line.
+pub fn status_frame(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if as_json {
+        let map: BTreeMap<&str, &FolderStatus> =
+            folders.iter().map(|f| (f.name.as_str(), f)).collect();
+        outln!("{}", serde_json::to_string(&map)?);
+        return Ok(());
+    }
+    if std::io::stdout().is_terminal() {
+        // Home the cursor and clear the screen (ANSI).
+        write!(std::io::stdout(), "\x1b[H\x1b[2J")?;
+    }
+    status(folders, false)?;
+    outln!();
+    Ok(())
+}
+
 pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let map: BTreeMap<&str, &FolderStatus> =

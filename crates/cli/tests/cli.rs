@@ -467,3 +467,49 @@ fn folders_added_while_the_daemon_runs_start_syncing() {
     bob.stop();
     alice.stop();
 }
+
+#[test]
+fn status_watch_shows_changes_as_they_happen() {
+    use std::io::BufRead;
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    let mut watch = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&alice.config)
+        .args(["status", FOLDER, "--watch", "--json"])
+        .env_remove("MAGIC_FOLDER_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, frames) = std::sync::mpsc::channel::<serde_json::Value>();
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).expect("one JSON document a line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let first = frames.recv_timeout(alice.timeout).expect("a first frame");
+    assert_eq!(first[FOLDER]["running"], true, "{first}");
+    alice.write("new.txt", b"hello");
+    let deadline = std::time::Instant::now() + alice.timeout;
+    let seen = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let frame = frames.recv_timeout(left).expect("frames keep coming");
+        if frame[FOLDER]["files"] == 1 && frame[FOLDER]["state"] == "up-to-date" {
+            break frame;
+        }
+    };
+    assert_eq!(seen[FOLDER]["queued"], 0);
+    // SIGTERM (as Ctrl-C) ends it cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(watch.wait().unwrap().success());
+    alice.stop();
+}
