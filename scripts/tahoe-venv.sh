@@ -20,7 +20,9 @@ TAHOE_VERSION="1.20.0"
 # Magic Wormhole mailbox server, for the interoperability tests.
 MAGIC_FOLDER_VERSION="24.3.0"
 MAILBOX_VERSION="0.8.0"
-STAMP="$TAHOE_VERSION+mf$MAGIC_FOLDER_VERSION+mailbox$MAILBOX_VERSION"
+# The reference Prometheus text parser, to check our /metrics with.
+PROMETHEUS_CLIENT_VERSION="0.20.0"
+STAMP="$TAHOE_VERSION+mf$MAGIC_FOLDER_VERSION+mailbox$MAILBOX_VERSION+prom$PROMETHEUS_CLIENT_VERSION"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TAHOE_VENV:-$repo/.venv/tahoe}"
 tahoe="$venv/bin/tahoe"
@@ -93,7 +95,8 @@ mkdir -p "$(dirname "$venv")"
 "$venv/bin/python" -m pip install --quiet --upgrade pip wheel setuptools >&2
 # Quiet, but errors still reach stderr.
 "$venv/bin/python" -m pip install --quiet "tahoe-lafs==$TAHOE_VERSION" \
-    "magic-folder==$MAGIC_FOLDER_VERSION" "magic-wormhole-mailbox-server==$MAILBOX_VERSION" >&2
+    "magic-folder==$MAGIC_FOLDER_VERSION" "magic-wormhole-mailbox-server==$MAILBOX_VERSION" \
+    "prometheus-client==$PROMETHEUS_CLIENT_VERSION" >&2
 if ! "$tahoe" --version >/dev/null 2>&1; then
     log "ERROR: tahoe installed but '$tahoe --version' fails:"
     "$tahoe" --version >&2 || true

@@ -513,3 +513,73 @@ fn status_watch_shows_changes_as_they_happen() {
     assert!(watch.wait().unwrap().success());
     alice.stop();
 }
+
+#[test]
+fn metrics_parse_with_the_reference_prometheus_parser() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    alice.write("a.txt", &random_bytes(1, 3000));
+    wait_until("a.txt uploaded", &[&alice], || {
+        alice.idle() && alice.status()["files"] == 1
+    });
+    let (url, token) = alice.api();
+    assert_eq!(
+        http(&url, "GET", "/metrics", None).0,
+        401,
+        "behind the token"
+    );
+    let (code, body) = http(&url, "GET", "/metrics", Some(&token));
+    assert_eq!(code, 200, "{body}");
+    // prometheus_client (the reference parser, from PyPI) reads every sample.
+    let python = mf_grid::tahoe::testgrid::venv_executable("python").unwrap();
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.setdefault(s.name, []).append([s.labels, s.value])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused it: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |name: &str, label: (&str, &str)| -> f64 {
+        samples[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {name} in {samples}"))
+            .iter()
+            .find(|s| s[0][label.0] == label.1)
+            .unwrap_or_else(|| panic!("no {name}{{{}={}}} in {samples}", label.0, label.1))[1]
+            .as_f64()
+            .unwrap()
+    };
+    let folder = ("folder", FOLDER);
+    assert_eq!(value("magic_folder_files_uploaded_total", folder), 1.0);
+    assert_eq!(value("magic_folder_bytes_uploaded_total", folder), 3000.0);
+    assert_eq!(value("magic_folder_objects_queued", folder), 0.0);
+    assert_eq!(value("magic_folder_files", folder), 1.0);
+    assert_eq!(value("magic_folder_up_to_date", folder), 1.0);
+    assert!(value("magic_folder_last_poll_age_seconds", folder) >= 0.0);
+    assert!(value("magic_folder_operation_seconds_count", ("op", "upload")) >= 1.0);
+    alice.stop();
+}

@@ -16,6 +16,26 @@ use mf_core::engine::Notice;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+/// What the daemon tells the world besides its log: the event stream and
+/// the metrics. Cheap to clone; every folder and the API share one.
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    /// The event stream.
+    pub events: EventHub,
+    /// The metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Telemetry {
+    /// An engine notice: an event, and counted.
+    pub fn notice(&self, folder: &str, notice: &Notice) {
+        self.metrics.notice(folder, notice);
+        if let Some(e) = notice_event(folder, notice) {
+            self.events.publish(e);
+        }
+    }
+}
+
 /// Events a slow client may lag behind before it loses the oldest.
 const CAPACITY: usize = 1024;
 

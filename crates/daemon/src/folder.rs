@@ -51,7 +51,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
 use crate::config::{FolderConfig, GridLocation};
-use crate::events::EventHub;
+use crate::events::Telemetry;
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
 use crate::watch::WatchMsg;
@@ -133,9 +133,9 @@ impl FolderHandle {
         config: FolderConfig,
         grid: Arc<G>,
         state_db: PathBuf,
-        events: EventHub,
+        telemetry: Telemetry,
     ) -> FolderHandle {
-        FolderHandle::spawn_gated(config, grid, state_db, None, events)
+        FolderHandle::spawn_gated(config, grid, state_db, None, telemetry)
     }
 
     /// [`spawn`](Self::spawn) with grid writes held back while `gate` is
@@ -145,7 +145,7 @@ impl FolderHandle {
         grid: Arc<G>,
         state_db: PathBuf,
         gate: Option<WriteGate>,
-        events: EventHub,
+        telemetry: Telemetry,
     ) -> FolderHandle {
         let (control_tx, control_rx) = mpsc::channel(32);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -157,6 +157,7 @@ impl FolderHandle {
             tokio::spawn(
                 async move {
                     let name = config.name.clone();
+                    let events = telemetry.events.clone();
                     events.publish(crate::events::folder_event("folder-added", &name));
                     let outcome = run(
                         config,
@@ -165,7 +166,7 @@ impl FolderHandle {
                         control_rx,
                         shutdown_rx,
                         gate,
-                        events.clone(),
+                        telemetry,
                     )
                     .await;
                     events.publish(crate::events::folder_event("folder-left", &name));
@@ -446,7 +447,7 @@ pub async fn run<G: Grid>(
     mut control: mpsc::Receiver<Control>,
     mut shutdown: watch::Receiver<bool>,
     mut gate: Option<WriteGate>,
-    events: EventHub,
+    telemetry: Telemetry,
 ) -> Result<(), String> {
     if !config.local_path.is_dir() {
         return Err(format!(
@@ -507,7 +508,8 @@ pub async fn run<G: Grid>(
     let mut watcher_alive = watcher.is_some();
     info!(path = %config.local_path.display(), "syncing");
 
-    let mut tasks: JoinSet<Event> = JoinSet::new();
+    // Each effect's event, with its kind and how long it took (for metrics).
+    let mut tasks: JoinSet<(&'static str, Duration, Event)> = JoinSet::new();
     // Grid writes held back while the gate is closed, oldest first.
     let mut parked: VecDeque<Action> = VecDeque::new();
     let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
@@ -534,9 +536,7 @@ pub async fn run<G: Grid>(
     let mut story = crate::story::StoryLog::new();
     loop {
         while let Some(notice) = engine.poll_notice() {
-            if let Some(e) = crate::events::notice_event(&config.name, &notice) {
-                events.publish(e);
-            }
+            telemetry.notice(&config.name, &notice);
             story.tell(notice);
         }
         while let Some(action) = engine.poll_action() {
@@ -563,7 +563,15 @@ pub async fn run<G: Grid>(
             }
             debug!(?action, "start");
             let ex = executor.clone();
-            tasks.spawn(async move { ex.execute(action).await }.in_current_span());
+            let kind = crate::metrics::op_kind(&action);
+            tasks.spawn(
+                async move {
+                    let started = tokio::time::Instant::now();
+                    let event = ex.execute(action).await;
+                    (kind, started.elapsed(), event)
+                }
+                .in_current_span(),
+            );
         }
         if handled >= RELEASE_AFTER && tasks.is_empty() {
             handled = 0;
@@ -577,13 +585,17 @@ pub async fn run<G: Grid>(
         tokio::select! {
             _ = shutdown.changed() => break,
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
-                Ok(event) => {
+                Ok((kind, took, event)) => {
                     debug!(?event, "done");
                     handled += handled_size(&event);
-                    match &event {
-                        Event::Scanned(Ok(_)) => events.publish(crate::events::folder_event("scan-completed", &config.name)),
-                        Event::Polled(Ok(_)) => events.publish(crate::events::folder_event("poll-completed", &config.name)),
-                        _ => {}
+                    telemetry.metrics.op(&config.name, kind, took);
+                    let completed = match &event {
+                        Event::Scanned(Ok(_)) => Some("scan-completed"),
+                        Event::Polled(Ok(_)) => Some("poll-completed"),
+                        _ => None,
+                    };
+                    if let Some(kind) = completed {
+                        telemetry.events.publish(crate::events::folder_event(kind, &config.name));
                     }
                     engine.handle(clock.now(), event);
                 }
@@ -663,7 +675,7 @@ pub async fn run<G: Grid>(
     while !tasks.is_empty() {
         tokio::select! {
             Some(joined) = tasks.join_next() => {
-                if let Ok(event) = joined {
+                if let Ok((_, _, event)) = joined {
                     engine.handle(clock.now(), event);
                 }
             }
@@ -675,6 +687,7 @@ pub async fn run<G: Grid>(
     }
     tasks.abort_all();
     while let Some(notice) = engine.poll_notice() {
+        telemetry.notice(&config.name, &notice);
         story.tell(notice);
     }
     story.flush();

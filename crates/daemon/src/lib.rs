@@ -29,6 +29,7 @@ pub mod grid_watch;
 pub mod health;
 pub mod ignore;
 pub mod memory;
+pub mod metrics;
 pub mod scan;
 pub mod story;
 pub mod watch;

@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`]: state, counts, conflicts, errors |
 //! | `GET /v1/status` (WebSocket) | 24.3's event stream, see `status_ws` |
+//! | `GET /metrics` | Prometheus text exposition, see [`crate::metrics`] |
 //! | `GET /v1/magic-folder/{name}/history?path=REL` | `History`: every version of a file, from the grid |
 //! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | `RestoreOutcome` |
 //! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[Deleted]`, newest first |
@@ -45,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::config::ConfigDir;
-use crate::events::EventHub;
+use crate::events::Telemetry;
 use crate::folder::Folders;
 
 mod compat;
@@ -203,19 +204,20 @@ pub(super) struct ApiState {
     token: Arc<str>,
     folders: Folders,
     config: ConfigDir,
-    events: EventHub,
+    telemetry: Telemetry,
 }
 
 /// Builds the router (exposed for tests that drive it without a socket).
-pub fn router(token: String, folders: Folders, config: ConfigDir, events: EventHub) -> Router {
+pub fn router(token: String, folders: Folders, config: ConfigDir, telemetry: Telemetry) -> Router {
     let state = ApiState {
         token: token.into(),
         folders,
         config,
-        events,
+        telemetry,
     };
     Router::new()
         .route("/v1/status", get(status_ws::connect))
+        .route("/metrics", get(metrics))
         .route("/v1/magic-folder", get(compat::list_folders))
         .route(
             "/v1/magic-folder/{name}/scan-local",
@@ -273,10 +275,10 @@ pub async fn serve(
     token: String,
     folders: Folders,
     config: ConfigDir,
-    events: EventHub,
+    telemetry: Telemetry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, folders, config, events))
+    axum::serve(listener, router(token, folders, config, telemetry))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -328,6 +330,31 @@ async fn folder_status(
 pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Could not load JSON: {e}")))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut statuses = Vec::new();
+    {
+        let folders = state.folders.read().await;
+        for h in folders.values() {
+            if let Ok(s) = h.status().await {
+                statuses.push(s);
+            }
+        }
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let body = state.telemetry.metrics.render(&statuses, now_ms);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) fn no_folder(name: &str) -> ApiError {
@@ -457,7 +484,7 @@ mod tests {
             "sekrit-token-0123456789".into(),
             folders,
             config,
-            EventHub::default(),
+            Telemetry::default(),
             async {
                 let _ = rx.await;
             },

@@ -79,7 +79,7 @@ async fn send(socket: &mut WebSocket, events: Vec<Value>) -> bool {
 
 async fn serve(state: ApiState, mut socket: WebSocket) {
     // Subscribed before the snapshot is taken: nothing falls between.
-    let mut rx = state.events.subscribe();
+    let mut rx = state.telemetry.events.subscribe();
     if !send(&mut socket, snapshot(&state).await).await {
         return;
     }

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use super::grid::{AnyGrid, OpenMode};
 use crate::api;
 use crate::config::ConfigDir;
-use crate::events::EventHub;
+use crate::events::Telemetry;
 use crate::folder::{FolderHandle, Folders};
 use crate::health::WriteGate;
 
@@ -39,9 +39,9 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
     config.init()?; // restores a missing API token
     let token = config.api_token()?;
     let folders: Folders = Default::default();
-    let events = EventHub::default();
+    let telemetry = Telemetry::default();
     let mut failures = Failures::default();
-    reconcile(config, &folders, &events, &mut failures).await;
+    reconcile(config, &folders, &telemetry, &mut failures).await;
 
     let (listener, url) = api::bind_loopback().await?;
     let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
@@ -50,7 +50,7 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
         token,
         folders.clone(),
         config.clone(),
-        events.clone(),
+        telemetry.clone(),
         async move {
             let _ = stop_api_rx.await;
         },
@@ -68,7 +68,7 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => reconcile(config, &folders, &events, &mut failures).await,
+            _ = tick.tick() => reconcile(config, &folders, &telemetry, &mut failures).await,
         }
     }
 
@@ -108,7 +108,7 @@ struct Failures {
 async fn reconcile(
     config: &ConfigDir,
     folders: &Folders,
-    events: &EventHub,
+    telemetry: &Telemetry,
     failures: &mut Failures,
 ) {
     let names = match config.folder_names() {
@@ -160,7 +160,7 @@ async fn reconcile(
         if failures.map.get(&name).is_some_and(|(_, at)| *at > now) {
             continue; // failed recently: wait for its retry time
         }
-        match start(config, &name, events) {
+        match start(config, &name, telemetry) {
             Ok(h) => {
                 failures.map.remove(&name);
                 folders.write().await.insert(name, h);
@@ -186,7 +186,7 @@ fn config_changed(config: &ConfigDir, name: &str, h: &FolderHandle) -> bool {
     }
 }
 
-fn start(config: &ConfigDir, name: &str, events: &EventHub) -> anyhow::Result<FolderHandle> {
+fn start(config: &ConfigDir, name: &str, telemetry: &Telemetry) -> anyhow::Result<FolderHandle> {
     let cfg = config.load_folder(name)?;
     let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
     // On Tahoe, writes wait while the node has too few storage servers.
@@ -196,6 +196,6 @@ fn start(config: &ConfigDir, name: &str, events: &EventHub) -> anyhow::Result<Fo
         Arc::new(grid),
         config.state_db(name),
         gate,
-        events.clone(),
+        telemetry.clone(),
     ))
 }
