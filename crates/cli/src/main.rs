@@ -243,6 +243,14 @@ enum Command {
         json: bool,
     },
 
+    /// The running daemon's web page: print a one-time login URL (valid 5
+    /// minutes), or open it in the browser
+    Web {
+        /// Open it with xdg-open instead of printing it
+        #[arg(long)]
+        open: bool,
+    },
+
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
     Run,
 
@@ -574,6 +582,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &commands::gc(&config, name.as_deref(), &options).await?,
                 json,
             )
+        }
+        Command::Web { open } => {
+            config.require_initialised()?;
+            let client =
+                mf_daemon::api::ApiClient::for_running_daemon(&config).ok_or_else(|| {
+                    anyhow::anyhow!("the daemon is not running: start it with `magic-folder run`")
+                })?;
+            let url = client.web_login_url().await.map_err(anyhow::Error::msg)?;
+            if open {
+                // The URL holds a one-time code: it goes to the opener, not to a log.
+                std::process::Command::new("xdg-open")
+                    .arg(&url)
+                    .status()
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot run xdg-open ({e}); open this URL: {url}")
+                    })?;
+                Ok(())
+            } else {
+                output::raw(format!("{url}\n").as_bytes())
+            }
         }
         Command::Run => commands::run(&config, shutdown_signal()?).await,
         Command::Service(ServiceCommand::Install { no_enable, json }) => output::service(

@@ -700,6 +700,11 @@ pub fn http_json(url: &str, method: &str, path: &str, token: &str, body: &str) -
     try_http_with(url, method, path, Some(token), body).expect("HTTP request to the API")
 }
 
+/// A request with a JSON body and no token, or `None` if nothing answers.
+pub fn try_http_body(url: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    try_http_with(url, method, path, None, body)
+}
+
 fn try_http_with(
     url: &str,
     method: &str,
@@ -725,17 +730,48 @@ fn try_http_with(
         body.len()
     )
     .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let status: u16 = resp
+    // Read the head, then as many bytes as Content-Length says (a server
+    // may keep the connection open whatever we asked), else to the end.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    let length: Option<usize> = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    });
+    let mut body = raw.split_off(head_end);
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut buf).ok()?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+            body.truncate(len);
+        }
+        None => {
+            s.read_to_end(&mut body).ok()?;
+        }
+    }
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Deterministic pseudo-random bytes.

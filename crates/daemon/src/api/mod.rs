@@ -15,6 +15,9 @@
 //! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`]: state, counts, conflicts, errors |
 //! | `GET /v1/status` (WebSocket) | 24.3's event stream, see `status_ws` |
 //! | `GET /metrics` | Prometheus text exposition, see [`crate::metrics`] |
+//! | `POST /v1/magic-folder/{name}/resolve-conflict` `{"relpath", "resolution": "mine"\|"theirs", "participant"?}` | `ResolveOutcome` |
+//! | `POST /v1/web/login-url` | `{"url"}`: a one-time login to the web page (`web`) |
+//! | `GET /web/` | the web page (no token: it holds no secrets; see `web`) |
 //! | `GET /v1/magic-folder/{name}/history?path=REL` | `History`: every version of a file, from the grid |
 //! | `POST /v1/magic-folder/{name}/restore` `{"path", "version"?, "to"?}` | `RestoreOutcome` |
 //! | `GET /v1/magic-folder/{name}/deleted[?since_s=N]` | `[Deleted]`, newest first |
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -49,9 +52,10 @@ use crate::config::ConfigDir;
 use crate::events::Telemetry;
 use crate::folder::Folders;
 
+mod commands;
 mod compat;
-mod history;
 mod status_ws;
+mod web;
 
 pub use compat::{AuthorInfo, FolderListing};
 
@@ -205,6 +209,7 @@ pub(super) struct ApiState {
     folders: Folders,
     config: ConfigDir,
     telemetry: Telemetry,
+    web: Arc<web::WebSessions>,
 }
 
 /// Builds the router (exposed for tests that drive it without a socket).
@@ -214,52 +219,38 @@ pub fn router(token: String, folders: Folders, config: ConfigDir, telemetry: Tel
         folders,
         config,
         telemetry,
+        web: Arc::new(web::WebSessions::default()),
     };
-    Router::new()
+    let f = |route: &str| format!("/v1/magic-folder/{{name}}/{route}");
+    let protected = Router::new()
         .route("/v1/status", get(status_ws::connect))
         .route("/metrics", get(metrics))
+        .route("/v1/web/login-url", post(web::login_url))
         .route("/v1/magic-folder", get(compat::list_folders))
+        .route(&f("scan-local"), put(compat::scan_local))
+        .route(&f("poll-remote"), put(compat::poll_remote))
+        .route(&f("snapshot"), post(compat::add_snapshot))
+        .route(&f("file-status"), get(compat::file_status))
+        .route(&f("recent-changes"), get(compat::recent_changes))
+        .route(&f("conflicts"), get(compat::conflicts))
         .route(
-            "/v1/magic-folder/{name}/scan-local",
-            put(compat::scan_local),
-        )
-        .route(
-            "/v1/magic-folder/{name}/poll-remote",
-            put(compat::poll_remote),
-        )
-        .route(
-            "/v1/magic-folder/{name}/snapshot",
-            post(compat::add_snapshot),
-        )
-        .route(
-            "/v1/magic-folder/{name}/file-status",
-            get(compat::file_status),
-        )
-        .route(
-            "/v1/magic-folder/{name}/recent-changes",
-            get(compat::recent_changes),
-        )
-        .route("/v1/magic-folder/{name}/conflicts", get(compat::conflicts))
-        .route(
-            "/v1/magic-folder/{name}/participants",
+            &f("participants"),
             get(compat::participants).post(compat::add_participant),
         )
-        .route("/v1/magic-folder/{name}/status", get(folder_status))
-        .route(
-            "/v1/magic-folder/{name}/history",
-            get(history::folder_history),
-        )
-        .route(
-            "/v1/magic-folder/{name}/restore",
-            post(history::folder_restore),
-        )
-        .route(
-            "/v1/magic-folder/{name}/deleted",
-            get(history::folder_deleted),
-        )
+        .route(&f("status"), get(folder_status))
+        .route(&f("history"), get(commands::folder_history))
+        .route(&f("restore"), post(commands::folder_restore))
+        .route(&f("deleted"), get(commands::folder_deleted))
+        .route(&f("resolve-conflict"), post(commands::resolve_conflict))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), authorise));
+    // The page and its login need no token: they hold no secrets.
+    let public = Router::new()
+        .route("/web/", get(web::index))
+        .route("/web/app.js", get(web::app_js))
+        .route("/web/style.css", get(web::style_css))
+        .route("/web/login", get(web::login));
+    public.merge(protected).with_state(state)
 }
 
 /// Binds `127.0.0.1` on an ephemeral port; returns the listener and its URL.
@@ -284,33 +275,56 @@ pub async fn serve(
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Lets a request in with the API token, or with a web session's cookie
+/// (see `web`): then a request that changes something must carry
+/// `X-Requested-With: magic-folder`, and one that names its origin must
+/// come from this address.
+async fn authorise(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API token (Authorization: Bearer <contents of api_token>)",
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
+    if given.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes())) {
+        return next.run(req).await;
     }
+    if state.web.has_session(headers) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin_ok = match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+            None => true,
+            Some(Ok(o)) => host.is_some_and(|h| o == format!("http://{h}")),
+            Some(Err(_)) => false,
+        };
+        let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+        let marked = headers
+            .get("x-requested-with")
+            .is_some_and(|v| v.as_bytes() == b"magic-folder");
+        if origin_ok && (reads || marked) {
+            return next.run(req).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a request from the web page must come from this address and, to change anything, \
+             carry X-Requested-With: magic-folder",
+        )
+        .into_response();
+    }
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API token (Authorization: Bearer <contents of api_token>)",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
 async fn folder_status(
@@ -458,6 +472,17 @@ impl ApiClient {
         )
         .await
         .map(drop)
+    }
+
+    /// `POST /v1/web/login-url`: a one-time login URL for the web page.
+    pub async fn web_login_url(&self) -> Result<String, String> {
+        let v: serde_json::Value = self
+            .call(reqwest::Method::POST, "/v1/web/login-url")
+            .await?;
+        v["url"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the daemon answered {v} instead of a URL"))
     }
 }
 

@@ -1,5 +1,7 @@
-//! History, restore and deleted over the API: the commands of the same
-//! names, with paths relative to the folder.
+//! The CLI's commands over the API — history, restore, deleted, and
+//! resolve-conflict (which 24.3 lacks; the shape of its proposal, issue
+//! #725 / PR #752: a resolution is "ours" or a participant's version) —
+//! with paths relative to the folder.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use serde::Deserialize;
 
 use super::{json_body, no_folder, ApiError, ApiState};
 use crate::commands::history::{self, Deleted, History, RestoreOutcome};
+use crate::commands::resolve::{self, Resolution, ResolveOutcome};
 use bytes::Bytes;
 
 /// `path` (relative to folder `name`, which must be running) as an
@@ -107,4 +110,39 @@ pub(super) async fn folder_deleted(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map(Json)
     .map_err(command_error)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResolveBody {
+    relpath: String,
+    /// `mine` (or 24.3's `ours`), or `theirs`.
+    resolution: String,
+    /// With `theirs`: whose version, when several conflict.
+    #[serde(default)]
+    participant: Option<String>,
+}
+
+pub(super) async fn resolve_conflict(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<ResolveOutcome>, ApiError> {
+    let body: ResolveBody = json_body(&body)?;
+    let abs = in_folder(&state, &name, &body.relpath).await?;
+    let how = match (body.resolution.as_str(), body.participant) {
+        ("mine" | "ours", _) => Resolution::Mine,
+        ("theirs", None) => Resolution::Theirs,
+        ("theirs", Some(p)) => Resolution::Use(p),
+        (other, _) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("resolution {other:?}: use \"mine\" or \"theirs\" (with \"participant\")"),
+            ))
+        }
+    };
+    resolve::resolve(&state.config, &abs, how)
+        .await
+        .map(Json)
+        .map_err(command_error)
 }
