@@ -228,7 +228,76 @@ fn make_conflict(w: &World) -> (Participant, Participant, Vec<u8>, String, Vec<u
             p.conflicts() == vec![("notes.txt".to_owned(), loser.clone())]
         });
     }
+    if w.kind() == "tahoe" {
+        names_readable_by_24_3(&alice);
+    }
     (alice, bob, win, loser, lose)
+}
+
+/// On Tahoe: magic-folder 24.3's own decoder (`magic2path`, from PyPI)
+/// accepts every name in every participant's personal directory — one it
+/// could not decode would stop its whole poll — once the conflict loser is
+/// published (under `@metadata`).
+fn names_readable_by_24_3(p: &Participant) {
+    let node = p.tahoe_node().url().expect("a Tahoe node URL");
+    let (api, token) = p.api();
+    let list = |cap: &str| -> serde_json::Value {
+        let (code, body) = http(&node, "GET", &format!("/uri/{cap}?t=json"), None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()[1]["children"].clone()
+    };
+    let mut names: Vec<String> = Vec::new();
+    wait_until(
+        "the conflict loser is published under @metadata",
+        &[p],
+        || {
+            let (code, body) = http(
+                &api,
+                "GET",
+                &format!("/v1/magic-folder/{FOLDER}/participants"),
+                Some(&token),
+            );
+            assert_eq!(code, 200, "{body}");
+            let parts: serde_json::Value = serde_json::from_str(&body).unwrap();
+            names.clear();
+            let mut losers = 0;
+            for v in parts.as_object().unwrap().values() {
+                let children = list(v["personal_dmd"].as_str().unwrap());
+                for (name, child) in children.as_object().unwrap() {
+                    names.push(name.clone());
+                    if name == "@metadata" && child[0] == "dirnode" {
+                        let cap = child[1]["ro_uri"].as_str().unwrap();
+                        losers += list(cap).as_object().unwrap().len();
+                    }
+                }
+            }
+            losers > 0
+        },
+    );
+    let python = mf_grid::tahoe::testgrid::venv_executable("python").unwrap();
+    let script = "import json, sys\n\
+        from magic_folder.magicpath import magic2path\n\
+        for n in json.load(sys.stdin):\n    \
+            if n != '@metadata': magic2path(n)\n";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&names).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "24.3 cannot decode a personal-directory name among {names:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn concurrent_edits_conflict_then_resolve_mine(w: &World) {

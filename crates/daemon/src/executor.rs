@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +101,9 @@ pub struct Executor<G: Grid> {
     /// Per participant, the directory and revision of the listing last
     /// given to the engine (see [`Executor::poll`]).
     last_polled: Mutex<HashMap<String, (Capability, Revision)>>,
+    /// Our personal directory holds no conflict entry of an earlier
+    /// release any more (checked at the first publish of a run).
+    migrated: AtomicBool,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -138,6 +142,7 @@ impl<G: Grid> Executor<G> {
             quiet: config.quiet,
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
+            migrated: AtomicBool::new(false),
         })
     }
 
@@ -300,8 +305,44 @@ impl<G: Grid> Executor<G> {
             .map(|p| format!("{participant}: {p}"))
             .collect();
         let revision = listed.revision;
+        let mut children = listed.children;
+        // Conflict losers ride under `@metadata` (see `publish`): an entry
+        // of a kind a 24.3 peer could not read must never sit in the
+        // personal directory itself.
+        if let Some(meta) = children.remove(METADATA_ENTRY) {
+            if meta.cap.kind() == CapKind::ImmutableDir {
+                match self.grid.list(&meta.cap).await {
+                    Ok(losers) => {
+                        for (name, e) in losers {
+                            if is_conflict_entry(&name) {
+                                children.entry(name).or_insert(e);
+                            } else {
+                                rejected.push(format!(
+                                    "{participant}: @metadata entry {name:?} is not a conflict entry"
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Unreadable now: try the whole listing again.
+                        self.last_polled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&participant);
+                        return Some(RemoteListing {
+                            entries: Err(grid_error(
+                                &format!("cannot list {participant}'s conflict copies"),
+                                e,
+                            )),
+                            participant,
+                            rejected: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
         let mut listing = Listing::new();
-        for (name, entry) in listed.children {
+        for (name, entry) in children {
             let path = match parse_entry_name(&name) {
                 None => continue,
                 Some(Err(e)) => {
@@ -516,21 +557,82 @@ impl<G: Grid> Executor<G> {
 
     // ----- Publish ------------------------------------------------------
 
+    /// Points our personal directory's entries at new snapshots, in one
+    /// write. Conflict losers (`<mangled path>@c<label>`) do not go into the
+    /// personal directory itself: magic-folder 24.3 reads every name there
+    /// but `@metadata` as a path, and one it cannot decode stops its whole
+    /// poll, for every participant. They go into an immutable directory
+    /// that our `@metadata` entry names (24.3 never reads `@metadata`), made
+    /// anew with all our losers whenever one is added. Losers an earlier
+    /// release published in the personal directory itself move there too.
     async fn publish(&self, entries: &[(String, Cap)]) -> Result<(), EffectError> {
         if entries.is_empty() {
             return Ok(());
         }
+        let parse = |name: &String, cap: &Cap| {
+            Capability::parse(cap.as_str())
+                .map_err(|e| EffectError::permanent(format!("cannot publish entry {name:?}: {e}")))
+        };
         let mut children = DirChildren::new();
+        let mut losers = DirChildren::new();
         for (name, cap) in entries {
-            let cap = Capability::parse(cap.as_str()).map_err(|e| {
-                EffectError::permanent(format!("cannot publish entry {name:?}: {e}"))
-            })?;
-            children.insert(name.clone(), DirEntry::new(cap));
+            let entry = DirEntry::new(parse(name, cap)?);
+            if is_conflict_entry(name) {
+                losers.insert(name.clone(), entry);
+            } else {
+                children.insert(name.clone(), entry);
+            }
         }
-        self.grid
-            .set_children(&self.personal, children, Replace::Yes)
-            .await
-            .map_err(|e| grid_error("cannot update our personal directory", e))
+        let migrate = !self.migrated.load(Ordering::Relaxed);
+        let mut legacy = Vec::new();
+        if !losers.is_empty() || migrate {
+            let ours = self
+                .grid
+                .list(&self.personal)
+                .await
+                .map_err(|e| grid_error("cannot list our personal directory", e))?;
+            legacy = ours
+                .keys()
+                .filter(|n| is_conflict_entry(n))
+                .cloned()
+                .collect();
+            if !losers.is_empty() || !legacy.is_empty() {
+                let mut all = match ours.get(METADATA_ENTRY) {
+                    Some(m) if m.cap.kind() == CapKind::ImmutableDir => self
+                        .grid
+                        .list(&m.cap)
+                        .await
+                        .map_err(|e| grid_error("cannot list our conflict copies", e))?,
+                    _ => DirChildren::new(),
+                };
+                for name in &legacy {
+                    all.entry(name.clone())
+                        .or_insert_with(|| ours[name].clone());
+                }
+                all.extend(losers);
+                let dir = self
+                    .grid
+                    .create_immutable_dir(all)
+                    .await
+                    .map_err(|e| grid_error("cannot record our conflict copies", e))?;
+                children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
+            }
+        }
+        if !children.is_empty() {
+            self.grid
+                .set_children(&self.personal, children, Replace::Yes)
+                .await
+                .map_err(|e| grid_error("cannot update our personal directory", e))?;
+        }
+        // Only once they are safe under `@metadata`.
+        for name in legacy {
+            match self.grid.unlink(&self.personal, &name).await {
+                Ok(()) | Err(GridError::NoChild(_)) => {}
+                Err(e) => return Err(grid_error("cannot update our personal directory", e)),
+            }
+        }
+        self.migrated.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     // ----- Write --------------------------------------------------------
@@ -661,6 +763,11 @@ impl<G: Grid> Executor<G> {
 
 /// A fresh random nonce for one upload attempt's metadata (see
 /// `SnapshotMetadata::nonce`).
+/// True for a conflict entry's name (`<mangled path>@c<label>`).
+fn is_conflict_entry(name: &str) -> bool {
+    matches!(parse_entry_name(name), Some(Ok((_, Some(_)))))
+}
+
 fn attempt_nonce() -> Result<String, EffectError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)

@@ -24,8 +24,8 @@ use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::scan::scan;
 use mf_daemon::watch::{self, WatchMsg};
 use mf_grid::{
-    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Listed, Replace,
-    Revision, UploadSource,
+    CapKind, Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Listed,
+    Replace, Revision, UploadSource,
 };
 
 fn rp(s: &str) -> RelPath {
@@ -1395,6 +1395,17 @@ async fn publish_then_poll_decodes_names_and_rejects_unsafe_ones() {
             result: Ok(())
         }
     );
+    // The conflict entry is not in the personal directory itself (a 24.3
+    // peer reads every other name there as a path, and one it cannot
+    // decode stops its whole poll): it is under `@metadata`.
+    let own = w.grid.list(&w.alice_personal).await.unwrap();
+    assert!(
+        own.keys()
+            .all(|n| n == "@metadata"
+                || matches!(snapshot::parse_entry_name(n), Some(Ok((_, None))))),
+        "{own:?}"
+    );
+    assert_eq!(own["@metadata"].cap.kind(), CapKind::ImmutableDir);
     // Hostile or broken entries, written straight into alice's directory.
     let snap = Capability::parse(d.cap.as_str()).unwrap();
     let file_cap = w.grid.put_file(b"not a snapshot");
@@ -1727,4 +1738,47 @@ async fn round_trip_through_the_embedded_grid() {
         "{ev:?}"
     );
     assert_eq!(fs::read(b_root.join("big.bin")).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_entries_of_an_earlier_release_move_under_metadata() {
+    let w = world();
+    fs::write(w.alice_root.join("g"), "x").unwrap();
+    let g = done(upload(&w.alice, "g", state(&w.alice_root, "g"), vec![]).await);
+    let loser = done(upload(&w.alice, "h", LocalState::Absent, vec![]).await);
+    // As an earlier release published losers: in the personal directory.
+    let mut legacy = DirChildren::new();
+    legacy.insert(
+        snapshot::conflict_entry_name(&rp("g"), "bob"),
+        DirEntry::new(Capability::parse(loser.cap.as_str()).unwrap()),
+    );
+    w.grid
+        .set_children(&w.alice_personal, legacy, Replace::Yes)
+        .await
+        .unwrap();
+    let ev = w
+        .alice
+        .execute(Action::Publish {
+            op: OpId(1),
+            entries: vec![(snapshot::entry_name(&rp("g")), g.cap.clone())],
+        })
+        .await;
+    assert!(
+        matches!(ev, Event::Published { result: Ok(()), .. }),
+        "{ev:?}"
+    );
+    let own = w.grid.list(&w.alice_personal).await.unwrap();
+    let names: Vec<&str> = own.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["@metadata", "g"],
+        "moved out of the personal directory"
+    );
+    // Others see the same entries as before.
+    let listings = poll(&w.bob).await;
+    let alice = listings.iter().find(|l| l.participant == "alice").unwrap();
+    let got = alice.entries.as_ref().unwrap();
+    assert_eq!(got["g@cbob"], (rp("g"), loser.cap.clone()));
+    assert_eq!(got["g"], (rp("g"), g.cap.clone()));
+    assert!(alice.rejected.is_empty(), "{:?}", alice.rejected);
 }
