@@ -431,8 +431,10 @@ pub struct DaemonLock {
 
 impl ConfigDir {
     /// Chooses the config directory: `explicit` (from `--config`), else
-    /// `MAGIC_FOLDER_CONFIG`, else `$XDG_CONFIG_HOME/magic-folder`, else
-    /// `$HOME/.config/magic-folder`.
+    /// `MAGIC_FOLDER_CONFIG`, else the platform's user config directory
+    /// (`directories`: `$XDG_CONFIG_HOME/magic-folder` or
+    /// `~/.config/magic-folder` on Linux, `~/Library/Application
+    /// Support/magic-folder` on macOS — where 24.3 and its clients look too).
     pub fn resolve(explicit: Option<&Path>) -> ConfigResult<ConfigDir> {
         let env = |k: &str| {
             std::env::var_os(k)
@@ -443,10 +445,8 @@ impl ConfigDir {
             p.to_owned()
         } else if let Some(p) = env(ENV_CONFIG) {
             p
-        } else if let Some(p) = env("XDG_CONFIG_HOME") {
-            p.join("magic-folder")
-        } else if let Some(p) = env("HOME") {
-            p.join(".config").join("magic-folder")
+        } else if let Some(dirs) = directories::ProjectDirs::from("", "", "magic-folder") {
+            dirs.config_dir().to_owned()
         } else {
             return Err(ConfigError::NoConfigDir);
         };
@@ -805,7 +805,8 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes a file readable by the owner only, atomically: a temporary file
 /// created `0600`, fsynced, then renamed over the target, then the directory
-/// fsynced.
+/// fsynced. (Our own rather than `tempfile`'s `persist`, which renames
+/// without either fsync: a crash could leave an empty config behind.)
 pub fn write_private(path: &Path, bytes: &[u8]) -> ConfigResult<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path

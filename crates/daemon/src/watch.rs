@@ -35,7 +35,10 @@
 //! `fs.inotify.max_user_watches`. Symlinks are not followed.
 //!
 //! One thread per folder does the debouncing; dropping the [`WatchHandle`]
-//! stops it and the inotify thread.
+//! stops it and the inotify thread. (Our own debouncer rather than
+//! `notify-debouncer-full`: that one reports events after a fixed delay,
+//! while this one reports *states* per path, caps the wait of a path that
+//! never goes quiet, and turns lost track into a rescan — the rules above.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;

@@ -276,16 +276,16 @@ pub async fn serve(
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Lets a request in with the API token, or with a web session's cookie
 /// (see `web`): then a request that changes something must carry
 /// `X-Requested-With: magic-folder`, and one that names its origin must
-/// come from this address.
+/// come from this address. (Our own rather than `tower-http`'s bearer
+/// check, which knows tokens only: the page's session and its CSRF rules
+/// belong in the same decision.)
 async fn authorise(State(state): State<ApiState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let given = headers

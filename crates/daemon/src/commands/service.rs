@@ -119,13 +119,9 @@ pub fn install(
 
 /// `$XDG_CONFIG_HOME/systemd/user`, or `~/.config/systemd/user`.
 fn user_unit_dir() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".config"))
-            .ok_or_else(|| anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?,
-    };
-    Ok(base.join("systemd").join("user"))
+    let base = directories::BaseDirs::new()
+        .ok_or_else(|| anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?;
+    Ok(base.config_dir().join("systemd").join("user"))
 }
 
 #[cfg(test)]
