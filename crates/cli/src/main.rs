@@ -251,6 +251,18 @@ enum Command {
         open: bool,
     },
 
+    /// Change a folder's intervals, umask or versions policy (a running
+    /// daemon applies them at once)
+    Config {
+        /// The folder
+        name: String,
+        #[command(flatten)]
+        tuning: TuningArgs,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
     Run,
 
@@ -460,12 +472,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let opts = CreateOptions {
                 name,
-                local_dir,
+                local_dir: absolute(&local_dir)?,
                 author,
-                grid: grid.choice(),
+                grid: absolute_grid(grid.choice())?,
                 tuning: tuning.into(),
             };
-            output::folder_added(&commands::create(&config, opts).await?, "Created", json)
+            // The running daemon is the one place that changes folders.
+            let info = match daemon(&config) {
+                Some(api) => {
+                    let req = mf_daemon::api::CreateRequest {
+                        name: opts.name,
+                        author_name: opts.author,
+                        local_path: opts.local_dir,
+                        grid: opts.grid,
+                        tuning: opts.tuning,
+                    };
+                    api.create(&req).await.map_err(anyhow::Error::msg)?
+                }
+                None => commands::create(&config, opts).await?,
+            };
+            output::folder_added(&info, "Created", json)
         }
         Command::Invite {
             folder,
@@ -486,22 +512,52 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let opts = JoinOptions {
                 code,
-                local_dir,
+                local_dir: absolute(&local_dir)?,
                 name,
                 author,
-                grid: grid.choice(),
+                grid: absolute_grid(grid.choice())?,
                 tuning: tuning.into(),
             };
-            output::folder_added(&commands::join(&config, opts).await?, "Joined", json)
+            let info = match daemon(&config) {
+                Some(api) => {
+                    let req = mf_daemon::api::JoinRequest {
+                        invite_code: opts.code,
+                        local_path: opts.local_dir,
+                        name: opts.name,
+                        author: opts.author,
+                        grid: opts.grid,
+                        tuning: opts.tuning,
+                    };
+                    api.join(&req).await.map_err(anyhow::Error::msg)?
+                }
+                None => commands::join(&config, opts).await?,
+            };
+            output::folder_added(&info, "Joined", json)
         }
         Command::Leave {
             name,
             really_delete_write_capability,
             json,
-        } => output::leave(
-            &commands::leave(&config, &name, really_delete_write_capability)?,
-            json,
-        ),
+        } => {
+            let out = match daemon(&config) {
+                Some(api) => {
+                    let req = mf_daemon::api::LeaveRequest {
+                        really_delete_write_capability,
+                    };
+                    api.leave(&name, &req).await.map_err(anyhow::Error::msg)?
+                }
+                None => commands::leave(&config, &name, really_delete_write_capability)?,
+            };
+            output::leave(&out, json)
+        }
+        Command::Config { name, tuning, json } => {
+            let t: Tuning = tuning.into();
+            let info = match daemon(&config) {
+                Some(api) => api.tune(&name, &t).await.map_err(anyhow::Error::msg)?,
+                None => commands::setup::tune(&config, &name, &t)?,
+            };
+            output::folder_added(&info, "Changed", json)
+        }
         Command::List { json } => output::list(&commands::list(&config)?, json),
         Command::Status {
             name,
@@ -620,6 +676,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             output::raw(&out)
         }
     }
+}
+
+/// The running daemon's API, if one runs on this config directory: then
+/// folders change through it (it applies the change at once), else in the
+/// config directly (a daemon started later reads it).
+fn daemon(config: &ConfigDir) -> Option<mf_daemon::api::ApiClient> {
+    mf_daemon::api::ApiClient::for_running_daemon(config)
+}
+
+/// `p` made absolute against our working directory: the daemon that may
+/// receive it has another.
+fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(std::path::absolute(p)?)
+}
+
+fn absolute_grid(g: Option<GridChoice>) -> anyhow::Result<Option<GridChoice>> {
+    Ok(match g {
+        Some(GridChoice::Embedded(d)) => Some(GridChoice::Embedded(absolute(&d)?)),
+        Some(GridChoice::Tahoe(t)) if !t.contains("://") => Some(GridChoice::Tahoe(
+            absolute(std::path::Path::new(&t))?
+                .to_string_lossy()
+                .into_owned(),
+        )),
+        other => other,
+    })
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

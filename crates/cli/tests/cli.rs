@@ -583,3 +583,50 @@ print(json.dumps(out))
     assert!(value("magic_folder_operation_seconds_count", ("op", "upload")) >= 1.0);
     alice.stop();
 }
+
+#[test]
+fn folders_change_through_the_running_daemon_at_once() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    let (url, token) = alice.api();
+    let listing = || -> serde_json::Value {
+        let (code, body) = http(&url, "GET", "/v1/magic-folder", Some(&token));
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    // Created through the daemon: running when the command returns.
+    let second = w.tmp.path().join("second");
+    let grid = w.grid.to_str().unwrap().to_owned();
+    let out = alice.ok(&[
+        "create",
+        "second",
+        second.to_str().unwrap(),
+        "--author",
+        "alice",
+        "--grid",
+        &grid,
+        "--json",
+    ]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["running"], true, "{info}");
+    assert_eq!(listing()["second"]["running"], true, "{}", listing());
+    // Retuned at once.
+    let out = alice.ok(&["config", FOLDER, "--poll-interval", "7s", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["poll_interval_ms"], 7000, "{info}");
+    assert_eq!(listing()[FOLDER]["poll_interval"], 7);
+    // Left at once.
+    alice.ok(&["leave", "second", "--really-delete-write-capability"]);
+    assert!(listing().get("second").is_none(), "{}", listing());
+    // Mistakes are clear, through the daemon as without it.
+    let e = alice.fails(&["config", "nope", "--poll-interval", "1s"]);
+    assert!(e.contains("nope"), "{e}");
+    let e = alice.fails(&["leave", FOLDER]);
+    assert!(e.contains("really-delete-write-capability"), "{e}");
+    alice.stop();
+    // Without a daemon the config changes directly.
+    let out = alice.ok(&["config", FOLDER, "--scan-interval", "5m", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["scan_interval_ms"], 300_000, "{info}");
+}

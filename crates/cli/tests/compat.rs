@@ -198,6 +198,48 @@ fn magic_folder_api_of_24_3_drives_our_daemon() {
     let _ = monitor.kill();
     let _ = monitor.wait();
 
+    // 24.3's own CLI adds and leaves a folder through our daemon's API.
+    let mf = venv_executable("magic-folder").unwrap();
+    let third = w.tmp.path().join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&mf)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "magic-folder {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "add",
+        "--name",
+        "third",
+        "--author",
+        "alice",
+        "--poll-interval",
+        "5",
+        third.to_str().unwrap(),
+    ]);
+    let (url, token) = alice.api();
+    let (_, body) = http(&url, "GET", "/v1/magic-folder", Some(&token));
+    let listed = json(&body);
+    assert_eq!(listed["third"]["poll_interval"], 5, "{listed}");
+    assert_eq!(listed["third"]["is_admin"], true, "{listed}");
+    run(&[
+        "leave",
+        "--name",
+        "third",
+        "--really-delete-write-capability",
+    ]);
+    let (_, body) = http(&url, "GET", "/v1/magic-folder", Some(&token));
+    assert!(json(&body).get("third").is_none(), "{body}");
+
     // A stopped daemon is "not running" to 24.3's clients.
     alice.stop();
     let out = api(&cfg, &["scan", "--folder", FOLDER]);

@@ -742,6 +742,20 @@ impl ConfigDir {
         write_private(&self.folder_file(&cfg.name), &json)
     }
 
+    /// Saves a changed configuration of an existing folder (atomically).
+    pub fn update_folder(&self, cfg: &FolderConfig) -> ConfigResult<()> {
+        let path = self.folder_file(&cfg.name);
+        cfg.validate().map_err(|detail| ConfigError::Corrupt {
+            path: path.clone(),
+            detail,
+        })?;
+        if !path.is_file() {
+            return Err(ConfigError::NoSuchFolder(cfg.name.clone()));
+        }
+        let json = serde_json::to_vec_pretty(cfg).expect("serialises");
+        write_private(&path, &json)
+    }
+
     /// Deletes a folder's configuration and state (never its local files).
     pub fn remove_folder(&self, name: &str) -> ConfigResult<()> {
         check_folder_name(name)?;

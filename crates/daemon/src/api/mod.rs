@@ -15,6 +15,7 @@
 //! | `GET /v1/magic-folder/{name}/status` | [`FolderStatus`]: state, counts, conflicts, errors |
 //! | `GET /v1/status` (WebSocket) | 24.3's event stream, see `status_ws` |
 //! | `GET /metrics` | Prometheus text exposition, see [`crate::metrics`] |
+//! | `POST /v1/magic-folder`, `POST /v1/join`, `DELETE /v1/magic-folder/{name}`, `POST …/{name}/config` | create, join, leave, retune (see `manage`) |
 //! | `POST /v1/magic-folder/{name}/resolve-conflict` `{"relpath", "resolution": "mine"\|"theirs", "participant"?}` | `ResolveOutcome` |
 //! | `POST /v1/web/login-url` | `{"url"}`: a one-time login to the web page (`web`) |
 //! | `GET /web/` | the web page (no token: it holds no secrets; see `web`) |
@@ -43,7 +44,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -54,10 +55,12 @@ use crate::folder::Folders;
 
 mod commands;
 mod compat;
+mod manage;
 mod status_ws;
 mod web;
 
 pub use compat::{AuthorInfo, FolderListing};
+pub use manage::{CreateRequest, JoinRequest, LeaveRequest};
 
 /// Live status of one folder, as the API and `status --json` report it.
 /// Times are milliseconds since the Unix epoch.
@@ -210,23 +213,42 @@ pub(super) struct ApiState {
     config: ConfigDir,
     telemetry: Telemetry,
     web: Arc<web::WebSessions>,
+    /// Asks the daemon to start, stop or restart folders to match their
+    /// configs now; the sender it carries hears when that is done.
+    reconcile: Reconcile,
 }
 
+/// See [`ApiState`]'s `reconcile`.
+pub type Reconcile = tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>;
+
 /// Builds the router (exposed for tests that drive it without a socket).
-pub fn router(token: String, folders: Folders, config: ConfigDir, telemetry: Telemetry) -> Router {
+pub fn router(
+    token: String,
+    folders: Folders,
+    config: ConfigDir,
+    telemetry: Telemetry,
+    reconcile: Reconcile,
+) -> Router {
     let state = ApiState {
         token: token.into(),
         folders,
         config,
         telemetry,
         web: Arc::new(web::WebSessions::default()),
+        reconcile,
     };
     let f = |route: &str| format!("/v1/magic-folder/{{name}}/{route}");
     let protected = Router::new()
         .route("/v1/status", get(status_ws::connect))
         .route("/metrics", get(metrics))
         .route("/v1/web/login-url", post(web::login_url))
-        .route("/v1/magic-folder", get(compat::list_folders))
+        .route(
+            "/v1/magic-folder",
+            get(compat::list_folders).post(manage::create),
+        )
+        .route("/v1/magic-folder/{name}", delete(manage::leave))
+        .route("/v1/join", post(manage::join))
+        .route(&f("config"), post(manage::tune))
         .route(&f("scan-local"), put(compat::scan_local))
         .route(&f("poll-remote"), put(compat::poll_remote))
         .route(&f("snapshot"), post(compat::add_snapshot))
@@ -267,11 +289,15 @@ pub async fn serve(
     folders: Folders,
     config: ConfigDir,
     telemetry: Telemetry,
+    reconcile: Reconcile,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(token, folders, config, telemetry))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(token, folders, config, telemetry, reconcile),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -416,11 +442,23 @@ impl ApiClient {
         method: reqwest::Method,
         path: &str,
     ) -> Result<T, String> {
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, String> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| format!("cannot reach the daemon at {}: {e}", self.base))?;
@@ -474,6 +512,59 @@ impl ApiClient {
         .map(drop)
     }
 
+    async fn send<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        self.call_with(
+            method,
+            path,
+            Some(serde_json::to_vec(body).map_err(|e| e.to_string())?),
+        )
+        .await
+    }
+
+    /// `POST /v1/magic-folder`: creates a folder.
+    pub async fn create(&self, req: &CreateRequest) -> Result<crate::commands::FolderInfo, String> {
+        self.send(reqwest::Method::POST, "/v1/magic-folder", req)
+            .await
+    }
+
+    /// `POST /v1/join`: joins a folder.
+    pub async fn join(&self, req: &JoinRequest) -> Result<crate::commands::FolderInfo, String> {
+        self.send(reqwest::Method::POST, "/v1/join", req).await
+    }
+
+    /// `DELETE /v1/magic-folder/{name}`: leaves a folder.
+    pub async fn leave(
+        &self,
+        name: &str,
+        req: &LeaveRequest,
+    ) -> Result<crate::commands::setup::LeaveOutcome, String> {
+        self.send(
+            reqwest::Method::DELETE,
+            &format!("/v1/magic-folder/{name}"),
+            req,
+        )
+        .await
+    }
+
+    /// `POST /v1/magic-folder/{name}/config`: retunes a folder.
+    pub async fn tune(
+        &self,
+        name: &str,
+        t: &crate::commands::Tuning,
+    ) -> Result<crate::commands::FolderInfo, String> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/magic-folder/{name}/config"),
+            t,
+        )
+        .await
+    }
+
     /// `POST /v1/web/login-url`: a one-time login URL for the web page.
     pub async fn web_login_url(&self) -> Result<String, String> {
         let v: serde_json::Value = self
@@ -510,6 +601,7 @@ mod tests {
             folders,
             config,
             Telemetry::default(),
+            tokio::sync::mpsc::channel(1).0,
             async {
                 let _ = rx.await;
             },

@@ -43,6 +43,9 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
     let mut failures = Failures::default();
     reconcile(config, &folders, &telemetry, &mut failures).await;
 
+    // The API asks for an immediate reconcile after it changed a config.
+    let (reconcile_tx, mut reconcile_rx) =
+        tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(8);
     let (listener, url) = api::bind_loopback().await?;
     let (stop_api, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(
@@ -51,6 +54,7 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
         folders.clone(),
         config.clone(),
         telemetry.clone(),
+        reconcile_tx,
         async move {
             let _ = stop_api_rx.await;
         },
@@ -69,6 +73,10 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => reconcile(config, &folders, &telemetry, &mut failures).await,
+            Some(done) = reconcile_rx.recv() => {
+                reconcile(config, &folders, &telemetry, &mut failures).await;
+                let _ = done.send(());
+            }
         }
     }
 

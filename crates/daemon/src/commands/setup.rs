@@ -77,8 +77,10 @@ pub fn init(config: &ConfigDir) -> anyhow::Result<InitOutcome> {
     })
 }
 
-/// Which grid a new folder lives on.
-#[derive(Clone, Debug)]
+/// Which grid a new folder lives on. (In the API: `{"embedded": DIR}` or
+/// `{"tahoe": NODE}`.)
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GridChoice {
     /// An embedded grid in this directory.
     Embedded(PathBuf),
@@ -86,21 +88,53 @@ pub enum GridChoice {
     Tahoe(String),
 }
 
-/// Timing and permission settings for a new folder; `None` takes the default.
-#[derive(Clone, Debug, Default)]
+/// Timing and permission settings for a new folder; `None` takes the
+/// default. (In the API, durations are seconds, as in 24.3's.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tuning {
     /// Between polls (default per backend).
+    #[serde(default, with = "secs")]
     pub poll_interval: Option<Duration>,
     /// Between full scans.
+    #[serde(default, with = "secs")]
     pub scan_interval: Option<Duration>,
     /// Quiet time before a change is reported.
+    #[serde(default, with = "secs")]
     pub pending_delay: Option<Duration>,
     /// Mask for files written on behalf of others.
+    #[serde(default)]
     pub umask: Option<u32>,
     /// How long the versions area keeps old versions.
+    #[serde(default, with = "secs")]
     pub keep_versions_for: Option<Duration>,
     /// How many versions of each file the versions area keeps.
+    #[serde(default)]
     pub keep_versions: Option<usize>,
+}
+
+/// Optional durations as (fractional) seconds; zero, negative or absurd
+/// ones are refused.
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<f64>::deserialize(d)? {
+            None => Ok(None),
+            Some(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(Some(Duration::from_secs_f64(v))),
+            Some(v) => Err(serde::de::Error::custom(format!(
+                "{v} is not a positive number of seconds"
+            ))),
+        }
+    }
 }
 
 impl Tuning {
@@ -502,7 +536,7 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
 }
 
 /// What `leave` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaveOutcome {
     /// The folder.
     pub name: String,
@@ -548,6 +582,33 @@ pub fn leave(
         local_path: cfg.map(|c| c.local_path),
         was_admin,
     })
+}
+
+/// `config NAME`: changes a folder's intervals and versions policy; a
+/// running daemon restarts the folder with them at once.
+pub fn tune(config: &ConfigDir, name: &str, t: &Tuning) -> anyhow::Result<FolderInfo> {
+    config.require_initialised()?;
+    let mut cfg = config.load_folder(name)?;
+    if let Some(d) = t.poll_interval {
+        cfg.poll_interval_ms = ms(d);
+    }
+    if let Some(d) = t.scan_interval {
+        cfg.scan_interval_ms = ms(d);
+    }
+    if let Some(d) = t.pending_delay {
+        cfg.pending_delay_ms = ms(d);
+    }
+    if let Some(m) = t.umask {
+        cfg.umask = m;
+    }
+    if let Some(d) = t.keep_versions_for {
+        cfg.versions_max_age_ms = ms(d);
+    }
+    if let Some(n) = t.keep_versions {
+        cfg.versions_per_file = n;
+    }
+    config.update_folder(&cfg)?;
+    Ok(summary(&cfg, config.daemon_running()))
 }
 
 /// `list`: every configured folder; `running` says whether a daemon runs
