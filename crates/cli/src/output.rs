@@ -174,12 +174,28 @@ pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
             outln!("  note: {note}");
         }
         outln!(
-            "  {} files, {} queued, {} in flight, {} not yet published",
-            s.files,
+            "  {}, {} queued, {} in flight, {} not yet published",
+            plural(s.files as u64, "path"),
             s.queued,
             s.in_flight,
             s.unpublished
         );
+        for t in &s.transfers {
+            let pct = (t.bytes_done * 100)
+                .checked_div(t.bytes_total)
+                .unwrap_or(100);
+            outln!(
+                "  {} {}: {pct}% ({} of {})",
+                if t.direction == "upload" {
+                    "uploading"
+                } else {
+                    "downloading"
+                },
+                t.path,
+                human_bytes(t.bytes_done),
+                human_bytes(t.bytes_total)
+            );
+        }
         outln!(
             "  last scan: {}, last poll: {}",
             ago(now, s.last_scan),

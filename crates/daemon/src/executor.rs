@@ -46,6 +46,7 @@ use mf_grid::{
 use crate::fsops::{self, TempFile};
 use crate::ignore::IgnoreRules;
 use crate::scan;
+use crate::transfers::Transfers;
 
 /// Largest snapshot metadata document accepted, in bytes.
 pub const METADATA_LIMIT: u64 = 64 * 1024;
@@ -104,6 +105,8 @@ pub struct Executor<G: Grid> {
     /// Our personal directory holds no conflict entry of an earlier
     /// release any more (checked at the first publish of a run).
     migrated: AtomicBool,
+    /// Uploads and downloads in progress.
+    transfers: Transfers,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -143,7 +146,13 @@ impl<G: Grid> Executor<G> {
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
             migrated: AtomicBool::new(false),
+            transfers: Transfers::default(),
         })
+    }
+
+    /// Uploads and downloads in progress.
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
     }
 
     /// The folder root.
@@ -481,7 +490,11 @@ impl<G: Grid> Executor<G> {
         let (content, content_cap, mtime_s) = match local {
             LocalState::File(state) => {
                 let abs = self.root.join(path.as_str());
-                let uploaded = self.grid.upload(UploadSource::File(abs.clone())).await;
+                let (progress, _listed) = self.transfers.start(path, true, state.size);
+                let uploaded = self
+                    .grid
+                    .upload(UploadSource::TrackedFile(abs.clone(), progress))
+                    .await;
                 // Read before the check below: a chmod moves the ctime, so
                 // the check proves the bit belongs to the content read.
                 let executable = blocking(move || fs::symlink_metadata(&abs))
@@ -712,10 +725,13 @@ impl<G: Grid> Executor<G> {
         let mut stream = download.stream;
         let mut received: u64 = 0;
         let mut failure = None;
+        let (progress, _listed) = self.transfers.start(target, false, download.size);
+        progress.set_total(download.size);
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) => {
                     received += bytes.len() as u64;
+                    progress.add(bytes.len() as u64);
                     if received > download.size {
                         failure = Some(EffectError::permanent(format!(
                             "download of {target} is longer than announced"

@@ -76,6 +76,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`Engine::status`] walks every path (~10–25 ms at 100,000 files), and
 /// this was a third of an idle daemon's CPU time at 1 s.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// How often transfer progress and state changes go to the event stream.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Entries handled after which, once the loop runs out of work, the work
 /// tables shrink and freed memory is given back to the system (see
@@ -298,6 +300,7 @@ fn folder_status(
     clock: &Clock,
     s: Status,
     versions: &Mutex<Option<VersionsArea>>,
+    transfers: &crate::transfers::Transfers,
 ) -> FolderStatus {
     // Problems are cleared when the same thing succeeds, so a poll failure
     // still listed is the last poll's.
@@ -317,6 +320,7 @@ fn folder_status(
         state,
         state_reason,
         versions: *versions.lock().unwrap_or_else(|e| e.into_inner()),
+        transfers: transfers.list(),
         name: config.name.clone(),
         local_path: config.local_path.clone(),
         running: s.fatal.is_none(),
@@ -514,6 +518,10 @@ pub async fn run<G: Grid>(
     let mut parked: VecDeque<Action> = VecDeque::new();
     let mut persist_tick = tokio::time::interval(PERSIST_EVERY);
     persist_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Progress and state changes for the event stream, once a second.
+    let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
+    progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_state: Option<FolderState> = None;
     // The versions area keeps replaced files for a while, then lets them go.
     // The first tick is at once: the versions area is pruned at start too.
     let mut prune_tick = tokio::time::interval(PRUNE_VERSIONS_EVERY);
@@ -627,7 +635,7 @@ pub async fn run<G: Grid>(
                 Control::Scan => engine.request_scan(),
                 Control::Poll => engine.request_poll(),
                 Control::Status(reply) => {
-                    let s = folder_status(&config, &clock, engine.status(), &versions_area);
+                    let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
                     let _ = reply.send(gated(s, gate.as_ref(), parked.len()));
                 }
             },
@@ -652,9 +660,32 @@ pub async fn run<G: Grid>(
                     }
                 });
             }
+            _ = progress_tick.tick() => {
+                for t in executor.transfers().list() {
+                    telemetry.events.publish(serde_json::json!({
+                        "kind": format!("{}-progress", t.direction),
+                        "folder": config.name,
+                        "relpath": t.path,
+                        "bytes_done": t.bytes_done,
+                        "bytes_total": t.bytes_total,
+                        "timestamp": crate::events::now_s(),
+                    }));
+                }
+                let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
+                if last_state != Some(s.state) {
+                    last_state = Some(s.state);
+                    telemetry.events.publish(serde_json::json!({
+                        "kind": "folder-state-changed",
+                        "folder": config.name,
+                        "state": s.state,
+                        "reason": s.state_reason,
+                        "timestamp": crate::events::now_s(),
+                    }));
+                }
+            }
             _ = persist_tick.tick() => {
                 story.roll_window();
-                let s = folder_status(&config, &clock, engine.status(), &versions_area);
+                let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
             }
             _ = gate_changed(&mut gate) => {
@@ -692,7 +723,13 @@ pub async fn run<G: Grid>(
     }
     story.flush();
     drop(watcher);
-    let s = folder_status(&config, &clock, engine.status(), &versions_area);
+    let s = folder_status(
+        &config,
+        &clock,
+        engine.status(),
+        &versions_area,
+        executor.transfers(),
+    );
     persister.save(&gated(s, gate.as_ref(), parked.len()));
     Ok(())
 }

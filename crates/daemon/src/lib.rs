@@ -32,4 +32,5 @@ pub mod memory;
 pub mod metrics;
 pub mod scan;
 pub mod story;
+pub mod transfers;
 pub mod watch;

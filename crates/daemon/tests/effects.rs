@@ -827,7 +827,7 @@ impl Grid for MemGrid {
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
         let data = match source {
             UploadSource::Bytes(b) => b.to_vec(),
-            UploadSource::File(p) => {
+            UploadSource::File(p) | UploadSource::TrackedFile(p, _) => {
                 let d = fs::read(&p).map_err(|e| GridError::Io {
                     context: "read".into(),
                     source: e,
@@ -1781,4 +1781,29 @@ async fn conflict_entries_of_an_earlier_release_move_under_metadata() {
     assert_eq!(got["g@cbob"], (rp("g"), loser.cap.clone()));
     assert_eq!(got["g"], (rp("g"), g.cap.clone()));
     assert!(alice.rejected.is_empty(), "{:?}", alice.rejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_listed_as_a_transfer_while_it_runs() {
+    let w = world();
+    fs::write(w.alice_root.join("big"), vec![1u8; 5000]).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (transfers, record) = (w.alice.transfers().clone(), seen.clone());
+    *w.grid.after_upload_read.lock().unwrap() = Some(Box::new(move |_: &Path| {
+        record.lock().unwrap().push(transfers.list());
+    }));
+    done(upload(&w.alice, "big", state(&w.alice_root, "big"), vec![]).await);
+    *w.grid.after_upload_read.lock().unwrap() = None;
+    let seen = seen.lock().unwrap();
+    let during = &seen[0];
+    assert_eq!(during.len(), 1, "{seen:?}");
+    assert_eq!(
+        (
+            during[0].path.as_str(),
+            during[0].direction.as_str(),
+            during[0].bytes_total
+        ),
+        ("big", "upload", 5000)
+    );
+    assert!(w.alice.transfers().list().is_empty(), "gone when done");
 }

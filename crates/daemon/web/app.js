@@ -63,6 +63,18 @@ function renderFolder(name, me, status, recent, participants) {
     `${plural(status.files, "path")}; ${status.queued} queued, ${status.in_flight} in flight, ` +
     `${status.unpublished} unpublished` +
     (status.last_poll ? `; last poll ${ago(status.last_poll)}` : "");
+  const transfers = root.querySelector(".transfers");
+  for (const t of status.transfers || []) {
+    const pct = t.bytes_total ? Math.floor(100 * t.bytes_done / t.bytes_total) : 100;
+    const li = el("li", `${t.direction === "upload" ? "↑" : "↓"} ${t.path} ${pct}%`,
+      { "data-transfer": t.path });
+    const bar = el("div", undefined, { class: "progress" });
+    const fill = el("div", undefined, { class: "bar" });
+    fill.style.width = pct + "%";
+    bar.append(fill);
+    li.append(bar);
+    transfers.append(li);
+  }
   const conflicts = root.querySelector(".conflicts");
   if (!status.conflicts.length) conflicts.append(el("li", "none", { class: "muted" }));
   for (const c of status.conflicts) {

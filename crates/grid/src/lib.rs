@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use cap::{CapError, CapKind, Capability, Scheme};
 
@@ -109,6 +110,39 @@ impl DirEntry {
     }
 }
 
+/// How far an upload is: the grid counts the work it has done of the work
+/// it will do (a backend that reads the source twice counts both reads).
+/// Cheap to clone; clones share the counts. For status, never for logic.
+#[derive(Clone, Debug, Default)]
+pub struct Progress(std::sync::Arc<(AtomicU64, AtomicU64)>);
+
+impl Progress {
+    /// A new, empty progress.
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// The fraction done, from 0 to 1 (0 until the grid says how much
+    /// there is to do).
+    pub fn fraction(&self) -> f64 {
+        let total = self.0 .1.load(Ordering::Relaxed);
+        if total == 0 {
+            return 0.0;
+        }
+        (self.0 .0.load(Ordering::Relaxed) as f64 / total as f64).min(1.0)
+    }
+
+    /// Says how much work there is in all.
+    pub fn set_total(&self, total: u64) {
+        self.0 .1.store(total, Ordering::Relaxed);
+    }
+
+    /// Counts `n` more units of work done.
+    pub fn add(&self, n: u64) {
+        self.0 .0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// What to upload as an immutable file.
 ///
 /// A file is named by path rather than handed over as a one-shot reader
@@ -121,6 +155,19 @@ pub enum UploadSource {
     Bytes(bytes::Bytes),
     /// A local file, streamed from disk.
     File(PathBuf),
+    /// A local file, streamed from disk, with its progress counted.
+    TrackedFile(PathBuf, Progress),
+}
+
+impl UploadSource {
+    /// The file to read, and its progress if tracked.
+    pub(crate) fn file(&self) -> Option<(&std::path::Path, Option<&Progress>)> {
+        match self {
+            UploadSource::Bytes(_) => None,
+            UploadSource::File(p) => Some((p, None)),
+            UploadSource::TrackedFile(p, pr) => Some((p, Some(pr))),
+        }
+    }
 }
 
 /// A download in progress: its size and a stream of its bytes, chunk by chunk.

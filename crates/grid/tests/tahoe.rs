@@ -197,7 +197,12 @@ async fn streaming_file_upload_and_download() {
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(&path, &data).unwrap();
-    let cap = g.upload(UploadSource::File(path.clone())).await.unwrap();
+    let progress = mf_grid::Progress::new();
+    let cap = g
+        .upload(UploadSource::TrackedFile(path.clone(), progress.clone()))
+        .await
+        .unwrap();
+    assert_eq!(progress.fraction(), 1.0, "every byte sent is counted");
     // Convergent: the same bytes from memory give the same cap.
     let again = g
         .upload(UploadSource::Bytes(data.clone().into()))

@@ -102,6 +102,9 @@ pub struct FolderStatus {
     /// The local versions area, as its last pruning left it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<VersionsArea>,
+    /// Transfers in progress (the largest first, at most 20).
+    #[serde(default)]
+    pub transfers: Vec<TransferInfo>,
 }
 
 /// A folder's state in one word, for people and for programs (a client
@@ -143,6 +146,19 @@ pub struct ConflictInfo {
     pub path: String,
     /// Whose version is kept as the conflict copy.
     pub participant: String,
+}
+
+/// A transfer in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// The path, relative to the folder.
+    pub path: String,
+    /// `upload` or `download`.
+    pub direction: String,
+    /// Bytes done so far.
+    pub bytes_done: u64,
+    /// The file's size.
+    pub bytes_total: u64,
 }
 
 /// One recent problem.

@@ -45,7 +45,7 @@ use std::sync::mpsc;
 use super::caps::short_name;
 use super::crypto::{chk_storage_index, ChunkCipher, ConvergentHasher, Key32, ObjectKind, TAG_LEN};
 use super::store::{io_err, refresh_object, Store};
-use crate::{GridError, GridResult, UploadSource};
+use crate::{GridError, GridResult, Progress, UploadSource};
 
 /// Bytes in an object header.
 pub(crate) const HEADER_LEN: usize = 24;
@@ -83,29 +83,47 @@ fn header(kind: ObjectKind, chunk_size: u32, size: u64) -> [u8; HEADER_LEN] {
 
 /// Where upload content comes from, opened once per pass.
 fn open_source(source: &UploadSource) -> GridResult<Box<dyn Read + Send>> {
-    match source {
-        UploadSource::Bytes(b) => Ok(Box::new(Cursor::new(b.clone()))),
-        UploadSource::File(path) => {
+    match source.file() {
+        None => match source {
+            UploadSource::Bytes(b) => Ok(Box::new(Cursor::new(b.clone()))),
+            _ => unreachable!("every other source is a file"),
+        },
+        Some((path, progress)) => {
             let f =
                 File::open(path).map_err(io_err(format!("upload: opening {}", path.display())))?;
-            Ok(Box::new(f))
+            Ok(match progress {
+                Some(p) => Box::new(Counted(f, p.clone())),
+                None => Box::new(f),
+            })
         }
+    }
+}
+
+/// A reader that counts what it reads into a [`Progress`].
+struct Counted<R>(R, Progress);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.add(n as u64);
+        Ok(n)
     }
 }
 
 /// The source's size now (a hint only: a file may still change), or
 /// `u64::MAX` if unknown.
 fn size_hint(source: &UploadSource) -> u64 {
-    match source {
-        UploadSource::Bytes(b) => b.len() as u64,
-        UploadSource::File(p) => std::fs::metadata(p).map_or(u64::MAX, |m| m.len()),
+    match (source, source.file()) {
+        (UploadSource::Bytes(b), _) => b.len() as u64,
+        (_, Some((p, _))) => std::fs::metadata(p).map_or(u64::MAX, |m| m.len()),
+        _ => u64::MAX,
     }
 }
 
 fn source_ctx(source: &UploadSource) -> String {
-    match source {
-        UploadSource::Bytes(_) => "upload: reading source bytes".to_string(),
-        UploadSource::File(p) => format!("upload: reading {}", p.display()),
+    match source.file() {
+        None => "upload: reading source bytes".to_string(),
+        Some((p, _)) => format!("upload: reading {}", p.display()),
     }
 }
 
@@ -169,6 +187,10 @@ pub(crate) fn upload(
             .saturating_add(1)
             .clamp(4096, cs.max(64 << 10) as u64) as usize
     ];
+    if let Some((_, Some(progress))) = source.file() {
+        // Both passes read the whole source.
+        progress.set_total(size_hint(source).saturating_mul(2));
+    }
     let mut src = open_source(source)?;
     loop {
         let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;
@@ -245,10 +267,9 @@ pub(crate) fn upload(
     };
     match written {
         Pass2::Changed => {
-            let path = match source {
-                UploadSource::File(p) => p.clone(),
-                UploadSource::Bytes(_) => PathBuf::from("<bytes>"),
-            };
+            let path = source
+                .file()
+                .map_or_else(|| PathBuf::from("<bytes>"), |(p, _)| p.to_owned());
             Err(GridError::SourceChanged(path))
         }
         Pass2::Done => {

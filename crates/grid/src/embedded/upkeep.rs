@@ -287,6 +287,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tracked_upload_counts_both_passes_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = EmbeddedGrid::create(dir.path().join("g"), [7; 32]).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, vec![3u8; 700_000]).unwrap();
+        let progress = crate::Progress::new();
+        assert_eq!(progress.fraction(), 0.0);
+        grid.upload(UploadSource::TrackedFile(file.clone(), progress.clone()))
+            .await
+            .unwrap();
+        assert_eq!(progress.fraction(), 1.0);
+        // Found already stored: only the first pass ran.
+        let again = crate::Progress::new();
+        grid.upload(UploadSource::TrackedFile(file, again.clone()))
+            .await
+            .unwrap();
+        assert_eq!(again.fraction(), 0.5);
+    }
+
+    #[tokio::test]
     async fn repair_rewrites_a_damaged_object_from_a_file_with_its_content() {
         let dir = tempfile::tempdir().unwrap();
         let grid = EmbeddedGrid::create(dir.path().join("g"), [7; 32]).unwrap();

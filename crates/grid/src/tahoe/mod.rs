@@ -502,9 +502,16 @@ impl TahoeGrid {
         Ok(cap)
     }
 
-    async fn upload_file(&self, path: PathBuf) -> GridResult<Capability> {
+    async fn upload_file(
+        &self,
+        path: PathBuf,
+        progress: Option<crate::Progress>,
+    ) -> GridResult<Capability> {
         let ctx = Ctx::new("upload", None);
         let before = file_stamp(&path).await?;
+        if let Some(p) = &progress {
+            p.set_total(before.0);
+        }
         let watch = Arc::new(FileWatch::default());
         let url = self.url(&["uri"], &[]);
         let result = self
@@ -522,7 +529,7 @@ impl TahoeGrid {
                     .http
                     .put(url.clone())
                     .header(CONTENT_LENGTH, before.0)
-                    .body(file_body(file, before.0, watch.clone())))
+                    .body(file_body(file, before.0, watch.clone(), progress.clone())))
             })
             .await;
         // A body that failed locally shows up as a transport error; report
@@ -739,7 +746,8 @@ impl Grid for TahoeGrid {
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
         match source {
             UploadSource::Bytes(b) => self.upload_bytes(b).await,
-            UploadSource::File(p) => self.upload_file(p).await,
+            UploadSource::File(p) => self.upload_file(p, None).await,
+            UploadSource::TrackedFile(p, progress) => self.upload_file(p, Some(progress)).await,
         }
     }
 
@@ -831,7 +839,12 @@ fn take_io_error(watch: &FileWatch) -> Option<std::io::Error> {
 
 /// Streams exactly `expected` bytes of `file`; ends with an error (and flags
 /// `watch`) if the file turns out shorter or longer, or cannot be read.
-fn file_body(file: std::fs::File, expected: u64, watch: Arc<FileWatch>) -> reqwest::Body {
+fn file_body(
+    file: std::fs::File,
+    expected: u64,
+    watch: Arc<FileWatch>,
+    progress: Option<crate::Progress>,
+) -> reqwest::Body {
     use tokio::io::AsyncReadExt;
     struct St {
         file: tokio::fs::File,
@@ -845,6 +858,7 @@ fn file_body(file: std::fs::File, expected: u64, watch: Arc<FileWatch>) -> reqwe
     };
     let stream = futures_util::stream::unfold(st, move |mut st| {
         let watch = watch.clone();
+        let progress = progress.clone();
         async move {
             if st.done {
                 return None;
@@ -865,6 +879,9 @@ fn file_body(file: std::fs::File, expected: u64, watch: Arc<FileWatch>) -> reqwe
                 Ok(n) => {
                     buf.truncate(n);
                     st.sent += n as u64;
+                    if let Some(p) = &progress {
+                        p.add(n as u64);
+                    }
                     Some((Ok(Bytes::from(buf)), st))
                 }
                 Err(e) => {
