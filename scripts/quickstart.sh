@@ -23,7 +23,7 @@ if ! "$mf" "${alice[@]}" list --json 2>/dev/null | grep -q '"demo"'; then
 fi
 if ! "$mf" "${bob[@]}" list --json 2>/dev/null | grep -q '"demo"'; then
     echo "== alice invites bob; bob joins with the code at $demo/bob"
-    code="$("$mf" "${alice[@]}" invite --folder demo bob 2>/dev/null)"
+    code="$("$mf" "${alice[@]}" invite demo bob 2>/dev/null)"
     "$mf" "${bob[@]}" join "$code" "$demo/bob" --name demo --author bob \
         --poll-interval 1s --pending-delay 200ms
 fi

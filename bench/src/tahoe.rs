@@ -993,7 +993,7 @@ impl Pair {
         ];
         args.extend(tuning);
         alice.cli(&args)?;
-        let code = alice.cli(&["invite", "--folder", FOLDER, "bob"])?;
+        let code = alice.cli(&["invite", FOLDER, "bob"])?;
         let (bdir, bnode) = (text(&bob.dir)?, text(node_b)?);
         let mut args = vec![
             "join",

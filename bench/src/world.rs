@@ -161,7 +161,7 @@ impl World {
 
     /// A participant invited by `admin` who joins [`FOLDER`].
     pub fn join(&self, admin: &Participant, name: &str) -> Result<Participant> {
-        let code = admin.cli(&["invite", "--folder", FOLDER, name])?;
+        let code = admin.cli(&["invite", FOLDER, name])?;
         let p = self.participant(name)?;
         let dir = path_str(&p.dir)?;
         let mut args = vec!["join", code.trim(), dir, "--author", name];

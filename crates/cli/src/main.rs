@@ -79,7 +79,6 @@ enum Command {
     /// that participant's write capability. Send it over a private channel.
     Invite {
         /// The folder
-        #[arg(long, short = 'n', value_name = "NAME")]
         folder: String,
         /// The new participant's name
         participant: String,
@@ -146,12 +145,18 @@ enum Command {
     Scan {
         /// Only this folder
         name: Option<String>,
+        /// Print the folders asked as JSON
+        #[arg(long)]
+        json: bool,
     },
 
     /// Ask the running daemon to look for the other participants' changes now
     Poll {
         /// Only this folder
         name: Option<String>,
+        /// Print the folders asked as JSON
+        #[arg(long)]
+        json: bool,
     },
 
     /// Resolve a conflict: keep one version and remove the conflict copies
@@ -194,7 +199,6 @@ enum Command {
     /// List deleted files: who deleted them and when (`restore` brings one back)
     Deleted {
         /// Only this folder
-        #[arg(long)]
         folder: Option<String>,
         /// Only files deleted within this time, e.g. 2d or 3h
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -249,6 +253,9 @@ enum Command {
         /// Open it with xdg-open instead of printing it
         #[arg(long)]
         open: bool,
+        /// Print {"url": …} as JSON
+        #[arg(long)]
+        json: bool,
     },
 
     /// Change a folder's intervals, umask or versions policy (a running
@@ -264,7 +271,12 @@ enum Command {
     },
 
     /// Run the daemon in the foreground, syncing every folder (Ctrl-C stops it)
-    Run,
+    Run {
+        /// Also serve /metrics without the API token at this loopback
+        /// address, for a Prometheus scraper (e.g. 127.0.0.1:9101)
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
 
     /// Run the daemon as a systemd user service (starts at login)
     #[command(subcommand)]
@@ -425,7 +437,7 @@ enum LogFormat {
 fn init_logging(cli: &Cli) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use tracing_subscriber::EnvFilter;
-    let daemon = matches!(cli.command, Command::Run);
+    let daemon = matches!(cli.command, Command::Run { .. });
     let default = match (cli.verbose, daemon) {
         (0, false) => "warn",
         (0, true) => "info",
@@ -585,13 +597,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             &commands::resolve(&config, &path, choice.resolution()).await?,
             json,
         ),
-        Command::Scan { name } => output::nudged(
+        Command::Scan { name, json } => output::nudged(
             &commands::nudge(&config, name.as_deref(), commands::Nudge::Scan).await?,
             "scan",
+            json,
         ),
-        Command::Poll { name } => output::nudged(
+        Command::Poll { name, json } => output::nudged(
             &commands::nudge(&config, name.as_deref(), commands::Nudge::Poll).await?,
             "poll",
+            json,
         ),
         Command::History { path, json } => {
             output::history(&commands::history(&config, &path).await?, json)
@@ -639,7 +653,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 json,
             )
         }
-        Command::Web { open } => {
+        Command::Web { open, json } => {
             config.require_initialised()?;
             let client =
                 mf_daemon::api::ApiClient::for_running_daemon(&config).ok_or_else(|| {
@@ -655,11 +669,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         anyhow::anyhow!("cannot run xdg-open ({e}); open this URL: {url}")
                     })?;
                 Ok(())
+            } else if json {
+                output::raw(format!("{}\n", serde_json::json!({ "url": url })).as_bytes())
             } else {
                 output::raw(format!("{url}\n").as_bytes())
             }
         }
-        Command::Run => commands::run(&config, shutdown_signal()?).await,
+        Command::Run { metrics_listen } => {
+            commands::run(&config, metrics_listen, shutdown_signal()?).await
+        }
         Command::Service(ServiceCommand::Install { no_enable, json }) => output::service(
             &commands::service::install(&config, None, !no_enable)?,
             json,

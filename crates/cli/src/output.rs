@@ -286,7 +286,10 @@ pub fn service(
 }
 
 /// `scan` / `poll`.
-pub fn nudged(folders: &[String], what: &str) -> anyhow::Result<()> {
+pub fn nudged(folders: &[String], what: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&serde_json::json!({ "asked": what, "folders": folders }));
+    }
     match folders {
         [] => outln!("No magic folders."),
         [one] => outln!("Asked the daemon to {what} {one} now."),

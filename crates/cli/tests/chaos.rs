@@ -320,10 +320,7 @@ impl Chaos {
         admin.ok(&args);
         let mut ps = vec![admin];
         for name in &NAMES[1..] {
-            let code = ps[0]
-                .ok(&["invite", "--folder", FOLDER, name])
-                .trim()
-                .to_owned();
+            let code = ps[0].ok(&["invite", FOLDER, name]).trim().to_owned();
             let p = w.participant(name);
             let dir = p.dir.to_str().unwrap().to_owned();
             let grid = p.grid_args(&w);

@@ -89,7 +89,7 @@ fn commands_need_an_initialised_config() {
     for args in [
         &["status", "f"][..],
         &["leave", "f"],
-        &["invite", "--folder", "f", "bob"],
+        &["invite", "f", "bob"],
         &["run"],
     ] {
         let err = p.fails(args);
@@ -138,10 +138,7 @@ fn invite_join_list_leave_happy_path() {
     assert!(bob.dir.join(".magic-folder").is_dir());
 
     // A second folder for bob under another name, from a second invite.
-    let code = alice
-        .ok(&["invite", "--folder", FOLDER, "bob2"])
-        .trim()
-        .to_owned();
+    let code = alice.ok(&["invite", FOLDER, "bob2"]).trim().to_owned();
     let other = w.tmp.path().join("bob-second");
     bob.ok(&[
         "join",
@@ -187,15 +184,12 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
     assert!(err.contains("damaged"), "{err}");
 
     // A code whose participant the collective does not list.
-    let code = alice
-        .ok(&["invite", "--folder", FOLDER, "bob"])
-        .trim()
-        .to_owned();
-    let err = alice.fails(&["invite", "--folder", FOLDER, "bob"]);
+    let code = alice.ok(&["invite", FOLDER, "bob"]).trim().to_owned();
+    let err = alice.fails(&["invite", FOLDER, "bob"]);
     assert!(err.contains("already a participant"), "{err}");
-    let err = alice.fails(&["invite", "--folder", FOLDER, "bad name"]);
+    let err = alice.fails(&["invite", FOLDER, "bad name"]);
     assert!(err.contains("participant name"), "{err}");
-    let err = alice.fails(&["invite", "--folder", "nope", "carol"]);
+    let err = alice.fails(&["invite", "nope", "carol"]);
     assert!(err.contains("no magic folder named"), "{err}");
 
     bob.ok(&["join", &code, &dir]);
@@ -207,7 +201,7 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
     assert!(err.contains("overlaps"), "{err}");
 
     // Only the admin invites.
-    let err = bob.fails(&["invite", "--folder", FOLDER, "carol"]);
+    let err = bob.fails(&["invite", FOLDER, "carol"]);
     assert!(err.contains("admin"), "{err}");
 
     // A file where a directory should be.
@@ -437,10 +431,7 @@ fn folders_added_while_the_daemon_runs_start_syncing() {
     bob.start();
     alice.start();
     // Bob joins while his daemon already runs.
-    let code = alice
-        .ok(&["invite", "--folder", FOLDER, "bob"])
-        .trim()
-        .to_owned();
+    let code = alice.ok(&["invite", FOLDER, "bob"]).trim().to_owned();
     let mut args = vec![
         "join".to_owned(),
         code,
@@ -518,7 +509,13 @@ fn status_watch_shows_changes_as_they_happen() {
 fn metrics_parse_with_the_reference_prometheus_parser() {
     let w = World::new();
     let mut alice = w.admin("alice");
-    alice.start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let open = format!("127.0.0.1:{port}");
+    alice.start_with(&["--metrics-listen", &open]);
     alice.write("a.txt", &random_bytes(1, 3000));
     wait_until("a.txt uploaded", &[&alice], || {
         alice.idle() && alice.status()["files"] == 1
@@ -581,7 +578,25 @@ print(json.dumps(out))
     assert_eq!(value("magic_folder_up_to_date", folder), 1.0);
     assert!(value("magic_folder_last_poll_age_seconds", folder) >= 0.0);
     assert!(value("magic_folder_operation_seconds_count", ("op", "upload")) >= 1.0);
+    // The same without a token on the metrics-only loopback port, and
+    // nothing else there.
+    let open_url = format!("http://{open}");
+    let (code, text) = http(&open_url, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(text.contains("magic_folder_files_uploaded_total"), "{text}");
+    assert_eq!(
+        http(
+            &open_url,
+            "GET",
+            &format!("/v1/magic-folder/{FOLDER}/status"),
+            None
+        )
+        .0,
+        404
+    );
     alice.stop();
+    let e = alice.fails(&["run", "--metrics-listen", "0.0.0.0:9"]);
+    assert!(e.contains("loopback"), "{e}");
 }
 
 #[test]

@@ -585,10 +585,7 @@ fn the_embedded_grid_is_watched_not_only_polled() {
     let mut args = vec!["create", FOLDER, &dir, "--author", "alice", "--grid", &grid];
     args.extend_from_slice(&slow);
     alice.ok(&args);
-    let code = alice
-        .ok(&["invite", "--folder", FOLDER, "bob"])
-        .trim()
-        .to_owned();
+    let code = alice.ok(&["invite", FOLDER, "bob"]).trim().to_owned();
     let bob = w.participant("bob");
     let bob_dir = bob.dir.to_str().unwrap().to_owned();
     let mut args = vec!["join", &code, &bob_dir];

@@ -187,3 +187,22 @@ fn a_lie_about_generation_takes_nothing_over() {
     assert_eq!(names, ["a"], "{tree:?}");
     assert!(text(&tree["a"]).starts_with("p1:a:"), "{tree:?}");
 }
+
+#[test]
+fn a_removal_after_concurrent_creations_of_one_directory_stays_removed() {
+    use SimOp::*;
+    // Both make `k` before either hears of the other: two versions of one
+    // empty directory, one kept as a marker. The removal that follows must
+    // supersede both, not lose to the marker ("a directory beats a
+    // deletion") and bring `k` back.
+    let tree = settle(
+        &calm(2),
+        &[
+            Mkdir { who: 0, dir: 3 },
+            Mkdir { who: 1, dir: 3 },
+            Advance(5000),
+            RemoveDir { who: 0, dir: 3 },
+        ],
+    );
+    assert!(tree.is_empty(), "the removal stands everywhere: {tree:?}");
+}

@@ -209,10 +209,7 @@ impl World {
     /// A participant invited by `admin` who joined [`FOLDER`] (on Tahoe,
     /// through its own node).
     pub fn joined(&self, admin: &Participant, name: &str) -> Participant {
-        let code = admin
-            .ok(&["invite", "--folder", FOLDER, name])
-            .trim()
-            .to_owned();
+        let code = admin.ok(&["invite", FOLDER, name]).trim().to_owned();
         let p = self.participant(name);
         let dir = p.dir.to_str().unwrap().to_owned();
         let mut args = vec!["join", &code, &dir];
@@ -311,6 +308,11 @@ impl Participant {
 
     /// Starts `magic-folder run` and waits until its API is up.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`start`](Self::start) with more arguments of `run`.
+    pub fn start_with(&mut self, run_args: &[&str]) {
         assert!(self.daemon.is_none(), "{} is already running", self.name);
         let _ = fs::remove_file(self.config.join("api.url"));
         self.starts += 1;
@@ -324,6 +326,7 @@ impl Participant {
             .arg("--config")
             .arg(&self.config)
             .arg("run")
+            .args(run_args)
             .env_remove("MAGIC_FOLDER_CONFIG")
             .env(
                 "RUST_LOG",

@@ -120,7 +120,7 @@ impl<S: Store> Engine<S> {
                     .map(|c| c.snapshot.clone())
                     .into_iter()
                     .collect();
-                let resolving = self.resolved_caps(path);
+                let resolving = self.superseded_caps(path);
                 parents.extend(resolving.iter().cloned());
                 self.emit_upload(path, state, parents, resolving);
                 return;
@@ -471,15 +471,45 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// The kept losers of `path` that the user resolved: a version naming
+    /// them as parents is uploaded even without a local change.
     pub(super) fn resolved_caps(&self, path: &RelPath) -> Vec<Cap> {
         self.conflicts
             .get(path)
             .map(|m| {
-                m.values()
-                    .filter(|c| c.resolved)
-                    .map(|c| c.snapshot.clone())
+                m.iter()
+                    .filter(|(_, c)| c.resolved)
+                    .map(|(_, c)| c.snapshot.clone())
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The kept losers of `path` that a new local version of it supersedes:
+    /// the resolved ones, and the markers of losing directories. Such a
+    /// marker shows the user nothing of its own (a directory is a
+    /// directory), so what they do next was done knowing all it holds; left
+    /// out, it would stay a head and win again over a removal — a directory
+    /// beats a deletion — and bring the directory back. (A marker alone
+    /// triggers no upload: both sides would make a merge of the same
+    /// versions at once, and again for each other's merges.)
+    pub(super) fn superseded_caps(&mut self, path: &RelPath) -> Vec<Cap> {
+        let candidates: Vec<(bool, Cap)> = self
+            .conflicts
+            .get(path)
+            .map(|m| {
+                m.iter()
+                    .filter(|(label, c)| c.resolved || is_marker_label(label))
+                    .map(|(_, c)| (c.resolved, c.snapshot.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates
+            .into_iter()
+            .filter(|(resolved, cap)| {
+                *resolved || self.lookup(cap).is_some_and(|i| i.content == Content::Dir)
+            })
+            .map(|(_, cap)| cap)
+            .collect()
     }
 }

@@ -240,7 +240,12 @@ impl<S: Store> Engine<S> {
                     path: path.clone(),
                     content: info.content.clone(),
                 });
-                if !resolving.is_empty() {
+                // Markers superseded by an edit are no resolution to tell of.
+                let resolved_by_user = self.conflicts.get(&path).is_some_and(|m| {
+                    m.values()
+                        .any(|c| c.resolved && resolving.contains(&c.snapshot))
+                });
+                if resolved_by_user {
                     self.notify(Notice::Resolved { path: path.clone() });
                 }
                 self.remember_proven(&cap, info.generation);

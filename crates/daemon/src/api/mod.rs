@@ -389,9 +389,13 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
+    render_metrics(&state.folders, &state.telemetry).await
+}
+
+async fn render_metrics(folders: &Folders, telemetry: &Telemetry) -> Response {
     let mut statuses = Vec::new();
     {
-        let folders = state.folders.read().await;
+        let folders = folders.read().await;
         for h in folders.values() {
             if let Ok(s) = h.status().await {
                 statuses.push(s);
@@ -402,7 +406,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let body = state.telemetry.metrics.render(&statuses, now_ms);
+    let body = telemetry.metrics.render(&statuses, now_ms);
     (
         [(
             header::CONTENT_TYPE,
@@ -411,6 +415,29 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Serves `/metrics` alone, without the token, until `shutdown`: for a
+/// Prometheus scraper that cannot send one (`run --metrics-listen`). The
+/// caller binds loopback only; nothing else of the API is reachable there.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    folders: Folders,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State((f, t)): State<(Folders, Telemetry)>| async move {
+                render_metrics(&f, &t).await
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "only /metrics is here") })
+        .with_state((folders, telemetry));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 pub(super) fn no_folder(name: &str) -> ApiError {

@@ -33,7 +33,19 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 pub const RETRY_FAILED_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `shutdown` completes.
-pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: &ConfigDir,
+    metrics_listen: Option<std::net::SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = metrics_listen {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "--metrics-listen {addr}: only a loopback address (127.0.0.1, ::1) is allowed: \
+                 the metrics there need no token"
+            );
+        }
+    }
     config.require_initialised()?;
     let _lock = config.lock_daemon()?;
     config.init()?; // restores a missing API token
@@ -59,6 +71,21 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
             let _ = stop_api_rx.await;
         },
     ));
+    let (stop_metrics, stop_metrics_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?;
+        info!(%addr, "metrics without a token at /metrics");
+        tokio::spawn(api::serve_metrics(
+            listener,
+            folders.clone(),
+            telemetry.clone(),
+            async move {
+                let _ = stop_metrics_rx.await;
+            },
+        ));
+    }
     config.write_api_url(&url)?;
     let port = url.rsplit(':').next().and_then(|p| p.parse().ok());
     if let Err(e) = crate::discovery::announce(config, port) {
@@ -86,6 +113,7 @@ pub async fn run(config: &ConfigDir, shutdown: impl Future<Output = ()>) -> anyh
         warn!("cannot record that the API stopped for 24.3's clients: {e}");
     }
     let _ = stop_api.send(());
+    let _ = stop_metrics.send(());
     let handles: Vec<FolderHandle> = std::mem::take(&mut *folders.write().await)
         .into_values()
         .collect();
