@@ -174,8 +174,9 @@ pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
             outln!("  note: {note}");
         }
         outln!(
-            "  {}, {} queued, {} in flight, {} not yet published",
-            plural(s.files as u64, "path"),
+            "  {}, {}, {} queued, {} in flight, {} not yet published",
+            plural(s.files as u64, "file"),
+            count(s.directories as u64, "directory", "directories"),
             s.queued,
             s.in_flight,
             s.unpublished
@@ -496,7 +497,11 @@ fn finding(f: &Finding) -> String {
 }
 
 fn plural(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+    count(n, what, &format!("{what}s"))
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn now_ms() -> u64 {

@@ -938,10 +938,11 @@ impl Chaos {
                 ));
             }
             let paths = t.keys().filter(|k| copy_of(k).is_none()).count();
-            if s["files"] != paths {
+            let counted = s["files"].as_u64().unwrap_or(0) + s["directories"].as_u64().unwrap_or(0);
+            if counted != paths as u64 {
                 return Err(format!(
-                    "{}: status counts {} paths but the folder holds {paths}",
-                    p.name, s["files"]
+                    "{}: status counts {counted} paths ({} files, {} directories) but the folder holds {paths}",
+                    p.name, s["files"], s["directories"]
                 ));
             }
         }

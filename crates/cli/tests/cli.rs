@@ -407,7 +407,9 @@ fn status_works_with_and_without_the_daemon() {
     });
     let human = alice.ok(&["status"]);
     assert!(
-        human.contains("1 path,") && human.contains("no conflicts") && human.contains("up to date"),
+        human.contains("1 file, 0 directories,")
+            && human.contains("no conflicts")
+            && human.contains("up to date"),
         "{human}"
     );
     alice.stop();

@@ -326,6 +326,7 @@ fn folder_status(
         running: s.fatal.is_none(),
         note: s.fatal.map(|f| format!("stopped: {f}")),
         files: s.files,
+        directories: s.directories,
         queued: s.queued,
         in_flight: s.in_flight,
         unpublished: s.unpublished,

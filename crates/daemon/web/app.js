@@ -57,10 +57,11 @@ function renderFolder(name, me, status, recent, participants) {
   st.classList.add("state-" + status.state);
   root.querySelector(".reason").textContent = status.state_reason || "";
   const pending = status.queued + status.in_flight + status.unpublished;
-  const total = Math.max(status.files, pending, 1);
+  const total = Math.max(status.files + (status.directories || 0), pending, 1);
   root.querySelector(".bar").style.width = Math.round(100 * (total - pending) / total) + "%";
   root.querySelector(".counts").textContent =
-    `${plural(status.files, "path")}; ${status.queued} queued, ${status.in_flight} in flight, ` +
+    `${plural(status.files, "file")}, ${status.directories === 1 ? "1 directory" : (status.directories || 0) + " directories"}; ` +
+    `${status.queued} queued, ${status.in_flight} in flight, ` +
     `${status.unpublished} unpublished` +
     (status.last_poll ? `; last poll ${ago(status.last_poll)}` : "");
   const transfers = root.querySelector(".transfers");

@@ -6,12 +6,12 @@ use super::*;
 
 impl<S: Store> Engine<S> {
     pub(super) fn set_current(&mut self, path: &RelPath, cur: Current) {
-        let was_present = self
-            .current
-            .get(path)
-            .is_some_and(|c| c.local != LocalState::Absent);
+        let was = self.current.get(path).map(|c| c.local);
+        let was_present = was.is_some_and(|l| l != LocalState::Absent);
         self.present =
             self.present + usize::from(cur.local != LocalState::Absent) - usize::from(was_present);
+        self.dirs = self.dirs + usize::from(cur.local == LocalState::Dir)
+            - usize::from(was == Some(LocalState::Dir));
         if cur.adopting.is_none() {
             self.unsure.remove(path);
         }

@@ -83,8 +83,11 @@ pub struct FolderStatus {
     /// folder stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// Paths with a live file or directory.
+    /// Regular files.
     pub files: usize,
+    /// Directories.
+    #[serde(default)]
+    pub directories: usize,
     /// Paths waiting for work.
     pub queued: usize,
     /// Effects in flight.

@@ -76,7 +76,12 @@ fn offline(config: &ConfigDir, cfg: &FolderConfig, note: String) -> anyhow::Resu
     s.files = loaded
         .current
         .values()
-        .filter(|c| c.local != LocalState::Absent)
+        .filter(|c| matches!(c.local, LocalState::File(_)))
+        .count();
+    s.directories = loaded
+        .current
+        .values()
+        .filter(|c| c.local == LocalState::Dir)
         .count();
     s.unpublished = loaded.current.values().filter(|c| !c.published).count();
     let mut conflicts: Vec<ConflictInfo> = loaded
