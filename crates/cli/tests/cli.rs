@@ -531,7 +531,6 @@ fn metrics_parse_with_the_reference_prometheus_parser() {
     let (code, body) = http(&url, "GET", "/metrics", Some(&token));
     assert_eq!(code, 200, "{body}");
     // prometheus_client (the reference parser, from PyPI) reads every sample.
-    let python = mf_grid::tahoe::testgrid::venv_executable("python").unwrap();
     let script = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -541,21 +540,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         out.setdefault(s.name, []).append([s.labels, s.value])
 print(json.dumps(out))
 "#;
-    let mut child = std::process::Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = venv_python(script, body.as_bytes());
     assert!(
         out.status.success(),
         "the parser refused it: {}\n{body}",

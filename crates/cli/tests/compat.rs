@@ -80,52 +80,33 @@ fn magic_folder_api_of_24_3_drives_our_daemon() {
         let write = rt.block_on(node.create_mutable_dir()).unwrap();
         read_only(&write).unwrap()
     };
-    api_ok(
-        &cfg,
-        &[
-            "add-participant",
-            "--folder",
-            FOLDER,
-            "--author-name",
-            "carol",
-            "--personal-dmd",
-            carol_dmd.as_str(),
-        ],
-    );
+    let add = |config: &Path, name: &str| {
+        api(
+            config,
+            &[
+                "add-participant",
+                "--folder",
+                FOLDER,
+                "--author-name",
+                name,
+                "--personal-dmd",
+                carol_dmd.as_str(),
+            ],
+        )
+    };
+    assert!(add(&cfg, "carol").status.success());
     let parts = json(&api_ok(&cfg, &["list-participants", "--folder", FOLDER]));
     assert_eq!(
         parts["carol"]["personal_dmd"],
         carol_dmd.as_str(),
         "{parts}"
     );
-    let again = api(
-        &cfg,
-        &[
-            "add-participant",
-            "--folder",
-            FOLDER,
-            "--author-name",
-            "carol",
-            "--personal-dmd",
-            carol_dmd.as_str(),
-        ],
-    );
+    let again = add(&cfg, "carol");
     assert_eq!(again.status.code(), Some(2), "an API error, as JSON");
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("Already have a participant"), "{err}");
     // bob is no admin: he cannot add anyone.
-    let denied = api(
-        &bob.config,
-        &[
-            "add-participant",
-            "--folder",
-            FOLDER,
-            "--author-name",
-            "dave",
-            "--personal-dmd",
-            carol_dmd.as_str(),
-        ],
-    );
+    let denied = add(&bob.config, "dave");
     assert_eq!(denied.status.code(), Some(2));
 
     // Conflicts: none.

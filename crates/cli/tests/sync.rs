@@ -274,25 +274,11 @@ fn names_readable_by_24_3(p: &Participant) {
             losers > 0
         },
     );
-    let python = mf_grid::tahoe::testgrid::venv_executable("python").unwrap();
     let script = "import json, sys\n\
         from magic_folder.magicpath import magic2path\n\
         for n in json.load(sys.stdin):\n    \
             if n != '@metadata': magic2path(n)\n";
-    let mut child = std::process::Command::new(python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&names).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = venv_python(script, serde_json::to_string(&names).unwrap().as_bytes());
     assert!(
         out.status.success(),
         "24.3 cannot decode a personal-directory name among {names:?}: {}",

@@ -292,18 +292,8 @@ impl<G: Grid> Executor<G> {
             Ok(None) => return None,
             Ok(Some(listed)) => listed,
             Err(e) => {
-                self.last_polled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&participant);
-                return Some(RemoteListing {
-                    entries: Err(grid_error(
-                        &format!("cannot list {participant}'s directory"),
-                        e,
-                    )),
-                    participant,
-                    rejected: Vec::new(),
-                });
+                let what = format!("cannot list {participant}'s directory");
+                return Some(self.listing_failed(participant, &what, e));
             }
         };
         // What the grid had to leave out (an entry of an unknown kind, a
@@ -333,19 +323,8 @@ impl<G: Grid> Executor<G> {
                         }
                     }
                     Err(e) => {
-                        // Unreadable now: try the whole listing again.
-                        self.last_polled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&participant);
-                        return Some(RemoteListing {
-                            entries: Err(grid_error(
-                                &format!("cannot list {participant}'s conflict copies"),
-                                e,
-                            )),
-                            participant,
-                            rejected: Vec::new(),
-                        });
+                        let what = format!("cannot list {participant}'s conflict copies");
+                        return Some(self.listing_failed(participant, &what, e));
                     }
                 }
             }
@@ -389,6 +368,20 @@ impl<G: Grid> Executor<G> {
             entries: Ok(listing),
             rejected,
         })
+    }
+
+    /// A participant's listing that failed: reported, and read whole again
+    /// at the next poll.
+    fn listing_failed(&self, participant: String, what: &str, e: GridError) -> RemoteListing {
+        self.last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&participant);
+        RemoteListing {
+            entries: Err(grid_error(what, e)),
+            participant,
+            rejected: Vec::new(),
+        }
     }
 
     // ----- Fetch --------------------------------------------------------

@@ -784,3 +784,19 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     rng.fill(&mut v);
     v
 }
+
+/// Runs `script` with the Python of the Tahoe venv (where magic-folder 24.3
+/// and prometheus-client are installed), `input` on its stdin; its output.
+pub fn venv_python(script: &str, input: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let python = mf_grid::tahoe::testgrid::venv_executable("python").unwrap();
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
-use mf_core::engine::{Action, Event};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
@@ -400,29 +399,19 @@ impl Walk {
                     continue;
                 }
             }
-            let cached = match &reader {
-                Some(r) => r.snapshot(&cap)?,
-                None => None,
-            };
-            let info = match cached {
-                Some(i) => i,
-                None => match executor
-                    .execute(Action::Fetch {
-                        cap: cap.clone(),
-                        listed_as: path.clone(),
-                    })
-                    .await
-                {
-                    Event::Fetched { result: Ok(i), .. } => i,
-                    Event::Fetched { result: Err(e), .. } => {
-                        walk.problems.push(format!(
-                            "folder {name:?}: a version of {path} cannot be verified: {}",
-                            e.message
-                        ));
-                        continue;
-                    }
-                    other => anyhow::bail!("unexpected fetch result {other:?}"),
-                },
+            let cached = reader
+                .as_ref()
+                .map(|r| r.snapshot(&cap))
+                .transpose()?
+                .flatten();
+            let info = match super::history::snapshot_info(cached, &executor, &cap, &path).await? {
+                Ok(i) => i,
+                Err(e) => {
+                    walk.problems.push(format!(
+                        "folder {name:?}: a version of {path} cannot be verified: {e}"
+                    ));
+                    continue;
+                }
             };
             for p in &info.parents {
                 queue.push_back((p.clone(), path.clone()));

@@ -343,30 +343,17 @@ impl Walk {
             if !seen.insert(cap.clone()) {
                 continue;
             }
-            let cached = match &reader {
-                Some(r) => r.snapshot(&cap)?,
-                None => None,
-            };
-            let info = match cached {
-                Some(i) => i,
-                None => match executor
-                    .execute(Action::Fetch {
-                        cap: cap.clone(),
-                        listed_as: rel.clone(),
-                    })
-                    .await
-                {
-                    Event::Fetched { result: Ok(i), .. } => i,
-                    Event::Fetched { result: Err(e), .. } => {
-                        problems.push(format!(
-                            "version {} cannot be read: {}",
-                            version_id(&cap),
-                            e.message
-                        ));
-                        continue;
-                    }
-                    other => bail!("unexpected fetch result {other:?}"),
-                },
+            let cached = reader
+                .as_ref()
+                .map(|r| r.snapshot(&cap))
+                .transpose()?
+                .flatten();
+            let info = match snapshot_info(cached, &executor, &cap, rel).await? {
+                Ok(i) => i,
+                Err(e) => {
+                    problems.push(format!("version {} cannot be read: {e}", version_id(&cap)));
+                    continue;
+                }
             };
             queue.extend(info.parents.iter().cloned());
             infos.insert(cap, info);
@@ -438,6 +425,30 @@ impl Walk {
             .filter(|i| !matches!(i.content, Content::Deleted))
             .max_by_key(|i| i.mtime_s)
             .ok_or_else(|| anyhow!("no earlier version of {path} can be read to restore"))
+    }
+}
+
+/// A snapshot of `path`: `cached` (from the state database) if this device
+/// knows it, else fetched from the grid and verified as any remote one
+/// (signature, path). The inner error says why it cannot be read.
+pub(super) async fn snapshot_info(
+    cached: Option<SnapshotInfo>,
+    executor: &Executor<AnyGrid>,
+    cap: &Cap,
+    path: &RelPath,
+) -> anyhow::Result<Result<SnapshotInfo, String>> {
+    if let Some(info) = cached {
+        return Ok(Ok(info));
+    }
+    match executor
+        .execute(Action::Fetch {
+            cap: cap.clone(),
+            listed_as: path.clone(),
+        })
+        .await
+    {
+        Event::Fetched { result, .. } => Ok(result.map_err(|e| e.message)),
+        other => bail!("unexpected fetch result {other:?}"),
     }
 }
 
