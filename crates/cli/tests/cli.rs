@@ -178,13 +178,22 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
 
     let err = bob.fails(&["join", "not-a-code", &dir]);
     assert!(err.contains("not a Magic Folder invite code"), "{err}");
-    let err = bob.fails(&["join", "mf-invite-v1:%%%garbage", &dir]);
+    let err = bob.fails(&["join", "mf-invite-v2:%%%garbage", &dir]);
+    assert!(err.contains("damaged"), "{err}");
+    let err = bob.fails(&["join", "mf-invite-v2:eyJmb28iOjF9", &dir]);
     assert!(err.contains("damaged"), "{err}");
     let err = bob.fails(&["join", "mf-invite-v1:eyJmb28iOjF9", &dir]);
-    assert!(err.contains("damaged"), "{err}");
+    assert!(err.contains("another version"), "{err}");
 
     // A code whose participant the collective does not list.
     let code = alice.ok(&["invite", FOLDER, "bob"]).trim().to_owned();
+    // One character changed in copying (anywhere): a clear error, no join.
+    let mut edited = code.clone().into_bytes();
+    let i = edited.len() / 2;
+    edited[i] = if edited[i] == b'x' { b'y' } else { b'x' };
+    let err = bob.fails(&["join", std::str::from_utf8(&edited).unwrap(), &dir]);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!bob.config.join("folders").exists(), "nothing was joined");
     let err = alice.fails(&["invite", FOLDER, "bob"]);
     assert!(err.contains("already a participant"), "{err}");
     let err = alice.fails(&["invite", FOLDER, "bad name"]);

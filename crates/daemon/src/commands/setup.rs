@@ -12,8 +12,11 @@
 //!
 //! # Invite codes
 //!
-//! An invite code is `mf-invite-v1:` followed by the base64url (no padding)
-//! of a JSON object ([`InviteCode`]): the folder and participant names, the
+//! An invite code is `mf-invite-v2:` followed by the base64url (no padding)
+//! of a JSON object ([`InviteCode`]) and the first four bytes of its
+//! SHA-256 (so a character changed or lost in copying is caught, wherever
+//! it falls — in v1 an edit inside the convergence secret went unnoticed
+//! and made a participant who could not read anything): the folder and participant names, the
 //! grid location, the collective's **read** capability, the invitee's
 //! personal-directory **write** capability and the folder's convergence
 //! secret. It is self-contained: there is no rendezvous server, so the code
@@ -54,7 +57,16 @@ use crate::config::{
 };
 
 /// The prefix of every invite code this version writes.
-pub const INVITE_PREFIX: &str = "mf-invite-v1:";
+pub const INVITE_PREFIX: &str = "mf-invite-v2:";
+
+/// Bytes of SHA-256 of the JSON that end an invite code's payload.
+const INVITE_CHECK: usize = 4;
+
+fn invite_check(json: &[u8]) -> [u8; INVITE_CHECK] {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(json);
+    d[..INVITE_CHECK].try_into().expect("4 bytes")
+}
 
 /// The name of the metadata entry in collective and personal directories.
 const METADATA_ENTRY: &str = "@metadata";
@@ -370,10 +382,10 @@ pub struct InviteCode {
 impl InviteCode {
     /// The printable code.
     pub fn encode(&self) -> String {
-        format!(
-            "{INVITE_PREFIX}{}",
-            BASE64URL_NOPAD.encode(&serde_json::to_vec(self).expect("serialises"))
-        )
+        let mut payload = serde_json::to_vec(self).expect("serialises");
+        let check = invite_check(&payload);
+        payload.extend_from_slice(&check);
+        format!("{INVITE_PREFIX}{}", BASE64URL_NOPAD.encode(&payload))
     }
 
     /// Parses and checks a code.
@@ -386,10 +398,19 @@ impl InviteCode {
                 anyhow!("not a Magic Folder invite code (it should start with {INVITE_PREFIX})")
             }
         })?;
-        let json = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| {
+        let payload = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| {
             anyhow!("the invite code is damaged (not base64url); copy it again, whole")
         })?;
-        let inv: InviteCode = serde_json::from_slice(&json)
+        let (json, check) = payload
+            .split_at_checked(payload.len().saturating_sub(INVITE_CHECK))
+            .filter(|(_, c)| c.len() == INVITE_CHECK)
+            .ok_or_else(|| {
+                anyhow!("the invite code is damaged (too short); copy it again, whole")
+            })?;
+        if invite_check(json) != check {
+            bail!("the invite code is damaged (a character changed or went missing); copy it again, whole");
+        }
+        let inv: InviteCode = serde_json::from_slice(json)
             .map_err(|e| anyhow!("the invite code is damaged ({e}); copy it again, whole"))?;
         check_participant_name(&inv.participant)
             .map_err(|e| anyhow!("the invite code is invalid: {e}"))?;
@@ -660,10 +681,24 @@ mod tests {
         let msg = |s: &str| InviteCode::decode(s).unwrap_err().to_string();
         assert!(msg("hello").contains("not a Magic Folder invite code"));
         assert!(msg("mf-invite-v9:xyz").contains("another version"));
-        assert!(msg("mf-invite-v1:!!!").contains("damaged"));
-        assert!(
-            msg(&format!("{INVITE_PREFIX}{}", BASE64URL_NOPAD.encode(b"{}"))).contains("damaged")
-        );
+        assert!(msg("mf-invite-v1:xyz").contains("another version"));
+        assert!(msg("mf-invite-v2:!!!").contains("damaged"));
+        assert!(msg("mf-invite-v2:").contains("damaged"));
+        let mut json_only = b"{}".to_vec();
+        json_only.extend_from_slice(&invite_check(b"{}"));
+        assert!(msg(&format!(
+            "{INVITE_PREFIX}{}",
+            BASE64URL_NOPAD.encode(&json_only)
+        ))
+        .contains("damaged"));
+        // One character changed anywhere, even inside the secret: caught.
+        let good = code().encode();
+        for i in [INVITE_PREFIX.len() + 3, good.len() / 2, good.len() - 8] {
+            let mut bytes = good.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let edited = String::from_utf8(bytes).unwrap();
+            assert!(msg(&edited).contains("damaged"), "{i}: {}", msg(&edited));
+        }
         let mut c = code();
         c.collective = Capability::parse("URI:MF-DIR:abc").unwrap();
         assert!(msg(&c.encode()).contains("read capability"));
