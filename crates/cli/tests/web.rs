@@ -155,9 +155,21 @@ impl Browser<'_> {
         found.unwrap()
     }
 
-    fn click(&self, element: &str) {
-        let (code, v) = self.call("POST", &format!("/element/{element}/click"), json!({}));
-        assert_eq!(code, 200, "{v}");
+    /// Clicks what `css` matches. The page redraws itself as events
+    /// arrive, so an element found a moment ago may be gone: found again
+    /// until a click lands.
+    fn click(&self, css: &str, ps: &[&Participant]) {
+        wait_until(&format!("a click on {css} lands"), ps, || {
+            let Some(element) = self.find(css) else {
+                return false;
+            };
+            let (code, v) = self.call("POST", &format!("/element/{element}/click"), json!({}));
+            match code {
+                200 => true,
+                404 if v["value"]["error"] == "stale element reference" => false,
+                _ => panic!("click on {css}: {code} {v}"),
+            }
+        });
     }
 
     fn screenshot(&self, name: &str) {
@@ -236,10 +248,8 @@ fn the_web_page_shows_changes_live_and_resolves_a_conflict_by_click() {
     alice.wait_settled();
     bob.write("notes.txt", b"bob's edit, made offline");
     bob.start();
-    let button = page.wait_for(
-        r#"button[data-resolve="notes.txt"][data-take="mine"]"#,
-        &[&alice, &bob],
-    );
+    let button = r#"button[data-resolve="notes.txt"][data-take="mine"]"#;
+    page.wait_for(button, &[&alice, &bob]);
     // Clicked once the conflict has settled on both sides (the same winner
     // at the path, one copy beside it). "Keep mine" keeps alice's own
     // version, whether it won (the file) or lost (her copy).
@@ -254,7 +264,7 @@ fn the_web_page_shows_changes_live_and_resolves_a_conflict_by_click() {
     });
     page.screenshot("web-page-conflict.png");
     let mine = b"alice's edit".to_vec();
-    page.click(&button);
+    page.click(button, &[&alice, &bob]);
     wait_until(
         "the conflict is gone from the page",
         &[&alice, &bob],

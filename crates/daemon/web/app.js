@@ -112,21 +112,28 @@ function renderFolder(name, me, status, recent, participants) {
   return node;
 }
 
-let refreshing = false, again = false;
+let refreshing = false, again = false, lastKey = "", lastDrawn = 0;
 async function refresh() {
   if (refreshing) { again = true; return; }
   refreshing = true;
   try {
     const folders = await api("GET", "/v1/magic-folder");
-    const parts = await Promise.all(Object.keys(folders).sort().map(async (name) => {
+    const data = await Promise.all(Object.keys(folders).sort().map(async (name) => {
       const f = encodeURIComponent(name);
       const [status, recent, participants] = await Promise.all([
         api("GET", `/v1/magic-folder/${f}/status`),
         api("GET", `/v1/magic-folder/${f}/recent-changes`),
         api("GET", `/v1/magic-folder/${f}/participants`).catch(() => ({})),
       ]);
-      return renderFolder(name, folders[name].participant, status, recent, participants);
+      return [name, folders[name].participant, status, recent, participants];
     }));
+    // Redrawn only when something changed (or a minute passed, for the
+    // ages): buttons stay put under the pointer while nothing happens.
+    const key = JSON.stringify(data);
+    if (key === lastKey && Date.now() - lastDrawn < 60000) return;
+    lastKey = key;
+    lastDrawn = Date.now();
+    const parts = data.map((d) => renderFolder(...d));
     const main = document.getElementById("folders");
     main.replaceChildren(...parts);
     if (!parts.length) main.append(el("p", "No magic folders.", { class: "muted" }));
