@@ -571,6 +571,7 @@ print(json.dumps(out))
     assert_eq!(value("magic_folder_bytes_uploaded_total", folder), 3000.0);
     assert_eq!(value("magic_folder_objects_queued", folder), 0.0);
     assert_eq!(value("magic_folder_files", folder), 1.0);
+    assert_eq!(value("magic_folder_directories", folder), 0.0);
     assert_eq!(value("magic_folder_up_to_date", folder), 1.0);
     assert!(value("magic_folder_last_poll_age_seconds", folder) >= 0.0);
     assert!(value("magic_folder_operation_seconds_count", ("op", "upload")) >= 1.0);

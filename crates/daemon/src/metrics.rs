@@ -60,6 +60,7 @@ pub struct Metrics {
     in_flight: Gauges,
     unpublished: Gauges,
     files: Gauges,
+    directories: Gauges,
     conflicts: Gauges,
     errors: Gauges,
     up_to_date: Gauges,
@@ -93,6 +94,7 @@ impl Default for Metrics {
             in_flight: Gauges::default(),
             unpublished: Gauges::default(),
             files: Gauges::default(),
+            directories: Gauges::default(),
             conflicts: Gauges::default(),
             errors: Gauges::default(),
             up_to_date: Gauges::default(),
@@ -166,7 +168,7 @@ impl Default for Metrics {
                 "Time each grid and folder operation took, by kind",
                 m.op_seconds.clone(),
             );
-            let gauges: [(&str, &str, &Gauges); 9] = [
+            let gauges: [(&str, &str, &Gauges); 10] = [
                 ("objects_queued", "Changes waiting to start", &m.queued),
                 ("objects_in_flight", "Operations running", &m.in_flight),
                 (
@@ -174,7 +176,8 @@ impl Default for Metrics {
                     "Uploaded versions not yet published",
                     &m.unpublished,
                 ),
-                ("files", "Paths known", &m.files),
+                ("files", "Regular files", &m.files),
+                ("directories", "Directories", &m.directories),
                 ("conflicts", "Unresolved conflicts", &m.conflicts),
                 ("errors", "Current problems", &m.errors),
                 ("up_to_date", "1 if the folder is up to date", &m.up_to_date),
@@ -266,6 +269,7 @@ impl Metrics {
             set(&self.in_flight, s.in_flight as i64);
             set(&self.unpublished, s.unpublished as i64);
             set(&self.files, s.files as i64);
+            set(&self.directories, s.directories as i64);
             set(&self.conflicts, s.conflicts.len() as i64);
             set(&self.errors, s.errors.len() as i64);
             set(

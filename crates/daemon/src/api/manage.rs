@@ -136,17 +136,35 @@ async fn reconcile(state: &ApiState) {
     }
 }
 
+/// A setup command's outcome, once the daemon has applied it.
+async fn applied<T>(state: &ApiState, outcome: anyhow::Result<T>) -> Result<Json<T>, ApiError> {
+    let out = outcome.map_err(setup_error)?;
+    reconcile(state).await;
+    Ok(Json(out))
+}
+
+/// A folder the daemon now runs.
+fn running(mut info: Json<FolderInfo>) -> Json<FolderInfo> {
+    info.running = true;
+    info
+}
+
+/// Runs a (blocking) config change off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<anyhow::Result<T>, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 pub(super) async fn create(
     State(state): State<ApiState>,
     body: Bytes,
 ) -> Result<Json<FolderInfo>, ApiError> {
     let req: CreateRequest = json_body(&body)?;
-    let mut info = setup::create(&state.config, req.into())
-        .await
-        .map_err(setup_error)?;
-    reconcile(&state).await;
-    info.running = true;
-    Ok(Json(info))
+    let outcome = setup::create(&state.config, req.into()).await;
+    applied(&state, outcome).await.map(running)
 }
 
 pub(super) async fn join(
@@ -154,12 +172,8 @@ pub(super) async fn join(
     body: Bytes,
 ) -> Result<Json<FolderInfo>, ApiError> {
     let req: JoinRequest = json_body(&body)?;
-    let mut info = setup::join(&state.config, req.into())
-        .await
-        .map_err(setup_error)?;
-    reconcile(&state).await;
-    info.running = true;
-    Ok(Json(info))
+    let outcome = setup::join(&state.config, req.into()).await;
+    applied(&state, outcome).await.map(running)
 }
 
 pub(super) async fn leave(
@@ -174,14 +188,9 @@ pub(super) async fn leave(
         json_body(&body)?
     };
     let config = state.config.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        setup::leave(&config, &name, req.really_delete_write_capability)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(setup_error)?;
-    reconcile(&state).await;
-    Ok(Json(out))
+    let outcome =
+        blocking(move || setup::leave(&config, &name, req.really_delete_write_capability)).await?;
+    applied(&state, outcome).await
 }
 
 pub(super) async fn tune(
@@ -191,11 +200,6 @@ pub(super) async fn tune(
 ) -> Result<Json<FolderInfo>, ApiError> {
     let t: Tuning = json_body(&body)?;
     let config = state.config.clone();
-    let mut info = tokio::task::spawn_blocking(move || setup::tune(&config, &name, &t))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(setup_error)?;
-    reconcile(&state).await;
-    info.running = true;
-    Ok(Json(info))
+    let outcome = blocking(move || setup::tune(&config, &name, &t)).await?;
+    applied(&state, outcome).await.map(running)
 }
