@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mf_core::engine::{Action, Event, OpId, UploadOutcome};
+use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, UploadOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::entry_name;
 use mf_daemon::commands::{AnyGrid, OpenMode};
@@ -229,7 +229,11 @@ fn history(o: &RunOptions, root: &Path, versions: u64) -> Result<(Vec<String>, V
                 other => bail!("version {i}: {other:?}"),
             }
         }
-        let entries = vec![(entry_name(&path), parents[0].clone())];
+        let entries = vec![PublishEntry {
+            name: entry_name(&path),
+            snapshot: parents[0].clone(),
+            shape: EntryShape::File,
+        }];
         match exec
             .execute(Action::Publish {
                 op: OpId(versions),

@@ -3,8 +3,9 @@
 //! On the grid a snapshot is an immutable directory with two children, the
 //! format of magic-folder 24.3 (so Python peers can read ours):
 //!
-//! * `content` → the file's immutable capability (absent for a deletion or a
-//!   directory);
+//! * `content` → the file's immutable capability; for a deletion or a
+//!   directory, an entry without a capability (24.3's deletion; snapshots
+//!   of earlier releases have no `content`, which reads the same);
 //! * `metadata` → an immutable JSON document ([`SnapshotMetadata`]); the edge
 //!   to it carries `{"magic_folder": {"author_signature": <base64>}}`.
 //!
@@ -14,8 +15,9 @@
 //!
 //! Our additions, which a 24.3 peer ignores: `"directory": true` marks a
 //! directory snapshot (so empty directories sync), and `"size"` records the
-//! content size. Directory entries in a personal directory are named
-//! `mangle(relpath) + "@_"` (the seed's convention for a trailing `/`).
+//! content size. A 24.3 peer would read a directory's snapshot as a
+//! deletion, so directories are published where it does not look (the
+//! daemon's `Executor::publish`).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -24,14 +24,16 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use mf_core::engine::{Action, EffectError, Event, RemoteListing, UploadOutcome, WriteOutcome};
+use mf_core::engine::{
+    Action, EffectError, EntryShape, Event, PublishEntry, RemoteListing, UploadOutcome,
+    WriteOutcome,
+};
 use mf_core::relpath::{check_participant_name, RelPath};
 use mf_core::snapshot::{
     parse_entry_name, signature_edge_metadata, signature_from_edge, verify_snapshot, Author, Cap,
@@ -102,9 +104,10 @@ pub struct Executor<G: Grid> {
     /// Per participant, the directory and revision of the listing last
     /// given to the engine (see [`Executor::poll`]).
     last_polled: Mutex<HashMap<String, (Capability, Revision)>>,
-    /// Our personal directory holds no conflict entry of an earlier
-    /// release any more (checked at the first publish of a run).
-    migrated: AtomicBool,
+    /// Our entries kept aside under `@metadata` (see [`Executor::publish`])
+    /// as last written; `None` until read at the first publish of a run,
+    /// and after a write whose outcome is unknown.
+    aside: Mutex<Option<DirChildren>>,
     /// Uploads and downloads in progress.
     transfers: Transfers,
 }
@@ -145,7 +148,7 @@ impl<G: Grid> Executor<G> {
             quiet: config.quiet,
             ignore: RwLock::new(Arc::new(config.ignore)),
             last_polled: Mutex::new(HashMap::new()),
-            migrated: AtomicBool::new(false),
+            aside: Mutex::new(None),
             transfers: Transfers::default(),
         })
     }
@@ -304,31 +307,13 @@ impl<G: Grid> Executor<G> {
             .map(|p| format!("{participant}: {p}"))
             .collect();
         let revision = listed.revision;
-        let mut children = listed.children;
-        // Conflict losers ride under `@metadata` (see `publish`): an entry
-        // of a kind a 24.3 peer could not read must never sit in the
-        // personal directory itself.
-        if let Some(meta) = children.remove(METADATA_ENTRY) {
-            if meta.cap.kind() == CapKind::ImmutableDir {
-                match self.grid.list(&meta.cap).await {
-                    Ok(losers) => {
-                        for (name, e) in losers {
-                            if is_conflict_entry(&name) {
-                                children.entry(name).or_insert(e);
-                            } else {
-                                rejected.push(format!(
-                                    "{participant}: @metadata entry {name:?} is not a conflict entry"
-                                ));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let what = format!("cannot list {participant}'s conflict copies");
-                        return Some(self.listing_failed(participant, &what, e));
-                    }
-                }
+        let children = match with_aside(&*self.grid, listed.children).await {
+            Ok((children, _)) => children,
+            Err(e) => {
+                let what = format!("cannot list {participant}'s directories and conflict copies");
+                return Some(self.listing_failed(participant, &what, e));
             }
-        }
+        };
         let mut listing = Listing::new();
         for (name, entry) in children {
             let path = match parse_entry_name(&name) {
@@ -401,10 +386,14 @@ impl<G: Grid> Executor<G> {
         if metadata.cap.kind() != CapKind::ImmutableFile {
             return Err(bad("metadata is not an immutable file"));
         }
+        // No content, or a `content` child without a capability (24.3's
+        // deletion, and ours): the metadata says whether it is a deletion or
+        // a directory.
         let content = match children.get("content") {
             Some(c) if c.cap.kind() == CapKind::ImmutableFile => {
                 Some(Cap(c.cap.as_str().to_owned()))
             }
+            Some(c) if c.cap.kind() == CapKind::Empty => None,
             Some(_) => return Err(bad("content is not an immutable file")),
             None => None,
         };
@@ -533,10 +522,14 @@ impl<G: Grid> Executor<G> {
             metadata_cap.as_str(),
             path,
         );
+        // A deletion's or directory's `content` names nothing, as 24.3
+        // writes a deletion (24.3 reads a snapshot without `content` as an
+        // error, on every poll).
         let mut children = DirChildren::new();
-        if let Some(c) = &content_cap {
-            children.insert("content".to_owned(), DirEntry::new(c.clone()));
-        }
+        children.insert(
+            "content".to_owned(),
+            DirEntry::new(content_cap.clone().unwrap_or_else(Capability::empty)),
+        );
         children.insert(
             "metadata".to_owned(),
             DirEntry {
@@ -564,65 +557,57 @@ impl<G: Grid> Executor<G> {
     // ----- Publish ------------------------------------------------------
 
     /// Points our personal directory's entries at new snapshots, in one
-    /// write. Conflict losers (`<mangled path>@c<label>`) do not go into the
-    /// personal directory itself: magic-folder 24.3 reads every name there
-    /// but `@metadata` as a path, and one it cannot decode stops its whole
-    /// poll, for every participant. They go into an immutable directory
-    /// that our `@metadata` entry names (24.3 never reads `@metadata`), made
-    /// anew with all our losers whenever one is added. Losers an earlier
-    /// release published in the personal directory itself move there too.
-    async fn publish(&self, entries: &[(String, Cap)]) -> Result<(), EffectError> {
+    /// write. A magic-folder 24.3 peer reads every name in a personal
+    /// directory but `@metadata` as a file: a directory's snapshot would
+    /// read as a deletion (and 24.3 deletes recursively), a conflict entry
+    /// as a name it cannot decode, which stops its whole poll. So files and
+    /// their deletions go in the personal directory itself; directories,
+    /// their deletions and conflict copies go *aside*, in an immutable
+    /// directory that our `@metadata` entry names, made anew whenever it
+    /// changes. An entry aside overrides one of the same name in the
+    /// directory itself (a file that became a directory leaves its last
+    /// file version there, which only a 24.3 peer still reads), and a file
+    /// published over a name aside takes it out of the aside, in the same
+    /// write. Conflict entries an earlier release published in the
+    /// directory itself move aside too.
+    async fn publish(&self, entries: &[PublishEntry]) -> Result<(), EffectError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let parse = |name: &String, cap: &Cap| {
-            Capability::parse(cap.as_str())
-                .map_err(|e| EffectError::permanent(format!("cannot publish entry {name:?}: {e}")))
+        // Taken, not borrowed: a write whose outcome is unknown leaves no
+        // cache, and the next publish reads the aside again.
+        let cached = self.aside.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (mut aside, legacy) = match cached {
+            Some(aside) => (aside, Vec::new()),
+            None => self.read_own_aside().await?,
         };
+        let before = aside.clone();
         let mut children = DirChildren::new();
-        let mut losers = DirChildren::new();
-        for (name, cap) in entries {
-            let entry = DirEntry::new(parse(name, cap)?);
-            if is_conflict_entry(name) {
-                losers.insert(name.clone(), entry);
+        for e in entries {
+            let cap = Capability::parse(e.snapshot.as_str()).map_err(|err| {
+                EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
+            })?;
+            let goes_aside = match e.shape {
+                EntryShape::File => false,
+                EntryShape::Directory | EntryShape::ConflictCopy => true,
+                // Where the name's last version went: a directory's
+                // deletion must not reach a 24.3 peer either.
+                EntryShape::Deletion => aside.contains_key(&e.name),
+            };
+            if goes_aside {
+                aside.insert(e.name.clone(), DirEntry::new(cap));
             } else {
-                children.insert(name.clone(), entry);
+                aside.remove(&e.name);
+                children.insert(e.name.clone(), DirEntry::new(cap));
             }
         }
-        let migrate = !self.migrated.load(Ordering::Relaxed);
-        let mut legacy = Vec::new();
-        if !losers.is_empty() || migrate {
-            let ours = self
+        if aside != before || !legacy.is_empty() {
+            let dir = self
                 .grid
-                .list(&self.personal)
+                .create_immutable_dir(aside.clone())
                 .await
-                .map_err(|e| grid_error("cannot list our personal directory", e))?;
-            legacy = ours
-                .keys()
-                .filter(|n| is_conflict_entry(n))
-                .cloned()
-                .collect();
-            if !losers.is_empty() || !legacy.is_empty() {
-                let mut all = match ours.get(METADATA_ENTRY) {
-                    Some(m) if m.cap.kind() == CapKind::ImmutableDir => self
-                        .grid
-                        .list(&m.cap)
-                        .await
-                        .map_err(|e| grid_error("cannot list our conflict copies", e))?,
-                    _ => DirChildren::new(),
-                };
-                for name in &legacy {
-                    all.entry(name.clone())
-                        .or_insert_with(|| ours[name].clone());
-                }
-                all.extend(losers);
-                let dir = self
-                    .grid
-                    .create_immutable_dir(all)
-                    .await
-                    .map_err(|e| grid_error("cannot record our conflict copies", e))?;
-                children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
-            }
+                .map_err(|e| grid_error("cannot record our directories and conflict copies", e))?;
+            children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
         }
         if !children.is_empty() {
             self.grid
@@ -630,15 +615,45 @@ impl<G: Grid> Executor<G> {
                 .await
                 .map_err(|e| grid_error("cannot update our personal directory", e))?;
         }
-        // Only once they are safe under `@metadata`.
+        // Only once they are safe aside.
         for name in legacy {
             match self.grid.unlink(&self.personal, &name).await {
                 Ok(()) | Err(GridError::NoChild(_)) => {}
                 Err(e) => return Err(grid_error("cannot update our personal directory", e)),
             }
         }
-        self.migrated.store(true, Ordering::Relaxed);
+        *self.aside.lock().unwrap_or_else(|e| e.into_inner()) = Some(aside);
         Ok(())
+    }
+
+    /// Our entries aside as the grid has them, with the conflict entries an
+    /// earlier release left in the personal directory itself (moved aside
+    /// by the caller).
+    async fn read_own_aside(&self) -> Result<(DirChildren, Vec<String>), EffectError> {
+        let ours = self
+            .grid
+            .list(&self.personal)
+            .await
+            .map_err(|e| grid_error("cannot list our personal directory", e))?;
+        let mut aside = match ours.get(METADATA_ENTRY) {
+            Some(m) if m.cap.kind() == CapKind::ImmutableDir => self
+                .grid
+                .list(&m.cap)
+                .await
+                .map_err(|e| grid_error("cannot list our directories and conflict copies", e))?,
+            _ => DirChildren::new(),
+        };
+        let legacy: Vec<String> = ours
+            .keys()
+            .filter(|n| is_conflict_entry(n))
+            .cloned()
+            .collect();
+        for name in &legacy {
+            aside
+                .entry(name.clone())
+                .or_insert_with(|| ours[name].clone());
+        }
+        Ok((aside, legacy))
     }
 
     // ----- Write --------------------------------------------------------
@@ -772,6 +787,25 @@ impl<G: Grid> Executor<G> {
 
 /// A fresh random nonce for one upload attempt's metadata (see
 /// `SnapshotMetadata::nonce`).
+/// A personal directory's entries as readers take them: those in the
+/// directory itself, overridden by those kept aside under its `@metadata`
+/// (see [`Executor::publish`]), with the aside directory's capability. A
+/// `@metadata` that is not an immutable directory (24.3's is a small JSON
+/// file) holds nothing aside.
+pub async fn with_aside<G: Grid>(
+    grid: &G,
+    mut children: DirChildren,
+) -> Result<(DirChildren, Option<Capability>), GridError> {
+    let Some(meta) = children.remove(METADATA_ENTRY) else {
+        return Ok((children, None));
+    };
+    if meta.cap.kind() != CapKind::ImmutableDir {
+        return Ok((children, None));
+    }
+    children.extend(grid.list(&meta.cap).await?);
+    Ok((children, Some(meta.cap)))
+}
+
 /// True for a conflict entry's name (`<mangled path>@c<label>`).
 fn is_conflict_entry(name: &str) -> bool {
     matches!(parse_entry_name(name), Some(Ok((_, Some(_)))))

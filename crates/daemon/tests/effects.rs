@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mf_core::engine::{
-    Action, EffectError, Event, OpId, RemoteListing, UploadOutcome, WriteOutcome,
+    Action, EffectError, EntryShape, Event, OpId, PublishEntry, RemoteListing, UploadOutcome,
+    WriteOutcome,
 };
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{self, Author, Cap, Content, SnapshotInfo};
@@ -1073,6 +1074,22 @@ async fn poll(ex: &Executor<MemGrid>) -> Vec<RemoteListing> {
     }
 }
 
+fn entry(path: &RelPath, snapshot: &Cap, shape: EntryShape) -> PublishEntry {
+    PublishEntry {
+        name: snapshot::entry_name(path),
+        snapshot: snapshot.clone(),
+        shape,
+    }
+}
+
+async fn publish(ex: &Executor<MemGrid>, entries: Vec<PublishEntry>) {
+    let ev = ex.execute(Action::Publish { op: OpId(9), entries }).await;
+    assert!(
+        matches!(ev, Event::Published { result: Ok(()), .. }),
+        "{ev:?}"
+    );
+}
+
 fn done(o: UploadOutcome) -> SnapshotInfo {
     match o {
         UploadOutcome::Done(i) => i,
@@ -1374,12 +1391,13 @@ async fn publish_then_poll_decodes_names_and_rejects_unsafe_ones() {
     let f = done(upload(&w.alice, "f", state(&w.alice_root, "f"), vec![]).await);
     let d = done(upload(&w.alice, "sub", LocalState::Absent, vec![]).await);
     let entries = vec![
-        (snapshot::entry_name(&rp("f")), f.cap.clone()),
-        (snapshot::entry_name(&rp("sub/x@y")), d.cap.clone()),
-        (
-            snapshot::conflict_entry_name(&rp("f"), "bob"),
-            d.cap.clone(),
-        ),
+        entry(&rp("f"), &f.cap, EntryShape::File),
+        entry(&rp("sub/x@y"), &d.cap, EntryShape::Deletion),
+        PublishEntry {
+            name: snapshot::conflict_entry_name(&rp("f"), "bob"),
+            snapshot: d.cap.clone(),
+            shape: EntryShape::ConflictCopy,
+        },
     ];
     let ev = w
         .alice
@@ -1691,7 +1709,7 @@ async fn round_trip_through_the_embedded_grid() {
     let ev = alice
         .execute(Action::Publish {
             op: OpId(2),
-            entries: vec![(snapshot::entry_name(&info.relpath), info.cap.clone())],
+            entries: vec![entry(&info.relpath, &info.cap, EntryShape::File)],
         })
         .await;
     assert_eq!(
@@ -1740,6 +1758,96 @@ async fn round_trip_through_the_embedded_grid() {
     assert_eq!(fs::read(b_root.join("big.bin")).unwrap(), data);
 }
 
+/// A magic-folder 24.3 peer reads every entry of a personal directory but
+/// `@metadata` as a file, and a directory's snapshot would read to it as a
+/// deletion (24.3 deletes recursively): directories and their deletions
+/// stay aside, files and their deletions in the directory, and whoever
+/// polls sees the last entry published under each name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_and_their_deletions_stay_where_24_3_does_not_look() {
+    let w = world();
+    fs::create_dir(w.alice_root.join("d")).unwrap();
+    fs::write(w.alice_root.join("f"), "x").unwrap();
+    let dir = done(upload(&w.alice, "d", LocalState::Dir, vec![]).await);
+    let file = done(upload(&w.alice, "f", state(&w.alice_root, "f"), vec![]).await);
+    publish(
+        &w.alice,
+        vec![
+            entry(&rp("d"), &dir.cap, EntryShape::Directory),
+            entry(&rp("f"), &file.cap, EntryShape::File),
+        ],
+    )
+    .await;
+    let own = w.grid.list(&w.alice_personal).await.unwrap();
+    assert_eq!(own.keys().collect::<Vec<_>>(), ["@metadata", "f"]);
+    // Deleting both: the file's deletion where 24.3 reads it, with a
+    // `content` entry that names nothing (24.3's own shape); the
+    // directory's aside.
+    fs::remove_dir(w.alice_root.join("d")).unwrap();
+    fs::remove_file(w.alice_root.join("f")).unwrap();
+    let gone_d = done(upload(&w.alice, "d", LocalState::Absent, vec![dir.cap.clone()]).await);
+    let gone_f = done(upload(&w.alice, "f", LocalState::Absent, vec![file.cap.clone()]).await);
+    let snap = w
+        .grid
+        .list(&Capability::parse(gone_f.cap.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(snap["content"].cap.kind(), CapKind::Empty);
+    publish(
+        &w.alice,
+        vec![
+            entry(&rp("d"), &gone_d.cap, EntryShape::Deletion),
+            entry(&rp("f"), &gone_f.cap, EntryShape::Deletion),
+        ],
+    )
+    .await;
+    let own = w.grid.list(&w.alice_personal).await.unwrap();
+    assert_eq!(own.keys().collect::<Vec<_>>(), ["@metadata", "f"]);
+    assert_eq!(own["f"].cap.as_str(), gone_f.cap.as_str());
+    let listings = poll(&w.bob).await;
+    let got = listings[0].entries.as_ref().unwrap();
+    assert_eq!(got["d"], (rp("d"), gone_d.cap.clone()));
+    assert_eq!(got["f"], (rp("f"), gone_f.cap.clone()));
+    let fetched = match w
+        .bob
+        .execute(Action::Fetch {
+            cap: gone_f.cap.clone(),
+            listed_as: rp("f"),
+        })
+        .await
+    {
+        Event::Fetched { result: Ok(i), .. } => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fetched.content, Content::Deleted);
+    // A file where the directory was leaves the aside; a directory where
+    // the file was overrides the file's last entry, which stays for 24.3.
+    fs::write(w.alice_root.join("d"), "now a file").unwrap();
+    fs::create_dir(w.alice_root.join("f")).unwrap();
+    let d_file = done(
+        upload(&w.alice, "d", state(&w.alice_root, "d"), vec![gone_d.cap.clone()]).await,
+    );
+    let f_dir = done(upload(&w.alice, "f", LocalState::Dir, vec![gone_f.cap.clone()]).await);
+    publish(
+        &w.alice,
+        vec![
+            entry(&rp("d"), &d_file.cap, EntryShape::File),
+            entry(&rp("f"), &f_dir.cap, EntryShape::Directory),
+        ],
+    )
+    .await;
+    let own = w.grid.list(&w.alice_personal).await.unwrap();
+    assert_eq!(own["d"].cap.as_str(), d_file.cap.as_str());
+    assert_eq!(own["f"].cap.as_str(), gone_f.cap.as_str());
+    let aside = w.grid.list(&own["@metadata"].cap).await.unwrap();
+    assert_eq!(aside.keys().collect::<Vec<_>>(), ["f"]);
+    let listings = poll(&w.bob).await;
+    let got = listings[0].entries.as_ref().unwrap();
+    assert_eq!(got["d"], (rp("d"), d_file.cap.clone()));
+    assert_eq!(got["f"], (rp("f"), f_dir.cap.clone()));
+    assert!(listings[0].rejected.is_empty(), "{:?}", listings[0].rejected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflict_entries_of_an_earlier_release_move_under_metadata() {
     let w = world();
@@ -1760,7 +1868,7 @@ async fn conflict_entries_of_an_earlier_release_move_under_metadata() {
         .alice
         .execute(Action::Publish {
             op: OpId(1),
-            entries: vec![(snapshot::entry_name(&rp("g")), g.cap.clone())],
+            entries: vec![entry(&rp("g"), &g.cap, EntryShape::File)],
         })
         .await;
     assert!(

@@ -26,12 +26,17 @@ pub enum CapKind {
     MutableDirWrite,
     /// A mutable directory, read-only.
     MutableDirRead,
+    /// An entry that names no object (see [`Capability::empty`]).
+    Empty,
 }
 
 impl CapKind {
     /// True for both kinds of directory capability.
     pub fn is_dir(self) -> bool {
-        !matches!(self, CapKind::ImmutableFile)
+        matches!(
+            self,
+            CapKind::ImmutableDir | CapKind::MutableDirWrite | CapKind::MutableDirRead
+        )
     }
     /// True for immutable files and directories.
     pub fn is_immutable(self) -> bool {
@@ -113,22 +118,36 @@ impl Capability {
         })
     }
 
-    fn classify(&self) -> (Scheme, CapKind) {
-        PREFIXES
+    /// The entry that names no object: Tahoe's child without capabilities,
+    /// which magic-folder 24.3 writes as a deletion's `content`. Only
+    /// immutable directories hold one; it has no text ([`Capability::parse`]
+    /// never returns it) and belongs to no grid.
+    pub fn empty() -> Capability {
+        Capability {
+            text: String::new(),
+        }
+    }
+
+    fn classify(&self) -> Option<(Scheme, CapKind)> {
+        if self.text.is_empty() {
+            return None;
+        }
+        let found = PREFIXES
             .iter()
             .find(|(p, _, _)| self.text.starts_with(p))
-            .map(|(_, s, k)| (*s, *k))
-            .expect("a Capability is only built from a classified string")
+            .map(|(_, s, k)| (*s, *k));
+        debug_assert!(found.is_some(), "a Capability is only built from a classified string");
+        found
     }
 
     /// What this capability refers to and allows.
     pub fn kind(&self) -> CapKind {
-        self.classify().1
+        self.classify().map_or(CapKind::Empty, |(_, k)| k)
     }
 
-    /// Which grid family it belongs to.
-    pub fn scheme(&self) -> Scheme {
-        self.classify().0
+    /// Which grid family it belongs to (`None` for [`Capability::empty`]).
+    pub fn scheme(&self) -> Option<Scheme> {
+        self.classify().map(|(s, _)| s)
     }
 
     /// The exact capability string.
@@ -228,7 +247,7 @@ mod tests {
         for (text, kind, scheme) in cases {
             let cap = Capability::parse(text).unwrap();
             assert_eq!(cap.kind(), kind, "{text}");
-            assert_eq!(cap.scheme(), scheme, "{text}");
+            assert_eq!(cap.scheme(), Some(scheme), "{text}");
             assert_eq!(cap.to_string(), text);
         }
     }
@@ -246,6 +265,15 @@ mod tests {
             let err = Capability::parse(bad).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn the_empty_entry_is_no_grid_object() {
+        let empty = Capability::empty();
+        assert_eq!(empty.kind(), CapKind::Empty);
+        assert_eq!(empty.scheme(), None);
+        assert!(!empty.kind().is_dir() && !empty.kind().is_immutable());
+        assert!(Capability::parse(empty.as_str()).is_err());
     }
 
     #[test]

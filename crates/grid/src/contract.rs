@@ -279,6 +279,11 @@ pub async fn immutable_dir_round_trip<G: Grid>(grid: &G) -> CheckResult {
         ),
     );
     children.insert("ünï cødé 🙂 name".into(), entry(&f2, json!({})));
+    // The entry that names nothing (24.3's deletion content) keeps its metadata.
+    children.insert(
+        "content".into(),
+        entry(&Capability::empty(), json!({"mtime": 1_700_000_000})),
+    );
     let dir = c.op(
         "create_immutable_dir",
         grid.create_immutable_dir(children.clone()).await,
@@ -312,6 +317,12 @@ pub async fn immutable_dir_round_trip<G: Grid>(grid: &G) -> CheckResult {
     })?;
 
     let mutable = c.op("create_mutable_dir", grid.create_mutable_dir().await)?;
+    let mut nothing = DirChildren::new();
+    nothing.insert("content".into(), DirEntry::new(Capability::empty()));
+    let r = grid.set_children(&mutable, nothing, Replace::Yes).await;
+    c.ensure(matches!(r, Err(GridError::WrongKind { .. })), || {
+        format!("a mutable dir took the empty entry: {r:?}, expected WrongKind")
+    })?;
     let mut bad = DirChildren::new();
     bad.insert("rw".into(), DirEntry::new(mutable));
     c.ensure(grid.create_immutable_dir(bad).await.is_err(), || {
@@ -617,8 +628,8 @@ pub async fn wrong_kind_and_malformed_caps<G: Grid>(grid: &G) -> CheckResult {
     )?;
 
     let foreign = match file.scheme() {
-        Scheme::Embedded => "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:1:1:100",
-        Scheme::Tahoe => "URI:MF-CHK:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:100",
+        Some(Scheme::Embedded) => "URI:CHK:aaaaaaaaaaaaaaaaaaaaaaaaaa:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:1:1:100",
+        _ => "URI:MF-CHK:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:100",
     };
     let foreign =
         Capability::parse(foreign).map_err(|e| c.fail(format!("building a foreign cap: {e}")))?;

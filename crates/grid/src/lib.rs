@@ -339,8 +339,12 @@ pub fn read_only(cap: &Capability) -> GridResult<Capability> {
         (_, CapKind::MutableDirRead | CapKind::ImmutableDir | CapKind::ImmutableFile) => {
             Ok(cap.clone())
         }
-        (Scheme::Embedded, CapKind::MutableDirWrite) => embedded::read_only(cap),
-        (Scheme::Tahoe, CapKind::MutableDirWrite) => tahoe::read_only(cap),
+        (Some(Scheme::Embedded), CapKind::MutableDirWrite) => embedded::read_only(cap),
+        (Some(Scheme::Tahoe), CapKind::MutableDirWrite) => tahoe::read_only(cap),
+        _ => Err(GridError::WrongKind {
+            expected: "a directory or file capability",
+            got: cap.kind(),
+        }),
     }
 }
 

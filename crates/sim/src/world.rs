@@ -308,8 +308,8 @@ pub fn execute(
                 Err(away())
             } else {
                 let dir = grid.personal.entry(me.to_owned()).or_default();
-                for (p, c) in entries {
-                    dir.insert(p.clone(), c.clone());
+                for e in entries {
+                    dir.insert(e.name.clone(), e.snapshot.clone());
                 }
                 Ok(())
             };

@@ -170,10 +170,18 @@ impl<S: Store> Engine<S> {
         if self.publish_backoff.is_some_and(|b| b.due > self.now) {
             return;
         }
-        let paths: Vec<(RelPath, Cap)> = self
+        let paths: Vec<(RelPath, Cap, EntryShape)> = self
             .unpublished
             .iter()
-            .filter_map(|p| self.current.get(p).map(|c| (p.clone(), c.snapshot.clone())))
+            .filter_map(|p| {
+                let c = self.current.get(p)?;
+                let shape = match c.local {
+                    LocalState::File(_) => EntryShape::File,
+                    LocalState::Dir => EntryShape::Directory,
+                    LocalState::Absent => EntryShape::Deletion,
+                };
+                Some((p.clone(), c.snapshot.clone(), shape))
+            })
             .collect();
         let copies: Vec<(RelPath, String, Cap)> = self
             .unpublished_copies
@@ -185,13 +193,18 @@ impl<S: Store> Engine<S> {
             .collect();
         let entries = paths
             .iter()
-            .map(|(p, c)| (entry_name(p), c.clone()))
-            .chain(
-                copies
-                    .iter()
-                    .map(|(p, a, c)| (conflict_entry_name(p, a), c.clone())),
-            )
+            .map(|(p, c, shape)| PublishEntry {
+                name: entry_name(p),
+                snapshot: c.clone(),
+                shape: *shape,
+            })
+            .chain(copies.iter().map(|(p, a, c)| PublishEntry {
+                name: conflict_entry_name(p, a),
+                snapshot: c.clone(),
+                shape: EntryShape::ConflictCopy,
+            }))
             .collect();
+        let paths = paths.into_iter().map(|(p, c, _)| (p, c)).collect();
         let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
         self.out.push_back(Action::Publish { op, entries });

@@ -16,6 +16,34 @@ pub type Millis = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub u64);
 
+/// One entry of an [`Action::Publish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishEntry {
+    /// The entry's name.
+    pub name: String,
+    /// The snapshot it points at.
+    pub snapshot: Cap,
+    /// What the snapshot is.
+    pub shape: EntryShape,
+}
+
+/// What a published entry holds. A magic-folder 24.3 peer reads every entry
+/// of a personal directory as a file (a directory's snapshot would read as a
+/// deletion, and 24.3 deletes recursively), so the driver keeps directories,
+/// their deletions and conflict copies where 24.3 does not look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryShape {
+    /// A version of a file.
+    File,
+    /// A directory.
+    Directory,
+    /// A deletion (of a file, or of a directory when the name was last
+    /// published as one: the driver knows where it put it).
+    Deletion,
+    /// A version kept as a conflict copy.
+    ConflictCopy,
+}
+
 /// An effect the engine asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -61,15 +89,17 @@ pub enum Action {
         /// The new snapshot's generation (one more than its parents' greatest).
         generation: u64,
     },
-    /// Point our personal directory's entries at these snapshots, all in one
+    /// Point our personal directory's entries at new snapshots, all in one
     /// directory write (replacing entries of the same names); report with
-    /// [`Event::Published`].
+    /// [`Event::Published`]. Where each entry goes within the personal
+    /// directory is the driver's choice by its [`EntryShape`]; a later
+    /// listing must give back the last entry published under each name.
     Publish {
         /// Matches the result to this request.
         op: OpId,
-        /// (entry name, snapshot) pairs, named by `snapshot::entry_name` or
+        /// The entries, named by `snapshot::entry_name` or
         /// `snapshot::conflict_entry_name`.
-        entries: Vec<(String, Cap)>,
+        entries: Vec<PublishEntry>,
     },
     /// Make `target` hold `content`, atomically and only if the path is still
     /// in state `expect` at the last moment; report with [`Event::Written`].

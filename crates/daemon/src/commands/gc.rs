@@ -358,7 +358,20 @@ impl Walk {
                 walk.problems
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));
             }
-            for (entry_name, e) in listing.children {
+            let children = match crate::executor::with_aside(&*grid, listing.children).await {
+                Ok((children, aside)) => {
+                    walk.skeleton
+                        .extend(aside.as_ref().and_then(EmbeddedGrid::object_name));
+                    children
+                }
+                Err(e) => {
+                    walk.problems.push(format!(
+                        "folder {name:?}: {participant}'s directories and conflict copies cannot be listed: {e}"
+                    ));
+                    continue;
+                }
+            };
+            for (entry_name, e) in children {
                 match parse_entry_name(&entry_name) {
                     None => {}
                     Some(Ok((path, _))) => {

@@ -49,7 +49,7 @@ fn size_field(cap: &Capability, field: &str) -> GridResult<u64> {
 
 /// Parses an embedded capability, rejecting other grids' capabilities.
 pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
-    if cap.scheme() != Scheme::Embedded {
+    if cap.scheme() != Some(Scheme::Embedded) {
         return Err(bad(cap, "not a capability of the embedded grid"));
     }
     let text = cap.as_str();
@@ -58,6 +58,7 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
         CapKind::ImmutableDir => &text["URI:MF-DIR-CHK:".len()..],
         CapKind::MutableDirWrite => &text["URI:MF-DIR:".len()..],
         CapKind::MutableDirRead => &text["URI:MF-DIR-RO:".len()..],
+        CapKind::Empty => unreachable!("the empty entry has no scheme"),
     };
     let fields: Vec<&str> = body.split(':').collect();
     match (cap.kind(), fields.as_slice()) {

@@ -17,7 +17,8 @@
 //! encrypted under a key only write-cap holders can derive. Read-only holders
 //! of the parent therefore see (and can hand out) only read access — the rule
 //! Tahoe-LAFS dirnodes follow too. Immutable directories accept only
-//! immutable children, as Tahoe's deep-immutable directories do.
+//! immutable children, as Tahoe's deep-immutable directories do, and the
+//! entry that names no object ([`Capability::empty`], stored as `ro: ""`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,7 +77,7 @@ pub(crate) fn encode_immutable(children: &DirChildren) -> GridResult<Vec<u8>> {
     let mut out = Vec::with_capacity(children.len());
     for (name, entry) in children {
         let kind = entry.cap.kind();
-        if !kind.is_immutable() {
+        if !kind.is_immutable() && kind != CapKind::Empty {
             return Err(GridError::WrongKind {
                 expected: "an immutable file or directory (immutable directories hold only immutable children)",
                 got: kind,
@@ -97,6 +98,12 @@ pub(crate) fn encode_immutable(children: &DirChildren) -> GridResult<Vec<u8>> {
 pub(crate) fn encode_mutable(children: &DirChildren, writecap_key: &Key32) -> GridResult<Vec<u8>> {
     let mut out = Vec::with_capacity(children.len());
     for (name, entry) in children {
+        if entry.cap.kind() == CapKind::Empty {
+            return Err(GridError::WrongKind {
+                expected: "an object's capability (only immutable directories hold an empty entry)",
+                got: CapKind::Empty,
+            });
+        }
         let (ro, rw) = if entry.cap.kind() == CapKind::MutableDirWrite {
             let ro = crate::read_only(&entry.cap)?;
             let cap = entry.cap.as_str();
@@ -176,8 +183,12 @@ pub(crate) fn decode(
             }
             _ => child.ro,
         };
-        let cap = Capability::parse(&cap_text)
-            .map_err(|e| malformed(format!("child {:?}: {e}", child.name)))?;
+        let cap = if cap_text.is_empty() && child.rw.is_none() {
+            Capability::empty()
+        } else {
+            Capability::parse(&cap_text)
+                .map_err(|e| malformed(format!("child {:?}: {e}", child.name)))?
+        };
         let entry = DirEntry {
             cap,
             metadata: child.meta,

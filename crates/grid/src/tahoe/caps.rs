@@ -109,7 +109,7 @@ fn ssk_body(body: &str, extensions_allowed: bool) -> Option<([u8; 16], [u8; 32])
 pub(crate) fn validate(cap: &Capability) -> GridResult<()> {
     let text = cap.as_str();
     let bad = |reason| Err(GridError::BadCap(CapError::new(text, reason)));
-    if cap.scheme() != Scheme::Tahoe {
+    if cap.scheme() != Some(Scheme::Tahoe) {
         return bad("not a Tahoe-LAFS capability");
     }
     let ok = if let Some(body) = text.strip_prefix("URI:LIT:") {

@@ -471,7 +471,7 @@ impl TahoeGrid {
     }
 
     fn require(cap: &Capability, want: &[CapKind], expected: &'static str) -> GridResult<()> {
-        if cap.scheme() != Scheme::Tahoe {
+        if cap.scheme() != Some(Scheme::Tahoe) {
             return Err(GridError::BadCap(CapError::new(
                 cap.as_str(),
                 "not a Tahoe-LAFS capability",

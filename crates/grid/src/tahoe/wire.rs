@@ -60,8 +60,21 @@ pub(crate) fn children_body(children: &DirChildren, immutable_only: bool) -> Gri
     for (name, entry) in children {
         check_name(name)?;
         check_metadata(name, &entry.metadata)?;
-        crate::tahoe::caps::validate(&entry.cap)?;
         let kind = entry.cap.kind();
+        if kind == CapKind::Empty {
+            // A child without capabilities: Tahoe keeps it as an unknown
+            // node, which only an immutable directory may hold.
+            if !immutable_only {
+                return Err(GridError::WrongKind {
+                    expected: "an object's capability (only immutable directories hold an empty entry)",
+                    got: kind,
+                });
+            }
+            let props = json!({"ro_uri": null, "metadata": entry.metadata});
+            out.insert(name.clone(), json!(["filenode", props]));
+            continue;
+        }
+        crate::tahoe::caps::validate(&entry.cap)?;
         if immutable_only && !kind.is_immutable() {
             return Err(GridError::WrongKind {
                 expected: "immutable capability (Tahoe immutable directories are deep-immutable)",
@@ -137,6 +150,22 @@ fn parse_child(child: &Value) -> Result<DirEntry, String> {
         .and_then(Value::as_object)
         .ok_or("entry has no properties")?;
     let uri = |key: &str| props.get(key).and_then(Value::as_str);
+    let metadata = || {
+        let mut metadata = match props.get("metadata") {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        metadata.remove(TAHOE_KEY);
+        Value::Object(metadata)
+    };
+    // A child with no capability at all (Tahoe lists it as `unknown`):
+    // what magic-folder 24.3 writes as a deletion's content.
+    if kind == "unknown" && ["ro_uri", "rw_uri"].iter().all(|k| uri(k).is_none()) {
+        return Ok(DirEntry {
+            cap: Capability::empty(),
+            metadata: metadata(),
+        });
+    }
     let cap_text = match kind {
         // Prefer the write cap when the listing was made with one, so a
         // subdirectory written through set_children lists as it was set.
@@ -155,14 +184,9 @@ fn parse_child(child: &Value) -> Result<DirEntry, String> {
     if (kind == "dirnode") != cap.kind().is_dir() {
         return Err(format!("{kind} whose capability is a {:?}", cap.kind()));
     }
-    let mut metadata = match props.get("metadata") {
-        Some(Value::Object(map)) => map.clone(),
-        _ => Map::new(),
-    };
-    metadata.remove(TAHOE_KEY);
     Ok(DirEntry {
         cap,
-        metadata: Value::Object(metadata),
+        metadata: metadata(),
     })
 }
 
@@ -204,6 +228,35 @@ mod tests {
         assert_eq!(children["rosub"].cap.as_str(), RO);
         let names: Vec<_> = skipped.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["i", "m", "u"]);
+    }
+
+    #[test]
+    fn a_child_without_capabilities_is_the_empty_entry_both_ways() {
+        let mut children = DirChildren::new();
+        children.insert(
+            "content".into(),
+            DirEntry {
+                cap: Capability::empty(),
+                metadata: json!({"mtime": 5}),
+            },
+        );
+        let body: Value = serde_json::from_slice(&children_body(&children, true).unwrap()).unwrap();
+        assert_eq!(
+            body["content"],
+            json!(["filenode", {"ro_uri": null, "metadata": {"mtime": 5}}])
+        );
+        assert!(matches!(
+            children_body(&children, false),
+            Err(GridError::WrongKind { .. })
+        ));
+        // How tahoe-lafs 1.20 lists it (web/directory.py: no caps at all).
+        let listing = r#"["dirnode", {"children": {
+            "content": ["unknown", {"metadata": {"mtime": 5, "tahoe": {"linkcrtime": 1.5}}}]
+        }}]"#;
+        let (listed, skipped) = parse_listing(listing.as_bytes()).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(listed["content"].cap.kind(), CapKind::Empty);
+        assert_eq!(listed["content"].metadata, json!({"mtime": 5}));
     }
 
     #[test]
