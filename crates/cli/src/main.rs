@@ -49,6 +49,35 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum ParticipantsAction {
+    /// Every participant, with their mode and personal directory
+    List {
+        /// The folder
+        folder: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a participant by their personal directory's read capability (as
+    /// magic-folder 24.3's add-participant does)
+    Add {
+        /// The folder
+        folder: String,
+        /// Their name in the folder
+        name: String,
+        /// Their personal directory's read capability (URI:DIR2-RO:...)
+        personal_dmd: String,
+    },
+    /// Remove a participant: nothing they publish from now on reaches anyone
+    Remove {
+        /// The folder
+        folder: String,
+        /// The participant
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create the config directory (create and join do it too)
     Init,
@@ -69,6 +98,13 @@ enum Command {
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
+    },
+
+    /// List, add or remove a folder's participants (adding and removing: the
+    /// admin only)
+    Participants {
+        #[command(subcommand)]
+        action: ParticipantsAction,
     },
 
     /// Invite a participant to a folder you created; prints a secret invite code
@@ -504,6 +540,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 None => commands::create(&config, opts).await?,
             };
             output::folder_added(&info, "Created", json)
+        }
+        Command::Participants { action } => {
+            use mf_daemon::commands::participants;
+            match action {
+                ParticipantsAction::List { folder, json } => {
+                    let cfg = config.load_folder(&folder)?;
+                    output::participants(&participants::list(&cfg).await?, json)
+                }
+                ParticipantsAction::Add {
+                    folder,
+                    name,
+                    personal_dmd,
+                } => {
+                    let cfg = config.load_folder(&folder)?;
+                    participants::add(&cfg, &name, &personal_dmd).await?;
+                    eprintln!("Added {name:?} to {folder:?}.");
+                    Ok(())
+                }
+                ParticipantsAction::Remove { folder, name } => {
+                    let cfg = config.load_folder(&folder)?;
+                    participants::remove(&cfg, &name).await?;
+                    eprintln!("Removed {name:?} from {folder:?}.");
+                    Ok(())
+                }
+            }
         }
         Command::Invite {
             folder,

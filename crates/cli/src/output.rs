@@ -78,6 +78,26 @@ pub fn invite(i: &Invite, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `participants list`.
+pub fn participants(
+    list: &[mf_daemon::commands::participants::Participant],
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(list);
+    }
+    // Capabilities only with --json: they are secrets.
+    for p in list {
+        outln!(
+            "{}{}\t{}",
+            p.name,
+            if p.is_self { " (you)" } else { "" },
+            p.mode
+        );
+    }
+    Ok(())
+}
+
 /// `leave`.
 pub fn leave(o: &LeaveOutcome, as_json: bool) -> anyhow::Result<()> {
     if as_json {

@@ -626,3 +626,65 @@ fn an_edit_beats_a_deletion_and_status_lists_no_conflict() {
         assert_eq!(s["conflicts"], serde_json::json!([]), "{}: {s}", p.name);
     }
 }
+
+/// `participants list|remove|add`: a removed participant's new files reach
+/// no one; added back by their directory's read capability (24.3's
+/// add-participant), they do again. Only the admin changes membership.
+#[test]
+fn participants_are_listed_removed_and_added_back() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    let mut carol = w.joined(&alice, "carol");
+    let listed: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["participants", "list", FOLDER, "--json"])).unwrap();
+    let names: Vec<(&str, bool, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["is_self"].as_bool().unwrap(),
+                p["mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alice", true, "read-write"),
+            ("bob", false, "read-write"),
+            ("carol", false, "read-write")
+        ]
+    );
+    let bob_dmd = listed[1]["personal_dmd"].as_str().unwrap().to_owned();
+    let err = bob.fails(&["participants", "remove", FOLDER, "alice"]);
+    assert!(err.contains("only an admin"), "{err}");
+    alice.ok(&["participants", "remove", FOLDER, "bob"]);
+    let err = alice.fails(&["participants", "remove", FOLDER, "bob"]);
+    assert!(err.contains("no participant called"), "{err}");
+    alice.start();
+    bob.start();
+    carol.start();
+    bob.write("from-bob.txt", b"after removal");
+    alice.write("from-alice.txt", b"alice");
+    // Bob still reads the folder (his read capability is his), but alice
+    // no longer takes anything from him: carol's file, published after
+    // his, reaches alice; his does not.
+    wait_until("bob has alice's file", &[&alice, &bob], || {
+        bob.read("from-alice.txt").is_some()
+    });
+    wait_until("bob published his file", &[&bob], || bob.idle());
+    carol.write("from-carol.txt", b"carol");
+    wait_until("alice has carol's later file", &[&alice, &carol], || {
+        alice.read("from-carol.txt").is_some()
+    });
+    assert!(alice.read("from-bob.txt").is_none());
+    let err = alice.fails(&["participants", "add", FOLDER, "carol", "URI:CHK:abc"]);
+    assert!(err.contains("read-only directory capability"), "{err}");
+    alice.ok(&["participants", "add", FOLDER, "bob", &bob_dmd]);
+    wait_until("bob's file arrives once he is back", &[&alice, &bob], || {
+        alice.read("from-bob.txt").as_deref() == Some(b"after removal".as_slice())
+    });
+}

@@ -14,6 +14,7 @@
 //! | `GET /v1/magic-folder/{f}/conflicts` | `{relpath: [participant, …]}` |
 //! | `GET /v1/magic-folder/{f}/participants` | `{name: {personal_dmd}}` |
 //! | `POST /v1/magic-folder/{f}/participants` | 201 `{}`: `{"author": {"name"}, "personal_dmd": read cap}` added to the collective |
+//! | `DELETE /v1/magic-folder/{f}/participants/{name}` | ours: `{}`, the participant is out of the collective |
 //!
 //! Where 24.3 does something only it can (its `last-upload-duration`), the
 //! field is there with `null`. Times are whole seconds, as 24.3's.
@@ -26,20 +27,17 @@ use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
 use data_encoding::{BASE32, BASE64};
-use mf_core::relpath::{check_participant_name, RelPath};
+use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Author, Content};
 use mf_core::store::LocalState;
-use mf_grid::{CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace};
+use mf_grid::GridError;
 use mf_state::StateReader;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{json_body, no_folder, ApiError, ApiState};
-use crate::commands::{AnyGrid, OpenMode};
+use crate::commands::participants::{self, MembershipError};
 use crate::config::FolderConfig;
-
-/// The collective's own entry, which is not a participant.
-const METADATA_ENTRY: &str = "@metadata";
 
 /// One folder as 24.3's `GET /v1/magic-folder` lists it, plus our fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,11 +302,6 @@ pub(super) async fn conflicts(
     conflicts_of(&state, &name).await.map(Json)
 }
 
-fn open_grid(cfg: &FolderConfig) -> Result<AnyGrid, ApiError> {
-    AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)
-        .map_err(|e| unavailable(format!("{e:#}")))
-}
-
 fn grid_failed(e: GridError) -> ApiError {
     if e.is_transient() {
         unavailable(e.to_string())
@@ -322,15 +315,11 @@ pub(super) async fn participants(
     Path(name): Path<String>,
 ) -> Result<Json<BTreeMap<String, Value>>, ApiError> {
     let cfg = running(&state, &name).await?;
-    let children = open_grid(&cfg)?
-        .list(&cfg.collective_cap)
-        .await
-        .map_err(grid_failed)?;
+    let members = participants::list(&cfg).await.map_err(membership_failed)?;
     Ok(Json(
-        children
+        members
             .into_iter()
-            .filter(|(n, _)| n != METADATA_ENTRY)
-            .map(|(n, e)| (n, json!({ "personal_dmd": e.cap.as_str() })))
+            .map(|p| (p.name, json!({ "personal_dmd": p.personal_dmd })))
             .collect(),
     ))
 }
@@ -353,43 +342,36 @@ pub(super) async fn add_participant(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, why);
     let cfg = running(&state, &name).await?;
     let body: NewParticipant = json_body(&body).map_err(|e| {
-        bad(format!(
-            "Require input: author, personal_dmd ({})",
-            e.reason
-        ))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Require input: author, personal_dmd ({})", e.reason),
+        )
     })?;
-    check_participant_name(&body.author.name).map_err(|e| {
-        bad(format!(
-            "invalid participant name {:?}: {e}",
-            body.author.name
-        ))
-    })?;
-    let cap = Capability::parse(&body.personal_dmd)
-        .ok()
-        .filter(|c| c.kind() == CapKind::MutableDirRead)
-        .ok_or_else(|| bad("personal_dmd must be a read-only directory capability.".into()))?;
-    if cap.scheme() != cfg.collective_cap.scheme() {
-        return Err(bad(
-            "personal_dmd is a capability of another kind of grid than this folder's".into(),
-        ));
-    }
-    if !cfg.is_admin() {
-        return Err(bad(
-            "only an admin of the folder (holding the collective's write capability) can add participants"
-                .into(),
-        ));
-    }
-    let mut entry = DirChildren::new();
-    entry.insert(body.author.name.clone(), DirEntry::new(cap));
-    match open_grid(&cfg)?
-        .set_children(&cfg.collective_cap, entry, Replace::No)
+    participants::add(&cfg, &body.author.name, &body.personal_dmd)
         .await
-    {
-        Ok(()) => Ok((StatusCode::CREATED, Json(json!({})))),
-        Err(GridError::Exists(n)) => Err(bad(format!("Already have a participant called '{n}'"))),
-        Err(e) => Err(grid_failed(e)),
+        .map_err(membership_failed)?;
+    Ok((StatusCode::CREATED, Json(json!({}))))
+}
+
+/// Ours (24.3 has no way to remove a participant):
+/// `DELETE /v1/magic-folder/{f}/participants/{name}`.
+pub(super) async fn remove_participant(
+    State(state): State<ApiState>,
+    Path((name, participant)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let cfg = running(&state, &name).await?;
+    participants::remove(&cfg, &participant)
+        .await
+        .map_err(membership_failed)?;
+    Ok(Json(json!({})))
+}
+
+fn membership_failed(e: MembershipError) -> ApiError {
+    match e {
+        MembershipError::Refused(why) => ApiError::new(StatusCode::BAD_REQUEST, why),
+        MembershipError::Grid(e) => grid_failed(e),
+        MembershipError::Open(e) => unavailable(format!("{e:#}")),
     }
 }

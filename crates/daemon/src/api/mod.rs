@@ -278,6 +278,10 @@ pub fn router(
             &f("participants"),
             get(compat::participants).post(compat::add_participant),
         )
+        .route(
+            &f("participants/{participant}"),
+            delete(compat::remove_participant),
+        )
         .route(&f("status"), get(folder_status))
         .route(&f("history"), get(commands::folder_history))
         .route(&f("restore"), post(commands::folder_restore))

@@ -21,6 +21,7 @@
 pub mod gc;
 pub mod grid;
 pub mod history;
+pub mod participants;
 pub mod resolve;
 pub mod run;
 pub mod service;
