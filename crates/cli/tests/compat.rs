@@ -68,6 +68,20 @@ fn magic_folder_api_of_24_3_drives_our_daemon() {
     assert_eq!(a["size"], 10, "{a}");
     assert!(a["mtime"].is_i64() && a["last-updated"].is_i64(), "{a}");
 
+    // What the folder occupies, as 24.3 lists it: docs/'s snapshot and
+    // metadata, then a.txt's snapshot, metadata and content (10 bytes).
+    let (url, token) = alice.api();
+    let (code, body) = http(
+        &url,
+        "GET",
+        &format!("/v1/magic-folder/{FOLDER}/tahoe-objects"),
+        Some(&token),
+    );
+    assert_eq!(code, 200, "{body}");
+    let sizes: Vec<u64> = serde_json::from_str(&body).unwrap();
+    assert_eq!(sizes.len(), 5, "{sizes:?}");
+    assert!(sizes[3] > 100 && sizes[4] == 10, "{sizes:?}");
+
     // Participants: list, add one by its read capability, refuse a second time.
     let parts = json(&api_ok(&cfg, &["list-participants", "--folder", FOLDER]));
     assert!(

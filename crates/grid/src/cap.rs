@@ -150,6 +150,23 @@ impl Capability {
         self.classify().map(|(s, _)| s)
     }
 
+    /// The size in bytes of the immutable object it names, which every
+    /// immutable capability states (a literal one by its length); `None`
+    /// for mutable directories and the empty entry.
+    pub fn size(&self) -> Option<u64> {
+        if !self.kind().is_immutable() {
+            return None;
+        }
+        if let Some(lit) = ["URI:LIT:", "URI:DIR2-LIT:"]
+            .iter()
+            .find_map(|p| self.text.strip_prefix(p))
+        {
+            // Unpadded base32: five bits a character.
+            return Some(lit.len() as u64 * 5 / 8);
+        }
+        self.text.rsplit(':').next()?.parse().ok()
+    }
+
     /// The exact capability string.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -265,6 +282,23 @@ mod tests {
             let err = Capability::parse(bad).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn immutable_capabilities_state_their_size() {
+        for (text, size) in [
+            ("URI:CHK:a:b:2:3:73", Some(73)),
+            ("URI:DIR2-CHK:a:b:1:1:512", Some(512)),
+            ("URI:LIT:nbswy3dp", Some(5)),
+            ("URI:DIR2-LIT:", Some(0)),
+            ("URI:MF-CHK:abc:12", Some(12)),
+            ("URI:MF-DIR-CHK:abc:40", Some(40)),
+            ("URI:DIR2:a:b", None),
+            ("URI:MF-DIR-RO:abc:def", None),
+        ] {
+            assert_eq!(Capability::parse(text).unwrap().size(), size, "{text}");
+        }
+        assert_eq!(Capability::empty().size(), None);
     }
 
     #[test]

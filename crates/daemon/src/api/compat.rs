@@ -13,6 +13,7 @@
 //! | `GET /v1/magic-folder/{f}/recent-changes[?number=N]` | `[{relpath, modified, last-updated, conflicted}]`, newest first |
 //! | `GET /v1/magic-folder/{f}/conflicts` | `{relpath: [participant, …]}` |
 //! | `GET /v1/magic-folder/{f}/participants` | `{name: {personal_dmd}}` |
+//! | `GET /v1/magic-folder/{f}/tahoe-objects` | `[size, …]`: each current version's snapshot, metadata and content objects |
 //! | `POST /v1/magic-folder/{f}/participants` | 201 `{}`: `{"author": {"name"}, "personal_dmd": read cap}` added to the collective |
 //! | `DELETE /v1/magic-folder/{f}/participants/{name}` | ours: `{}`, the participant is out of the collective |
 //!
@@ -30,13 +31,15 @@ use data_encoding::{BASE32, BASE64};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Author, Content};
 use mf_core::store::LocalState;
-use mf_grid::GridError;
+use futures_util::{StreamExt, TryStreamExt};
+use mf_grid::{Capability, Grid, GridError};
 use mf_state::StateReader;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{json_body, no_folder, ApiError, ApiState};
 use crate::commands::participants::{self, MembershipError};
+use crate::commands::{AnyGrid, OpenMode};
 use crate::config::FolderConfig;
 
 /// One folder as 24.3's `GET /v1/magic-folder` lists it, plus our fields.
@@ -308,6 +311,48 @@ fn grid_failed(e: GridError) -> ApiError {
     } else {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+}
+
+/// `GET …/tahoe-objects`: for each path's current version, the sizes of
+/// its snapshot, metadata and content objects (none for a deletion's or a
+/// directory's content), as 24.3 lists them — what the folder occupies on
+/// the grid now. The metadata object's size needs the snapshot's listing.
+pub(super) async fn tahoe_objects(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<u64>>, ApiError> {
+    let cfg = running(&state, &name).await?;
+    let files = current(&state, &name).await?;
+    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)
+        .map_err(|e| unavailable(format!("{e:#}")))?;
+    let grid = &grid;
+    let sizes: Vec<Vec<u64>> = futures_util::stream::iter(files)
+        .map(|(_, _, info)| async move {
+            let Ok(snapshot) = Capability::parse(info.cap.as_str()) else {
+                return Ok(Vec::new());
+            };
+            let children = grid.list(&snapshot).await?;
+            let content = match &info.content {
+                Content::File { cap, .. } => Capability::parse(cap.as_str()).ok(),
+                _ => None,
+            };
+            Ok::<_, GridError>(
+                [
+                    Some(snapshot),
+                    children.get("metadata").map(|m| m.cap.clone()),
+                    content,
+                ]
+                .iter()
+                .flatten()
+                .filter_map(Capability::size)
+                .collect(),
+            )
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+        .map_err(grid_failed)?;
+    Ok(Json(sizes.into_iter().flatten().collect()))
 }
 
 pub(super) async fn participants(

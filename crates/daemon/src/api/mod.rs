@@ -274,6 +274,7 @@ pub fn router(
         .route(&f("file-status"), get(compat::file_status))
         .route(&f("recent-changes"), get(compat::recent_changes))
         .route(&f("conflicts"), get(compat::conflicts))
+        .route(&f("tahoe-objects"), get(compat::tahoe_objects))
         .route(
             &f("participants"),
             get(compat::participants).post(compat::add_participant),

@@ -95,7 +95,7 @@ pub async fn add(cfg: &FolderConfig, name: &str, personal_dmd: &str) -> Result<(
     let members = grid.list(&cfg.collective_cap).await?;
     if let Some((other, _)) = members.iter().find(|(_, e)| e.cap == cap) {
         return Err(refused(format!(
-            "that personal directory is already {other:?}'s"
+            "Already have a participant with that personal directory ({other:?})"
         )));
     }
     let mut entry = DirChildren::new();
