@@ -645,13 +645,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let stop = shutdown_signal()?;
             tokio::pin!(stop);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // On a terminal: progress bars; otherwise a frame a second.
+            let mut bars = (!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .then(output::StatusBars::default);
             loop {
                 tokio::select! {
                     _ = &mut stop => return Ok(()),
                     _ = tick.tick() => {}
                 }
                 let folders = commands::status(&config, name.as_deref()).await?;
-                output::status_frame(&folders, json)?;
+                match &mut bars {
+                    Some(bars) => bars.show(&folders),
+                    None => output::status_frame(&folders, json)?,
+                }
             }
         }
         Command::Resolve { path, choice, json } => output::resolve(

@@ -162,6 +162,70 @@ pub fn status_frame(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<(
     Ok(())
 }
 
+/// `status --watch` on a terminal: per folder a bar of the files in sync
+/// out of those known (so an initial sync shows how far it is), and a bar
+/// per transfer in bytes.
+#[derive(Default)]
+pub struct StatusBars {
+    all: indicatif::MultiProgress,
+    folders: BTreeMap<String, indicatif::ProgressBar>,
+    transfers: BTreeMap<(String, String), indicatif::ProgressBar>,
+}
+
+impl StatusBars {
+    /// Redraws the bars for this status.
+    pub fn show(&mut self, folders: &[FolderStatus]) {
+        let style = |template: &str| {
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        };
+        let mut live = std::collections::BTreeSet::new();
+        for s in folders {
+            let bar = self.folders.entry(s.name.clone()).or_insert_with(|| {
+                let b = self.all.add(indicatif::ProgressBar::new(0));
+                b.set_style(style("{prefix:12} {wide_bar} {pos}/{len} {msg}"));
+                b.set_prefix(s.name.clone());
+                b
+            });
+            let present = (s.files + s.directories) as u64;
+            let waiting = (s.queued + s.in_flight + s.unpublished) as u64;
+            bar.set_length(present + waiting);
+            bar.set_position(present);
+            bar.set_message(match s.state {
+                FolderState::UpToDate => "up to date".to_owned(),
+                FolderState::Syncing => format!("syncing, {waiting} to go"),
+                FolderState::Offline => "offline".to_owned(),
+                FolderState::Error => "error".to_owned(),
+                FolderState::Stopped => "stopped".to_owned(),
+            });
+            for t in &s.transfers {
+                let key = (s.name.clone(), t.path.clone());
+                live.insert(key.clone());
+                let tb = self.transfers.entry(key).or_insert_with(|| {
+                    let b = self.all.add(indicatif::ProgressBar::new(t.bytes_total));
+                    b.set_style(style(
+                        "  {msg:30!} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
+                    ));
+                    let arrow = if t.direction == "upload" { "↑" } else { "↓" };
+                    b.set_message(format!("{arrow} {}", t.path));
+                    b
+                });
+                tb.set_length(t.bytes_total);
+                tb.set_position(t.bytes_done);
+            }
+        }
+        // Finished transfers leave.
+        self.transfers.retain(|key, bar| {
+            let keep = live.contains(key);
+            if !keep {
+                bar.finish_and_clear();
+                self.all.remove(bar);
+            }
+            keep
+        });
+    }
+}
+
 pub fn status(folders: &[FolderStatus], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         let map: BTreeMap<&str, &FolderStatus> =
