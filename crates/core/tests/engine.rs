@@ -2,7 +2,8 @@
 //! lucky interleaving: here the order of results is written out exactly.
 
 use mf_core::engine::{
-    Action, Engine, EngineConfig, Event, RemoteListing, ScanReport, UploadOutcome, WriteOutcome,
+    Action, DeclaredAuthor, Engine, EngineConfig, Event, RemoteListing, ScanReport, UploadOutcome,
+    WriteOutcome,
 };
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{entry_name, Cap, Content, Listing, SnapshotInfo};
@@ -15,6 +16,10 @@ fn path() -> RelPath {
 fn engine(store: MemStore) -> Engine<MemStore> {
     let cfg = EngineConfig {
         me: "me".into(),
+        author: DeclaredAuthor {
+            name: "me".into(),
+            verify_key: "key-me".into(),
+        },
         poll_interval: 1_000,
         scan_interval: 15_000,
     };
@@ -66,6 +71,7 @@ fn listed(participant: &str, cap: &str) -> Event {
         participant: participant.into(),
         entries: Ok(entries),
         rejected: vec![],
+        author: None,
     }]))
 }
 
@@ -290,6 +296,49 @@ fn a_version_claiming_a_generation_its_parents_do_not_prove_is_rejected() {
     e.handle(5, listed("bob", "H"));
     let rest = serve_fetches(&mut e, &[honest], 6);
     assert_eq!(write_target(&rest), path(), "a proven edit is taken in");
+}
+
+/// A participant declares its author name and key in its own directory: a
+/// version elsewhere that claims that name under another key is rejected
+/// and shown in status, whatever it would win; the declared author's own
+/// versions, and undeclared authors' (24.3's), are taken in.
+#[test]
+fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
+    let mut e = with_our_version();
+    let declaring = |entries: Listing| RemoteListing {
+        participant: "bob".into(),
+        entries: Ok(entries),
+        rejected: vec![],
+        author: Some(DeclaredAuthor {
+            name: "bob".into(),
+            verify_key: "key-bob".into(),
+        }),
+    };
+    let forged = SnapshotInfo {
+        author_key: "key-mallory".into(),
+        ..snap("F", "bob", &["X"], other_bytes(), 10_000)
+    };
+    let mallory = RemoteListing {
+        participant: "mallory".into(),
+        entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
+        rejected: vec![],
+        author: None,
+    };
+    e.handle(3, Event::Polled(Ok(vec![declaring(Listing::new()), mallory])));
+    let rest = serve_fetches(&mut e, &[forged], 4);
+    assert!(rest.is_empty(), "nothing is done with a forgery: {rest:?}");
+    let errors = e.status().errors;
+    assert!(
+        errors
+            .iter()
+            .any(|x| x.message.contains("claims the author \"bob\"")),
+        "the forgery is shown in status: {errors:?}"
+    );
+    let real = snap("H", "bob", &["X"], other_bytes(), 200);
+    let entries = [(entry_name(&path()), (path(), Cap::from("H")))].into();
+    e.handle(5, Event::Polled(Ok(vec![declaring(entries)])));
+    let rest = serve_fetches(&mut e, &[real], 6);
+    assert_eq!(write_target(&rest), path(), "bob's own edit is taken in");
 }
 
 /// A version whose parent cannot be read proves no generation: it ranks

@@ -31,8 +31,8 @@ use anyhow::bail;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use mf_core::engine::{
-    Action, EffectError, EntryShape, Event, PublishEntry, RemoteListing, UploadOutcome,
-    WriteOutcome,
+    Action, DeclaredAuthor, EffectError, EntryShape, Event, PublishEntry, RemoteListing,
+    UploadOutcome, WriteOutcome,
 };
 use mf_core::relpath::{check_participant_name, RelPath};
 use mf_core::snapshot::{
@@ -258,6 +258,7 @@ impl<G: Grid> Executor<G> {
                     participant: name,
                     entries: Err(EffectError::permanent(why.clone())),
                     rejected: vec![why],
+                    author: None,
                 }),
                 None => to_list.push((name, entry.cap)),
             }
@@ -307,8 +308,8 @@ impl<G: Grid> Executor<G> {
             .map(|p| format!("{participant}: {p}"))
             .collect();
         let revision = listed.revision;
-        let children = match with_aside(&*self.grid, listed.children).await {
-            Ok((children, _)) => children,
+        let (children, author) = match with_aside(&*self.grid, listed.children).await {
+            Ok(aside) => (aside.children, aside.author),
             Err(e) => {
                 let what = format!("cannot list {participant}'s directories and conflict copies");
                 return Some(self.listing_failed(participant, &what, e));
@@ -352,6 +353,7 @@ impl<G: Grid> Executor<G> {
             participant,
             entries: Ok(listing),
             rejected,
+            author,
         })
     }
 
@@ -366,6 +368,7 @@ impl<G: Grid> Executor<G> {
             entries: Err(grid_error(what, e)),
             participant,
             rejected: Vec::new(),
+            author: None,
         }
     }
 
@@ -582,6 +585,9 @@ impl<G: Grid> Executor<G> {
             None => self.read_own_aside().await?,
         };
         let before = aside.clone();
+        // Our author and key, declared where only we write (the engine
+        // rejects versions that claim a declared name under another key).
+        aside.insert(AUTHOR_ENTRY.to_owned(), author_entry(&self.author));
         let mut children = DirChildren::new();
         for e in entries {
             let cap = Capability::parse(e.snapshot.as_str()).map_err(|err| {
@@ -787,23 +793,64 @@ impl<G: Grid> Executor<G> {
 
 /// A fresh random nonce for one upload attempt's metadata (see
 /// `SnapshotMetadata::nonce`).
+/// A personal directory as readers take it (see [`with_aside`]).
+pub struct PersonalDir {
+    /// The entries: those in the directory itself, overridden by those
+    /// kept aside.
+    pub children: DirChildren,
+    /// The aside directory, if there is one.
+    pub aside: Option<Capability>,
+    /// The author its owner declares.
+    pub author: Option<DeclaredAuthor>,
+}
+
 /// A personal directory's entries as readers take them: those in the
 /// directory itself, overridden by those kept aside under its `@metadata`
-/// (see [`Executor::publish`]), with the aside directory's capability. A
-/// `@metadata` that is not an immutable directory (24.3's is a small JSON
-/// file) holds nothing aside.
-pub async fn with_aside<G: Grid>(
-    grid: &G,
-    mut children: DirChildren,
-) -> Result<(DirChildren, Option<Capability>), GridError> {
-    let Some(meta) = children.remove(METADATA_ENTRY) else {
-        return Ok((children, None));
+/// (see [`Executor::publish`]), and the author its owner declares there.
+/// A `@metadata` that is not an immutable directory (24.3's is a small
+/// JSON file) holds nothing aside.
+pub async fn with_aside<G: Grid>(grid: &G, mut children: DirChildren) -> Result<PersonalDir, GridError> {
+    let meta = children
+        .remove(METADATA_ENTRY)
+        .filter(|m| m.cap.kind() == CapKind::ImmutableDir);
+    let Some(meta) = meta else {
+        return Ok(PersonalDir {
+            children,
+            aside: None,
+            author: None,
+        });
     };
-    if meta.cap.kind() != CapKind::ImmutableDir {
-        return Ok((children, None));
+    let mut aside = grid.list(&meta.cap).await?;
+    let author = aside.remove(AUTHOR_ENTRY).and_then(|e| declared_author(&e));
+    children.extend(aside);
+    Ok(PersonalDir {
+        children,
+        aside: Some(meta.cap),
+        author,
+    })
+}
+
+/// The entry, aside, in which a participant declares its author name and
+/// key: a child that names no object, whose edge metadata is
+/// `{"name": …, "verify_key": …}` (`@` + a letter: never a mangled path).
+const AUTHOR_ENTRY: &str = "@author";
+
+fn author_entry(author: &Author) -> DirEntry {
+    DirEntry {
+        cap: Capability::empty(),
+        metadata: serde_json::json!({
+            "name": author.name,
+            "verify_key": author.verify_key(),
+        }),
     }
-    children.extend(grid.list(&meta.cap).await?);
-    Ok((children, Some(meta.cap)))
+}
+
+fn declared_author(entry: &DirEntry) -> Option<DeclaredAuthor> {
+    let field = |k: &str| entry.metadata.get(k).and_then(serde_json::Value::as_str);
+    Some(DeclaredAuthor {
+        name: field("name")?.to_owned(),
+        verify_key: field("verify_key")?.to_owned(),
+    })
 }
 
 /// True for a conflict entry's name (`<mangled path>@c<label>`).

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mf_core::engine::{Action, Engine, EngineConfig, Event, Millis, Status};
+use mf_core::engine::{Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, Status};
 use mf_core::snapshot::Author;
 use mf_grid::Grid;
 use mf_state::SqliteStore;
@@ -462,8 +462,13 @@ pub async fn run<G: Grid>(
     }
     let clock = Clock::new();
     let store = SqliteStore::open(&state_db).map_err(|e| e.to_string())?;
+    let author = Author::from_seed(&config.author_name, config.author_seed.0);
     let engine_config = EngineConfig {
         me: config.participant.clone(),
+        author: DeclaredAuthor {
+            name: config.author_name.clone(),
+            verify_key: author.verify_key(),
+        },
         poll_interval: config.poll_interval_ms,
         scan_interval: config.scan_interval_ms,
     };

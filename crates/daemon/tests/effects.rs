@@ -1839,13 +1839,19 @@ async fn directories_and_their_deletions_stay_where_24_3_does_not_look() {
     let own = w.grid.list(&w.alice_personal).await.unwrap();
     assert_eq!(own["d"].cap.as_str(), d_file.cap.as_str());
     assert_eq!(own["f"].cap.as_str(), gone_f.cap.as_str());
+    // Aside too: alice's declared author and key, which readers pin.
     let aside = w.grid.list(&own["@metadata"].cap).await.unwrap();
-    assert_eq!(aside.keys().collect::<Vec<_>>(), ["f"]);
+    assert_eq!(aside.keys().collect::<Vec<_>>(), ["@author", "f"]);
     let listings = poll(&w.bob).await;
     let got = listings[0].entries.as_ref().unwrap();
     assert_eq!(got["d"], (rp("d"), d_file.cap.clone()));
     assert_eq!(got["f"], (rp("f"), f_dir.cap.clone()));
     assert!(listings[0].rejected.is_empty(), "{:?}", listings[0].rejected);
+    let declared = listings[0].author.as_ref().unwrap();
+    assert_eq!(
+        (declared.name.as_str(), declared.verify_key.as_str()),
+        (d_file.author.as_str(), d_file.author_key.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

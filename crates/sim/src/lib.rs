@@ -129,6 +129,10 @@ pub enum SimOp {
     /// huge generation: without parents, or on top of what participant
     /// `on` currently publishes for that file.
     Lie { file: usize, on: Option<usize> },
+    /// The hostile participant publishes a version of a file on top of what
+    /// `victim` publishes for it, under the victim's author name and with
+    /// an honest generation, signed by its own key.
+    Impersonate { file: usize, victim: usize },
 }
 
 /// The hostile participant's name.
@@ -148,6 +152,16 @@ pub fn generate(cfg: &SimConfig) -> Vec<SimOp> {
             };
             let at = rng.usize(..=schedule.len());
             schedule.insert(at, lie);
+        }
+        // Another stream, so the lies above stay where they were.
+        let mut rng = fastrand::Rng::with_seed(cfg.seed ^ 0x696d_7065_7273_6f6e);
+        for _ in 0..1 + cfg.ops / 40 {
+            let forgery = SimOp::Impersonate {
+                file: rng.usize(..FILES.len()),
+                victim: rng.usize(..cfg.participants),
+            };
+            let at = rng.usize(..=schedule.len());
+            schedule.insert(at, forgery);
         }
     }
     schedule
@@ -277,6 +291,10 @@ struct World {
 fn engine_config(name: &str) -> EngineConfig {
     EngineConfig {
         me: name.to_owned(),
+        author: mf_core::engine::DeclaredAuthor {
+            name: name.to_owned(),
+            verify_key: format!("key-{name}"),
+        },
         poll_interval: POLL_MS,
         scan_interval: SCAN_MS,
     }
@@ -743,7 +761,53 @@ impl World {
                 self.log(format!("snapshots read as missing for {ms} ms"));
             }
             SimOp::Lie { file, on } => self.lie(file, on),
+            SimOp::Impersonate { file, victim } => self.impersonate(file, victim),
         }
+    }
+
+    /// The hostile participant publishes a version that only its signature
+    /// gives away: the victim's author name, parents and a generation they
+    /// prove, and the latest mtime. The victim has declared its key from
+    /// its first publish on; before that there is nothing to forge against
+    /// (see the README's threat model), so the forgery waits for it. Its
+    /// bytes are never a user's (the no-torn-content invariant).
+    fn impersonate(&mut self, file: usize, victim: usize) {
+        let path = rel(FILES[file]);
+        let entry = mf_core::snapshot::entry_name(&path);
+        let name = self.people[victim].name.clone();
+        let Some(parent) = self
+            .grid
+            .personal
+            .get(&name)
+            .and_then(|dir| dir.get(&entry))
+            .cloned()
+        else {
+            self.log(format!("{LIAR} finds no version of {path} by {name} to forge on"));
+            return;
+        };
+        let generation = self.grid.snapshots[&parent].generation + 1;
+        self.seq += 1;
+        let bytes = format!("{LIAR}:{path}:{}", self.seq).into_bytes();
+        let size = bytes.len() as u64;
+        let content = Content::File {
+            cap: self.grid.put_file(bytes),
+            size,
+            executable: false,
+        };
+        let info = self.grid.put_snapshot(
+            path.clone(),
+            (&name, LIAR),
+            vec![parent],
+            content,
+            (self.now / 1000) as i64 + 1_000_000,
+            generation,
+        );
+        self.grid
+            .personal
+            .entry(LIAR.to_owned())
+            .or_default()
+            .insert(entry, info.cap);
+        self.log(format!("{LIAR} publishes {path} as {name}, signed by itself"));
     }
 
     /// The hostile participant publishes a version of a file that claims a
@@ -769,7 +833,7 @@ impl World {
         let claim = 1_000_000_000_000 + self.seq;
         let info = self.grid.put_snapshot(
             path.clone(),
-            LIAR,
+            (LIAR, LIAR),
             parents.clone(),
             content,
             (self.now / 1000) as i64 + 1_000_000,

@@ -116,6 +116,9 @@ pub struct MemGrid {
     pub snapshots: HashMap<Cap, SnapshotInfo>,
     /// Each participant's personal directory: entry name → snapshot.
     pub personal: BTreeMap<String, BTreeMap<String, Cap>>,
+    /// The author each honest participant declares in its directory, from
+    /// its first publish on (as the daemon does).
+    pub declared: BTreeMap<String, mf_core::engine::DeclaredAuthor>,
 }
 
 fn digest(h: impl Hash) -> u64 {
@@ -141,7 +144,7 @@ impl MemGrid {
     pub fn put_snapshot(
         &mut self,
         relpath: RelPath,
-        author: &str,
+        (author, signer): (&str, &str),
         parents: Vec<Cap>,
         content: Content,
         mtime_s: i64,
@@ -150,6 +153,7 @@ impl MemGrid {
         let key = (
             relpath.as_str(),
             author,
+            signer,
             &parents,
             format!("{content:?}"),
             mtime_s,
@@ -160,7 +164,7 @@ impl MemGrid {
             cap: cap.clone(),
             relpath,
             author: author.to_owned(),
-            author_key: format!("key-{author}"),
+            author_key: format!("key-{signer}"),
             parents,
             content,
             mtime_s,
@@ -236,6 +240,7 @@ pub fn execute(
                         participant: name.clone(),
                         entries: Ok(listing),
                         rejected,
+                        author: grid.declared.get(name).cloned(),
                     }
                 })
                 .collect();
@@ -294,7 +299,7 @@ pub fn execute(
                 };
                 UploadOutcome::Done(grid.put_snapshot(
                     path.clone(),
-                    me,
+                    (me, me),
                     parents.clone(),
                     content,
                     mtime_s,
@@ -311,6 +316,12 @@ pub fn execute(
                 for e in entries {
                     dir.insert(e.name.clone(), e.snapshot.clone());
                 }
+                grid.declared
+                    .entry(me.to_owned())
+                    .or_insert_with(|| mf_core::engine::DeclaredAuthor {
+                        name: me.to_owned(),
+                        verify_key: format!("key-{me}"),
+                    });
                 Ok(())
             };
             (Event::Published { op: *op, result }, vec![])

@@ -150,6 +150,10 @@ impl<S: Store> Engine<S> {
             let entries = match listing.entries {
                 Ok(e) => {
                     self.clear_errors(|x| x.path.is_none() && x.message.starts_with(&cannot_list));
+                    match listing.author {
+                        Some(a) => self.declared.insert(listing.participant.clone(), a),
+                        None => self.declared.remove(&listing.participant),
+                    };
                     e
                 }
                 Err(e) => {
@@ -183,6 +187,10 @@ impl<S: Store> Engine<S> {
         let Some(mut f) = self.fetching.remove(&cap) else {
             return;
         };
+        let result = result.and_then(|info| match self.impersonation(&info) {
+            Some(why) => Err(EffectError::permanent(why)),
+            None => Ok(info),
+        });
         match result {
             Ok(info) => {
                 self.changes.push(Change::PutSnapshot(info.clone()));
@@ -212,6 +220,25 @@ impl<S: Store> Engine<S> {
                 self.work.extend(f.waiters);
             }
         }
+    }
+
+    /// Why `info` is not what it claims to be: its author name is one a
+    /// participant declares, with a key that is not the declared one.
+    fn impersonation(&self, info: &SnapshotInfo) -> Option<String> {
+        let mut declared = self
+            .declared
+            .values()
+            .chain([&self.cfg.author])
+            .filter(|a| a.name == info.author)
+            .peekable();
+        declared.peek()?;
+        if declared.any(|a| a.verify_key == info.author_key) {
+            return None;
+        }
+        Some(format!(
+            "snapshot for {} claims the author {:?} but is not signed by the key {:?} declares",
+            info.relpath, info.author, info.author
+        ))
     }
 
     pub(super) fn on_uploaded(&mut self, op: OpId, result: UploadOutcome) {

@@ -193,6 +193,22 @@ pub struct RemoteListing {
     pub entries: Result<Listing, EffectError>,
     /// Entries rejected before they reached the engine (unsafe names), with reasons.
     pub rejected: Vec<String>,
+    /// The author this participant declares in its own personal directory
+    /// (which only it can write), if any.
+    pub author: Option<DeclaredAuthor>,
+}
+
+/// An author name and the verify key that signs its snapshots, as the
+/// participant who writes under that name declares them. A snapshot that
+/// claims a declared name but carries another key is an impersonation and
+/// is rejected. (magic-folder 24.3 declares nothing, and trusts whatever
+/// key a snapshot carries; its authors stay unpinned.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeclaredAuthor {
+    /// The author name.
+    pub name: String,
+    /// Its Ed25519 verify key, base64 (as snapshots carry it).
+    pub verify_key: String,
 }
 
 /// Why an effect failed, and whether trying again later can help.

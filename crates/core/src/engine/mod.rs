@@ -56,6 +56,9 @@ use crate::store::{Change, Conflict, Current, LocalState, Store, StoreError};
 pub struct EngineConfig {
     /// Our participant name.
     pub me: String,
+    /// Our author name and key, as we declare them: a version claiming
+    /// our name under another key is an impersonation.
+    pub author: DeclaredAuthor,
     /// How often to poll the other participants.
     pub poll_interval: Millis,
     /// How often to walk the whole folder.
@@ -245,6 +248,9 @@ pub struct Engine<S: Store> {
     fetching: BTreeMap<Cap, Fetching>,
     /// Snapshots that failed verification, with the reason.
     bad: HashMap<Cap, String>,
+    /// The author each participant declares (see [`DeclaredAuthor`]), from
+    /// its last listing.
+    declared: BTreeMap<String, DeclaredAuthor>,
     cache: HashMap<Cap, SnapshotInfo>,
     /// Generations proven by snapshots' histories (see `rank.rs`).
     proven: HashMap<Cap, u64>,
@@ -330,6 +336,7 @@ impl<S: Store> Engine<S> {
             unsure,
             fetching: BTreeMap::new(),
             bad: HashMap::new(),
+            declared: BTreeMap::new(),
             cache: HashMap::new(),
             proven: HashMap::new(),
             publishing: None,

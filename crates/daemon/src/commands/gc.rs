@@ -359,10 +359,10 @@ impl Walk {
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));
             }
             let children = match crate::executor::with_aside(&*grid, listing.children).await {
-                Ok((children, aside)) => {
+                Ok(personal) => {
                     walk.skeleton
-                        .extend(aside.as_ref().and_then(EmbeddedGrid::object_name));
-                    children
+                        .extend(personal.aside.as_ref().and_then(EmbeddedGrid::object_name));
+                    personal.children
                 }
                 Err(e) => {
                     walk.problems.push(format!(
