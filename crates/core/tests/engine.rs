@@ -2,8 +2,8 @@
 //! lucky interleaving: here the order of results is written out exactly.
 
 use mf_core::engine::{
-    Action, DeclaredAuthor, Engine, EngineConfig, Event, RemoteListing, ScanReport, UploadOutcome,
-    WriteOutcome,
+    Action, DeclaredAuthor, Engine, EngineConfig, Event, PublishEntry, RemoteListing, ScanReport,
+    UploadOutcome, WriteOutcome,
 };
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{entry_name, Cap, Content, Listing, SnapshotInfo};
@@ -493,4 +493,76 @@ fn scan_problems_are_current() {
     assert_eq!(e.status().errors.len(), 1, "listed once");
     e.handle(3, report(&[]));
     assert!(e.status().errors.is_empty(), "{:?}", e.status().errors);
+}
+
+/// Drives every effect to success (fetches from `grid`, writes done,
+/// publishes acknowledged) until none is left; returns what was published.
+fn run_to_rest(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> Vec<PublishEntry> {
+    let mut published = Vec::new();
+    let mut ctime = 1_000;
+    loop {
+        let batch: Vec<Action> = std::iter::from_fn(|| e.poll_action()).collect();
+        if batch
+            .iter()
+            .all(|a| matches!(a, Action::Scan | Action::Poll))
+        {
+            return published;
+        }
+        for a in batch {
+            match a {
+                Action::Fetch { cap, .. } => {
+                    let result = grid.iter().find(|s| s.cap == cap).cloned().ok_or_else(|| {
+                        mf_core::engine::EffectError::permanent("no such object on the grid")
+                    });
+                    e.handle(now, Event::Fetched { cap, result });
+                }
+                Action::Write { op, mtime_s, .. } => {
+                    ctime += 1;
+                    let result = WriteOutcome::Done(file(mtime_s, ctime));
+                    e.handle(now, Event::Written { op, result });
+                }
+                Action::Publish { op, entries } => {
+                    published.extend(entries);
+                    e.handle(now, Event::Published { op, result: Ok(()) });
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+/// A magic-folder 24.3 peer reads only a path's own entry in our directory.
+/// When its version (no generation) wins over ours, ours stays in that
+/// entry, so the 24.3 peer meets it as a conflict and keeps both, as we do;
+/// our other participants still see both versions and pick the same winner.
+#[test]
+fn a_24_3_winner_over_our_version_leaves_ours_where_24_3_reads() {
+    let mut e = engine(MemStore::new());
+    e.handle(1, scanned(file(100, 10)));
+    let Action::Upload { op, .. } = &actions(&mut e)[0] else {
+        panic!("the new file is uploaded");
+    };
+    let mine = snap("X", "me", &[], bytes(), 100);
+    let result = UploadOutcome::Done(mine.clone());
+    e.handle(2, Event::Uploaded { op: *op, result });
+    let theirs = SnapshotInfo {
+        generation: 0,
+        ..snap("W", "py", &[], other_bytes(), 10_000)
+    };
+    e.handle(3, listed("py", "W"));
+    let published = run_to_rest(&mut e, &[mine, theirs], 4);
+    let at = |name: &str| {
+        published
+            .iter()
+            .rev()
+            .find(|p| p.name == name)
+            .map(|p| p.snapshot.as_str().to_owned())
+    };
+    assert_eq!(at("a").as_deref(), Some("X"), "{published:?}");
+    assert_eq!(at("a@cme").as_deref(), Some("X"), "{published:?}");
+    assert_eq!(
+        e.status().conflicts,
+        [(path(), "me".to_owned())],
+        "24.3's version won here: ours is the copy"
+    );
 }

@@ -34,7 +34,7 @@ pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mf_core::engine::{Action, Engine, EngineConfig, Event};
+use mf_core::engine::{Action, Engine, EngineConfig, Event, UploadOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content};
 use mf_core::store::{LocalState, MemStore, Store};
@@ -57,6 +57,10 @@ pub struct SimConfig {
     /// A hostile participant, `mallory`, publishes versions that lie about
     /// their generation, to take files over.
     pub liars: bool,
+    /// Participant 0 writes no generation into its snapshots, as a
+    /// magic-folder 24.3 peer does (the others rank its versions by what
+    /// their parents prove).
+    pub unclaimed: bool,
     /// Plant a bug for the detection test: writes skip the last-moment
     /// check of the local file. Never set outside that test.
     pub plant_skip_last_moment_check: bool,
@@ -72,6 +76,7 @@ impl SimConfig {
             crashes: true,
             outages: true,
             liars: seed.is_multiple_of(3),
+            unclaimed: seed % 5 == 2,
             plant_skip_last_moment_check: false,
         }
     }
@@ -530,6 +535,15 @@ impl World {
             self.now,
             &mut self.clock,
         );
+        // A 24.3-like participant's versions claim no generation where
+        // others read them (its own engine keeps what it asked for).
+        if let (true, 0, Event::Uploaded { result: UploadOutcome::Done(info), .. }) =
+            (self.cfg.unclaimed, i, &event)
+        {
+            if let Some(stored) = self.grid.snapshots.get_mut(&info.cap) {
+                stored.generation = 0;
+            }
+        }
         for t in touched {
             p.watch.insert(t, self.now + WATCH_DELAY_MS);
         }

@@ -14,6 +14,7 @@ fn calm(participants: usize) -> SimConfig {
         crashes: false,
         outages: false,
         liars: false,
+        unclaimed: false,
         plant_skip_last_moment_check: false,
     }
 }

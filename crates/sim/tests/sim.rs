@@ -53,6 +53,7 @@ fn regression_seeds() {
         // As they ran when they failed: before the simulator had a liar.
         let cfg = SimConfig {
             liars: false,
+            unclaimed: false,
             ..SimConfig::for_seed(seed)
         };
         if let Err(report) = check_seed(&cfg) {

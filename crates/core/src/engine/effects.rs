@@ -183,6 +183,10 @@ impl<S: Store> Engine<S> {
                 Some((p.clone(), c.snapshot.clone(), shape))
             })
             .collect();
+        let shown: Vec<Cap> = paths
+            .iter()
+            .map(|(p, c, _)| self.shown_at(p, c))
+            .collect();
         let copies: Vec<(RelPath, String, Cap)> = self
             .unpublished_copies
             .iter()
@@ -193,9 +197,10 @@ impl<S: Store> Engine<S> {
             .collect();
         let entries = paths
             .iter()
-            .map(|(p, c, shape)| PublishEntry {
+            .zip(&shown)
+            .map(|((p, _, shape), shown)| PublishEntry {
                 name: entry_name(p),
-                snapshot: c.clone(),
+                snapshot: shown.clone(),
                 shape: *shape,
             })
             .chain(copies.iter().map(|(p, a, c)| PublishEntry {
@@ -208,6 +213,42 @@ impl<S: Store> Engine<S> {
         let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
         self.out.push_back(Action::Publish { op, entries });
+    }
+
+    /// What our personal directory shows under `path`'s own name: our
+    /// current version — except when that is a magic-folder 24.3 peer's
+    /// (it claims no generation) that won over a version of ours still kept
+    /// as a conflict copy. A 24.3 peer reads only that name, so it would
+    /// never learn of our version; shown there instead, it reaches the 24.3
+    /// peer as a conflict (24.3 keeps its own and writes ours as a copy:
+    /// both versions on both sides). Our other participants see both
+    /// versions either way and pick the same winner.
+    fn shown_at(&mut self, path: &RelPath, current: &Cap) -> Cap {
+        let ours = self.cfg.author.clone();
+        let losers: Vec<Cap> = self
+            .conflicts
+            .get(path)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|c| !c.resolved && c.copy.is_some())
+            .map(|c| c.snapshot.clone())
+            .collect();
+        if losers.is_empty() {
+            return current.clone();
+        }
+        let from_24_3 = self
+            .lookup(current)
+            .is_some_and(|w| w.generation == 0 && w.author != ours.name);
+        if !from_24_3 {
+            return current.clone();
+        }
+        losers
+            .into_iter()
+            .find(|l| {
+                self.lookup(l)
+                    .is_some_and(|i| i.author == ours.name && i.author_key == ours.verify_key)
+            })
+            .unwrap_or_else(|| current.clone())
     }
 
     pub(super) fn need_fetch(&mut self, cap: Cap, path: &RelPath) {
