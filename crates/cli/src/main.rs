@@ -80,7 +80,12 @@ enum ParticipantsAction {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the config directory (create and join do it too)
-    Init,
+    Init {
+        /// The Magic Wormhole mailbox server for invites [default: the
+        /// public one magic-folder 24.3 uses]
+        #[arg(long, value_name = "URL")]
+        mailbox: Option<String>,
+    },
 
     /// Create a new magic folder, with yourself as its admin
     Create {
@@ -118,6 +123,18 @@ enum Command {
         folder: String,
         /// The new participant's name
         participant: String,
+        /// Invite over Magic Wormhole, as magic-folder 24.3 does (a Tahoe
+        /// folder only): prints a short code, waits for the invitee, and
+        /// only read capabilities cross
+        #[arg(long)]
+        wormhole: bool,
+        /// With --wormhole: the mailbox server [default: the one `init
+        /// --mailbox` set, else the public one]
+        #[arg(long, value_name = "URL", requires = "wormhole")]
+        mailbox: Option<String>,
+        /// With --wormhole: the participant may only read
+        #[arg(long, requires = "wormhole")]
+        read_only: bool,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -125,7 +142,8 @@ enum Command {
 
     /// Join a folder with an invite code
     Join {
-        /// The invite code (mf-invite-v1:...)
+        /// The invite code: ours (mf-invite-v2:...) or a Magic Wormhole
+        /// code from `invite --wormhole` or magic-folder 24.3 (7-word-word)
         code: String,
         /// Directory to keep in sync (created if missing)
         local_dir: PathBuf,
@@ -139,6 +157,10 @@ enum Command {
         grid: GridArgs,
         #[command(flatten)]
         tuning: TuningArgs,
+        /// For a wormhole code: the mailbox server [default: the one `init
+        /// --mailbox` set, else the public one]
+        #[arg(long, value_name = "URL")]
+        mailbox: Option<String>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -509,7 +531,7 @@ fn init_logging(cli: &Cli) -> std::io::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = ConfigDir::resolve(cli.config.as_deref())?;
     match cli.command {
-        Command::Init => output::init(&commands::init(&config)?),
+        Command::Init { mailbox } => output::init(&commands::init(&config, mailbox.as_deref())?),
         Command::Create {
             name,
             local_dir,
@@ -569,11 +591,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Invite {
             folder,
             participant,
+            wormhole: false,
             json,
+            ..
         } => output::invite(
             &commands::invite(&config, &folder, &participant).await?,
             json,
         ),
+        Command::Invite {
+            folder,
+            participant,
+            wormhole: true,
+            mailbox,
+            read_only,
+            json,
+        } => {
+            use mf_daemon::commands::invite_v1::{self, Mode};
+            let mode = if read_only {
+                Mode::ReadOnly
+            } else {
+                Mode::ReadWrite
+            };
+            let mailbox = mailbox.unwrap_or_else(|| config.mailbox_url());
+            let pending =
+                invite_v1::start_invite(&config, &folder, &participant, mode, &mailbox).await?;
+            output::wormhole_code(&pending.code, &participant, json)?;
+            output::invite_done(&pending.complete().await?, json)
+        }
         Command::Join {
             code,
             local_dir,
@@ -581,6 +625,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             author,
             grid,
             tuning,
+            mailbox,
             json,
         } => {
             let opts = JoinOptions {
@@ -590,6 +635,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 author,
                 grid: absolute_grid(grid.choice())?,
                 tuning: tuning.into(),
+                mailbox,
             };
             let info = match daemon(&config) {
                 Some(api) => {
@@ -600,6 +646,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         author: opts.author,
                         grid: opts.grid,
                         tuning: opts.tuning,
+                        mailbox: opts.mailbox,
                     };
                     api.join(&req).await.map_err(anyhow::Error::msg)?
                 }

@@ -98,6 +98,42 @@ pub fn participants(
     Ok(())
 }
 
+/// `invite --wormhole`, first half: the code, as soon as it exists (one
+/// JSON line with `--json`, so a program can read it before the end).
+pub fn wormhole_code(code: &str, participant: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        outln!("{}", serde_json::json!({"wormhole-code": code}));
+        return Ok(());
+    }
+    eprintln!(
+        "Wormhole code for {participant:?}. Give it to them privately; it works once, while this \
+         command waits. They run:\n  magic-folder join CODE LOCAL_DIR --tahoe-node NODE --name FOLDER --author NAME\n\
+         (or `magic-folder join` of magic-folder 24.3)"
+    );
+    outln!("{code}");
+    Ok(())
+}
+
+/// `invite --wormhole`, second half: the invitee joined.
+pub fn invite_done(
+    done: &mf_daemon::commands::invite_v1::InviteDone,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(done);
+    }
+    eprintln!(
+        "{:?} joined {:?} ({}).",
+        done.participant,
+        done.folder,
+        match done.mode {
+            mf_daemon::commands::invite_v1::Mode::ReadWrite => "read-write",
+            mf_daemon::commands::invite_v1::Mode::ReadOnly => "read-only",
+        }
+    );
+    Ok(())
+}
+
 /// `leave`.
 pub fn leave(o: &LeaveOutcome, as_json: bool) -> anyhow::Result<()> {
     if as_json {
@@ -206,7 +242,11 @@ impl StatusBars {
                     b.set_style(style(
                         "  {msg:30!} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}",
                     ));
-                    let arrow = if t.direction == "upload" { "↑" } else { "↓" };
+                    let arrow = if t.direction == "upload" {
+                        "↑"
+                    } else {
+                        "↓"
+                    };
                     b.set_message(format!("{arrow} {}", t.path));
                     b
                 });

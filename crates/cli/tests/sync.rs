@@ -684,7 +684,9 @@ fn participants_are_listed_removed_and_added_back() {
     let err = alice.fails(&["participants", "add", FOLDER, "carol", "URI:CHK:abc"]);
     assert!(err.contains("read-only directory capability"), "{err}");
     alice.ok(&["participants", "add", FOLDER, "bob", &bob_dmd]);
-    wait_until("bob's file arrives once he is back", &[&alice, &bob], || {
-        alice.read("from-bob.txt").as_deref() == Some(b"after removal".as_slice())
-    });
+    wait_until(
+        "bob's file arrives once he is back",
+        &[&alice, &bob],
+        || alice.read("from-bob.txt").as_deref() == Some(b"after removal".as_slice()),
+    );
 }

@@ -227,12 +227,17 @@ impl fmt::Display for GridLocation {
 pub struct GlobalConfig {
     /// Format version (1).
     pub version: u32,
+    /// The Magic Wormhole mailbox server for invites (`init --mailbox`;
+    /// default magic-folder 24.3's, the public one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
 }
 
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {
             version: CONFIG_VERSION,
+            mailbox: None,
         }
     }
 }
@@ -536,6 +541,22 @@ impl ConfigDir {
         } else {
             Err(ConfigError::NotInitialised(self.root.clone()))
         }
+    }
+
+    /// The Magic Wormhole mailbox server invites use here.
+    pub fn mailbox_url(&self) -> String {
+        self.load_global()
+            .ok()
+            .and_then(|g| g.mailbox)
+            .unwrap_or_else(|| crate::commands::invite_v1::DEFAULT_MAILBOX.to_owned())
+    }
+
+    /// Records the Magic Wormhole mailbox server invites use here.
+    pub fn set_mailbox(&self, url: &str) -> ConfigResult<()> {
+        let mut g = self.load_global()?;
+        g.mailbox = Some(url.to_owned());
+        let json = serde_json::to_vec_pretty(&g).expect("serialises");
+        write_private(&self.global_file(), &json)
     }
 
     /// Reads `config.json`.

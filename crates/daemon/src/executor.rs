@@ -809,7 +809,10 @@ pub struct PersonalDir {
 /// (see [`Executor::publish`]), and the author its owner declares there.
 /// A `@metadata` that is not an immutable directory (24.3's is a small
 /// JSON file) holds nothing aside.
-pub async fn with_aside<G: Grid>(grid: &G, mut children: DirChildren) -> Result<PersonalDir, GridError> {
+pub async fn with_aside<G: Grid>(
+    grid: &G,
+    mut children: DirChildren,
+) -> Result<PersonalDir, GridError> {
     let meta = children
         .remove(METADATA_ENTRY)
         .filter(|m| m.cap.kind() == CapKind::ImmutableDir);

@@ -1083,7 +1083,12 @@ fn entry(path: &RelPath, snapshot: &Cap, shape: EntryShape) -> PublishEntry {
 }
 
 async fn publish(ex: &Executor<MemGrid>, entries: Vec<PublishEntry>) {
-    let ev = ex.execute(Action::Publish { op: OpId(9), entries }).await;
+    let ev = ex
+        .execute(Action::Publish {
+            op: OpId(9),
+            entries,
+        })
+        .await;
     assert!(
         matches!(ev, Event::Published { result: Ok(()), .. }),
         "{ev:?}"
@@ -1825,7 +1830,13 @@ async fn directories_and_their_deletions_stay_where_24_3_does_not_look() {
     fs::write(w.alice_root.join("d"), "now a file").unwrap();
     fs::create_dir(w.alice_root.join("f")).unwrap();
     let d_file = done(
-        upload(&w.alice, "d", state(&w.alice_root, "d"), vec![gone_d.cap.clone()]).await,
+        upload(
+            &w.alice,
+            "d",
+            state(&w.alice_root, "d"),
+            vec![gone_d.cap.clone()],
+        )
+        .await,
     );
     let f_dir = done(upload(&w.alice, "f", LocalState::Dir, vec![gone_f.cap.clone()]).await);
     publish(
@@ -1846,7 +1857,11 @@ async fn directories_and_their_deletions_stay_where_24_3_does_not_look() {
     let got = listings[0].entries.as_ref().unwrap();
     assert_eq!(got["d"], (rp("d"), d_file.cap.clone()));
     assert_eq!(got["f"], (rp("f"), f_dir.cap.clone()));
-    assert!(listings[0].rejected.is_empty(), "{:?}", listings[0].rejected);
+    assert!(
+        listings[0].rejected.is_empty(),
+        "{:?}",
+        listings[0].rejected
+    );
     let declared = listings[0].author.as_ref().unwrap();
     assert_eq!(
         (declared.name.as_str(), declared.verify_key.as_str()),

@@ -136,7 +136,10 @@ impl Capability {
             .iter()
             .find(|(p, _, _)| self.text.starts_with(p))
             .map(|(_, s, k)| (*s, *k));
-        debug_assert!(found.is_some(), "a Capability is only built from a classified string");
+        debug_assert!(
+            found.is_some(),
+            "a Capability is only built from a classified string"
+        );
         found
     }
 

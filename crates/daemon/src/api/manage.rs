@@ -57,6 +57,9 @@ pub struct JoinRequest {
     /// Where the grid is on this machine.
     #[serde(default)]
     pub grid: Option<GridChoice>,
+    /// The Magic Wormhole mailbox server, for a wormhole code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
     /// Intervals and policies.
     #[serde(flatten)]
     pub tuning: Tuning,
@@ -109,6 +112,7 @@ impl From<JoinRequest> for JoinOptions {
             author: r.author,
             grid: r.grid,
             tuning: r.tuning,
+            mailbox: r.mailbox,
         }
     }
 }

@@ -21,6 +21,7 @@
 pub mod gc;
 pub mod grid;
 pub mod history;
+pub mod invite_v1;
 pub mod participants;
 pub mod resolve;
 pub mod run;

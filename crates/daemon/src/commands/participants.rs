@@ -79,8 +79,13 @@ pub async fn list(cfg: &FolderConfig) -> Result<Vec<Participant>, MembershipErro
 
 /// Adds `name` with the personal directory whose read capability is
 /// `personal_dmd` (24.3's `add-participant`).
-pub async fn add(cfg: &FolderConfig, name: &str, personal_dmd: &str) -> Result<(), MembershipError> {
-    check_participant_name(name).map_err(|e| refused(format!("invalid participant name {name:?}: {e}")))?;
+pub async fn add(
+    cfg: &FolderConfig,
+    name: &str,
+    personal_dmd: &str,
+) -> Result<(), MembershipError> {
+    check_participant_name(name)
+        .map_err(|e| refused(format!("invalid participant name {name:?}: {e}")))?;
     let cap = Capability::parse(personal_dmd)
         .ok()
         .filter(|c| c.kind() == CapKind::MutableDirRead)
@@ -105,7 +110,9 @@ pub async fn add(cfg: &FolderConfig, name: &str, personal_dmd: &str) -> Result<(
         .await
     {
         Ok(()) => Ok(()),
-        Err(GridError::Exists(n)) => Err(refused(format!("Already have a participant called '{n}'"))),
+        Err(GridError::Exists(n)) => {
+            Err(refused(format!("Already have a participant called '{n}'")))
+        }
         Err(e) => Err(e.into()),
     }
 }

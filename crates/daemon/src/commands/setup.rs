@@ -81,8 +81,14 @@ pub struct InitOutcome {
 }
 
 /// Creates the config directory (idempotent).
-pub fn init(config: &ConfigDir) -> anyhow::Result<InitOutcome> {
+pub fn init(config: &ConfigDir, mailbox: Option<&str>) -> anyhow::Result<InitOutcome> {
     let created = config.init()?;
+    if let Some(url) = mailbox {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            bail!("the mailbox server must be a ws:// or wss:// URL, not {url:?}");
+        }
+        config.set_mailbox(url)?;
+    }
     Ok(InitOutcome {
         config_dir: config.path().to_owned(),
         created,
@@ -217,7 +223,7 @@ fn default_author() -> String {
 /// Checks that the local directory does not overlap the config directory
 /// or another folder, then makes it (if missing). Returns its canonical
 /// path. Nothing is created when a check fails.
-fn prepare_local_dir(config: &ConfigDir, local_dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare_local_dir(config: &ConfigDir, local_dir: &Path) -> anyhow::Result<PathBuf> {
     let abs = absolute(local_dir)?;
     if abs.exists() && !abs.is_dir() {
         bail!("{} exists and is not a directory", abs.display());
@@ -494,10 +500,92 @@ pub struct JoinOptions {
     pub grid: Option<GridChoice>,
     /// Timing settings.
     pub tuning: Tuning,
+    /// The Magic Wormhole mailbox server, for a wormhole code (default:
+    /// the config directory's, else 24.3's default).
+    pub mailbox: Option<String>,
 }
 
-/// `join`: accepts an invite.
+/// A folder joined by the collective's read capability (a wormhole invite):
+/// everything but our personal directory, which [`join_by_capability`] makes.
+#[derive(Clone, Debug)]
+pub(crate) struct Joined {
+    pub name: String,
+    pub local_path: PathBuf,
+    pub location: GridLocation,
+    pub tuning: Tuning,
+    pub collective: Capability,
+    pub participant: String,
+    pub author: String,
+}
+
+/// Configures a folder from its collective's read capability: makes our
+/// personal directory and returns its read capability, for the admin to
+/// link into the collective.
+pub(crate) async fn join_by_capability(
+    config: &ConfigDir,
+    j: Joined,
+) -> anyhow::Result<(FolderInfo, Capability)> {
+    // The convergence secret is the embedded grid's; a Tahoe node keeps its own.
+    let convergence_secret = Secret32::random();
+    let grid = AnyGrid::open(&j.location, &convergence_secret, OpenMode::MustExist)?;
+    grid.list(&j.collective)
+        .await
+        .map_err(|e| anyhow!("cannot read the folder on the grid: {e}"))?;
+    let personal = new_personal_dir(&grid).await?;
+    let personal_read = read_only(&personal)?;
+    let cfg = folder_config(
+        j.name,
+        j.local_path,
+        &j.tuning,
+        j.location,
+        (j.collective, personal),
+        (j.participant, j.author),
+        convergence_secret,
+    );
+    ensure_marker(&cfg.local_path)?;
+    config.add_folder(&cfg)?;
+    Ok((summary(&cfg, config.daemon_running()), personal_read))
+}
+
+/// A joined folder's configuration, with a new signing key.
+fn folder_config(
+    name: String,
+    local_path: PathBuf,
+    t: &Tuning,
+    location: GridLocation,
+    (collective_cap, personal_cap): (Capability, Capability),
+    (participant, author_name): (String, String),
+    convergence_secret: Secret32,
+) -> FolderConfig {
+    let (versions_max_age_ms, versions_per_file) = t.retention();
+    FolderConfig {
+        version: CONFIG_VERSION,
+        name,
+        local_path,
+        poll_interval_ms: ms(t.poll_interval.unwrap_or(location.default_poll_interval())),
+        scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
+        pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
+        umask: t.umask.unwrap_or(DEFAULT_UMASK),
+        versions_max_age_ms,
+        versions_per_file,
+        grid: location,
+        collective_cap,
+        personal_cap,
+        participant,
+        author_name,
+        author_seed: Secret32::random(),
+        convergence_secret,
+    }
+}
+
+/// `join`: accepts an invite — one of our codes, or a Magic Wormhole code
+/// (magic-folder 24.3's invite-v1, see [`super::invite_v1`]).
 pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<FolderInfo> {
+    if super::invite_v1::is_wormhole_code(&opts.code) {
+        config.init()?;
+        let mailbox = opts.mailbox.clone().unwrap_or_else(|| config.mailbox_url());
+        return super::invite_v1::join(config, opts, &mailbox).await;
+    }
     let inv = InviteCode::decode(&opts.code)?;
     config.init()?;
     let name = opts.name.unwrap_or_else(|| inv.folder.clone());
@@ -531,26 +619,15 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
         ),
     }
     let local_path = prepare_local_dir(config, &opts.local_dir)?;
-    let t = opts.tuning;
-    let (versions_max_age_ms, versions_per_file) = t.retention();
-    let cfg = FolderConfig {
-        version: CONFIG_VERSION,
+    let cfg = folder_config(
         name,
         local_path,
-        poll_interval_ms: ms(t.poll_interval.unwrap_or(location.default_poll_interval())),
-        scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
-        pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
-        umask: t.umask.unwrap_or(DEFAULT_UMASK),
-        versions_max_age_ms,
-        versions_per_file,
-        grid: location,
-        collective_cap: inv.collective,
-        personal_cap: inv.personal,
-        participant: inv.participant,
-        author_name: author,
-        author_seed: Secret32::random(),
-        convergence_secret: inv.convergence_secret,
-    };
+        &opts.tuning,
+        location,
+        (inv.collective, inv.personal),
+        (inv.participant, author),
+        inv.convergence_secret,
+    );
     ensure_marker(&cfg.local_path)?;
     config.add_folder(&cfg)?;
     Ok(summary(&cfg, config.daemon_running()))

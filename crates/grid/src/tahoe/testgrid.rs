@@ -966,3 +966,126 @@ fn sweep_stale_roots() {
         }
     }
 }
+
+/// A local Magic Wormhole mailbox server (`magic-wormhole-mailbox-server`
+/// from the venv, run by `twistd`), for invite tests: never a public relay.
+/// Killed on drop.
+pub struct MailboxServer {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl MailboxServer {
+    /// Starts one on a free loopback port and waits until it accepts
+    /// connections (a condition with a generous deadline, not a sleep).
+    pub fn start() -> Result<MailboxServer> {
+        MailboxServer::start_with(&[])
+    }
+
+    /// [`MailboxServer::start`] with extra `wormhole-mailbox` options (such
+    /// as `--motd=…` or `--signal-error=…`).
+    pub fn start_with(extra: &[&str]) -> Result<MailboxServer> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let twistd = venv_executable("twistd")?;
+        let dir = std::env::temp_dir().join(format!(
+            "mf-mailbox-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).map_err(|e| err(format!("mailbox server directory: {e}")))?;
+        let mut child = Command::new(&twistd)
+            // -n: stay in the foreground; no pid file; log to stdout.
+            .args(["-n", "--pidfile=", "--logfile=-", "wormhole-mailbox"])
+            // Port 0: the server picks a free port and logs it, so no other
+            // test can take it between our choice and its bind.
+            .arg("--port=tcp:0:interface=127.0.0.1")
+            .arg(format!(
+                "--channel-db={}",
+                dir.join("channel.sqlite").display()
+            ))
+            .args(extra)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("starting {}: {e}", twistd.display())))?;
+        // Its log is read on threads (so the pipes never fill up and block
+        // the server); the first "… starting on PORT" names the port.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let pipes: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("piped")),
+            Box::new(child.stderr.take().expect("piped")),
+        ];
+        for pipe in pipes {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        drop(tx);
+        let deadline = Duration::from_secs(120);
+        let started = Instant::now();
+        let mut log = Vec::new();
+        let port = loop {
+            match rx.recv_timeout(deadline.saturating_sub(started.elapsed())) {
+                Ok(line) => {
+                    let port = line
+                        .split_once("starting on ")
+                        .and_then(|(_, rest)| rest.trim().parse::<u16>().ok());
+                    log.push(line);
+                    if let Some(port) = port {
+                        break port;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    return Err(err(format!(
+                        "the mailbox server did not start within {deadline:?} ({status:?}); its log:\n{}",
+                        log.join("\n")
+                    )));
+                }
+            }
+        };
+        // Keep draining the log.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let server = MailboxServer {
+            child,
+            url: format!("ws://127.0.0.1:{port}/v1"),
+            dir,
+        };
+        // The port is bound once logged; still, wait until it accepts.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > deadline {
+                return Err(err(format!(
+                    "the mailbox server on port {port} never accepted"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// Its URL, `ws://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the server now (to test a dropped connection).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MailboxServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

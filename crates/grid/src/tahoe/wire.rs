@@ -66,7 +66,8 @@ pub(crate) fn children_body(children: &DirChildren, immutable_only: bool) -> Gri
             // node, which only an immutable directory may hold.
             if !immutable_only {
                 return Err(GridError::WrongKind {
-                    expected: "an object's capability (only immutable directories hold an empty entry)",
+                    expected:
+                        "an object's capability (only immutable directories hold an empty entry)",
                     got: kind,
                 });
             }

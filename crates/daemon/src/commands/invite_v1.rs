@@ -1,0 +1,471 @@
+//! Invites over Magic Wormhole in magic-folder 24.3's `invite-v1`
+//! protocol, so that our `join` accepts a 24.3 invite and 24.3's `join`
+//! accepts ours.
+//!
+//! Only small messages cross the wormhole (no transit), under the
+//! application id [`APPID`], after each side checks that the other's
+//! versions list `invite-v1`:
+//!
+//! 1. the inviter sends `join-folder`: the collective's **read**
+//!    capability, the participant name and the mode;
+//! 2. the invitee makes its own personal directory and answers
+//!    `join-folder-accept` with that directory's **read** capability (or
+//!    `join-folder-reject` with a reason);
+//! 3. the inviter links it into the collective and answers
+//!    `join-folder-ack` (`success` true, or false with the error).
+//!
+//! Only read capabilities cross, so the inviter never holds the invitee's
+//! write capability, and a wormhole code works once: the mailbox server
+//! hands each code's mailbox to two sides, and the PAKE makes a guessed or
+//! overheard code fail loudly for both. A code's life is the inviter's
+//! wait; cancelling it (Ctrl-C) ends it.
+//!
+//! A wormhole invite carries no grid location: it is for folders on a
+//! Tahoe-LAFS grid, which each side reaches through its own node. Folders
+//! on the embedded grid use our own invite codes (`setup`).
+
+use anyhow::{anyhow, bail, Context};
+use mf_core::relpath::check_participant_name;
+use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace};
+use mf_wormhole::{Mailbox, Mood, Wormhole};
+use serde_json::{json, Value};
+
+use super::grid::{AnyGrid, OpenMode};
+use super::setup::{self, FolderInfo, JoinOptions};
+use crate::config::{ConfigDir, GridLocation};
+
+/// magic-folder 24.3's application id for invites.
+pub const APPID: &str = "private.storage/magic-folder/invites";
+
+/// The public mailbox server 24.3 uses by default.
+pub const DEFAULT_MAILBOX: &str = "ws://relay.magic-wormhole.io:4000/v1";
+
+const PROTOCOL: &str = "invite-v1";
+
+/// Whether a participant may write (a personal directory in the collective)
+/// or only read (an empty immutable directory there, as 24.3 records one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Reads and writes.
+    ReadWrite,
+    /// Only reads.
+    ReadOnly,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "read-write",
+            Mode::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// True if `code` has the shape of a wormhole code (`7-guitarist-revenge`).
+pub fn is_wormhole_code(code: &str) -> bool {
+    let code = code.trim();
+    code.split_once('-').is_some_and(|(nameplate, words)| {
+        !nameplate.is_empty() && nameplate.bytes().all(|b| b.is_ascii_digit()) && !words.is_empty()
+    })
+}
+
+fn our_versions() -> Value {
+    json!({"magic-folder": {"supported-messages": [PROTOCOL]}})
+}
+
+/// 24.3's check of the other side's versions.
+fn check_versions(theirs: &Value) -> anyhow::Result<()> {
+    let speaks = theirs
+        .get("magic-folder")
+        .and_then(|m| m.get("supported-messages"))
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|v| v == PROTOCOL));
+    if speaks {
+        Ok(())
+    } else {
+        bail!("the other side of the wormhole is not a magic-folder that speaks {PROTOCOL}")
+    }
+}
+
+fn field<'a>(msg: &'a Value, key: &str) -> Option<&'a str> {
+    msg.get(key).and_then(Value::as_str)
+}
+
+/// An invite whose code is known and whose invitee has not answered yet.
+pub struct PendingInvite {
+    /// The wormhole code to give the invitee (secret until used).
+    pub code: String,
+    wormhole: mf_wormhole::Pending,
+    admission: Admission,
+}
+
+/// What the inviter needs to admit the invitee.
+struct Admission {
+    grid: AnyGrid,
+    collective: Capability,
+    folder: String,
+    participant: String,
+    mode: Mode,
+}
+
+/// What a completed invite did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InviteDone {
+    /// The folder.
+    pub folder: String,
+    /// The participant now in its collective.
+    pub participant: String,
+    /// Their mode (a read-write invite answered without a personal
+    /// directory is downgraded to read-only, as 24.3 does).
+    pub mode: Mode,
+}
+
+/// Starts a wormhole invite of `participant` to `folder` (we must be its
+/// admin): allocates the code and returns it before the invitee arrives.
+pub async fn start_invite(
+    config: &ConfigDir,
+    folder: &str,
+    participant: &str,
+    mode: Mode,
+    mailbox: &str,
+) -> anyhow::Result<PendingInvite> {
+    config.require_initialised()?;
+    let cfg = config.load_folder(folder)?;
+    if !cfg.is_admin() {
+        bail!("only the folder's admin (who created it) can invite; {folder:?} was joined, not created here");
+    }
+    if !matches!(cfg.grid, GridLocation::Tahoe { .. }) {
+        bail!("a wormhole invite is for a folder on a Tahoe-LAFS grid; {folder:?} is on the embedded grid (use `magic-folder invite` without --wormhole)");
+    }
+    check_participant_name(participant).map_err(|e| anyhow!(e))?;
+    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
+    let members = grid
+        .list(&cfg.collective_cap)
+        .await
+        .context("listing the collective")?;
+    if members.contains_key(participant) {
+        bail!("{participant:?} is already a participant of {folder:?}");
+    }
+    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID)
+        .await
+        .map_err(|e| anyhow!("cannot reach the wormhole mailbox server {mailbox}: {e}"))?;
+    let (code, wormhole) = mailbox
+        .allocate_code(2)
+        .await
+        .map_err(|e| anyhow!("cannot get a wormhole code: {e}"))?;
+    Ok(PendingInvite {
+        code,
+        wormhole,
+        admission: Admission {
+            grid,
+            collective: cfg.collective_cap,
+            folder: cfg.name,
+            participant: participant.to_owned(),
+            mode,
+        },
+    })
+}
+
+impl PendingInvite {
+    /// Waits for the invitee and admits them: the three messages of the
+    /// module docs.
+    pub async fn complete(self) -> anyhow::Result<InviteDone> {
+        let (mut wormhole, theirs) = self
+            .wormhole
+            .finish(our_versions())
+            .await
+            .map_err(|e| anyhow!("the invite failed: {e}"))?;
+        match self.admission.admit(&mut wormhole, &theirs).await {
+            Ok(done) => {
+                let _ = wormhole.close(Mood::Happy).await;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = wormhole.close(Mood::Errory).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Admission {
+    async fn admit(&self, wormhole: &mut Wormhole, theirs: &Value) -> anyhow::Result<InviteDone> {
+        check_versions(theirs)?;
+        let collective = read_only(&self.collective)?;
+        wormhole
+            .send_json(&json!({
+                "kind": "join-folder",
+                "protocol": PROTOCOL,
+                "folder-name": self.folder,
+                "collective": collective.as_str(),
+                "participant-name": self.participant,
+                "mode": self.mode.as_str(),
+            }))
+            .map_err(|e| anyhow!("the invite failed: {e}"))?;
+        let reply = wormhole
+            .receive_json()
+            .await
+            .map_err(|e| anyhow!("the invitee did not answer: {e}"))?;
+        if field(&reply, "protocol") != Some(PROTOCOL) {
+            bail!("the invitee answered in another protocol than {PROTOCOL}");
+        }
+        let (personal, mode) = match field(&reply, "kind") {
+            Some("join-folder-reject") => bail!(
+                "the invitee declined: {}",
+                field(&reply, "reject-reason").unwrap_or("no reason given")
+            ),
+            Some("join-folder-accept") => match field(&reply, "personal") {
+                Some(_) if self.mode == Mode::ReadOnly => {
+                    bail!("the invitee answered a read-only invite with a personal directory")
+                }
+                Some(cap) => {
+                    let cap = Capability::parse(cap)
+                        .ok()
+                        .filter(|c| c.kind() == CapKind::MutableDirRead)
+                        .ok_or_else(|| anyhow!("the invitee's personal directory is not a directory read capability"))?;
+                    if cap.scheme() != self.collective.scheme() {
+                        bail!("the invitee's personal directory is on another kind of grid");
+                    }
+                    (cap, Mode::ReadWrite)
+                }
+                // 24.3 downgrades a read-write invite answered without a
+                // directory, and records a read-only member as an empty
+                // immutable directory.
+                None => (
+                    self.grid
+                        .create_immutable_dir(DirChildren::new())
+                        .await
+                        .context("recording a read-only participant")?,
+                    Mode::ReadOnly,
+                ),
+            },
+            _ => bail!("the invitee sent an unexpected message"),
+        };
+        let mut link = DirChildren::new();
+        link.insert(self.participant.clone(), DirEntry::new(personal));
+        if let Err(e) = self
+            .grid
+            .set_children(&self.collective, link, Replace::No)
+            .await
+        {
+            let error = match e {
+                GridError::Exists(_) => format!("{:?} is already a participant", self.participant),
+                e => e.to_string(),
+            };
+            let _ = wormhole.send_json(&json!({
+                "kind": "join-folder-ack",
+                "protocol": PROTOCOL,
+                "error": format!("Failed to add '{}' to collective: {error}", self.participant),
+                "success": false,
+            }));
+            bail!(
+                "cannot add {:?} to the collective: {error}",
+                self.participant
+            );
+        }
+        wormhole
+            .send_json(&json!({
+                "kind": "join-folder-ack",
+                "protocol": PROTOCOL,
+                "participant-name": self.participant,
+                "success": true,
+            }))
+            .map_err(|e| {
+                anyhow!(
+                    "{:?} was added, but the wormhole failed before they heard: {e}",
+                    self.participant
+                )
+            })?;
+        Ok(InviteDone {
+            folder: self.folder.clone(),
+            participant: self.participant.clone(),
+            mode,
+        })
+    }
+}
+
+/// `join` with a wormhole code: the invitee's half of the module docs.
+/// The folder is configured before the accept is sent and removed again
+/// if the inviter does not confirm.
+pub async fn join(
+    config: &ConfigDir,
+    opts: JoinOptions,
+    mailbox: &str,
+) -> anyhow::Result<FolderInfo> {
+    let location = match &opts.grid {
+        Some(super::GridChoice::Tahoe(node)) => GridLocation::tahoe(node)?,
+        _ => bail!("a wormhole invite is for a folder on a Tahoe-LAFS grid: give your node with --tahoe-node DIR"),
+    };
+    let name = opts
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("give the folder a local name with --name"))?;
+    crate::config::check_folder_name(&name)?;
+    if config.folder_file(&name).exists() {
+        bail!("a magic folder named {name:?} already exists here; choose another with --name");
+    }
+    let author = opts
+        .author
+        .clone()
+        .ok_or_else(|| anyhow!("give your participant name with --author"))?;
+    check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
+    // Before the code is used up: a code works once.
+    let local_path = setup::prepare_local_dir(config, &opts.local_dir)?;
+    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID)
+        .await
+        .map_err(|e| anyhow!("cannot reach the wormhole mailbox server {mailbox}: {e}"))?;
+    let pending = mailbox
+        .set_code(opts.code.trim())
+        .await
+        .map_err(|e| anyhow!("cannot use the wormhole code: {e}"))?;
+    let (mut wormhole, theirs) = pending
+        .finish(our_versions())
+        .await
+        .map_err(|e| anyhow!("the invite failed: {e}"))?;
+    let joining = Joining {
+        opts: &opts,
+        local_path,
+        location,
+        name: &name,
+        author: &author,
+    };
+    let result = accept(config, &mut wormhole, &theirs, joining).await;
+    let _ = wormhole
+        .close(if result.is_ok() {
+            Mood::Happy
+        } else {
+            Mood::Errory
+        })
+        .await;
+    result
+}
+
+/// What the invitee decided before the wormhole opened.
+struct Joining<'a> {
+    opts: &'a JoinOptions,
+    local_path: std::path::PathBuf,
+    location: GridLocation,
+    name: &'a str,
+    author: &'a str,
+}
+
+async fn accept(
+    config: &ConfigDir,
+    wormhole: &mut Wormhole,
+    theirs: &Value,
+    j: Joining<'_>,
+) -> anyhow::Result<FolderInfo> {
+    check_versions(theirs)?;
+    let invite = wormhole
+        .receive_json()
+        .await
+        .map_err(|e| anyhow!("the inviter sent no invite: {e}"))?;
+    if field(&invite, "kind") != Some("join-folder") || field(&invite, "protocol") != Some(PROTOCOL)
+    {
+        bail!("the other side sent something other than a {PROTOCOL} invite");
+    }
+    let collective = field(&invite, "collective")
+        .and_then(|c| Capability::parse(c).ok())
+        .filter(|c| c.kind() == CapKind::MutableDirRead)
+        .ok_or_else(|| anyhow!("the invite's collective is not a directory read capability"))?;
+    match field(&invite, "mode") {
+        Some("read-write") => {}
+        Some("read-only") => {
+            reject(
+                wormhole,
+                "read-only participation is not supported by this client",
+            )
+            .await;
+            bail!("this is a read-only invite, which this version cannot accept yet");
+        }
+        _ => bail!("the invite has no valid mode"),
+    }
+    // The name the inviter files us under; 24.3 uses the local author name
+    // in snapshots either way.
+    let participant = field(&invite, "participant-name")
+        .filter(|p| check_participant_name(p).is_ok())
+        .unwrap_or(j.author)
+        .to_owned();
+    let made = setup::join_by_capability(
+        config,
+        setup::Joined {
+            name: j.name.to_owned(),
+            local_path: j.local_path,
+            location: j.location,
+            tuning: j.opts.tuning.clone(),
+            collective,
+            participant,
+            author: j.author.to_owned(),
+        },
+    )
+    .await;
+    let (info, personal) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            reject(wormhole, "Failed to create folder locally").await;
+            return Err(e);
+        }
+    };
+    let confirmed = async {
+        wormhole
+            .send_json(&json!({
+                "kind": "join-folder-accept",
+                "protocol": PROTOCOL,
+                "personal": personal.as_str(),
+            }))
+            .map_err(|e| anyhow!("the wormhole failed before the inviter heard us: {e}"))?;
+        let ack = wormhole
+            .receive_json()
+            .await
+            .map_err(|e| anyhow!("the inviter did not confirm: {e}"))?;
+        match ack.get("success").and_then(Value::as_bool) {
+            Some(true) => Ok(()),
+            Some(false) => Err(anyhow!(
+                "the inviter could not add us: {}",
+                field(&ack, "error").unwrap_or("no reason given")
+            )),
+            None => Err(anyhow!("the inviter's confirmation is malformed")),
+        }
+    }
+    .await;
+    if let Err(e) = confirmed {
+        // Not a member: forget the folder again (its directory stays).
+        let _ = config.remove_folder(j.name);
+        return Err(e);
+    }
+    Ok(info)
+}
+
+async fn reject(wormhole: &mut Wormhole, reason: &str) {
+    let _ = wormhole.send_json(&json!({
+        "kind": "join-folder-reject",
+        "protocol": PROTOCOL,
+        "reject-reason": reason,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wormhole_codes_are_told_from_ours() {
+        assert!(is_wormhole_code("7-guitarist-revenge"));
+        assert!(is_wormhole_code(" 12-a-b\n"));
+        assert!(!is_wormhole_code("mf-invite-v2:abc"));
+        assert!(!is_wormhole_code("-a-b"));
+        assert!(!is_wormhole_code("7"));
+        assert!(!is_wormhole_code("x7-a"));
+    }
+
+    #[test]
+    fn versions_must_speak_invite_v1() {
+        assert!(check_versions(&our_versions()).is_ok());
+        assert!(check_versions(&json!({})).is_err());
+        assert!(
+            check_versions(&json!({"magic-folder": {"supported-messages": ["invite-v2"]}}))
+                .is_err()
+        );
+    }
+}
