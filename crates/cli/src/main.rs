@@ -85,6 +85,11 @@ enum Command {
         /// public one magic-folder 24.3 uses]
         #[arg(long, value_name = "URL")]
         mailbox: Option<String>,
+        /// The Tahoe-LAFS node (directory or web-API URL) for folders
+        /// joined through the API, which names none (as magic-folder 24.3's
+        /// `init --node-directory`)
+        #[arg(long, value_name = "NODE_DIR_OR_URL")]
+        tahoe: Option<String>,
     },
 
     /// Create a new magic folder, with yourself as its admin
@@ -531,7 +536,10 @@ fn init_logging(cli: &Cli) -> std::io::Result<()> {
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = ConfigDir::resolve(cli.config.as_deref())?;
     match cli.command {
-        Command::Init { mailbox } => output::init(&commands::init(&config, mailbox.as_deref())?),
+        Command::Init { mailbox, tahoe } => {
+            let tahoe = absolute_grid(tahoe.map(GridChoice::Tahoe))?;
+            output::init(&commands::init(&config, mailbox.as_deref(), tahoe)?)
+        }
         Command::Create {
             name,
             local_dir,

@@ -243,3 +243,97 @@ fn magic_folder_api_of_24_3_drives_our_daemon() {
     assert!(err.contains("not running"), "{err}");
     bob.stop();
 }
+
+/// 24.3's `/experimental` invite routes, driven by its own client:
+/// `create-invite` on one of our daemons, `accept-invite` on another (a
+/// daemon that knows only its node), `await-invite`, `list-invites`, and a
+/// cancelled invite that `await-invite` reports as cancelled.
+#[test]
+fn magic_folder_api_of_24_3_invites_through_our_daemons() {
+    let w = World::tahoe();
+    let mailbox = mf_grid::tahoe::testgrid::MailboxServer::start().expect("a mailbox server");
+    let mut alice = w.admin("alice");
+    alice.ok(&["init", "--mailbox", mailbox.url()]);
+    alice.start();
+    let mut bob = w.participant("bob");
+    let node = bob.tahoe_node().dir().to_str().unwrap().to_owned();
+    bob.ok(&["init", "--mailbox", mailbox.url(), "--tahoe", &node]);
+    bob.start();
+    let (a, b) = (alice.config.clone(), bob.config.clone());
+
+    let invite = json(&api_ok(
+        &a,
+        &[
+            "create-invite",
+            "--folder",
+            FOLDER,
+            "--participant-name",
+            "bob",
+        ],
+    ));
+    let code = invite["wormhole-code"].as_str().unwrap().to_owned();
+    let id = invite["id"].as_str().unwrap().to_owned();
+    assert_eq!(invite["consumed"], false, "{invite}");
+    std::fs::create_dir_all(&bob.dir).unwrap();
+    let dir = bob.dir.to_str().unwrap().to_owned();
+    api_ok(
+        &b,
+        &[
+            "accept-invite",
+            "--folder",
+            FOLDER,
+            "--code",
+            &code,
+            "--local-dir",
+            &dir,
+            "--author",
+            "bob",
+            "--poll-interval",
+            "1",
+            "--scan-interval",
+            "60",
+        ],
+    );
+    let done = json(&api_ok(
+        &a,
+        &["await-invite", "--folder", FOLDER, "--id", &id],
+    ));
+    assert_eq!(
+        (&done["consumed"], &done["success"]),
+        (&true.into(), &true.into()),
+        "{done}"
+    );
+    let listed = json(&api_ok(&a, &["list-invites", "--folder", FOLDER]));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == id.as_str()),
+        "{listed}"
+    );
+    alice.write("hello.txt", b"through 24.3's invite routes");
+    wait_until(
+        "bob, joined through the API, syncs",
+        &[&alice, &bob],
+        || bob.read("hello.txt").is_some(),
+    );
+
+    // Cancelled before anyone came: awaiting it says so.
+    let second = json(&api_ok(
+        &a,
+        &[
+            "create-invite",
+            "--folder",
+            FOLDER,
+            "--participant-name",
+            "carol",
+        ],
+    ));
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    api_ok(&a, &["cancel-invite", "--folder", FOLDER, "--invite", &id2]);
+    let waited = api(&a, &["await-invite", "--folder", FOLDER, "--id", &id2]);
+    assert!(!waited.status.success());
+    let err = String::from_utf8_lossy(&waited.stderr);
+    assert!(err.contains("cancelled"), "{err}");
+}

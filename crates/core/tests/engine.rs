@@ -324,7 +324,10 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
         rejected: vec![],
         author: None,
     };
-    e.handle(3, Event::Polled(Ok(vec![declaring(Listing::new()), mallory])));
+    e.handle(
+        3,
+        Event::Polled(Ok(vec![declaring(Listing::new()), mallory])),
+    );
     let rest = serve_fetches(&mut e, &[forged], 4);
     assert!(rest.is_empty(), "nothing is done with a forgery: {rest:?}");
     let errors = e.status().errors;

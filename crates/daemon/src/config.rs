@@ -231,6 +231,11 @@ pub struct GlobalConfig {
     /// default magic-folder 24.3's, the public one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// The Tahoe-LAFS node (directory or URL) for folders joined through
+    /// the API without naming one (`init --tahoe`; 24.3's
+    /// `--node-directory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tahoe_node: Option<String>,
 }
 
 impl Default for GlobalConfig {
@@ -238,6 +243,7 @@ impl Default for GlobalConfig {
         GlobalConfig {
             version: CONFIG_VERSION,
             mailbox: None,
+            tahoe_node: None,
         }
     }
 }
@@ -551,10 +557,45 @@ impl ConfigDir {
             .unwrap_or_else(|| crate::commands::invite_v1::DEFAULT_MAILBOX.to_owned())
     }
 
-    /// Records the Magic Wormhole mailbox server invites use here.
-    pub fn set_mailbox(&self, url: &str) -> ConfigResult<()> {
+    /// The Tahoe-LAFS node for a folder joined through the API without
+    /// naming one (24.3's API has no such field: a 24.3 daemon has one
+    /// node): the one `init --tahoe` set, else the one node this daemon's
+    /// folders use.
+    pub fn tahoe_node(&self) -> anyhow::Result<String> {
+        if let Some(node) = self.load_global()?.tahoe_node {
+            return Ok(node);
+        }
+        let mut nodes: Vec<String> = self
+            .load_folders()?
+            .into_iter()
+            .filter_map(|f| match f.grid {
+                GridLocation::Tahoe { node } => Some(node),
+                GridLocation::Embedded { .. } => None,
+            })
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        match nodes.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => anyhow::bail!("this daemon knows no Tahoe-LAFS node: `magic-folder init --tahoe NODE`, or join with `magic-folder join CODE DIR --tahoe NODE`"),
+            _ => anyhow::bail!("this daemon's folders use several Tahoe-LAFS nodes: join with `magic-folder join CODE DIR --tahoe NODE`"),
+        }
+    }
+
+    /// Records the Magic Wormhole mailbox server invites use here, and the
+    /// Tahoe-LAFS node folders joined through the API use (each if given).
+    pub fn set_defaults(
+        &self,
+        mailbox: Option<&str>,
+        tahoe_node: Option<&str>,
+    ) -> ConfigResult<()> {
         let mut g = self.load_global()?;
-        g.mailbox = Some(url.to_owned());
+        if let Some(url) = mailbox {
+            g.mailbox = Some(url.to_owned());
+        }
+        if let Some(node) = tahoe_node {
+            g.tahoe_node = Some(node.to_owned());
+        }
         let json = serde_json::to_vec_pretty(&g).expect("serialises");
         write_private(&self.global_file(), &json)
     }

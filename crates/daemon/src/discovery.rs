@@ -39,10 +39,13 @@ pub fn announce(config: &ConfigDir, port: Option<u16>) -> ConfigResult<()> {
         None => NOT_RUNNING.to_owned(),
     };
     let server = port.map(|p| format!("tcp:{p}:interface=127.0.0.1"));
+    // What 24.3's clients read besides the endpoint: its node and mailbox.
+    let node = config.tahoe_node().unwrap_or_default();
     record(
         &config.path().join("global.sqlite"),
         server.as_deref(),
         &client,
+        (&node, &config.mailbox_url()),
     )?;
     write_private(
         &config.path().join("api_client_endpoint"),
@@ -50,7 +53,12 @@ pub fn announce(config: &ConfigDir, port: Option<u16>) -> ConfigResult<()> {
     )
 }
 
-fn record(db: &Path, server: Option<&str>, client: &str) -> ConfigResult<()> {
+fn record(
+    db: &Path,
+    server: Option<&str>,
+    client: &str,
+    (node, mailbox): (&str, &str),
+) -> ConfigResult<()> {
     let fail = |e: rusqlite::Error| ConfigError::Corrupt {
         path: db.to_path_buf(),
         detail: format!("writing 24.3's discovery database: {e}"),
@@ -65,14 +73,15 @@ fn record(db: &Path, server: Option<&str>, client: &str) -> ConfigResult<()> {
     if rows == 0 {
         tx.execute(
             "INSERT INTO config (api_endpoint, tahoe_node_directory, api_client_endpoint, wormhole_uri)
-             VALUES (?1, '', ?2, 'ws://relay.magic-wormhole.io:4000/v1')",
-            (server.unwrap_or("tcp:0:interface=127.0.0.1"), client),
+             VALUES (?1, ?3, ?2, ?4)",
+            (server.unwrap_or("tcp:0:interface=127.0.0.1"), client, node, mailbox),
         )
         .map_err(fail)?;
     } else {
         tx.execute(
-            "UPDATE config SET api_client_endpoint = ?1, api_endpoint = coalesce(?2, api_endpoint)",
-            (client, server),
+            "UPDATE config SET api_client_endpoint = ?1, api_endpoint = coalesce(?2, api_endpoint),
+             tahoe_node_directory = ?3, wormhole_uri = ?4",
+            (client, server, node, mailbox),
         )
         .map_err(fail)?;
     }

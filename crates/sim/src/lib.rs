@@ -537,8 +537,14 @@ impl World {
         );
         // A 24.3-like participant's versions claim no generation where
         // others read them (its own engine keeps what it asked for).
-        if let (true, 0, Event::Uploaded { result: UploadOutcome::Done(info), .. }) =
-            (self.cfg.unclaimed, i, &event)
+        if let (
+            true,
+            0,
+            Event::Uploaded {
+                result: UploadOutcome::Done(info),
+                ..
+            },
+        ) = (self.cfg.unclaimed, i, &event)
         {
             if let Some(stored) = self.grid.snapshots.get_mut(&info.cap) {
                 stored.generation = 0;
@@ -796,7 +802,9 @@ impl World {
             .and_then(|dir| dir.get(&entry))
             .cloned()
         else {
-            self.log(format!("{LIAR} finds no version of {path} by {name} to forge on"));
+            self.log(format!(
+                "{LIAR} finds no version of {path} by {name} to forge on"
+            ));
             return;
         };
         let generation = self.grid.snapshots[&parent].generation + 1;
@@ -821,7 +829,9 @@ impl World {
             .entry(LIAR.to_owned())
             .or_default()
             .insert(entry, info.cap);
-        self.log(format!("{LIAR} publishes {path} as {name}, signed by itself"));
+        self.log(format!(
+            "{LIAR} publishes {path} as {name}, signed by itself"
+        ));
     }
 
     /// The hostile participant publishes a version of a file that claims a

@@ -316,12 +316,12 @@ pub fn execute(
                 for e in entries {
                     dir.insert(e.name.clone(), e.snapshot.clone());
                 }
-                grid.declared
-                    .entry(me.to_owned())
-                    .or_insert_with(|| mf_core::engine::DeclaredAuthor {
+                grid.declared.entry(me.to_owned()).or_insert_with(|| {
+                    mf_core::engine::DeclaredAuthor {
                         name: me.to_owned(),
                         verify_key: format!("key-{me}"),
-                    });
+                    }
+                });
                 Ok(())
             };
             (Event::Published { op: *op, result }, vec![])

@@ -183,10 +183,7 @@ impl<S: Store> Engine<S> {
                 Some((p.clone(), c.snapshot.clone(), shape))
             })
             .collect();
-        let shown: Vec<Cap> = paths
-            .iter()
-            .map(|(p, c, _)| self.shown_at(p, c))
-            .collect();
+        let shown: Vec<Cap> = paths.iter().map(|(p, c, _)| self.shown_at(p, c)).collect();
         let copies: Vec<(RelPath, String, Cap)> = self
             .unpublished_copies
             .iter()

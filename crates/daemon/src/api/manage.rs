@@ -133,7 +133,7 @@ fn setup_error(e: anyhow::Error) -> ApiError {
 
 /// Has the daemon start, stop or restart folders to match the configs, and
 /// waits until it has.
-async fn reconcile(state: &ApiState) {
+pub(super) async fn reconcile(state: &ApiState) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     if state.reconcile.send(tx).await.is_ok() {
         let _ = rx.await;

@@ -55,6 +55,7 @@ use crate::folder::Folders;
 
 mod commands;
 mod compat;
+mod invites;
 mod manage;
 mod status_ws;
 mod web;
@@ -232,6 +233,8 @@ pub(super) struct ApiState {
     config: ConfigDir,
     telemetry: Telemetry,
     web: Arc<web::WebSessions>,
+    /// Invites over Magic Wormhole in progress or done (24.3's `/experimental`).
+    invites: Arc<invites::Invites>,
     /// Asks the daemon to start, stop or restart folders to match their
     /// configs now; the sender it carries hears when that is done.
     reconcile: Reconcile,
@@ -254,9 +257,11 @@ pub fn router(
         config,
         telemetry,
         web: Arc::new(web::WebSessions::default()),
+        invites: Arc::default(),
         reconcile,
     };
     let f = |route: &str| format!("/v1/magic-folder/{{name}}/{route}");
+    let x = |route: &str| format!("/experimental/magic-folder/{{name}}/{route}");
     let protected = Router::new()
         .route("/v1/status", get(status_ws::connect))
         .route("/metrics", get(metrics))
@@ -288,6 +293,11 @@ pub fn router(
         .route(&f("restore"), post(commands::folder_restore))
         .route(&f("deleted"), get(commands::folder_deleted))
         .route(&f("resolve-conflict"), post(commands::resolve_conflict))
+        .route(&x("invite"), post(invites::create))
+        .route(&x("invite-wait"), post(invites::wait))
+        .route(&x("invite-cancel"), post(invites::cancel))
+        .route(&x("invites"), get(invites::list))
+        .route(&x("join"), post(invites::join))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
         .layer(middleware::from_fn_with_state(state.clone(), authorise));
     // The page and its login need no token: they hold no secrets.

@@ -147,13 +147,15 @@ pub async fn start_invite(
     if members.contains_key(participant) {
         bail!("{participant:?} is already a participant of {folder:?}");
     }
-    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID)
-        .await
-        .map_err(|e| anyhow!("cannot reach the wormhole mailbox server {mailbox}: {e}"))?;
+    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID).await.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "cannot reach the wormhole mailbox server {mailbox}"
+        ))
+    })?;
     let (code, wormhole) = mailbox
         .allocate_code(2)
         .await
-        .map_err(|e| anyhow!("cannot get a wormhole code: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("cannot get a wormhole code"))?;
     Ok(PendingInvite {
         code,
         wormhole,
@@ -175,7 +177,7 @@ impl PendingInvite {
             .wormhole
             .finish(our_versions())
             .await
-            .map_err(|e| anyhow!("the invite failed: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context("the invite failed"))?;
         match self.admission.admit(&mut wormhole, &theirs).await {
             Ok(done) => {
                 let _ = wormhole.close(Mood::Happy).await;
@@ -202,7 +204,7 @@ impl Admission {
                 "participant-name": self.participant,
                 "mode": self.mode.as_str(),
             }))
-            .map_err(|e| anyhow!("the invite failed: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context("the invite failed"))?;
         let reply = wormhole
             .receive_json()
             .await
@@ -312,17 +314,19 @@ pub async fn join(
     check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
     // Before the code is used up: a code works once.
     let local_path = setup::prepare_local_dir(config, &opts.local_dir)?;
-    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID)
-        .await
-        .map_err(|e| anyhow!("cannot reach the wormhole mailbox server {mailbox}: {e}"))?;
+    let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID).await.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "cannot reach the wormhole mailbox server {mailbox}"
+        ))
+    })?;
     let pending = mailbox
         .set_code(opts.code.trim())
         .await
-        .map_err(|e| anyhow!("cannot use the wormhole code: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("cannot use the wormhole code"))?;
     let (mut wormhole, theirs) = pending
         .finish(our_versions())
         .await
-        .map_err(|e| anyhow!("the invite failed: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("the invite failed"))?;
     let joining = Joining {
         opts: &opts,
         local_path,

@@ -81,14 +81,27 @@ pub struct InitOutcome {
 }
 
 /// Creates the config directory (idempotent).
-pub fn init(config: &ConfigDir, mailbox: Option<&str>) -> anyhow::Result<InitOutcome> {
+pub fn init(
+    config: &ConfigDir,
+    mailbox: Option<&str>,
+    tahoe: Option<GridChoice>,
+) -> anyhow::Result<InitOutcome> {
     let created = config.init()?;
     if let Some(url) = mailbox {
-        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            bail!("the mailbox server must be a ws:// or wss:// URL, not {url:?}");
+        if !url.starts_with("ws://") {
+            bail!("the mailbox server must be a ws:// URL, not {url:?}");
         }
-        config.set_mailbox(url)?;
     }
+    let node = match tahoe {
+        Some(GridChoice::Tahoe(node)) => {
+            match grid_location(config, Some(GridChoice::Tahoe(node)))? {
+                GridLocation::Tahoe { node } => Some(node),
+                GridLocation::Embedded { .. } => None,
+            }
+        }
+        _ => None,
+    };
+    config.set_defaults(mailbox, node.as_deref())?;
     Ok(InitOutcome {
         config_dir: config.path().to_owned(),
         created,
