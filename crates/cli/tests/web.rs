@@ -172,6 +172,31 @@ impl Browser<'_> {
         });
     }
 
+    /// Types `text` into the element `css` matches.
+    fn type_into(&self, css: &str, text: &str, ps: &[&Participant]) {
+        let element = self.wait_for(css, ps);
+        let (code, v) = self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+
+    /// The text of the element `css` matches, once there is one.
+    fn text_of(&self, css: &str, ps: &[&Participant]) -> String {
+        let mut text = String::new();
+        wait_until(&format!("the page shows {css}"), ps, || {
+            let Some(element) = self.find(css) else {
+                return false;
+            };
+            let (code, v) = self.call("GET", &format!("/element/{element}/text"), json!({}));
+            text = v["value"].as_str().unwrap_or_default().to_owned();
+            code == 200
+        });
+        text
+    }
+
     fn screenshot(&self, name: &str) {
         let (code, v) = self.call("GET", "/screenshot", json!({}));
         assert_eq!(code, 200);
@@ -332,4 +357,45 @@ fn the_web_page_shows_changes_live_and_resolves_a_conflict_by_click() {
     );
     alice.stop();
     bob.stop();
+}
+
+/// An invite from the page: type a name, click Invite, read the Magic
+/// Wormhole code off the page; the invitee joins with it and the page says
+/// so, and lists them among the participants.
+#[test]
+fn the_web_page_invites_over_magic_wormhole() {
+    let w = World::tahoe();
+    let mailbox = mf_grid::tahoe::testgrid::MailboxServer::start().expect("a mailbox server");
+    let mut alice = w.admin("alice");
+    alice.ok(&["init", "--mailbox", mailbox.url()]);
+    alice.start();
+    let login = alice.ok(&["web"]).trim().to_owned();
+    let driver = Driver::start();
+    let page = driver.browser();
+    page.goto(&login);
+    page.type_into("form.invite input[name=participant]", "carol", &[&alice]);
+    page.click("button[data-invite]", &[&alice]);
+    let code = page.text_of(r#"[data-invite-code="carol"]"#, &[&alice]);
+    assert!(code.split('-').count() == 3, "a wormhole code: {code:?}");
+    page.screenshot("web-page-invite.png");
+
+    let carol = w.participant("carol");
+    let dir = carol.dir.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "join",
+        &code,
+        &dir,
+        "--name",
+        FOLDER,
+        "--author",
+        "carol",
+        "--mailbox",
+    ];
+    args.push(mailbox.url());
+    let grid = carol.grid_args(&w);
+    args.extend(grid.iter().map(String::as_str));
+    carol.ok(&args);
+    page.wait_for(r#"[data-invite-done="carol"]"#, &[&alice]);
+    page.wait_for(r#"[data-participant="carol"]"#, &[&alice]);
+    alice.stop();
 }

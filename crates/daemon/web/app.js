@@ -1,6 +1,7 @@
 // The daemon's page: folders, their state, conflicts (with buttons that
-// resolve them), recent changes, participants and problems — kept live
-// from the /v1/status WebSocket. No framework, no build step: this file is
+// resolve them), recent changes, participants, invites (Magic Wormhole
+// codes, for a folder we administer on Tahoe-LAFS) and problems — kept
+// live from the /v1/status WebSocket. No framework, no build step: this file is
 // compiled into the binary as it is.
 "use strict";
 
@@ -47,7 +48,33 @@ async function resolve(folder, path, participant, how) {
   refresh();
 }
 
-function renderFolder(name, me, status, recent, participants) {
+async function invite(folder, form) {
+  const f = encodeURIComponent(folder);
+  const participant = form.elements.participant.value.trim();
+  try {
+    const inv = await api("POST", `/experimental/magic-folder/${f}/invite`,
+      { "participant-name": participant, mode: form.elements.mode.value });
+    form.reset();
+    document.activeElement.blur();
+    refresh();
+    // Answers when the invitee has joined (or the invite failed).
+    api("POST", `/experimental/magic-folder/${f}/invite-wait`, { id: inv.id })
+      .catch(() => {}).finally(refresh);
+  } catch (e) {
+    alert("Could not invite " + participant + ": " + e.message);
+  }
+}
+
+async function cancelInvite(folder, id) {
+  try {
+    await api("POST", `/experimental/magic-folder/${encodeURIComponent(folder)}/invite-cancel`, { id });
+  } catch (e) {
+    alert("Could not cancel: " + e.message);
+  }
+  refresh();
+}
+
+function renderFolder(name, me, status, recent, participants, listing, invites) {
   const node = document.getElementById("folder-tpl").content.cloneNode(true);
   const root = node.querySelector(".folder");
   root.id = "folder-" + name;
@@ -101,7 +128,30 @@ function renderFolder(name, me, status, recent, participants) {
     rl.append(li);
   }
   const pl = root.querySelector(".participants");
-  for (const p of Object.keys(participants).sort()) pl.append(el("li", p));
+  for (const p of Object.keys(participants).sort()) pl.append(el("li", p, { "data-participant": p }));
+  if (listing.is_admin && listing.grid === "tahoe") {
+    root.querySelector(".inviting").hidden = false;
+    const form = root.querySelector("form.invite");
+    form.onsubmit = (ev) => { ev.preventDefault(); invite(name, form); };
+    const il = root.querySelector(".invites");
+    for (const i of invites) {
+      const who = i["participant-name"];
+      let li;
+      if (!i.consumed) {
+        li = el("li", `${who}: give them the code `, { "data-invite": who });
+        li.append(el("code", i["wormhole-code"], { "data-invite-code": who }));
+        li.append(el("span", " (waiting for them to join)", { class: "muted" }));
+        const cancel = el("button", "Cancel", { "data-cancel-invite": who });
+        cancel.onclick = () => cancelInvite(name, i.id);
+        li.append(cancel);
+      } else if (i.success) {
+        li = el("li", `${who} joined`, { "data-invite-done": who });
+      } else {
+        li = el("li", `${who}: cancelled or failed`, { "data-invite-failed": who, class: "muted" });
+      }
+      il.append(li);
+    }
+  }
   const errs = root.querySelector(".errors");
   if (!status.errors.length) errs.append(el("li", "none", { class: "muted" }));
   for (const e of status.errors) {
@@ -120,17 +170,23 @@ async function refresh() {
     const folders = await api("GET", "/v1/magic-folder");
     const data = await Promise.all(Object.keys(folders).sort().map(async (name) => {
       const f = encodeURIComponent(name);
-      const [status, recent, participants] = await Promise.all([
+      const [status, recent, participants, invites] = await Promise.all([
         api("GET", `/v1/magic-folder/${f}/status`),
         api("GET", `/v1/magic-folder/${f}/recent-changes`),
         api("GET", `/v1/magic-folder/${f}/participants`).catch(() => ({})),
+        api("GET", `/experimental/magic-folder/${f}/invites`).catch(() => []),
       ]);
-      return [name, folders[name].participant, status, recent, participants];
+      return [name, folders[name].participant, status, recent, participants, folders[name], invites];
     }));
     // Redrawn only when something changed (or a minute passed, for the
     // ages): buttons stay put under the pointer while nothing happens.
     const key = JSON.stringify(data);
     if (key === lastKey && Date.now() - lastDrawn < 60000) return;
+    // Not under someone typing: the redraw would take their input away.
+    if (document.activeElement && document.activeElement.matches("form input")) {
+      setTimeout(refresh, 1000);
+      return;
+    }
     lastKey = key;
     lastDrawn = Date.now();
     const parts = data.map((d) => renderFolder(...d));
