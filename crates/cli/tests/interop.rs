@@ -176,29 +176,34 @@ fn py_file_size(py: &Py, rel: &str) -> Option<u64> {
     files.as_array()?.iter().find(|f| f["relpath"] == rel)?["size"].as_u64()
 }
 
-/// Starts `magic-folder invite … --wormhole --json` and returns it with the
-/// code it printed first.
-fn our_wormhole_invite(admin: &Participant, who: &str, mailbox: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&admin.config)
-        .args([
-            "invite",
-            FOLDER,
-            who,
-            "--wormhole",
-            "--mailbox",
-            mailbox,
-            "--json",
-        ])
+/// Starts `cmd` and returns it with the first line it printed.
+fn first_line(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
+    let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
+        .read_line(&mut line)
         .unwrap();
+    (child, line)
+}
+
+/// Starts `magic-folder invite … --wormhole --json` and returns it with the
+/// code it printed first.
+fn our_wormhole_invite(admin: &Participant, who: &str, mailbox: &str) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(&admin.config).args([
+        "invite",
+        FOLDER,
+        who,
+        "--wormhole",
+        "--mailbox",
+        mailbox,
+        "--json",
+    ]);
+    let (child, first) = first_line(&mut cmd);
     let v: serde_json::Value =
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
     let code = v["wormhole-code"].as_str().unwrap().to_owned();
@@ -335,18 +340,11 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         ],
     );
     assert!(added.status.success(), "24.3 add: {}", text(&added));
-    let mut inv = Command::new(venv_executable("magic-folder").unwrap())
-        .arg("--config")
+    let mut cmd = Command::new(venv_executable("magic-folder").unwrap());
+    cmd.arg("--config")
         .arg(&py.config)
-        .args(["invite", "--folder", "pyf", "bob"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(inv.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .args(["invite", "--folder", "pyf", "bob"]);
+    let (inv, line) = first_line(&mut cmd);
     let code = line
         .trim()
         .strip_prefix("Secret invite code: ")

@@ -272,6 +272,18 @@ fn write_target(actions: &[Action]) -> RelPath {
     }
 }
 
+/// Serves the fetch of `snapshot`: nothing is done with it, and status
+/// shows why (an error that says `why`).
+fn rejected_in_status(e: &mut Engine<MemStore>, snapshot: SnapshotInfo, why: &str) {
+    let rest = serve_fetches(e, &[snapshot], 4);
+    assert!(rest.is_empty(), "nothing is done with it: {rest:?}");
+    let errors = e.status().errors;
+    assert!(
+        errors.iter().any(|x| x.message.contains(why)),
+        "shown in status: {errors:?}"
+    );
+}
+
 /// A version that claims a generation its parents do not prove is rejected,
 /// and says so in status; an honest one on the same parent is taken in.
 #[test]
@@ -282,15 +294,7 @@ fn a_version_claiming_a_generation_its_parents_do_not_prove_is_rejected() {
         ..snap("L", "mallory", &["X"], other_bytes(), 200)
     };
     e.handle(3, listed("mallory", "L"));
-    let rest = serve_fetches(&mut e, &[liar], 4);
-    assert!(rest.is_empty(), "nothing is done with a lie: {rest:?}");
-    let errors = e.status().errors;
-    assert!(
-        errors
-            .iter()
-            .any(|x| x.message.contains("claims generation 1000000000000")),
-        "the lie is shown in status: {errors:?}"
-    );
+    rejected_in_status(&mut e, liar, "claims generation 1000000000000");
 
     let honest = snap("H", "bob", &["X"], other_bytes(), 200);
     e.handle(5, listed("bob", "H"));
@@ -328,15 +332,7 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
         3,
         Event::Polled(Ok(vec![declaring(Listing::new()), mallory])),
     );
-    let rest = serve_fetches(&mut e, &[forged], 4);
-    assert!(rest.is_empty(), "nothing is done with a forgery: {rest:?}");
-    let errors = e.status().errors;
-    assert!(
-        errors
-            .iter()
-            .any(|x| x.message.contains("claims the author \"bob\"")),
-        "the forgery is shown in status: {errors:?}"
-    );
+    rejected_in_status(&mut e, forged, "claims the author \"bob\"");
     let real = snap("H", "bob", &["X"], other_bytes(), 200);
     let entries = [(entry_name(&path()), (path(), Cap::from("H")))].into();
     e.handle(5, Event::Polled(Ok(vec![declaring(entries)])));

@@ -808,6 +808,17 @@ impl World {
             return;
         };
         let generation = self.grid.snapshots[&parent].generation + 1;
+        self.forge(&path, &name, vec![parent], generation);
+        self.log(format!(
+            "{LIAR} publishes {path} as {name}, signed by itself"
+        ));
+    }
+
+    /// The hostile participant publishes, in its own directory, a version
+    /// of `path` under `author`'s name (signed by itself), on `parents`,
+    /// claiming `generation`, with the latest mtime and bytes no user
+    /// wrote (the no-torn-content invariant fails if anyone takes them in).
+    fn forge(&mut self, path: &RelPath, author: &str, parents: Vec<Cap>, generation: u64) {
         self.seq += 1;
         let bytes = format!("{LIAR}:{path}:{}", self.seq).into_bytes();
         let size = bytes.len() as u64;
@@ -818,8 +829,8 @@ impl World {
         };
         let info = self.grid.put_snapshot(
             path.clone(),
-            (&name, LIAR),
-            vec![parent],
+            (author, LIAR),
+            parents,
             content,
             (self.now / 1000) as i64 + 1_000_000,
             generation,
@@ -828,10 +839,7 @@ impl World {
             .personal
             .entry(LIAR.to_owned())
             .or_default()
-            .insert(entry, info.cap);
-        self.log(format!(
-            "{LIAR} publishes {path} as {name}, signed by itself"
-        ));
+            .insert(mf_core::snapshot::entry_name(path), info.cap);
     }
 
     /// The hostile participant publishes a version of a file that claims a
@@ -846,28 +854,8 @@ impl World {
             .cloned()
             .into_iter()
             .collect();
-        self.seq += 1;
-        let bytes = format!("{LIAR}:{path}:{}", self.seq).into_bytes();
-        let size = bytes.len() as u64;
-        let content = Content::File {
-            cap: self.grid.put_file(bytes),
-            size,
-            executable: false,
-        };
         let claim = 1_000_000_000_000 + self.seq;
-        let info = self.grid.put_snapshot(
-            path.clone(),
-            (LIAR, LIAR),
-            parents.clone(),
-            content,
-            (self.now / 1000) as i64 + 1_000_000,
-            claim,
-        );
-        self.grid
-            .personal
-            .entry(LIAR.to_owned())
-            .or_default()
-            .insert(entry, info.cap);
+        self.forge(&path, LIAR, parents.clone(), claim);
         self.log(format!(
             "{LIAR} publishes {path} claiming generation {claim} on {parents:?}"
         ));

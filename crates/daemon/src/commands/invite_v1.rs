@@ -30,7 +30,7 @@ use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridE
 use mf_wormhole::{Mailbox, Mood, Wormhole};
 use serde_json::{json, Value};
 
-use super::grid::{AnyGrid, OpenMode};
+use super::grid::AnyGrid;
 use super::setup::{self, FolderInfo, JoinOptions};
 use crate::config::{ConfigDir, GridLocation};
 
@@ -130,22 +130,9 @@ pub async fn start_invite(
     mode: Mode,
     mailbox: &str,
 ) -> anyhow::Result<PendingInvite> {
-    config.require_initialised()?;
-    let cfg = config.load_folder(folder)?;
-    if !cfg.is_admin() {
-        bail!("only the folder's admin (who created it) can invite; {folder:?} was joined, not created here");
-    }
+    let (cfg, grid) = setup::inviting(config, folder, participant).await?;
     if !matches!(cfg.grid, GridLocation::Tahoe { .. }) {
         bail!("a wormhole invite is for a folder on a Tahoe-LAFS grid; {folder:?} is on the embedded grid (use `magic-folder invite` without --wormhole)");
-    }
-    check_participant_name(participant).map_err(|e| anyhow!(e))?;
-    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
-    let members = grid
-        .list(&cfg.collective_cap)
-        .await
-        .context("listing the collective")?;
-    if members.contains_key(participant) {
-        bail!("{participant:?} is already a participant of {folder:?}");
     }
     let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID).await.map_err(|e| {
         anyhow::Error::new(e).context(format!(

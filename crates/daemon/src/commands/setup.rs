@@ -354,26 +354,15 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         .await
         .context("linking our personal directory")?;
 
-    let t = opts.tuning;
-    let (versions_max_age_ms, versions_per_file) = t.retention();
-    let cfg = FolderConfig {
-        version: CONFIG_VERSION,
-        name: opts.name,
+    let cfg = folder_config(
+        opts.name,
         local_path,
-        poll_interval_ms: ms(t.poll_interval.unwrap_or(location.default_poll_interval())),
-        scan_interval_ms: ms(t.scan_interval.unwrap_or(DEFAULT_SCAN)),
-        pending_delay_ms: ms(t.pending_delay.unwrap_or(DEFAULT_PENDING_DELAY)),
-        umask: t.umask.unwrap_or(DEFAULT_UMASK),
-        versions_max_age_ms,
-        versions_per_file,
-        grid: location,
-        collective_cap: collective,
-        personal_cap: personal,
-        participant: author.clone(),
-        author_name: author,
-        author_seed: Secret32::random(),
-        convergence_secret: convergence,
-    };
+        &opts.tuning,
+        location,
+        (collective, personal),
+        (author.clone(), author),
+        convergence,
+    );
     ensure_marker(&cfg.local_path)?;
     config.add_folder(&cfg)?;
     Ok(summary(&cfg, config.daemon_running()))
@@ -457,20 +446,7 @@ pub struct Invite {
 /// `invite`: adds a participant to a folder we administer and returns the
 /// code that lets them join.
 pub async fn invite(config: &ConfigDir, folder: &str, participant: &str) -> anyhow::Result<Invite> {
-    config.require_initialised()?;
-    let cfg = config.load_folder(folder)?;
-    if !cfg.is_admin() {
-        bail!("only the folder's admin (who created it) can invite; {folder:?} was joined, not created here");
-    }
-    check_participant_name(participant).map_err(|e| anyhow!(e))?;
-    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
-    let members = grid
-        .list(&cfg.collective_cap)
-        .await
-        .context("listing the collective")?;
-    if members.contains_key(participant) {
-        bail!("{participant:?} is already a participant of {folder:?}");
-    }
+    let (cfg, grid) = inviting(config, folder, participant).await?;
     let personal = new_personal_dir(&grid).await?;
     let mut link = DirChildren::new();
     link.insert(participant.to_owned(), DirEntry::new(read_only(&personal)?));
@@ -496,6 +472,30 @@ pub async fn invite(config: &ConfigDir, folder: &str, participant: &str) -> anyh
         participant: participant.to_owned(),
         code: code.encode(),
     })
+}
+
+/// The folder `participant` is to be invited to, and its grid: refused
+/// unless we are the folder's admin, the name is acceptable and not taken.
+pub(crate) async fn inviting(
+    config: &ConfigDir,
+    folder: &str,
+    participant: &str,
+) -> anyhow::Result<(FolderConfig, AnyGrid)> {
+    config.require_initialised()?;
+    let cfg = config.load_folder(folder)?;
+    if !cfg.is_admin() {
+        bail!("only the folder's admin (who created it) can invite; {folder:?} was joined, not created here");
+    }
+    check_participant_name(participant).map_err(|e| anyhow!(e))?;
+    let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
+    let members = grid
+        .list(&cfg.collective_cap)
+        .await
+        .context("listing the collective")?;
+    if members.contains_key(participant) {
+        bail!("{participant:?} is already a participant of {folder:?}");
+    }
+    Ok((cfg, grid))
 }
 
 /// Arguments of `join`.
@@ -560,7 +560,7 @@ pub(crate) async fn join_by_capability(
     Ok((summary(&cfg, config.daemon_running()), personal_read))
 }
 
-/// A joined folder's configuration, with a new signing key.
+/// A folder's configuration, with a new signing key.
 fn folder_config(
     name: String,
     local_path: PathBuf,
