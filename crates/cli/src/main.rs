@@ -578,19 +578,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let cfg = config.load_folder(&folder)?;
                     output::participants(&participants::list(&cfg).await?, json)
                 }
+                // Changes go through the daemon when one runs (it is the one
+                // place that changes a folder); reads need no daemon.
                 ParticipantsAction::Add {
                     folder,
                     name,
                     personal_dmd,
                 } => {
-                    let cfg = config.load_folder(&folder)?;
-                    participants::add(&cfg, &name, &personal_dmd).await?;
+                    match daemon(&config) {
+                        Some(api) => api
+                            .add_participant(&folder, &name, &personal_dmd)
+                            .await
+                            .map_err(anyhow::Error::msg)?,
+                        None => {
+                            participants::add(&config.load_folder(&folder)?, &name, &personal_dmd)
+                                .await?
+                        }
+                    }
                     eprintln!("Added {name:?} to {folder:?}.");
                     Ok(())
                 }
                 ParticipantsAction::Remove { folder, name } => {
-                    let cfg = config.load_folder(&folder)?;
-                    participants::remove(&cfg, &name).await?;
+                    match daemon(&config) {
+                        Some(api) => api
+                            .remove_participant(&folder, &name)
+                            .await
+                            .map_err(anyhow::Error::msg)?,
+                        None => participants::remove(&config.load_folder(&folder)?, &name).await?,
+                    }
                     eprintln!("Removed {name:?} from {folder:?}.");
                     Ok(())
                 }

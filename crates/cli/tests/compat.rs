@@ -337,3 +337,44 @@ fn magic_folder_api_of_24_3_invites_through_our_daemons() {
     let err = String::from_utf8_lossy(&waited.stderr);
     assert!(err.contains("cancelled"), "{err}");
 }
+
+/// `GET /v1/snapshot`: a change noticed and not uploaded yet (here held
+/// back by a long pending delay) is listed as 24.3 lists a local snapshot, and leaves the
+/// list once the folder has taken it.
+#[test]
+fn local_changes_not_yet_uploaded_are_listed_as_24_3_local_snapshots() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.ok(&["config", FOLDER, "--pending-delay", "1h"]);
+    alice.start();
+    alice.write("waiting.txt", b"not uploaded yet");
+    // Noticed now (the watcher would report it after the pending delay).
+    alice.ok(&["scan", FOLDER]);
+    let (url, token) = alice.api();
+    let listed = || {
+        let (code, body) = http(&url, "GET", "/v1/snapshot", Some(&token));
+        assert_eq!(code, 200, "{body}");
+        json(&body)
+    };
+    let mut snapshot = serde_json::Value::Null;
+    wait_until("the change is listed", &[&alice], || {
+        snapshot = listed()[FOLDER]["waiting.txt"][0].clone();
+        !snapshot.is_null()
+    });
+    assert_eq!(snapshot["type"], "local", "{snapshot}");
+    assert_eq!(snapshot["author"]["name"], "alice", "{snapshot}");
+    assert_eq!(
+        snapshot["content-path"]
+            .as_str()
+            .map(std::path::PathBuf::from),
+        Some(alice.path("waiting.txt")),
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["identifier"].as_str().unwrap().len(), 36);
+    alice.ok(&["config", FOLDER, "--pending-delay", "100ms"]);
+    wait_until(
+        "the change is uploaded and leaves the list",
+        &[&alice],
+        || alice.idle() && listed()[FOLDER].as_object().is_some_and(|m| m.is_empty()),
+    );
+}

@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mf_core::engine::{Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, Status};
+use mf_core::relpath::RelPath;
 use mf_core::snapshot::Author;
 use mf_grid::Grid;
 use mf_state::SqliteStore;
@@ -116,6 +117,8 @@ pub enum Control {
     Poll,
     /// Report the current status.
     Status(oneshot::Sender<FolderStatus>),
+    /// Report the paths whose local change is not uploaded yet.
+    LocalChanges(oneshot::Sender<Vec<RelPath>>),
 }
 
 /// The daemon's handle on one running folder.
@@ -220,10 +223,23 @@ impl FolderHandle {
                 ..FolderStatus::default()
             });
         }
+        self.ask(Control::Status).await
+    }
+
+    /// The paths whose local change is not uploaded yet.
+    pub async fn local_changes(&self) -> Result<Vec<RelPath>, String> {
+        self.ask(Control::LocalChanges).await
+    }
+
+    /// Sends the loop a question and waits for its answer.
+    async fn ask<T>(
+        &self,
+        question: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, String> {
         let (tx, rx) = oneshot::channel();
-        self.send(Control::Status(tx)).await?;
+        self.send(question(tx)).await?;
         match tokio::time::timeout(CONTROL_TIMEOUT, rx).await {
-            Ok(Ok(s)) => Ok(s),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err("the folder's service stopped".into()),
             Err(_) => Err("the folder's service did not answer in time".into()),
         }
@@ -640,6 +656,9 @@ pub async fn run<G: Grid>(
             Some(c) = control.recv() => match c {
                 Control::Scan => engine.request_scan(),
                 Control::Poll => engine.request_poll(),
+                Control::LocalChanges(reply) => {
+                    let _ = reply.send(engine.local_changes());
+                }
                 Control::Status(reply) => {
                     let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
                     let _ = reply.send(gated(s, gate.as_ref(), parked.len()));

@@ -478,6 +478,22 @@ impl<S: Store> Engine<S> {
                 .all(|a| matches!(a, Action::Scan | Action::Poll))
     }
 
+    /// Paths whose local change is not uploaded yet: seen and not acted
+    /// on, or being uploaded now (what 24.3 calls local snapshots).
+    pub fn local_changes(&self) -> Vec<RelPath> {
+        let uploading = self.ops.values().filter_map(|op| match op {
+            Op::Upload { path, .. } => Some(path),
+            _ => None,
+        });
+        let seen = self
+            .observed
+            .iter()
+            .filter(|(p, s)| self.current.get(*p).map_or(LocalState::Absent, |c| c.local) != **s)
+            .map(|(p, _)| p);
+        let all: BTreeSet<&RelPath> = uploading.chain(seen).collect();
+        all.into_iter().cloned().collect()
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         debug_assert_eq!(

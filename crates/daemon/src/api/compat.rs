@@ -13,6 +13,7 @@
 //! | `GET /v1/magic-folder/{f}/recent-changes[?number=N]` | `[{relpath, modified, last-updated, conflicted}]`, newest first |
 //! | `GET /v1/magic-folder/{f}/conflicts` | `{relpath: [participant, …]}` |
 //! | `GET /v1/magic-folder/{f}/participants` | `{name: {personal_dmd}}` |
+//! | `GET /v1/snapshot` | `{folder: {relpath: [local snapshot]}}`: changes not uploaded yet |
 //! | `GET /v1/magic-folder/{f}/tahoe-objects` | `[size, …]`: each current version's snapshot, metadata and content objects |
 //! | `POST /v1/magic-folder/{f}/participants` | 201 `{}`: `{"author": {"name"}, "personal_dmd": read cap}` added to the collective |
 //! | `DELETE /v1/magic-folder/{f}/participants/{name}` | ours: `{}`, the participant is out of the collective |
@@ -311,6 +312,74 @@ fn grid_failed(e: GridError) -> ApiError {
     } else {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+}
+
+/// `GET /v1/snapshot`: in every folder, each path whose local change the
+/// folder has noticed (by a scan, or by the watcher once the pending delay
+/// has passed) and not uploaded yet, as 24.3 lists its local snapshots: `{folder: {relpath:
+/// [{"type": "local", "parents": [], "content-path", "identifier",
+/// "author"}]}}`. We make a snapshot only as we upload, so each path has
+/// one entry: the change waiting (its `content-path` is null for a
+/// deletion, where 24.3 fails); the identifier names the path's present
+/// state (it changes when the file does).
+pub(super) async fn local_snapshots(
+    State(state): State<ApiState>,
+) -> Result<Json<BTreeMap<String, BTreeMap<String, Vec<Value>>>>, ApiError> {
+    let folders = state.folders.read().await;
+    let mut out = BTreeMap::new();
+    for (name, handle) in folders.iter() {
+        let cfg = handle.config();
+        let changes = handle.local_changes().await.map_err(unavailable)?;
+        let mut paths = BTreeMap::new();
+        for path in changes {
+            let abs = cfg.local_path.join(path.as_str());
+            let state = std::fs::symlink_metadata(&abs).ok();
+            let identifier = {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(path.as_str().as_bytes());
+                if let Some(m) = &state {
+                    use std::os::unix::fs::MetadataExt;
+                    h.update(m.size().to_le_bytes());
+                    h.update(m.mtime_nsec().to_le_bytes());
+                    h.update(m.mtime().to_le_bytes());
+                    h.update(m.ctime().to_le_bytes());
+                }
+                uuid_shaped(&h.finalize()[..16])
+            };
+            let entry = json!({
+                "type": "local",
+                "parents": [],
+                "content-path": state.filter(|m| m.is_file()).map(|_| abs),
+                "identifier": identifier,
+                "author": {"name": cfg.author_name, "verify_key": author_key_b64(cfg)},
+            });
+            paths.insert(path.to_string(), vec![entry]);
+        }
+        out.insert(name.clone(), paths);
+    }
+    Ok(Json(out))
+}
+
+/// Our verify key in standard base64, as 24.3's snapshots carry it.
+fn author_key_b64(cfg: &FolderConfig) -> String {
+    Author::from_seed(&cfg.author_name, cfg.author_seed.0).verify_key()
+}
+
+/// Sixteen bytes written as a version-4-shaped UUID.
+pub(super) fn uuid_shaped(b: &[u8]) -> String {
+    let mut b: [u8; 16] = b.try_into().expect("sixteen bytes");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = data_encoding::HEXLOWER.encode(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// `GET …/tahoe-objects`: for each path's current version, the sizes of

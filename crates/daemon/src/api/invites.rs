@@ -365,20 +365,10 @@ pub(super) async fn join(
 /// A random (version 4) UUID, as 24.3 names invites.
 fn uuid_v4() -> String {
     let mut b = [0u8; 16];
-    // Ids name invites to their own daemon only: without randomness
-    // (never seen), a clock-based id still keeps them apart.
+    // Ids name invites within their own daemon only: without randomness
+    // (never seen), the clock still keeps them apart.
     if getrandom::getrandom(&mut b).is_err() {
-        b[..16].copy_from_slice(&now_s().to_bits().to_le_bytes().repeat(2));
+        b[..8].copy_from_slice(&now_s().to_bits().to_le_bytes());
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = data_encoding::HEXLOWER.encode(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    super::compat::uuid_shaped(&b)
 }

@@ -264,6 +264,7 @@ pub fn router(
     let x = |route: &str| format!("/experimental/magic-folder/{{name}}/{route}");
     let protected = Router::new()
         .route("/v1/status", get(status_ws::connect))
+        .route("/v1/snapshot", get(compat::local_snapshots))
         .route("/metrics", get(metrics))
         .route("/v1/web/login-url", post(web::login_url))
         .route(
@@ -473,8 +474,12 @@ pub struct ApiClient {
     http: reqwest::Client,
 }
 
-/// Timeout for one API request: the daemon answers from memory.
+/// Timeout for one API request that reads: the daemon answers from memory.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Timeout for one that changes a folder: it works on the grid (a Tahoe
+/// directory made and linked, a wormhole's peer waited for).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ApiClient {
     /// A client for the daemon running on `config`, or `None` if no daemon
@@ -513,7 +518,11 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, String> {
         let url = format!("{}{path}", self.base);
+        let reads = method == reqwest::Method::GET;
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if !reads {
+            req = req.timeout(CHANGE_TIMEOUT);
+        }
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -624,6 +633,34 @@ impl ApiClient {
             t,
         )
         .await
+    }
+
+    /// `POST /v1/magic-folder/{name}/participants`: adds a participant by
+    /// their personal directory's read capability.
+    pub async fn add_participant(
+        &self,
+        name: &str,
+        who: &str,
+        personal_dmd: &str,
+    ) -> Result<(), String> {
+        let body = serde_json::json!({"author": {"name": who}, "personal_dmd": personal_dmd});
+        self.send::<_, serde_json::Value>(
+            reqwest::Method::POST,
+            &format!("/v1/magic-folder/{name}/participants"),
+            &body,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `DELETE /v1/magic-folder/{name}/participants/{who}`.
+    pub async fn remove_participant(&self, name: &str, who: &str) -> Result<(), String> {
+        self.call::<serde_json::Value>(
+            reqwest::Method::DELETE,
+            &format!("/v1/magic-folder/{name}/participants/{who}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /v1/web/login-url`: a one-time login URL for the web page.
