@@ -311,6 +311,32 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     wait("both versions on both sides", &[&alice], &py, || {
         both(&|p| alice.read(p)) && both(&|p| py.read(p))
     });
+    // And one that ours wins (it is the later one): 24.3 keeps its own
+    // and writes ours as its copy; we show ours and keep 24.3's as ours.
+    alice.write("conf2.txt", b"base");
+    wait("24.3 has conf2.txt", &[&alice], &py, || {
+        py.read("conf2.txt").as_deref() == Some(b"base".as_slice())
+    });
+    alice.stop();
+    py.write("conf2.txt", b"24.3's edit");
+    set_mtime(&py.dir.join("conf2.txt"), 100);
+    wait("24.3 uploaded its edit", &[&alice], &py, || {
+        py_file_size(&py, "conf2.txt") == Some(11)
+    });
+    alice.write("conf2.txt", b"alice's edit");
+    alice.start();
+    wait(
+        "both versions on both sides, each side its own in the file",
+        &[&alice],
+        &py,
+        || {
+            alice.read("conf2.txt").as_deref() == Some(b"alice's edit".as_slice())
+                && alice.read("conf2.txt.conflict-py").as_deref() == Some(b"24.3's edit".as_slice())
+                && py.read("conf2.txt").as_deref() == Some(b"24.3's edit".as_slice())
+                && py.read("conf2.txt.conflict-alice").as_deref()
+                    == Some(b"alice's edit".as_slice())
+        },
+    );
     // Other paths go on syncing both ways.
     alice.write("later.txt", b"after the conflict");
     py.write("later-py.txt", b"after the conflict, from 24.3");
