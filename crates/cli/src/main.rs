@@ -166,6 +166,10 @@ enum Command {
         /// --mailbox` set, else the public one]
         #[arg(long, value_name = "URL")]
         mailbox: Option<String>,
+        /// For a wormhole code: join read-only (you receive everything; your
+        /// changes reach no one)
+        #[arg(long)]
+        read_only: bool,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -649,6 +653,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             grid,
             tuning,
             mailbox,
+            read_only,
             json,
         } => {
             let opts = JoinOptions {
@@ -659,6 +664,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 grid: absolute_grid(grid.choice())?,
                 tuning: tuning.into(),
                 mailbox,
+                read_only,
             };
             let info = match daemon(&config) {
                 Some(api) => {
@@ -670,6 +676,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         grid: opts.grid,
                         tuning: opts.tuning,
                         mailbox: opts.mailbox,
+                        read_only: opts.read_only,
                     };
                     api.join(&req).await.map_err(anyhow::Error::msg)?
                 }

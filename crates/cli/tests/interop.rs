@@ -408,6 +408,57 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         !py_own.join("from-bob.txt").exists()
     });
 
+    // A read-only participant, invited by 24.3: it receives everything,
+    // and 24.3 records it (an empty immutable directory) as 24.3 does.
+    let mut cmd = Command::new(venv_executable("magic-folder").unwrap());
+    cmd.arg("--config").arg(&py.config).args([
+        "invite",
+        "--folder",
+        "pyf",
+        "--mode",
+        "read-only",
+        "ro",
+    ]);
+    let (inv, line) = first_line(&mut cmd);
+    let code = line
+        .trim()
+        .strip_prefix("Secret invite code: ")
+        .unwrap_or_else(|| panic!("24.3 invite printed {line:?}"))
+        .to_owned();
+    let mut ro = w.participant("ro");
+    let ro_dir = ro.dir.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "join",
+        &code,
+        &ro_dir,
+        "--name",
+        "pyf",
+        "--author",
+        "ro",
+        "--mailbox",
+    ];
+    args.push(mailbox.url());
+    let grid = ro.grid_args(&w);
+    args.extend(grid.iter().map(String::as_str));
+    args.extend_from_slice(w.tuning());
+    ro.ok(&args);
+    let invited = inv.wait_with_output().unwrap();
+    assert!(invited.status.success(), "24.3 invite: {}", text(&invited));
+    let listed: serde_json::Value =
+        serde_json::from_str(&ro.ok(&["participants", "list", "pyf", "--json"])).unwrap();
+    let me = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ro")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(me["mode"], "read-only", "{listed}");
+    ro.start();
+    fs::write(py_own.join("for-everyone.txt"), b"read me").unwrap();
+    wait("the read-only participant receives", &[&ro], &py, || {
+        ro.read("for-everyone.txt").as_deref() == Some(b"read me".as_slice())
+    });
+
     // 24.3 stayed healthy throughout: its polls still complete, and it
     // raised nothing but the one error it logs on every download of any
     // peer's file (its `perform_download`, magic_file.py:529, is an

@@ -310,11 +310,6 @@ pub(super) async fn join(
     if !extra.is_empty() {
         return Err(bad(format!("Extra keys: {}", extra.join(" "))));
     }
-    if m.get("read-only").and_then(Value::as_bool) == Some(true) {
-        return Err(bad(
-            "read-only participation is not supported by this daemon yet",
-        ));
-    }
     let text = |k: &str| {
         m[k].as_str()
             .map(str::to_owned)
@@ -346,6 +341,7 @@ pub(super) async fn join(
             ..Tuning::default()
         },
         mailbox: None,
+        read_only: m.get("read-only").and_then(Value::as_bool) == Some(true),
     };
     let info = setup::join(&state.config, opts)
         .await

@@ -60,6 +60,9 @@ pub struct JoinRequest {
     /// The Magic Wormhole mailbox server, for a wormhole code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// Join read-only (a wormhole invite only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
     /// Intervals and policies.
     #[serde(flatten)]
     pub tuning: Tuning,
@@ -113,6 +116,7 @@ impl From<JoinRequest> for JoinOptions {
             grid: r.grid,
             tuning: r.tuning,
             mailbox: r.mailbox,
+            read_only: r.read_only,
         }
     }
 }

@@ -360,18 +360,15 @@ async fn accept(
         .and_then(|c| Capability::parse(c).ok())
         .filter(|c| c.kind() == CapKind::MutableDirRead)
         .ok_or_else(|| anyhow!("the invite's collective is not a directory read capability"))?;
-    match field(&invite, "mode") {
-        Some("read-write") => {}
-        Some("read-only") => {
-            reject(
-                wormhole,
-                "read-only participation is not supported by this client",
-            )
-            .await;
-            bail!("this is a read-only invite, which this version cannot accept yet");
-        }
+    // Read-only, as 24.3 models it: we send no personal directory, and the
+    // inviter records an empty immutable directory under our name. We keep
+    // a personal directory of our own all the same (nobody reads it), so
+    // the folder runs like any other; our changes reach no one.
+    let read_only = match field(&invite, "mode") {
+        Some("read-write") => j.opts.read_only,
+        Some("read-only") => true,
         _ => bail!("the invite has no valid mode"),
-    }
+    };
     // The name the inviter files us under; 24.3 uses the local author name
     // in snapshots either way.
     let participant = field(&invite, "participant-name")
@@ -399,12 +396,12 @@ async fn accept(
         }
     };
     let confirmed = async {
+        let mut accept = json!({"kind": "join-folder-accept", "protocol": PROTOCOL});
+        if !read_only {
+            accept["personal"] = json!(personal.as_str());
+        }
         wormhole
-            .send_json(&json!({
-                "kind": "join-folder-accept",
-                "protocol": PROTOCOL,
-                "personal": personal.as_str(),
-            }))
+            .send_json(&accept)
             .map_err(|e| anyhow!("the wormhole failed before the inviter heard us: {e}"))?;
         let ack = wormhole
             .receive_json()

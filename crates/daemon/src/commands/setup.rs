@@ -516,6 +516,8 @@ pub struct JoinOptions {
     /// The Magic Wormhole mailbox server, for a wormhole code (default:
     /// the config directory's, else 24.3's default).
     pub mailbox: Option<String>,
+    /// Join read-only (a wormhole invite only): our changes reach no one.
+    pub read_only: bool,
 }
 
 /// A folder joined by the collective's read capability (a wormhole invite):
@@ -598,6 +600,9 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
         config.init()?;
         let mailbox = opts.mailbox.clone().unwrap_or_else(|| config.mailbox_url());
         return super::invite_v1::join(config, opts, &mailbox).await;
+    }
+    if opts.read_only {
+        bail!("only a wormhole invite can be joined read-only");
     }
     let inv = InviteCode::decode(&opts.code)?;
     config.init()?;
