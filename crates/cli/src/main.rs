@@ -170,6 +170,9 @@ enum Command {
         /// changes reach no one)
         #[arg(long)]
         read_only: bool,
+        /// For a wormhole code: how long to wait for the inviter [default: 60s]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<Duration>,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -654,6 +657,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tuning,
             mailbox,
             read_only,
+            wait,
             json,
         } => {
             let opts = JoinOptions {
@@ -665,6 +669,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tuning: tuning.into(),
                 mailbox,
                 read_only,
+                wait,
             };
             let info = match daemon(&config) {
                 Some(api) => {
@@ -677,6 +682,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         tuning: opts.tuning,
                         mailbox: opts.mailbox,
                         read_only: opts.read_only,
+                        wait_s: opts.wait.map(|d| d.as_secs().max(1)),
                     };
                     api.join(&req).await.map_err(anyhow::Error::msg)?
                 }

@@ -336,6 +336,31 @@ fn magic_folder_api_of_24_3_invites_through_our_daemons() {
     assert!(!waited.status.success());
     let err = String::from_utf8_lossy(&waited.stderr);
     assert!(err.contains("cancelled"), "{err}");
+
+    // A cancelled code, and a used one, are clear errors for whoever tries
+    // them (after a short wait: the mailbox server cannot tell which).
+    let carol = w.participant("carol");
+    let dir = carol.dir.to_str().unwrap().to_owned();
+    let node = carol.tahoe_node().dir().to_str().unwrap().to_owned();
+    for used in [second["wormhole-code"].as_str().unwrap(), code.as_str()] {
+        let err = carol.fails(&[
+            "join",
+            used,
+            &dir,
+            "--name",
+            "late",
+            "--author",
+            "carol",
+            "--tahoe",
+            &node,
+            "--mailbox",
+            mailbox.url(),
+            "--wait",
+            "2s",
+        ]);
+        assert!(err.contains("nobody answered on this code"), "{err}");
+    }
+    assert!(carol.ok(&["list"]).contains("No magic folders"));
 }
 
 /// `GET /v1/snapshot`: a change noticed and not uploaded yet (here held

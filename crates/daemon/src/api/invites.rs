@@ -342,6 +342,7 @@ pub(super) async fn join(
         },
         mailbox: None,
         read_only: m.get("read-only").and_then(Value::as_bool) == Some(true),
+        wait: None,
     };
     let info = setup::join(&state.config, opts)
         .await

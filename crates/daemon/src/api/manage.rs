@@ -63,6 +63,9 @@ pub struct JoinRequest {
     /// Join read-only (a wormhole invite only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Seconds to wait for the inviter on a wormhole code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<u64>,
     /// Intervals and policies.
     #[serde(flatten)]
     pub tuning: Tuning,
@@ -117,6 +120,7 @@ impl From<JoinRequest> for JoinOptions {
             tuning: r.tuning,
             mailbox: r.mailbox,
             read_only: r.read_only,
+            wait: r.wait_s.map(std::time::Duration::from_secs),
         }
     }
 }

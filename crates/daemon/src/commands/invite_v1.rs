@@ -24,6 +24,8 @@
 //! Tahoe-LAFS grid, which each side reaches through its own node. Folders
 //! on the embedded grid use our own invite codes (`setup`).
 
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context};
 use mf_core::relpath::check_participant_name;
 use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace};
@@ -41,6 +43,9 @@ pub const APPID: &str = "private.storage/magic-folder/invites";
 pub const DEFAULT_MAILBOX: &str = "ws://relay.magic-wormhole.io:4000/v1";
 
 const PROTOCOL: &str = "invite-v1";
+
+/// How long `join` waits for the inviter on a wormhole code by default.
+pub const DEFAULT_JOIN_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether a participant may write (a personal directory in the collective)
 /// or only read (an empty immutable directory there, as 24.3 records one).
@@ -310,9 +315,19 @@ pub async fn join(
         .set_code(opts.code.trim())
         .await
         .map_err(|e| anyhow::Error::new(e).context("cannot use the wormhole code"))?;
-    let (mut wormhole, theirs) = pending
-        .finish(our_versions())
+    // The inviter waits before the code is handed out, so a code nobody
+    // answers was mistyped in its number, used already, or its invite
+    // ended: the mailbox server cannot tell us which, only the silence.
+    let wait = opts.wait.unwrap_or(DEFAULT_JOIN_WAIT);
+    let (mut wormhole, theirs) = tokio::time::timeout(wait, pending.finish(our_versions()))
         .await
+        .map_err(|_| {
+            anyhow!(
+                "nobody answered on this code within {} s: it is mistyped, already used, or its \
+                 invite was cancelled or has ended",
+                wait.as_secs()
+            )
+        })?
         .map_err(|e| anyhow::Error::new(e).context("the invite failed"))?;
     let joining = Joining {
         opts: &opts,

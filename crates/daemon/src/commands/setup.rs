@@ -518,6 +518,9 @@ pub struct JoinOptions {
     pub mailbox: Option<String>,
     /// Join read-only (a wormhole invite only): our changes reach no one.
     pub read_only: bool,
+    /// How long to wait for the inviter on a wormhole code (default
+    /// [`super::invite_v1::DEFAULT_JOIN_WAIT`]).
+    pub wait: Option<Duration>,
 }
 
 /// A folder joined by the collective's read capability (a wormhole invite):
