@@ -26,6 +26,7 @@ if ! "$mf" "${bob[@]}" list --json 2>/dev/null | grep -q '"demo"'; then
     code="$("$mf" "${alice[@]}" invite demo bob 2>/dev/null)"
     "$mf" "${bob[@]}" join "$code" "$demo/bob" --name demo --author bob \
         --poll-interval 1s --pending-delay 200ms
+    "$mf" "${alice[@]}" admit demo
 fi
 
 cat <<MSG

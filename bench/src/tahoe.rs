@@ -1006,6 +1006,7 @@ impl Pair {
         ];
         args.extend(tuning);
         bob.cli(&args)?;
+        alice.cli(&["admit", FOLDER])?;
         alice.start()?;
         bob.start()?;
         let pair = Pair {

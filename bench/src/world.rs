@@ -167,6 +167,7 @@ impl World {
         let mut args = vec!["join", code.trim(), dir, "--author", name];
         args.extend(self.tuning.iter().map(String::as_str));
         p.cli(&args)?;
+        admin.cli(&["admit", FOLDER])?;
         Ok(p)
     }
 }

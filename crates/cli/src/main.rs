@@ -119,15 +119,21 @@ enum Command {
 
     /// Invite a participant to a folder you created; prints a secret invite code
     ///
-    /// The code (mf-invite-v1:...) is self-contained and SECRET: whoever holds
-    /// it can read the whole folder and publish versions as the new
-    /// participant, before and after it is used. You, the inviter, also know
-    /// that participant's write capability. Send it over a private channel.
+    /// The code (mf-invite-v3:...) is SECRET: whoever holds it can read the
+    /// whole folder, and join as the new participant until it is used,
+    /// expires or is cancelled. Send it over a private channel. The invitee
+    /// is let in when your daemon sees their answer (or on `admit`).
     Invite {
         /// The folder
         folder: String,
         /// The new participant's name
         participant: String,
+        /// How long the code works [default: 7d]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "wormhole")]
+        expires: Option<Duration>,
+        /// Cancel the waiting invite of PARTICIPANT instead
+        #[arg(long, conflicts_with = "wormhole")]
+        cancel: bool,
         /// Invite over Magic Wormhole, as magic-folder 24.3 does (a Tahoe
         /// folder only): prints a short code, waits for the invitee, and
         /// only read capabilities cross
@@ -145,9 +151,16 @@ enum Command {
         json: bool,
     },
 
+    /// Let in every invitee who has answered (the daemon does it every few
+    /// seconds while it runs)
+    Admit {
+        /// The folder [default: every folder you administer]
+        folder: Option<String>,
+    },
+
     /// Join a folder with an invite code
     Join {
-        /// The invite code: ours (mf-invite-v2:...) or a Magic Wormhole
+        /// The invite code: ours (mf-invite-v3:...) or a Magic Wormhole
         /// code from `invite --wormhole` or magic-folder 24.3 (7-word-word)
         code: String,
         /// Directory to keep in sync (created if missing)
@@ -621,13 +634,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Invite {
             folder,
             participant,
+            cancel: true,
+            ..
+        } => {
+            commands::invite_codes::cancel(&config, &folder, &participant).await?;
+            eprintln!("Cancelled the invite of {participant:?} to {folder:?}.");
+            Ok(())
+        }
+        Command::Invite {
+            folder,
+            participant,
             wormhole: false,
+            expires,
             json,
             ..
-        } => output::invite(
-            &commands::invite(&config, &folder, &participant).await?,
-            json,
-        ),
+        } => {
+            let expires = expires.unwrap_or(commands::invite_codes::DEFAULT_EXPIRY);
+            output::invite(
+                &commands::invite(&config, &folder, &participant, expires).await?,
+                json,
+            )
+        }
+        Command::Admit { folder } => {
+            let folders = match folder {
+                Some(f) => vec![f],
+                None => config
+                    .load_folders()?
+                    .into_iter()
+                    .filter(|c| c.is_admin())
+                    .map(|c| c.name)
+                    .collect(),
+            };
+            for f in folders {
+                for who in commands::admit(&config, &f).await? {
+                    eprintln!("Let {who:?} into {f:?}.");
+                }
+            }
+            Ok(())
+        }
         Command::Invite {
             folder,
             participant,
@@ -635,6 +679,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             mailbox,
             read_only,
             json,
+            ..
         } => {
             use mf_daemon::commands::invite_v1::{self, Mode};
             let mode = if read_only {

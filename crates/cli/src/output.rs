@@ -69,10 +69,16 @@ pub fn invite(i: &Invite, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(i);
     }
+    let days = i.expires.saturating_sub(now_ms() / 1000) / 86_400;
     eprintln!(
-        "Invite code for {:?} to join {:?}. It is SECRET: whoever holds it can read the whole \
-         folder and write as {:?}. Send it privately; they run:\n  magic-folder join CODE LOCAL_DIR",
-        i.participant, i.folder, i.participant
+        "Invite code for {:?} to join {:?}, good for {} (until it is used or cancelled). It is \
+         SECRET: whoever holds it can read the whole folder and join as {:?}. Send it privately; \
+         they run:\n  magic-folder join CODE LOCAL_DIR\nThey are let in when your daemon sees their \
+         answer (or on `magic-folder admit`).",
+        i.participant,
+        i.folder,
+        if days >= 1 { plural(days, "day") } else { "less than a day".to_owned() },
+        i.participant
     );
     outln!("{}", i.code);
     Ok(())

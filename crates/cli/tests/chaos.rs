@@ -331,6 +331,7 @@ impl Chaos {
             }
             args.extend_from_slice(tune);
             p.ok(&args);
+            ps[0].ok(&["admit", FOLDER]);
             ps.push(p);
         }
         Chaos {

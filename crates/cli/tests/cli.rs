@@ -178,14 +178,14 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
 
     let err = bob.fails(&["join", "not-a-code", &dir]);
     assert!(err.contains("not a Magic Folder invite code"), "{err}");
-    let err = bob.fails(&["join", "mf-invite-v2:%%%garbage", &dir]);
+    let err = bob.fails(&["join", "mf-invite-v3:%%%garbage", &dir]);
     assert!(err.contains("damaged"), "{err}");
+    let err = bob.fails(&["join", "mf-invite-v3:eyJmb28iOjF9", &dir]);
+    assert!(err.contains("damaged"), "{err}");
+    // The older codes carried a write capability: not taken any more.
     let err = bob.fails(&["join", "mf-invite-v2:eyJmb28iOjF9", &dir]);
-    assert!(err.contains("damaged"), "{err}");
-    let err = bob.fails(&["join", "mf-invite-v1:eyJmb28iOjF9", &dir]);
     assert!(err.contains("another version"), "{err}");
 
-    // A code whose participant the collective does not list.
     let code = alice.ok(&["invite", FOLDER, "bob"]).trim().to_owned();
     // One character changed in copying (anywhere): a clear error, no join.
     let mut edited = code.clone().into_bytes();
@@ -195,6 +195,8 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
     assert!(err.contains("damaged"), "{err}");
     assert!(!bob.config.join("folders").exists(), "nothing was joined");
     let err = alice.fails(&["invite", FOLDER, "bob"]);
+    assert!(err.contains("already invited"), "{err}");
+    let err = alice.fails(&["invite", FOLDER, "alice"]);
     assert!(err.contains("already a participant"), "{err}");
     let err = alice.fails(&["invite", FOLDER, "bad name"]);
     assert!(err.contains("participant name"), "{err}");
@@ -204,10 +206,42 @@ fn bad_invite_codes_and_other_mistakes_are_clear_errors() {
     bob.ok(&["join", &code, &dir]);
     let err = bob.fails(&["join", &code, w.tmp.path().join("again").to_str().unwrap()]);
     assert!(err.contains("already exists"), "{err}");
-    // Folders may not nest.
+    // Folders may not nest (checked before a code is used up).
+    let fresh = alice
+        .ok(&["invite", FOLDER, "bob-nested"])
+        .trim()
+        .to_owned();
     let nested = bob.dir.join("sub");
-    let err = bob.fails(&["join", &code, nested.to_str().unwrap(), "--name", "nested"]);
+    let err = bob.fails(&["join", &fresh, nested.to_str().unwrap(), "--name", "nested"]);
     assert!(err.contains("overlaps"), "{err}");
+    // A code works once: anyone else who tries it hears so.
+    let carol = w.participant("carol");
+    let carol_dir = carol.dir.to_str().unwrap().to_owned();
+    let err = carol.fails(&["join", &code, &carol_dir]);
+    assert!(err.contains("already used"), "{err}");
+    // Bob is a participant once alice lets him in.
+    let names = || alice.ok(&["participants", "list", FOLDER]);
+    assert!(!names().contains("bob"), "{}", names());
+    alice.ok(&["admit", FOLDER]);
+    assert!(names().contains("bob"), "{}", names());
+    // A cancelled code, and an expired one, are clear errors.
+    let code = alice.ok(&["invite", FOLDER, "carol"]).trim().to_owned();
+    alice.ok(&["invite", FOLDER, "carol", "--cancel"]);
+    let err = carol.fails(&["join", &code, &carol_dir]);
+    assert!(err.contains("cancelled"), "{err}");
+    let code = alice
+        .ok(&["invite", FOLDER, "carol", "--expires", "1s"])
+        .trim()
+        .to_owned();
+    let expired = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < expired {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let err = carol.fails(&["join", &code, &carol_dir]);
+    assert!(err.contains("expired"), "{err}");
+    alice.ok(&["admit", FOLDER]);
+    assert!(!names().contains("carol"), "{}", names());
+    assert!(!carol.config.join("folders").join(FOLDER).exists());
 
     // Only the admin invites.
     let err = bob.fails(&["invite", FOLDER, "carol"]);

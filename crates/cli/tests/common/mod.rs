@@ -220,6 +220,8 @@ impl World {
         }
         args.extend_from_slice(self.tuning());
         p.ok(&args);
+        // Let them in now (a running daemon would within seconds).
+        admin.ok(&["admit", FOLDER]);
         p
     }
 }

@@ -335,6 +335,10 @@ impl Walk {
         for cap in [&cfg.collective_cap, &cfg.personal_cap] {
             walk.mutables.extend(EmbeddedGrid::mutable_name(cap));
         }
+        // Our invites' reply slots are this folder's too.
+        for slot in super::invite_codes::reply_slots(config, name)? {
+            walk.mutables.extend(EmbeddedGrid::mutable_name(&slot));
+        }
         let participants = grid
             .list(&cfg.collective_cap)
             .await

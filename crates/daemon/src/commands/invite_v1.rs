@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::grid::AnyGrid;
 use super::setup::{self, FolderInfo, JoinOptions};
-use crate::config::{ConfigDir, GridLocation};
+use crate::config::{ConfigDir, GridLocation, Secret32};
 
 /// magic-folder 24.3's application id for invites.
 pub const APPID: &str = "private.storage/magic-folder/invites";
@@ -400,6 +400,8 @@ async fn accept(
             collective,
             participant,
             author: j.author.to_owned(),
+            // A Tahoe node keeps its own convergence secret.
+            convergence_secret: Secret32::random(),
         },
     )
     .await;

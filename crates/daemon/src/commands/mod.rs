@@ -21,6 +21,7 @@
 pub mod gc;
 pub mod grid;
 pub mod history;
+pub mod invite_codes;
 pub mod invite_v1;
 pub mod participants;
 pub mod resolve;
@@ -33,11 +34,12 @@ pub mod verify;
 pub use gc::{gc, GcOptions, GcReport};
 pub use grid::{AnyGrid, OpenMode};
 pub use history::{deleted, history, restore, Deleted, History, RestoreOutcome, Version};
+pub use invite_codes::{admit, invite, Invite, InviteCode, INVITE_PREFIX};
 pub use resolve::{resolve, Resolution, ResolveOutcome};
 pub use run::run;
 pub use setup::{
-    create, init, invite, join, leave, list, CreateOptions, FolderInfo, GridChoice, InitOutcome,
-    Invite, InviteCode, JoinOptions, LeaveOutcome, Tuning, INVITE_PREFIX,
+    create, init, join, leave, list, CreateOptions, FolderInfo, GridChoice, InitOutcome,
+    JoinOptions, LeaveOutcome, Tuning,
 };
 pub use status::{nudge, status, Nudge};
 pub use verify::{verify, Finding, VerifyReport};

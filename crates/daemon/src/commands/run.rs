@@ -96,10 +96,20 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Invitees who answered are let in (`invite_codes::admit`), one round
+    // at a time, beside the loop (it waits on the grid).
+    let mut admitting: Option<tokio::task::JoinHandle<()>> = None;
+    let admit_errors = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => reconcile(config, &folders, &telemetry, &mut failures).await,
+            _ = tick.tick() => {
+                reconcile(config, &folders, &telemetry, &mut failures).await;
+                if admitting.as_ref().is_none_or(|t| t.is_finished()) {
+                    let (c, f, e) = (config.clone(), folders.clone(), admit_errors.clone());
+                    admitting = Some(tokio::spawn(admit_all(c, f, e)));
+                }
+            }
             Some(done) = reconcile_rx.recv() => {
                 reconcile(config, &folders, &telemetry, &mut failures).await;
                 let _ = done.send(());
@@ -129,6 +139,50 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Lets in every invitee who has answered, in every folder this daemon
+/// runs and administers, and has the folder poll at once so the newcomer's
+/// files follow. A failure is logged once per folder until it changes.
+async fn admit_all(
+    config: ConfigDir,
+    folders: Folders,
+    errors: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+) {
+    let names: Vec<String> = folders
+        .read()
+        .await
+        .iter()
+        .filter(|(_, h)| h.config().is_admin())
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in names {
+        let result = super::invite_codes::admit(&config, &name).await;
+        {
+            let mut last = errors.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    if last.get(&name) != Some(&text) {
+                        warn!(folder = %name, "cannot admit invited participants: {text}");
+                        last.insert(name.clone(), text);
+                    }
+                }
+                Ok(_) => {
+                    last.remove(&name);
+                }
+            }
+        }
+        match result {
+            Ok(admitted) if !admitted.is_empty() => {
+                info!(folder = %name, participants = ?admitted, "admitted invited participants");
+                if let Some(h) = folders.read().await.get(&name) {
+                    let _ = h.request_poll().await;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Remembers folders that could not start, to retry them later and log each

@@ -1,4 +1,4 @@
-//! A folder's life cycle: `init`, `create`, `invite`, `join`, `leave`, `list`.
+//! A folder's life cycle: `init`, `create`, `join`, `leave`, `list`.
 //!
 //! # On the grid
 //!
@@ -6,47 +6,19 @@
 //! participant's personal read capability; only the admin, who created it,
 //! holds its write capability) and the admin's own *personal* directory.
 //! Both get an `@metadata` entry pointing at the immutable JSON
-//! `{"version":1}`, as magic-folder 24.3 writes them. `invite` makes the
-//! invitee's personal directory and links its read capability into the
-//! collective under the invitee's name.
+//! `{"version":1}`, as magic-folder 24.3 writes them. A participant makes
+//! its own personal directory when it joins; the admin links its read
+//! capability into the collective under the participant's name.
 //!
-//! # Invite codes
-//!
-//! An invite code is `mf-invite-v2:` followed by the base64url (no padding)
-//! of a JSON object ([`InviteCode`]) and the first four bytes of its
-//! SHA-256 (so a character changed or lost in copying is caught, wherever
-//! it falls — in v1 an edit inside the convergence secret went unnoticed
-//! and made a participant who could not read anything): the folder and participant names, the
-//! grid location, the collective's **read** capability, the invitee's
-//! personal-directory **write** capability and the folder's convergence
-//! secret. It is self-contained: there is no rendezvous server, so the code
-//! itself is the secret and must travel over a private channel.
-//!
-//! What a code reveals, to whoever reads it:
-//!
-//! * the whole folder, read-only, for ever: every participant's files, past
-//!   and future (the collective read capability reaches every personal
-//!   directory, and every snapshot is readable from those);
-//! * the right to act as the invited participant — to publish versions under
-//!   their name — until the invitee uses it and even after: the personal
-//!   write capability does not change when it is used. The invitee's
-//!   *signing key* is generated at `join` and never leaves their machine, but
-//!   snapshot signatures are checked against the key written in the snapshot
-//!   itself (magic-folder 24.3 has no PKI), so they do not stop an impostor;
-//! * the convergence secret (lets the holder test guesses of file contents).
-//!
-//! The inviter also knows that write capability (they created it), exactly
-//! as in the seed design: an admin can always write into any participant's
-//! personal directory. Treat the admin as trusted, send codes privately, and
-//! use them promptly.
+//! Invites are [`super::invite_codes`] (ours) and [`super::invite_v1`]
+//! (Magic Wormhole, as magic-folder 24.3's).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use data_encoding::BASE64URL_NOPAD;
 use mf_core::relpath::check_participant_name;
-use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
+use mf_grid::{read_only, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
 use serde::{Deserialize, Serialize};
 
 use super::grid::{AnyGrid, OpenMode};
@@ -55,18 +27,6 @@ use crate::config::{
     absolute, check_folder_name, ConfigDir, ConfigError, FolderConfig, GridLocation, Secret32,
     CONFIG_VERSION, DEFAULT_PENDING_DELAY, DEFAULT_SCAN, DEFAULT_UMASK,
 };
-
-/// The prefix of every invite code this version writes.
-pub const INVITE_PREFIX: &str = "mf-invite-v2:";
-
-/// Bytes of SHA-256 of the JSON that end an invite code's payload.
-const INVITE_CHECK: usize = 4;
-
-fn invite_check(json: &[u8]) -> [u8; INVITE_CHECK] {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(json);
-    d[..INVITE_CHECK].try_into().expect("4 bytes")
-}
 
 /// The name of the metadata entry in collective and personal directories.
 const METADATA_ENTRY: &str = "@metadata";
@@ -286,7 +246,10 @@ fn canonical_prefix(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-fn grid_location(config: &ConfigDir, choice: Option<GridChoice>) -> anyhow::Result<GridLocation> {
+pub(crate) fn grid_location(
+    config: &ConfigDir,
+    choice: Option<GridChoice>,
+) -> anyhow::Result<GridLocation> {
     Ok(match choice {
         None => GridLocation::Embedded {
             dir: config.default_grid_dir(),
@@ -368,112 +331,6 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
     Ok(summary(&cfg, config.daemon_running()))
 }
 
-/// The decoded content of an invite code. Secret.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InviteCode {
-    /// The folder's name at the inviter (the default local name).
-    pub folder: String,
-    /// The invitee's participant name.
-    pub participant: String,
-    /// The inviter's participant name.
-    pub inviter: String,
-    /// Where the grid is.
-    pub grid: GridLocation,
-    /// The collective's read capability.
-    pub collective: Capability,
-    /// The invitee's personal-directory write capability.
-    pub personal: Capability,
-    /// The folder's convergence secret.
-    pub convergence_secret: Secret32,
-}
-
-impl InviteCode {
-    /// The printable code.
-    pub fn encode(&self) -> String {
-        let mut payload = serde_json::to_vec(self).expect("serialises");
-        let check = invite_check(&payload);
-        payload.extend_from_slice(&check);
-        format!("{INVITE_PREFIX}{}", BASE64URL_NOPAD.encode(&payload))
-    }
-
-    /// Parses and checks a code.
-    pub fn decode(code: &str) -> anyhow::Result<InviteCode> {
-        let code = code.trim();
-        let body = code.strip_prefix(INVITE_PREFIX).ok_or_else(|| {
-            if code.starts_with("mf-invite-") {
-                anyhow!("this invite code is from another version of Magic Folder (expected {INVITE_PREFIX}...)")
-            } else {
-                anyhow!("not a Magic Folder invite code (it should start with {INVITE_PREFIX})")
-            }
-        })?;
-        let payload = BASE64URL_NOPAD.decode(body.as_bytes()).map_err(|_| {
-            anyhow!("the invite code is damaged (not base64url); copy it again, whole")
-        })?;
-        let (json, check) = payload
-            .split_at_checked(payload.len().saturating_sub(INVITE_CHECK))
-            .filter(|(_, c)| c.len() == INVITE_CHECK)
-            .ok_or_else(|| {
-                anyhow!("the invite code is damaged (too short); copy it again, whole")
-            })?;
-        if invite_check(json) != check {
-            bail!("the invite code is damaged (a character changed or went missing); copy it again, whole");
-        }
-        let inv: InviteCode = serde_json::from_slice(json)
-            .map_err(|e| anyhow!("the invite code is damaged ({e}); copy it again, whole"))?;
-        check_participant_name(&inv.participant)
-            .map_err(|e| anyhow!("the invite code is invalid: {e}"))?;
-        if inv.collective.kind() != CapKind::MutableDirRead {
-            bail!("the invite code is invalid: the collective capability is not a directory read capability");
-        }
-        if inv.personal.kind() != CapKind::MutableDirWrite {
-            bail!("the invite code is invalid: the personal capability is not a directory write capability");
-        }
-        Ok(inv)
-    }
-}
-
-/// What `invite` produced.
-#[derive(Clone, Debug, Serialize)]
-pub struct Invite {
-    /// The folder.
-    pub folder: String,
-    /// The invited participant.
-    pub participant: String,
-    /// The code to give them (secret).
-    pub code: String,
-}
-
-/// `invite`: adds a participant to a folder we administer and returns the
-/// code that lets them join.
-pub async fn invite(config: &ConfigDir, folder: &str, participant: &str) -> anyhow::Result<Invite> {
-    let (cfg, grid) = inviting(config, folder, participant).await?;
-    let personal = new_personal_dir(&grid).await?;
-    let mut link = DirChildren::new();
-    link.insert(participant.to_owned(), DirEntry::new(read_only(&personal)?));
-    grid.set_children(&cfg.collective_cap, link, Replace::No)
-        .await
-        .map_err(|e| match e {
-            mf_grid::GridError::Exists(_) => {
-                anyhow!("{participant:?} is already a participant of {folder:?}")
-            }
-            e => anyhow!("adding {participant:?} to the collective: {e}"),
-        })?;
-    let code = InviteCode {
-        folder: cfg.name.clone(),
-        participant: participant.to_owned(),
-        inviter: cfg.participant.clone(),
-        grid: cfg.grid.clone(),
-        collective: read_only(&cfg.collective_cap)?,
-        personal,
-        convergence_secret: cfg.convergence_secret.clone(),
-    };
-    Ok(Invite {
-        folder: cfg.name,
-        participant: participant.to_owned(),
-        code: code.encode(),
-    })
-}
-
 /// The folder `participant` is to be invited to, and its grid: refused
 /// unless we are the folder's admin, the name is acceptable and not taken.
 pub(crate) async fn inviting(
@@ -534,6 +391,8 @@ pub(crate) struct Joined {
     pub collective: Capability,
     pub participant: String,
     pub author: String,
+    /// The embedded grid's convergence secret (a Tahoe node keeps its own).
+    pub convergence_secret: Secret32,
 }
 
 /// Configures a folder from its collective's read capability: makes our
@@ -543,8 +402,7 @@ pub(crate) async fn join_by_capability(
     config: &ConfigDir,
     j: Joined,
 ) -> anyhow::Result<(FolderInfo, Capability)> {
-    // The convergence secret is the embedded grid's; a Tahoe node keeps its own.
-    let convergence_secret = Secret32::random();
+    let convergence_secret = j.convergence_secret;
     let grid = AnyGrid::open(&j.location, &convergence_secret, OpenMode::MustExist)?;
     grid.list(&j.collective)
         .await
@@ -607,51 +465,7 @@ pub async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Result<Folde
     if opts.read_only {
         bail!("only a wormhole invite can be joined read-only");
     }
-    let inv = InviteCode::decode(&opts.code)?;
-    config.init()?;
-    let name = opts.name.unwrap_or_else(|| inv.folder.clone());
-    check_folder_name(&name)?;
-    if config.folder_file(&name).exists() {
-        bail!("a magic folder named {name:?} already exists here; choose another with --name");
-    }
-    let author = opts.author.unwrap_or_else(|| inv.participant.clone());
-    check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
-    let location = match opts.grid {
-        Some(choice) => grid_location(config, Some(choice))?,
-        None => inv.grid.clone(),
-    };
-    let grid = AnyGrid::open(&location, &inv.convergence_secret, OpenMode::MustExist)?;
-    // The code must still be what the collective says: the participant is
-    // listed with exactly this personal directory.
-    let members = grid
-        .list(&inv.collective)
-        .await
-        .map_err(|e| anyhow!("cannot read the folder on the grid: {e}"))?;
-    let expected = read_only(&inv.personal)?;
-    match members.get(&inv.participant) {
-        Some(entry) if entry.cap == expected => {}
-        Some(_) => bail!(
-            "this invite is no longer valid: {:?} now has another personal directory",
-            inv.participant
-        ),
-        None => bail!(
-            "this invite is no longer valid: {:?} is not in the folder's collective",
-            inv.participant
-        ),
-    }
-    let local_path = prepare_local_dir(config, &opts.local_dir)?;
-    let cfg = folder_config(
-        name,
-        local_path,
-        &opts.tuning,
-        location,
-        (inv.collective, inv.personal),
-        (inv.participant, author),
-        inv.convergence_secret,
-    );
-    ensure_marker(&cfg.local_path)?;
-    config.add_folder(&cfg)?;
-    Ok(summary(&cfg, config.daemon_running()))
+    super::invite_codes::join(config, opts).await
 }
 
 /// What `leave` did.
@@ -744,64 +558,4 @@ pub fn list(config: &ConfigDir) -> anyhow::Result<Vec<FolderInfo>> {
         .iter()
         .map(|c| summary(c, running))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code() -> InviteCode {
-        InviteCode {
-            folder: "docs".into(),
-            participant: "bob".into(),
-            inviter: "alice".into(),
-            grid: GridLocation::Embedded {
-                dir: "/tmp/grid".into(),
-            },
-            collective: Capability::parse("URI:MF-DIR-RO:abc:def").unwrap(),
-            personal: Capability::parse("URI:MF-DIR:ghi").unwrap(),
-            convergence_secret: Secret32([9; 32]),
-        }
-    }
-
-    #[test]
-    fn invite_codes_round_trip() {
-        let c = code();
-        let s = c.encode();
-        assert!(s.starts_with(INVITE_PREFIX));
-        let back = InviteCode::decode(&format!("  {s}\n")).unwrap();
-        assert_eq!(back.participant, "bob");
-        assert_eq!(back.convergence_secret, c.convergence_secret);
-    }
-
-    #[test]
-    fn bad_invite_codes_are_clear_errors() {
-        let msg = |s: &str| InviteCode::decode(s).unwrap_err().to_string();
-        assert!(msg("hello").contains("not a Magic Folder invite code"));
-        assert!(msg("mf-invite-v9:xyz").contains("another version"));
-        assert!(msg("mf-invite-v1:xyz").contains("another version"));
-        assert!(msg("mf-invite-v2:!!!").contains("damaged"));
-        assert!(msg("mf-invite-v2:").contains("damaged"));
-        let mut json_only = b"{}".to_vec();
-        json_only.extend_from_slice(&invite_check(b"{}"));
-        assert!(msg(&format!(
-            "{INVITE_PREFIX}{}",
-            BASE64URL_NOPAD.encode(&json_only)
-        ))
-        .contains("damaged"));
-        // One character changed anywhere, even inside the secret: caught.
-        let good = code().encode();
-        for i in [INVITE_PREFIX.len() + 3, good.len() / 2, good.len() - 8] {
-            let mut bytes = good.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-            let edited = String::from_utf8(bytes).unwrap();
-            assert!(msg(&edited).contains("damaged"), "{i}: {}", msg(&edited));
-        }
-        let mut c = code();
-        c.collective = Capability::parse("URI:MF-DIR:abc").unwrap();
-        assert!(msg(&c.encode()).contains("read capability"));
-        let mut c = code();
-        c.participant = "bad name".into();
-        assert!(msg(&c.encode()).contains("invalid"));
-    }
 }
