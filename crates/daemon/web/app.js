@@ -48,6 +48,9 @@ async function resolve(folder, path, participant, how) {
   refresh();
 }
 
+// Invite forms' contents by folder, kept across redraws.
+const drafts = {};
+
 async function invite(folder, form) {
   const f = encodeURIComponent(folder);
   const participant = form.elements.participant.value.trim();
@@ -55,6 +58,7 @@ async function invite(folder, form) {
     const inv = await api("POST", `/experimental/magic-folder/${f}/invite`,
       { "participant-name": participant, mode: form.elements.mode.value });
     form.reset();
+    delete drafts[folder];
     document.activeElement.blur();
     refresh();
     // Answers when the invitee has joined (or the invite failed).
@@ -132,6 +136,13 @@ function renderFolder(name, me, status, recent, participants, listing, invites) 
   if (listing.is_admin && listing.grid === "tahoe") {
     root.querySelector(".inviting").hidden = false;
     const form = root.querySelector("form.invite");
+    // What is typed survives a redraw (the page redraws as events arrive).
+    const draft = drafts[name] || {};
+    form.elements.participant.value = draft.participant || "";
+    form.elements.mode.value = draft.mode || "read-write";
+    form.oninput = form.onchange = () => {
+      drafts[name] = { participant: form.elements.participant.value, mode: form.elements.mode.value };
+    };
     form.onsubmit = (ev) => { ev.preventDefault(); invite(name, form); };
     const il = root.querySelector(".invites");
     for (const i of invites) {
