@@ -23,7 +23,8 @@ struct Py {
     daemon: Child,
     /// 24.3's `run` may exit when its stdin closes: held open.
     _stdin: ChildStdin,
-    _node: TestNode,
+    /// Its Tahoe node (stopped to take 24.3 offline).
+    node: TestNode,
 }
 
 impl Py {
@@ -75,7 +76,7 @@ impl Py {
             log,
             daemon,
             _stdin: stdin,
-            _node: node,
+            node,
         };
         // Up when its API answers.
         let deadline = Instant::now() + TAHOE_TIMEOUT;
@@ -176,6 +177,23 @@ fn py_file_size(py: &Py, rel: &str) -> Option<u64> {
     files.as_array()?.iter().find(|f| f["relpath"] == rel)?["size"].as_u64()
 }
 
+/// Whether 24.3 holds a local snapshot of `rel` (an edit not uploaded yet).
+fn py_local_snapshot(py: &Py, rel: &str) -> bool {
+    let out = Command::new(venv_executable("magic-folder-api").unwrap())
+        .arg("--config")
+        .arg(&py.config)
+        .args(["dump-state", "--folder", FOLDER])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let local = text
+        .split("local snapshots:")
+        .nth(1)
+        .and_then(|rest| rest.split("remote snapshots:").next())
+        .unwrap_or_default();
+    local.contains(&format!("{rel}:"))
+}
+
 /// Starts `cmd` and returns it with the first line it printed.
 fn first_line(cmd: &mut Command) -> (Child, String) {
     let mut child = cmd
@@ -215,7 +233,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     let w = World::tahoe();
     let mailbox = MailboxServer::start().expect("a local mailbox server");
     let mut alice = w.admin("alice");
-    let py = Py::start(&w, "py", mailbox.url());
+    let mut py = Py::start(&w, "py", mailbox.url());
 
     // Our invite, 24.3's join.
     let (invite, code) = our_wormhole_invite(&alice, "py", mailbox.url());
@@ -334,6 +352,35 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
                 && alice.read("conf2.txt.conflict-py").as_deref() == Some(b"24.3's edit".as_slice())
                 && py.read("conf2.txt").as_deref() == Some(b"24.3's edit".as_slice())
                 && py.read("conf2.txt.conflict-alice").as_deref()
+                    == Some(b"alice's edit".as_slice())
+        },
+    );
+    // And with 24.3 offline (its node down): it takes its edit as a local
+    // snapshot, and once back uploads it before it takes in ours; ours is
+    // the later one and wins here, 24.3 keeps its own: both on both sides.
+    alice.write("conf3.txt", b"base");
+    wait("24.3 has conf3.txt", &[&alice], &py, || {
+        py.read("conf3.txt").as_deref() == Some(b"base".as_slice())
+    });
+    py.node.stop();
+    py.write("conf3.txt", b"24.3's offline edit");
+    set_mtime(&py.dir.join("conf3.txt"), 100);
+    wait("24.3 snapshots its edit locally", &[&alice], &py, || {
+        py_local_snapshot(&py, "conf3.txt")
+    });
+    alice.write("conf3.txt", b"alice's edit");
+    alice.wait_settled();
+    py.node.start().expect("24.3's node restarts");
+    wait(
+        "both versions on both sides after 24.3 was offline",
+        &[&alice],
+        &py,
+        || {
+            alice.read("conf3.txt").as_deref() == Some(b"alice's edit".as_slice())
+                && alice.read("conf3.txt.conflict-py").as_deref()
+                    == Some(b"24.3's offline edit".as_slice())
+                && py.read("conf3.txt").as_deref() == Some(b"24.3's offline edit".as_slice())
+                && py.read("conf3.txt.conflict-alice").as_deref()
                     == Some(b"alice's edit".as_slice())
         },
     );
