@@ -210,7 +210,12 @@ fn first_line(cmd: &mut Command) -> (Child, String) {
 
 /// Starts `magic-folder invite … --wormhole --json` and returns it with the
 /// code it printed first.
-fn our_wormhole_invite(admin: &Participant, who: &str, mailbox: &str) -> (Child, String) {
+fn our_wormhole_invite(
+    admin: &Participant,
+    who: &str,
+    mailbox: &str,
+    read_only: bool,
+) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     cmd.arg("--config").arg(&admin.config).args([
         "invite",
@@ -221,6 +226,9 @@ fn our_wormhole_invite(admin: &Participant, who: &str, mailbox: &str) -> (Child,
         mailbox,
         "--json",
     ]);
+    if read_only {
+        cmd.arg("--read-only");
+    }
     let (child, first) = first_line(&mut cmd);
     let v: serde_json::Value =
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first:?}"));
@@ -236,7 +244,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     let mut py = Py::start(&w, "py", mailbox.url());
 
     // Our invite, 24.3's join.
-    let (invite, code) = our_wormhole_invite(&alice, "py", mailbox.url());
+    let (invite, code) = our_wormhole_invite(&alice, "py", mailbox.url(), false);
     let py_dir = py.dir.to_str().unwrap().to_owned();
     let joined = mf24(
         &py.config,
@@ -504,6 +512,45 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     fs::write(py_own.join("for-everyone.txt"), b"read me").unwrap();
     wait("the read-only participant receives", &[&ro], &py, || {
         ro.read("for-everyone.txt").as_deref() == Some(b"read me".as_slice())
+    });
+
+    // And ours read-only, taken by 24.3: it receives, and the collective
+    // records it as 24.3 does (an empty immutable directory).
+    let (invite, code) = our_wormhole_invite(&alice, "py-ro", mailbox.url(), true);
+    let ro_dir = py.dir.with_file_name("ro");
+    fs::create_dir_all(&ro_dir).unwrap();
+    let joined = mf24(
+        &py.config,
+        &[
+            "join",
+            "--name",
+            "ro-shared",
+            "--author",
+            "py",
+            "--poll-interval",
+            "1",
+            "--scan-interval",
+            "1",
+            &code,
+            ro_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(joined.status.success(), "24.3 join: {}", text(&joined));
+    let invited = invite.wait_with_output().unwrap();
+    assert!(invited.status.success(), "our invite: {}", text(&invited));
+    let listed: serde_json::Value =
+        serde_json::from_str(&alice.ok(&["participants", "list", FOLDER, "--json"])).unwrap();
+    let ro = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "py-ro")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(ro["mode"], "read-only", "{listed}");
+    alice.write("to-read-only.txt", b"for 24.3, read-only");
+    wait("24.3's read-only folder receives", &[&alice], &py, || {
+        fs::read(ro_dir.join("to-read-only.txt")).ok().as_deref()
+            == Some(b"for 24.3, read-only".as_slice())
     });
 
     // 24.3 stayed healthy throughout: its polls still complete, and it
