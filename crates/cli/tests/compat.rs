@@ -403,3 +403,84 @@ fn local_changes_not_yet_uploaded_are_listed_as_24_3_local_snapshots() {
         || alice.idle() && listed()[FOLDER].as_object().is_some_and(|m| m.is_empty()),
     );
 }
+
+/// A Magic Wormhole peer (Python's client) that offers `versions`, prints
+/// its code, and, after the key exchange, goes away without a word.
+fn python_inviter(mailbox: &str, versions: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let script = format!(
+        r#"
+import json, sys
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import react
+import wormhole
+
+@inlineCallbacks
+def main(reactor):
+    w = wormhole.create("private.storage/magic-folder/invites", "{mailbox}", reactor,
+                        versions=json.loads('{versions}'))
+    w.allocate_code(2)
+    print((yield w.get_code()), flush=True)
+    yield w.get_versions()
+    yield w.close()
+
+react(main)
+"#
+    );
+    let mut child = Command::new(venv_executable("python").unwrap())
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut code = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut code)
+        .unwrap();
+    (child, code.trim().to_owned())
+}
+
+/// Joining over a wormhole whose other side is no magic-folder, or leaves
+/// mid-invite, is a clear error and leaves no folder behind.
+#[test]
+fn a_wormhole_peer_that_is_no_magic_folder_or_leaves_is_a_clear_error() {
+    let w = World::tahoe();
+    let mailbox = mf_grid::tahoe::testgrid::MailboxServer::start().expect("a mailbox server");
+    let bob = w.participant("bob");
+    let dir = bob.dir.to_str().unwrap().to_owned();
+    let node = bob.tahoe_node().dir().to_str().unwrap().to_owned();
+    let join = |code: &str| {
+        bob.fails(&[
+            "join",
+            code,
+            &dir,
+            "--name",
+            FOLDER,
+            "--author",
+            "bob",
+            "--tahoe",
+            &node,
+            "--mailbox",
+            mailbox.url(),
+            "--wait",
+            "3s",
+        ])
+    };
+    let (mut peer, code) = python_inviter(mailbox.url(), r#"{"file-transfer": {}}"#);
+    let err = join(&code);
+    assert!(
+        err.contains("not a magic-folder that speaks invite-v1"),
+        "{err}"
+    );
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let (mut peer, code) = python_inviter(
+        mailbox.url(),
+        r#"{"magic-folder": {"supported-messages": ["invite-v1"]}}"#,
+    );
+    let err = join(&code);
+    assert!(err.contains("went away mid-invite"), "{err}");
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(bob.ok(&["list"]).contains("No magic folders"));
+}

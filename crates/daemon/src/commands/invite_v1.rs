@@ -44,8 +44,13 @@ pub const DEFAULT_MAILBOX: &str = "ws://relay.magic-wormhole.io:4000/v1";
 
 const PROTOCOL: &str = "invite-v1";
 
-/// How long `join` waits for the inviter on a wormhole code by default.
+/// How long `join` waits for the inviter on a wormhole code by default
+/// (for its first word, and for each after).
 pub const DEFAULT_JOIN_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the inviter waits for the invitee's answer once they met (the
+/// invitee makes its personal directory on the grid first).
+const INVITEE_PATIENCE: Duration = Duration::from_secs(300);
 
 /// Whether a participant may write (a personal directory in the collective)
 /// or only read (an empty immutable directory there, as 24.3 records one).
@@ -197,10 +202,7 @@ impl Admission {
                 "mode": self.mode.as_str(),
             }))
             .map_err(|e| anyhow::Error::new(e).context("the invite failed"))?;
-        let reply = wormhole
-            .receive_json()
-            .await
-            .map_err(|e| anyhow!("the invitee did not answer: {e}"))?;
+        let reply = from_peer(wormhole, INVITEE_PATIENCE, "the invitee did not answer").await?;
         if field(&reply, "protocol") != Some(PROTOCOL) {
             bail!("the invitee answered in another protocol than {PROTOCOL}");
         }
@@ -363,10 +365,8 @@ async fn accept(
     j: Joining<'_>,
 ) -> anyhow::Result<FolderInfo> {
     check_versions(theirs)?;
-    let invite = wormhole
-        .receive_json()
-        .await
-        .map_err(|e| anyhow!("the inviter sent no invite: {e}"))?;
+    let wait = j.opts.wait.unwrap_or(DEFAULT_JOIN_WAIT);
+    let invite = from_peer(wormhole, wait, "the inviter sent no invite").await?;
     if field(&invite, "kind") != Some("join-folder") || field(&invite, "protocol") != Some(PROTOCOL)
     {
         bail!("the other side sent something other than a {PROTOCOL} invite");
@@ -420,10 +420,7 @@ async fn accept(
         wormhole
             .send_json(&accept)
             .map_err(|e| anyhow!("the wormhole failed before the inviter heard us: {e}"))?;
-        let ack = wormhole
-            .receive_json()
-            .await
-            .map_err(|e| anyhow!("the inviter did not confirm: {e}"))?;
+        let ack = from_peer(wormhole, wait, "the inviter did not confirm").await?;
         match ack.get("success").and_then(Value::as_bool) {
             Some(true) => Ok(()),
             Some(false) => Err(anyhow!(
@@ -440,6 +437,23 @@ async fn accept(
         return Err(e);
     }
     Ok(info)
+}
+
+/// The peer's next message. The mailbox server never says that a peer went
+/// away, so a peer that stays silent for `patience` is taken for gone.
+async fn from_peer(
+    wormhole: &mut Wormhole,
+    patience: Duration,
+    what: &str,
+) -> anyhow::Result<Value> {
+    match tokio::time::timeout(patience, wormhole.receive_json()).await {
+        Ok(Ok(msg)) => Ok(msg),
+        Ok(Err(e)) => Err(anyhow!("{what}: {e}")),
+        Err(_) => Err(anyhow!(
+            "{what}: the other side went away mid-invite (silent for {} s)",
+            patience.as_secs()
+        )),
+    }
 }
 
 async fn reject(wormhole: &mut Wormhole, reason: &str) {
