@@ -208,6 +208,41 @@ fn first_line(cmd: &mut Command) -> (Child, String) {
     (child, line)
 }
 
+/// One of ours, invited by 24.3 (`magic-folder invite`) to its folder
+/// `pyf` in `mode`, who joined with the code.
+fn joined_through_24_3(w: &World, py: &Py, name: &str, mode: &str, mailbox: &str) -> Participant {
+    let mut cmd = Command::new(venv_executable("magic-folder").unwrap());
+    cmd.arg("--config")
+        .arg(&py.config)
+        .args(["invite", "--folder", "pyf", "--mode", mode, name]);
+    let (inv, line) = first_line(&mut cmd);
+    let code = line
+        .trim()
+        .strip_prefix("Secret invite code: ")
+        .unwrap_or_else(|| panic!("24.3 invite printed {line:?}"))
+        .to_owned();
+    let p = w.participant(name);
+    let dir = p.dir.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "join",
+        &code,
+        &dir,
+        "--name",
+        "pyf",
+        "--author",
+        name,
+        "--mailbox",
+        mailbox,
+    ];
+    let grid = p.grid_args(w);
+    args.extend(grid.iter().map(String::as_str));
+    args.extend_from_slice(w.tuning());
+    p.ok(&args);
+    let invited = inv.wait_with_output().unwrap();
+    assert!(invited.status.success(), "24.3 invite: {}", text(&invited));
+    p
+}
+
 /// Starts `magic-folder invite … --wormhole --json` and returns it with the
 /// code it printed first.
 fn our_wormhole_invite(
@@ -421,35 +456,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         ],
     );
     assert!(added.status.success(), "24.3 add: {}", text(&added));
-    let mut cmd = Command::new(venv_executable("magic-folder").unwrap());
-    cmd.arg("--config")
-        .arg(&py.config)
-        .args(["invite", "--folder", "pyf", "bob"]);
-    let (inv, line) = first_line(&mut cmd);
-    let code = line
-        .trim()
-        .strip_prefix("Secret invite code: ")
-        .unwrap_or_else(|| panic!("24.3 invite printed {line:?}"))
-        .to_owned();
-    let mut bob = w.participant("bob");
-    let bob_dir = bob.dir.to_str().unwrap().to_owned();
-    let mut args = vec![
-        "join",
-        &code,
-        &bob_dir,
-        "--name",
-        "pyf",
-        "--author",
-        "bob",
-        "--mailbox",
-    ];
-    args.push(mailbox.url());
-    let grid = bob.grid_args(&w);
-    args.extend(grid.iter().map(String::as_str));
-    args.extend_from_slice(w.tuning());
-    bob.ok(&args);
-    let invited = inv.wait_with_output().unwrap();
-    assert!(invited.status.success(), "24.3 invite: {}", text(&invited));
+    let mut bob = joined_through_24_3(&w, &py, "bob", "read-write", mailbox.url());
     bob.start();
     fs::write(py_own.join("from-py.txt"), b"24.3's own folder").unwrap();
     bob.write("from-bob.txt", b"bob joined through 24.3");
@@ -465,40 +472,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
 
     // A read-only participant, invited by 24.3: it receives everything,
     // and 24.3 records it (an empty immutable directory) as 24.3 does.
-    let mut cmd = Command::new(venv_executable("magic-folder").unwrap());
-    cmd.arg("--config").arg(&py.config).args([
-        "invite",
-        "--folder",
-        "pyf",
-        "--mode",
-        "read-only",
-        "ro",
-    ]);
-    let (inv, line) = first_line(&mut cmd);
-    let code = line
-        .trim()
-        .strip_prefix("Secret invite code: ")
-        .unwrap_or_else(|| panic!("24.3 invite printed {line:?}"))
-        .to_owned();
-    let mut ro = w.participant("ro");
-    let ro_dir = ro.dir.to_str().unwrap().to_owned();
-    let mut args = vec![
-        "join",
-        &code,
-        &ro_dir,
-        "--name",
-        "pyf",
-        "--author",
-        "ro",
-        "--mailbox",
-    ];
-    args.push(mailbox.url());
-    let grid = ro.grid_args(&w);
-    args.extend(grid.iter().map(String::as_str));
-    args.extend_from_slice(w.tuning());
-    ro.ok(&args);
-    let invited = inv.wait_with_output().unwrap();
-    assert!(invited.status.success(), "24.3 invite: {}", text(&invited));
+    let mut ro = joined_through_24_3(&w, &py, "ro", "read-only", mailbox.url());
     let listed: serde_json::Value =
         serde_json::from_str(&ro.ok(&["participants", "list", "pyf", "--json"])).unwrap();
     let me = listed

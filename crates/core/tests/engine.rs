@@ -221,6 +221,16 @@ fn a_crash_cut_adoption_does_not_forget_what_superseded_it() {
 /// Answers every fetch the engine asks for from `grid` (a permanent
 /// failure for a snapshot that is not there), until it asks for something
 /// else; returns the other actions.
+/// The grid's answer to a fetch of `cap`.
+fn fetched(grid: &[SnapshotInfo], cap: Cap) -> Event {
+    let result = grid
+        .iter()
+        .find(|s| s.cap == cap)
+        .cloned()
+        .ok_or_else(|| mf_core::engine::EffectError::permanent("no such object on the grid"));
+    Event::Fetched { cap, result }
+}
+
 fn serve_fetches(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> Vec<Action> {
     let mut rest = Vec::new();
     loop {
@@ -230,12 +240,7 @@ fn serve_fetches(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> V
         }
         for a in batch {
             match a {
-                Action::Fetch { cap, .. } => {
-                    let result = grid.iter().find(|s| s.cap == cap).cloned().ok_or_else(|| {
-                        mf_core::engine::EffectError::permanent("no such object on the grid")
-                    });
-                    e.handle(now, Event::Fetched { cap, result });
-                }
+                Action::Fetch { cap, .. } => e.handle(now, fetched(grid, cap)),
                 other => rest.push(other),
             }
         }
@@ -509,12 +514,7 @@ fn run_to_rest(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> Vec
         }
         for a in batch {
             match a {
-                Action::Fetch { cap, .. } => {
-                    let result = grid.iter().find(|s| s.cap == cap).cloned().ok_or_else(|| {
-                        mf_core::engine::EffectError::permanent("no such object on the grid")
-                    });
-                    e.handle(now, Event::Fetched { cap, result });
-                }
+                Action::Fetch { cap, .. } => e.handle(now, fetched(grid, cap)),
                 Action::Write { op, mtime_s, .. } => {
                     ctime += 1;
                     let result = WriteOutcome::Done(file(mtime_s, ctime));

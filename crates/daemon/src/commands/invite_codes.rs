@@ -347,15 +347,11 @@ pub(super) async fn join(config: &ConfigDir, opts: JoinOptions) -> anyhow::Resul
     }
     config.init()?;
     let name = opts.name.clone().unwrap_or_else(|| inv.folder.clone());
-    crate::config::check_folder_name(&name)?;
-    if config.folder_file(&name).exists() {
-        bail!("a magic folder named {name:?} already exists here; choose another with --name");
-    }
     let author = opts
         .author
         .clone()
         .unwrap_or_else(|| inv.participant.clone());
-    check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
+    setup::check_new_names(config, &name, &author)?;
     let location = match opts.grid.clone() {
         Some(choice) => setup::grid_location(config, Some(choice))?,
         None => inv.grid.clone(),

@@ -297,15 +297,11 @@ pub async fn join(
         .name
         .clone()
         .ok_or_else(|| anyhow!("give the folder a local name with --name"))?;
-    crate::config::check_folder_name(&name)?;
-    if config.folder_file(&name).exists() {
-        bail!("a magic folder named {name:?} already exists here; choose another with --name");
-    }
     let author = opts
         .author
         .clone()
         .ok_or_else(|| anyhow!("give your participant name with --author"))?;
-    check_participant_name(&author).map_err(|e| anyhow!("author name: {e}"))?;
+    setup::check_new_names(config, &name, &author)?;
     // Before the code is used up: a code works once.
     let local_path = setup::prepare_local_dir(config, &opts.local_dir)?;
     let (mailbox, _welcome) = Mailbox::connect(mailbox, APPID).await.map_err(|e| {

@@ -355,6 +355,17 @@ pub(crate) async fn inviting(
     Ok((cfg, grid))
 }
 
+/// Checks a joined folder's local name (valid, not taken here) and our
+/// author name.
+pub(crate) fn check_new_names(config: &ConfigDir, name: &str, author: &str) -> anyhow::Result<()> {
+    check_folder_name(name)?;
+    if config.folder_file(name).exists() {
+        bail!("a magic folder named {name:?} already exists here; choose another with --name");
+    }
+    check_participant_name(author).map_err(|e| anyhow!("author name: {e}"))?;
+    Ok(())
+}
+
 /// Arguments of `join`.
 #[derive(Clone, Debug)]
 pub struct JoinOptions {
