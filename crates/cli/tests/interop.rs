@@ -204,6 +204,22 @@ fn py_local_snapshot(py: &Py, rel: &str) -> bool {
     local.contains(&format!("{rel}:"))
 }
 
+/// Both versions of `path` on both sides: 24.3 keeps its own in the file
+/// and ours as `.conflict-alice`; we hold both, the ranked winner in the
+/// file (usually ours, the later; 24.3 may have made two versions of its
+/// edit, whose longer history then wins).
+fn both_on_both_sides(
+    alice: &Participant,
+    py: &Py,
+    path: &str,
+    ours: &[u8],
+    theirs: &[u8],
+) -> bool {
+    holds_both(&tree(&alice.dir), path, &[ours, theirs])
+        && py.read(path).as_deref() == Some(theirs)
+        && py.read(&format!("{path}.conflict-alice")).as_deref() == Some(ours)
+}
+
 /// Whether `tree` holds each of `versions` at `path` or in a conflict
 /// copy of it, and nothing else there.
 fn holds_both(tree: &Tree, path: &str, versions: &[&[u8]]) -> bool {
@@ -416,15 +432,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         "both versions on both sides, each side its own in the file",
         &[&alice],
         &py,
-        || {
-            holds_both(
-                &tree(&alice.dir),
-                "conf2.txt",
-                &[b"alice's edit", b"24.3's edit"],
-            ) && py.read("conf2.txt").as_deref() == Some(b"24.3's edit".as_slice())
-                && py.read("conf2.txt.conflict-alice").as_deref()
-                    == Some(b"alice's edit".as_slice())
-        },
+        || both_on_both_sides(&alice, &py, "conf2.txt", b"alice's edit", b"24.3's edit"),
     );
     // And with 24.3 offline (its node down): it takes its edit as a local
     // snapshot, and once back uploads it before it takes in ours; ours is
@@ -446,16 +454,13 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         &[&alice],
         &py,
         || {
-            // Which of the two we show in the file is our ranking's
-            // (usually ours, the later; 24.3 may have made two versions of
-            // its edit, whose longer history then wins): both are here.
-            holds_both(
-                &tree(&alice.dir),
+            both_on_both_sides(
+                &alice,
+                &py,
                 "conf3.txt",
-                &[b"alice's edit", b"24.3's offline edit"],
-            ) && py.read("conf3.txt").as_deref() == Some(b"24.3's offline edit".as_slice())
-                && py.read("conf3.txt.conflict-alice").as_deref()
-                    == Some(b"alice's edit".as_slice())
+                b"alice's edit",
+                b"24.3's offline edit",
+            )
         },
     );
     // Other paths go on syncing both ways.
