@@ -49,6 +49,7 @@ use crate::fsops::{self, TempFile};
 use crate::ignore::IgnoreRules;
 use crate::scan;
 use crate::transfers::Transfers;
+use crate::watch::SettledFiles;
 
 /// Largest snapshot metadata document accepted, in bytes.
 pub const METADATA_LIMIT: u64 = 64 * 1024;
@@ -110,6 +111,8 @@ pub struct Executor<G: Grid> {
     aside: Mutex<Option<DirChildren>>,
     /// Uploads and downloads in progress.
     transfers: Transfers,
+    /// Files the watcher saw their writer finish with: no quiet wait.
+    settled: SettledFiles,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -150,7 +153,15 @@ impl<G: Grid> Executor<G> {
             last_polled: Mutex::new(HashMap::new()),
             aside: Mutex::new(None),
             transfers: Transfers::default(),
+            settled: SettledFiles::default(),
         })
+    }
+
+    /// Where the folder's watcher enters the files it saw settled (closed
+    /// after writing, or renamed into place): uploading those does not wait
+    /// for the quiet time.
+    pub fn settled(&self) -> SettledFiles {
+        self.settled.clone()
     }
 
     /// Uploads and downloads in progress.
@@ -463,7 +474,11 @@ impl<G: Grid> Executor<G> {
             return Ok(UploadOutcome::Changed(now));
         }
         if let LocalState::File(state) = local {
-            let wait = quiet_wait(state.ctime_ns, SystemTime::now(), self.quiet);
+            let wait = if self.settled.take(path, state.ctime_ns) {
+                Duration::ZERO
+            } else {
+                quiet_wait(state.ctime_ns, SystemTime::now(), self.quiet)
+            };
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
                 let now = self.upload_state(path).await?;

@@ -496,11 +496,16 @@ pub async fn run<G: Grid>(
     let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
     // Without a watcher the folder still syncs, through periodic scans.
     // (Setting the watches walks the tree: not on the async threads.)
-    let (root, delay) = (config.local_path.clone(), config.pending_delay());
-    let spawned =
-        tokio::task::spawn_blocking(move || crate::watch::spawn(root, ignore, delay, watch_tx))
-            .await
-            .map_err(|e| format!("starting the watcher: {e}"))?;
+    let (root, delay, settled) = (
+        config.local_path.clone(),
+        config.pending_delay(),
+        executor.settled(),
+    );
+    let spawned = tokio::task::spawn_blocking(move || {
+        crate::watch::spawn(root, ignore, delay, settled, watch_tx)
+    })
+    .await
+    .map_err(|e| format!("starting the watcher: {e}"))?;
     let watcher = match spawned {
         Ok(w) => Some(w),
         Err(e) => {

@@ -9,6 +9,15 @@
 //!   goes quiet (a growing log) is reported anyway after [`MAX_WAIT`]. The
 //!   executor re-checks the state around every upload, so a late write is
 //!   caught there too.
+//! * **Done when the writer says so.** A file whose last event is its
+//!   writer closing it (`IN_CLOSE_WRITE`), a file renamed into place and a
+//!   deletion have nothing more coming: they are reported after only
+//!   [`SETTLED_QUIET`], which merely gathers a burst into one batch. Such a
+//!   file is also entered in [`SettledFiles`] with the ctime it had when
+//!   reported, so the executor skips its own quiet wait for exactly that
+//!   state; any later write moves the ctime (and sends a modify event that
+//!   takes the path back to the full delay), so a file written again after
+//!   its close waits as any other.
 //! * **States, not events.** Events only say *which* paths to look at; each
 //!   reported path is `lstat`ed ([`fsops::stat`]) when it is due, and reported
 //!   with what is there now (`Absent` if gone). A path that became a symlink
@@ -61,6 +70,37 @@ use crate::scan;
 
 /// The default quiet time before a changed path is reported.
 pub const DEFAULT_PENDING_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a settled path (closed after writing, renamed into place,
+/// deleted) waits before it is reported: just enough to batch a burst.
+pub const SETTLED_QUIET: Duration = Duration::from_millis(30);
+
+/// Most entries [`SettledFiles`] holds; past it, it starts afresh (which
+/// only costs the forgotten files the executor's quiet wait).
+const MAX_SETTLED: usize = 1 << 16;
+
+/// Files the watcher saw settled (see the module comment), each with the
+/// ctime it had when reported. Shared by the watcher, which enters files,
+/// and the executor, which asks before waiting for a file to go quiet.
+#[derive(Clone, Debug, Default)]
+pub struct SettledFiles(Arc<std::sync::Mutex<HashMap<RelPath, i64>>>);
+
+impl SettledFiles {
+    fn insert(&self, path: RelPath, ctime_ns: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_SETTLED {
+            map.clear();
+        }
+        map.insert(path, ctime_ns);
+    }
+
+    /// Whether `path` was reported settled in exactly the state whose
+    /// ctime is `ctime_ns` (the entry is used up either way).
+    pub fn take(&self, path: &RelPath, ctime_ns: i64) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(path) == Some(ctime_ns)
+    }
+}
 
 /// A path that keeps changing is reported after this long anyway (or after
 /// twice the pending delay, if that is longer).
@@ -144,7 +184,8 @@ enum Msg {
 /// [`WatchMsg`]s to `tx` until the handle is dropped or `tx`'s receiver is.
 ///
 /// `pending_delay` is the quiet time before a path is reported
-/// ([`DEFAULT_PENDING_DELAY`]); `ignore` decides which paths are dropped
+/// ([`DEFAULT_PENDING_DELAY`]; settled paths wait less, and are entered in
+/// `settled`); `ignore` decides which paths are dropped
 /// (replace later with [`WatchHandle::set_ignore`]). Fails if the folder or
 /// its marker is missing, or inotify refuses (e.g. the watch limit).
 ///
@@ -155,6 +196,7 @@ pub fn spawn(
     root: PathBuf,
     ignore: IgnoreRules,
     pending_delay: Duration,
+    settled: SettledFiles,
     tx: mpsc::Sender<WatchMsg>,
 ) -> Result<WatchHandle, WatchError> {
     fsops::check_marker(&root).map_err(WatchError::Folder)?;
@@ -192,6 +234,8 @@ pub fn spawn(
         root,
         ignore: ignore.clone(),
         delay,
+        settled_quiet: SETTLED_QUIET.min(delay),
+        settled,
         max_wait: MAX_WAIT.max(delay * 2),
         pending: HashMap::new(),
         next_due: None,
@@ -225,12 +269,26 @@ struct Pending {
     appeared: bool,
     /// Moved away: if it was a directory, its contents vanished unreported.
     moved_away: bool,
+    /// Nothing more is coming: the last event closed a write, moved the
+    /// path in, or removed it (see the module comment).
+    settled: bool,
+}
+
+impl Pending {
+    /// When it is due, for a pending delay `delay` (`quiet` if settled).
+    fn due(&self, delay: Duration, quiet: Duration, max_wait: Duration) -> Instant {
+        let wait = if self.settled { quiet } else { delay };
+        (self.last + wait).min(self.first + max_wait)
+    }
 }
 
 struct Debouncer {
     root: PathBuf,
     ignore: Arc<RwLock<Arc<IgnoreRules>>>,
     delay: Duration,
+    /// The wait of a settled path.
+    settled_quiet: Duration,
+    settled: SettledFiles,
     max_wait: Duration,
     pending: HashMap<RelPath, Pending>,
     /// No pending path is due before this.
@@ -306,18 +364,22 @@ impl Debouncer {
         if ev.need_rescan() {
             self.need_rescan("the kernel's event queue overflowed");
         }
-        let (appeared, moved_away) = match ev.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => (false, false),
+        // (appeared, moved away, settled: `None` leaves it as it was)
+        let (appeared, moved_away, settled) = match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => (false, false, Some(true)),
             EventKind::Access(_) | EventKind::Other => return,
-            EventKind::Create(_) => (true, false),
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (true, false),
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (false, true),
+            EventKind::Create(_) => (true, false, Some(false)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (true, false, Some(true)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (false, true, Some(true)),
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 // paths = [from, to]; the separate From and To events carry the same.
                 return;
             }
-            EventKind::Modify(ModifyKind::Name(_)) => (true, true),
-            _ => (false, false),
+            EventKind::Modify(ModifyKind::Name(_)) => (true, true, Some(false)),
+            // A chmod or utime after the close (cp -p, rsync) adds no data.
+            EventKind::Modify(ModifyKind::Metadata(_)) => (false, false, None),
+            EventKind::Remove(_) => (false, false, Some(true)),
+            _ => (false, false, Some(false)),
         };
         let removed = matches!(ev.kind, EventKind::Remove(_)) || moved_away;
         let rules = self.rules();
@@ -335,11 +397,13 @@ impl Debouncer {
                 last: now,
                 appeared: false,
                 moved_away: false,
+                settled: false,
             });
             p.last = now;
             p.appeared |= appeared;
             p.moved_away |= moved_away;
-            let due = now + self.delay;
+            p.settled = settled.unwrap_or(p.settled);
+            let due = p.due(self.delay, self.settled_quiet, self.max_wait);
             self.next_due = Some(self.next_due.map_or(due, |t| t.min(due)));
         }
         if self.pending.len() > MAX_PENDING {
@@ -374,7 +438,7 @@ impl Debouncer {
         let mut next: Option<Instant> = None;
         if self.rescan.is_none() {
             for (path, p) in &self.pending {
-                let at = (p.last + self.delay).min(p.first + self.max_wait);
+                let at = p.due(self.delay, self.settled_quiet, self.max_wait);
                 if at <= now {
                     due.push(path.clone());
                 } else {
@@ -438,6 +502,9 @@ impl Debouncer {
             }
             if rules.is_ignored(&path, is_dir) {
                 continue;
+            }
+            if let (true, LocalState::File(s)) = (p.settled, &state) {
+                self.settled.insert(path.clone(), s.ctime_ns);
             }
             batch.insert(path, state);
         }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -520,22 +521,35 @@ fn old_versions_are_pruned() {
 struct Watched {
     rx: tokio::sync::mpsc::Receiver<WatchMsg>,
     handle: Option<watch::WatchHandle>,
+    settled: watch::SettledFiles,
     seen: Vec<WatchMsg>,
 }
 
 impl Watched {
     fn start(root: &Path, rules: &str, delay_ms: u64) -> Watched {
+        Watched::start_settled(root, rules, delay_ms, watch::SettledFiles::default())
+    }
+
+    /// Started with the given register of settled files (an executor's).
+    fn start_settled(
+        root: &Path,
+        rules: &str,
+        delay_ms: u64,
+        settled: watch::SettledFiles,
+    ) -> Watched {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let handle = watch::spawn(
             root.to_path_buf(),
             IgnoreRules::parse(rules).unwrap(),
             Duration::from_millis(delay_ms),
+            settled.clone(),
             tx,
         )
         .unwrap();
         Watched {
             rx,
             handle: Some(handle),
+            settled,
             seen: Vec::new(),
         }
     }
@@ -669,15 +683,21 @@ fn watcher_reports_creations_edits_deletions_and_new_trees() {
     }
 }
 
+/// Far longer than any test runs: a path the watcher reports under this
+/// pending delay was reported because it settled.
+const NEVER_MS: u64 = 600_000;
+
 #[test]
 fn watcher_debounce_coalesces_rapid_writes() {
     let (_t, root) = folder();
     // Quiet time far above any stall between two of the writes below.
     let mut w = Watched::start(&root, "", 3000);
+    let mut f = fs::File::create(root.join("busy")).unwrap();
     for i in 0..10 {
-        fs::write(root.join("busy"), format!("version {i}")).unwrap();
+        writeln!(f, "version {i}").unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
+    drop(f);
     let last = state(&root, "busy");
     w.until(WAIT, "busy reported", |m| !reported(m, "busy").is_empty());
     // Wait a while for any further report: there must be none.
@@ -687,15 +707,60 @@ fn watcher_debounce_coalesces_rapid_writes() {
     assert_eq!(reported(&w.seen, "busy"), vec![last], "{:?}", w.seen);
 }
 
+/// A file its writer closed, one renamed into place and a deletion are
+/// reported without the pending delay, and the files are entered as
+/// settled with the state they were reported in; a file still open for
+/// writing waits the full delay.
+#[test]
+fn watcher_reports_settled_paths_at_once() {
+    let (t, root) = folder();
+    let mut w = Watched::start(&root, "", NEVER_MS);
+    let mut open = fs::File::create(root.join("open")).unwrap();
+    open.write_all(b"half").unwrap();
+    fs::write(root.join("closed"), "whole").unwrap();
+    fs::write(t.path().join("outside"), "moved").unwrap();
+    fs::rename(t.path().join("outside"), root.join("moved")).unwrap();
+    let (closed, moved) = (state(&root, "closed"), state(&root, "moved"));
+    w.until(WAIT, "the closed and the moved file", |m| {
+        last_reported(m, "closed") == Some(closed) && last_reported(m, "moved") == Some(moved)
+    });
+    let ctime = |s: LocalState| match s {
+        LocalState::File(s) => s.ctime_ns,
+        other => panic!("not a file: {other:?}"),
+    };
+    assert!(w.settled.take(&rp("closed"), ctime(closed)));
+    assert!(w.settled.take(&rp("moved"), ctime(moved)));
+    assert!(!w.settled.take(&rp("closed"), ctime(closed)), "used up");
+
+    fs::remove_file(root.join("closed")).unwrap();
+    w.until(WAIT, "the deletion", |m| {
+        last_reported(m, "closed") == Some(LocalState::Absent)
+    });
+    assert!(reported(&w.seen, "open").is_empty(), "open for writing");
+
+    // Closed at last: reported, settled in its final state.
+    open.write_all(b" and the rest").unwrap();
+    drop(open);
+    let whole = state(&root, "open");
+    w.until(WAIT, "the file once closed", |m| {
+        last_reported(m, "open") == Some(whole)
+    });
+    assert_eq!(reported(&w.seen, "open"), vec![whole]);
+    assert!(w.settled.take(&rp("open"), ctime(whole)));
+}
+
 /// More paths pending than the watcher keeps is a flood: it asks for a
 /// rescan instead. The quiet time is long enough that no path is reported
-/// while the files are made, however slow the machine.
+/// while the files are made, however slow the machine. (The files are hard
+/// links: no writer closes them, so none is settled and reported early.)
 #[test]
 fn watcher_turns_a_flood_into_a_rescan() {
-    let (_t, root) = folder();
-    let mut w = Watched::start(&root, "", 300_000);
+    let (t, root) = folder();
+    let mut w = Watched::start(&root, "", NEVER_MS);
+    let source = t.path().join("source");
+    fs::write(&source, "").unwrap();
     for i in 0..=watch::MAX_PENDING {
-        fs::write(root.join(format!("f{i}")), "").unwrap();
+        fs::hard_link(&source, root.join(format!("f{i}"))).unwrap();
     }
     w.until(WAIT, "rescan", |m| {
         m.iter().any(|x| matches!(x, WatchMsg::Rescan(_)))
@@ -731,6 +796,7 @@ fn watcher_needs_the_marker_and_stops_when_dropped() {
         t.path().join("missing"),
         IgnoreRules::empty(),
         Duration::from_millis(100),
+        watch::SettledFiles::default(),
         tx
     )
     .is_err());
@@ -1293,6 +1359,31 @@ async fn upload_reads_a_file_only_once_it_has_been_quiet() {
         ready.duration_since(SystemTime::now()).unwrap_or_default()
     );
     done(done_upload);
+}
+
+/// A file the watcher saw its writer close is uploaded at once, without
+/// the quiet time (here far longer than the test may run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_of_a_file_its_writer_closed_does_not_wait() {
+    let w = world_with_quiet(Duration::from_secs(3600));
+    let root = w.alice_root.clone();
+    let settled = w.alice.settled();
+    let mut watched = tokio::task::spawn_blocking(move || {
+        let mut watched = Watched::start_settled(&root, "", NEVER_MS, settled);
+        fs::write(root.join("closed.txt"), b"written and closed").unwrap();
+        watched.until(WAIT, "closed.txt", |m| {
+            last_reported(m, "closed.txt").is_some()
+        });
+        watched
+    })
+    .await
+    .unwrap();
+    let reported = last_reported(&watched.seen, "closed.txt").unwrap();
+    let uploaded = tokio::time::timeout(WAIT, upload(&w.alice, "closed.txt", reported, vec![]))
+        .await
+        .expect("uploaded without waiting for the quiet time");
+    done(uploaded);
+    drop(watched.handle.take());
 }
 
 /// A writer that pauses for less than the quiet time is never published

@@ -86,6 +86,7 @@ const PREFIXES: &[(&str, Scheme, CapKind)] = &[
     ("URI:MF-DIR-RO:", Scheme::Embedded, CapKind::MutableDirRead),
     ("URI:MF-DIR:", Scheme::Embedded, CapKind::MutableDirWrite),
     ("URI:MF-CHK:", Scheme::Embedded, CapKind::ImmutableFile),
+    ("URI:MF-LIT:", Scheme::Embedded, CapKind::ImmutableFile),
     ("URI:DIR2-MDMF-RO:", Scheme::Tahoe, CapKind::MutableDirRead),
     ("URI:DIR2-MDMF:", Scheme::Tahoe, CapKind::MutableDirWrite),
     ("URI:DIR2-CHK:", Scheme::Tahoe, CapKind::ImmutableDir),
@@ -95,6 +96,10 @@ const PREFIXES: &[(&str, Scheme, CapKind)] = &[
     ("URI:CHK:", Scheme::Tahoe, CapKind::ImmutableFile),
     ("URI:LIT:", Scheme::Tahoe, CapKind::ImmutableFile),
 ];
+
+/// Capabilities that carry their (small) object in themselves, in base32:
+/// such a body may be empty (an empty file).
+const LITERAL_PREFIXES: [&str; 3] = ["URI:LIT:", "URI:DIR2-LIT:", "URI:MF-LIT:"];
 
 impl Capability {
     /// Parses and classifies a capability string.
@@ -110,7 +115,7 @@ impl Capability {
             .find(|(p, _, _)| text.starts_with(p))
             .ok_or_else(|| CapError::new(text, "unknown capability type"))?;
         let body = &text[prefix.len()..];
-        if body.is_empty() && *prefix != "URI:LIT:" && *prefix != "URI:DIR2-LIT:" {
+        if body.is_empty() && !LITERAL_PREFIXES.contains(prefix) {
             return Err(CapError::new(text, "empty capability body"));
         }
         Ok(Capability {
@@ -160,7 +165,7 @@ impl Capability {
         if !self.kind().is_immutable() {
             return None;
         }
-        if let Some(lit) = ["URI:LIT:", "URI:DIR2-LIT:"]
+        if let Some(lit) = LITERAL_PREFIXES
             .iter()
             .find_map(|p| self.text.strip_prefix(p))
         {

@@ -188,11 +188,39 @@ async fn opening_requires_a_grid_and_create_is_idempotent() {
         .is_err());
 }
 
+/// Small content (from memory or a file, the empty file included) travels
+/// in a literal capability: nothing is stored, it reads back whole, and
+/// one byte more is an ordinary stored object.
+#[tokio::test]
+async fn small_content_is_carried_in_its_capability() {
+    let (d, g) = grid();
+    let objects = |g: &EmbeddedGrid| walk(&g.root().join("objects")).len();
+    let file = d.path().join("small");
+    for len in [0, 1, 300, 2048] {
+        let data = test_content(len, 5);
+        fs::write(&file, &data).unwrap();
+        let from_file = g.upload(UploadSource::File(file.clone())).await.unwrap();
+        assert_eq!(from_file, upload(&g, &data).await, "{len} bytes");
+        assert!(from_file.as_str().starts_with("URI:MF-LIT:"), "{len} bytes");
+        assert_eq!(from_file.size(), Some(len as u64));
+        let (got, err) = fetch(&g, &from_file).await;
+        assert!(err.is_none() && got == data, "{len} bytes: {err:?}");
+        assert!(g.is_intact(&from_file).await.unwrap());
+    }
+    assert_eq!(objects(&g), 0, "nothing stored for literal capabilities");
+    let data = test_content(2049, 5);
+    let stored = upload(&g, &data).await;
+    assert!(stored.as_str().starts_with("URI:MF-CHK:"));
+    let (got, err) = fetch(&g, &stored).await;
+    assert!(err.is_none() && got == data, "{err:?}");
+    assert_eq!(objects(&g), 1);
+}
+
 #[tokio::test]
 async fn missing_objects_are_not_found() {
     let (_d, g) = grid();
     let (_d2, other) = grid();
-    let f = upload(&other, &test_content(100, 1)).await;
+    let f = upload(&other, &test_content(10_000, 1)).await;
     assert!(matches!(
         fetch(&g, &f).await.1,
         Some(GridError::NotFound(_))
@@ -346,7 +374,8 @@ async fn every_damaged_byte_of_an_object_is_detected() {
 #[tokio::test]
 async fn damaged_immutable_directories_are_detected() {
     let (_d, g) = grid();
-    let f = upload(&g, b"hello").await;
+    // Large enough to be stored (not carried in a literal capability).
+    let f = upload(&g, &test_content(10_000, 2)).await;
     let mut c = DirChildren::new();
     c.insert("a".into(), DirEntry::new(f.clone()));
     let dir = g.create_immutable_dir(c).await.unwrap();

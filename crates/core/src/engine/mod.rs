@@ -538,8 +538,14 @@ impl<S: Store> Engine<S> {
     /// Frees the spare room of the engine's work tables. A burst of work
     /// (say 100,000 new files, all uploads at once) leaves them empty but
     /// with that much capacity — 50 MB — and hash maps and queues never
-    /// shrink on their own. For the driver to call when it runs out of work.
+    /// shrink on their own. The snapshot cache serves paths in flight, so
+    /// with no work left it is dropped too (full, it holds ~12 MB that an
+    /// idle daemon would keep for nothing; the store has every entry). The
+    /// proven generations stay: without them the next change of each path
+    /// would walk its whole history again.
+    /// For the driver to call when it runs out of work.
     pub fn shrink_to_fit(&mut self) {
+        self.cache.clear();
         self.ops.shrink_to_fit();
         self.busy.shrink_to_fit();
         self.out.shrink_to_fit();

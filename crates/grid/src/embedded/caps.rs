@@ -3,13 +3,18 @@
 //! | kind | format |
 //! |---|---|
 //! | immutable file | `URI:MF-CHK:<key>:<size>` |
+//! | small immutable file, literally | `URI:MF-LIT:<content>` |
 //! | immutable directory | `URI:MF-DIR-CHK:<key>:<size>` |
 //! | mutable directory, write | `URI:MF-DIR:<seed>` |
 //! | mutable directory, read | `URI:MF-DIR-RO:<read key>:<verifying key>` |
 //!
 //! Every field is 32 bytes in lower-case unpadded base32 (52 characters) and
 //! sizes are canonical decimal, so each capability has exactly one spelling
-//! and comparing strings compares objects.
+//! and comparing strings compares objects. A literal capability carries a
+//! file of at most [`LITERAL_MAX`] bytes in canonical base32, as Tahoe's
+//! `URI:LIT:` does: no object is stored for it (see `Grid::upload` in the
+//! module above). It is as secret as any read capability, and lives only
+//! where capabilities do, inside encrypted directories.
 
 use super::crypto::{DirReadKeys, DirWriteKeys, Key32, BASE32};
 use crate::{CapError, CapKind, Capability, GridError, GridResult, Scheme};
@@ -18,6 +23,8 @@ use crate::{CapError, CapKind, Capability, GridError, GridResult, Scheme};
 pub(crate) enum EmbeddedCap {
     /// An immutable file or directory: its content key and plaintext size.
     Immutable { dir: bool, key: Key32, size: u64 },
+    /// A small immutable file, carried in the capability.
+    Literal(Vec<u8>),
     /// A mutable directory's write cap.
     DirWrite(Box<DirWriteKeys>),
     /// A mutable directory's read cap.
@@ -53,6 +60,15 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
         return Err(bad(cap, "not a capability of the embedded grid"));
     }
     let text = cap.as_str();
+    if let Some(content) = text.strip_prefix(LITERAL_PREFIX) {
+        let content = BASE32
+            .decode(content.as_bytes())
+            .map_err(|_| bad(cap, "a literal capability is not canonical base32"))?;
+        if content.len() > LITERAL_MAX {
+            return Err(bad(cap, "a literal capability longer than any we write"));
+        }
+        return Ok(EmbeddedCap::Literal(content));
+    }
     let body = match cap.kind() {
         CapKind::ImmutableFile => &text["URI:MF-CHK:".len()..],
         CapKind::ImmutableDir => &text["URI:MF-DIR-CHK:".len()..],
@@ -83,6 +99,19 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
         }
         _ => Err(bad(cap, "wrong number of fields")),
     }
+}
+
+/// The prefix of a literal capability.
+const LITERAL_PREFIX: &str = "URI:MF-LIT:";
+
+/// Files of at most this many bytes are carried in their capability. Most
+/// snapshot metadata fits, which saves each upload one stored object, and
+/// the capability stays well within the longest accepted (4,096).
+pub(crate) const LITERAL_MAX: usize = 2048;
+
+/// Formats a literal capability (the caller keeps to [`LITERAL_MAX`]).
+pub(crate) fn literal(content: &[u8]) -> Capability {
+    Capability::from_backend(format!("{LITERAL_PREFIX}{}", BASE32.encode(content)))
 }
 
 /// Formats an immutable file (or directory, if `dir`) capability.
@@ -151,6 +180,12 @@ mod tests {
             panic!()
         };
         assert_eq!(rk.storage_index, keys.read.storage_index);
+        for content in [&b""[..], b"small", &[7u8; LITERAL_MAX]] {
+            let l = literal(content);
+            assert_eq!(l.kind(), CapKind::ImmutableFile);
+            assert_eq!(l.size(), Some(content.len() as u64));
+            assert!(matches!(parse(&l).unwrap(), EmbeddedCap::Literal(c) if c == content));
+        }
     }
 
     #[test]
@@ -166,6 +201,10 @@ mod tests {
             format!("URI:MF-DIR:{key}:x"),
             format!("URI:MF-DIR-RO:{key}"),
             "URI:CHK:a:b:1:1:1".to_string(),
+            // Not canonical: trailing bits set, upper case.
+            "URI:MF-LIT:nb".to_string(),
+            "URI:MF-LIT:NBSWY3DP".to_string(),
+            format!("URI:MF-LIT:{}", BASE32.encode(&[0; LITERAL_MAX + 1])),
         ] {
             let cap = Capability::parse(&text).unwrap();
             assert!(matches!(parse(&cap), Err(GridError::BadCap(_))), "{text}");

@@ -23,6 +23,11 @@
 //! <grid>/mutable/<si>/<seqnum>       versions of mutable directories
 //! ```
 //!
+//! Files of at most 2 KiB (most snapshot metadata) are not stored at all:
+//! their capability carries them (`URI:MF-LIT:`, see `caps`), as Tahoe's
+//! literal capabilities do, which spares each small upload a file creation
+//! and two fsyncs.
+//!
 //! `<si>` is a storage index: a 32-byte tagged hash of the object's key (or,
 //! for mutable directories, of the verifying key), in base32. It reveals
 //! nothing about the key or the contents. A copy of the grid directory shows
@@ -413,12 +418,52 @@ async fn blocking<T: Send + 'static>(
 pub fn read_only(cap: &Capability) -> GridResult<Capability> {
     match caps::parse(cap)? {
         EmbeddedCap::DirWrite(keys) => Ok(caps::dir_read(&keys.read)),
-        EmbeddedCap::DirRead(_) | EmbeddedCap::Immutable { .. } => Ok(cap.clone()),
+        EmbeddedCap::DirRead(_) | EmbeddedCap::Immutable { .. } | EmbeddedCap::Literal(_) => {
+            Ok(cap.clone())
+        }
     }
 }
 
+/// The whole content of `source` if it is small enough to be carried in a
+/// literal capability, else `None`.
+async fn literal_content(source: &UploadSource) -> GridResult<Option<Vec<u8>>> {
+    let Some((path, progress)) = source.file() else {
+        let UploadSource::Bytes(bytes) = source else {
+            unreachable!("every source but bytes is a file")
+        };
+        return Ok((bytes.len() <= caps::LITERAL_MAX).then(|| bytes.to_vec()));
+    };
+    let (path, progress) = (path.to_path_buf(), progress.cloned());
+    blocking("upload", move || {
+        let mut content = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                let mut head = std::io::Read::take(f, caps::LITERAL_MAX as u64 + 1);
+                std::io::Read::read_to_end(&mut head, &mut content)
+            })
+            .map_err(|source| GridError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
+        if content.len() > caps::LITERAL_MAX {
+            return Ok(None);
+        }
+        if let Some(p) = progress {
+            p.add(content.len() as u64);
+        }
+        Ok(Some(content))
+    })
+    .await
+}
+
 impl Grid for EmbeddedGrid {
+    /// A small file (most snapshot metadata among them) comes back as a
+    /// literal capability, with nothing stored: each stored object costs a
+    /// file creation and two fsyncs, the bulk of a small file's upload.
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
+        if let Some(content) = literal_content(&source).await? {
+            return Ok(caps::literal(&content));
+        }
         let (key, size, _) = self
             .upload_kind(ObjectKind::File, source, Existing::Keep)
             .await?;
@@ -432,6 +477,14 @@ impl Grid for EmbeddedGrid {
                 key,
                 size,
             } => (key, size),
+            EmbeddedCap::Literal(content) => {
+                let size = content.len() as u64;
+                let chunks = (size > 0).then(|| Ok(bytes::Bytes::from(content)));
+                return Ok(Download {
+                    size,
+                    stream: futures_util::stream::iter(chunks).boxed(),
+                });
+            }
             _ => return Err(wrong_kind("an immutable file capability", cap)),
         };
         let inner = self.inner.clone();
@@ -517,7 +570,7 @@ impl Grid for EmbeddedGrid {
                 .await?;
                 return Ok(Some(Listed::clean(revision, children)));
             }
-            EmbeddedCap::Immutable { dir: false, .. } => {
+            EmbeddedCap::Immutable { dir: false, .. } | EmbeddedCap::Literal(_) => {
                 return Err(GridError::WrongKind {
                     expected: "a directory capability",
                     got: CapKind::ImmutableFile,
@@ -570,6 +623,6 @@ fn mutable_dir_in(store: &Store, cap: &Capability) -> Option<PathBuf> {
     match caps::parse(cap).ok()? {
         EmbeddedCap::DirWrite(keys) => Some(store.mutable_dir(&keys.read.storage_index)),
         EmbeddedCap::DirRead(keys) => Some(store.mutable_dir(&keys.storage_index)),
-        EmbeddedCap::Immutable { .. } => None,
+        EmbeddedCap::Immutable { .. } | EmbeddedCap::Literal(_) => None,
     }
 }

@@ -87,7 +87,7 @@ impl EmbeddedGrid {
         match caps::parse(cap).ok()? {
             EmbeddedCap::DirWrite(keys) => Some(BASE32.encode(&keys.read.storage_index)),
             EmbeddedCap::DirRead(keys) => Some(BASE32.encode(&keys.storage_index)),
-            EmbeddedCap::Immutable { .. } => None,
+            EmbeddedCap::Immutable { .. } | EmbeddedCap::Literal(_) => None,
         }
     }
 
@@ -154,6 +154,8 @@ impl EmbeddedGrid {
             EmbeddedCap::Immutable {
                 dir: false, key, ..
             } => key,
+            // Nothing stored: the capability is the content.
+            EmbeddedCap::Literal(_) => return Ok(Repair::Intact),
             _ => return Err(wrong_kind("an immutable file capability", cap)),
         };
         let (_, _, stored) = self
@@ -175,6 +177,7 @@ impl EmbeddedGrid {
     pub async fn is_intact(&self, cap: &Capability) -> GridResult<bool> {
         let (dir, key, size) = match caps::parse(cap)? {
             EmbeddedCap::Immutable { dir, key, size } => (dir, key, size),
+            EmbeddedCap::Literal(_) => return Ok(true),
             _ => return Err(wrong_kind("an immutable capability", cap)),
         };
         let kind = if dir {
@@ -243,18 +246,22 @@ mod tests {
     async fn collect_spares_what_was_written_or_found_again_since_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
         let grid = EmbeddedGrid::create(dir.path(), [7; 32]).unwrap();
-        let up = |b: &'static [u8]| grid.upload(UploadSource::Bytes(b.into()));
+        // Too large for a literal capability: each is a stored object.
+        let up = |b: u8| {
+            let content = vec![b; caps::LITERAL_MAX + 1];
+            grid.upload(UploadSource::Bytes(content.into()))
+        };
         let (old, found_again, fresh) = (
-            up(b"old").await.unwrap(),
-            up(b"again").await.unwrap(),
-            up(b"new").await.unwrap(),
+            up(b'o').await.unwrap(),
+            up(b'a').await.unwrap(),
+            up(b'n').await.unwrap(),
         );
         let day = Duration::from_secs(86_400);
         for cap in [&old, &found_again] {
             age(&grid.object_path(cap).unwrap(), 2 * day);
         }
         // A writer uploads the same content again: the object is refreshed.
-        assert_eq!(up(b"again").await.unwrap(), found_again);
+        assert_eq!(up(b'a').await.unwrap(), found_again);
         let names = [&old, &found_again, &fresh]
             .map(|c| EmbeddedGrid::object_name(c).unwrap())
             .to_vec();
@@ -278,7 +285,7 @@ mod tests {
             assert!(grid.is_intact(cap).await.unwrap());
         }
         // An object collected is written anew by the next upload of its content.
-        assert_eq!(up(b"old").await.unwrap(), old);
+        assert_eq!(up(b'o').await.unwrap(), old);
         assert!(grid.is_intact(&old).await.unwrap());
         assert!(grid
             .collect(vec!["../../etc".into()], SystemTime::now())
