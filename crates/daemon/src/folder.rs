@@ -479,13 +479,48 @@ pub async fn run<G: Grid>(
     let clock = Clock::new();
     let store = SqliteStore::open(&state_db).map_err(|e| e.to_string())?;
     let author = Author::from_seed(&config.author_name, config.author_seed.0);
+    // Remote changes as they happen, where the grid can be watched; the
+    // periodic poll stays, as a safety net where every publish is heard
+    // (see `grid_watch`).
+    let (published_tx, mut published_rx) = mpsc::channel::<()>(1);
+    let mut poll_interval = config.poll_interval_ms;
+    let grid_watcher = match &config.grid {
+        GridLocation::Embedded { dir } => {
+            let ours =
+                mf_grid::embedded::EmbeddedGrid::mutable_dir_path_in(dir, &config.personal_cap);
+            match crate::grid_watch::watch(dir, ours, published_tx) {
+                Ok(w) => {
+                    match crate::grid_watch::filesystem(dir) {
+                        Some((_, true)) => {
+                            let safety_net = crate::grid_watch::WATCHED_POLL.as_millis() as u64;
+                            poll_interval = poll_interval.max(safety_net);
+                        }
+                        Some((fstype, false)) => info!(
+                            "the grid is on a {fstype} filesystem: other machines' changes are \
+                             seen at each poll"
+                        ),
+                        None => {}
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    warn!(
+                    "cannot watch the grid at {}: {e}; the others' changes are seen at each poll",
+                    dir.display()
+                );
+                    None
+                }
+            }
+        }
+        GridLocation::Tahoe { .. } => None,
+    };
     let engine_config = EngineConfig {
         me: config.participant.clone(),
         author: DeclaredAuthor {
             name: config.author_name.clone(),
             verify_key: author.verify_key(),
         },
-        poll_interval: config.poll_interval_ms,
+        poll_interval,
         scan_interval: config.scan_interval_ms,
     };
     let mut engine = Engine::new(store, engine_config, clock.now()).map_err(|e| e.to_string())?;
@@ -515,26 +550,6 @@ pub async fn run<G: Grid>(
             );
             None
         }
-    };
-    // Remote changes as they happen, where the grid can be watched; the
-    // periodic poll stays (see `grid_watch`).
-    let (published_tx, mut published_rx) = mpsc::channel::<()>(1);
-    let grid_watcher = match &config.grid {
-        GridLocation::Embedded { dir } => {
-            let ours =
-                mf_grid::embedded::EmbeddedGrid::mutable_dir_path_in(dir, &config.personal_cap);
-            match crate::grid_watch::watch(dir, ours, published_tx) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    warn!(
-                    "cannot watch the grid at {}: {e}; the others' changes are seen at each poll",
-                    dir.display()
-                );
-                    None
-                }
-            }
-        }
-        GridLocation::Tahoe { .. } => None,
     };
     let mut watcher_alive = watcher.is_some();
     info!(path = %config.local_path.display(), "syncing");

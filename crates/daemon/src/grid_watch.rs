@@ -15,11 +15,102 @@
 //! Our own publishes are left out (a bulk upload publishes every fraction
 //! of a second), and events are coalesced into a channel of capacity one:
 //! however many arrive, at most one poll is waiting.
+//!
+//! Where the grid is on a local filesystem ([`filesystem`]), every publish
+//! is heard, so the periodic poll is only a safety net and runs at most
+//! every [`WATCHED_POLL`]: an idle daemon then costs almost nothing. On a
+//! network or FUSE filesystem, other machines' writes make no event here,
+//! so the configured interval stays.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+
+/// The periodic poll of a grid on a local filesystem, whose publishes are
+/// all heard as they happen.
+pub const WATCHED_POLL: Duration = Duration::from_secs(30);
+
+/// Filesystem types whose files other machines write: inotify does not see
+/// those writes. (FUSE, `fuse.*`, is counted among them: sshfs, rclone and
+/// the like are network filesystems in disguise.)
+const REMOTE_FILESYSTEMS: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ncpfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "gfs2",
+    "ocfs2",
+    "lustre",
+    "beegfs",
+    "gpfs",
+    "fuse",
+    "fuseblk",
+    "davfs",
+];
+
+/// Where `path` lives: its filesystem's type (as `/proc/self/mountinfo`
+/// names it) and whether that is a local one, on which inotify hears every
+/// write. `None` when it cannot be told (not Linux, no such path).
+pub fn filesystem(path: &Path) -> Option<(String, bool)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let fstype = mount_of(&table, &path)?;
+    let remote = REMOTE_FILESYSTEMS.contains(&fstype) || fstype.starts_with("fuse.");
+    Some((fstype.to_owned(), !remote))
+}
+
+/// The filesystem type of the innermost mount holding `path`, from the text
+/// of a `mountinfo` table (`proc(5)`: the fifth field is the mount point,
+/// with spaces and the like octal-escaped; the type follows the ` - `).
+fn mount_of<'t>(table: &'t str, path: &Path) -> Option<&'t str> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in table.lines() {
+        let (mount, rest) = match line.split_once(" - ") {
+            Some((head, rest)) => (head.split(' ').nth(4), rest),
+            None => continue,
+        };
+        let (Some(mount), Some(fstype)) = (mount, rest.split(' ').next()) else {
+            continue;
+        };
+        let mount = unescape_octal(mount);
+        if path.starts_with(&mount) && best.is_none_or(|(len, _)| mount.len() >= len) {
+            best = Some((mount.len(), fstype));
+        }
+    }
+    best.map(|(_, fstype)| fstype)
+}
+
+/// Undoes mountinfo's `\ooo` escapes (of space, tab, newline, backslash).
+fn unescape_octal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Watches the mutable directories of the embedded grid at `grid_dir`;
 /// sends `()` on `tx` (dropping it if one is already waiting) whenever a
@@ -55,7 +146,28 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn the_innermost_mount_names_the_filesystem() {
+        let table = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /mnt/nas rw,relatime shared:9 - nfs4 server:/export rw
+31 30 0:41 / /mnt/nas/local\\040disk rw shared:10 - xfs /dev/sdb1 rw
+32 22 0:42 / /home/u/remote rw shared:11 - fuse.sshfs u@h:/ rw
+";
+        let at = |p: &str| mount_of(table, Path::new(p));
+        assert_eq!(at("/home/u/grid"), Some("ext4"));
+        assert_eq!(at("/mnt/nas/grid"), Some("nfs4"));
+        assert_eq!(at("/mnt/nas/local disk/grid"), Some("xfs"));
+        assert_eq!(
+            at("/mnt/nasty"),
+            Some("ext4"),
+            "a prefix of the name is no mount"
+        );
+        assert_eq!(at("/home/u/remote/grid"), Some("fuse.sshfs"));
+        // This machine's own temporary directory is on some filesystem.
+        let (_, _local) = filesystem(&std::env::temp_dir()).expect("mountinfo is readable");
+    }
 
     #[tokio::test]
     async fn a_published_version_is_heard_and_coalesced() {
