@@ -226,14 +226,25 @@ pub(crate) fn seal_message(
     aad: &[u8],
     plain: &[u8],
 ) -> Vec<u8> {
-    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buf = Vec::with_capacity(plain.len() + TAG_LEN);
     buf.extend_from_slice(plain);
-    let tag = aead
-        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf)
-        .expect("messages are far below AES-GCM's length limit");
+    let tag = seal_in_place(key, nonce, aad, &mut buf);
     buf.extend_from_slice(&tag);
     buf
+}
+
+/// [`seal_message`] without a copy: encrypts `buf` where it is and returns
+/// the tag, which the caller appends (the sealed form is `buf ‖ tag`).
+pub(crate) fn seal_in_place(
+    key: &Key32,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> [u8; TAG_LEN] {
+    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    aead.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+        .expect("messages are far below AES-GCM's length limit")
+        .into()
 }
 
 /// Inverse of [`seal_message`]: `sealed` is `ciphertext ‖ tag`.

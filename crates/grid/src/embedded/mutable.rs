@@ -60,12 +60,13 @@ use std::time::{Duration, Instant};
 
 use super::caps::short_name;
 use super::crypto::{
-    random_bytes, seal_message, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN, SIG_LEN, TAG_LEN,
+    random_bytes, seal_in_place, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN, SIG_LEN, TAG_LEN,
 };
 use super::dirnode;
 use super::immutable::{FORMAT_VERSION, MAGIC};
 use super::store::{fsync_dir, io_err, Store};
 use crate::{DirChildren, GridError, GridResult, Listed, Revision};
+use sha2::{Digest, Sha256};
 
 /// Versions newer than this many (counting the newest) keep their content.
 pub(crate) const KEEP_FULL: u64 = 4;
@@ -105,19 +106,24 @@ fn list_versions(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Seals directory contents as version `seq`.
-fn encode_version(keys: &DirWriteKeys, seq: u64, plain: &[u8]) -> io::Result<Vec<u8>> {
+/// Seals directory contents as version `seq`, encrypting them in place
+/// behind the header (no second copy of a big directory).
+fn encode_version(keys: &DirWriteKeys, seq: u64, plain: Vec<u8>) -> io::Result<Vec<u8>> {
     let nonce: [u8; NONCE_LEN] = random_bytes()?;
     let ct_len = (plain.len() + TAG_LEN) as u64;
-    let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN + SIG_LEN);
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.push(b'M');
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct_len.to_be_bytes());
-    let aad = aad(&keys.read.storage_index, &out[..HEADER_LEN]);
-    out.extend(seal_message(&keys.read.read_key, &nonce, &aad, plain));
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.push(FORMAT_VERSION);
+    header.push(b'M');
+    header.extend_from_slice(&seq.to_be_bytes());
+    header.extend_from_slice(&nonce);
+    header.extend_from_slice(&ct_len.to_be_bytes());
+    let aad = aad(&keys.read.storage_index, &header);
+    let mut out = plain;
+    out.reserve_exact(HEADER_LEN + TAG_LEN + SIG_LEN);
+    out.splice(0..0, header);
+    let tag = seal_in_place(&keys.read.read_key, &nonce, &aad, &mut out[HEADER_LEN..]);
+    out.extend_from_slice(&tag);
     let sig = keys.sign(&out);
     out.extend_from_slice(&sig);
     Ok(out)
@@ -174,8 +180,10 @@ fn decode_version(keys: &DirReadKeys, seq: u64, raw: &[u8], name: &str) -> GridR
 pub(crate) struct Head {
     /// Its seqnum (a writer publishes `seq + 1`).
     pub seq: u64,
-    /// The file's bytes, to confirm later that it was not replaced.
-    raw: Vec<u8>,
+    /// The SHA-256 of the file's bytes, to confirm later that it was not
+    /// replaced (a digest, not the bytes: a big directory's version is
+    /// tens of MB, and an update already holds several copies of it).
+    raw_digest: [u8; 32],
     /// The serialised children: of version `seq`, or — when that one is
     /// damaged — of the newest older version that is intact.
     pub plain: Vec<u8>,
@@ -244,7 +252,7 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
             Ok(plain) => {
                 return Ok(Head {
                     seq,
-                    raw,
+                    raw_digest: Sha256::digest(&raw).into(),
                     plain,
                     id,
                     damaged: None,
@@ -265,7 +273,7 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
                 };
                 return Ok(Head {
                     seq,
-                    raw,
+                    raw_digest: Sha256::digest(&raw).into(),
                     plain,
                     id,
                     damaged: Some(format!(
@@ -368,7 +376,7 @@ pub(crate) fn create(store: &Store) -> GridResult<Key32> {
     fs::create_dir(&dir).map_err(io_err(ctx()))?;
     fsync_dir(store.mutable_root()).map_err(io_err(ctx()))?;
     let plain = dirnode::encode_mutable(&DirChildren::new(), &keys.child_writecap_key)?;
-    let raw = encode_version(&keys, 1, &plain).map_err(io_err(ctx()))?;
+    let raw = encode_version(&keys, 1, plain).map_err(io_err(ctx()))?;
     let target = dir.join(version_name(1));
     let mut temp = store.temp_file().map_err(io_err(ctx()))?;
     temp.file().write_all(&raw).map_err(io_err(ctx()))?;
@@ -396,14 +404,19 @@ pub(crate) fn modify(
     let started = Instant::now();
     let mut attempt: u32 = 0;
     loop {
-        let head = read_head(store, &keys.read)?;
-        let mut children = dirnode::decode(&head.plain, Some(&keys.child_writecap_key), &name)?;
+        // Each copy of a big directory is tens of MB: every one is dropped
+        // as soon as the next exists.
+        let mut head = read_head(store, &keys.read)?;
+        let plain = std::mem::take(&mut head.plain);
+        let mut children = dirnode::decode(&plain, Some(&keys.child_writecap_key), &name)?;
+        drop(plain);
         if !change(&mut children)? {
             return Ok(());
         }
         let plain = dirnode::encode_mutable(&children, &keys.child_writecap_key)?;
+        drop(children);
         let next = head.seq + 1;
-        let raw = encode_version(keys, next, &plain).map_err(io_err(ctx()))?;
+        let raw = encode_version(keys, next, plain).map_err(io_err(ctx()))?;
         let mut temp = store.temp_file().map_err(io_err(ctx()))?;
         temp.file().write_all(&raw).map_err(io_err(ctx()))?;
         temp.sync().map_err(io_err(ctx()))?;
@@ -441,7 +454,7 @@ pub(crate) fn modify(
 /// stub? Then the link extended the real newest version (see module docs).
 fn built_on(dir: &Path, head: &Head) -> io::Result<bool> {
     match fs::read(dir.join(version_name(head.seq))) {
-        Ok(bytes) => Ok(bytes.is_empty() || bytes == head.raw),
+        Ok(bytes) => Ok(bytes.is_empty() || Sha256::digest(&bytes)[..] == head.raw_digest),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
@@ -544,7 +557,7 @@ mod tests {
             fs::remove_file(dir.join(version_name(seq))).unwrap();
         }
         // Replay the stale writer's link of seq+1, then its check.
-        let raw = encode_version(&keys, stale.seq + 1, &stale.plain).unwrap();
+        let raw = encode_version(&keys, stale.seq + 1, stale.plain.clone()).unwrap();
         fs::write(dir.join(version_name(stale.seq + 1)), raw).unwrap();
         assert!(!built_on(&dir, &stale).unwrap());
         // Whereas an up-to-date head is confirmed, also once stubbed.
@@ -571,7 +584,7 @@ mod tests {
         let mut forger = DirWriteKeys::from_seed([42; 32]);
         forger.read.read_key = keys.read.read_key;
         forger.read.storage_index = keys.read.storage_index;
-        let forged = encode_version(&forger, head.seq + 1, &head.plain).unwrap();
+        let forged = encode_version(&forger, head.seq + 1, head.plain.clone()).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &forged).unwrap();
         let read = read_head(&store, &keys.read).unwrap();
         assert_eq!(read.plain, head.plain, "the genuine version is read");
@@ -581,7 +594,7 @@ mod tests {
             "{why}"
         );
         // A genuine old version replayed under a newer seqnum.
-        let replay = encode_version(&keys, head.seq, &head.plain).unwrap();
+        let replay = encode_version(&keys, head.seq, head.plain.clone()).unwrap();
         fs::write(dir.join(version_name(head.seq + 1)), &replay).unwrap();
         let read = read_head(&store, &keys.read).unwrap();
         assert!(read.damaged.unwrap().contains("replayed"));
