@@ -102,8 +102,10 @@ fn copy_large(p: &Value) -> Result<Timed> {
 }
 
 /// Every regular file below `root`, as paths relative to it, sorted.
-/// Directories named `.magic-folder` (a folder's own bookkeeping) are
-/// skipped, as are temporary files a daemon may be writing (`.mf-tmp-*`).
+/// A sync program's own entries are skipped: its bookkeeping (ours:
+/// `.magic-folder`; Syncthing's: the `.stfolder` marker and `.stversions`)
+/// and the temporary files it may be writing (`.mf-tmp-*`,
+/// `.syncthing.*.tmp`).
 pub fn tree_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -112,8 +114,7 @@ pub fn tree_files(root: &Path) -> Result<Vec<PathBuf>> {
         for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
             let entry = entry?;
             let name = entry.file_name();
-            let skip = name == ".magic-folder" || name.to_string_lossy().starts_with(".mf-tmp-");
-            if skip {
+            if is_sync_bookkeeping(&name.to_string_lossy()) {
                 continue;
             }
             let ft = entry.file_type()?;
@@ -126,6 +127,14 @@ pub fn tree_files(root: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Whether a directory entry belongs to a sync program, not to the user
+/// (see [`tree_files`]).
+fn is_sync_bookkeeping(name: &str) -> bool {
+    matches!(name, ".magic-folder" | ".stfolder" | ".stversions")
+        || name.starts_with(".mf-tmp-")
+        || (name.starts_with(".syncthing.") && name.ends_with(".tmp"))
 }
 
 /// Copies every file of `files` (relative paths) from `src` to `dst`, with

@@ -5,8 +5,9 @@
 //! cargo run --release -p mf-bench -- grid [--size-mib 1024] [--files 10000]
 //!     [--file-kib 4] [--concurrency 8] [--dir PATH] [--json PATH]
 //! cargo build --release -p magic-folder -p mf-bench
+//! scripts/bench-setup.sh    # installs Syncthing, which `sync` measures too
 //! target/release/mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick]
-//!     [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s]
+//!     [--tuned] [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s]
 //!     [--pending-delay 200ms] [--idle-seconds N]
 //! target/release/mf-bench tahoe [--quick] [--only edit,big,files,deletions]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (a local Tahoe-LAFS grid)
@@ -15,7 +16,8 @@
 //! ```
 //!
 //! Each subcommand lives in its own module (`grid`: the embedded grid alone;
-//! `sync`: two real daemons syncing, with `world` starting them) and shares
+//! `sync`: two real daemons syncing, with `world` starting them, next to
+//! two Syncthing instances that `syncthing` starts) and shares
 //! the helpers in `limits` (machine limits), `phase` (running a measured
 //! phase in a child process, so each phase's peak RSS is its own), `data`
 //! (test contents, flushing, hashing) and `report` (the table and the JSON
@@ -27,6 +29,7 @@ mod limits;
 mod phase;
 mod report;
 mod sync;
+mod syncthing;
 mod tahoe;
 mod upkeep;
 mod world;
@@ -35,8 +38,11 @@ use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib N] \
 [--concurrency N] [--dir PATH] [--json PATH]
-       mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] [--dir PATH] [--json PATH] \
-[--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]
+       mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick] [--tuned] [--dir PATH] \
+[--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms] [--idle-seconds N]
+         (our daemons at their defaults, Syncthing tuned in the same run if installed: \
+scripts/bench-setup.sh; --tuned adds a column of ours with --poll-interval 1s \
+--pending-delay 200ms, or the values given)
        mf-bench tahoe [--quick] [--only edit,big,files,deletions] [--dir PATH] [--json PATH] \
 [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]
        mf-bench upkeep [--only history,verify] [--quick] [--dir PATH] [--json PATH] [--bin PATH]";

@@ -74,7 +74,8 @@ use crate::data::{
 };
 use crate::report::{print_columns, write_json};
 use crate::world::{
-    clock_ticks_per_s, settle_daemons, wait_for, wait_until, Participant, ProcSample, RunOptions,
+    clock_ticks_per_s, settle_daemons, wait_for, wait_until, Daemon, Participant, ProcSample,
+    RunOptions,
 };
 
 const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
@@ -439,7 +440,8 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     println!(
         "Magic Folder on a local Tahoe-LAFS 1.20 grid (3 storage nodes, k=2 happy=3 N=3, one \
          client node per participant), this machine, same run (poll interval {}, pending delay {}):",
-        o.poll_interval, o.pending_delay
+        o.poll_interval(),
+        o.pending_delay()
     );
     let header = [
         "",
@@ -470,8 +472,8 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
             "benchmark": "tahoe",
             "params": {
                 "quick": o.quick,
-                "poll_interval": o.poll_interval,
-                "pending_delay": o.pending_delay,
+                "poll_interval": o.poll_interval(),
+                "pending_delay": o.pending_delay(),
                 "grid": { "storage_nodes": 3, "shares_needed": 2, "shares_happy": 3, "shares_total": 3 },
                 "raw_concurrency": RAW_CONCURRENCY,
                 "sizes": {
@@ -981,9 +983,9 @@ impl Pair {
         };
         let tuning = [
             "--poll-interval",
-            o.poll_interval.as_str(),
+            o.poll_interval(),
             "--pending-delay",
-            o.pending_delay.as_str(),
+            o.pending_delay(),
         ];
         let mut alice = Participant::new(root, "alice", &o.bin)?.with_log(DAEMON_LOG);
         let mut bob = Participant::new(root, "bob", &o.bin)?.with_log(DAEMON_LOG);

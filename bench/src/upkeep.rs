@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 
 use crate::limits::phase as limit_phase;
 use crate::report::{print_columns, write_json};
-use crate::world::{settle_daemons, RunOptions, World, FOLDER};
+use crate::world::{settle_daemons, Daemon, RunOptions, World, FOLDER};
 
 /// The workloads, for `--only`.
 pub const WORKLOADS: [&str; 2] = ["history", "verify"];

@@ -12,11 +12,11 @@
 //! `None`), never hangs.
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +24,12 @@ use serde_json::Value;
 
 /// The folder name every participant uses.
 pub const FOLDER: &str = "bench";
+
+/// The tuned `--poll-interval`: what `tahoe` and `upkeep` run with, and
+/// `sync`'s extra "tuned" column.
+pub const TUNED_POLL_INTERVAL: &str = "1s";
+/// The tuned `--pending-delay` (see [`TUNED_POLL_INTERVAL`]).
+pub const TUNED_PENDING_DELAY: &str = "200ms";
 
 /// Options of the benchmarks that run daemons (`sync`, `tahoe`).
 #[derive(Debug, Clone)]
@@ -38,10 +44,10 @@ pub struct RunOptions {
     pub json: Option<PathBuf>,
     /// The `magic-folder` binary to run.
     pub bin: PathBuf,
-    /// The daemons' `--poll-interval`.
-    pub poll_interval: String,
-    /// The daemons' `--pending-delay`.
-    pub pending_delay: String,
+    /// `--poll-interval`, if given (else [`TUNED_POLL_INTERVAL`]).
+    poll_interval: Option<String>,
+    /// `--pending-delay`, if given (else [`TUNED_PENDING_DELAY`]).
+    pending_delay: Option<String>,
 }
 
 impl RunOptions {
@@ -61,8 +67,8 @@ impl RunOptions {
             dir: None,
             json: None,
             bin: exe.with_file_name("magic-folder"),
-            poll_interval: "1s".into(),
-            pending_delay: "200ms".into(),
+            poll_interval: None,
+            pending_delay: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -85,8 +91,8 @@ impl RunOptions {
                 "--dir" => o.dir = Some(value()?.into()),
                 "--json" => o.json = Some(value()?.into()),
                 "--bin" => o.bin = value()?.into(),
-                "--poll-interval" => o.poll_interval = value()?,
-                "--pending-delay" => o.pending_delay = value()?,
+                "--poll-interval" => o.poll_interval = Some(value()?),
+                "--pending-delay" => o.pending_delay = Some(value()?),
                 _ => {
                     if !extra(flag, &mut value)? {
                         bail!("unknown option {flag}\n{usage}");
@@ -109,19 +115,135 @@ impl RunOptions {
         self.only.contains(w)
     }
 
-    /// The daemons' tuning flags, for `create` and `join`.
+    /// The tuned daemons' `--poll-interval`: as given, else
+    /// [`TUNED_POLL_INTERVAL`].
+    pub fn poll_interval(&self) -> &str {
+        self.poll_interval.as_deref().unwrap_or(TUNED_POLL_INTERVAL)
+    }
+
+    /// The tuned daemons' `--pending-delay`: as given, else
+    /// [`TUNED_PENDING_DELAY`].
+    pub fn pending_delay(&self) -> &str {
+        self.pending_delay.as_deref().unwrap_or(TUNED_PENDING_DELAY)
+    }
+
+    /// Whether `--poll-interval` or `--pending-delay` was given.
+    pub fn tuning_given(&self) -> bool {
+        self.poll_interval.is_some() || self.pending_delay.is_some()
+    }
+
+    /// The tuned daemons' flags, for `create` and `join`.
     pub fn tuning(&self) -> Vec<String> {
         vec![
             "--poll-interval".into(),
-            self.poll_interval.clone(),
+            self.poll_interval().to_owned(),
             "--pending-delay".into(),
-            self.pending_delay.clone(),
+            self.pending_delay().to_owned(),
         ]
     }
 }
 
-/// How long a daemon gets to start (write its API URL) or to stop.
+/// How long a daemon gets to start (answer on its API) or to stop.
 const START_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One side of a sync benchmark: a sync program's process and the folder it
+/// keeps in sync. Our daemon ([`Participant`]) and Syncthing
+/// (`crate::syncthing::Device`) both are one, so that the same workload
+/// code drives and checks both.
+pub trait Daemon {
+    /// Who this is (alice, bob).
+    fn name(&self) -> &str;
+    /// The synchronised folder.
+    fn dir(&self) -> &Path;
+    /// Where the program logs.
+    fn log(&self) -> &Path;
+    /// The running program's process id.
+    fn pid(&self) -> Option<u32>;
+    /// Starts the program and waits until its API answers.
+    fn start(&mut self) -> Result<()>;
+    /// Stops the program (bounded: killed if it does not stop in time).
+    fn stop(&mut self) -> Result<()>;
+    /// Scanned since it started, knows the other side's state, and has
+    /// nothing left to do.
+    fn up_to_date(&self) -> bool;
+    /// Whether it is still taking in local changes (uploading, publishing,
+    /// scanning); `None` if it cannot tell now.
+    fn busy_with_local_changes(&self) -> Option<bool>;
+    /// Whether `name` (in the same directory) is one of this program's
+    /// conflict copies of the file named `of`.
+    fn is_conflict_copy(&self, name: &str, of: &str) -> bool;
+
+    /// The program's CPU time and memory now.
+    fn sample(&self) -> Option<ProcSample> {
+        ProcSample::read(self.pid()?)
+    }
+}
+
+/// Opens a daemon's log for appending, with a line marking this start.
+pub fn open_log(path: &Path) -> Result<File> {
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(log, "===== start =====")?;
+    Ok(log)
+}
+
+/// Starts `cmd` and waits (bounded) until `ready()` holds; an error if the
+/// process exits first or does not get ready in time (it is then killed).
+pub fn spawn_ready(
+    cmd: &mut Command,
+    name: &str,
+    log: &Path,
+    ready: impl Fn() -> bool,
+) -> Result<Child> {
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{name}: starting {:?}", cmd.get_program()))?;
+    let deadline = Instant::now() + START_STOP_TIMEOUT;
+    loop {
+        if ready() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{name}: daemon exited at start ({status}); log: {}",
+                log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{name}: daemon did not start within {START_STOP_TIMEOUT:?}; log: {}",
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops `child` with SIGTERM and waits (bounded) for it to exit; kills it
+/// if it does not.
+pub fn terminate(mut child: Child, name: &str) -> Result<ExitStatus> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + START_STOP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{name}: daemon did not stop on SIGTERM; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// One embedded grid and the participants sharing it.
 pub struct World {
@@ -179,7 +301,7 @@ fn path_str(p: &Path) -> Result<&str> {
 
 /// Waits until every one of `daemons` has been up to date for a whole
 /// second (a timeout is an error naming their logs).
-pub fn settle_daemons(daemons: &[&Participant], timeout: Duration) -> Result<()> {
+pub fn settle_daemons<D: Daemon + ?Sized>(daemons: &[&D], timeout: Duration) -> Result<()> {
     let mut since: Option<Instant> = None;
     let waited = wait_until(Instant::now(), timeout, || {
         if daemons.iter().all(|p| p.up_to_date()) {
@@ -193,7 +315,7 @@ pub fn settle_daemons(daemons: &[&Participant], timeout: Duration) -> Result<()>
     if waited.is_none() {
         let logs: Vec<String> = daemons
             .iter()
-            .map(|p| p.log.display().to_string())
+            .map(|p| p.log().display().to_string())
             .collect();
         bail!(
             "the daemons did not settle within {timeout:?} (logs: {})",
@@ -263,17 +385,44 @@ impl Participant {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The running daemon's live status of [`FOLDER`], from its API.
+    pub fn status(&self) -> Option<Value> {
+        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
+        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
+        let body = http_get(
+            url.trim(),
+            &format!("/v1/magic-folder/{FOLDER}/status"),
+            &format!("Authorization: Bearer {}", token.trim()),
+        )?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The participant's config directory.
+    pub fn config_dir(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Daemon for Participant {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// Starts `magic-folder run` and waits until its API is up.
-    pub fn start(&mut self) -> Result<()> {
+    fn start(&mut self) -> Result<()> {
         if self.daemon.is_some() {
             bail!("{} is already running", self.name);
         }
         let _ = fs::remove_file(self.config.join("api.url"));
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        writeln!(log, "===== start =====")?;
+        let log = open_log(&self.log)?;
         // For profiling: MF_BENCH_WRAP="perf record -g -o /tmp/{name}.data --"
         // runs each daemon under that command ({name}: the participant).
         // The CPU and memory figures are then the wrapper's.
@@ -292,96 +441,43 @@ impl Participant {
             }
             None => Command::new(&self.bin),
         };
-        let child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("run")
             .env_remove("MAGIC_FOLDER_CONFIG")
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} run", self.bin.display()))?;
+            .stderr(log);
+        let api_url = self.config.join("api.url");
+        let child = spawn_ready(&mut cmd, &self.name, &self.log, || {
+            fs::read_to_string(&api_url).is_ok_and(|url| url.trim().starts_with("http://"))
+        })?;
         self.daemon = Some(child);
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        loop {
-            let url = fs::read_to_string(self.config.join("api.url")).unwrap_or_default();
-            if url.trim().starts_with("http://") {
-                return Ok(());
-            }
-            if let Some(status) = self.child()?.try_wait()? {
-                self.daemon = None;
-                bail!(
-                    "{}: daemon exited at start ({status}); log: {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{}: daemon did not start within {START_STOP_TIMEOUT:?}",
-                    self.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn child(&mut self) -> Result<&mut Child> {
-        self.daemon
-            .as_mut()
-            .with_context(|| format!("{} is not running", self.name))
+        Ok(())
     }
 
     /// The daemon's process id.
-    pub fn pid(&self) -> Option<u32> {
+    fn pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
     }
 
     /// Stops the daemon with SIGTERM and waits (bounded) for it to exit;
     /// kills it if it does not.
-    pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.daemon.take() else {
+    fn stop(&mut self) -> Result<()> {
+        let Some(child) = self.daemon.take() else {
             return Ok(());
         };
-        let name = &self.name;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("{name}: daemon exited with {status}");
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{name}: daemon did not stop on SIGTERM; killed");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = terminate(child, &self.name)?;
+        if !status.success() {
+            bail!("{}: daemon exited with {status}", self.name);
         }
-    }
-
-    /// The running daemon's live status of [`FOLDER`], from its API.
-    pub fn status(&self) -> Option<Value> {
-        let url = fs::read_to_string(self.config.join("api.url")).ok()?;
-        let token = fs::read_to_string(self.config.join("api_token")).ok()?;
-        let body = http_get(
-            url.trim(),
-            &format!("/v1/magic-folder/{FOLDER}/status"),
-            token.trim(),
-        )?;
-        serde_json::from_str(&body).ok()
+        Ok(())
     }
 
     /// True when the daemon has scanned and polled since it started and
     /// has nothing queued, in flight or unpublished: it is up to date.
-    pub fn up_to_date(&self) -> bool {
+    fn up_to_date(&self) -> bool {
         self.status().is_some_and(|s| {
             s["running"] == true
                 && !s["last_scan"].is_null()
@@ -392,19 +488,16 @@ impl Participant {
         })
     }
 
-    /// The participant's config directory.
-    pub fn config_dir(&self) -> &Path {
-        &self.config
+    /// Anything queued, in flight or not yet published.
+    fn busy_with_local_changes(&self) -> Option<bool> {
+        let s = self.status()?;
+        Some(s["queued"] != 0 || s["in_flight"] != 0 || s["unpublished"] != 0)
     }
 
-    /// The daemon's log file.
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
-    /// This daemon's CPU time and memory now.
-    pub fn sample(&self) -> Option<ProcSample> {
-        ProcSample::read(self.pid()?)
+    /// Ours are `<name>.conflict-<author>`.
+    fn is_conflict_copy(&self, name: &str, of: &str) -> bool {
+        name.strip_prefix(of)
+            .is_some_and(|rest| rest.starts_with(".conflict-"))
     }
 }
 
@@ -417,16 +510,16 @@ impl Drop for Participant {
     }
 }
 
-/// A minimal HTTP/1.1 GET on loopback (the daemon's API); the body, if the
-/// status is 200.
-fn http_get(url: &str, path: &str, token: &str) -> Option<String> {
+/// A minimal HTTP GET on loopback (a daemon's API) with one extra header
+/// line (the credentials); the body, if the status is 200. HTTP/1.0, so
+/// that the server sends the body as is, never chunked.
+pub fn http_get(url: &str, path: &str, header: &str) -> Option<String> {
     let hostport = url.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {token}\r\n\
-         Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n{header}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut resp = String::new();
