@@ -623,11 +623,19 @@ impl<G: Grid> Executor<G> {
             }
         }
         if aside != before || !legacy.is_empty() {
-            let dir = self
-                .grid
-                .create_immutable_dir(aside.clone())
-                .await
-                .map_err(|e| grid_error("cannot record our directories and conflict copies", e))?;
+            // A fresh nonce in every attempt, as in a snapshot's metadata:
+            // Tahoe storage servers hold an interrupted upload's shares for
+            // 30 minutes and refuse the same storage index meanwhile, so an
+            // attempt that repeated an interrupted one's bytes would wait
+            // that long.
+            let mut record = aside.clone();
+            if let Some(entry) = record.get_mut(AUTHOR_ENTRY) {
+                entry.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
+            }
+            let dir =
+                self.grid.create_immutable_dir(record).await.map_err(|e| {
+                    grid_error("cannot record our directories and conflict copies", e)
+                })?;
             children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
         }
         if !children.is_empty() {
@@ -664,6 +672,13 @@ impl<G: Grid> Executor<G> {
                 .map_err(|e| grid_error("cannot list our directories and conflict copies", e))?,
             _ => DirChildren::new(),
         };
+        // Compared without its nonce, so an unchanged record is not rewritten.
+        if let Some(metadata) = aside
+            .get_mut(AUTHOR_ENTRY)
+            .and_then(|e| e.metadata.as_object_mut())
+        {
+            metadata.remove(NONCE_KEY);
+        }
         let legacy: Vec<String> = ours
             .keys()
             .filter(|n| is_conflict_entry(n))
@@ -852,6 +867,10 @@ pub async fn with_aside<G: Grid>(
 /// key: a child that names no object, whose edge metadata is
 /// `{"name": …, "verify_key": …}` (`@` + a letter: never a mangled path).
 const AUTHOR_ENTRY: &str = "@author";
+
+/// The author entry's metadata field that makes each written record unique
+/// (see [`Executor::publish`]).
+const NONCE_KEY: &str = "nonce";
 
 fn author_entry(author: &Author) -> DirEntry {
     DirEntry {

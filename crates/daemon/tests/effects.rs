@@ -1000,6 +1000,35 @@ impl Grid for MemGrid {
     }
 }
 
+const ALICE_SEED: u8 = 1;
+
+/// An executor for participant `name` (author key from `seed`).
+fn executor(
+    grid: &Arc<MemGrid>,
+    collective: &Capability,
+    name: &str,
+    seed: u8,
+    root: &Path,
+    personal: &Capability,
+    quiet: Duration,
+) -> Arc<Executor<MemGrid>> {
+    let ex = Executor::new(
+        grid.clone(),
+        ExecutorConfig {
+            root: root.to_path_buf(),
+            author: Author::from_seed(name, [seed; 32]),
+            participant: name.to_owned(),
+            collective: collective.clone(),
+            personal: personal.clone(),
+            umask: fsops::DEFAULT_UMASK,
+            ignore: IgnoreRules::parse("*.o\n").unwrap(),
+            quiet,
+        },
+    )
+    .unwrap();
+    Arc::new(ex)
+}
+
 /// A grid with a collective holding alice and bob, and an executor for each.
 struct World {
     grid: Arc<MemGrid>,
@@ -1027,23 +1056,10 @@ fn world_with_quiet(quiet: Duration) -> World {
     let mut make = |name: &str, root: &Path, seed: u8| {
         let (w, r) = grid.new_mutable();
         members.insert(name.to_owned(), DirEntry::new(r));
-        let ex = Executor::new(
-            grid.clone(),
-            ExecutorConfig {
-                root: root.to_path_buf(),
-                author: Author::from_seed(name, [seed; 32]),
-                participant: name.to_owned(),
-                collective: collective.1.clone(),
-                personal: w.clone(),
-                umask: fsops::DEFAULT_UMASK,
-                ignore: IgnoreRules::parse("*.o\n").unwrap(),
-                quiet,
-            },
-        )
-        .unwrap();
-        (Arc::new(ex), w)
+        let ex = executor(&grid, &collective.1, name, seed, root, &w, quiet);
+        (ex, w)
     };
-    let (alice, alice_personal) = make("alice", &alice_root, 1);
+    let (alice, alice_personal) = make("alice", &alice_root, ALICE_SEED);
     let (bob, _) = make("bob", &bob_root, 2);
     members.insert(
         "@metadata".into(),
@@ -1958,6 +1974,68 @@ async fn directories_and_their_deletions_stay_where_24_3_does_not_look() {
         (declared.name.as_str(), declared.verify_key.as_str()),
         (d_file.author.as_str(), d_file.author_key.as_str())
     );
+}
+
+/// The record aside is written with a fresh nonce each time, so a retry
+/// after an interrupted write never repeats its bytes (on Tahoe, storage
+/// servers refuse an interrupted upload's storage index for 30 minutes);
+/// and it is written only when what it records changed, also after a
+/// restart, when it is read back from the grid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aside_record_is_unique_per_write_and_written_only_on_change() {
+    let w = world();
+    let restarted_alice = || {
+        executor(
+            &w.grid,
+            &w.collective.1,
+            "alice",
+            ALICE_SEED,
+            &w.alice_root,
+            &w.alice_personal,
+            Duration::ZERO,
+        )
+    };
+    fs::create_dir(w.alice_root.join("d")).unwrap();
+    let dir = done(upload(&w.alice, "d", LocalState::Dir, vec![]).await);
+    let d = || vec![entry(&rp("d"), &dir.cap, EntryShape::Directory)];
+    let record = || async {
+        let own = w.grid.list(&w.alice_personal).await.unwrap();
+        own["@metadata"].cap.clone()
+    };
+    publish(&w.alice, d()).await;
+    let first = record().await;
+    // As if that write's outcome were unknown: the record is gone from the
+    // personal directory and a fresh daemon writes the same entries again.
+    w.grid.unlink(&w.alice_personal, "@metadata").await.unwrap();
+    publish(&restarted_alice(), d()).await;
+    let second = record().await;
+    let grid = &w.grid;
+    let nonce = |cap: Capability| async move {
+        let aside = grid.list(&cap).await.unwrap();
+        assert_eq!(aside.keys().collect::<Vec<_>>(), ["@author", "d"]);
+        aside["@author"].metadata["nonce"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(
+        nonce(first).await,
+        nonce(second.clone()).await,
+        "the same entries, new bytes"
+    );
+    // A restarted daemon publishing a file leaves the unchanged record.
+    fs::write(w.alice_root.join("f"), "x").unwrap();
+    let file = done(upload(&w.alice, "f", state(&w.alice_root, "f"), vec![]).await);
+    publish(
+        &restarted_alice(),
+        vec![entry(&rp("f"), &file.cap, EntryShape::File)],
+    )
+    .await;
+    assert_eq!(record().await, second);
+    // Readers still find alice's declared author.
+    let listings = poll(&w.bob).await;
+    let declared = listings[0].author.as_ref().unwrap();
+    assert_eq!(declared.name, "alice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
