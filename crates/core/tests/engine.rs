@@ -14,6 +14,10 @@ fn path() -> RelPath {
 }
 
 fn engine(store: MemStore) -> Engine<MemStore> {
+    engine_with_room(store, 1024)
+}
+
+fn engine_with_room(store: MemStore, max_pending_effects: usize) -> Engine<MemStore> {
     let cfg = EngineConfig {
         me: "me".into(),
         author: DeclaredAuthor {
@@ -22,6 +26,7 @@ fn engine(store: MemStore) -> Engine<MemStore> {
         },
         poll_interval: 1_000,
         scan_interval: 15_000,
+        max_pending_effects,
     };
     Engine::new(store, cfg, 0).unwrap()
 }
@@ -564,4 +569,55 @@ fn a_24_3_winner_over_our_version_leaves_ours_where_24_3_reads() {
         [(path(), "me".to_owned())],
         "24.3's version won here: ours is the copy"
     );
+}
+
+/// Beyond `max_pending_effects`, paths wait to be decided instead of being
+/// queued as actions: a scan of ten new files asks for three uploads, and
+/// one more as each finishes, until all ten are uploaded. (The publish it
+/// asks for is left in flight here, so it holds one of the three places.)
+#[test]
+fn effects_are_asked_for_only_while_there_is_room() {
+    let mut e = engine_with_room(MemStore::new(), 3);
+    let names: Vec<RelPath> = (0..10)
+        .map(|i| RelPath::new(&format!("f{i}")).unwrap())
+        .collect();
+    e.handle(
+        1,
+        Event::Scanned(Ok(ScanReport {
+            entries: names.iter().map(|p| (p.clone(), file(1, 10))).collect(),
+            ..ScanReport::default()
+        })),
+    );
+    let mut pending = actions(&mut e);
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    assert!(
+        e.poll_timeout().is_none_or(|t| t > 1),
+        "waiting work does not wake the driver while there is no room"
+    );
+    let mut uploaded = Vec::new();
+    let mut now = 2;
+    while !pending.is_empty() {
+        assert!(pending.len() <= 3, "at most three at a time: {pending:?}");
+        let Action::Upload { op, path, .. } = pending.remove(0) else {
+            panic!("only uploads here");
+        };
+        let info = SnapshotInfo {
+            cap: Cap::from(format!("URI:snap-{path}").as_str()),
+            relpath: path.clone(),
+            ..snap("unused", "me", &[], bytes(), 1)
+        };
+        e.handle(
+            now,
+            Event::Uploaded {
+                op,
+                result: UploadOutcome::Done(info),
+            },
+        );
+        uploaded.push(path);
+        pending.extend(actions(&mut e));
+        now += 1;
+    }
+    uploaded.sort();
+    assert_eq!(uploaded, names, "every file uploaded once");
+    assert_eq!(e.status().queued, 0);
 }

@@ -67,6 +67,13 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// and 1.4 s 32 at a time on the 2-core development machine.
 pub const MAX_IN_FLIGHT_EMBEDDED: usize = 32;
 
+/// Most effects the engine asks for before earlier ones finish
+/// ([`EngineConfig::max_pending_effects`]): far more than run at once, so
+/// the loop always has the next one ready, and a few hundred kilobytes at
+/// most. While the write gate is closed, parked writes count too: past this
+/// many, downloads also wait for the grid to heal.
+pub const MAX_PENDING_EFFECTS: usize = 1024;
+
 /// How long shutdown waits for running effects before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -522,6 +529,7 @@ pub async fn run<G: Grid>(
         },
         poll_interval,
         scan_interval: config.scan_interval_ms,
+        max_pending_effects: MAX_PENDING_EFFECTS,
     };
     let mut engine = Engine::new(store, engine_config, clock.now()).map_err(|e| e.to_string())?;
     let mut persister = Persister::open(&state_db);

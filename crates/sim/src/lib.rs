@@ -293,7 +293,10 @@ struct World {
     livelock: Option<String>,
 }
 
-fn engine_config(name: &str) -> EngineConfig {
+/// Participant `i`'s engine settings. The first participant decides paths
+/// one effect at a time and the second four at a time, so that work waiting
+/// for room is exercised in every run.
+fn engine_config(i: usize, name: &str) -> EngineConfig {
     EngineConfig {
         me: name.to_owned(),
         author: mf_core::engine::DeclaredAuthor {
@@ -302,6 +305,7 @@ fn engine_config(name: &str) -> EngineConfig {
         },
         poll_interval: POLL_MS,
         scan_interval: SCAN_MS,
+        max_pending_effects: [1, 4, 1024][i % 3],
     }
 }
 
@@ -317,7 +321,7 @@ impl World {
             let name = format!("p{i}");
             grid.personal.insert(name.clone(), BTreeMap::new());
             let engine =
-                Engine::new(MemStore::new(), engine_config(&name), 0).expect("mem store loads");
+                Engine::new(MemStore::new(), engine_config(i, &name), 0).expect("mem store loads");
             people.push(Participant {
                 name,
                 fs: MemFs::default(),
@@ -456,7 +460,7 @@ impl World {
             .take()
             .expect("a crashed participant parks its store");
         p.engine =
-            Some(Engine::new(store, engine_config(&p.name), self.now).expect("mem store loads"));
+            Some(Engine::new(store, engine_config(i, &p.name), self.now).expect("mem store loads"));
         let name = p.name.clone();
         self.log(format!("{name} restarts"));
         self.drain(i);

@@ -267,6 +267,9 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn send_fetch(&mut self, cap: Cap) {
         if let Some(f) = self.fetching.get_mut(&cap) {
+            if !f.in_flight {
+                self.fetches_in_flight += 1;
+            }
             f.in_flight = true;
             let listed_as = f.listed_as.clone();
             self.out.push_back(Action::Fetch { cap, listed_as });

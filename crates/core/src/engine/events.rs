@@ -187,6 +187,9 @@ impl<S: Store> Engine<S> {
         let Some(mut f) = self.fetching.remove(&cap) else {
             return;
         };
+        if f.in_flight {
+            self.fetches_in_flight -= 1;
+        }
         let result = result.and_then(|info| match self.impersonation(&info) {
             Some(why) => Err(EffectError::permanent(why)),
             None => Ok(info),

@@ -63,6 +63,13 @@ pub struct EngineConfig {
     pub poll_interval: Millis,
     /// How often to walk the whole folder.
     pub scan_interval: Millis,
+    /// How many effects on paths (uploads, writes, snapshot fetches, a
+    /// publish) may be asked for and not yet finished. Beyond that, paths
+    /// wait to be decided, one small queue entry each, instead of as
+    /// actions holding their path three times over: at 100,000 new files,
+    /// queuing every upload at once was ~57 MB of a daemon's peak. Keep it
+    /// well above the driver's concurrency so the driver never starves.
+    pub max_pending_effects: usize,
 }
 
 /// What the engine reports about its folder.
@@ -246,6 +253,9 @@ pub struct Engine<S: Store> {
     /// Directory deletions that found the directory not yet empty.
     not_empty: HashMap<RelPath, u32>,
     fetching: BTreeMap<Cap, Fetching>,
+    /// How many of `fetching` are in flight (counted, not searched: it is
+    /// asked before every decision).
+    fetches_in_flight: usize,
     /// Snapshots that failed verification, with the reason.
     bad: HashMap<Cap, String>,
     /// The author each participant declares (see [`DeclaredAuthor`]), from
@@ -335,6 +345,7 @@ impl<S: Store> Engine<S> {
             found_copies: BTreeMap::new(),
             unsure,
             fetching: BTreeMap::new(),
+            fetches_in_flight: 0,
             bad: HashMap::new(),
             declared: BTreeMap::new(),
             cache: HashMap::new(),
@@ -440,7 +451,7 @@ impl<S: Store> Engine<S> {
         let waiting = self.publishing.is_none()
             && !(self.unpublished.is_empty() && self.unpublished_copies.is_empty());
         let publish = self.publish_backoff.map(|b| b.due).filter(|_| waiting);
-        let work = (!self.work.is_empty()).then_some(self.now);
+        let work = (!self.work.is_empty() && self.has_room()).then_some(self.now);
         timers
             .chain(backoffs)
             .chain(fetches)
@@ -636,18 +647,25 @@ impl<S: Store> Engine<S> {
                 self.out.push_back(action);
             }
         }
-        // Deciding one path may give it (or another) more to do; settle a
-        // few rounds now, and leave the rest for the next call.
-        for _ in 0..8 {
-            let work = std::mem::take(&mut self.work);
-            if work.is_empty() {
+        // Deciding one path may give it (or another) more to do: settle up
+        // to eight steps per waiting path now, and leave the rest for the
+        // next call. Only while there is room for the effects a decision
+        // may ask for; the rest wait in `work` for effects to finish.
+        let mut steps = 8 * self.work.len();
+        while steps > 0 && self.has_room() {
+            let Some(path) = self.work.pop_first() else {
                 break;
-            }
-            for path in work {
-                self.step(&path);
-            }
+            };
+            self.step(&path);
+            steps -= 1;
         }
         self.maybe_publish();
         self.commit();
+    }
+
+    /// True while fewer effects are pending than
+    /// [`EngineConfig::max_pending_effects`].
+    fn has_room(&self) -> bool {
+        self.ops.len() + self.fetches_in_flight < self.cfg.max_pending_effects.max(1)
     }
 }
