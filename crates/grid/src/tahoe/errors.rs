@@ -14,20 +14,21 @@
 //! | 409 | `replace=false` and the name exists | `Exists` |
 //! | 410, or a 500 naming `NoSharesError` / `NotEnoughSharesError` / `UnrecoverableFileError` | not enough shares | `Unavailable` if the node is degraded (some known server not connected, none known, or fewer than `shares.happy` connected), else `NotFound` |
 //! | 500 `UncoordinatedWriteError` | another node wrote the same directory | `Unavailable` |
-//! | 500 `UploadUnhappinessError` "on only 0 server(s)" with servers connected | an interrupted upload of the same bytes still holds its place (below) | `Unavailable`, saying so |
-//! | 500 `UploadUnhappinessError` | too few servers to place shares | `Unavailable` |
+//! | 500 `UploadUnhappinessError` with every known server connected | servers refuse the shares: an interrupted upload of the same bytes still holds its place (below), or a server is full | `Unavailable`, saying so |
+//! | 500 `UploadUnhappinessError` otherwise | too few servers to place shares | `Unavailable` |
 //! | 500 `NotWriteableError`, or the `AssertionError` a read-only dir gives | not a write cap | `WrongKind` |
 //! | 502 / 503 / 504 | a proxy or the node is overloaded | `Unavailable` |
 //! | connection refused, reset, timed out | node away | `Unavailable` |
 //! | anything else | | `Protocol` |
 //!
-//! Why "0 servers" is told apart: an upload cancelled half-way (say, by a
-//! `kill -9` of its client) leaves its shares in each storage server's
-//! `incoming/`, and until they go a server neither accepts nor reports
-//! shares of that storage index (`StorageServer.allocate_buckets` skips a
-//! share number with a partial share; `storage/server.py`). Immutable
-//! uploads are convergent, so every retry of the same bytes is refused by
-//! every server. The partial shares go when their `BucketWriter` times out
+//! Why an unhappy upload with every server connected is told apart: an
+//! upload cancelled half-way (say, by a `kill -9` of its client) leaves its
+//! shares in the `incoming/` of each storage server it had reached, and
+//! until they go such a server neither accepts nor reports shares of that
+//! storage index (`StorageServer.allocate_buckets` skips a share number
+//! with a partial share; `storage/server.py`). Immutable uploads are
+//! convergent, so every retry of the same bytes is refused by those
+//! servers — by all of them or by just enough to miss `shares.happy`. The partial shares go when their `BucketWriter` times out
 //! — 30 minutes after its last write (`storage/immutable.py`,
 //! `callLater(30 * 60, _abort_due_to_timeout)`; a Foolscap disconnect
 //! aborts at once, the HTTP protocol has no disconnect) — or when the
@@ -129,10 +130,9 @@ fn strip_tags(html: &str) -> String {
     out
 }
 
-/// True when an error body says there were not enough shares.
-/// True for an upload no server took a share of (see the module docs).
+/// True for an upload too few servers took shares of (see the module docs).
 fn is_refused_upload(body: &str) -> bool {
-    body.contains("UploadUnhappinessError") && body.contains("on only 0 server")
+    body.contains("UploadUnhappinessError")
 }
 
 /// True for an answer whose meaning depends on whether the node's servers
@@ -153,17 +153,18 @@ fn is_share_shortage(status: StatusCode, body: &str) -> bool {
         .any(|e| body.contains(e))
 }
 
+/// What an upload refused with every server connected means (see the
+/// module docs).
+pub const INTERRUPTED_UPLOAD: &str = "waiting for the grid to release an interrupted upload \
+     of the same content: the storage servers keep its partial shares until 30 minutes \
+     after its last write, or until they restart (or a storage server is full)";
+
 /// Maps a non-success answer. `servers_away` is only consulted for share
 /// shortages: `Some(true)` if the node is degraded (`Health::degraded`:
 /// it knows servers it is not connected to, or too few), `Some(false)` if
 /// not, `None` if that could not be learned
 /// (then the shortage is treated as transient, the safe side for a syncer:
 /// it retries later rather than concluding data is gone).
-/// What an upload refused by every connected server means (see the module docs).
-pub const INTERRUPTED_UPLOAD: &str = "waiting for the grid to release an interrupted upload \
-     of the same content: the storage servers keep its partial shares until 30 minutes \
-     after its last write, or until they restart";
-
 pub(crate) fn map_status(
     status: StatusCode,
     body: &str,
@@ -327,6 +328,18 @@ mod tests {
             on at least 3 server(s)";
         assert!(needs_health(st(500), refused));
         let m = map_status(st(500), refused, ctx, Some(false));
+        assert!(
+            matches!(&m, GridError::Unavailable(d) if d.starts_with(INTERRUPTED_UPLOAD)),
+            "{m:?}"
+        );
+        // Refused by only some of them: the same, as happiness is missed.
+        let some =
+            "Traceback (most recent call last):\nallmydata.interfaces.UploadUnhappinessError: \
+            server selection failed: shares could be placed on only 2 server(s) such that any 2 \
+            of them have enough shares to recover the file, but we were asked to place shares \
+            on at least 3 such servers.";
+        assert!(needs_health(st(500), some));
+        let m = map_status(st(500), some, ctx, Some(false));
         assert!(
             matches!(&m, GridError::Unavailable(d) if d.starts_with(INTERRUPTED_UPLOAD)),
             "{m:?}"

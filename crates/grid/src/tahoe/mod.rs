@@ -94,6 +94,7 @@ use tracing::debug;
 
 pub use caps::read_only;
 pub use check::ObjectCheck;
+pub use errors::INTERRUPTED_UPLOAD;
 pub use health::{Encoding, Health, ServerStatus};
 pub use retry::RetryPolicy;
 
