@@ -566,7 +566,16 @@ impl<S: Store> Engine<S> {
         self.not_empty.shrink_to_fit();
         self.bad.shrink_to_fit();
         self.cache.shrink_to_fit();
-        self.proven.shrink_to_fit();
+        // The records and proven generations that a burst added were
+        // allocated among its short-lived allocations, and left there they
+        // keep the allocator from returning the freed pages around them.
+        // Copied afresh they fill the holes instead.
+        self.current = self
+            .current
+            .iter()
+            .map(|(p, c)| (p.clone(), c.clone()))
+            .collect();
+        self.proven = self.proven.iter().map(|(c, g)| (c.clone(), *g)).collect();
     }
 
     /// Makes every pending retry (paths, snapshot fetches, publishing) due
