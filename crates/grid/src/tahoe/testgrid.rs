@@ -800,6 +800,16 @@ impl TestGrid {
         self.wait_converged(READY_TIMEOUT)
     }
 
+    /// Stops storage node `i` gracefully and starts it again (same ports,
+    /// same shares), as an operator's restart does: a server drops the
+    /// partial shares of interrupted uploads when it starts. Waits until
+    /// every running node of the grid is connected to it again.
+    pub fn restart_storage(&mut self, i: usize) -> Result<()> {
+        self.storage[i].stop();
+        self.wait_converged(READY_TIMEOUT)?;
+        self.start_storage(i)
+    }
+
     /// Waits until every running storage and client node of the grid (not
     /// those from `add_client`) sees exactly the running storage servers.
     pub fn wait_converged(&self, timeout: Duration) -> Result<()> {
