@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::time::Duration;
 
 /// Makes each scenario (a `fn(&World)`) two tests: `SCENARIO::embedded` and
 /// `SCENARIO::tahoe`. Each test makes its own collective, so the Tahoe ones
@@ -397,26 +396,6 @@ fn write_big_files(p: &Participant, seed: u64) -> Tree {
         want.insert(rel, Node::File(data));
     }
     want
-}
-
-/// Waits (briefly) until `p`'s daemon reports work in flight; returns
-/// whether it did (a fast machine may finish first, which is fine).
-fn wait_in_flight(p: &Participant) -> bool {
-    let mut seen = false;
-    let mut check = || {
-        seen = p
-            .live_status()
-            .is_some_and(|s| s["in_flight"].as_u64().unwrap_or(0) > 0);
-        seen
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 #[test]

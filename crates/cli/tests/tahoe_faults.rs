@@ -21,7 +21,7 @@
 mod common;
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use mf_grid::tahoe::testgrid::GridSpec;
@@ -225,21 +225,6 @@ fn writes_wait_while_servers_are_down_and_resume_when_they_return() {
     }
     alice.stop();
     bob.stop();
-}
-
-/// Waits (briefly) until `p`'s daemon has work in flight; a fast machine may
-/// finish first, which only makes the test weaker, never wrong.
-fn wait_in_flight(p: &Participant) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if p.live_status()
-            .is_some_and(|s| s["in_flight"].as_u64().unwrap_or(0) > 0)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Waits until `ps` hold `want`, or until `p`'s status reports an upload

@@ -670,6 +670,22 @@ pub fn wait_tree(what: &str, ps: &[&Participant], want: &Tree) {
     wait_until(what, ps, || ps.iter().all(|p| p.tree() == *want));
 }
 
+/// Waits (briefly) until `p`'s daemon has work in flight, to interrupt it
+/// there; false if it never showed any (a fast machine may finish first,
+/// which only makes the test weaker, never wrong).
+pub fn wait_in_flight(p: &Participant) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if p.live_status()
+            .is_some_and(|s| s["in_flight"].as_u64().unwrap_or(0) > 0)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// Waits until every participant's folder is the same (whatever it is) and
 /// every daemon is idle; returns the common tree.
 pub fn wait_converged(what: &str, ps: &[&Participant]) -> Tree {

@@ -521,6 +521,10 @@ impl<S: Store> Engine<S> {
                 .filter(|c| c.local == LocalState::Dir)
                 .count()
         );
+        debug_assert_eq!(
+            self.fetches_in_flight,
+            self.fetching.values().filter(|f| f.in_flight).count()
+        );
         Status {
             files: self.present - self.dirs,
             directories: self.dirs,
@@ -528,7 +532,7 @@ impl<S: Store> Engine<S> {
                 + self.observed.len()
                 + self.backoff.len()
                 + self.candidates.values().filter(|c| !c.is_empty()).count(),
-            in_flight: self.ops.len() + self.fetching.values().filter(|f| f.in_flight).count(),
+            in_flight: self.ops.len() + self.fetches_in_flight,
             unpublished: self.unpublished.len(),
             conflicts: self
                 .conflicts

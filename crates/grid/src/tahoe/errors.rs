@@ -28,11 +28,11 @@
 //! storage index (`StorageServer.allocate_buckets` skips a share number
 //! with a partial share; `storage/server.py`). Immutable uploads are
 //! convergent, so every retry of the same bytes is refused by those
-//! servers — by all of them or by just enough to miss `shares.happy`. The partial shares go when their `BucketWriter` times out
-//! — 30 minutes after its last write (`storage/immutable.py`,
-//! `callLater(30 * 60, _abort_due_to_timeout)`; a Foolscap disconnect
-//! aborts at once, the HTTP protocol has no disconnect) — or when the
-//! server restarts (`_clean_incomplete`). Nothing in the web API yields
+//! servers — by all of them, or by just enough to miss `shares.happy`.
+//! The partial shares go when their `BucketWriter` times out — 30 minutes
+//! after its last write (`storage/immutable.py`, `callLater(30 * 60,
+//! _abort_due_to_timeout)`; a Foolscap disconnect aborts at once, the HTTP
+//! protocol has no disconnect) — or when the server restarts (`_clean_incomplete`). Nothing in the web API yields
 //! another storage index for the same bytes, so the caller can only wait:
 //! the error says so instead of looking like an outage.
 //!
