@@ -21,7 +21,6 @@
 //! takes `&self`.
 
 use std::collections::HashMap;
-use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,8 +40,8 @@ use mf_core::snapshot::{
 };
 use mf_core::store::LocalState;
 use mf_grid::{
-    read_small, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace, Revision,
-    UploadSource,
+    read_small, CapKind, Capability, DirChildren, DirEntry, Download, Grid, GridError, Progress,
+    Replace, Revision, UploadSource,
 };
 
 use crate::fsops::{self, TempFile};
@@ -59,6 +58,10 @@ pub const POLL_PARALLELISM: usize = 8;
 
 /// Chunks buffered between a download and the thread writing it to disk.
 const WRITE_PIPELINE_DEPTH: usize = 4;
+
+/// Downloads up to this size are received whole before they are written
+/// (in one step); larger ones stream to disk as they arrive.
+const WHOLE_WRITE_LIMIT: u64 = 256 * 1024;
 
 /// Name of the collective's (and each personal directory's) own metadata entry.
 const METADATA_ENTRY: &str = "@metadata";
@@ -493,15 +496,15 @@ impl<G: Grid> Executor<G> {
                 let (progress, _listed) = self.transfers.start(path, true, state.size);
                 let uploaded = self
                     .grid
-                    .upload(UploadSource::TrackedFile(abs.clone(), progress))
+                    .upload(UploadSource::TrackedFile(abs, progress))
                     .await;
-                // Read before the check below: a chmod moves the ctime, so
-                // the check proves the bit belongs to the content read.
-                let executable = blocking(move || fs::symlink_metadata(&abs))
+                // The bit and the state from one lstat: a chmod moves the
+                // ctime, so the check proves the bit belongs to the content
+                // read.
+                let (root, rel) = (self.root.clone(), path.clone());
+                let (after, executable) = blocking(move || fsops::stat_executable(&root, &rel))
                     .await
-                    .map(|m| fsops::is_executable(&m))
                     .map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
-                let after = self.upload_state(path).await?;
                 if after != local {
                     return Ok(UploadOutcome::Changed(after));
                 }
@@ -745,19 +748,49 @@ impl<G: Grid> Executor<G> {
             )));
         }
         let fail = |e: io::Error| io_error(&format!("cannot write {target}"), &e);
-        // Cheap early check, so no download is wasted; the real one is at commit.
-        let now = self.stat(target).await.map_err(fail)?;
-        if now != expect {
-            return Ok(WriteOutcome::Changed(now));
-        }
         let download = self
             .grid
             .download(&cap)
             .await
             .map_err(|e| grid_error(&format!("cannot download {target}"), e))?;
-
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
         let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
+        let (progress, _listed) = self.transfers.start(target, false, download.size);
+        progress.set_total(download.size);
+
+        // A small file is received whole, then checked, written and placed
+        // in one step on the blocking pool (each step there costs thread
+        // switches: a measurable share of a many-small-files sync).
+        if download.size <= WHOLE_WRITE_LIMIT {
+            let mut data = Vec::with_capacity(download.size as usize);
+            receive(target, download, &progress, |bytes| {
+                data.extend_from_slice(&bytes);
+                std::future::ready(true)
+            })
+            .await?;
+            let outcome = blocking(move || {
+                // Checked before anything is created: a parent directory the
+                // user deleted meanwhile must not come back.
+                let now = fsops::stat(&root, &rel)?;
+                if now != expect {
+                    return Ok(fsops::Outcome::Changed(now));
+                }
+                let mut temp = TempFile::create(&root, &rel, umask)?;
+                temp.set_executable(executable);
+                temp.write_all(&data)?;
+                temp.commit(mtime_s, expect)
+            })
+            .await
+            .map_err(fail)?;
+            return Ok(outcome.into());
+        }
+
+        // A large one streams into its temporary file as it arrives, after
+        // a cheap early check so that no large download is wasted.
+        let now = self.stat(target).await.map_err(fail)?;
+        if now != expect {
+            return Ok(WriteOutcome::Changed(now));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
             let mut temp = TempFile::create(&root, &rel, umask)?;
             temp.set_executable(executable);
@@ -766,44 +799,18 @@ impl<G: Grid> Executor<G> {
             }
             Ok(temp)
         });
-        let mut stream = download.stream;
-        let mut received: u64 = 0;
-        let mut failure = None;
-        let (progress, _listed) = self.transfers.start(target, false, download.size);
-        progress.set_total(download.size);
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    received += bytes.len() as u64;
-                    progress.add(bytes.len() as u64);
-                    if received > download.size {
-                        failure = Some(EffectError::permanent(format!(
-                            "download of {target} is longer than announced"
-                        )));
-                        break;
-                    }
-                    if tx.send(bytes).await.is_err() {
-                        break; // The writer failed; its error is reported below.
-                    }
-                }
-                Err(e) => {
-                    failure = Some(grid_error(&format!("cannot download {target}"), e));
-                    break;
-                }
-            }
-        }
+        // A failed send means the writer failed: its error is reported below.
+        let received = receive(target, download, &progress, |bytes| {
+            let tx = tx.clone();
+            async move { tx.send(bytes).await.is_ok() }
+        })
+        .await;
         drop(tx);
         let temp = writer
             .await
             .map_err(|e| EffectError::transient(format!("writer task failed: {e}")))?
             .map_err(fail)?;
-        if failure.is_none() && received != download.size {
-            failure = Some(EffectError::transient(format!(
-                "download of {target} ended after {received} of {} bytes",
-                download.size
-            )));
-        }
-        if let Some(e) = failure {
+        if let Err(e) = received {
             // Removing the temporary file is blocking I/O too.
             tokio::task::spawn_blocking(move || drop(temp));
             return Err(e);
@@ -916,6 +923,39 @@ fn quiet_wait(ctime_ns: i64, now: SystemTime, quiet: Duration) -> Duration {
         Ok(age) => quiet.saturating_sub(Duration::from_nanos(age)),
         Err(_) => quiet,
     }
+}
+
+/// Feeds a download's bytes to `take` (which answers false to stop early),
+/// counting them into `progress`; an error unless exactly the announced
+/// size arrived (or `take` stopped it).
+async fn receive<F: std::future::Future<Output = bool>>(
+    target: &RelPath,
+    download: Download,
+    progress: &Progress,
+    mut take: impl FnMut(Bytes) -> F,
+) -> Result<(), EffectError> {
+    let mut stream = download.stream;
+    let mut received: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| grid_error(&format!("cannot download {target}"), e))?;
+        received += bytes.len() as u64;
+        progress.add(bytes.len() as u64);
+        if received > download.size {
+            return Err(EffectError::permanent(format!(
+                "download of {target} is longer than announced"
+            )));
+        }
+        if !take(bytes).await {
+            return Ok(());
+        }
+    }
+    if received != download.size {
+        return Err(EffectError::transient(format!(
+            "download of {target} ended after {received} of {} bytes",
+            download.size
+        )));
+    }
+    Ok(())
 }
 
 /// Runs blocking filesystem work off the async threads.

@@ -1326,6 +1326,20 @@ async fn upload_then_fetch_then_write_round_trips() {
     let out = write_action(&w.bob, "docs/a b@c.txt", Content::Deleted, 0, now).await;
     assert_eq!(out, WriteOutcome::Done(LocalState::Absent));
     assert_eq!(versions(&w.bob_root).len(), 1);
+    // A new version of a file whose directory the user deleted meanwhile:
+    // nothing is written, and the directory does not come back.
+    fs::remove_file(w.bob_root.join("docs/a b@c.txt.conflict-alice")).unwrap();
+    fs::remove_dir(w.bob_root.join("docs")).unwrap();
+    let out = write_action(
+        &w.bob,
+        "docs/a b@c.txt",
+        info.content.clone(),
+        info.mtime_s,
+        now,
+    )
+    .await;
+    assert_eq!(out, WriteOutcome::Changed(LocalState::Absent));
+    assert!(!w.bob_root.join("docs").exists(), "the directory came back");
     // Directories.
     assert_eq!(
         write_action(&w.bob, "e/f", Content::Dir, 0, LocalState::Absent).await,

@@ -27,8 +27,8 @@
 //! key (and thus the storage index). If an object of the right length is
 //! already stored, the upload is done (deduplication; the object's time is
 //! refreshed so that `gc` spares it, see `upkeep`). Otherwise pass 2
-//! streams the source again, re-hashing it while encrypting into a temporary
-//! file. If the second hash differs, the source changed under us: the
+//! streams the source again (from memory if it fit in pass 1's buffer),
+//! re-hashing it while encrypting into a temporary file. If the second hash differs, the source changed under us: the
 //! temporary file is dropped and the caller gets
 //! [`GridError::SourceChanged`]. Otherwise the file is fsynced and renamed
 //! into place. For large objects, writing happens on a second thread, so
@@ -201,6 +201,13 @@ pub(crate) fn upload(
         size += n as u64;
     }
     drop(src);
+    // A source that fit in the buffer is encrypted from it: reading it
+    // again would cost a second open and read for every small file, and
+    // the bytes encrypted are then exactly those hashed.
+    let in_memory = (size < buf.len() as u64).then(|| {
+        buf.truncate(size as usize);
+        buf
+    });
     let key = hasher.finalize();
     let si = chk_storage_index(&key);
     let path = store.object_path(&si);
@@ -226,7 +233,15 @@ pub(crate) fn upload(
 
     // Pass 2: encrypt into a temporary file, re-hashing as we go.
     let mut temp = store.temp_file().map_err(io_err(store_ctx()))?;
-    let src = open_source(source)?;
+    let src: Box<dyn Read + Send> = match in_memory {
+        Some(bytes) => {
+            if let Some((_, Some(progress))) = source.file() {
+                progress.add(size); // the second pass, done at once
+            }
+            Box::new(Cursor::new(bytes))
+        }
+        None => open_source(source)?,
+    };
     let header = header(kind, chunk_size, size);
     let job = EncryptJob {
         secret,
