@@ -485,10 +485,13 @@ fn folders_added_while_the_daemon_runs_start_syncing() {
     args.extend(TUNING.iter().map(|s| s.to_string()));
     bob.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     alice.write("x.txt", b"hello");
+    // Bob's file reaches alice only once her daemon has let him in (the
+    // invite was written by the CLI, beside her running daemon).
+    bob.write("from-bob.txt", b"hi");
     wait_tree(
         "the new folder syncs",
         &[&alice, &bob],
-        &expect(&[("x.txt", Some(b"hello"))]),
+        &expect(&[("x.txt", Some(b"hello")), ("from-bob.txt", Some(b"hi"))]),
     );
     // And leaving stops it.
     bob.ok(&["leave", FOLDER]);

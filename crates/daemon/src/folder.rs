@@ -572,6 +572,12 @@ pub async fn run<G: Grid>(
     let mut progress_tick = tokio::time::interval(PROGRESS_EVERY);
     progress_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_state: Option<FolderState> = None;
+    // The folder's state follows from the engine's alone, so the progress
+    // tick runs only while something happened since it last looked or work
+    // is in flight: an idle daemon does not wake every second for nothing.
+    // `housekeeping` marks a wake-up that cannot have touched the engine.
+    let mut state_dirty = true;
+    let mut housekeeping = false;
     // The versions area keeps replaced files for a while, then lets them go.
     // The first tick is at once: the versions area is pruned at start too.
     let mut prune_tick = tokio::time::interval(PRUNE_VERSIONS_EVERY);
@@ -639,6 +645,8 @@ pub async fn run<G: Grid>(
             crate::memory::release_freed();
         }
         let deadline = engine.poll_timeout().map(|t| clock.instant(t));
+        state_dirty |= !std::mem::take(&mut housekeeping);
+        let reporting = state_dirty || !tasks.is_empty();
 
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -713,7 +721,9 @@ pub async fn run<G: Grid>(
                     }
                 });
             }
-            _ = progress_tick.tick() => {
+            _ = progress_tick.tick(), if reporting => {
+                housekeeping = true;
+                state_dirty = !tasks.is_empty();
                 for t in executor.transfers().list() {
                     telemetry.events.publish(serde_json::json!({
                         "kind": format!("{}-progress", t.direction),
@@ -737,6 +747,7 @@ pub async fn run<G: Grid>(
                 }
             }
             _ = persist_tick.tick() => {
+                housekeeping = true;
                 story.roll_window();
                 let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));

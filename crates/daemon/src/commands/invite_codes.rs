@@ -148,8 +148,15 @@ struct Pending {
     expires: u64,
 }
 
-fn pending_dir(config: &ConfigDir, folder: &str) -> PathBuf {
+/// Where a folder's pending invites are kept, one file each.
+pub fn pending_dir(config: &ConfigDir, folder: &str) -> PathBuf {
     config.folder_dir(folder).join("invites")
+}
+
+/// True if an invite of the folder waits for its answer (or cannot be
+/// read: `admit` reports that).
+pub fn has_pending(config: &ConfigDir, folder: &str) -> bool {
+    pending(config, folder).map_or(true, |p| !p.is_empty())
 }
 
 /// The folder's pending invites (unreadable files are reported, not

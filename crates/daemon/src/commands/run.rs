@@ -5,16 +5,31 @@
 //! folder, serves the API on loopback and writes its URL to `api.url`, then
 //! waits for `shutdown` (the CLI passes Ctrl-C / SIGTERM).
 //!
-//! Every [`RECONCILE_EVERY`] it re-reads the folder configs, so a folder
-//! created or joined while the daemon runs starts syncing without a restart,
-//! one removed by `leave` stops, and one whose config changed restarts. A folder that cannot start (missing
-//! directory, grid unreachable) is reported and retried at the next round;
-//! it never stops the others.
+//! It keeps the running folders matched to the configs: a folder created or
+//! joined while the daemon runs starts syncing without a restart, one
+//! removed by `leave` stops, and one whose config changed restarts. Changes
+//! made through the API (where the CLI sends them while a daemon runs) are
+//! applied at once; the configs are also re-read every [`RECONCILE_EVERY`],
+//! for a config edited by hand. A folder that cannot start (missing
+//! directory, grid unreachable) is reported and retried every
+//! [`RETRY_FAILED_EVERY`]; it never stops the others.
+//!
+//! Invitees who answered are let in by the daemon. An invitation written by
+//! the CLI is heard through inotify on the folders' `invites/` directories;
+//! while any waits for its answer, the daemon looks on the grid every
+//! [`WAITING_EVERY`]. So an idle daemon does not wake every couple of
+//! seconds for nothing (where inotify cannot watch, it looks every
+//! [`WAITING_EVERY`] all the same).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use notify::event::ModifyKind;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -26,8 +41,12 @@ use crate::events::Telemetry;
 use crate::folder::{FolderHandle, Folders};
 use crate::health::WriteGate;
 
-/// How often the daemon looks for added and removed folders.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How often the daemon re-reads the folder configs on its own.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// How often the daemon looks again while an invitation waits for its
+/// answer or a folder waits for its retry.
+pub const WAITING_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a folder that failed waits before the daemon tries it again.
 pub const RETRY_FAILED_EVERY: Duration = Duration::from_secs(30);
@@ -96,24 +115,56 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting_tick = tokio::time::interval(WAITING_EVERY);
+    waiting_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (invited_tx, mut invited_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut invites = match InvitesWatch::new(invited_tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!("cannot watch for new invitations ({e}); looking every {WAITING_EVERY:?}");
+            None
+        }
+    };
     // Invitees who answered are let in (`invite_codes::admit`), one round
     // at a time, beside the loop (it waits on the grid).
     let mut admitting: Option<tokio::task::JoinHandle<()>> = None;
     let admit_errors = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    // Set by an admission round that left invitations waiting; looked at
+    // again after a new one is heard of, whatever a round running meanwhile
+    // found.
+    let invitations_wait = Arc::new(AtomicBool::new(true));
+    let mut heard_at: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(w) = invites.as_mut() {
+            w.follow(config, &admin_folders(&folders).await);
+        }
+        let waiting = invites.is_none()
+            || invitations_wait.load(Ordering::Relaxed)
+            || heard_at.is_some_and(|t| t.elapsed() < 2 * WAITING_EVERY)
+            || !failures.map.is_empty();
+        let mut admit = false;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
                 reconcile(config, &folders, &telemetry, &mut failures).await;
-                if admitting.as_ref().is_none_or(|t| t.is_finished()) {
-                    let (c, f, e) = (config.clone(), folders.clone(), admit_errors.clone());
-                    admitting = Some(tokio::spawn(admit_all(c, f, e)));
-                }
+                admit = true;
+            }
+            _ = waiting_tick.tick(), if waiting => {
+                reconcile(config, &folders, &telemetry, &mut failures).await;
+                admit = true;
+            }
+            Some(()) = invited_rx.recv() => {
+                heard_at = Some(tokio::time::Instant::now());
+                admit = true;
             }
             Some(done) = reconcile_rx.recv() => {
                 reconcile(config, &folders, &telemetry, &mut failures).await;
                 let _ = done.send(());
             }
+        }
+        if admit && admitting.as_ref().is_none_or(|t| t.is_finished()) {
+            let (c, f, e) = (config.clone(), folders.clone(), admit_errors.clone());
+            admitting = Some(tokio::spawn(admit_all(c, f, e, invitations_wait.clone())));
         }
     }
 
@@ -148,15 +199,9 @@ async fn admit_all(
     config: ConfigDir,
     folders: Folders,
     errors: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    invitations_wait: Arc<AtomicBool>,
 ) {
-    let names: Vec<String> = folders
-        .read()
-        .await
-        .iter()
-        .filter(|(_, h)| h.config().is_admin())
-        .map(|(n, _)| n.clone())
-        .collect();
-    for name in names {
+    for name in admin_folders(&folders).await {
         let result = super::invite_codes::admit(&config, &name).await;
         {
             let mut last = errors.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,6 +226,88 @@ async fn admit_all(
                 }
             }
             _ => {}
+        }
+    }
+    let waiting = admin_folders(&folders)
+        .await
+        .iter()
+        .any(|name| super::invite_codes::has_pending(&config, name));
+    invitations_wait.store(waiting, Ordering::Relaxed);
+}
+
+/// The folders this daemon runs and administers.
+async fn admin_folders(folders: &Folders) -> Vec<String> {
+    folders
+        .read()
+        .await
+        .iter()
+        .filter(|(_, h)| h.config().is_admin())
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// inotify on the `invites/` directory of every folder this daemon
+/// administers: the CLI's `invite` writes there, and the daemon should start
+/// looking for the invitee's answer at once.
+struct InvitesWatch {
+    watcher: RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl InvitesWatch {
+    /// Sends `()` on `tx` (dropping it if one is already waiting) when a
+    /// file in a watched directory is created, written, renamed or removed
+    /// — not when one is read: admission reads them, and would wake itself.
+    fn new(tx: tokio::sync::mpsc::Sender<()>) -> notify::Result<InvitesWatch> {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let changed = match event {
+                Ok(e) => matches!(
+                    e.kind,
+                    EventKind::Create(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(
+                            ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                        )
+                ),
+                Err(_) => true, // lost track: look
+            };
+            if changed {
+                let _ = tx.try_send(());
+            }
+        })?;
+        Ok(InvitesWatch {
+            watcher,
+            watched: BTreeSet::new(),
+        })
+    }
+
+    /// Watches the `invites/` directories of `admin_folders` (creating
+    /// them, owner-only), and no others.
+    fn follow(&mut self, config: &ConfigDir, admin_folders: &[String]) {
+        let want: BTreeSet<PathBuf> = admin_folders
+            .iter()
+            .map(|name| super::invite_codes::pending_dir(config, name))
+            .collect();
+        for gone in self.watched.difference(&want).cloned().collect::<Vec<_>>() {
+            let _ = self.watcher.unwatch(&gone);
+            self.watched.remove(&gone);
+        }
+        for dir in want.difference(&self.watched).cloned().collect::<Vec<_>>() {
+            let watched = crate::config::create_private_dir_all(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.watcher
+                        .watch(&dir, RecursiveMode::NonRecursive)
+                        .map_err(|e| e.to_string())
+                });
+            match watched {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                // Looked at again on the next round; meanwhile the 30 s
+                // reconcile still runs admission rounds.
+                Err(e) => warn!("cannot watch {} for invitations: {e}", dir.display()),
+            }
         }
     }
 }
@@ -288,4 +415,36 @@ fn start(config: &ConfigDir, name: &str, telemetry: &Telemetry) -> anyhow::Resul
         gate,
         telemetry.clone(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_invitation_is_heard_and_reading_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ConfigDir::at(dir.path().join("config"));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let mut watch = InvitesWatch::new(tx).unwrap();
+        watch.follow(&config, &["docs".to_owned()]);
+        let invites = super::super::invite_codes::pending_dir(&config, "docs");
+        assert!(invites.is_dir(), "created to be watched");
+        std::fs::write(invites.join("bob.json"), b"{}").unwrap();
+        tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("heard within a minute")
+            .expect("the watcher is alive");
+        // Reading the invitations (as admission does) is no news. (A slow
+        // machine could only make this pass without proving much.)
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while rx.try_recv().is_ok() {}
+        std::fs::read(invites.join("bob.json")).unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        assert!(quiet.is_err(), "reading an invitation woke admission");
+        // A folder no longer administered is no longer watched.
+        watch.follow(&config, &[]);
+        assert!(watch.watched.is_empty());
+    }
 }
