@@ -13,9 +13,9 @@
 //!    **read** capability into the slot, with no-replace: a second use of
 //!    the code fails there, loudly. The invitee's write capability never
 //!    leaves their machine.
-//! 3. The inviter's daemon (every few seconds, or `admit` by hand) finds
-//!    the answer and links it into the collective; from then on the invitee
-//!    is a participant. The slot is forgotten.
+//! 3. The inviter's daemon (every few seconds while an invite waits, or
+//!    `admit` by hand) finds the answer and links it into the collective;
+//!    from then on the invitee is a participant. The slot is forgotten.
 //!
 //! A code is `mf-invite-v3:` + base64url (no padding) of the JSON
 //! ([`InviteCode`]) and the first four bytes of its SHA-256, so a character
@@ -303,7 +303,8 @@ pub async fn cancel(config: &ConfigDir, folder: &str, participant: &str) -> anyh
 
 /// `admit`: links every invitee who has answered into the collective, and
 /// forgets invites that expired. Returns who was let in. The daemon runs
-/// it every few seconds for the folders it administers.
+/// it every few seconds, while an invite waits, for the folders it
+/// administers (see `run`).
 pub async fn admit(config: &ConfigDir, folder: &str) -> anyhow::Result<Vec<String>> {
     let invites = pending(config, folder)?;
     if invites.is_empty() {
