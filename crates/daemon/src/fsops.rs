@@ -671,8 +671,7 @@ fn stat_target(target: &Path, rel: &RelPath) -> io::Result<LocalState> {
 ///
 /// One `renameat2(RENAME_NOREPLACE)` where the filesystem has it (one
 /// directory update instead of a link and an unlink: a measurable share of
-/// a many-small-files download); else a hard link, then removing `temp`;
-/// else (no hard links either) a check, then a rename.
+/// a many-small-files download); else [`link_no_replace`].
 fn place_no_replace(temp: &Path, target: &Path) -> io::Result<bool> {
     match rename_no_replace(temp, target) {
         Ok(()) => return Ok(true),
@@ -680,6 +679,12 @@ fn place_no_replace(temp: &Path, target: &Path) -> io::Result<bool> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
         Err(e) => return Err(e),
     }
+    link_no_replace(temp, target)
+}
+
+/// [`place_no_replace`] without `renameat2`: a hard link, then removing
+/// `temp`; else (no hard links either) a check, then a rename.
+fn link_no_replace(temp: &Path, target: &Path) -> io::Result<bool> {
     match fs::hard_link(temp, target) {
         Ok(()) => {
             let _ = fs::remove_file(temp);
@@ -1105,15 +1110,19 @@ mod tests {
 
     #[test]
     fn placing_never_replaces() {
-        let (_t, root) = folder();
-        fs::write(root.join("tmp"), "new").unwrap();
-        fs::write(root.join("target"), "user's").unwrap();
-        assert!(!place_no_replace(&root.join("tmp"), &root.join("target")).unwrap());
-        assert_eq!(fs::read(root.join("target")).unwrap(), b"user's");
-        fs::remove_file(root.join("target")).unwrap();
-        assert!(place_no_replace(&root.join("tmp"), &root.join("target")).unwrap());
-        assert_eq!(fs::read(root.join("target")).unwrap(), b"new");
-        assert!(!root.join("tmp").exists());
+        // Both ways: `renameat2` here, and the link where a filesystem
+        // lacks it.
+        for place in [place_no_replace, link_no_replace] {
+            let (_t, root) = folder();
+            fs::write(root.join("tmp"), "new").unwrap();
+            fs::write(root.join("target"), "user's").unwrap();
+            assert!(!place(&root.join("tmp"), &root.join("target")).unwrap());
+            assert_eq!(fs::read(root.join("target")).unwrap(), b"user's");
+            fs::remove_file(root.join("target")).unwrap();
+            assert!(place(&root.join("tmp"), &root.join("target")).unwrap());
+            assert_eq!(fs::read(root.join("target")).unwrap(), b"new");
+            assert!(!root.join("tmp").exists());
+        }
     }
 
     /// The file changed between the check and the move aside: it is put
