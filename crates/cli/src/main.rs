@@ -103,6 +103,11 @@ enum Command {
         author: Option<String>,
         #[command(flatten)]
         grid: GridArgs,
+        /// How personal directories are laid out on the grid: `flat` is
+        /// magic-folder 24.3's (a change costs O(folder) on Tahoe); `sharded`
+        /// makes a change cost O(change), but 24.3 participants cannot join
+        #[arg(long, value_name = "LAYOUT", default_value = "flat")]
+        layout: mf_daemon::personal::Layout,
         #[command(flatten)]
         tuning: TuningArgs,
         /// Print the result as JSON
@@ -565,6 +570,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             local_dir,
             author,
             grid,
+            layout,
             tuning,
             json,
         } => {
@@ -574,6 +580,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 author,
                 grid: absolute_grid(grid.choice())?,
                 tuning: tuning.into(),
+                layout,
             };
             // The running daemon is the one place that changes folders.
             let info = match daemon(&config) {
@@ -583,6 +590,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                         author_name: opts.author,
                         local_path: opts.local_dir,
                         grid: opts.grid,
+                        layout: opts.layout,
                         tuning: opts.tuning,
                     };
                     api.create(&req).await.map_err(anyhow::Error::msg)?

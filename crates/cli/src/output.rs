@@ -172,12 +172,13 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
     }
     for f in folders {
         outln!(
-            "{}: {} (participant {}{}, {} grid, poll every {})",
+            "{}: {} (participant {}{}, {} grid, {} layout, poll every {})",
             f.name,
             f.local_path.display(),
             f.participant,
             if f.is_admin { ", admin" } else { "" },
             f.grid,
+            f.layout,
             human_ms(f.poll_interval_ms)
         );
     }

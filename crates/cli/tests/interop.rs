@@ -602,3 +602,51 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         "24.3 logged errors:\n{log}"
     );
 }
+
+/// A folder of the sharded layout is never a trap for 24.3, which cannot
+/// read it: our wormhole invite refuses a 24.3 daemon (which is left out of
+/// the collective and says the invite failed), and lets ours in, who
+/// learns the layout from the folder.
+#[test]
+fn a_sharded_folder_refuses_24_3_and_admits_ours() {
+    let w = World::tahoe().sharded();
+    let mailbox = MailboxServer::start().expect("a local mailbox server");
+    let alice = w.admin("alice");
+    let py = Py::start(&w, "py", mailbox.url());
+
+    let (invite, code) = our_wormhole_invite(&alice, "py", mailbox.url(), false);
+    let py_dir = py.dir.to_str().unwrap().to_owned();
+    let joined = mf24(
+        &py.config,
+        &["join", "--name", FOLDER, "--author", "py", &code, &py_dir],
+    );
+    assert!(!joined.status.success(), "24.3 joined: {}", text(&joined));
+    // 24.3's CLI says only "error 500"; its daemon logs our reason.
+    assert!(
+        py.log_text().contains("sharded layout"),
+        "24.3 is told why: {}",
+        py.log_text()
+    );
+    let invited = invite.wait_with_output().unwrap();
+    assert!(!invited.status.success(), "our invite: {}", text(&invited));
+    assert!(
+        text(&invited).contains("cannot read or write this folder's sharded layout"),
+        "{}",
+        text(&invited)
+    );
+    let members = alice.ok(&["participants", "list", FOLDER, "--json"]);
+    assert!(!members.contains("\"py\""), "{members}");
+
+    let (invite, code) = our_wormhole_invite(&alice, "bob", mailbox.url(), false);
+    let bob = w.participant("bob");
+    let dir = bob.dir.to_str().unwrap().to_owned();
+    let mut args = vec!["join", &code, &dir, "--name", FOLDER, "--author", "bob"];
+    args.extend(["--mailbox", mailbox.url()]);
+    let grid = bob.grid_args(&w);
+    args.extend(grid.iter().map(String::as_str));
+    bob.ok(&args);
+    let invited = invite.wait_with_output().unwrap();
+    assert!(invited.status.success(), "our invite: {}", text(&invited));
+    let list: serde_json::Value = serde_json::from_str(&bob.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[FOLDER]["layout"], "sharded", "{list}");
+}

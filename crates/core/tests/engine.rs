@@ -74,6 +74,7 @@ fn listed(participant: &str, cap: &str) -> Event {
     let entries: Listing = [(entry_name(&path()), (path(), Cap::from(cap)))].into();
     Event::Polled(Ok(vec![RemoteListing {
         participant: participant.into(),
+        shard: None,
         entries: Ok(entries),
         rejected: vec![],
         author: None,
@@ -321,6 +322,7 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
     let mut e = with_our_version();
     let declaring = |entries: Listing| RemoteListing {
         participant: "bob".into(),
+        shard: None,
         entries: Ok(entries),
         rejected: vec![],
         author: Some(DeclaredAuthor {
@@ -334,6 +336,7 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
     };
     let mallory = RemoteListing {
         participant: "mallory".into(),
+        shard: None,
         entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
         rejected: vec![],
         author: None,
@@ -620,4 +623,50 @@ fn effects_are_asked_for_only_while_there_is_room() {
     uploaded.sort();
     assert_eq!(uploaded, names, "every file uploaded once");
     assert_eq!(e.status().queued, 0);
+}
+
+/// A sharded directory is listed shard by shard: a listing of one shard
+/// leaves what the others listed alone (nothing in them is looked at
+/// again), and a shard that cannot be listed is an error of its own, named,
+/// that the other shards' listings do not clear — only its own does.
+#[test]
+fn shards_are_listed_and_fail_on_their_own() {
+    let mut e = engine(MemStore::new());
+    let shard = |n: u8, entries: Result<Listing, mf_core::engine::EffectError>| RemoteListing {
+        participant: "bob".into(),
+        shard: Some(n),
+        entries,
+        rejected: vec![],
+        author: None,
+    };
+    let one: Listing = [(entry_name(&path()), (path(), Cap::from("H")))].into();
+    e.handle(1, Event::Polled(Ok(vec![shard(1, Ok(one.clone()))])));
+    assert_eq!(only_fetch(&actions(&mut e)), Cap::from("H"));
+    // Shard 2 changes and shard 3 fails: shard 1's entry is not new again.
+    let b = RelPath::new("b").unwrap();
+    let two: Listing = [(entry_name(&b), (b.clone(), Cap::from("B")))].into();
+    let broken = mf_core::engine::EffectError::permanent("a shard of another folder");
+    e.handle(
+        2,
+        Event::Polled(Ok(vec![shard(2, Ok(two.clone())), shard(3, Err(broken))])),
+    );
+    let fetched: Vec<Cap> = actions(&mut e)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Fetch { cap, .. } => Some(cap),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetched, vec![Cap::from("B")], "only shard 2's entry is new");
+    let named = |e: &Engine<MemStore>| {
+        e.status().errors.iter().any(|x| {
+            x.message
+                .contains("cannot list bob's shard 03: a shard of another folder")
+        })
+    };
+    assert!(named(&e), "{:?}", e.status().errors);
+    e.handle(3, Event::Polled(Ok(vec![shard(1, Ok(one))])));
+    assert!(named(&e), "another shard's listing does not clear it");
+    e.handle(4, Event::Polled(Ok(vec![shard(3, Ok(Listing::new()))])));
+    assert!(!named(&e), "its own listing does");
 }

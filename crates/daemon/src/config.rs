@@ -288,6 +288,10 @@ pub struct FolderConfig {
     /// How many versions of each file the versions area keeps.
     #[serde(default = "default_versions_per_file")]
     pub versions_per_file: usize,
+    /// How the folder's personal directories are laid out (the collective
+    /// records it; folders configured before layouts existed are flat).
+    #[serde(default)]
+    pub layout: crate::personal::Layout,
 }
 
 /// Folders configured before retention was a setting keep the defaults.
@@ -945,6 +949,7 @@ mod tests {
             umask: 0o077,
             versions_max_age_ms: 86_400_000,
             versions_per_file: 3,
+            layout: crate::personal::Layout::Flat,
         }
     }
 

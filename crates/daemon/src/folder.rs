@@ -460,6 +460,7 @@ pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor
             umask: config.umask,
             ignore,
             quiet: config.pending_delay(),
+            layout: config.layout,
         },
     )
     .map_err(|e| e.to_string())

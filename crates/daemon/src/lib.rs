@@ -30,6 +30,7 @@ pub mod health;
 pub mod ignore;
 pub mod memory;
 pub mod metrics;
+pub mod personal;
 pub mod scan;
 pub mod story;
 pub mod transfers;

@@ -23,6 +23,7 @@ use mf_core::store::LocalState;
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops::{self, FsError, Outcome};
 use mf_daemon::ignore::IgnoreRules;
+use mf_daemon::personal::Layout;
 use mf_daemon::scan::scan;
 use mf_daemon::watch::{self, WatchMsg};
 use mf_grid::{
@@ -1023,6 +1024,7 @@ fn executor(
             umask: fsops::DEFAULT_UMASK,
             ignore: IgnoreRules::parse("*.o\n").unwrap(),
             quiet,
+            layout: Layout::Flat,
         },
     )
     .unwrap();
@@ -1803,6 +1805,7 @@ async fn round_trip_through_the_embedded_grid() {
                     umask: fsops::DEFAULT_UMASK,
                     ignore: IgnoreRules::empty(),
                     quiet: Duration::ZERO,
+                    layout: Layout::Flat,
                 },
             )
             .unwrap(),

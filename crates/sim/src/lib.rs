@@ -61,6 +61,10 @@ pub struct SimConfig {
     /// magic-folder 24.3 peer does (the others rank its versions by what
     /// their parents prove).
     pub unclaimed: bool,
+    /// Personal directories are sharded: each poll lists, per participant,
+    /// the directory itself and only the shards that changed since this
+    /// reader last listed them (any one of which may fail on its own).
+    pub sharded: bool,
     /// Plant a bug for the detection test: writes skip the last-moment
     /// check of the local file. Never set outside that test.
     pub plant_skip_last_moment_check: bool,
@@ -77,6 +81,7 @@ impl SimConfig {
             outages: true,
             liars: seed.is_multiple_of(3),
             unclaimed: seed % 5 == 2,
+            sharded: seed.is_multiple_of(2),
             plant_skip_last_moment_check: false,
         }
     }
@@ -316,7 +321,10 @@ fn rel(s: &str) -> RelPath {
 impl World {
     fn new(cfg: SimConfig) -> World {
         let mut people = Vec::new();
-        let mut grid = MemGrid::default();
+        let mut grid = MemGrid {
+            sharded: cfg.sharded,
+            ..MemGrid::default()
+        };
         for i in 0..cfg.participants {
             let name = format!("p{i}");
             grid.personal.insert(name.clone(), BTreeMap::new());
@@ -524,6 +532,17 @@ impl World {
         (at > self.now).then_some(at)
     }
 
+    /// With outages on, one poll in four fails to list the shard of one
+    /// entry (any participant's) picked at random.
+    fn failing_shard(&mut self) -> Option<u8> {
+        if !(self.cfg.outages && self.cfg.sharded) || self.rng.u32(..4) != 0 {
+            return None;
+        }
+        let names: Vec<&String> = self.grid.personal.values().flat_map(|d| d.keys()).collect();
+        let name = names.get(self.rng.usize(..names.len().max(1)))?;
+        Some(mf_core::snapshot::shard_of(name))
+    }
+
     /// Carries out an action against the world; returns its event.
     fn apply(&mut self, i: usize, action: &Action) -> Event {
         self.effects += 1;
@@ -535,6 +554,7 @@ impl World {
                 || self.now < self.grid_away_until
                 || self.now < self.people[i].offline_until,
             shares_hidden: self.now < self.shares_hidden_until,
+            failing_shard: self.failing_shard(),
             skip_last_moment_check: self.cfg.plant_skip_last_moment_check,
         };
         let p = &mut self.people[i];
@@ -778,6 +798,8 @@ impl World {
                 p.parked = Some(engine.into_store());
                 p.restart_at = Some(now + down_ms);
                 let name = p.name.clone();
+                // What it listed went down with it.
+                self.grid.listed.retain(|(reader, ..), _| *reader != name);
                 self.log(format!("{name} CRASHES (down {down_ms} ms)"));
             }
             SimOp::Offline { who, ms } => {

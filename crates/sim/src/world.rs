@@ -119,6 +119,12 @@ pub struct MemGrid {
     /// The author each honest participant declares in its directory, from
     /// its first publish on (as the daemon does).
     pub declared: BTreeMap<String, mf_core::engine::DeclaredAuthor>,
+    /// Personal directories are sharded (see [`crate::SimConfig::sharded`]).
+    pub sharded: bool,
+    /// Per (reader, participant, shard), a digest of the shard as the reader
+    /// last listed it: a reader lists only the shards that changed since,
+    /// as the daemon's executor does. Forgotten when the reader crashes.
+    pub listed: BTreeMap<(String, String, u8), u64>,
 }
 
 fn digest(h: impl Hash) -> u64 {
@@ -183,6 +189,8 @@ pub struct EffectFaults {
     /// The grid answers "no such object" to snapshot reads, as a Tahoe node
     /// does while its storage servers reconnect after a restart.
     pub shares_hidden: bool,
+    /// Listing this shard of a sharded directory fails (transiently).
+    pub failing_shard: Option<u8>,
     /// A planted bug for the detection test: writes skip the last-moment
     /// check of the target's state, as a careless driver would.
     pub skip_last_moment_check: bool,
@@ -220,14 +228,12 @@ pub fn execute(
                     vec![],
                 );
             }
-            let listings = grid
-                .personal
-                .iter()
-                .filter(|(name, _)| name.as_str() != me)
-                .map(|(name, entries)| {
+            let mut listings = Vec::new();
+            for (name, entries) in grid.personal.iter().filter(|(name, _)| name.as_str() != me) {
+                let decode = |filter: &dyn Fn(&str) -> bool| {
                     let mut listing = mf_core::snapshot::Listing::new();
                     let mut rejected = vec![];
-                    for (entry, cap) in entries {
+                    for (entry, cap) in entries.iter().filter(|(e, _)| filter(e)) {
                         match mf_core::snapshot::parse_entry_name(entry) {
                             Some(Ok((path, _))) => {
                                 listing.insert(entry.clone(), (path, cap.clone()));
@@ -236,14 +242,76 @@ pub fn execute(
                             None => {}
                         }
                     }
-                    RemoteListing {
+                    (listing, rejected)
+                };
+                let author = grid.declared.get(name).cloned();
+                if !grid.sharded {
+                    let (listing, rejected) = decode(&|_| true);
+                    listings.push(RemoteListing {
                         participant: name.clone(),
+                        shard: None,
                         entries: Ok(listing),
                         rejected,
-                        author: grid.declared.get(name).cloned(),
+                        author,
+                    });
+                    continue;
+                }
+                // The directory itself declares the author; its shards
+                // hold the entries.
+                listings.push(RemoteListing {
+                    participant: name.clone(),
+                    shard: None,
+                    entries: Ok(Default::default()),
+                    rejected: vec![],
+                    author,
+                });
+                // The shards that hold entries now, and those this reader
+                // listed before (a shard may have been emptied).
+                let mut shards: BTreeMap<u8, Vec<(&String, &Cap)>> = BTreeMap::new();
+                for (e, cap) in entries {
+                    shards
+                        .entry(mf_core::snapshot::shard_of(e))
+                        .or_default()
+                        .push((e, cap));
+                }
+                let before: Vec<u8> = grid
+                    .listed
+                    .range(
+                        (me.to_owned(), name.clone(), 0)..=(me.to_owned(), name.clone(), u8::MAX),
+                    )
+                    .map(|((_, _, n), _)| *n)
+                    .collect();
+                for n in before {
+                    shards.entry(n).or_default();
+                }
+                for (n, now) in shards {
+                    let in_shard = |e: &str| mf_core::snapshot::shard_of(e) == n;
+                    let key = (me.to_owned(), name.clone(), n);
+                    let d = digest(&now);
+                    if grid.listed.get(&key) == Some(&d) {
+                        continue;
                     }
-                })
-                .collect();
+                    if faults.failing_shard == Some(n) {
+                        listings.push(RemoteListing {
+                            participant: name.clone(),
+                            shard: Some(n),
+                            entries: Err(away()),
+                            rejected: vec![],
+                            author: None,
+                        });
+                        continue;
+                    }
+                    let (listing, rejected) = decode(&in_shard);
+                    grid.listed.insert(key, d);
+                    listings.push(RemoteListing {
+                        participant: name.clone(),
+                        shard: Some(n),
+                        entries: Ok(listing),
+                        rejected,
+                        author: None,
+                    });
+                }
+            }
             (Event::Polled(Ok(listings)), vec![])
         }
         Action::Fetch { cap, listed_as } => {

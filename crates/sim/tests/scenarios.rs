@@ -15,6 +15,7 @@ fn calm(participants: usize) -> SimConfig {
         outages: false,
         liars: false,
         unclaimed: false,
+        sharded: false,
         plant_skip_last_moment_check: false,
     }
 }

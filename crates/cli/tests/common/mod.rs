@@ -79,6 +79,9 @@ pub struct World {
     /// The embedded grid's directory (unused on a Tahoe world).
     pub grid: PathBuf,
     tahoe: Option<Tahoe>,
+    /// The layout the admin creates folders with (`flat` unless
+    /// [`World::sharded`]).
+    layout: &'static str,
 }
 
 /// A Tahoe world's grid.
@@ -101,6 +104,20 @@ impl World {
             tmp,
             grid,
             tahoe: None,
+            layout: "flat",
+        }
+    }
+
+    /// The layout the admin creates folders with.
+    pub fn layout(&self) -> &'static str {
+        self.layout
+    }
+
+    /// This world, with folders created in the sharded layout.
+    pub fn sharded(self) -> World {
+        World {
+            layout: "sharded",
+            ..self
         }
     }
 
@@ -198,7 +215,15 @@ impl World {
     pub fn admin(&self, name: &str) -> Participant {
         let p = self.participant(name);
         let dir = p.dir.to_str().unwrap().to_owned();
-        let mut args = vec!["create", FOLDER, &dir, "--author", name];
+        let mut args = vec![
+            "create",
+            FOLDER,
+            &dir,
+            "--author",
+            name,
+            "--layout",
+            self.layout,
+        ];
         let grid = p.grid_args(self);
         args.extend(grid.iter().map(String::as_str));
         args.extend_from_slice(self.tuning());

@@ -146,14 +146,20 @@ impl<S: Store> Engine<S> {
                     format!("rejected entry from {}: {r}", listing.participant),
                 );
             }
-            let cannot_list = format!("cannot list {}: ", listing.participant);
+            let cannot_list = match listing.shard {
+                None => format!("cannot list {}: ", listing.participant),
+                Some(n) => format!("cannot list {}'s shard {n:02x}: ", listing.participant),
+            };
             let entries = match listing.entries {
                 Ok(e) => {
                     self.clear_errors(|x| x.path.is_none() && x.message.starts_with(&cannot_list));
-                    match listing.author {
-                        Some(a) => self.declared.insert(listing.participant.clone(), a),
-                        None => self.declared.remove(&listing.participant),
-                    };
+                    // The author is declared in the directory itself.
+                    if listing.shard.is_none() {
+                        match listing.author {
+                            Some(a) => self.declared.insert(listing.participant.clone(), a),
+                            None => self.declared.remove(&listing.participant),
+                        };
+                    }
                     e
                 }
                 Err(e) => {
@@ -161,7 +167,10 @@ impl<S: Store> Engine<S> {
                     continue;
                 }
             };
-            let seen = self.seen.entry(listing.participant.clone()).or_default();
+            let seen = self
+                .seen
+                .entry((listing.participant.clone(), listing.shard))
+                .or_default();
             let mut now = Vec::with_capacity(entries.len());
             for (name, (path, cap)) in &entries {
                 let f = fingerprint(name, path, cap);

@@ -189,6 +189,11 @@ pub struct ScanReport {
 pub struct RemoteListing {
     /// The participant's name in the collective.
     pub participant: String,
+    /// Which part of the participant's directory this is: `None` for the
+    /// directory itself, `Some(n)` for its shard `n` when it is sharded (see
+    /// [`crate::snapshot::shard_of`]). Each part replaces the last listing
+    /// of the same part; parts not listed are unchanged.
+    pub shard: Option<u8>,
     /// Entry name → (path, snapshot), or why the directory could not be listed.
     pub entries: Result<Listing, EffectError>,
     /// Entries rejected before they reached the engine (unsafe names), with reasons.

@@ -230,10 +230,11 @@ pub struct Engine<S: Store> {
     present: usize,
     /// Of those, directories.
     dirs: usize,
-    /// The last listing of each participant, to notice what is new: the
-    /// sorted [`fingerprint`]s of its entries (a 100,000-entry listing
-    /// took 25 MB kept as strings, 1.6 MB as fingerprints).
-    seen: BTreeMap<String, Vec<u128>>,
+    /// The last listing of each participant (of each of its shards, when
+    /// its directory is sharded), to notice what is new: the sorted
+    /// [`fingerprint`]s of its entries (a 100,000-entry listing took 25 MB
+    /// kept as strings, 1.6 MB as fingerprints).
+    seen: BTreeMap<(String, Option<u8>), Vec<u128>>,
     /// Paths to look at on the next pump.
     work: BTreeSet<RelPath>,
     /// At most one effect per path at a time.

@@ -36,6 +36,9 @@ pub struct CreateRequest {
     /// directory).
     #[serde(default)]
     pub grid: Option<GridChoice>,
+    /// How personal directories are laid out (default: 24.3's, flat).
+    #[serde(default)]
+    pub layout: crate::personal::Layout,
     /// Intervals and policies.
     #[serde(flatten)]
     pub tuning: Tuning,
@@ -105,6 +108,7 @@ impl From<CreateRequest> for CreateOptions {
             author: r.author_name,
             grid: r.grid,
             tuning: r.tuning,
+            layout: r.layout,
         }
     }
 }

@@ -192,6 +192,10 @@ pub struct FolderSummary {
     pub is_admin: bool,
     /// `embedded` or `tahoe`.
     pub grid: String,
+    /// How its personal directories are laid out: `flat` (24.3's) or
+    /// `sharded`.
+    #[serde(default)]
+    pub layout: crate::personal::Layout,
     /// Poll interval, ms.
     pub poll_interval_ms: u64,
     /// Scan interval, ms.

@@ -40,6 +40,8 @@ use mf_core::relpath::RelPath;
 use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{Capability, Grid};
+
+use crate::personal::{folder_tag, parse_shard_link, read_shard};
 use mf_state::StateReader;
 use serde::Serialize;
 
@@ -314,6 +316,7 @@ impl Walk {
             problems: Vec::new(),
         };
         let name = &cfg.name;
+        let tag = folder_tag(&cfg.collective_cap)?;
         let mut queue: VecDeque<(Cap, RelPath)> = VecDeque::new();
         // What this device records, published or not yet.
         let db = config.state_db(name);
@@ -362,7 +365,7 @@ impl Walk {
                 walk.problems
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));
             }
-            let children = match crate::executor::with_aside(&*grid, listing.children).await {
+            let mut children = match crate::executor::with_aside(&*grid, listing.children).await {
                 Ok(personal) => {
                     walk.skeleton
                         .extend(personal.aside.as_ref().and_then(EmbeddedGrid::object_name));
@@ -375,6 +378,27 @@ impl Walk {
                     continue;
                 }
             };
+            // A sharded directory's shards, and the entries in them.
+            let links: Vec<(u8, Capability)> = children
+                .iter()
+                .filter_map(|(n, e)| Some((parse_shard_link(n)?, e.cap.clone())))
+                .collect();
+            children.retain(|n, _| parse_shard_link(n).is_none());
+            for (n, link) in links {
+                walk.skeleton.extend(EmbeddedGrid::object_name(&link));
+                match read_shard(&*grid, n, &link, &tag).await {
+                    Ok(shard) => {
+                        for p in shard.problems {
+                            walk.problems
+                                .push(format!("folder {name:?}: {participant}'s directory: {p}"));
+                        }
+                        children.extend(shard.entries);
+                    }
+                    Err(e) => walk.problems.push(format!(
+                        "folder {name:?}: {participant}'s shard {n:02x} cannot be read: {e}"
+                    )),
+                }
+            }
             for (entry_name, e) in children {
                 match parse_entry_name(&entry_name) {
                     None => {}

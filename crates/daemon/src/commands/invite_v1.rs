@@ -24,6 +24,7 @@
 //! Tahoe-LAFS grid, which each side reaches through its own node. Folders
 //! on the embedded grid use our own invite codes (`setup`).
 
+use crate::personal::Layout;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -80,8 +81,20 @@ pub fn is_wormhole_code(code: &str) -> bool {
     })
 }
 
+/// Our versions: 24.3's, and the personal-directory layouts we know (24.3
+/// sends no `layouts`: it knows only the flat one).
 fn our_versions() -> Value {
-    json!({"magic-folder": {"supported-messages": [PROTOCOL]}})
+    json!({"magic-folder": {"supported-messages": [PROTOCOL], "layouts": ["flat", "sharded"]}})
+}
+
+/// Whether the other side reads and writes personal directories of `layout`.
+fn knows_layout(theirs: &Value, layout: Layout) -> bool {
+    layout == Layout::Flat
+        || theirs
+            .get("magic-folder")
+            .and_then(|m| m.get("layouts"))
+            .and_then(Value::as_array)
+            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(&layout.to_string())))
 }
 
 /// 24.3's check of the other side's versions.
@@ -117,6 +130,8 @@ struct Admission {
     folder: String,
     participant: String,
     mode: Mode,
+    /// The folder's layout, which the invitee must know.
+    layout: Layout,
 }
 
 /// What a completed invite did.
@@ -162,6 +177,7 @@ pub async fn start_invite(
             folder: cfg.name,
             participant: participant.to_owned(),
             mode,
+            layout: cfg.layout,
         },
     })
 }
@@ -191,6 +207,17 @@ impl PendingInvite {
 impl Admission {
     async fn admit(&self, wormhole: &mut Wormhole, theirs: &Value) -> anyhow::Result<InviteDone> {
         check_versions(theirs)?;
+        // Read-only too: the invitee reads the others' directories. 24.3
+        // waits for the folder's message whatever happens (a closed wormhole
+        // leaves its `join` waiting forever), so a refusal reaches it as the
+        // failed acknowledgement of its answer.
+        let refusal = (!knows_layout(theirs, self.layout)).then(|| {
+            format!(
+                "the invitee cannot read or write this folder's {} layout (magic-folder 24.3 \
+                 knows only the flat one); share a folder created with --layout flat",
+                self.layout
+            )
+        });
         let collective = read_only(&self.collective)?;
         wormhole
             .send_json(&json!({
@@ -205,6 +232,15 @@ impl Admission {
         let reply = from_peer(wormhole, INVITEE_PATIENCE, "the invitee did not answer").await?;
         if field(&reply, "protocol") != Some(PROTOCOL) {
             bail!("the invitee answered in another protocol than {PROTOCOL}");
+        }
+        if let Some(why) = refusal {
+            let _ = wormhole.send_json(&json!({
+                "kind": "join-folder-ack",
+                "protocol": PROTOCOL,
+                "error": why,
+                "success": false,
+            }));
+            bail!(why);
         }
         let (personal, mode) = match field(&reply, "kind") {
             Some("join-folder-reject") => bail!(
@@ -472,6 +508,14 @@ mod tests {
         assert!(!is_wormhole_code("-a-b"));
         assert!(!is_wormhole_code("7"));
         assert!(!is_wormhole_code("x7-a"));
+    }
+
+    #[test]
+    fn a_sharded_folder_admits_only_who_knows_its_layout() {
+        let py = json!({"magic-folder": {"supported-messages": [PROTOCOL]}});
+        assert!(knows_layout(&py, Layout::Flat));
+        assert!(!knows_layout(&py, Layout::Sharded));
+        assert!(knows_layout(&our_versions(), Layout::Sharded));
     }
 
     #[test]

@@ -9,15 +9,13 @@
 //! their directory any more, so nothing they publish later reaches anyone.
 //! (What they published before stays: it is history.)
 
+use crate::personal::METADATA_ENTRY;
 use mf_core::relpath::check_participant_name;
 use mf_grid::{read_only, CapKind, Capability, DirChildren, DirEntry, Grid, GridError, Replace};
 use serde::Serialize;
 
 use super::grid::{AnyGrid, OpenMode};
 use crate::config::FolderConfig;
-
-/// The collective's own entry, which is not a participant.
-const METADATA_ENTRY: &str = "@metadata";
 
 /// One member of a folder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -13,6 +13,7 @@
 //! Invites are [`super::invite_codes`] (ours) and [`super::invite_v1`]
 //! (Magic Wormhole, as magic-folder 24.3's).
 
+use crate::personal::{Layout, METADATA_ENTRY};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,9 +28,6 @@ use crate::config::{
     absolute, check_folder_name, ConfigDir, ConfigError, FolderConfig, GridLocation, Secret32,
     CONFIG_VERSION, DEFAULT_PENDING_DELAY, DEFAULT_SCAN, DEFAULT_UMASK,
 };
-
-/// The name of the metadata entry in collective and personal directories.
-const METADATA_ENTRY: &str = "@metadata";
 
 /// What `init` did.
 #[derive(Clone, Debug, Serialize)]
@@ -152,6 +150,8 @@ pub struct CreateOptions {
     pub grid: Option<GridChoice>,
     /// Timing settings.
     pub tuning: Tuning,
+    /// How personal directories are laid out (flat: 24.3's, the default).
+    pub layout: Layout,
 }
 
 /// A folder as `list`, `create` and `join` describe it (no secrets).
@@ -165,6 +165,7 @@ fn summary(cfg: &FolderConfig, running: bool) -> FolderInfo {
         author: cfg.author_name.clone(),
         is_admin: cfg.is_admin(),
         grid: cfg.grid.kind().to_owned(),
+        layout: cfg.layout,
         poll_interval_ms: cfg.poll_interval_ms,
         scan_interval_ms: cfg.scan_interval_ms,
         running,
@@ -261,12 +262,16 @@ pub(crate) fn grid_location(
     })
 }
 
-/// Writes `@metadata` → `{"version":1}` into a mutable directory.
-async fn write_metadata(grid: &AnyGrid, dir: &Capability) -> anyhow::Result<()> {
+/// Writes `@metadata` → `document` into a mutable directory: the
+/// collective's records the folder's layout; a personal directory's is
+/// 24.3's `{"version":1}`.
+async fn write_metadata(
+    grid: &AnyGrid,
+    dir: &Capability,
+    document: &'static [u8],
+) -> anyhow::Result<()> {
     let md = grid
-        .upload(UploadSource::Bytes(bytes::Bytes::from_static(
-            br#"{"version":1}"#,
-        )))
+        .upload(UploadSource::Bytes(bytes::Bytes::from_static(document)))
         .await
         .context("uploading folder metadata")?;
     let mut children = DirChildren::new();
@@ -283,7 +288,7 @@ async fn new_personal_dir(grid: &AnyGrid) -> anyhow::Result<Capability> {
         .create_mutable_dir()
         .await
         .context("creating a personal directory on the grid")?;
-    write_metadata(grid, &cap).await?;
+    write_metadata(grid, &cap, Layout::Flat.folder_metadata()).await?;
     Ok(cap)
 }
 
@@ -309,7 +314,7 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         .create_mutable_dir()
         .await
         .context("creating the collective directory on the grid")?;
-    write_metadata(&grid, &collective).await?;
+    write_metadata(&grid, &collective, opts.layout.folder_metadata()).await?;
     let personal = new_personal_dir(&grid).await?;
     let mut link = DirChildren::new();
     link.insert(author.clone(), DirEntry::new(read_only(&personal)?));
@@ -321,7 +326,7 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         opts.name,
         local_path,
         &opts.tuning,
-        location,
+        (location, opts.layout),
         (collective, personal),
         (author.clone(), author),
         convergence,
@@ -415,16 +420,21 @@ pub(crate) async fn join_by_capability(
 ) -> anyhow::Result<(FolderInfo, Capability)> {
     let convergence_secret = j.convergence_secret;
     let grid = AnyGrid::open(&j.location, &convergence_secret, OpenMode::MustExist)?;
-    grid.list(&j.collective)
+    let collective = grid
+        .list(&j.collective)
         .await
         .map_err(|e| anyhow!("cannot read the folder on the grid: {e}"))?;
+    // Every participant writes the folder's layout, which it must know.
+    let layout = Layout::of_collective(&grid, &collective)
+        .await
+        .context("reading the folder's layout")?;
     let personal = new_personal_dir(&grid).await?;
     let personal_read = read_only(&personal)?;
     let cfg = folder_config(
         j.name,
         j.local_path,
         &j.tuning,
-        j.location,
+        (j.location, layout),
         (j.collective, personal),
         (j.participant, j.author),
         convergence_secret,
@@ -439,7 +449,7 @@ fn folder_config(
     name: String,
     local_path: PathBuf,
     t: &Tuning,
-    location: GridLocation,
+    (location, layout): (GridLocation, Layout),
     (collective_cap, personal_cap): (Capability, Capability),
     (participant, author_name): (String, String),
     convergence_secret: Secret32,
@@ -462,6 +472,7 @@ fn folder_config(
         author_name,
         author_seed: Secret32::random(),
         convergence_secret,
+        layout,
     }
 }
 

@@ -20,7 +20,8 @@
 //! and call [`Executor::execute`] from as many tasks as needed; every method
 //! takes `&self`.
 
-use std::collections::HashMap;
+use crate::personal::{self, Layout, METADATA_ENTRY};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -44,6 +45,12 @@ use mf_grid::{
     Replace, Revision, UploadSource,
 };
 
+mod aside;
+mod poll;
+mod publish;
+
+pub use aside::{with_aside, PersonalDir};
+
 use crate::fsops::{self, TempFile};
 use crate::ignore::IgnoreRules;
 use crate::scan;
@@ -62,9 +69,6 @@ const WRITE_PIPELINE_DEPTH: usize = 4;
 /// Downloads up to this size are received whole before they are written
 /// (in one step); larger ones stream to disk as they arrive.
 const WHOLE_WRITE_LIMIT: u64 = 256 * 1024;
-
-/// Name of the collective's (and each personal directory's) own metadata entry.
-const METADATA_ENTRY: &str = "@metadata";
 
 /// Everything an [`Executor`] needs to know about its folder.
 #[derive(Clone, Debug)]
@@ -88,6 +92,8 @@ pub struct ExecutorConfig {
     /// How long a file must have been left alone before an upload reads it
     /// (the folder's pending delay; see `Action::Upload`).
     pub quiet: Duration,
+    /// How the folder's personal directories are laid out.
+    pub layout: Layout,
 }
 
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
@@ -105,9 +111,18 @@ pub struct Executor<G: Grid> {
     umask: u32,
     quiet: Duration,
     ignore: RwLock<Arc<IgnoreRules>>,
-    /// Per participant, the directory and revision of the listing last
-    /// given to the engine (see [`Executor::poll`]).
-    last_polled: Mutex<HashMap<String, (Capability, Revision)>>,
+    layout: Layout,
+    /// The folder as the headers of its shards name it.
+    folder_tag: String,
+    /// Per participant, what the engine was last given of its directory
+    /// (see [`Executor::poll`]).
+    last_polled: Mutex<HashMap<String, poll::Polled>>,
+    /// Sharded: our links to our shards as last written; `None` until read
+    /// at the first publish of a run, and after a write whose outcome is
+    /// unknown.
+    own_links: Mutex<Option<BTreeMap<u8, Capability>>>,
+    /// Held while publishing: each publish builds on the last.
+    publishing: tokio::sync::Mutex<()>,
     /// Our entries kept aside under `@metadata` (see [`Executor::publish`])
     /// as last written; `None` until read at the first publish of a run,
     /// and after a write whose outcome is unknown.
@@ -142,6 +157,7 @@ impl<G: Grid> Executor<G> {
         }
         check_participant_name(&config.participant).map_err(anyhow::Error::msg)?;
         let own_read = mf_grid::read_only(&config.personal).ok();
+        let folder_tag = personal::folder_tag(&config.collective)?;
         Ok(Executor {
             grid,
             root: config.root,
@@ -153,7 +169,11 @@ impl<G: Grid> Executor<G> {
             umask: config.umask,
             quiet: config.quiet,
             ignore: RwLock::new(Arc::new(config.ignore)),
+            layout: config.layout,
+            folder_tag,
             last_polled: Mutex::new(HashMap::new()),
+            own_links: Mutex::new(None),
+            publishing: tokio::sync::Mutex::new(()),
             aside: Mutex::new(None),
             transfers: Transfers::default(),
             settled: SettledFiles::default(),
@@ -237,153 +257,6 @@ impl<G: Grid> Executor<G> {
         tokio::task::spawn_blocking(move || scan::scan(&root, &rules))
             .await
             .unwrap_or_else(|e| Err(format!("scan failed: {e}")))
-    }
-
-    // ----- Poll ---------------------------------------------------------
-
-    async fn poll(&self) -> Result<Vec<RemoteListing>, String> {
-        let children = self
-            .grid
-            .list(&self.collective)
-            .await
-            .map_err(|e| format!("cannot list the collective: {e}"))?;
-        let rules = self.rules();
-        let mut out = Vec::new();
-        let mut to_list = Vec::new();
-        for (name, entry) in children {
-            if name == METADATA_ENTRY || name == self.participant {
-                continue;
-            }
-            if self.own_read.as_ref() == Some(&entry.cap) || entry.cap == self.personal {
-                continue;
-            }
-            let problem = if let Err(why) = check_participant_name(&name) {
-                Some(format!("collective entry {name:?} rejected: {why}"))
-            } else if !entry.cap.kind().is_dir() {
-                Some(format!(
-                    "collective entry {name:?} rejected: not a directory capability ({:?})",
-                    entry.cap.kind()
-                ))
-            } else {
-                None
-            };
-            match problem {
-                Some(why) => out.push(RemoteListing {
-                    participant: name,
-                    entries: Err(EffectError::permanent(why.clone())),
-                    rejected: vec![why],
-                    author: None,
-                }),
-                None => to_list.push((name, entry.cap)),
-            }
-        }
-        // A directory unchanged since its last listing is left out: the
-        // engine keeps the last listing of each participant and only looks at
-        // what differs from it, so it would change nothing — but listing,
-        // decoding and comparing it costs O(entries) on every poll, which was
-        // most of an idle daemon's CPU time.
-        let listed: Vec<Option<RemoteListing>> = stream::iter(to_list)
-            .map(|(name, cap)| self.list_participant(name, cap, &rules))
-            .buffer_unordered(POLL_PARALLELISM)
-            .collect()
-            .await;
-        out.extend(listed.into_iter().flatten());
-        out.sort_by(|a, b| a.participant.cmp(&b.participant));
-        Ok(out)
-    }
-
-    /// Lists one participant's personal directory and decodes it; `None` if
-    /// it is unchanged since the listing last given to the engine.
-    async fn list_participant(
-        &self,
-        participant: String,
-        cap: Capability,
-        rules: &IgnoreRules,
-    ) -> Option<RemoteListing> {
-        let known = {
-            let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
-            last.get(&participant)
-                .filter(|(dir, _)| *dir == cap)
-                .map(|(_, revision)| *revision)
-        };
-        let listed = match self.grid.list_changed(&cap, known.as_ref()).await {
-            Ok(None) => return None,
-            Ok(Some(listed)) => listed,
-            Err(e) => {
-                let what = format!("cannot list {participant}'s directory");
-                return Some(self.listing_failed(participant, &what, e));
-            }
-        };
-        // What the grid had to leave out (an entry of an unknown kind, a
-        // damaged newest version) is shown in status like any rejection.
-        let mut rejected: Vec<String> = listed
-            .problems
-            .into_iter()
-            .map(|p| format!("{participant}: {p}"))
-            .collect();
-        let revision = listed.revision;
-        let (children, author) = match with_aside(&*self.grid, listed.children).await {
-            Ok(aside) => (aside.children, aside.author),
-            Err(e) => {
-                let what = format!("cannot list {participant}'s directories and conflict copies");
-                return Some(self.listing_failed(participant, &what, e));
-            }
-        };
-        let mut listing = Listing::new();
-        for (name, entry) in children {
-            let path = match parse_entry_name(&name) {
-                None => continue,
-                Some(Err(e)) => {
-                    rejected.push(format!("{participant}: entry {name:?}: {e}"));
-                    continue;
-                }
-                Some(Ok((path, _conflict_author))) => path,
-            };
-            if path.is_internal() {
-                rejected.push(format!(
-                    "{participant}: entry {name:?}: {path} is an internal path (never synced)"
-                ));
-                continue;
-            }
-            if entry.cap.kind() != CapKind::ImmutableDir {
-                rejected.push(format!(
-                    "{participant}: entry {name:?}: not a snapshot (immutable directory) capability"
-                ));
-                continue;
-            }
-            // Ignored paths are neither uploaded nor downloaded. (Whether it
-            // is a directory is not known before fetching: a rule for
-            // directories only does not filter remote entries.)
-            if rules.is_ignored(&path, false) {
-                continue;
-            }
-            listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
-        }
-        self.last_polled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(participant.clone(), (cap, revision));
-        Some(RemoteListing {
-            participant,
-            entries: Ok(listing),
-            rejected,
-            author,
-        })
-    }
-
-    /// A participant's listing that failed: reported, and read whole again
-    /// at the next poll.
-    fn listing_failed(&self, participant: String, what: &str, e: GridError) -> RemoteListing {
-        self.last_polled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&participant);
-        RemoteListing {
-            entries: Err(grid_error(what, e)),
-            participant,
-            rejected: Vec::new(),
-            author: None,
-        }
     }
 
     // ----- Fetch --------------------------------------------------------
@@ -575,126 +448,6 @@ impl<G: Grid> Executor<G> {
         }))
     }
 
-    // ----- Publish ------------------------------------------------------
-
-    /// Points our personal directory's entries at new snapshots, in one
-    /// write. A magic-folder 24.3 peer reads every name in a personal
-    /// directory but `@metadata` as a file: a directory's snapshot would
-    /// read as a deletion (and 24.3 deletes recursively), a conflict entry
-    /// as a name it cannot decode, which stops its whole poll. So files and
-    /// their deletions go in the personal directory itself; directories,
-    /// their deletions and conflict copies go *aside*, in an immutable
-    /// directory that our `@metadata` entry names, made anew whenever it
-    /// changes. An entry aside overrides one of the same name in the
-    /// directory itself (a file that became a directory leaves its last
-    /// file version there, which only a 24.3 peer still reads), and a file
-    /// published over a name aside takes it out of the aside, in the same
-    /// write. Conflict entries an earlier release published in the
-    /// directory itself move aside too.
-    async fn publish(&self, entries: &[PublishEntry]) -> Result<(), EffectError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        // Taken, not borrowed: a write whose outcome is unknown leaves no
-        // cache, and the next publish reads the aside again.
-        let cached = self.aside.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (mut aside, legacy) = match cached {
-            Some(aside) => (aside, Vec::new()),
-            None => self.read_own_aside().await?,
-        };
-        let before = aside.clone();
-        // Our author and key, declared where only we write (the engine
-        // rejects versions that claim a declared name under another key).
-        aside.insert(AUTHOR_ENTRY.to_owned(), author_entry(&self.author));
-        let mut children = DirChildren::new();
-        for e in entries {
-            let cap = Capability::parse(e.snapshot.as_str()).map_err(|err| {
-                EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
-            })?;
-            let goes_aside = match e.shape {
-                EntryShape::File => false,
-                EntryShape::Directory | EntryShape::ConflictCopy => true,
-                // Where the name's last version went: a directory's
-                // deletion must not reach a 24.3 peer either.
-                EntryShape::Deletion => aside.contains_key(&e.name),
-            };
-            if goes_aside {
-                aside.insert(e.name.clone(), DirEntry::new(cap));
-            } else {
-                aside.remove(&e.name);
-                children.insert(e.name.clone(), DirEntry::new(cap));
-            }
-        }
-        if aside != before || !legacy.is_empty() {
-            // A fresh nonce in every attempt, as in a snapshot's metadata:
-            // Tahoe storage servers hold an interrupted upload's shares for
-            // 30 minutes and refuse the same storage index meanwhile, so an
-            // attempt that repeated an interrupted one's bytes would wait
-            // that long.
-            let mut record = aside.clone();
-            if let Some(entry) = record.get_mut(AUTHOR_ENTRY) {
-                entry.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
-            }
-            let dir =
-                self.grid.create_immutable_dir(record).await.map_err(|e| {
-                    grid_error("cannot record our directories and conflict copies", e)
-                })?;
-            children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
-        }
-        if !children.is_empty() {
-            self.grid
-                .set_children(&self.personal, children, Replace::Yes)
-                .await
-                .map_err(|e| grid_error("cannot update our personal directory", e))?;
-        }
-        // Only once they are safe aside.
-        for name in legacy {
-            match self.grid.unlink(&self.personal, &name).await {
-                Ok(()) | Err(GridError::NoChild(_)) => {}
-                Err(e) => return Err(grid_error("cannot update our personal directory", e)),
-            }
-        }
-        *self.aside.lock().unwrap_or_else(|e| e.into_inner()) = Some(aside);
-        Ok(())
-    }
-
-    /// Our entries aside as the grid has them, with the conflict entries an
-    /// earlier release left in the personal directory itself (moved aside
-    /// by the caller).
-    async fn read_own_aside(&self) -> Result<(DirChildren, Vec<String>), EffectError> {
-        let ours = self
-            .grid
-            .list(&self.personal)
-            .await
-            .map_err(|e| grid_error("cannot list our personal directory", e))?;
-        let mut aside = match ours.get(METADATA_ENTRY) {
-            Some(m) if m.cap.kind() == CapKind::ImmutableDir => self
-                .grid
-                .list(&m.cap)
-                .await
-                .map_err(|e| grid_error("cannot list our directories and conflict copies", e))?,
-            _ => DirChildren::new(),
-        };
-        // Compared without its nonce, so an unchanged record is not rewritten.
-        if let Some(metadata) = aside
-            .get_mut(AUTHOR_ENTRY)
-            .and_then(|e| e.metadata.as_object_mut())
-        {
-            metadata.remove(NONCE_KEY);
-        }
-        let legacy: Vec<String> = ours
-            .keys()
-            .filter(|n| is_conflict_entry(n))
-            .cloned()
-            .collect();
-        for name in &legacy {
-            aside
-                .entry(name.clone())
-                .or_insert_with(|| ours[name].clone());
-        }
-        Ok((aside, legacy))
-    }
-
     // ----- Write --------------------------------------------------------
 
     async fn write(
@@ -830,78 +583,6 @@ impl<G: Grid> Executor<G> {
 
 /// A fresh random nonce for one upload attempt's metadata (see
 /// `SnapshotMetadata::nonce`).
-/// A personal directory as readers take it (see [`with_aside`]).
-pub struct PersonalDir {
-    /// The entries: those in the directory itself, overridden by those
-    /// kept aside.
-    pub children: DirChildren,
-    /// The aside directory, if there is one.
-    pub aside: Option<Capability>,
-    /// The author its owner declares.
-    pub author: Option<DeclaredAuthor>,
-}
-
-/// A personal directory's entries as readers take them: those in the
-/// directory itself, overridden by those kept aside under its `@metadata`
-/// (see [`Executor::publish`]), and the author its owner declares there.
-/// A `@metadata` that is not an immutable directory (24.3's is a small
-/// JSON file) holds nothing aside.
-pub async fn with_aside<G: Grid>(
-    grid: &G,
-    mut children: DirChildren,
-) -> Result<PersonalDir, GridError> {
-    let meta = children
-        .remove(METADATA_ENTRY)
-        .filter(|m| m.cap.kind() == CapKind::ImmutableDir);
-    let Some(meta) = meta else {
-        return Ok(PersonalDir {
-            children,
-            aside: None,
-            author: None,
-        });
-    };
-    let mut aside = grid.list(&meta.cap).await?;
-    let author = aside.remove(AUTHOR_ENTRY).and_then(|e| declared_author(&e));
-    children.extend(aside);
-    Ok(PersonalDir {
-        children,
-        aside: Some(meta.cap),
-        author,
-    })
-}
-
-/// The entry, aside, in which a participant declares its author name and
-/// key: a child that names no object, whose edge metadata is
-/// `{"name": …, "verify_key": …}` (`@` + a letter: never a mangled path).
-const AUTHOR_ENTRY: &str = "@author";
-
-/// The author entry's metadata field that makes each written record unique
-/// (see [`Executor::publish`]).
-const NONCE_KEY: &str = "nonce";
-
-fn author_entry(author: &Author) -> DirEntry {
-    DirEntry {
-        cap: Capability::empty(),
-        metadata: serde_json::json!({
-            "name": author.name,
-            "verify_key": author.verify_key(),
-        }),
-    }
-}
-
-fn declared_author(entry: &DirEntry) -> Option<DeclaredAuthor> {
-    let field = |k: &str| entry.metadata.get(k).and_then(serde_json::Value::as_str);
-    Some(DeclaredAuthor {
-        name: field("name")?.to_owned(),
-        verify_key: field("verify_key")?.to_owned(),
-    })
-}
-
-/// True for a conflict entry's name (`<mangled path>@c<label>`).
-fn is_conflict_entry(name: &str) -> bool {
-    matches!(parse_entry_name(name), Some(Ok((_, Some(_)))))
-}
-
 fn attempt_nonce() -> Result<String, EffectError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)

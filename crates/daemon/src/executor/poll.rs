@@ -1,0 +1,344 @@
+//! Polling: what changed in the other participants' directories.
+//!
+//! A directory unchanged since its last listing is left out: the engine
+//! keeps the last listing of each participant (of each shard) and only
+//! looks at what differs from it, so it would change nothing — but
+//! listing, decoding and comparing it costs O(entries) on every poll, which
+//! was most of an idle daemon's CPU time. Of a sharded directory only the
+//! shards whose link changed are read (see [`crate::personal`]).
+
+use std::collections::BTreeMap;
+
+use mf_grid::Listed;
+
+use crate::personal::{parse_shard_link, read_shard};
+
+use super::*;
+
+/// What the engine was last given of one participant's directory.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Polled {
+    /// The directory listed.
+    dir: Option<Capability>,
+    /// Its revision then; `None` after a part of it could not be read, so
+    /// that the next poll reads it again.
+    revision: Option<Revision>,
+    /// Sharded: the link of each part given — `None` for the directory's
+    /// own `@metadata`, `Some(n)` for shard `n`.
+    links: HashMap<Option<u8>, Capability>,
+}
+
+impl<G: Grid> Executor<G> {
+    pub(super) async fn poll(&self) -> Result<Vec<RemoteListing>, String> {
+        let children = self
+            .grid
+            .list(&self.collective)
+            .await
+            .map_err(|e| format!("cannot list the collective: {e}"))?;
+        let rules = self.rules();
+        let mut out = Vec::new();
+        let mut to_list = Vec::new();
+        for (name, entry) in children {
+            if name == METADATA_ENTRY || name == self.participant {
+                continue;
+            }
+            if self.own_read.as_ref() == Some(&entry.cap) || entry.cap == self.personal {
+                continue;
+            }
+            let problem = if let Err(why) = check_participant_name(&name) {
+                Some(format!("collective entry {name:?} rejected: {why}"))
+            } else if !entry.cap.kind().is_dir() {
+                Some(format!(
+                    "collective entry {name:?} rejected: not a directory capability ({:?})",
+                    entry.cap.kind()
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(why) => out.push(RemoteListing {
+                    participant: name,
+                    shard: None,
+                    entries: Err(EffectError::permanent(why.clone())),
+                    rejected: vec![why],
+                    author: None,
+                }),
+                None => to_list.push((name, entry.cap)),
+            }
+        }
+        let listed: Vec<Vec<RemoteListing>> = stream::iter(to_list)
+            .map(|(name, cap)| self.list_participant(name, cap, &rules))
+            .buffer_unordered(POLL_PARALLELISM)
+            .collect()
+            .await;
+        out.extend(listed.into_iter().flatten());
+        out.sort_by(|a, b| (&a.participant, a.shard).cmp(&(&b.participant, b.shard)));
+        Ok(out)
+    }
+
+    /// Lists one participant's personal directory and decodes what changed
+    /// in it since the listing last given to the engine (nothing if
+    /// nothing did).
+    async fn list_participant(
+        &self,
+        participant: String,
+        cap: Capability,
+        rules: &IgnoreRules,
+    ) -> Vec<RemoteListing> {
+        let before = {
+            let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
+            last.get(&participant)
+                .filter(|p| p.dir.as_ref() == Some(&cap))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let listed = match self.grid.list_changed(&cap, before.revision.as_ref()).await {
+            Ok(None) => return Vec::new(),
+            Ok(Some(listed)) => listed,
+            Err(e) => {
+                let what = format!("cannot list {participant}'s directory");
+                return vec![self.listing_failed(participant, &what, e)];
+            }
+        };
+        // What the grid had to leave out (an entry of an unknown kind, a
+        // damaged newest version) is shown in status like any rejection.
+        let rejected: Vec<String> = listed
+            .problems
+            .iter()
+            .map(|p| format!("{participant}: {p}"))
+            .collect();
+        let (out, polled) = match self.layout {
+            Layout::Flat => {
+                self.list_flat(participant.clone(), cap, listed, rejected, rules)
+                    .await
+            }
+            Layout::Sharded => {
+                self.list_sharded(participant.clone(), cap, listed, rejected, before, rules)
+                    .await
+            }
+        };
+        let mut last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
+        match polled {
+            Some(p) => last.insert(participant, p),
+            None => last.remove(&participant),
+        };
+        out
+    }
+
+    async fn list_flat(
+        &self,
+        participant: String,
+        cap: Capability,
+        listed: Listed,
+        mut rejected: Vec<String>,
+        rules: &IgnoreRules,
+    ) -> (Vec<RemoteListing>, Option<Polled>) {
+        let aside = match with_aside(&*self.grid, listed.children).await {
+            Ok(aside) => aside,
+            Err(e) => {
+                let what = format!("cannot list {participant}'s directories and conflict copies");
+                return (vec![self.listing_failed(participant, &what, e)], None);
+            }
+        };
+        let listing = decode(&participant, aside.children, rules, &mut rejected);
+        let polled = Polled {
+            dir: Some(cap),
+            revision: Some(listed.revision),
+            links: HashMap::new(),
+        };
+        let out = RemoteListing {
+            participant,
+            shard: None,
+            entries: Ok(listing),
+            rejected,
+            author: aside.author,
+        };
+        (vec![out], Some(polled))
+    }
+
+    /// A sharded directory: its own `@metadata` (the author declared) if
+    /// that changed, and each shard whose link changed, each a listing of
+    /// its own that fails on its own.
+    async fn list_sharded(
+        &self,
+        participant: String,
+        cap: Capability,
+        listed: Listed,
+        mut rejected: Vec<String>,
+        before: Polled,
+        rules: &IgnoreRules,
+    ) -> (Vec<RemoteListing>, Option<Polled>) {
+        let mut own = DirChildren::new();
+        let mut links = BTreeMap::new();
+        for (name, entry) in listed.children {
+            if let Some(n) = parse_shard_link(&name) {
+                links.insert(n, entry.cap);
+            } else if name == METADATA_ENTRY {
+                own.insert(name, entry);
+            } else {
+                rejected.push(format!(
+                    "{participant}: entry {name:?}: not a shard link (the folder is sharded)"
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        let mut now = Polled {
+            dir: Some(cap),
+            revision: Some(listed.revision),
+            links: HashMap::new(),
+        };
+        let meta = own
+            .get(METADATA_ENTRY)
+            .map_or_else(Capability::empty, |e| e.cap.clone());
+        if before.links.get(&None) != Some(&meta) || !rejected.is_empty() {
+            match with_aside(&*self.grid, own).await {
+                Ok(aside) => {
+                    let listing = decode(&participant, aside.children, rules, &mut rejected);
+                    out.push(RemoteListing {
+                        participant: participant.clone(),
+                        shard: None,
+                        entries: Ok(listing),
+                        rejected,
+                        author: aside.author,
+                    });
+                    now.links.insert(None, meta);
+                }
+                Err(e) => {
+                    let what = format!("cannot list {participant}'s metadata");
+                    out.push(self.part_failed(&participant, None, grid_error(&what, e)));
+                    now.revision = None;
+                }
+            }
+        } else {
+            now.links.insert(None, meta);
+        }
+        // Shards no longer linked hold nothing now.
+        for n in before.links.keys().flatten() {
+            if !links.contains_key(n) {
+                out.push(RemoteListing {
+                    participant: participant.clone(),
+                    shard: Some(*n),
+                    entries: Ok(Listing::new()),
+                    rejected: Vec::new(),
+                    author: None,
+                });
+            }
+        }
+        let mut changed = Vec::new();
+        for (n, link) in links {
+            if before.links.get(&Some(n)) == Some(&link) {
+                now.links.insert(Some(n), link);
+            } else {
+                changed.push((n, link));
+            }
+        }
+        let grid = &*self.grid;
+        let folder = &self.folder_tag;
+        let read: Vec<_> = stream::iter(changed)
+            .map(|(n, link)| async move {
+                let shard = read_shard(grid, n, &link, folder).await;
+                (n, link, shard)
+            })
+            .buffer_unordered(POLL_PARALLELISM)
+            .collect()
+            .await;
+        for (n, link, shard) in read {
+            match shard {
+                Ok(shard) => {
+                    let mut rejected: Vec<String> = shard
+                        .problems
+                        .into_iter()
+                        .map(|p| format!("{participant}: {p}"))
+                        .collect();
+                    let listing = decode(&participant, shard.entries, rules, &mut rejected);
+                    out.push(RemoteListing {
+                        participant: participant.clone(),
+                        shard: Some(n),
+                        entries: Ok(listing),
+                        rejected,
+                        author: None,
+                    });
+                    now.links.insert(Some(n), link);
+                }
+                Err(e) => {
+                    // A shard the grid could not give is read again at the
+                    // next poll; one that is not a shard of this folder, when
+                    // its link changes.
+                    if e.is_retryable() {
+                        now.revision = None;
+                    } else {
+                        now.links.insert(Some(n), link);
+                    }
+                    let error = EffectError {
+                        transient: e.is_retryable(),
+                        ..EffectError::permanent(e.to_string())
+                    };
+                    out.push(self.part_failed(&participant, Some(n), error));
+                }
+            }
+        }
+        (out, Some(now))
+    }
+
+    /// A participant's listing that failed whole: reported, and read whole
+    /// again at the next poll.
+    fn listing_failed(&self, participant: String, what: &str, e: GridError) -> RemoteListing {
+        self.last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&participant);
+        self.part_failed(&participant, None, grid_error(what, e))
+    }
+
+    fn part_failed(&self, participant: &str, shard: Option<u8>, e: EffectError) -> RemoteListing {
+        RemoteListing {
+            participant: participant.to_owned(),
+            shard,
+            entries: Err(e),
+            rejected: Vec::new(),
+            author: None,
+        }
+    }
+}
+
+/// A personal directory's entries as the engine takes them: names decoded
+/// with the checked mangling (unsafe and internal paths rejected, with the
+/// reason in `rejected`), snapshot links only, ignored paths left out.
+fn decode(
+    participant: &str,
+    children: DirChildren,
+    rules: &IgnoreRules,
+    rejected: &mut Vec<String>,
+) -> Listing {
+    let mut listing = Listing::new();
+    for (name, entry) in children {
+        let path = match parse_entry_name(&name) {
+            None => continue,
+            Some(Err(e)) => {
+                rejected.push(format!("{participant}: entry {name:?}: {e}"));
+                continue;
+            }
+            Some(Ok((path, _conflict_author))) => path,
+        };
+        if path.is_internal() {
+            rejected.push(format!(
+                "{participant}: entry {name:?}: {path} is an internal path (never synced)"
+            ));
+            continue;
+        }
+        if entry.cap.kind() != CapKind::ImmutableDir {
+            rejected.push(format!(
+                "{participant}: entry {name:?}: not a snapshot (immutable directory) capability"
+            ));
+            continue;
+        }
+        // Ignored paths are neither uploaded nor downloaded. (Whether it is
+        // a directory is not known before fetching: a rule for directories
+        // only does not filter remote entries.)
+        if rules.is_ignored(&path, false) {
+            continue;
+        }
+        listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
+    }
+    listing
+}
