@@ -11,6 +11,8 @@
 //!     [--pending-delay 200ms] [--idle-seconds N]
 //! target/release/mf-bench tahoe [--quick] [--only edit,big,files,deletions]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (a local Tahoe-LAFS grid)
+//! target/release/mf-bench tahoe-scale [--quick] [--only flat,sharded]
+//!     [--dir PATH] [--json PATH] [--bin PATH]   (a large folder, per layout)
 //! target/release/mf-bench upkeep [--quick] [--only history,verify]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (history and verify)
 //! ```
@@ -45,6 +47,8 @@ scripts/bench-setup.sh; --tuned adds a column of ours with --poll-interval 1s \
 --pending-delay 200ms, or the values given)
        mf-bench tahoe [--quick] [--only edit,big,files,deletions] [--dir PATH] [--json PATH] \
 [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]
+       mf-bench tahoe-scale [--quick] [--only flat,sharded] [--dir PATH] [--json PATH] \
+[--bin PATH] (one change in a 100,000-entry folder on Tahoe, per personal-directory layout)
        mf-bench upkeep [--only history,verify] [--quick] [--dir PATH] [--json PATH] [--bin PATH]";
 
 fn main() -> Result<()> {
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
         Some("grid") => grid::run(&Options::parse(&args[1..])?),
         Some("sync") => sync::run(&sync::SyncOptions::parse(&args[1..])?),
         Some("tahoe") => tahoe::run(&tahoe::options(&args[1..])?),
+        Some("tahoe-scale") => tahoe::scale::run(&tahoe::scale::options(&args[1..])?),
         Some("upkeep") => upkeep::run(&args[1..]),
         // A measured phase, in a child process started by `phase::run`.
         Some(phase::CHILD_ARG) => phase::child_main(&args[1..]),

@@ -73,6 +73,8 @@ use crate::data::{
     content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
 };
 use crate::report::{print_columns, write_json};
+
+pub mod scale;
 use crate::world::{
     clock_ticks_per_s, settle_daemons, wait_for, wait_until, Daemon, Participant, ProcSample,
     RunOptions,
@@ -974,6 +976,20 @@ struct Pair {
 
 impl Pair {
     fn new(o: &RunOptions, root: &Path, node_a: &Path, node_b: &Path) -> Result<Pair> {
+        let mut pair = Pair::create(o, root, node_a, node_b, &[])?;
+        pair.start()?;
+        Ok(pair)
+    }
+
+    /// Alice creates the folder (`create_args` added to `create`) and bob
+    /// joins it; neither daemon runs yet.
+    fn create(
+        o: &RunOptions,
+        root: &Path,
+        node_a: &Path,
+        node_b: &Path,
+        create_args: &[&str],
+    ) -> Result<Pair> {
         let _ = fs::remove_dir_all(root);
         fs::create_dir_all(root)?;
         let text = |p: &Path| -> Result<String> {
@@ -987,13 +1003,14 @@ impl Pair {
             "--pending-delay",
             o.pending_delay(),
         ];
-        let mut alice = Participant::new(root, "alice", &o.bin)?.with_log(DAEMON_LOG);
-        let mut bob = Participant::new(root, "bob", &o.bin)?.with_log(DAEMON_LOG);
+        let alice = Participant::new(root, "alice", &o.bin)?.with_log(DAEMON_LOG);
+        let bob = Participant::new(root, "bob", &o.bin)?.with_log(DAEMON_LOG);
         let (adir, anode) = (text(&alice.dir)?, text(node_a)?);
         let mut args = vec![
             "create", FOLDER, &adir, "--author", "alice", "--tahoe", &anode,
         ];
         args.extend(tuning);
+        args.extend(create_args);
         alice.cli(&args)?;
         let code = alice.cli(&["invite", FOLDER, "bob"])?;
         let (bdir, bnode) = (text(&bob.dir)?, text(node_b)?);
@@ -1009,15 +1026,18 @@ impl Pair {
         args.extend(tuning);
         bob.cli(&args)?;
         alice.cli(&["admit", FOLDER])?;
-        alice.start()?;
-        bob.start()?;
-        let pair = Pair {
+        Ok(Pair {
             alice,
             bob,
             root: root.to_path_buf(),
-        };
-        pair.settle(Duration::from_secs(120))?;
-        Ok(pair)
+        })
+    }
+
+    /// Starts both daemons and waits until they are up to date.
+    fn start(&mut self) -> Result<()> {
+        self.alice.start()?;
+        self.bob.start()?;
+        self.settle(Duration::from_secs(600))
     }
 
     /// Waits until both daemons have been up to date for a whole second.
