@@ -315,6 +315,7 @@ impl Chaos {
         let dir = admin.dir.to_str().unwrap().to_owned();
         let grid = admin.grid_args(&w);
         let mut args = vec!["create", FOLDER, &dir, "--author", NAMES[0]];
+        args.extend(["--layout", w.layout()]);
         args.extend(grid.iter().map(String::as_str));
         args.extend_from_slice(tune);
         admin.ok(&args);
@@ -1042,6 +1043,13 @@ fn unix_ms() -> u64 {
 #[test]
 fn chaos_three_participants_with_kill_9() {
     chaos(World::new(), DEFAULT_STEPS);
+}
+
+/// The chaos run on the embedded grid in a folder of the sharded layout:
+/// kills land between a publish's shard writes and its link swap too.
+#[test]
+fn chaos_sharded_with_kill_9() {
+    chaos(World::new().sharded(), DEFAULT_STEPS);
 }
 
 /// The chaos run on a local Tahoe-LAFS grid of its own (three storage
