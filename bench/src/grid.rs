@@ -42,18 +42,7 @@ pub fn phase(name: &str) -> Option<PhaseFn> {
 
 /// Runs the whole grid benchmark and prints (and optionally saves) it.
 pub fn run(o: &Options) -> Result<()> {
-    let (work, remove_after) = match &o.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("mf-bench-{}", std::process::id())),
-            true,
-        ),
-    };
-    let result = run_in(o, &work);
-    if remove_after {
-        let _ = fs::remove_dir_all(&work);
-    }
-    result
+    crate::world::in_work_dir(o.dir.as_deref(), "grid", |work| run_in(o, work))
 }
 
 fn run_in(o: &Options, work: &Path) -> Result<()> {

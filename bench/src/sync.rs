@@ -549,19 +549,7 @@ fn verdict_text(met: Option<bool>) -> &'static str {
 
 /// Runs the selected workloads and prints (and optionally saves) the table.
 pub fn run(o: &SyncOptions) -> Result<()> {
-    let (work, remove_after) = match &o.run.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("mf-bench-sync-{}", std::process::id())),
-            true,
-        ),
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let result = run_in(o, &work);
-    if remove_after {
-        let _ = fs::remove_dir_all(&work);
-    }
-    result
+    crate::world::in_work_dir(o.run.dir.as_deref(), "sync", |work| run_in(o, work))
 }
 
 fn run_in(o: &SyncOptions, work: &Path) -> Result<()> {

@@ -64,7 +64,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, StreamExt, TryStreamExt};
-use mf_grid::tahoe::testgrid::{GridSpec, TestGrid};
+use mf_grid::tahoe::testgrid::{GridSpec, TestGrid, TestNode};
 use mf_grid::tahoe::TahoeGrid;
 use mf_grid::{read_small, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
 use serde_json::{json, Value};
@@ -154,19 +154,7 @@ impl Sizes {
 
 /// Runs the benchmark and prints (and optionally saves) the figures.
 pub fn run(o: &RunOptions) -> Result<()> {
-    let (work, remove_after) = match &o.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("mf-bench-tahoe-{}", std::process::id())),
-            true,
-        ),
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let result = run_in(o, &work);
-    if remove_after {
-        let _ = fs::remove_dir_all(&work);
-    }
-    result
+    crate::world::in_work_dir(o.dir.as_deref(), "tahoe", |work| run_in(o, work))
 }
 
 /// One line of the main table.
@@ -253,20 +241,7 @@ impl Figure {
 
 fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     let sizes = Sizes::new(o.quick);
-    eprintln!("starting a Tahoe-LAFS grid: 3 storage nodes, k=2 happy=3 N=3");
-    let spec = GridSpec {
-        storage_nodes: 3,
-        client_nodes: 0,
-        shares_needed: 2,
-        shares_happy: 3,
-        shares_total: 3,
-    };
-    let grid = TestGrid::start(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("  up in {:.1?}", grid.timings().total);
-    let node_a = grid
-        .add_client("alice")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node_b = grid.add_client("bob").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (grid, node_a, node_b) = start_grid()?;
     let ga = node_a.grid()?;
     let gb = node_b.grid()?;
     let cpu = TahoeCpu::new(grid.root());
@@ -491,6 +466,24 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
         write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// The benchmark grid (3 storage nodes, k=2 happy=3 N=3) and a client node
+/// each for alice and bob.
+fn start_grid() -> Result<(TestGrid, TestNode, TestNode)> {
+    eprintln!("starting a Tahoe-LAFS grid: 3 storage nodes, k=2 happy=3 N=3");
+    let spec = GridSpec {
+        storage_nodes: 3,
+        client_nodes: 0,
+        shares_needed: 2,
+        shares_happy: 3,
+        shares_total: 3,
+    };
+    let grid = TestGrid::start(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("  up in {:.1?}", grid.timings().total);
+    let node = |name| grid.add_client(name).map_err(|e| anyhow::anyhow!("{e}"));
+    let (a, b) = (node("alice")?, node("bob")?);
+    Ok((grid, a, b))
 }
 
 /// Runs a workload; an error becomes a failed figure.

@@ -180,6 +180,28 @@ pub trait Daemon {
 }
 
 /// Opens a daemon's log for appending, with a line marking this start.
+/// Runs `f` in the working directory: `dir` if given (kept afterwards),
+/// else a temporary `mf-bench-NAME-PID` removed afterwards, even on errors.
+pub fn in_work_dir(
+    dir: Option<&Path>,
+    name: &str,
+    f: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let (work, remove_after) = match dir {
+        Some(d) => (d.to_path_buf(), false),
+        None => (
+            std::env::temp_dir().join(format!("mf-bench-{name}-{}", std::process::id())),
+            true,
+        ),
+    };
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let result = f(&work);
+    if remove_after {
+        let _ = fs::remove_dir_all(&work);
+    }
+    result
+}
+
 pub fn open_log(path: &Path) -> Result<File> {
     let mut log = fs::OpenOptions::new()
         .create(true)

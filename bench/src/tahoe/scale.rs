@@ -93,37 +93,13 @@ impl Row {
 
 /// Runs the benchmark and prints (and optionally saves) the figures.
 pub fn run(o: &RunOptions) -> Result<()> {
-    let (work, remove_after) = match &o.dir {
-        Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("mf-bench-tahoe-scale-{}", std::process::id())),
-            true,
-        ),
-    };
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let result = run_in(o, &work);
-    if remove_after {
-        let _ = fs::remove_dir_all(&work);
-    }
-    result
+    crate::world::in_work_dir(o.dir.as_deref(), "tahoe-scale", |work| run_in(o, work))
 }
 
 fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     let large = if o.quick { 10_000 } else { 100_000 };
     let edits = if o.quick { 3 } else { 5 };
-    eprintln!("starting a Tahoe-LAFS grid: 3 storage nodes, k=2 happy=3 N=3");
-    let spec = GridSpec {
-        storage_nodes: 3,
-        client_nodes: 0,
-        shares_needed: 2,
-        shares_happy: 3,
-        shares_total: 3,
-    };
-    let grid = TestGrid::start(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node_a = grid
-        .add_client("alice")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let node_b = grid.add_client("bob").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (grid, node_a, node_b) = start_grid()?;
     let raw = Raw {
         a: node_a.grid()?,
         b: node_b.grid()?,

@@ -151,8 +151,9 @@ impl World {
         ex
     }
 
-    /// Alice's personal directory as the grid has it, merged across shards.
-    async fn alice_entries(&self) -> BTreeMap<String, Capability> {
+    /// Alice's personal directory as the grid has it, merged across
+    /// shards: entry name → snapshot capability.
+    async fn alice_entries(&self) -> BTreeMap<String, String> {
         let tag = folder_tag(&self.collective).unwrap();
         let root = self.grid.list(&self.alice_personal).await.unwrap();
         let mut out = BTreeMap::new();
@@ -162,7 +163,12 @@ impl World {
                     .await
                     .unwrap();
                 assert!(shard.problems.is_empty(), "{:?}", shard.problems);
-                out.extend(shard.entries.into_iter().map(|(k, v)| (k, v.cap)));
+                out.extend(
+                    shard
+                        .entries
+                        .into_iter()
+                        .map(|(k, v)| (k, v.cap.as_str().to_owned())),
+                );
             } else {
                 assert_eq!(name, "@metadata", "only links and metadata at the top");
             }
@@ -363,12 +369,7 @@ async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
         let outcome = publish(&alice, second.clone()).await;
         let writes = w.grid.writes.load(Ordering::SeqCst);
         w.grid.heal();
-        let on_grid: BTreeMap<String, String> = w
-            .alice_entries()
-            .await
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().to_owned()))
-            .collect();
+        let on_grid = w.alice_entries().await;
         match outcome {
             Ok(()) => {
                 assert_eq!(on_grid, after);
@@ -386,12 +387,7 @@ async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
         // After a restart, the retry publishes it all.
         let restarted = w.executor("alice");
         publish(&restarted, second).await.unwrap();
-        let on_grid: BTreeMap<String, String> = w
-            .alice_entries()
-            .await
-            .into_iter()
-            .map(|(k, v)| (k, v.as_str().to_owned()))
-            .collect();
+        let on_grid = w.alice_entries().await;
         assert_eq!(on_grid, after, "crash at write {crash_at}, then the retry");
         crash_at += 1;
     }
@@ -429,12 +425,7 @@ async fn concurrent_publishes_lose_nothing() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let on_grid: BTreeMap<String, String> = w
-        .alice_entries()
-        .await
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().to_owned()))
-        .collect();
+    let on_grid = w.alice_entries().await;
     assert_eq!(on_grid, expected);
 }
 
