@@ -13,6 +13,11 @@
 //! * **big**: one 64 MiB file [8 MiB] moved into alice's folder, three
 //!   times with distinct contents (median and max: when the file lands in
 //!   bob's 1 s poll cycle varies);
+//! * **bigedit**: a 1 KiB edit in the middle of a 64 MiB file [16 MiB],
+//!   median and max of 3, in each content format: 24.3's (this folder:
+//!   flat, whole contents: the edit re-uploads the file) and chunked (a
+//!   second folder, `--layout sharded`, whose contents are chunked: the
+//!   edit moves one chunk). Raw is the big row's PUT + GET of the whole file;
 //! * **files**: 1,000 files of 4 KiB in 10 directories [100] moved in at
 //!   once: time until bob holds byte-identical copies of all;
 //! * **deletions**: 100 of those files deleted at once [20]: time until all
@@ -80,7 +85,7 @@ use crate::world::{
     RunOptions,
 };
 
-const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,files,deletions] \
+const USAGE: &str = "usage: mf-bench tahoe [--quick] [--only edit,big,bigedit,files,deletions] \
 [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
 
 /// The folder name both participants use.
@@ -95,7 +100,10 @@ const DAEMON_LOG: &str = "info,mf_daemon::folder=debug";
 /// The Tahoe requests behind each kind of daemon effect (for the reader of
 /// the breakdown; the daemon's executor is the authority).
 pub const REQUESTS: [(&str, &str); 8] = [
-    ("Upload", "PUT content + PUT metadata + mkdir-immutable"),
+    (
+        "Upload",
+        "PUT content (chunked: each new chunk + mkdir-immutable) + PUT metadata + mkdir-immutable",
+    ),
     ("Upload (deletion)", "PUT metadata + mkdir-immutable"),
     ("Publish", "set_children on the personal directory"),
     (
@@ -103,12 +111,15 @@ pub const REQUESTS: [(&str, &str); 8] = [
         "list the collective + each other personal directory",
     ),
     ("Fetch", "list the snapshot + GET metadata"),
-    ("Write", "GET content (+ write, fsync, rename)"),
+    (
+        "Write",
+        "GET content (chunked: list + GET each chunk not on disk) (+ write, fsync, rename)",
+    ),
     ("Write (deletion)", "none (move to the versions area)"),
     ("Scan", "none (walk the folder)"),
 ];
 
-const WORKLOADS: [&str; 4] = ["edit", "big", "files", "deletions"];
+const WORKLOADS: [&str; 5] = ["edit", "big", "bigedit", "files", "deletions"];
 
 /// Parses the arguments after `tahoe`.
 pub fn options(args: &[String]) -> Result<RunOptions> {
@@ -125,6 +136,8 @@ struct Sizes {
     /// bob's poll cycle is when it lands varies, so the median is shown.
     big_samples: usize,
     edits: usize,
+    /// The file edited inside by `bigedit`.
+    bigedit_mib: usize,
     deletions: usize,
 }
 
@@ -137,6 +150,7 @@ impl Sizes {
                 big_mib: 8,
                 big_samples: 3,
                 edits: 5,
+                bigedit_mib: 16,
                 deletions: 20,
             }
         } else {
@@ -146,6 +160,7 @@ impl Sizes {
                 big_mib: 64,
                 big_samples: 3,
                 edits: 7,
+                bigedit_mib: 64,
                 deletions: 100,
             }
         }
@@ -261,7 +276,7 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     let ours_files = write_small_tree(&ours_dir.join("files"), sizes.files, sizes.dirs, 12)?;
     let mut raw_big = Vec::new();
     let mut ours_big = Vec::new();
-    if o.wants("big") {
+    if o.wants("big") || o.wants("bigedit") {
         for i in 0..sizes.big_samples {
             let (r, b) = (
                 raw_dir.join(format!("big{i}.bin")),
@@ -290,13 +305,13 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
             cpu.during(|| rt.block_on(raw.edits(&raw_dir, sizes.edits)))
         })
         .transpose()?;
-    let raw_bigr = o
-        .wants("big")
+    let raw_bigr = (o.wants("big") || o.wants("bigedit"))
         .then(|| {
             eprintln!("  PUT + GET {} MiB ×{}", sizes.big_mib, sizes.big_samples);
             cpu.during(|| rt.block_on(raw.big(&raw_big)))
         })
         .transpose()?;
+    let raw_big_s = raw_bigr.as_ref().map(|(m, _)| m.seconds);
     // Deletions need the files published first, whether timed or not.
     let raw_filesr = (o.wants("files") || o.wants("deletions"))
         .then(|| {
@@ -323,7 +338,10 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
         let mut f = guard(
             "edit",
             format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits),
-            || pair.edits(sizes.edits, &cpu),
+            || {
+                let what = format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits);
+                pair.edits("edit", &what, &EditSpec::small(sizes.edits), &cpu)
+            },
         );
         f.raw_s = Some(raw_m.seconds);
         f.raw_ops = raw_m.ops_json(raw_cpu);
@@ -352,6 +370,55 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
             f.target = Some(("≤ 1.2× raw PUT+GET".into(), r <= 1.2));
         }
         figures.push(f);
+    }
+    if o.wants("bigedit") {
+        let edit = BigEdit {
+            mib: sizes.bigedit_mib,
+            samples: 3,
+        };
+        let mut whole = guard(
+            "bigedit",
+            edit.what("24.3's format (whole contents)"),
+            || {
+                pair.edits(
+                    "bigedit",
+                    &edit.what("24.3's format (whole contents)"),
+                    &edit.spec(),
+                    &cpu,
+                )
+            },
+        );
+        whole.raw_s = raw_big_s;
+        let mut chunked = guard(
+            "bigedit",
+            edit.what("sharded layout, chunked contents"),
+            || {
+                let mut sharded = Pair::create(
+                    o,
+                    &work.join("pair-sharded"),
+                    node_a.dir(),
+                    node_b.dir(),
+                    &["--layout", "sharded"],
+                )?;
+                sharded.start()?;
+                let f = sharded.edits(
+                    "bigedit",
+                    &edit.what("sharded layout, chunked contents"),
+                    &edit.spec(),
+                    &cpu,
+                );
+                sharded.finish(o.dir.is_some());
+                f
+            },
+        );
+        chunked.raw_s = raw_big_s;
+        if sizes.bigedit_mib == 64 {
+            if let Some(s) = chunked.ours_s {
+                chunked.target = Some(("median ≤ 1.5 s".into(), s <= 1.5));
+            }
+        }
+        figures.push(whole);
+        figures.push(chunked);
     }
     if o.wants("files") || o.wants("deletions") {
         let (raw_m, raw_cpu) = raw_filesr.expect("measured");
@@ -959,6 +1026,51 @@ impl Raw {
 // Ours: two daemons, each on its own Tahoe node
 // ===========================================================================
 
+/// Which file `Pair::edits` edits, where, and how often.
+struct EditSpec {
+    name: &'static str,
+    size: usize,
+    /// Where the first edit goes (each later one 4,099 bytes further).
+    at: usize,
+    samples: usize,
+}
+
+impl EditSpec {
+    /// The edit row's: the first KiB of a 4 KiB file.
+    fn small(samples: usize) -> EditSpec {
+        EditSpec {
+            name: "edit.bin",
+            size: SMALL,
+            at: 0,
+            samples,
+        }
+    }
+}
+
+/// The `bigedit` workload's file.
+struct BigEdit {
+    mib: usize,
+    samples: usize,
+}
+
+impl BigEdit {
+    fn what(&self, format: &str) -> String {
+        format!(
+            "1 KiB edit inside a {} MiB file, {format} (×{})",
+            self.mib, self.samples
+        )
+    }
+
+    fn spec(&self) -> EditSpec {
+        EditSpec {
+            name: "bigedit.bin",
+            size: self.mib << 20,
+            at: (self.mib << 20) / 2 + 100,
+            samples: self.samples,
+        }
+    }
+}
+
 /// Alice (created the folder, on node A) and bob (joined, on node B), both
 /// daemons running.
 struct Pair {
@@ -1073,27 +1185,37 @@ impl Pair {
         out
     }
 
-    fn edits(&self, samples: usize, tahoe: &TahoeCpu) -> Result<Figure> {
-        let file = self.alice.dir.join("edit.bin");
-        let theirs = self.bob.dir.join("edit.bin");
-        let mut data = content(SMALL, 5000);
+    /// 1 KiB edits of one file of alice's, each timed until bob's copy is
+    /// byte-identical; the figure is the median sample, the breakdown that
+    /// sample's.
+    fn edits(
+        &self,
+        workload: &'static str,
+        what: &str,
+        spec: &EditSpec,
+        tahoe: &TahoeCpu,
+    ) -> Result<Figure> {
+        let file = self.alice.dir.join(spec.name);
+        let theirs = self.bob.dir.join(spec.name);
+        let mut data = content(spec.size, 5000);
         fs::write(&file, &data)?;
         let want = hash_bytes(&data);
-        let first = wait_until(Instant::now(), Duration::from_secs(60), || {
+        let first = wait_until(Instant::now(), Duration::from_secs(600), || {
             Ok(hash_file(&theirs).is_ok_and(|h| h == want))
         })?;
         if first.is_none() {
-            bail!("edit.bin did not reach bob within 60 s");
+            bail!("{} did not reach bob within 600 s", spec.name);
         }
         let mut times = Vec::new();
         let mut failure = None;
         let mut ops = Vec::new();
-        for i in 0..samples {
+        for i in 0..spec.samples {
             self.settle(Duration::from_secs(60))?;
             // Land at different points of bob's poll cycle.
             std::thread::sleep(Duration::from_millis((i as u64 * 370) % 1000));
             let patch = content(1024, 6000 + i as u64);
-            data[..1024].copy_from_slice(&patch);
+            let at = spec.at + i * 4099;
+            data[at..at + 1024].copy_from_slice(&patch);
             let want = hash_bytes(&data);
             let cpu0 = self.cpu(tahoe);
             let wall = SystemTime::now();
@@ -1101,7 +1223,7 @@ impl Pair {
             fs::OpenOptions::new()
                 .write(true)
                 .open(&file)?
-                .write_all_at(&patch, 0)?;
+                .write_all_at(&patch, at as u64)?;
             let took = wait_until(t0, EDIT_TIMEOUT, || {
                 Ok(hash_file(&theirs).is_ok_and(|h| h == want))
             })?;
@@ -1116,9 +1238,8 @@ impl Pair {
                 }
             }
         }
-        let mut f = Figure::new("edit", format!("1 KiB edit of a 4 KiB file (×{samples})"));
+        let mut f = Figure::new(workload, what.to_owned());
         f.extra = json!({ "samples_s": times, "per_sample": ops });
-        // The breakdown shown is the median sample's.
         if let Some(failure) = failure {
             f.failure = Some(failure);
         } else {

@@ -180,7 +180,12 @@ impl Scale<'_> {
         row.idle_polls = polls["Poll"]["count"].as_u64().unwrap_or(0) as usize;
 
         eprintln!("  {edits} edits");
-        let f = pair.edits(edits, self.cpu)?;
+        let f = pair.edits(
+            "edit",
+            "1 KiB edit of a 4 KiB file",
+            &EditSpec::small(edits),
+            self.cpu,
+        )?;
         if let Some(failure) = f.failure {
             bail!("{failure}");
         }

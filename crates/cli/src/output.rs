@@ -172,13 +172,14 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
     }
     for f in folders {
         outln!(
-            "{}: {} (participant {}{}, {} grid, {} layout, poll every {})",
+            "{}: {} (participant {}{}, {} grid, {} layout, {} content, poll every {})",
             f.name,
             f.local_path.display(),
             f.participant,
             if f.is_admin { ", admin" } else { "" },
             f.grid,
             f.layout,
+            f.content,
             human_ms(f.poll_interval_ms)
         );
     }

@@ -268,3 +268,88 @@ fn verify_on_tahoe_runs_the_nodes_checker_on_every_object() {
     let e = alice.fails(&["gc", FOLDER]);
     assert!(e.contains("Tahoe-LAFS") && e.contains("lease"), "{e}");
 }
+
+/// A large file is stored as chunks under a chunk list: `verify` reads
+/// every chunk against its digest and repairs damaged ones from the file on
+/// disk, and `gc` removes an old version's chunks but never one a kept
+/// version shares.
+#[test]
+fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
+    const MIB: usize = 1 << 20;
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    let mut big = random_bytes(9, 10 * MIB + 77);
+    alice.write("big.bin", &big);
+    wait_until("bob has big.bin", &[&alice, &bob], || {
+        bob.read("big.bin").as_deref() == Some(&big[..])
+    });
+    big[5 * MIB + 10..5 * MIB + 1034].fill(3);
+    alice.write("big.bin", &big);
+    wait_until("bob has the edit", &[&alice, &bob], || {
+        bob.read("big.bin").as_deref() == Some(&big[..])
+    });
+    wait_converged("both settle", &[&alice, &bob]);
+    let chunks: Vec<PathBuf> = objects(&w.grid)
+        .into_iter()
+        .filter(|(_, len)| (MIB as u64..MIB as u64 + 65_536).contains(len))
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(
+        chunks.len(),
+        11,
+        "10 whole chunks, and the first version of the edited one"
+    );
+    let r = json(&bob.ok(&["verify", "--json"]));
+    assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
+    assert_eq!(r[0]["bytes"], (10 * MIB + 77) as u64, "{r}");
+
+    // Every chunk damaged: found, and repaired from bob's copy.
+    for chunk in &chunks {
+        let mut raw = std::fs::read(chunk).unwrap();
+        raw[1000] ^= 0x01;
+        std::fs::write(chunk, &raw).unwrap();
+    }
+    let out = bob.cmd(&["verify", "--json"]);
+    assert!(!out.status.success(), "damage is a failure");
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r[0]["problems"][0]["path"], "big.bin", "{r}");
+    let r = json(&bob.ok(&["verify", "--repair", "--json"]));
+    assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
+    assert_eq!(r[0]["repaired"][0]["path"], "big.bin", "{r}");
+    let r = json(&alice.ok(&["verify", "--json"]));
+    assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
+
+    // The first version goes: its chunk list and its one chunk of its own.
+    age_objects(&w.grid, Duration::from_secs(2 * 86_400));
+    let r = json(&alice.ok(&[
+        "gc",
+        "--keep-versions",
+        "0",
+        "--keep-versions-for",
+        "1ms",
+        "--grace",
+        "1h",
+        "--json",
+    ]));
+    assert_eq!(r[0]["versions_pruned"], 1, "{r}");
+    let bytes = r[0]["bytes"].as_u64().unwrap();
+    assert!(
+        (MIB as u64..2 * MIB as u64).contains(&bytes),
+        "removed {bytes} bytes: {r}"
+    );
+    for p in [&alice, &bob] {
+        let r = json(&p.ok(&["verify", "--json"]));
+        assert_eq!(r[0]["problems"], serde_json::json!([]), "{}: {r}", p.name);
+    }
+    // And the file still syncs from its chunks.
+    big[..1024].fill(4);
+    alice.write("big.bin", &big);
+    wait_until("bob has a later edit", &[&alice, &bob], || {
+        bob.read("big.bin").as_deref() == Some(&big[..])
+    });
+    alice.stop();
+    bob.stop();
+}

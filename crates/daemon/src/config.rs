@@ -292,6 +292,10 @@ pub struct FolderConfig {
     /// records it; folders configured before layouts existed are flat).
     #[serde(default)]
     pub layout: crate::personal::Layout,
+    /// How the folder stores file contents (the collective records it;
+    /// folders configured before chunking existed store them whole).
+    #[serde(default)]
+    pub content: crate::chunked::ContentFormat,
 }
 
 /// Folders configured before retention was a setting keep the defaults.
@@ -950,6 +954,7 @@ mod tests {
             versions_max_age_ms: 86_400_000,
             versions_per_file: 3,
             layout: crate::personal::Layout::Flat,
+            content: crate::chunked::ContentFormat::Whole,
         }
     }
 

@@ -461,6 +461,7 @@ pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor
             ignore,
             quiet: config.pending_delay(),
             layout: config.layout,
+            content: config.content,
         },
     )
     .map_err(|e| e.to_string())

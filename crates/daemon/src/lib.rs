@@ -18,12 +18,14 @@
 //!   conflicts, problems), summarised under floods.
 
 pub mod api;
+pub mod chunked;
 pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod events;
 pub mod executor;
 pub mod folder;
+pub mod format;
 pub mod fsops;
 pub mod grid_watch;
 pub mod health;

@@ -31,7 +31,7 @@ use std::fmt;
 
 use mf_core::snapshot::shard_of;
 pub use mf_core::snapshot::SHARDS;
-use mf_grid::{read_small, CapKind, Capability, DirChildren, DirEntry, Grid, GridError};
+use mf_grid::{CapKind, Capability, DirChildren, DirEntry, Grid, GridError};
 use serde::{Deserialize, Serialize};
 
 /// The name of a directory's own metadata entry (the collective's and each
@@ -43,9 +43,6 @@ pub const METADATA_ENTRY: &str = "@metadata";
 pub const SHARD_HEADER: &str = "@shard";
 
 const SHARD_LINK_PREFIX: &str = "@shard-";
-
-/// Largest collective `@metadata` document read.
-const FOLDER_METADATA_LIMIT: u64 = 4096;
 
 /// A folder's personal-directory layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,52 +72,6 @@ impl std::str::FromStr for Layout {
             "sharded" => Ok(Layout::Sharded),
             other => Err(format!("unknown layout {other:?} (flat or sharded)")),
         }
-    }
-}
-
-impl Layout {
-    /// The collective's `@metadata` document for a folder of this layout:
-    /// 24.3's `{"version":1}` (which 24.3 writes and never reads) with the
-    /// layout added when it is not 24.3's.
-    pub fn folder_metadata(self) -> &'static [u8] {
-        match self {
-            Layout::Flat => br#"{"version":1}"#,
-            Layout::Sharded => br#"{"version":1,"layout":"sharded"}"#,
-        }
-    }
-
-    /// The layout a collective's `@metadata` document records; a layout
-    /// this release does not know is an error that says so (joining would
-    /// write a layout the others cannot read).
-    pub fn from_folder_metadata(bytes: &[u8]) -> Result<Layout, String> {
-        let doc: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the folder's metadata is not JSON: {e}"))?;
-        match doc.get("layout") {
-            None => Ok(Layout::Flat),
-            Some(serde_json::Value::String(s)) => s.parse().map_err(|_| {
-                format!(
-                    "the folder uses the layout {s:?}, which this release of magic-folder \
-                     cannot read; upgrade to join it"
-                )
-            }),
-            Some(other) => Err(format!("the folder's metadata names a layout {other}")),
-        }
-    }
-
-    /// Reads the layout a collective records (no `@metadata`: 24.3's).
-    pub async fn of_collective<G: Grid>(
-        grid: &G,
-        collective: &DirChildren,
-    ) -> anyhow::Result<Layout> {
-        let Some(meta) = collective.get(METADATA_ENTRY) else {
-            return Ok(Layout::Flat);
-        };
-        if meta.cap.kind() != CapKind::ImmutableFile {
-            anyhow::bail!("the folder's metadata is not a file");
-        }
-        let download = grid.download(&meta.cap).await?;
-        let bytes = read_small(download, FOLDER_METADATA_LIMIT).await?;
-        Layout::from_folder_metadata(&bytes).map_err(anyhow::Error::msg)
     }
 }
 
@@ -275,23 +226,5 @@ mod tests {
         ] {
             assert_eq!(parse_shard_link(name), None, "{name}");
         }
-    }
-
-    #[test]
-    fn the_collective_records_the_layout_and_unknown_ones_are_refused() {
-        for layout in [Layout::Flat, Layout::Sharded] {
-            assert_eq!(
-                Layout::from_folder_metadata(layout.folder_metadata()),
-                Ok(layout)
-            );
-        }
-        // 24.3's own, with a space.
-        assert_eq!(
-            Layout::from_folder_metadata(br#"{"version": 1}"#),
-            Ok(Layout::Flat)
-        );
-        let err = Layout::from_folder_metadata(br#"{"version":1,"layout":"hamt"}"#).unwrap_err();
-        assert!(err.contains("\"hamt\"") && err.contains("upgrade"), "{err}");
-        assert!(Layout::from_folder_metadata(b"not json").is_err());
     }
 }

@@ -20,6 +20,7 @@ use mf_core::engine::{
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{self, Author, Cap, Content, SnapshotInfo};
 use mf_core::store::LocalState;
+use mf_daemon::chunked::ContentFormat;
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops::{self, FsError, Outcome};
 use mf_daemon::ignore::IgnoreRules;
@@ -1025,6 +1026,7 @@ fn executor(
             ignore: IgnoreRules::parse("*.o\n").unwrap(),
             quiet,
             layout: Layout::Flat,
+            content: ContentFormat::Whole,
         },
     )
     .unwrap();
@@ -1806,6 +1808,7 @@ async fn round_trip_through_the_embedded_grid() {
                     ignore: IgnoreRules::empty(),
                     quiet: Duration::ZERO,
                     layout: Layout::Flat,
+                    content: ContentFormat::Whole,
                 },
             )
             .unwrap(),

@@ -7,94 +7,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, RemoteListing};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{self, shard_of, Author, Cap};
+use mf_daemon::chunked::ContentFormat;
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
 use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::personal::{folder_tag, parse_shard_link, shard_header, shard_link, Layout};
 use mf_grid::embedded::EmbeddedGrid;
-use mf_grid::{
-    Capability, DirChildren, DirEntry, Download, Grid, GridError, GridResult, Listed, Replace,
-    Revision, UploadSource,
-};
 
-/// The embedded grid, counting its listings and able to fail its `n`th
-/// write from now on as a crash would: that write and every one after it
-/// fail until [`Faulty::heal`].
-struct Faulty {
-    inner: EmbeddedGrid,
-    writes: AtomicUsize,
-    fail_from: AtomicUsize,
-    lists: AtomicUsize,
-}
-
-impl Faulty {
-    fn write(&self) -> GridResult<()> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n >= self.fail_from.load(Ordering::SeqCst) {
-            return Err(GridError::Unavailable("crashed (simulated)".into()));
-        }
-        Ok(())
-    }
-
-    fn crash_at_write(&self, n: usize) {
-        self.writes.store(0, Ordering::SeqCst);
-        self.fail_from.store(n, Ordering::SeqCst);
-    }
-
-    fn heal(&self) {
-        self.fail_from.store(usize::MAX, Ordering::SeqCst);
-    }
-
-    fn lists(&self) -> usize {
-        self.lists.load(Ordering::SeqCst)
-    }
-}
-
-impl Grid for Faulty {
-    async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
-        self.write()?;
-        self.inner.upload(source).await
-    }
-    async fn download(&self, cap: &Capability) -> GridResult<Download> {
-        self.inner.download(cap).await
-    }
-    async fn create_immutable_dir(&self, children: DirChildren) -> GridResult<Capability> {
-        self.write()?;
-        self.inner.create_immutable_dir(children).await
-    }
-    async fn create_mutable_dir(&self) -> GridResult<Capability> {
-        self.write()?;
-        self.inner.create_mutable_dir().await
-    }
-    async fn list_changed(
-        &self,
-        dir: &Capability,
-        known: Option<&Revision>,
-    ) -> GridResult<Option<Listed>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_changed(dir, known).await
-    }
-    async fn set_children(
-        &self,
-        dir: &Capability,
-        children: DirChildren,
-        replace: Replace,
-    ) -> GridResult<()> {
-        self.write()?;
-        self.inner.set_children(dir, children, replace).await
-    }
-    async fn unlink(&self, dir: &Capability, name: &str) -> GridResult<()> {
-        self.write()?;
-        self.inner.unlink(dir, name).await
-    }
-}
+mod common;
+use common::Faulty;
+use mf_grid::{Capability, DirChildren, DirEntry, Grid, Replace};
 
 /// A sharded folder on one embedded grid with alice and bob (and room for
 /// a hand-written participant).
@@ -109,12 +37,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let store = tempfile::tempdir().unwrap();
-        let grid = Arc::new(Faulty {
-            inner: EmbeddedGrid::create(store.path(), [5; 32]).unwrap(),
-            writes: AtomicUsize::new(0),
-            fail_from: AtomicUsize::new(usize::MAX),
-            lists: AtomicUsize::new(0),
-        });
+        let grid = Arc::new(Faulty::create(store.path()));
         let collective = grid.create_mutable_dir().await.unwrap();
         let mut members = DirChildren::new();
         let mut personal = Vec::new();
@@ -211,6 +134,7 @@ fn executor(
             ignore: IgnoreRules::empty(),
             quiet: Duration::ZERO,
             layout: Layout::Sharded,
+            content: ContentFormat::Whole,
         },
     )
     .unwrap()
@@ -367,7 +291,7 @@ async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
         }
         w.grid.crash_at_write(crash_at);
         let outcome = publish(&alice, second.clone()).await;
-        let writes = w.grid.writes.load(Ordering::SeqCst);
+        let writes = w.grid.writes();
         w.grid.heal();
         let on_grid = w.alice_entries().await;
         match outcome {

@@ -33,7 +33,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Author, Content};
 use mf_core::store::LocalState;
-use mf_grid::{Capability, Grid, GridError};
+use mf_grid::{CapKind, Capability, Grid, GridError};
 use mf_state::StateReader;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -384,7 +384,8 @@ pub(super) fn uuid_shaped(b: &[u8]) -> String {
 
 /// `GET …/tahoe-objects`: for each path's current version, the sizes of
 /// its snapshot, metadata and content objects (none for a deletion's or a
-/// directory's content), as 24.3 lists them — what the folder occupies on
+/// directory's content; a chunk list and its chunks for chunked content),
+/// as 24.3 lists them — what the folder occupies on
 /// the grid now. The metadata object's size needs the snapshot's listing.
 pub(super) async fn tahoe_objects(
     State(state): State<ApiState>,
@@ -405,15 +406,21 @@ pub(super) async fn tahoe_objects(
                 Content::File { cap, .. } => Capability::parse(cap.as_str()).ok(),
                 _ => None,
             };
+            // A chunk list's chunks are the file's content too.
+            let chunks = match &content {
+                Some(c) if c.kind() == CapKind::ImmutableDir => grid.list(c).await?,
+                _ => Default::default(),
+            };
             Ok::<_, GridError>(
                 [
                     Some(snapshot),
                     children.get("metadata").map(|m| m.cap.clone()),
                     content,
                 ]
-                .iter()
+                .into_iter()
                 .flatten()
-                .filter_map(Capability::size)
+                .chain(chunks.into_values().map(|c| c.cap))
+                .filter_map(|c| c.size())
                 .collect(),
             )
         })

@@ -196,6 +196,9 @@ pub struct FolderSummary {
     /// `sharded`.
     #[serde(default)]
     pub layout: crate::personal::Layout,
+    /// How it stores file contents: `whole` (24.3's) or `chunked`.
+    #[serde(default)]
+    pub content: crate::chunked::ContentFormat,
     /// Poll interval, ms.
     pub poll_interval_ms: u64,
     /// Scan interval, ms.

@@ -39,7 +39,7 @@ use anyhow::anyhow;
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
-use mf_grid::{Capability, Grid};
+use mf_grid::{CapKind, Capability, Grid, GridError};
 
 use crate::personal::{folder_tag, parse_shard_link, read_shard};
 use mf_state::StateReader;
@@ -155,18 +155,18 @@ async fn gc_grid(
             unreachable!("grouped by embedded grid directory")
         };
         handle.get_or_insert_with(|| embedded.clone());
-        let walk = Walk::run(config, cfg, Arc::new(grid.clone())).await?;
-        report.problems.extend(walk.problems);
+        let mut walk = Walk::run(config, cfg, Arc::new(grid.clone())).await?;
+        report.problems.extend(std::mem::take(&mut walk.problems));
         report.versions += walk.infos.len() as u64;
-        known_mutables.extend(walk.mutables);
-        live.extend(walk.skeleton);
+        known_mutables.extend(std::mem::take(&mut walk.mutables));
+        live.extend(std::mem::take(&mut walk.skeleton));
         let policy = Retention {
             keep_for: options
                 .keep_for
                 .unwrap_or(Duration::from_millis(cfg.versions_max_age_ms)),
             keep_versions: options.keep_versions.unwrap_or(cfg.versions_per_file),
         };
-        let (kept, pruned, versions) = policy.split(&walk.infos, &walk.heads, now);
+        let (kept, pruned, versions) = policy.split(&walk, now);
         report.versions_pruned += versions;
         live.extend(kept);
         prunable.extend(pruned);
@@ -235,12 +235,7 @@ impl Retention {
     /// Splits the content objects of `infos` into kept and prunable (stored
     /// names), and counts the versions whose content is prunable. Heads
     /// always keep theirs.
-    fn split(
-        &self,
-        infos: &BTreeMap<Cap, SnapshotInfo>,
-        heads: &BTreeSet<Cap>,
-        now: SystemTime,
-    ) -> (BTreeSet<String>, BTreeSet<String>, u64) {
+    fn split(&self, walk: &Walk, now: SystemTime) -> (BTreeSet<String>, BTreeSet<String>, u64) {
         // In milliseconds: a version's time is whole seconds, the age
         // limit need not be.
         let young_ms = now
@@ -249,17 +244,18 @@ impl Retention {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as i128;
+        let objects = |info: &SnapshotInfo| match &info.content {
+            Content::File { cap, .. } => walk.contents.get(cap).map(Vec::as_slice),
+            _ => None,
+        };
         let mut older: BTreeMap<&RelPath, Vec<&SnapshotInfo>> = BTreeMap::new();
         let (mut kept, mut pruned, mut count) = (BTreeSet::new(), BTreeSet::new(), 0);
-        for info in infos.values() {
-            let Content::File { cap, .. } = &info.content else {
+        for info in walk.infos.values() {
+            let Some(names) = objects(info) else {
                 continue;
             };
-            let Some(name) = object_name(cap) else {
-                continue;
-            };
-            if heads.contains(&info.cap) {
-                kept.insert(name);
+            if walk.heads.contains(&info.cap) {
+                kept.extend(names.iter().cloned());
             } else {
                 older.entry(&info.relpath).or_default().push(info);
             }
@@ -267,16 +263,13 @@ impl Retention {
         for mut versions in older.into_values() {
             versions.sort_by(|a, b| (b.mtime_s, &b.cap).cmp(&(a.mtime_s, &a.cap)));
             for (i, info) in versions.into_iter().enumerate() {
-                let Content::File { cap, .. } = &info.content else {
-                    continue;
-                };
-                let Some(name) = object_name(cap) else {
+                let Some(names) = objects(info) else {
                     continue;
                 };
                 if i < self.keep_versions || i128::from(info.mtime_s) * 1000 >= young_ms {
-                    kept.insert(name);
+                    kept.extend(names.iter().cloned());
                 } else {
-                    pruned.insert(name);
+                    pruned.extend(names.iter().cloned());
                     count += 1;
                 }
             }
@@ -285,8 +278,23 @@ impl Retention {
     }
 }
 
-fn object_name(cap: &Cap) -> Option<String> {
-    EmbeddedGrid::object_name(&Capability::parse(cap.as_str()).ok()?)
+/// The stored names of a content's objects: the one file, or a chunk list
+/// and its chunks (`crate::chunked`). A chunk list an earlier `gc` removed
+/// names only itself: its chunks went with it, or are some kept version's.
+async fn content_objects(grid: &AnyGrid, content: &Capability) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = EmbeddedGrid::object_name(content).into_iter().collect();
+    if content.kind() == CapKind::ImmutableDir {
+        match grid.list(content).await {
+            Ok(chunks) => names.extend(
+                chunks
+                    .values()
+                    .filter_map(|c| EmbeddedGrid::object_name(&c.cap)),
+            ),
+            Err(GridError::NotFound(_)) => {}
+            Err(e) => return Err(format!("its chunk list cannot be read: {e}")),
+        }
+    }
+    Ok(names)
 }
 
 /// Every version of one folder, read from the grid.
@@ -296,6 +304,8 @@ struct Walk {
     heads: BTreeSet<Cap>,
     /// Stored names of every snapshot and metadata object.
     skeleton: BTreeSet<String>,
+    /// Stored names of each file content's objects.
+    contents: BTreeMap<Cap, Vec<String>>,
     /// Stored names of the folder's mutable directories.
     mutables: BTreeSet<String>,
     problems: Vec<String>,
@@ -312,6 +322,7 @@ impl Walk {
             infos: BTreeMap::new(),
             heads: BTreeSet::new(),
             skeleton: BTreeSet::new(),
+            contents: BTreeMap::new(),
             mutables: BTreeSet::new(),
             problems: Vec::new(),
         };
@@ -456,6 +467,22 @@ impl Walk {
             };
             for p in &info.parents {
                 queue.push_back((p.clone(), path.clone()));
+            }
+            if let Content::File { cap: content, .. } = &info.content {
+                if !walk.contents.contains_key(content) {
+                    let objects = match Capability::parse(content.as_str()) {
+                        Ok(c) => content_objects(&grid, &c).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match objects {
+                        Ok(names) => {
+                            walk.contents.insert(content.clone(), names);
+                        }
+                        Err(e) => walk.problems.push(format!(
+                            "folder {name:?}: the content of a version of {path}: {e}"
+                        )),
+                    }
+                }
             }
             walk.infos.insert(cap, info);
         }

@@ -157,7 +157,11 @@ pub async fn restore(
         // versions outside the retention (their history stays).
         let content = mf_grid::Capability::parse(cap.as_str())
             .map_err(|e| anyhow!("version {}: {e}", version.id))?;
-        if let Err(mf_grid::GridError::NotFound(_)) = walk.grid.download(&content).await {
+        let gone = match content.kind() {
+            mf_grid::CapKind::ImmutableDir => walk.grid.list(&content).await.err(),
+            _ => walk.grid.download(&content).await.err(),
+        };
+        if let Some(mf_grid::GridError::NotFound(_)) = gone {
             bail!(
                 "the content of version {} of {rel} is no longer on the grid: `gc` removed it                  (it was outside the retention); its history is kept",
                 version.id

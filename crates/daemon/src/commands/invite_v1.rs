@@ -24,6 +24,8 @@
 //! Tahoe-LAFS grid, which each side reaches through its own node. Folders
 //! on the embedded grid use our own invite codes (`setup`).
 
+use crate::chunked::ContentFormat;
+use crate::format::FolderFormat;
 use crate::personal::Layout;
 use std::time::Duration;
 
@@ -81,20 +83,34 @@ pub fn is_wormhole_code(code: &str) -> bool {
     })
 }
 
-/// Our versions: 24.3's, and the personal-directory layouts we know (24.3
-/// sends no `layouts`: it knows only the flat one).
+/// Our versions: 24.3's, and the folder formats we know: personal-directory
+/// layouts and content formats (24.3 sends neither: it knows only the flat
+/// layout and whole contents).
 fn our_versions() -> Value {
-    json!({"magic-folder": {"supported-messages": [PROTOCOL], "layouts": ["flat", "sharded"]}})
+    json!({"magic-folder": {
+        "supported-messages": [PROTOCOL],
+        "layouts": ["flat", "sharded"],
+        "contents": ["whole", "chunked"],
+    }})
 }
 
-/// Whether the other side reads and writes personal directories of `layout`.
-fn knows_layout(theirs: &Value, layout: Layout) -> bool {
-    layout == Layout::Flat
-        || theirs
+/// What in a folder of `format` the other side cannot read or write, if
+/// anything.
+fn unknown_part(theirs: &Value, format: FolderFormat) -> Option<String> {
+    let knows = |key: &str, value: String| {
+        theirs
             .get("magic-folder")
-            .and_then(|m| m.get("layouts"))
+            .and_then(|m| m.get(key))
             .and_then(Value::as_array)
-            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(&layout.to_string())))
+            .is_some_and(|l| l.iter().any(|v| v.as_str() == Some(&value)))
+    };
+    if format.layout != Layout::Flat && !knows("layouts", format.layout.to_string()) {
+        return Some(format!("{} layout", format.layout));
+    }
+    if format.content != ContentFormat::Whole && !knows("contents", format.content.to_string()) {
+        return Some(format!("{} contents", format.content));
+    }
+    None
 }
 
 /// 24.3's check of the other side's versions.
@@ -130,8 +146,8 @@ struct Admission {
     folder: String,
     participant: String,
     mode: Mode,
-    /// The folder's layout, which the invitee must know.
-    layout: Layout,
+    /// The folder's format, which the invitee must know.
+    format: FolderFormat,
 }
 
 /// What a completed invite did.
@@ -177,7 +193,10 @@ pub async fn start_invite(
             folder: cfg.name,
             participant: participant.to_owned(),
             mode,
-            layout: cfg.layout,
+            format: FolderFormat {
+                layout: cfg.layout,
+                content: cfg.content,
+            },
         },
     })
 }
@@ -211,11 +230,11 @@ impl Admission {
         // waits for the folder's message whatever happens (a closed wormhole
         // leaves its `join` waiting forever), so a refusal reaches it as the
         // failed acknowledgement of its answer.
-        let refusal = (!knows_layout(theirs, self.layout)).then(|| {
+        let refusal = unknown_part(theirs, self.format).map(|part| {
             format!(
-                "the invitee cannot read or write this folder's {} layout (magic-folder 24.3 \
-                 knows only the flat one); share a folder created with --layout flat",
-                self.layout
+                "the invitee cannot read or write this folder's {part} (magic-folder 24.3 \
+                 knows only the flat layout and whole contents); share a folder created \
+                 with --layout flat"
             )
         });
         let collective = read_only(&self.collective)?;
@@ -511,11 +530,26 @@ mod tests {
     }
 
     #[test]
-    fn a_sharded_folder_admits_only_who_knows_its_layout() {
+    fn a_folder_admits_only_who_knows_its_format() {
         let py = json!({"magic-folder": {"supported-messages": [PROTOCOL]}});
-        assert!(knows_layout(&py, Layout::Flat));
-        assert!(!knows_layout(&py, Layout::Sharded));
-        assert!(knows_layout(&our_versions(), Layout::Sharded));
+        let flat = FolderFormat::new(Layout::Flat, true);
+        let sharded = FolderFormat::new(Layout::Sharded, true);
+        assert_eq!(unknown_part(&py, flat), None);
+        assert_eq!(
+            unknown_part(&py, sharded).as_deref(),
+            Some("sharded layout")
+        );
+        let chunked_flat = FolderFormat {
+            content: ContentFormat::Chunked,
+            ..flat
+        };
+        assert_eq!(
+            unknown_part(&py, chunked_flat).as_deref(),
+            Some("chunked contents")
+        );
+        for format in [flat, sharded, chunked_flat] {
+            assert_eq!(unknown_part(&our_versions(), format), None);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Invites are [`super::invite_codes`] (ours) and [`super::invite_v1`]
 //! (Magic Wormhole, as magic-folder 24.3's).
 
+use crate::format::{FolderFormat, PERSONAL_METADATA};
 use crate::personal::{Layout, METADATA_ENTRY};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -166,6 +167,7 @@ fn summary(cfg: &FolderConfig, running: bool) -> FolderInfo {
         is_admin: cfg.is_admin(),
         grid: cfg.grid.kind().to_owned(),
         layout: cfg.layout,
+        content: cfg.content,
         poll_interval_ms: cfg.poll_interval_ms,
         scan_interval_ms: cfg.scan_interval_ms,
         running,
@@ -263,15 +265,11 @@ pub(crate) fn grid_location(
 }
 
 /// Writes `@metadata` → `document` into a mutable directory: the
-/// collective's records the folder's layout; a personal directory's is
+/// collective's records the folder's format; a personal directory's is
 /// 24.3's `{"version":1}`.
-async fn write_metadata(
-    grid: &AnyGrid,
-    dir: &Capability,
-    document: &'static [u8],
-) -> anyhow::Result<()> {
+async fn write_metadata(grid: &AnyGrid, dir: &Capability, document: Vec<u8>) -> anyhow::Result<()> {
     let md = grid
-        .upload(UploadSource::Bytes(bytes::Bytes::from_static(document)))
+        .upload(UploadSource::Bytes(bytes::Bytes::from(document)))
         .await
         .context("uploading folder metadata")?;
     let mut children = DirChildren::new();
@@ -288,7 +286,7 @@ async fn new_personal_dir(grid: &AnyGrid) -> anyhow::Result<Capability> {
         .create_mutable_dir()
         .await
         .context("creating a personal directory on the grid")?;
-    write_metadata(grid, &cap, Layout::Flat.folder_metadata()).await?;
+    write_metadata(grid, &cap, PERSONAL_METADATA.to_vec()).await?;
     Ok(cap)
 }
 
@@ -314,7 +312,8 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         .create_mutable_dir()
         .await
         .context("creating the collective directory on the grid")?;
-    write_metadata(&grid, &collective, opts.layout.folder_metadata()).await?;
+    let format = FolderFormat::new(opts.layout, matches!(location, GridLocation::Tahoe { .. }));
+    write_metadata(&grid, &collective, format.to_metadata()).await?;
     let personal = new_personal_dir(&grid).await?;
     let mut link = DirChildren::new();
     link.insert(author.clone(), DirEntry::new(read_only(&personal)?));
@@ -326,7 +325,7 @@ pub async fn create(config: &ConfigDir, opts: CreateOptions) -> anyhow::Result<F
         opts.name,
         local_path,
         &opts.tuning,
-        (location, opts.layout),
+        (location, format),
         (collective, personal),
         (author.clone(), author),
         convergence,
@@ -424,17 +423,17 @@ pub(crate) async fn join_by_capability(
         .list(&j.collective)
         .await
         .map_err(|e| anyhow!("cannot read the folder on the grid: {e}"))?;
-    // Every participant writes the folder's layout, which it must know.
-    let layout = Layout::of_collective(&grid, &collective)
+    // Every participant writes the folder's format, which it must know.
+    let format = FolderFormat::of_collective(&grid, &collective)
         .await
-        .context("reading the folder's layout")?;
+        .context("reading the folder's format")?;
     let personal = new_personal_dir(&grid).await?;
     let personal_read = read_only(&personal)?;
     let cfg = folder_config(
         j.name,
         j.local_path,
         &j.tuning,
-        (j.location, layout),
+        (j.location, format),
         (j.collective, personal),
         (j.participant, j.author),
         convergence_secret,
@@ -449,7 +448,7 @@ fn folder_config(
     name: String,
     local_path: PathBuf,
     t: &Tuning,
-    (location, layout): (GridLocation, Layout),
+    (location, format): (GridLocation, FolderFormat),
     (collective_cap, personal_cap): (Capability, Capability),
     (participant, author_name): (String, String),
     convergence_secret: Secret32,
@@ -472,7 +471,8 @@ fn folder_config(
         author_name,
         author_seed: Secret32::random(),
         convergence_secret,
-        layout,
+        layout: format.layout,
+        content: format.content,
     }
 }
 

@@ -2,21 +2,22 @@
 //!
 //! For every path's current version: the snapshot is read and verified as
 //! any remote one is (signature, path), the content is downloaded whole
-//! (every chunk authenticated by the grid) and its size checked, and the
+//! (every piece authenticated by the grid; every chunk of a chunk list also
+//! checked against its digest) and its size checked, and the
 //! file on disk — when it is still as it was when it last synced — is
 //! hashed and compared with it. Every participant's directory is listed, so
 //! a damaged or unreadable one shows too. On Tahoe-LAFS each object also
 //! goes through the node's checker (all shares read and verified), which
 //! finds lost redundancy before it becomes lost data.
 //!
-//! `--repair`: on the embedded grid a missing or damaged content object is
-//! written anew from the file on disk when that file has the same content
+//! `--repair`: on the embedded grid a missing or damaged content object (or
+//! chunk) is written anew from the file on disk when that file has the same content
 //! (uploads are convergent, so the object comes back under the same name);
 //! on Tahoe-LAFS the node's repairer restores missing shares. A damaged
 //! snapshot or metadata object cannot be rebuilt (only its author could
 //! sign it); it is named, with what still works.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,14 +27,15 @@ use mf_core::engine::{Action, Event};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::Content;
 use mf_core::store::{Current, LocalState};
-use mf_grid::embedded::Repair;
-use mf_grid::{Capability, Grid, GridError};
+use mf_grid::embedded::{EmbeddedGrid, Repair};
+use mf_grid::{CapKind, Capability, Grid, GridError, UploadSource};
 use mf_state::StateReader;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::grid::{AnyGrid, OpenMode};
 use super::history::version_id;
+use crate::chunked::{self, Chunk};
 use crate::config::{ConfigDir, FolderConfig};
 use crate::executor::Executor;
 use crate::fsops;
@@ -308,12 +310,18 @@ impl Checker {
         };
         if let AnyGrid::Tahoe(_) = &*self.grid {
             self.tahoe_check("content", &content, &mut out).await;
+            if let Ok(chunks) = chunk_list(&self.grid, &content, *size).await {
+                for (i, c) in chunks.iter().enumerate() {
+                    self.tahoe_check(&format!("content chunk {i}"), &c.cap, &mut out)
+                        .await;
+                }
+            }
         }
         let mut read = read_through(&self.grid, &content, *size).await;
         if let (Err(e), true, Some(file), AnyGrid::Embedded(g)) =
             (&read, self.repair, &on_disk, &*self.grid)
         {
-            match g.repair(file.clone(), &content).await {
+            match repair(g, &content, *size, file).await {
                 Ok(Repair::Rewritten) => {
                     out.repaired
                         .push(format!("content was {e}; written anew from the file on disk"));
@@ -407,24 +415,110 @@ impl Checker {
     }
 }
 
-/// Downloads `cap` whole, checks its size, returns its SHA-256.
+/// The chunks of the content `cap`, if it is a chunk list
+/// ([`crate::chunked`]); a malformed list is an integrity error.
+async fn chunk_list(grid: &AnyGrid, cap: &Capability, size: u64) -> Result<Vec<Chunk>, GridError> {
+    if cap.kind() != CapKind::ImmutableDir {
+        return Ok(Vec::new());
+    }
+    chunked::parse_manifest(&grid.list(cap).await?, size).map_err(|detail| GridError::Integrity {
+        cap: "content".into(),
+        detail,
+    })
+}
+
+/// Downloads the content `cap` whole (every chunk of a chunk list, each
+/// checked against its digest), checks its size, returns its SHA-256.
 async fn read_through(grid: &AnyGrid, cap: &Capability, size: u64) -> Result<[u8; 32], GridError> {
-    let download = grid.download(cap).await?;
-    let mut stream = download.stream;
     let mut hasher = Sha256::new();
     let mut got = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        got += chunk.len() as u64;
-        hasher.update(&chunk);
+    let parts = match cap.kind() {
+        CapKind::ImmutableDir => chunk_list(grid, cap, size).await?,
+        _ => vec![Chunk {
+            offset: 0,
+            size,
+            digest: [0; 32],
+            cap: cap.clone(),
+        }],
+    };
+    let chunked = cap.kind() == CapKind::ImmutableDir;
+    for (i, part) in parts.iter().enumerate() {
+        let download = grid.download(&part.cap).await?;
+        let announced = download.size;
+        let mut stream = download.stream;
+        let mut part_hasher = Sha256::new();
+        let mut part_got = 0u64;
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes?;
+            part_got += bytes.len() as u64;
+            hasher.update(&bytes);
+            part_hasher.update(&bytes);
+        }
+        got += part_got;
+        if chunked
+            && (part_got != part.size || <[u8; 32]>::from(part_hasher.finalize()) != part.digest)
+        {
+            return Err(GridError::Integrity {
+                cap: format!("content chunk {i}"),
+                detail: "its bytes are not those its chunk list names".into(),
+            });
+        }
+        if announced != part_got {
+            return Err(GridError::Integrity {
+                cap: "content".into(),
+                detail: format!("{part_got} bytes where {announced} were announced"),
+            });
+        }
     }
-    if got != size || download.size != size {
+    if got != size {
         return Err(GridError::Integrity {
             cap: "content".into(),
             detail: format!("{got} bytes where the snapshot says {size}"),
         });
     }
     Ok(hasher.finalize().into())
+}
+
+/// Writes the content `cap` anew from `file` on an embedded grid: the one
+/// object, or each chunk whose bytes on disk match its digest.
+async fn repair(
+    grid: &EmbeddedGrid,
+    cap: &Capability,
+    size: u64,
+    file: &Path,
+) -> Result<Repair, GridError> {
+    if cap.kind() != CapKind::ImmutableDir {
+        return grid.repair(UploadSource::File(file.to_owned()), cap).await;
+    }
+    let any = AnyGrid::Embedded(grid.clone());
+    let mut outcome = Repair::Intact;
+    for chunk in chunk_list(&any, cap, size).await? {
+        let (path, offset, len) = (file.to_owned(), chunk.offset, chunk.size as usize);
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0; len];
+            std::fs::File::open(path)?.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| GridError::Io {
+            context: "reading the file on disk".into(),
+            source: e,
+        })?;
+        if chunked::digest(&bytes) != chunk.digest {
+            return Ok(Repair::OtherContent);
+        }
+        if grid
+            .repair(UploadSource::Bytes(bytes.into()), &chunk.cap)
+            .await?
+            == Repair::Rewritten
+        {
+            outcome = Repair::Rewritten;
+        }
+    }
+    Ok(outcome)
 }
 
 /// The SHA-256 of a local file, read on a blocking thread.

@@ -20,6 +20,7 @@
 //! and call [`Executor::execute`] from as many tasks as needed; every method
 //! takes `&self`.
 
+use crate::chunked::ContentFormat;
 use crate::personal::{self, Layout, METADATA_ENTRY};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write as _};
@@ -46,6 +47,7 @@ use mf_grid::{
 };
 
 mod aside;
+mod content;
 mod poll;
 mod publish;
 
@@ -94,6 +96,8 @@ pub struct ExecutorConfig {
     pub quiet: Duration,
     /// How the folder's personal directories are laid out.
     pub layout: Layout,
+    /// How the folder stores file contents.
+    pub content: ContentFormat,
 }
 
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
@@ -112,6 +116,7 @@ pub struct Executor<G: Grid> {
     quiet: Duration,
     ignore: RwLock<Arc<IgnoreRules>>,
     layout: Layout,
+    content: ContentFormat,
     /// The folder as the headers of its shards name it.
     folder_tag: String,
     /// Per participant, what the engine was last given of its directory
@@ -170,6 +175,7 @@ impl<G: Grid> Executor<G> {
             quiet: config.quiet,
             ignore: RwLock::new(Arc::new(config.ignore)),
             layout: config.layout,
+            content: config.content,
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
             own_links: Mutex::new(None),
@@ -279,12 +285,14 @@ impl<G: Grid> Executor<G> {
         // No content, or a `content` child without a capability (24.3's
         // deletion, and ours): the metadata says whether it is a deletion or
         // a directory.
+        // A file's content is one immutable file, or a chunk list
+        // (`crate::chunked`): an immutable directory.
         let content = match children.get("content") {
-            Some(c) if c.cap.kind() == CapKind::ImmutableFile => {
+            Some(c) if matches!(c.cap.kind(), CapKind::ImmutableFile | CapKind::ImmutableDir) => {
                 Some(Cap(c.cap.as_str().to_owned()))
             }
             Some(c) if c.cap.kind() == CapKind::Empty => None,
-            Some(_) => return Err(bad("content is not an immutable file")),
+            Some(_) => return Err(bad("content is neither a file nor a chunk list")),
             None => None,
         };
         let signature =
@@ -365,11 +373,9 @@ impl<G: Grid> Executor<G> {
         }
         let (content, content_cap, mtime_s) = match local {
             LocalState::File(state) => {
-                let abs = self.root.join(path.as_str());
                 let (progress, _listed) = self.transfers.start(path, true, state.size);
                 let uploaded = self
-                    .grid
-                    .upload(UploadSource::TrackedFile(abs, progress))
+                    .upload_content(path, state.size, &parent_caps, progress)
                     .await;
                 // The bit and the state from one lstat: a chmod moves the
                 // ctime, so the check proves the bit belongs to the content
@@ -381,17 +387,7 @@ impl<G: Grid> Executor<G> {
                 if after != local {
                     return Ok(UploadOutcome::Changed(after));
                 }
-                let cap = match uploaded {
-                    Ok(cap) => cap,
-                    Err(GridError::SourceChanged(_)) => {
-                        // Changed and changed back within one timestamp tick:
-                        // nothing to report but a retry.
-                        return Err(EffectError::transient(format!(
-                            "{path} changed while it was being read"
-                        )));
-                    }
-                    Err(e) => return Err(grid_error(&format!("cannot upload {path}"), e)),
-                };
+                let cap = uploaded?;
                 let content = Content::File {
                     cap: Cap(cap.as_str().to_owned()),
                     size: state.size,
@@ -469,10 +465,12 @@ impl<G: Grid> Executor<G> {
             Content::Dir => blocking(move || fsops::make_dir(&root, &rel, expect, umask)).await,
             Content::Deleted => blocking(move || fsops::delete(&root, &rel, expect)).await,
             Content::File {
-                cap, executable, ..
+                cap,
+                size,
+                executable,
             } => {
                 return match self
-                    .write_file(target, cap, (mtime_s, *executable), expect)
+                    .write_file(target, (cap, *size), (mtime_s, *executable), expect)
                     .await
                 {
                     Ok(o) => o,
@@ -484,94 +482,6 @@ impl<G: Grid> Executor<G> {
             Ok(o) => o.into(),
             Err(e) => WriteOutcome::Failed(io_error(&format!("cannot write {target}"), &e)),
         }
-    }
-
-    async fn write_file(
-        &self,
-        target: &RelPath,
-        cap: &Cap,
-        (mtime_s, executable): (i64, bool),
-        expect: LocalState,
-    ) -> Result<WriteOutcome, EffectError> {
-        let cap = Capability::parse(cap.as_str())
-            .map_err(|e| EffectError::permanent(format!("cannot write {target}: {e}")))?;
-        if cap.kind() != CapKind::ImmutableFile {
-            return Err(EffectError::permanent(format!(
-                "cannot write {target}: content is not an immutable file capability"
-            )));
-        }
-        let fail = |e: io::Error| io_error(&format!("cannot write {target}"), &e);
-        let download = self
-            .grid
-            .download(&cap)
-            .await
-            .map_err(|e| grid_error(&format!("cannot download {target}"), e))?;
-        let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
-        let (progress, _listed) = self.transfers.start(target, false, download.size);
-        progress.set_total(download.size);
-
-        // A small file is received whole, then checked, written and placed
-        // in one step on the blocking pool (each step there costs thread
-        // switches: a measurable share of a many-small-files sync).
-        if download.size <= WHOLE_WRITE_LIMIT {
-            let mut data = Vec::with_capacity(download.size as usize);
-            receive(target, download, &progress, |bytes| {
-                data.extend_from_slice(&bytes);
-                std::future::ready(true)
-            })
-            .await?;
-            let outcome = blocking(move || {
-                // Checked before anything is created: a parent directory the
-                // user deleted meanwhile must not come back.
-                let now = fsops::stat(&root, &rel)?;
-                if now != expect {
-                    return Ok(fsops::Outcome::Changed(now));
-                }
-                let mut temp = TempFile::create(&root, &rel, umask)?;
-                temp.set_executable(executable);
-                temp.write_all(&data)?;
-                temp.commit(mtime_s, expect)
-            })
-            .await
-            .map_err(fail)?;
-            return Ok(outcome.into());
-        }
-
-        // A large one streams into its temporary file as it arrives, after
-        // a cheap early check so that no large download is wasted.
-        let now = self.stat(target).await.map_err(fail)?;
-        if now != expect {
-            return Ok(WriteOutcome::Changed(now));
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
-            let mut temp = TempFile::create(&root, &rel, umask)?;
-            temp.set_executable(executable);
-            while let Some(chunk) = rx.blocking_recv() {
-                temp.write_all(&chunk)?;
-            }
-            Ok(temp)
-        });
-        // A failed send means the writer failed: its error is reported below.
-        let received = receive(target, download, &progress, |bytes| {
-            let tx = tx.clone();
-            async move { tx.send(bytes).await.is_ok() }
-        })
-        .await;
-        drop(tx);
-        let temp = writer
-            .await
-            .map_err(|e| EffectError::transient(format!("writer task failed: {e}")))?
-            .map_err(fail)?;
-        if let Err(e) = received {
-            // Removing the temporary file is blocking I/O too.
-            tokio::task::spawn_blocking(move || drop(temp));
-            return Err(e);
-        }
-        let outcome = blocking(move || temp.commit(mtime_s, expect))
-            .await
-            .map_err(fail)?;
-        Ok(outcome.into())
     }
 
     async fn stat(&self, path: &RelPath) -> io::Result<LocalState> {

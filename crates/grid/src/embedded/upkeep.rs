@@ -19,7 +19,6 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::caps::{self, EmbeddedCap};
@@ -147,9 +146,9 @@ impl EmbeddedGrid {
     }
 
     /// Checks the object behind the immutable file capability `cap` chunk
-    /// by chunk and, if it is missing or damaged and `file` has its content,
-    /// writes it anew from `file`.
-    pub async fn repair(&self, file: PathBuf, cap: &Capability) -> GridResult<Repair> {
+    /// by chunk and, if it is missing or damaged and `source` has its
+    /// content, writes it anew from `source`.
+    pub async fn repair(&self, source: UploadSource, cap: &Capability) -> GridResult<Repair> {
         let key = match caps::parse(cap)? {
             EmbeddedCap::Immutable {
                 dir: false, key, ..
@@ -159,11 +158,7 @@ impl EmbeddedGrid {
             _ => return Err(wrong_kind("an immutable file capability", cap)),
         };
         let (_, _, stored) = self
-            .upload_kind(
-                ObjectKind::File,
-                UploadSource::File(file),
-                Existing::Verify(key),
-            )
+            .upload_kind(ObjectKind::File, source, Existing::Verify(key))
             .await?;
         Ok(match stored {
             Stored::Kept => Repair::Intact,
@@ -321,7 +316,9 @@ mod tests {
         fs::write(&file, vec![9u8; 5000]).unwrap();
         let cap = grid.upload(UploadSource::File(file.clone())).await.unwrap();
         assert_eq!(
-            grid.repair(file.clone(), &cap).await.unwrap(),
+            grid.repair(UploadSource::File(file.clone()), &cap)
+                .await
+                .unwrap(),
             Repair::Intact
         );
         let obj = grid.object_path(&cap).unwrap();
@@ -336,16 +333,21 @@ mod tests {
         let other = dir.path().join("other");
         fs::write(&other, vec![8u8; 5000]).unwrap();
         assert_eq!(
-            grid.repair(other, &cap).await.unwrap(),
+            grid.repair(UploadSource::File(other), &cap).await.unwrap(),
             Repair::OtherContent
         );
         assert_eq!(
-            grid.repair(file.clone(), &cap).await.unwrap(),
+            grid.repair(UploadSource::File(file.clone()), &cap)
+                .await
+                .unwrap(),
             Repair::Rewritten
         );
         assert!(grid.is_intact(&cap).await.unwrap());
         fs::remove_file(&obj).unwrap();
-        assert_eq!(grid.repair(file, &cap).await.unwrap(), Repair::Rewritten);
+        assert_eq!(
+            grid.repair(UploadSource::File(file), &cap).await.unwrap(),
+            Repair::Rewritten
+        );
         assert!(grid.is_intact(&cap).await.unwrap());
     }
 }
