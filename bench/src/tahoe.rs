@@ -1202,10 +1202,8 @@ impl Pair {
         let want = hash_bytes(&data);
         let first = wait_until(Instant::now(), Duration::from_secs(600), || {
             Ok(hash_file(&theirs).is_ok_and(|h| h == want))
-        })?;
-        if first.is_none() {
-            bail!("{} did not reach bob within 600 s", spec.name);
-        }
+        })?
+        .with_context(|| format!("{} did not reach bob within 600 s", spec.name))?;
         let mut times = Vec::new();
         let mut failure = None;
         let mut ops = Vec::new();
@@ -1239,13 +1237,18 @@ impl Pair {
             }
         }
         let mut f = Figure::new(workload, what.to_owned());
-        f.extra = json!({ "samples_s": times, "per_sample": ops });
+        // The file's first arrival, written whole (the poll cycle included).
+        let first_s = first.as_secs_f64();
+        f.extra = json!({ "samples_s": times, "per_sample": ops, "first_sync_s": first_s });
         if let Some(failure) = failure {
             f.failure = Some(failure);
         } else {
             let (median, max) = median_max(&times);
             f.ours_s = Some(median);
-            f.detail = format!("median of {}, max {max:.2} s", times.len());
+            f.detail = format!(
+                "median of {}, max {max:.2} s; the file's first sync {first_s:.2} s",
+                times.len()
+            );
             f.ours_ops = ops[median_index(&times)].clone();
         }
         Ok(f)

@@ -14,6 +14,8 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::sync::Arc;
 
+use futures_util::TryStreamExt as _;
+
 use super::*;
 use crate::chunked::{self, Chunk, ContentFormat, CHUNKED_FROM};
 
@@ -105,13 +107,14 @@ impl<G: Grid> Executor<G> {
                 }
             })
             .buffered(depth)
-            .collect::<Vec<_>>()
+            .try_collect::<Vec<_>>()
             .await;
+        // A failed upload dropped the channel, which stops the reader.
         reader
             .await
             .map_err(|e| EffectError::transient(format!("reader task failed: {e}")))?
             .map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
-        let chunks = uploads.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let chunks = uploads?;
         let read: u64 = chunks.iter().map(|c| c.size).sum();
         if read != size {
             // The caller's check of the file's state reports the change.
