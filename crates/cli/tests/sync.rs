@@ -417,12 +417,15 @@ fn concurrent_edits_conflict_then_resolve_use(w: &World) {
     bob.stop();
 }
 
-/// Big files so transfers take a while; returns the expected tree.
+/// Big files so transfers take a while, two of them large enough to be
+/// chunked on either grid where the folder chunks; returns the expected
+/// tree.
 fn write_big_files(p: &Participant, seed: u64) -> Tree {
     let mut want = Tree::new();
     want.insert("big".into(), Node::Dir);
     for i in 0..6 {
-        let data = random_bytes(seed + i, (8 << 20) + i as usize * 4099);
+        let mib = if i % 3 == 2 { 17 } else { 8 };
+        let data = random_bytes(seed + i, (mib << 20) + i as usize * 4099);
         let rel = format!("big/file-{i}.bin");
         p.write(&rel, &data);
         want.insert(rel, Node::File(data));

@@ -275,18 +275,18 @@ fn verify_on_tahoe_runs_the_nodes_checker_on_every_object() {
 /// version shares.
 #[test]
 fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
-    const MIB: usize = 1 << 20;
+    const CHUNK: usize = 1 << 20; // the embedded grid's (`Chunking::EMBEDDED`)
     let w = World::new();
     let mut alice = w.admin("alice");
     let mut bob = w.joined(&alice, "bob");
     alice.start();
     bob.start();
-    let mut big = random_bytes(9, 10 * MIB + 77);
+    let mut big = random_bytes(9, 10 * CHUNK + 77);
     alice.write("big.bin", &big);
     wait_until("bob has big.bin", &[&alice, &bob], || {
         bob.read("big.bin").as_deref() == Some(&big[..])
     });
-    big[5 * MIB + 10..5 * MIB + 1034].fill(3);
+    big[5 * CHUNK + 10..5 * CHUNK + 1034].fill(3);
     alice.write("big.bin", &big);
     wait_until("bob has the edit", &[&alice, &bob], || {
         bob.read("big.bin").as_deref() == Some(&big[..])
@@ -294,7 +294,7 @@ fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
     wait_converged("both settle", &[&alice, &bob]);
     let chunks: Vec<PathBuf> = objects(&w.grid)
         .into_iter()
-        .filter(|(_, len)| (MIB as u64..MIB as u64 + 65_536).contains(len))
+        .filter(|(_, len)| (CHUNK as u64..CHUNK as u64 + 65_536).contains(len))
         .map(|(path, _)| path)
         .collect();
     assert_eq!(
@@ -304,7 +304,7 @@ fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
     );
     let r = json(&bob.ok(&["verify", "--json"]));
     assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
-    assert_eq!(r[0]["bytes"], (10 * MIB + 77) as u64, "{r}");
+    assert_eq!(r[0]["bytes"], (10 * CHUNK + 77) as u64, "{r}");
 
     // Every chunk damaged: found, and repaired from bob's copy.
     for chunk in &chunks {
@@ -337,7 +337,7 @@ fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
     assert_eq!(r[0]["versions_pruned"], 1, "{r}");
     let bytes = r[0]["bytes"].as_u64().unwrap();
     assert!(
-        (MIB as u64..2 * MIB as u64).contains(&bytes),
+        (CHUNK as u64..2 * CHUNK as u64).contains(&bytes),
         "removed {bytes} bytes: {r}"
     );
     for p in [&alice, &bob] {

@@ -26,18 +26,54 @@ use std::collections::BTreeMap;
 use mf_grid::{CapKind, Capability, DirChildren, DirEntry};
 use serde::{Deserialize, Serialize};
 
-/// Files at least this large are chunked (in folders that chunk). Below it
-/// a whole-file re-upload is cheap, and one object beats a manifest and
-/// its chunks.
-pub const CHUNKED_FROM: u64 = 8 << 20;
-
-/// The smallest and largest chunk sizes (both powers of two).
+/// The smallest and largest chunk sizes a reader accepts (powers of two).
 const MIN_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 64 << 20;
 
 /// A writer picks the smallest chunk size that keeps a file within this
 /// many chunks, so a manifest stays a small directory.
 const TARGET_CHUNKS: u64 = 2048;
+
+/// How a writer chunks on its grid: which files, in chunks of at least
+/// what size. A reader takes any allowed size, so the choice is the
+/// writer's alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunking {
+    /// Files at least this large are chunked. Below it a whole-file
+    /// re-upload is cheap, and one object beats a manifest and its chunks.
+    pub from: u64,
+    /// The smallest chunk a writer makes.
+    pub min_chunk: u64,
+}
+
+impl Chunking {
+    /// The embedded grid: an object is a file written and fsynced, cheap
+    /// enough for small chunks, which keep up to 8 in flight per transfer
+    /// within a few MiB. With 4 MiB chunks a 1 GiB file synced in 8.6 s
+    /// instead of 6.4 s, and a daemon's RSS rose from ~37 to ~60 MiB
+    /// (`mf-bench sync --only W2`, 2026-12-05).
+    pub const EMBEDDED: Chunking = Chunking {
+        from: 8 << 20,
+        min_chunk: 1 << 20,
+    };
+
+    /// Tahoe-LAFS: each chunk is a request of its own, tens of milliseconds
+    /// of the node's Python. With 1 MiB chunks a 64 MiB file took 4.3 s to
+    /// sync on a local grid against 2.8 s whole; with 4 MiB chunks 3.2 s
+    /// against 3.1 s, and a 1 KiB edit inside it still moved in 1.4 s
+    /// (`mf-bench tahoe --only bigedit`, 2026-12-05).
+    pub const TAHOE: Chunking = Chunking {
+        from: 16 << 20,
+        min_chunk: 4 << 20,
+    };
+
+    /// The chunk size for a file of `size` bytes.
+    pub fn chunk_size(self, size: u64) -> u64 {
+        size.div_ceil(TARGET_CHUNKS)
+            .next_power_of_two()
+            .clamp(self.min_chunk, MAX_CHUNK)
+    }
+}
 
 /// How a folder stores file contents; recorded in the collective.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,13 +106,6 @@ impl std::str::FromStr for ContentFormat {
             )),
         }
     }
-}
-
-/// The chunk size a writer uses for a file of `size` bytes.
-pub fn chunk_size(size: u64) -> u64 {
-    size.div_ceil(TARGET_CHUNKS)
-        .next_power_of_two()
-        .clamp(MIN_CHUNK, MAX_CHUNK)
 }
 
 /// One chunk of a manifest.
@@ -232,15 +261,19 @@ mod tests {
 
     #[test]
     fn chunk_sizes_keep_manifests_small() {
-        assert_eq!(chunk_size(CHUNKED_FROM), MIN_CHUNK);
-        assert_eq!(chunk_size(1 << 30), MIN_CHUNK);
-        assert_eq!(chunk_size(8 << 30), 4 << 20);
-        assert_eq!(chunk_size(u64::MAX / 2), MAX_CHUNK);
+        for c in [Chunking::EMBEDDED, Chunking::TAHOE] {
+            assert!(c.min_chunk.is_power_of_two() && c.min_chunk >= MIN_CHUNK);
+            assert_eq!(c.chunk_size(c.from), c.min_chunk);
+            assert_eq!(c.chunk_size(u64::MAX / 2), MAX_CHUNK);
+        }
+        assert_eq!(Chunking::EMBEDDED.chunk_size(1 << 30), 1 << 20);
+        assert_eq!(Chunking::TAHOE.chunk_size(1 << 30), 4 << 20);
+        assert_eq!(Chunking::EMBEDDED.chunk_size(32 << 30), 16 << 20);
     }
 
     #[test]
     fn a_manifest_round_trips() {
-        let m = 1 << 20;
+        let m = MIN_CHUNK;
         let children = manifest(&[m, m, 5]);
         let chunks = parse_manifest(&children, 2 * m + 5).unwrap();
         assert_eq!(chunks.len(), 3);
@@ -251,7 +284,7 @@ mod tests {
 
     #[test]
     fn malformed_manifests_are_refused() {
-        let m = 1 << 20;
+        let m = MIN_CHUNK;
         let refused = |children: &DirChildren, size: u64, why: &str| {
             let err = parse_manifest(children, size).unwrap_err();
             assert!(err.contains(why), "{err} (expected {why:?})");

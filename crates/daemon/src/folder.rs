@@ -51,6 +51,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
+use crate::chunked::Chunking;
 use crate::config::{FolderConfig, GridLocation};
 use crate::events::Telemetry;
 use crate::executor::Executor;
@@ -462,6 +463,10 @@ pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor
             quiet: config.pending_delay(),
             layout: config.layout,
             content: config.content,
+            chunking: match config.grid {
+                GridLocation::Embedded { .. } => Chunking::EMBEDDED,
+                GridLocation::Tahoe { .. } => Chunking::TAHOE,
+            },
         },
     )
     .map_err(|e| e.to_string())

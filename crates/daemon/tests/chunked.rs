@@ -12,7 +12,7 @@ use bytes::Bytes;
 use mf_core::engine::{Action, Event, OpId, UploadOutcome, WriteOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Author, Cap, Content, SnapshotInfo};
-use mf_daemon::chunked::{self, Chunk, ContentFormat, CHUNKED_FROM};
+use mf_daemon::chunked::{self, Chunk, Chunking, ContentFormat};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
 use mf_daemon::ignore::IgnoreRules;
@@ -23,6 +23,7 @@ mod common;
 use common::Faulty;
 
 const MIB: u64 = 1 << 20;
+const CHUNKING: Chunking = Chunking::EMBEDDED;
 
 struct World {
     grid: Arc<Faulty>,
@@ -57,6 +58,7 @@ impl World {
                         quiet: Duration::ZERO,
                         layout: Layout::Flat,
                         content,
+                        chunking: CHUNKING,
                     },
                 )
                 .unwrap(),
@@ -147,7 +149,8 @@ fn read(root: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn an_edit_inside_a_large_file_moves_one_chunk_each_way() {
     let w = World::new(ContentFormat::Chunked).await;
-    let size = 20 * MIB + 12_345;
+    let size = 20 * CHUNKING.min_chunk + 12_345;
+    let chunk = CHUNKING.chunk_size(size);
     let mut bytes = data(size);
     std::fs::write(w.alice_root.path().join("big.bin"), &bytes).unwrap();
     let v1 = uploaded(&w.alice, w.alice_root.path(), &[]).await;
@@ -161,30 +164,34 @@ async fn an_edit_inside_a_large_file_moves_one_chunk_each_way() {
     assert!(read(w.bob_root.path()) == bytes);
 
     // 1 KiB overwritten in the middle: one chunk up, one chunk down.
-    bytes[(10 * MIB + 100) as usize..(10 * MIB + 1124) as usize].fill(7);
+    let middle = (10 * chunk + 100) as usize;
+    bytes[middle..middle + 1024].fill(7);
     std::fs::write(w.alice_root.path().join("big.bin"), &bytes).unwrap();
     let v2 = uploaded(&w.alice, w.alice_root.path(), std::slice::from_ref(&v1.cap)).await;
     let up = w.grid.take_uploaded();
-    assert!((MIB..2 * MIB).contains(&up), "uploaded {up} bytes");
+    assert!((chunk..2 * chunk).contains(&up), "uploaded {up} bytes");
     assert!(matches!(
         write(&w.bob, w.bob_root.path(), v2.content.clone()).await,
         WriteOutcome::Done(_)
     ));
     let down = w.grid.take_downloaded();
-    assert!((MIB..2 * MIB).contains(&down), "downloaded {down} bytes");
+    assert!(
+        (chunk..2 * chunk).contains(&down),
+        "downloaded {down} bytes"
+    );
     assert!(read(w.bob_root.path()) == bytes);
 
     // Grown by a tail: the chunks before it are the same.
-    bytes.extend_from_slice(&data(3 * MIB)[..]);
+    bytes.extend_from_slice(&data(MIB)[..]);
     std::fs::write(w.alice_root.path().join("big.bin"), &bytes).unwrap();
     let v3 = uploaded(&w.alice, w.alice_root.path(), std::slice::from_ref(&v2.cap)).await;
     let up = w.grid.take_uploaded();
-    assert!(up < 5 * MIB, "uploaded {up} bytes");
+    assert!(up < 2 * chunk, "uploaded {up} bytes");
     assert!(matches!(
         write(&w.bob, w.bob_root.path(), v3.content.clone()).await,
         WriteOutcome::Done(_)
     ));
-    assert!(w.grid.take_downloaded() < 5 * MIB);
+    assert!(w.grid.take_downloaded() < 2 * chunk);
     assert!(read(w.bob_root.path()) == bytes);
 
     // Bob's edit on alice's version: her chunk list's digests are not
@@ -205,14 +212,14 @@ async fn small_files_and_whole_folders_are_not_chunked() {
     let chunked = World::new(ContentFormat::Chunked).await;
     std::fs::write(
         chunked.alice_root.path().join("big.bin"),
-        data(CHUNKED_FROM - 1),
+        data(CHUNKING.from - 1),
     )
     .unwrap();
     let v = uploaded(&chunked.alice, chunked.alice_root.path(), &[]).await;
     assert_eq!(content_cap(&v).kind(), CapKind::ImmutableFile);
 
     let whole = World::new(ContentFormat::Whole).await;
-    let bytes = data(CHUNKED_FROM + 1);
+    let bytes = data(CHUNKING.from + 1);
     std::fs::write(whole.alice_root.path().join("big.bin"), &bytes).unwrap();
     let v = uploaded(&whole.alice, whole.alice_root.path(), &[]).await;
     assert_eq!(content_cap(&v).kind(), CapKind::ImmutableFile);
@@ -226,10 +233,11 @@ async fn small_files_and_whole_folders_are_not_chunked() {
 #[tokio::test]
 async fn a_crash_at_any_write_of_a_chunked_upload_leaves_a_retry_that_succeeds() {
     let w = World::new(ContentFormat::Chunked).await;
-    let bytes = data(CHUNKED_FROM + 3 * MIB);
+    let bytes = data(CHUNKING.from + 3 * MIB);
     std::fs::write(w.alice_root.path().join("big.bin"), &bytes).unwrap();
-    // 11 chunks and the chunk list, then the metadata and the snapshot.
-    for crash_at in [0, 5, 10, 11, 12, 13] {
+    // The chunks, the chunk list, then the metadata and the snapshot.
+    let n = (bytes.len() as u64).div_ceil(CHUNKING.chunk_size(bytes.len() as u64)) as usize;
+    for crash_at in [0, n / 2, n - 1, n, n + 1, n + 2] {
         w.grid.crash_at_write(crash_at);
         match upload(&w.alice, w.alice_root.path(), &[]).await {
             UploadOutcome::Failed(e) => assert!(e.transient, "{e:?}"),
@@ -277,7 +285,8 @@ async fn hostile(grid: &Faulty, chunks: &[(&[u8], [u8; 32], u64)]) -> Capability
 #[tokio::test]
 async fn hostile_chunk_lists_are_refused_and_nothing_reaches_the_folder() {
     let w = World::new(ContentFormat::Chunked).await;
-    let first = data(MIB);
+    let m = CHUNKING.min_chunk;
+    let first = data(m);
     let tail = b"tail!".to_vec();
     let (d_first, d_tail) = (chunked::digest(&first), chunked::digest(&tail));
     let file = |cap: &Capability, size: u64| Content::File {
@@ -292,26 +301,26 @@ async fn hostile_chunk_lists_are_refused_and_nothing_reaches_the_folder() {
         }
         other => panic!("{other:?}"),
     };
-    let size = MIB + 5;
+    let size = m + 5;
 
     // A chunk whose bytes are not those its digest names.
-    let swapped = hostile(&w.grid, &[(&first, d_first, MIB), (b"evil!", d_tail, 5)]).await;
+    let swapped = hostile(&w.grid, &[(&first, d_first, m), (b"evil!", d_tail, 5)]).await;
     refused(
         write(&w.bob, w.bob_root.path(), file(&swapped, size)).await,
         "does not match the digest",
     );
     // Sizes that do not add up to the signed size, either way.
-    let honest = hostile(&w.grid, &[(&first, d_first, MIB), (&tail, d_tail, 5)]).await;
+    let honest = hostile(&w.grid, &[(&first, d_first, m), (&tail, d_tail, 5)]).await;
     refused(
         write(&w.bob, w.bob_root.path(), file(&honest, size + 1)).await,
         "chunk list",
     );
     refused(
-        write(&w.bob, w.bob_root.path(), file(&honest, size + MIB)).await,
+        write(&w.bob, w.bob_root.path(), file(&honest, size + m)).await,
         "chunk list",
     );
     // A chunk that holds more than its list says.
-    let long = hostile(&w.grid, &[(&first, d_first, MIB), (b"tail!!", d_tail, 5)]).await;
+    let long = hostile(&w.grid, &[(&first, d_first, m), (b"tail!!", d_tail, 5)]).await;
     refused(
         write(&w.bob, w.bob_root.path(), file(&long, size)).await,
         "holds 6 bytes",
@@ -328,12 +337,12 @@ async fn hostile_chunk_lists_are_refused_and_nothing_reaches_the_folder() {
         "000000".into(),
         DirEntry {
             cap: dir,
-            metadata: serde_json::json!({ "size": MIB, "sha256": "00".repeat(32) }),
+            metadata: serde_json::json!({ "size": m, "sha256": "00".repeat(32) }),
         },
     );
     let nested = w.grid.inner.create_immutable_dir(children).await.unwrap();
     refused(
-        write(&w.bob, w.bob_root.path(), file(&nested, MIB)).await,
+        write(&w.bob, w.bob_root.path(), file(&nested, m)).await,
         "not an immutable file",
     );
     // Nothing was placed, and no temporary file is left behind.

@@ -20,7 +20,7 @@ use mf_core::engine::{
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{self, Author, Cap, Content, SnapshotInfo};
 use mf_core::store::LocalState;
-use mf_daemon::chunked::ContentFormat;
+use mf_daemon::chunked::{Chunking, ContentFormat};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops::{self, FsError, Outcome};
 use mf_daemon::ignore::IgnoreRules;
@@ -1027,6 +1027,7 @@ fn executor(
             quiet,
             layout: Layout::Flat,
             content: ContentFormat::Whole,
+            chunking: Chunking::EMBEDDED,
         },
     )
     .unwrap();
@@ -1809,6 +1810,7 @@ async fn round_trip_through_the_embedded_grid() {
                     quiet: Duration::ZERO,
                     layout: Layout::Flat,
                     content: ContentFormat::Whole,
+                    chunking: Chunking::EMBEDDED,
                 },
             )
             .unwrap(),

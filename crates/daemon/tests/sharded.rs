@@ -13,7 +13,7 @@ use std::time::Duration;
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, RemoteListing};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{self, shard_of, Author, Cap};
-use mf_daemon::chunked::ContentFormat;
+use mf_daemon::chunked::{Chunking, ContentFormat};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
 use mf_daemon::ignore::IgnoreRules;
@@ -135,6 +135,7 @@ fn executor(
             quiet: Duration::ZERO,
             layout: Layout::Sharded,
             content: ContentFormat::Whole,
+            chunking: Chunking::EMBEDDED,
         },
     )
     .unwrap()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use futures_util::TryStreamExt as _;
 
 use super::*;
-use crate::chunked::{self, Chunk, ContentFormat, CHUNKED_FROM};
+use crate::chunked::{self, Chunk, ContentFormat};
 
 /// Chunks in flight (read ahead or being transferred) per file: bounded
 /// in bytes, so memory stays flat whatever the chunk size.
@@ -41,7 +41,7 @@ impl<G: Grid> Executor<G> {
         progress: Progress,
     ) -> Result<Capability, EffectError> {
         let abs = self.root.join(path.as_str());
-        if self.content == ContentFormat::Whole || size < CHUNKED_FROM {
+        if self.content == ContentFormat::Whole || size < self.chunking.from {
             return match self
                 .grid
                 .upload(UploadSource::TrackedFile(abs, progress))
@@ -57,7 +57,7 @@ impl<G: Grid> Executor<G> {
             };
         }
         let reusable = self.own_chunks(path, parents).await;
-        let chunk_size = chunked::chunk_size(size);
+        let chunk_size = self.chunking.chunk_size(size);
         let depth = chunks_in_flight(chunk_size);
         progress.set_total(size);
 

@@ -20,7 +20,7 @@
 //! and call [`Executor::execute`] from as many tasks as needed; every method
 //! takes `&self`.
 
-use crate::chunked::ContentFormat;
+use crate::chunked::{Chunking, ContentFormat};
 use crate::personal::{self, Layout, METADATA_ENTRY};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write as _};
@@ -98,6 +98,8 @@ pub struct ExecutorConfig {
     pub layout: Layout,
     /// How the folder stores file contents.
     pub content: ContentFormat,
+    /// How large files are chunked on this grid (in folders that chunk).
+    pub chunking: Chunking,
 }
 
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
@@ -117,6 +119,7 @@ pub struct Executor<G: Grid> {
     ignore: RwLock<Arc<IgnoreRules>>,
     layout: Layout,
     content: ContentFormat,
+    chunking: Chunking,
     /// The folder as the headers of its shards name it.
     folder_tag: String,
     /// Per participant, what the engine was last given of its directory
@@ -176,6 +179,7 @@ impl<G: Grid> Executor<G> {
             ignore: RwLock::new(Arc::new(config.ignore)),
             layout: config.layout,
             content: config.content,
+            chunking: config.chunking,
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
             own_links: Mutex::new(None),
