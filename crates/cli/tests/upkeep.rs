@@ -25,6 +25,18 @@ fn objects(grid: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// `gc` of every old version's content, of what is an hour old or older.
+const GC_EVERY_OLD_VERSION: [&str; 8] = [
+    "gc",
+    "--keep-versions",
+    "0",
+    "--keep-versions-for",
+    "1ms",
+    "--grace",
+    "1h",
+    "--json",
+];
+
 /// Makes every stored object look `by` old.
 fn age_objects(grid: &Path, by: Duration) {
     for (path, _) in objects(grid) {
@@ -142,16 +154,7 @@ fn gc_reclaims_old_content_while_two_daemons_sync() {
     // Everything so far is two days old; what the daemons write from now
     // on is not.
     age_objects(&w.grid, Duration::from_secs(2 * 86_400));
-    let gc_args = [
-        "gc",
-        "--keep-versions",
-        "0",
-        "--keep-versions-for",
-        "1ms",
-        "--grace",
-        "1h",
-        "--json",
-    ];
+    let gc_args = GC_EVERY_OLD_VERSION;
     let dry = json(&alice.ok(&[&gc_args[..], &["--dry-run"]].concat()));
     assert!(dry[0]["removed"].as_u64().unwrap() >= 4, "{dry}");
     assert_eq!(
@@ -324,16 +327,7 @@ fn verify_and_gc_see_a_chunked_file_as_its_chunks() {
 
     // The first version goes: its chunk list and its one chunk of its own.
     age_objects(&w.grid, Duration::from_secs(2 * 86_400));
-    let r = json(&alice.ok(&[
-        "gc",
-        "--keep-versions",
-        "0",
-        "--keep-versions-for",
-        "1ms",
-        "--grace",
-        "1h",
-        "--json",
-    ]));
+    let r = json(&alice.ok(&GC_EVERY_OLD_VERSION));
     assert_eq!(r[0]["versions_pruned"], 1, "{r}");
     let bytes = r[0]["bytes"].as_u64().unwrap();
     assert!(

@@ -6,17 +6,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use mf_core::engine::{Action, Event, OpId, UploadOutcome, WriteOutcome};
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{Author, Cap, Content, SnapshotInfo};
+use mf_core::snapshot::{Cap, Content, SnapshotInfo};
 use mf_daemon::chunked::{self, Chunk, Chunking, ContentFormat};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
-use mf_daemon::ignore::IgnoreRules;
-use mf_daemon::personal::Layout;
 use mf_grid::{CapKind, Capability, DirEntry, Grid, UploadSource};
 
 mod common;
@@ -44,25 +41,12 @@ impl World {
         for (name, root) in [("alice", alice_root.path()), ("bob", bob_root.path())] {
             fsops::ensure_marker(root).unwrap();
             let personal = grid.create_mutable_dir().await.unwrap();
-            execs.push(
-                Executor::new(
-                    grid.clone(),
-                    ExecutorConfig {
-                        root: root.to_path_buf(),
-                        author: Author::from_seed(name, [name.len() as u8; 32]),
-                        participant: name.to_owned(),
-                        collective: collective.clone(),
-                        personal,
-                        umask: fsops::DEFAULT_UMASK,
-                        ignore: IgnoreRules::empty(),
-                        quiet: Duration::ZERO,
-                        layout: Layout::Flat,
-                        content,
-                        chunking: CHUNKING,
-                    },
-                )
-                .unwrap(),
-            );
+            let config = ExecutorConfig {
+                content,
+                chunking: CHUNKING,
+                ..common::config(name, root, &collective, personal)
+            };
+            execs.push(Executor::new(grid.clone(), config).unwrap());
         }
         let bob = execs.pop().unwrap();
         let alice = execs.pop().unwrap();

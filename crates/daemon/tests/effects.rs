@@ -22,6 +22,8 @@ use mf_core::snapshot::{self, Author, Cap, Content, SnapshotInfo};
 use mf_core::store::LocalState;
 use mf_daemon::chunked::{Chunking, ContentFormat};
 use mf_daemon::executor::{Executor, ExecutorConfig};
+
+mod common;
 use mf_daemon::fsops::{self, FsError, Outcome};
 use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::personal::Layout;
@@ -1796,25 +1798,11 @@ async fn round_trip_through_the_embedded_grid() {
             name.into(),
             DirEntry::new(mf_grid::read_only(&personal).unwrap()),
         );
-        execs.push(
-            Executor::new(
-                grid.clone(),
-                ExecutorConfig {
-                    root: root.clone(),
-                    author: Author::from_seed(name, [seed; 32]),
-                    participant: name.into(),
-                    collective: collective.clone(),
-                    personal,
-                    umask: fsops::DEFAULT_UMASK,
-                    ignore: IgnoreRules::empty(),
-                    quiet: Duration::ZERO,
-                    layout: Layout::Flat,
-                    content: ContentFormat::Whole,
-                    chunking: Chunking::EMBEDDED,
-                },
-            )
-            .unwrap(),
-        );
+        let config = ExecutorConfig {
+            author: Author::from_seed(name, [seed; 32]),
+            ..common::config(name, root, &collective, personal)
+        };
+        execs.push(Executor::new(grid.clone(), config).unwrap());
     }
     grid.set_children(&collective, members, Replace::Yes)
         .await

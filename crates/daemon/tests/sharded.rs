@@ -8,15 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, RemoteListing};
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{self, shard_of, Author, Cap};
-use mf_daemon::chunked::{Chunking, ContentFormat};
+use mf_core::snapshot::{self, shard_of, Cap};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
-use mf_daemon::ignore::IgnoreRules;
 use mf_daemon::personal::{folder_tag, parse_shard_link, shard_header, shard_link, Layout};
 use mf_grid::embedded::EmbeddedGrid;
 
@@ -122,23 +119,11 @@ fn executor(
     root: &Path,
     personal: Capability,
 ) -> Executor<Faulty> {
-    Executor::new(
-        grid.clone(),
-        ExecutorConfig {
-            root: root.to_path_buf(),
-            author: Author::from_seed(name, [name.len() as u8; 32]),
-            participant: name.to_owned(),
-            collective: collective.clone(),
-            personal,
-            umask: fsops::DEFAULT_UMASK,
-            ignore: IgnoreRules::empty(),
-            quiet: Duration::ZERO,
-            layout: Layout::Sharded,
-            content: ContentFormat::Whole,
-            chunking: Chunking::EMBEDDED,
-        },
-    )
-    .unwrap()
+    let config = ExecutorConfig {
+        layout: Layout::Sharded,
+        ..common::config(name, root, collective, personal)
+    };
+    Executor::new(grid.clone(), config).unwrap()
 }
 
 fn file_entry(name: &str, cap: &Cap) -> PublishEntry {

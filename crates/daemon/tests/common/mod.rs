@@ -1,13 +1,48 @@
-//! What the executor tests on the real embedded grid share.
+//! What the executor tests share.
+
+// Each test binary uses its own share of this module.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mf_core::snapshot::Author;
+use mf_daemon::chunked::{Chunking, ContentFormat};
+use mf_daemon::executor::ExecutorConfig;
+use mf_daemon::fsops;
+use mf_daemon::ignore::IgnoreRules;
+use mf_daemon::personal::Layout;
 
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{
     Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace, Revision,
     UploadSource,
 };
+
+/// Participant `name`'s executor configuration (its key from its name) in
+/// a folder of 24.3's format on an embedded grid, with no ignore rules and
+/// no quiet time: change what a test needs with `..`.
+pub fn config(
+    name: &str,
+    root: &Path,
+    collective: &Capability,
+    personal: Capability,
+) -> ExecutorConfig {
+    ExecutorConfig {
+        root: root.to_path_buf(),
+        author: Author::from_seed(name, [name.len() as u8; 32]),
+        participant: name.to_owned(),
+        collective: collective.clone(),
+        personal,
+        umask: fsops::DEFAULT_UMASK,
+        ignore: IgnoreRules::empty(),
+        quiet: Duration::ZERO,
+        layout: Layout::Flat,
+        content: ContentFormat::Whole,
+        chunking: Chunking::EMBEDDED,
+    }
+}
 
 /// The embedded grid, counting its listings and the bytes it is given and
 /// gives out, and able to fail its `n`th write from now on as a crash
@@ -21,7 +56,6 @@ pub struct Faulty {
     downloaded: AtomicU64,
 }
 
-#[allow(dead_code)] // each test binary uses its own share of it
 impl Faulty {
     pub fn create(store: &Path) -> Faulty {
         Faulty {
