@@ -251,25 +251,34 @@ fn gc_reclaims_old_content_while_two_daemons_sync() {
 
 #[test]
 fn verify_on_tahoe_runs_the_nodes_checker_on_every_object() {
-    let w = World::tahoe();
-    let mut alice = w.admin("alice");
-    alice.start();
-    alice.write("a.txt", &random_bytes(9, 70_000));
-    alice.write("sub/b.txt", b"small");
-    wait_until("both uploaded", &[&alice], || {
-        let s = alice.status();
-        alice.idle() && s["files"] == 2 && s["directories"] == 1
-    });
-    alice.stop();
-    for args in [&["verify", "--json"][..], &["verify", "--repair", "--json"]] {
-        let out = alice.cmd(args);
-        let r = json(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
-        assert_eq!(r[0]["repaired"], serde_json::json!([]), "healthy: {r}");
-        assert_eq!(r[0]["compared"], 2, "{r}");
+    // Flat (whole contents, 24.3's), and sharded, whose large file is a
+    // chunk list of Tahoe's 4 MiB chunks: each chunk is checked too.
+    for w in [World::tahoe(), World::tahoe().sharded()] {
+        let mut alice = w.admin("alice");
+        alice.start();
+        alice.write("a.txt", &random_bytes(9, 70_000));
+        alice.write("sub/b.txt", b"small");
+        let files = if w.layout() == "sharded" {
+            alice.write("big.bin", &random_bytes(10, (17 << 20) + 5));
+            3
+        } else {
+            2
+        };
+        wait_until("all uploaded", &[&alice], || {
+            let s = alice.status();
+            alice.idle() && s["files"] == files && s["directories"] == 1
+        });
+        alice.stop();
+        for args in [&["verify", "--json"][..], &["verify", "--repair", "--json"]] {
+            let out = alice.cmd(args);
+            let r = json(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(r[0]["problems"], serde_json::json!([]), "{r}");
+            assert_eq!(r[0]["repaired"], serde_json::json!([]), "healthy: {r}");
+            assert_eq!(r[0]["compared"], files, "{r}");
+        }
+        let e = alice.fails(&["gc", FOLDER]);
+        assert!(e.contains("Tahoe-LAFS") && e.contains("lease"), "{e}");
     }
-    let e = alice.fails(&["gc", FOLDER]);
-    assert!(e.contains("Tahoe-LAFS") && e.contains("lease"), "{e}");
 }
 
 /// A large file is stored as chunks under a chunk list: `verify` reads

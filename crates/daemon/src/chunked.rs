@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 use mf_grid::{CapKind, Capability, DirChildren, DirEntry};
 use serde::{Deserialize, Serialize};
 
-/// The smallest and largest chunk sizes a reader accepts (powers of two).
+/// The smallest and largest chunk sizes a reader accepts (powers of two):
+/// a chunk is held in memory whole while it is checked.
 const MIN_CHUNK: u64 = 1 << 20;
-const MAX_CHUNK: u64 = 64 << 20;
+const MAX_CHUNK: u64 = 16 << 20;
 
 /// A writer picks the smallest chunk size that keeps a file within this
 /// many chunks, so a manifest stays a small directory.
@@ -155,7 +156,7 @@ pub fn manifest_children(chunks: &[Chunk]) -> DirChildren {
 /// Reads a manifest of a file its author signed as `size` bytes long. Only
 /// the one well-formed shape is accepted: chunks `000000`… in order, every
 /// one an immutable file of the manifest's chunk size (a power of two
-/// between 1 and 64 MiB) but the last, which holds the rest, each with a
+/// between 1 and 16 MiB) but the last, which holds the rest, each with a
 /// digest.
 pub fn parse_manifest(children: &DirChildren, size: u64) -> Result<Vec<Chunk>, String> {
     let first = children
