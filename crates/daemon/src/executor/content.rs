@@ -65,7 +65,11 @@ impl<G: Grid> Executor<G> {
         // chunks not in the version replaced are uploaded, `depth` at once.
         let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Bytes, [u8; 32])>(depth);
         let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let file = File::open(&abs)?;
+            // Never through a symlink swapped in since the state was taken.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&abs)?;
             let mut offset = 0;
             loop {
                 let mut buf = vec![0; chunk_size as usize];
