@@ -1,11 +1,12 @@
 //! Chunked content: a large file stored as fixed-size chunks, so that an
 //! edit inside it costs one chunk on the grid instead of the whole file.
 //!
-//! A file of at least [`CHUNKED_FROM`] bytes, in a folder whose collective
-//! records [`ContentFormat::Chunked`], is stored as one immutable file per
-//! chunk plus a *manifest*: an immutable directory whose children are
-//! `000000`, `000001`, … (one per chunk, in order), each edge carrying the
-//! chunk's size and the SHA-256 of its plaintext. The snapshot's `content`
+//! A file large enough for its grid's [`Chunking`], in a folder whose
+//! collective records [`ContentFormat::Chunked`], is stored as one immutable
+//! file per chunk plus a *manifest* (the "chunk list" of status messages):
+//! an immutable directory whose children are `000000`, `000001`, … (one per
+//! chunk, in order), each edge carrying the chunk's size and the SHA-256 of
+//! its plaintext. The snapshot's `content`
 //! names the manifest, and the signed metadata gives the file's size, so a
 //! manifest is read against what its author signed.
 //!
