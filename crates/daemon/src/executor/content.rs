@@ -25,11 +25,6 @@ fn chunks_in_flight(chunk_size: u64) -> usize {
     ((16 << 20) / chunk_size).clamp(1, 8) as usize
 }
 
-/// A piece of a file on its way into a temporary file, with the digest it
-/// must have (a chunk) or none (a whole file's stream, authenticated by
-/// the grid).
-type Piece = (Bytes, Option<(usize, [u8; 32])>);
-
 impl<G: Grid> Executor<G> {
     /// Uploads the content of the file at `path`, `size` bytes long, and
     /// returns its capability. `parents` are the versions it replaces.
@@ -239,7 +234,7 @@ impl<G: Grid> Executor<G> {
             // A failed send means the writer failed: its error is reported.
             receive(target, download, &progress, |bytes| {
                 let tx = tx.clone();
-                async move { tx.send((bytes, None)).await.is_ok() }
+                async move { tx.send(bytes).await.is_ok() }
             })
             .await
         })
@@ -293,7 +288,7 @@ impl<G: Grid> Executor<G> {
                             None => self.download_chunk(target, index, &chunk).await?,
                         };
                         progress.add(chunk.size);
-                        Ok::<_, EffectError>((bytes, Some((index, chunk.digest))))
+                        Ok::<_, EffectError>(bytes)
                     }
                 })
                 .buffered(depth);
@@ -307,8 +302,7 @@ impl<G: Grid> Executor<G> {
         .await
     }
 
-    /// One chunk from the grid, of exactly its size (its digest is checked
-    /// where it is written).
+    /// One chunk from the grid, of exactly its size and its digest.
     async fn download_chunk(
         &self,
         target: &RelPath,
@@ -332,18 +326,32 @@ impl<G: Grid> Executor<G> {
         let bytes = read_small(download, chunk.size)
             .await
             .map_err(|e| grid_error(&what(), e))?;
-        Ok(Bytes::from(bytes))
+        // Hashed here, chunks in parallel, rather than on the one thread
+        // that writes the file.
+        let digest = chunk.digest;
+        let matches = tokio::task::spawn_blocking(move || {
+            let ok = chunked::digest(&bytes) == digest;
+            (ok, bytes)
+        })
+        .await
+        .map_err(|e| EffectError::transient(format!("hashing task failed: {e}")))?;
+        match matches {
+            (true, bytes) => Ok(Bytes::from(bytes)),
+            (false, _) => Err(EffectError::permanent(format!(
+                "cannot write {target}: chunk {index} does not match the digest in its chunk list"
+            ))),
+        }
     }
 
     /// Writes the pieces `fill` sends into a temporary file for `target` on
-    /// a blocking thread, checking each chunk's digest, and places it if
-    /// `target` is still in state `expect`.
+    /// a blocking thread, and places it if `target` is still in state
+    /// `expect`.
     async fn write_streamed<'a, F>(
         &'a self,
         target: &'a RelPath,
         (mtime_s, executable): (i64, bool),
         expect: LocalState,
-        fill: impl FnOnce(tokio::sync::mpsc::Sender<Piece>) -> F,
+        fill: impl FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> F,
     ) -> Result<WriteOutcome, EffectError>
     where
         F: std::future::Future<Output = Result<(), EffectError>> + 'a,
@@ -355,19 +363,11 @@ impl<G: Grid> Executor<G> {
             return Ok(WriteOutcome::Changed(now));
         }
         let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(WRITE_PIPELINE_DEPTH);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
             let mut temp = TempFile::create(&root, &rel, umask)?;
             temp.set_executable(executable);
-            while let Some((bytes, digest)) = rx.blocking_recv() {
-                if let Some((index, digest)) = digest {
-                    if chunked::digest(&bytes) != digest {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("chunk {index} does not match the digest in its chunk list"),
-                        ));
-                    }
-                }
+            while let Some(bytes) = rx.blocking_recv() {
                 temp.write_all(&bytes)?;
             }
             Ok(temp)
