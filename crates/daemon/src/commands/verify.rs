@@ -430,53 +430,60 @@ async fn chunk_list(grid: &AnyGrid, cap: &Capability, size: u64) -> Result<Vec<C
 /// Downloads the content `cap` whole (every chunk of a chunk list, each
 /// checked against its digest), checks its size, returns its SHA-256.
 async fn read_through(grid: &AnyGrid, cap: &Capability, size: u64) -> Result<[u8; 32], GridError> {
-    let mut hasher = Sha256::new();
-    let mut got = 0u64;
-    let parts = match cap.kind() {
-        CapKind::ImmutableDir => chunk_list(grid, cap, size).await?,
-        _ => vec![Chunk {
-            offset: 0,
-            size,
-            digest: [0; 32],
-            cap: cap.clone(),
-        }],
+    let mut whole = Sha256::new();
+    let got = if cap.kind() == CapKind::ImmutableDir {
+        let mut got = 0;
+        for (i, chunk) in chunk_list(grid, cap, size).await?.iter().enumerate() {
+            let mut part = Sha256::new();
+            let n = read_into(grid, &chunk.cap, |b| {
+                whole.update(b);
+                part.update(b);
+            })
+            .await?;
+            if n != chunk.size || <[u8; 32]>::from(part.finalize()) != chunk.digest {
+                return Err(GridError::Integrity {
+                    cap: format!("content chunk {i}"),
+                    detail: "its bytes are not those its chunk list names".into(),
+                });
+            }
+            got += n;
+        }
+        got
+    } else {
+        read_into(grid, cap, |b| whole.update(b)).await?
     };
-    let chunked = cap.kind() == CapKind::ImmutableDir;
-    for (i, part) in parts.iter().enumerate() {
-        let download = grid.download(&part.cap).await?;
-        let announced = download.size;
-        let mut stream = download.stream;
-        let mut part_hasher = Sha256::new();
-        let mut part_got = 0u64;
-        while let Some(bytes) = stream.next().await {
-            let bytes = bytes?;
-            part_got += bytes.len() as u64;
-            hasher.update(&bytes);
-            part_hasher.update(&bytes);
-        }
-        got += part_got;
-        if chunked
-            && (part_got != part.size || <[u8; 32]>::from(part_hasher.finalize()) != part.digest)
-        {
-            return Err(GridError::Integrity {
-                cap: format!("content chunk {i}"),
-                detail: "its bytes are not those its chunk list names".into(),
-            });
-        }
-        if announced != part_got {
-            return Err(GridError::Integrity {
-                cap: "content".into(),
-                detail: format!("{part_got} bytes where {announced} were announced"),
-            });
-        }
-    }
     if got != size {
         return Err(GridError::Integrity {
             cap: "content".into(),
             detail: format!("{got} bytes where the snapshot says {size}"),
         });
     }
-    Ok(hasher.finalize().into())
+    Ok(whole.finalize().into())
+}
+
+/// Downloads the immutable file `cap`, handing its bytes to `take`; how
+/// many there were, which must be as many as announced.
+async fn read_into(
+    grid: &AnyGrid,
+    cap: &Capability,
+    mut take: impl FnMut(&[u8]),
+) -> Result<u64, GridError> {
+    let download = grid.download(cap).await?;
+    let announced = download.size;
+    let mut stream = download.stream;
+    let mut got = 0u64;
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes?;
+        got += bytes.len() as u64;
+        take(&bytes);
+    }
+    if got != announced {
+        return Err(GridError::Integrity {
+            cap: "content".into(),
+            detail: format!("{got} bytes where {announced} were announced"),
+        });
+    }
+    Ok(got)
 }
 
 /// Writes the content `cap` anew from `file` on an embedded grid: the one
@@ -494,11 +501,8 @@ async fn repair(
     let mut outcome = Repair::Intact;
     for chunk in chunk_list(&any, cap, size).await? {
         let (path, offset, len) = (file.to_owned(), chunk.offset, chunk.size as usize);
-        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::os::unix::fs::FileExt as _;
-            let mut buf = vec![0; len];
-            std::fs::File::open(path)?.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
+        let bytes = tokio::task::spawn_blocking(move || {
+            chunked::read_at(&std::fs::File::open(path)?, offset, len)
         })
         .await
         .map_err(std::io::Error::other)

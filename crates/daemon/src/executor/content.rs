@@ -11,7 +11,7 @@
 //! hash to the chunk's digest, and downloads (and checks) the rest.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt as _;
@@ -67,12 +67,11 @@ impl<G: Grid> Executor<G> {
                 .open(&abs)?;
             let mut offset = 0;
             loop {
-                let mut buf = vec![0; chunk_size as usize];
-                let n = read_full(&file, &mut buf, offset)?;
-                if n == 0 {
+                let buf = chunked::read_at(&file, offset, chunk_size as usize)?;
+                if buf.is_empty() {
                     return Ok(());
                 }
-                buf.truncate(n);
+                let n = buf.len();
                 let digest = chunked::digest(&buf);
                 if tx
                     .blocking_send((offset, Bytes::from(buf), digest))
@@ -394,30 +393,16 @@ async fn local_chunk(local: Option<Arc<File>>, chunk: &Chunk) -> Option<Bytes> {
     let file = local?;
     let (offset, size, digest) = (chunk.offset, chunk.size as usize, chunk.digest);
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; size];
-        let n = read_full(&file, &mut buf, offset).ok()?;
-        (n == size && chunked::digest(&buf) == digest).then(|| Bytes::from(buf))
+        let buf = chunked::read_at(&file, offset, size).ok()?;
+        (buf.len() == size && chunked::digest(&buf) == digest).then(|| Bytes::from(buf))
     })
     .await
     .ok()
     .flatten()
 }
 
-/// Reads from `offset` until `buf` is full or the file ends; the count read.
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// A stream of what a channel receives.
+/// A stream of what a channel receives (tokio-stream's `ReceiverStream`,
+/// without a dependency for five lines).
 fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
