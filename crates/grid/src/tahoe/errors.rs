@@ -17,9 +17,17 @@
 //! | 500 `UploadUnhappinessError` with every known server connected | servers refuse the shares: an interrupted upload of the same bytes still holds its place (below), or a server is full | `Unavailable`, saying so |
 //! | 500 `UploadUnhappinessError` otherwise | too few servers to place shares | `Unavailable` |
 //! | 500 `NotWriteableError`, or the `AssertionError` a read-only dir gives | not a write cap | `WrongKind` |
+//! | 500 otherwise (an unmapped Python exception) | the node failed inside, e.g. while it shuts down | `Unavailable` |
 //! | 502 / 503 / 504 | a proxy or the node is overloaded | `Unavailable` |
 //! | connection refused, reset, timed out | node away | `Unavailable` |
 //! | anything else | | `Protocol` |
+//!
+//! Why an unmapped 500 is worth retrying: a node being stopped answers
+//! reads in flight with whatever its half-torn state raises (seen:
+//! `AttributeError: 'NoneType' object has no attribute 'segnum'` from a
+//! segment fetch). Taken as final, that rejected a peer's good snapshot for
+//! good; retried, it syncs once the node is back. A node that fails the
+//! same way every time only costs retries, each shown in status.
 //!
 //! Why an unhappy upload with every server connected is told apart: an
 //! upload cancelled half-way (say, by a `kill -9` of its client) leaves its
@@ -221,7 +229,7 @@ pub(crate) fn map_status(
                     None => GridError::Protocol(detail),
                 }
             } else {
-                GridError::Protocol(detail)
+                GridError::Unavailable(detail)
             }
         }
         502..=504 => GridError::Unavailable(detail),
@@ -358,9 +366,15 @@ mod tests {
                 ..
             }
         ));
+        // The node failing inside (seen while it shut down): retried.
         assert!(matches!(
-            map_status(st(500), "Traceback\nKeyError: x", ctx, None),
-            GridError::Protocol(_)
+            map_status(
+                st(500),
+                "Traceback\nbuiltins.AttributeError: 'NoneType' object has no attribute 'segnum'",
+                ctx,
+                None
+            ),
+            GridError::Unavailable(_)
         ));
         assert!(matches!(
             map_status(st(503), "", ctx, None),
