@@ -1030,7 +1030,8 @@ impl Raw {
 struct EditSpec {
     name: &'static str,
     size: usize,
-    /// Where the first edit goes (each later one 4,099 bytes further).
+    /// Where the first edit goes (each later one 4,099 bytes further,
+    /// wrapping around within the file).
     at: usize,
     samples: usize,
 }
@@ -1212,7 +1213,7 @@ impl Pair {
             // Land at different points of bob's poll cycle.
             std::thread::sleep(Duration::from_millis((i as u64 * 370) % 1000));
             let patch = content(1024, 6000 + i as u64);
-            let at = spec.at + i * 4099;
+            let at = (spec.at + i * 4099) % (data.len() - 1024 + 1);
             data[at..at + 1024].copy_from_slice(&patch);
             let want = hash_bytes(&data);
             let cpu0 = self.cpu(tahoe);

@@ -23,6 +23,13 @@
 //!   listing; sharded: the root's listing and the shard's);
 //! * bob's peak RSS.
 //!
+//! The third row kind, `converted`, is a flat folder of that size that alice
+//! converts (`magic-folder convert`) once both daemons run: **convert** is the
+//! time from the command until both daemons have followed the folder to the
+//! sharded layout (alice moving her N entries into shards); once bob has
+//! read her new directory (whole, once, as after any restart), idle, edit
+//! and raw are measured as for the others, in the folder as converted.
+//!
 //! The targets (issue "Tahoe at scale"): at 100,000 entries an edit shows at
 //! the other participant in ≤ 2 s median, and an idle poll costs the nodes
 //! within 2× of a 1,000-entry folder's.
@@ -30,15 +37,16 @@
 use mf_core::snapshot::shard_of;
 use mf_daemon::config::{ConfigDir, FolderConfig};
 use mf_daemon::personal::{
-    by_shard, folder_tag, read_shard, shard_header, shard_link, SHARD_HEADER,
+    by_shard, folder_tag, read_shard, shard_header, shard_link, Layout, SHARD_HEADER,
 };
 
 use super::*;
 
-const USAGE: &str = "usage: mf-bench tahoe-scale [--quick] [--only flat,sharded] [--dir PATH] \
+const USAGE: &str =
+    "usage: mf-bench tahoe-scale [--quick] [--only flat,sharded,converted] [--dir PATH] \
 [--json PATH] [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]";
 
-const LAYOUTS: [&str; 2] = ["flat", "sharded"];
+const LAYOUTS: [&str; 3] = ["flat", "sharded", "converted"];
 
 /// How long the daemons are left idle while the nodes' CPU is measured.
 const IDLE: Duration = Duration::from_secs(20);
@@ -58,6 +66,7 @@ struct Row {
     layout: &'static str,
     entries: usize,
     fill_s: f64,
+    convert_s: Option<f64>,
     idle_polls: usize,
     idle_node_cpu_s: f64,
     edit: Option<(f64, f64)>,
@@ -77,6 +86,7 @@ impl Row {
             "layout": self.layout,
             "entries": self.entries,
             "fill_s": self.fill_s,
+            "convert_s": self.convert_s,
             "idle_s": IDLE.as_secs_f64(),
             "idle_polls": self.idle_polls,
             "idle_node_cpu_s": self.idle_node_cpu_s,
@@ -160,15 +170,55 @@ impl Scale<'_> {
         (node_a, node_b): (&Path, &Path),
         edits: usize,
     ) -> Result<()> {
-        let mut pair = Pair::create(self.o, root, node_a, node_b, &["--layout", row.layout])?;
+        let converted = row.layout == "converted";
+        let layout = if converted { "flat" } else { row.layout };
+        let mut pair = Pair::create(self.o, root, node_a, node_b, &["--layout", layout])?;
         fs::write(pair.bob.dir.join(".magic-folder-ignore"), "bulk/**\n")?;
-        let cfg = ConfigDir::at(pair.alice.config_dir()).load_folder(FOLDER)?;
+        let alice_config = ConfigDir::at(pair.alice.config_dir());
+        let mut cfg = alice_config.load_folder(FOLDER)?;
         let names: Vec<String> = (0..row.entries).map(|i| format!("bulk@_f{i:06}")).collect();
         let t = Instant::now();
-        self.rt.block_on(self.fill(row.layout, &cfg, &names))?;
+        self.rt.block_on(self.fill(layout, &cfg, &names))?;
         row.fill_s = t.elapsed().as_secs_f64();
         eprintln!("  filled in {:.1} s; starting the daemons", row.fill_s);
         pair.start()?;
+        if converted {
+            eprintln!("  converting");
+            let t = Instant::now();
+            pair.alice.cli(&["convert", FOLDER, "--force"])?;
+            let both = [alice_config.clone(), ConfigDir::at(pair.bob.config_dir())];
+            let deadline = Instant::now() + Duration::from_secs(1800);
+            while !both.iter().all(|c| {
+                c.load_folder(FOLDER)
+                    .is_ok_and(|f| f.layout == Layout::Sharded && f.moved_from.is_none())
+            }) {
+                if Instant::now() > deadline {
+                    bail!("the daemons did not follow the conversion within 30 minutes");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            row.convert_s = Some(t.elapsed().as_secs_f64());
+            eprintln!(
+                "  both daemons followed in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            // Bob reads alice's new directory whole once (as after any
+            // restart), at a poll that starts after her move: the second
+            // poll he completes from now.
+            let last_poll = || pair.bob.status().and_then(|s| s["last_poll"].as_u64());
+            let mut seen = last_poll();
+            for _ in 0..2 {
+                while last_poll() == seen {
+                    if Instant::now() > deadline {
+                        bail!("bob did not poll after the conversion within 30 minutes");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                seen = last_poll();
+            }
+            pair.settle(Duration::from_secs(600))?;
+            cfg = alice_config.load_folder(FOLDER)?;
+        }
 
         eprintln!("  idle for {IDLE:?}");
         let wall = SystemTime::now();
@@ -195,7 +245,9 @@ impl Scale<'_> {
         pair.finish(self.o.dir.is_some());
 
         eprintln!("  raw requests of one change");
-        let (w, r) = self.rt.block_on(self.raw_change(row.layout, &cfg))?;
+        let (w, r) = self
+            .rt
+            .block_on(self.raw_change(if converted { "sharded" } else { layout }, &cfg))?;
         (row.raw_write_s, row.raw_read_s) = (w, r);
         Ok(())
     }
@@ -297,6 +349,7 @@ fn report(o: &RunOptions, rows: &[Row]) -> Result<()> {
         "edit at bob (median / max)",
         "idle: nodes' CPU per poll",
         "raw change: write + read",
+        "convert (both followed)",
         "bob peak RSS",
         "target",
     ];
@@ -336,6 +389,7 @@ fn report(o: &RunOptions, rows: &[Row]) -> Result<()> {
                     .map_or("-".into(), |(m, x)| format!("{m:.2} s / {x:.2} s")),
                 format!("{:.0} ms ({} polls)", r.cpu_per_poll_ms(), r.idle_polls),
                 format!("{:.2} s + {:.2} s", r.raw_write_s, r.raw_read_s),
+                r.convert_s.map_or("-".into(), |c| format!("{c:.1} s")),
                 format!("{:.0} MiB", r.bob_peak_rss_mib),
                 target,
             ]

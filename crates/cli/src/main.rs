@@ -310,6 +310,27 @@ enum Command {
         json: bool,
     },
 
+    /// Move a folder to chunked contents and, on Tahoe, the sharded layout
+    /// (the admin only): an edit inside a large file then costs O(edit), and
+    /// on Tahoe any change O(change). Every participant's daemon follows when
+    /// it sees the new format; run it again to link the moved directories
+    /// and see who has not moved yet
+    Convert {
+        /// The folder
+        name: String,
+        /// The layout to move to [default: sharded on Tahoe; on the embedded
+        /// grid, the folder's own]
+        #[arg(long, value_name = "LAYOUT")]
+        layout: Option<mf_daemon::personal::Layout>,
+        /// Convert a folder in magic-folder 24.3's format (flat, on Tahoe):
+        /// 24.3 participants cannot read the new one
+        #[arg(long)]
+        force: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Take space back from an embedded grid: the content of versions outside
     /// the retention, and objects no version references
     Gc {
@@ -836,6 +857,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             .await;
             bar.finish_and_clear();
             output::verify(&reports?, json)
+        }
+        Command::Convert {
+            name,
+            layout,
+            force,
+            json,
+        } => {
+            let report = commands::convert(&config, &name, layout, force).await?;
+            // A running daemon follows at once rather than at its next poll.
+            let running = config.daemon_running()
+                && commands::nudge(&config, Some(&name), commands::Nudge::Poll)
+                    .await
+                    .is_ok();
+            output::convert(&report, running, json)
         }
         Command::Gc {
             name,

@@ -9,9 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mf_daemon::api::{FolderState, FolderStatus};
 use mf_daemon::commands::{
-    Deleted, Finding, FolderInfo, GcReport, History, InitOutcome, Invite, LeaveOutcome,
-    ResolveOutcome, RestoreOutcome, VerifyReport,
+    ConvertReport, Deleted, Finding, FolderInfo, GcReport, History, InitOutcome, Invite,
+    LeaveOutcome, ResolveOutcome, RestoreOutcome, VerifyReport,
 };
+use mf_daemon::convert::MoveState;
 use serde::Serialize;
 
 /// `println!` that hands a failed write back as an error instead of
@@ -568,6 +569,47 @@ pub fn verify(reports: &[VerifyReport], as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `gc`: a paragraph per grid; fails if a problem stopped it.
+pub fn convert(r: &ConvertReport, daemon_running: bool, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(r);
+    }
+    if r.recorded_now {
+        outln!(
+            "{}: converted from the {} to the {}.",
+            r.folder,
+            r.from,
+            r.to
+        );
+    } else {
+        outln!("{}: already in the {}.", r.folder, r.to);
+    }
+    let mut waiting = 0;
+    for (name, progress) in &r.participants {
+        let said = match progress {
+            MoveState::Moved => "moved".to_owned(),
+            MoveState::LinkedNow => "moved (its new directory is linked now)".to_owned(),
+            MoveState::Empty => "nothing published yet".to_owned(),
+            MoveState::Waiting => {
+                waiting += 1;
+                "not moved yet: its daemon moves it when it next polls".to_owned()
+            }
+            MoveState::Problem(why) => format!("problem: {why}"),
+        };
+        outln!("  {name}: {said}");
+    }
+    if !daemon_running {
+        outln!("Your own directory moves when your daemon next runs (`magic-folder run`).");
+    }
+    if waiting > 0 {
+        outln!(
+            "Run `magic-folder convert {}` again later to link the directories that moved.",
+            r.folder
+        );
+    }
+    outln!("({:.1} s)", r.seconds);
+    Ok(())
+}
+
 pub fn gc(reports: &[GcReport], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         json(reports)?;

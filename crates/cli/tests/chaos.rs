@@ -124,6 +124,9 @@ enum Op {
     ResolveCopy { who: usize, pick: usize },
     /// A daemon is killed with SIGKILL and restarted `down_ms` later.
     Kill { who: usize, down_ms: u64 },
+    /// The admin converts the folder to the sharded layout (`convert`):
+    /// every daemon stops, moves its directory and starts again.
+    Convert,
 }
 
 impl fmt::Display for Op {
@@ -162,6 +165,7 @@ impl fmt::Display for Op {
                 write!(f, "{} deletes conflict copy #{pick}", NAMES[who])
             }
             Op::Kill { who, down_ms } => write!(f, "kill -9 {} (down {down_ms} ms)", NAMES[who]),
+            Op::Convert => write!(f, "{} converts the folder to the sharded layout", NAMES[0]),
         }
     }
 }
@@ -685,6 +689,10 @@ impl Chaos {
                 self.note(format!("    deletes {copy}"));
                 self.take_out(who, &copy);
             }
+            Op::Convert => {
+                let out = self.ps[0].ok(&["convert", FOLDER, "--layout", "sharded"]);
+                self.note(format!("    {}", out.trim().replace('\n', "; ")));
+            }
             Op::Kill { who, down_ms } => {
                 if !self.ps[who].is_running() {
                     return self.note("    skipped: not running".into());
@@ -1052,6 +1060,25 @@ fn chaos_sharded_with_kill_9() {
     chaos(World::new().sharded(), DEFAULT_STEPS);
 }
 
+/// The chaos run on the embedded grid in a flat folder that the admin
+/// converts to the sharded layout a third of the way in, each conversion
+/// step followed by kills that land while the daemons move their
+/// directories; afterwards every daemon has moved.
+#[test]
+fn chaos_converting_with_kill_9() {
+    let mut schedule = generate(
+        env_number("CHAOS_SEED").unwrap_or(DEFAULT_SEED),
+        DEFAULT_STEPS,
+    );
+    let at = schedule.len() / 3;
+    let kills = (0..NAMES.len()).map(|who| Op::Kill { who, down_ms: 0 });
+    schedule.splice(at..at, std::iter::once(Op::Convert).chain(kills));
+    chaos_with(World::new(), schedule, |p| {
+        let list: serde_json::Value = serde_json::from_str(&p.ok(&["list", "--json"])).unwrap();
+        assert_eq!(list[FOLDER]["layout"], "sharded", "{}: {list}", p.name);
+    });
+}
+
 /// The chaos run on a local Tahoe-LAFS grid of its own (three storage
 /// nodes; each participant on its own client node), kills landing while
 /// uploads are in flight.
@@ -1066,7 +1093,14 @@ fn chaos_on_tahoe_with_kill_9() {
 fn chaos(world: World, default_steps: usize) {
     let seed = env_number("CHAOS_SEED").unwrap_or(DEFAULT_SEED);
     let steps = env_number("CHAOS_STEPS").unwrap_or(default_steps);
-    let schedule = generate(seed, steps);
+    chaos_with(world, generate(seed, steps), |_| {});
+}
+
+/// Runs `schedule` (of `CHAOS_SEED`), checks the outcome, and then checks
+/// each participant with `also`.
+fn chaos_with(world: World, schedule: Vec<Op>, also: impl Fn(&Participant)) {
+    let seed = env_number("CHAOS_SEED").unwrap_or(DEFAULT_SEED);
+    let steps = schedule.len();
     let grid = world.kind();
     eprintln!("chaos seed {seed} on the {grid} grid, {steps} steps (replay: CHAOS_SEED={seed})");
     for (i, op) in schedule.iter().enumerate() {
@@ -1110,6 +1144,7 @@ fn chaos(world: World, default_steps: usize) {
     }
     for p in &mut c.ps {
         p.stop();
+        also(p);
     }
     if std::env::var_os("CHAOS_KEEP").is_some() {
         eprintln!("daemon logs kept in {}", c.keep_logs().display());

@@ -31,6 +31,7 @@ macro_rules! on_both_grids {
 }
 
 on_both_grids!(
+    a_flat_folder_converts_while_syncing,
     two_participants_sync_both_ways,
     three_participants_converge,
     concurrent_edits_conflict_then_resolve_mine,
@@ -61,6 +62,94 @@ mod sharded {
     fn concurrent_edits_conflict_then_resolve_use_tahoe() {
         super::concurrent_edits_conflict_then_resolve_use(&World::tahoe().sharded());
     }
+}
+
+/// `convert` while both daemons run: each follows the folder to the
+/// sharded layout and chunked contents (the admin's `convert` records it,
+/// each daemon moves its own directory), and the folder syncs on both ways
+/// with nothing lost: a change made while the folder moves, a large file
+/// in chunks, a restart.
+fn a_flat_folder_converts_while_syncing(w: &World) {
+    let mut alice = w.admin("alice");
+    let mut bob = w.joined(&alice, "bob");
+    alice.start();
+    bob.start();
+    let ps = [&alice, &bob];
+    alice.write("a.txt", b"from alice");
+    bob.write("sub/b.txt", b"from bob");
+    let mut want = expect(&[
+        ("a.txt", Some(b"from alice")),
+        ("sub/b.txt", Some(b"from bob")),
+        ("sub", None),
+    ]);
+    wait_tree("both sides' files sync before the move", &ps, &want);
+
+    if w.kind() == "tahoe" {
+        // A folder a 24.3 participant could share needs --force.
+        let err = bob.fails(&["convert", FOLDER, "--force"]);
+        assert!(err.contains("admin"), "{err}");
+        let err = alice.fails(&["convert", FOLDER]);
+        assert!(err.contains("24.3") && err.contains("--force"), "{err}");
+    }
+    let out = alice.ok(&["convert", FOLDER, "--layout", "sharded", "--force"]);
+    assert!(out.contains("converted from the flat layout"), "{out}");
+    alice.write("during.txt", b"written while the folder moves");
+    let format = |p: &Participant| {
+        let list: serde_json::Value = serde_json::from_str(&p.ok(&["list", "--json"])).unwrap();
+        (
+            list[FOLDER]["layout"].clone(),
+            list[FOLDER]["content"].clone(),
+        )
+    };
+    wait_until("both daemons follow the folder", &ps, || {
+        ps.iter()
+            .all(|p| format(p) == ("sharded".into(), "chunked".into()))
+    });
+
+    // Chunked from now on (8 MiB on the embedded grid, 16 on Tahoe).
+    let big = random_bytes(
+        7,
+        if w.kind() == "tahoe" {
+            17 << 20
+        } else {
+            9 << 20
+        },
+    );
+    bob.write("big.bin", &big);
+    bob.write("sub/b.txt", b"bob, after the move");
+    want = expect(&[
+        ("a.txt", Some(b"from alice")),
+        ("during.txt", Some(b"written while the folder moves")),
+        ("sub/b.txt", Some(b"bob, after the move")),
+        ("sub", None),
+        ("big.bin", Some(&big)),
+    ]);
+    wait_tree("changes made during and after the move sync", &ps, &want);
+
+    // Run again, convert links bob's new directory and reports everyone moved.
+    wait_until("convert reports everyone moved", &ps, || {
+        let out: serde_json::Value =
+            serde_json::from_str(&alice.ok(&["convert", FOLDER, "--json"])).unwrap();
+        out["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p[1] == "moved")
+    });
+    alice.stop();
+    bob.stop();
+    alice.start();
+    bob.start();
+    let ps = [&alice, &bob];
+    alice.write("a.txt", b"alice, after a restart");
+    want = expect(&[
+        ("a.txt", Some(b"alice, after a restart")),
+        ("during.txt", Some(b"written while the folder moves")),
+        ("sub/b.txt", Some(b"bob, after the move")),
+        ("sub", None),
+        ("big.bin", Some(&big)),
+    ]);
+    wait_tree("the moved folder syncs after a restart", &ps, &want);
 }
 
 fn two_participants_sync_both_ways(w: &World) {

@@ -296,6 +296,10 @@ pub struct FolderConfig {
     /// folders configured before chunking existed store them whole).
     #[serde(default)]
     pub content: crate::chunked::ContentFormat,
+    /// The write capability of the personal directory we moved away from
+    /// (see [`crate::convert`]), until it names the one we write now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<Capability>,
 }
 
 /// Folders configured before retention was a setting keep the defaults.
@@ -338,6 +342,11 @@ impl FolderConfig {
         }
         if self.personal_cap.kind() != CapKind::MutableDirWrite {
             return Err("personal_cap is not a directory write capability".into());
+        }
+        if let Some(old) = &self.moved_from {
+            if old.kind() != CapKind::MutableDirWrite {
+                return Err("moved_from is not a directory write capability".into());
+            }
         }
         if self.poll_interval_ms == 0 || self.scan_interval_ms == 0 {
             return Err("poll and scan intervals must be positive".into());
@@ -955,6 +964,7 @@ mod tests {
             versions_per_file: 3,
             layout: crate::personal::Layout::Flat,
             content: crate::chunked::ContentFormat::Whole,
+            moved_from: None,
         }
     }
 

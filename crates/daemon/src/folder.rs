@@ -52,7 +52,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
 use crate::chunked::Chunking;
-use crate::config::{FolderConfig, GridLocation};
+use crate::config::{ConfigDir, FolderConfig, GridLocation};
 use crate::events::Telemetry;
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
@@ -132,7 +132,9 @@ pub enum Control {
 /// The daemon's handle on one running folder.
 #[derive(Debug)]
 pub struct FolderHandle {
-    config: FolderConfig,
+    /// The config it runs with (following the folder to a new format
+    /// changes it: see [`crate::convert`]).
+    config: Arc<Mutex<FolderConfig>>,
     control: mpsc::Sender<Control>,
     shutdown: watch::Sender<bool>,
     /// Why the loop stopped, if it stopped by itself.
@@ -140,48 +142,94 @@ pub struct FolderHandle {
     task: JoinHandle<()>,
 }
 
-impl FolderHandle {
-    /// Starts the service loop of one folder on the current tokio runtime.
-    pub fn spawn<G: Grid>(
-        config: FolderConfig,
-        grid: Arc<G>,
-        state_db: PathBuf,
-        telemetry: Telemetry,
-    ) -> FolderHandle {
-        FolderHandle::spawn_gated(config, grid, state_db, None, telemetry)
+/// Answers the status while the folder follows a new format: it syncs
+/// nothing meanwhile, so it has no list of local changes to give (the
+/// question fails) and a scan or poll waits for the folder to start again,
+/// which does both.
+fn answer_while_following(config: &FolderConfig, control: Control) {
+    match control {
+        Control::Status(reply) => {
+            let _ = reply.send(FolderStatus {
+                name: config.name.clone(),
+                local_path: config.local_path.clone(),
+                state: FolderState::Syncing,
+                note: Some("following the folder to its new format".to_owned()),
+                ..FolderStatus::default()
+            });
+        }
+        Control::LocalChanges(_) | Control::Scan | Control::Poll => {}
     }
+}
 
-    /// [`spawn`](Self::spawn) with grid writes held back while `gate` is
-    /// closed (see [`crate::health`]).
-    pub fn spawn_gated<G: Grid>(
+/// Why a folder's service loop returned.
+enum Exit {
+    /// It was asked to stop.
+    Stopped,
+    /// The collective records a new format: follow it, then run again.
+    FormatChanged,
+}
+
+impl FolderHandle {
+    /// Starts the service loop of one folder on the current tokio runtime,
+    /// with grid writes held back while `gate` is closed (see
+    /// [`crate::health`]). Its state is in `config`'s directory, where it
+    /// also saves its config when it follows the folder to a new format.
+    pub fn spawn<G: Grid>(
+        config_dir: ConfigDir,
         config: FolderConfig,
         grid: Arc<G>,
-        state_db: PathBuf,
-        gate: Option<WriteGate>,
+        mut gate: Option<WriteGate>,
         telemetry: Telemetry,
     ) -> FolderHandle {
-        let (control_tx, control_rx) = mpsc::channel(32);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (control_tx, mut control_rx) = mpsc::channel(32);
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let failure = Arc::new(Mutex::new(None));
         let span = tracing::info_span!("folder", name = %config.name);
+        let shared = Arc::new(Mutex::new(config.clone()));
         let task = {
-            let config = config.clone();
-            let failure = failure.clone();
+            let (shared, failure) = (shared.clone(), failure.clone());
+            let state_db = config_dir.state_db(&config.name);
             tokio::spawn(
                 async move {
                     let name = config.name.clone();
                     let events = telemetry.events.clone();
                     events.publish(crate::events::folder_event("folder-added", &name));
-                    let outcome = run(
-                        config,
-                        grid,
-                        state_db,
-                        control_rx,
-                        shutdown_rx,
-                        gate,
-                        telemetry,
-                    )
-                    .await;
+                    let mut config = config;
+                    let mut required = false;
+                    let outcome = 'serve: loop {
+                        // Stopping in the middle of a move is as safe as a
+                        // crash there. Meanwhile status says what happens.
+                        let follow =
+                            crate::convert::follow(&config_dir, config.clone(), &grid, required);
+                        tokio::pin!(follow);
+                        let followed = loop {
+                            tokio::select! {
+                                f = &mut follow => break f,
+                                _ = shutdown_rx.changed() => break 'serve Ok(()),
+                                Some(c) = control_rx.recv() => answer_while_following(&config, c),
+                            }
+                        };
+                        config = match followed {
+                            Ok(c) => c,
+                            Err(e) => break Err(e),
+                        };
+                        *shared.lock().expect("not poisoned") = config.clone();
+                        let exit = run(
+                            config.clone(),
+                            grid.clone(),
+                            state_db.clone(),
+                            &mut control_rx,
+                            shutdown_rx.clone(),
+                            &mut gate,
+                            telemetry.clone(),
+                        )
+                        .await;
+                        match exit {
+                            Ok(Exit::FormatChanged) => required = true,
+                            Ok(Exit::Stopped) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    };
                     events.publish(crate::events::folder_event("folder-left", &name));
                     match outcome {
                         Ok(()) => info!("stopped"),
@@ -195,7 +243,7 @@ impl FolderHandle {
             )
         };
         FolderHandle {
-            config,
+            config: shared,
             control: control_tx,
             shutdown: shutdown_tx,
             failure,
@@ -203,9 +251,9 @@ impl FolderHandle {
         }
     }
 
-    /// The folder's configuration.
-    pub fn config(&self) -> &FolderConfig {
-        &self.config
+    /// The folder's configuration, as it runs.
+    pub fn config(&self) -> FolderConfig {
+        self.config.lock().expect("not poisoned").clone()
     }
 
     /// Why the loop stopped, if it has.
@@ -223,8 +271,8 @@ impl FolderHandle {
     pub async fn status(&self) -> Result<FolderStatus, String> {
         if let Some(f) = self.failure() {
             return Ok(FolderStatus {
-                name: self.config.name.clone(),
-                local_path: self.config.local_path.clone(),
+                name: self.config().name,
+                local_path: self.config().local_path,
                 state: FolderState::Error,
                 state_reason: Some(f.clone()),
                 note: Some(format!("not syncing: {f}")),
@@ -275,12 +323,13 @@ impl FolderHandle {
     /// plus a little).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        let name = self.config().name;
         let mut task = self.task;
         if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), &mut task)
             .await
             .is_err()
         {
-            warn!(folder = %self.config.name, "did not stop in time; aborting it");
+            warn!(folder = %name, "did not stop in time; aborting it");
             task.abort();
         }
     }
@@ -472,18 +521,18 @@ pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor
     .map_err(|e| e.to_string())
 }
 
-/// The service loop of one folder; returns when `shutdown` turns true, or
-/// with an error if the folder cannot run at all. Grid writes wait while
-/// `gate` is closed.
-pub async fn run<G: Grid>(
+/// The service loop of one folder; returns when `shutdown` turns true or
+/// the collective records a new format, or with an error if the folder
+/// cannot run at all. Grid writes wait while `gate` is closed.
+async fn run<G: Grid>(
     config: FolderConfig,
     grid: Arc<G>,
     state_db: PathBuf,
-    mut control: mpsc::Receiver<Control>,
+    control: &mut mpsc::Receiver<Control>,
     mut shutdown: watch::Receiver<bool>,
-    mut gate: Option<WriteGate>,
+    gate: &mut Option<WriteGate>,
     telemetry: Telemetry,
-) -> Result<(), String> {
+) -> Result<Exit, String> {
     if !config.local_path.is_dir() {
         return Err(format!(
             "the folder's directory {} is missing",
@@ -605,6 +654,8 @@ pub async fn run<G: Grid>(
     // Entries handled since memory was last released (see `memory`).
     let mut handled = 0;
     let mut story = crate::story::StoryLog::new();
+    // Set when the loop stops to follow the folder to a new format.
+    let mut following = false;
     loop {
         while let Some(notice) = engine.poll_notice() {
             telemetry.notice(&config.name, &notice);
@@ -660,6 +711,7 @@ pub async fn run<G: Grid>(
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
                 Ok((kind, took, event)) => {
                     debug!(?event, "done");
+                    let polled = matches!(event, Event::Polled(_));
                     handled += handled_size(&event);
                     telemetry.metrics.op(&config.name, kind, took);
                     let completed = match &event {
@@ -671,6 +723,11 @@ pub async fn run<G: Grid>(
                         telemetry.events.publish(crate::events::folder_event(kind, &config.name));
                     }
                     engine.handle(clock.now(), event);
+                    if polled && executor.format_changed() {
+                        info!("the collective records a new format: stopping to follow it");
+                        following = true;
+                        break;
+                    }
                 }
                 Err(e) => {
                     // An effect panicked: its result is lost, so the engine
@@ -759,7 +816,7 @@ pub async fn run<G: Grid>(
                 let s = folder_status(&config, &clock, engine.status(), &versions_area, executor.transfers());
                 persister.save(&gated(s, gate.as_ref(), parked.len()));
             }
-            _ = gate_changed(&mut gate) => {
+            _ = gate_changed(gate) => {
                 log_gate(gate.as_ref(), parked.len());
                 if gate.as_ref().is_some_and(|g| g.closed().is_none()) {
                     // The grid is back: what failed while it was away need
@@ -802,7 +859,11 @@ pub async fn run<G: Grid>(
         executor.transfers(),
     );
     persister.save(&gated(s, gate.as_ref(), parked.len()));
-    Ok(())
+    Ok(if following {
+        Exit::FormatChanged
+    } else {
+        Exit::Stopped
+    })
 }
 
 /// Adds what the write gate holds back to a status: parked writes count as

@@ -21,6 +21,7 @@ pub mod api;
 pub mod chunked;
 pub mod commands;
 pub mod config;
+pub mod convert;
 pub mod discovery;
 pub mod events;
 pub mod executor;

@@ -1,8 +1,8 @@
 //! How a participant's entries are laid out in its personal directory.
 //!
 //! Two layouts, chosen per folder at `create` and recorded in the
-//! collective's `@metadata`, so every participant reads and writes the
-//! folder's one layout:
+//! collective's `@metadata`, so every participant writes the folder's one
+//! layout (readers read each directory by what it holds):
 //!
 //! * **flat** — magic-folder 24.3's: the personal directory maps each entry
 //!   name to its snapshot. On Tahoe a mutable directory is rewritten and read
@@ -18,6 +18,13 @@
 //!   large the folder. A reader lists the personal directory (≤ 257 links)
 //!   and only the shards whose link changed — an immutable shard under an
 //!   unchanged link holds the same entries.
+//!
+//! A flat folder moves to the sharded layout with `magic-folder convert`
+//! (see [`crate::convert`]): each participant writes its entries into a new,
+//! sharded directory and then leaves a [`MOVED_ENTRY`] in its old one,
+//! naming the new directory. Readers follow that one hop (and the admin's
+//! `convert` relinks the collective to the new directory), so a reader reads
+//! each directory by what it holds: shard links, or entries.
 //!
 //! Every shard carries a header entry, [`SHARD_HEADER`], naming its index
 //! and its folder; a reader rejects a shard whose header does not match the
@@ -43,6 +50,28 @@ pub const METADATA_ENTRY: &str = "@metadata";
 pub const SHARD_HEADER: &str = "@shard";
 
 const SHARD_LINK_PREFIX: &str = "@shard-";
+
+/// The entry a participant leaves in the personal directory it moved away
+/// from: a link to the directory it writes now (`@` and a letter: never a
+/// mangled path). Its owner writes nothing there afterwards.
+pub const MOVED_ENTRY: &str = "@moved-to";
+
+/// Where a personal directory says its owner moved, if it says so: the
+/// new directory's read capability, or why the link cannot be one.
+pub fn moved_to(children: &DirChildren) -> Option<Result<Capability, String>> {
+    let entry = children.get(MOVED_ENTRY)?;
+    Some(match entry.cap.kind() {
+        CapKind::MutableDirRead => Ok(entry.cap.clone()),
+        other => Err(format!(
+            "its {MOVED_ENTRY} names no mutable directory's read capability ({other:?})"
+        )),
+    })
+}
+
+/// True if a personal directory is laid out in shards (it links one).
+pub fn is_sharded(children: &DirChildren) -> bool {
+    children.keys().any(|name| parse_shard_link(name).is_some())
+}
 
 /// A folder's personal-directory layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

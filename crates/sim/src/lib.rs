@@ -65,6 +65,11 @@ pub struct SimConfig {
     /// the directory itself and only the shards that changed since this
     /// reader last listed them (any one of which may fail on its own).
     pub sharded: bool,
+    /// The folder is converted while it syncs (`magic-folder convert`):
+    /// each participant, at a random moment, stops, moves its directory
+    /// from the flat to the sharded layout, and starts again; readers then
+    /// find its entries in shards.
+    pub converts: bool,
     /// Plant a bug for the detection test: writes skip the last-moment
     /// check of the local file. Never set outside that test.
     pub plant_skip_last_moment_check: bool,
@@ -82,6 +87,7 @@ impl SimConfig {
             liars: seed.is_multiple_of(3),
             unclaimed: seed % 5 == 2,
             sharded: seed.is_multiple_of(2),
+            converts: seed % 4 == 1,
             plant_skip_last_moment_check: false,
         }
     }
@@ -143,6 +149,9 @@ pub enum SimOp {
     /// `victim` publishes for it, under the victim's author name and with
     /// an honest generation, signed by its own key.
     Impersonate { file: usize, victim: usize },
+    /// A participant's daemon follows the folder to the sharded layout: it
+    /// stops (as abruptly as a crash), moves its directory and starts again.
+    MoveToShards { who: usize },
 }
 
 /// The hostile participant's name.
@@ -172,6 +181,14 @@ pub fn generate(cfg: &SimConfig) -> Vec<SimOp> {
             };
             let at = rng.usize(..=schedule.len());
             schedule.insert(at, forgery);
+        }
+    }
+    if cfg.converts && !cfg.sharded {
+        // A stream of its own, as above.
+        let mut rng = fastrand::Rng::with_seed(cfg.seed ^ 0x636f_6e76_6572_7421);
+        for who in 0..cfg.participants {
+            let at = rng.usize(..=schedule.len());
+            schedule.insert(at, SimOp::MoveToShards { who });
         }
     }
     schedule
@@ -535,7 +552,8 @@ impl World {
     /// With outages on, one poll in four fails to list the shard of one
     /// entry (any participant's) picked at random.
     fn failing_shard(&mut self) -> Option<u8> {
-        if !(self.cfg.outages && self.cfg.sharded) || self.rng.u32(..4) != 0 {
+        let any_sharded = self.cfg.sharded || !self.grid.moved.is_empty();
+        if !(self.cfg.outages && any_sharded) || self.rng.u32(..4) != 0 {
             return None;
         }
         let names: Vec<&String> = self.grid.personal.values().flat_map(|d| d.keys()).collect();
@@ -813,6 +831,17 @@ impl World {
             SimOp::SharesHidden { ms } => {
                 self.shares_hidden_until = self.now + ms;
                 self.log(format!("snapshots read as missing for {ms} ms"));
+            }
+            SimOp::MoveToShards { who } => {
+                let name = self.people[who].name.clone();
+                if self.grid.moved.contains(&name) {
+                    return;
+                }
+                self.user(&SimOp::Crash { who, down_ms: 0 });
+                // Its old directory's entries, in shards of the new one:
+                // readers follow it from now on.
+                self.grid.moved.insert(name.clone());
+                self.log(format!("{name} moves its directory to shards"));
             }
             SimOp::Lie { file, on } => self.lie(file, on),
             SimOp::Impersonate { file, victim } => self.impersonate(file, victim),

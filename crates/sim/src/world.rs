@@ -5,7 +5,7 @@
 //! (documented on each `Action` variant): the engine cannot tell the two apart.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use mf_core::engine::{
@@ -121,6 +121,9 @@ pub struct MemGrid {
     pub declared: BTreeMap<String, mf_core::engine::DeclaredAuthor>,
     /// Personal directories are sharded (see [`crate::SimConfig::sharded`]).
     pub sharded: bool,
+    /// Participants whose directories moved to shards (see
+    /// [`crate::SimConfig::converts`]).
+    pub moved: BTreeSet<String>,
     /// Per (reader, participant, shard), a digest of the shard as the reader
     /// last listed it: a reader lists only the shards that changed since,
     /// as the daemon's executor does. Forgotten when the reader crashes.
@@ -245,7 +248,7 @@ pub fn execute(
                     (listing, rejected)
                 };
                 let author = grid.declared.get(name).cloned();
-                if !grid.sharded {
+                if !(grid.sharded || grid.moved.contains(name)) {
                     let (listing, rejected) = decode(&|_| true);
                     listings.push(RemoteListing {
                         participant: name.clone(),

@@ -16,6 +16,7 @@ fn calm(participants: usize) -> SimConfig {
         liars: false,
         unclaimed: false,
         sharded: false,
+        converts: false,
         plant_skip_last_moment_check: false,
     }
 }

@@ -134,7 +134,7 @@ pub(super) async fn list_folders(
             .map(|(name, h)| {
                 (
                     name.clone(),
-                    listing(h.config(), h.failure().is_none(), secrets),
+                    listing(&h.config(), h.failure().is_none(), secrets),
                 )
             })
             .collect(),
@@ -352,7 +352,7 @@ pub(super) async fn local_snapshots(
                 "parents": [],
                 "content-path": state.filter(|m| m.is_file()).map(|_| abs),
                 "identifier": identifier,
-                "author": {"name": cfg.author_name, "verify_key": author_key_b64(cfg)},
+                "author": {"name": cfg.author_name, "verify_key": author_key_b64(&cfg)},
             });
             paths.insert(path.to_string(), vec![entry]);
         }

@@ -41,7 +41,7 @@ use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{CapKind, Capability, Grid, GridError};
 
-use crate::personal::{folder_tag, parse_shard_link, read_shard};
+use crate::personal::{folder_tag, moved_to, parse_shard_link, read_shard};
 use mf_state::StateReader;
 use serde::Serialize;
 
@@ -362,7 +362,7 @@ impl Walk {
                 continue;
             }
             walk.mutables.extend(EmbeddedGrid::mutable_name(&entry.cap));
-            let listing = match grid.list_changed(&entry.cap, None).await {
+            let mut listing = match grid.list_changed(&entry.cap, None).await {
                 Ok(Some(l)) => l,
                 Ok(None) => unreachable!("a first listing is never unchanged"),
                 Err(e) => {
@@ -372,6 +372,29 @@ impl Walk {
                     continue;
                 }
             };
+            // A participant that moved writes where its old directory says
+            // (one hop, as readers follow it).
+            match moved_to(&listing.children) {
+                None => {}
+                Some(Ok(to)) => {
+                    walk.mutables.extend(EmbeddedGrid::mutable_name(&to));
+                    listing = match grid.list_changed(&to, None).await {
+                        Ok(Some(l)) => l,
+                        Ok(None) => unreachable!("a first listing is never unchanged"),
+                        Err(e) => {
+                            walk.problems.push(format!(
+                                "folder {name:?}: {participant}'s new directory cannot be listed: {e}"
+                            ));
+                            continue;
+                        }
+                    };
+                }
+                Some(Err(why)) => {
+                    walk.problems
+                        .push(format!("folder {name:?}: {participant}'s directory: {why}"));
+                    continue;
+                }
+            }
             for p in listing.problems {
                 walk.problems
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));

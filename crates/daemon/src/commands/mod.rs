@@ -18,6 +18,7 @@
 //!   systemd user service;
 //! * [`grid`] — opening a folder's grid, whichever the backend.
 
+pub mod convert;
 pub mod gc;
 pub mod grid;
 pub mod history;
@@ -31,6 +32,7 @@ pub mod setup;
 pub mod status;
 pub mod verify;
 
+pub use convert::{convert, ConvertReport};
 pub use gc::{gc, GcOptions, GcReport};
 pub use grid::{AnyGrid, OpenMode};
 pub use history::{deleted, history, restore, Deleted, History, RestoreOutcome, Version};

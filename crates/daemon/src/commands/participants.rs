@@ -68,7 +68,9 @@ pub async fn list(cfg: &FolderConfig) -> Result<Vec<Participant>, MembershipErro
             } else {
                 "read-only"
             },
-            is_self: Some(&e.cap) == own.as_ref(),
+            // Until the admin links the directory we moved to (see
+            // `crate::convert`), the collective links our old one.
+            is_self: Some(&e.cap) == own.as_ref() || name == cfg.participant,
             personal_dmd: e.cap.as_str().to_owned(),
             name,
         })

@@ -409,10 +409,10 @@ fn start(config: &ConfigDir, name: &str, telemetry: &Telemetry) -> anyhow::Resul
     let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)?;
     // On Tahoe, writes wait while the node has too few storage servers.
     let gate = WriteGate::for_grid(&grid);
-    Ok(FolderHandle::spawn_gated(
+    Ok(FolderHandle::spawn(
+        config.clone(),
         cfg,
         Arc::new(grid),
-        config.state_db(name),
         gate,
         telemetry.clone(),
     ))

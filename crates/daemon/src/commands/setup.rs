@@ -473,6 +473,7 @@ fn folder_config(
         convergence_secret,
         layout: format.layout,
         content: format.content,
+        moved_from: None,
     }
 }
 

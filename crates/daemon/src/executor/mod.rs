@@ -22,11 +22,12 @@
 
 use crate::chunked::{Chunking, ContentFormat};
 use crate::personal::{self, Layout, METADATA_ENTRY};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::warn;
 
 use anyhow::bail;
 use bytes::Bytes;
@@ -125,6 +126,11 @@ pub struct Executor<G: Grid> {
     /// Per participant, what the engine was last given of its directory
     /// (see [`Executor::poll`]).
     last_polled: Mutex<HashMap<String, poll::Polled>>,
+    /// Personal directories whose owners moved: the directory the
+    /// collective links → the one it names (see [`personal::MOVED_ENTRY`]).
+    moved: Mutex<HashMap<Capability, Capability>>,
+    /// The format the collective records, as the last poll read it.
+    format: Mutex<poll::FormatWatch>,
     /// Sharded: our links to our shards as last written; `None` until read
     /// at the first publish of a run, and after a write whose outcome is
     /// unknown.
@@ -182,6 +188,8 @@ impl<G: Grid> Executor<G> {
             chunking: config.chunking,
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
+            moved: Mutex::new(HashMap::new()),
+            format: Mutex::new(poll::FormatWatch::default()),
             own_links: Mutex::new(None),
             publishing: tokio::sync::Mutex::new(()),
             aside: Mutex::new(None),

@@ -11,9 +11,20 @@ use std::collections::BTreeMap;
 
 use mf_grid::Listed;
 
-use crate::personal::{parse_shard_link, read_shard};
+use crate::format::FolderFormat;
+use crate::personal::{self, parse_shard_link, read_shard};
 
 use super::*;
+
+/// The format the collective records, as last read.
+#[derive(Debug, Default)]
+pub(super) struct FormatWatch {
+    /// The collective's `@metadata` link it was read from (`Some(None)`:
+    /// there was none).
+    seen: Option<Option<Capability>>,
+    /// It is not the executor's (or it cannot be read).
+    changed: bool,
+}
 
 /// What the engine was last given of one participant's directory.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +46,15 @@ impl<G: Grid> Executor<G> {
             .list(&self.collective)
             .await
             .map_err(|e| format!("cannot list the collective: {e}"))?;
+        self.notice_format(&children).await;
         let rules = self.rules();
+        // Every directory the collective links: no participant may move
+        // into another's (or into ours).
+        let linked: HashSet<Capability> = children
+            .values()
+            .map(|e| e.cap.clone())
+            .chain(self.own_read.clone())
+            .collect();
         let mut out = Vec::new();
         let mut to_list = Vec::new();
         for (name, entry) in children {
@@ -67,7 +86,7 @@ impl<G: Grid> Executor<G> {
             }
         }
         let listed: Vec<Vec<RemoteListing>> = stream::iter(to_list)
-            .map(|(name, cap)| self.list_participant(name, cap, &rules))
+            .map(|(name, cap)| self.list_participant(name, cap, &rules, &linked))
             .buffer_unordered(POLL_PARALLELISM)
             .collect()
             .await;
@@ -76,28 +95,105 @@ impl<G: Grid> Executor<G> {
         Ok(out)
     }
 
-    /// Lists one participant's personal directory and decodes what changed
-    /// in it since the listing last given to the engine (nothing if
-    /// nothing did).
+    /// Notices the collective recording a format other than ours (an
+    /// admin's `convert`), or one this release cannot read: the folder then
+    /// stops, to follow it or to say why it cannot (see [`crate::convert`]).
+    /// The format is read when `@metadata` changes.
+    async fn notice_format(&self, collective: &DirChildren) {
+        let meta = collective.get(METADATA_ENTRY).map(|e| e.cap.clone());
+        if self.lock_format().seen.as_ref() == Some(&meta) {
+            return;
+        }
+        let ours = FolderFormat {
+            layout: self.layout,
+            content: self.content,
+        };
+        let changed = match FolderFormat::of_collective(&*self.grid, collective).await {
+            Ok(format) => format != ours,
+            // The grid failed: read it again at the next poll.
+            Err(e) if e.downcast_ref::<GridError>().is_some() => {
+                warn!("cannot read the folder's format: {e:#}");
+                return;
+            }
+            Err(_) => true,
+        };
+        let mut watch = self.lock_format();
+        watch.seen = Some(meta);
+        watch.changed = changed;
+    }
+
+    /// True when the collective records a format this executor does not
+    /// write.
+    pub fn format_changed(&self) -> bool {
+        self.lock_format().changed
+    }
+
+    fn lock_format(&self) -> std::sync::MutexGuard<'_, FormatWatch> {
+        self.format.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists one participant's personal directory (where its owner moved
+    /// it, if it did) and decodes what changed in it since the listing last
+    /// given to the engine (nothing if nothing did).
     async fn list_participant(
         &self,
         participant: String,
-        cap: Capability,
+        linked_as: Capability,
         rules: &IgnoreRules,
+        linked: &HashSet<Capability>,
     ) -> Vec<RemoteListing> {
-        let before = {
-            let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
-            last.get(&participant)
-                .filter(|p| p.dir.as_ref() == Some(&cap))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let listed = match self.grid.list_changed(&cap, before.revision.as_ref()).await {
-            Ok(None) => return Vec::new(),
-            Ok(Some(listed)) => listed,
-            Err(e) => {
-                let what = format!("cannot list {participant}'s directory");
-                return vec![self.listing_failed(participant, &what, e)];
+        let known_move = self
+            .moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&linked_as)
+            .cloned();
+        let mut cap = known_move.unwrap_or_else(|| linked_as.clone());
+        let (listed, before) = loop {
+            let before = {
+                let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
+                last.get(&participant)
+                    .filter(|p| p.dir.as_ref() == Some(&cap))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let listed = match self.grid.list_changed(&cap, before.revision.as_ref()).await {
+                Ok(None) => return Vec::new(),
+                Ok(Some(listed)) => listed,
+                Err(e) => {
+                    let what = format!("cannot list {participant}'s directory");
+                    return vec![self.listing_failed(participant, &what, e)];
+                }
+            };
+            // One hop, into a directory of its own: never a cycle, never
+            // another participant's entries under this one's name.
+            let to = match personal::moved_to(&listed.children) {
+                None => break (listed, before),
+                Some(Err(why)) => Err(why),
+                Some(Ok(_)) if cap != linked_as => {
+                    Err("the directory it moved to says it moved again".to_owned())
+                }
+                Some(Ok(to)) if linked.contains(&to) => {
+                    Err("it moved into a directory the collective links already".to_owned())
+                }
+                Some(Ok(to)) => Ok(to),
+            };
+            match to {
+                Ok(to) => {
+                    self.moved
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(linked_as.clone(), to.clone());
+                    cap = to;
+                }
+                Err(why) => {
+                    self.last_polled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&participant);
+                    let why = format!("{participant}'s directory is rejected: {why}");
+                    return vec![self.part_failed(&participant, None, EffectError::permanent(why))];
+                }
             }
         };
         // What the grid had to leave out (an entry of an unknown kind, a
@@ -107,15 +203,14 @@ impl<G: Grid> Executor<G> {
             .iter()
             .map(|p| format!("{participant}: {p}"))
             .collect();
-        let (out, polled) = match self.layout {
-            Layout::Flat => {
-                self.list_flat(participant.clone(), cap, listed, rejected, rules)
-                    .await
-            }
-            Layout::Sharded => {
-                self.list_sharded(participant.clone(), cap, listed, rejected, before, rules)
-                    .await
-            }
+        // Each directory is read by what it holds: while a folder moves to
+        // the sharded layout some participants have moved and some not.
+        let (out, polled) = if personal::is_sharded(&listed.children) {
+            self.list_sharded(participant.clone(), cap, listed, rejected, before, rules)
+                .await
+        } else {
+            self.list_flat(participant.clone(), cap, listed, rejected, rules)
+                .await
         };
         let mut last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
         match polled {
@@ -177,7 +272,7 @@ impl<G: Grid> Executor<G> {
                 own.insert(name, entry);
             } else {
                 rejected.push(format!(
-                    "{participant}: entry {name:?}: not a shard link (the folder is sharded)"
+                    "{participant}: entry {name:?}: not a shard link (the directory is sharded)"
                 ));
             }
         }

@@ -1,0 +1,275 @@
+//! Following a folder to a new format (`magic-folder convert`).
+//!
+//! A folder's format is what its collective's `@metadata` records (see
+//! [`crate::format`]); only the admin can write it, and only each
+//! participant can write its own personal directory. So a conversion is
+//! carried out by everyone: the admin's `convert` records the new format,
+//! and every participant's daemon, when it sees it (at start, or at a poll),
+//! follows on its own ([`follow`]):
+//!
+//! * **contents, whole → chunked**: the daemon writes its new versions in
+//!   chunks from then on. Nothing is rewritten: readers take either kind.
+//! * **layout, flat → sharded**: the daemon stops syncing the folder,
+//!   copies the entries of its flat directory into the shards of a new
+//!   directory, records that directory in its config, and only then leaves a
+//!   [`MOVED_ENTRY`] in the old one, naming the new one. Readers follow that
+//!   link (see `Executor::poll`); the admin's `convert`, run again, links the
+//!   new directories in the collective, where readers then find them first.
+//!   A crash before the config names the new directory leaves an unlinked
+//!   directory and the move starts over; a crash after it is finished at the
+//!   next start ([`FolderConfig::moved_from`]). The old directory is never
+//!   written again, so a reader of either sees every version the owner
+//!   published.
+//!
+//! Formats move only forward: a folder cannot go back to a format a 24.3
+//! participant reads, because versions already written in the new one stay.
+
+use std::sync::Arc;
+
+use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry};
+use mf_core::snapshot::{parse_entry_name, Cap};
+use mf_grid::{Capability, DirChildren, DirEntry, Grid, Replace};
+use tracing::{info, warn};
+
+use crate::chunked::ContentFormat;
+use crate::config::{ConfigDir, FolderConfig, GridLocation};
+use crate::executor::with_aside;
+use crate::format::FolderFormat;
+use crate::personal::{Layout, METADATA_ENTRY, MOVED_ENTRY};
+
+/// The format `convert` moves a folder on `grid` from `from` to: chunked
+/// contents, in `layout`, by default the sharded layout on Tahoe (where a
+/// flat directory costs O(folder) per change) and the folder's own on the
+/// embedded grid (where flat is the faster: see BENCHMARKS.md).
+pub fn target(grid: &GridLocation, from: FolderFormat, layout: Option<Layout>) -> FolderFormat {
+    let layout = layout.unwrap_or(match grid {
+        GridLocation::Tahoe { .. } => Layout::Sharded,
+        GridLocation::Embedded { .. } => from.layout,
+    });
+    FolderFormat {
+        layout,
+        content: ContentFormat::Chunked,
+    }
+}
+
+/// Whether a daemon can follow a folder from `from` to `to`.
+pub fn can_move(from: FolderFormat, to: FolderFormat) -> Result<(), String> {
+    let layout_ok = from.layout == to.layout || from.layout == Layout::Flat;
+    let content_ok = from.content == to.content || from.content == ContentFormat::Whole;
+    if layout_ok && content_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the folder's format changed from {} to {}, which this daemon cannot follow: \
+             a folder moves only from the flat to the sharded layout and from whole to \
+             chunked contents",
+            describe(from),
+            describe(to)
+        ))
+    }
+}
+
+/// "flat layout, whole contents".
+pub fn describe(format: FolderFormat) -> String {
+    format!("{} layout, {} contents", format.layout, format.content)
+}
+
+/// Brings `cfg` up to the format its collective records: finishes a move
+/// a crash interrupted, then moves our directory if the folder moved on.
+/// Returns the config to run with (saved in `config`). If the collective
+/// cannot be read the folder runs as it is (its polls notice the format
+/// later), unless a poll found the format `changed`: then that is an error.
+pub async fn follow<G: Grid>(
+    config: &ConfigDir,
+    cfg: FolderConfig,
+    grid: &Arc<G>,
+    changed: bool,
+) -> Result<FolderConfig, String> {
+    let mut cfg = finish_move(config, cfg, &**grid).await?;
+    let format = match read_format(&**grid, &cfg).await {
+        Ok(f) => f,
+        Err(e) if changed => return Err(format!("cannot read the folder's new format: {e:#}")),
+        Err(e) => {
+            warn!("cannot read the folder's format ({e}); syncing as before");
+            return Ok(cfg);
+        }
+    };
+    let ours = FolderFormat {
+        layout: cfg.layout,
+        content: cfg.content,
+    };
+    if format == ours {
+        return Ok(cfg);
+    }
+    can_move(ours, format)?;
+    info!("the folder moved to the {}; following it", describe(format));
+    if format.layout != cfg.layout {
+        cfg = move_own_directory(grid, &cfg, format).await?;
+        save(config, &cfg)?;
+        cfg = finish_move(config, cfg, &**grid).await?;
+    } else {
+        cfg.content = format.content;
+        save(config, &cfg)?;
+    }
+    Ok(cfg)
+}
+
+async fn read_format<G: Grid>(grid: &G, cfg: &FolderConfig) -> anyhow::Result<FolderFormat> {
+    let collective = grid.list(&cfg.collective_cap).await?;
+    FolderFormat::of_collective(grid, &collective).await
+}
+
+fn save(config: &ConfigDir, cfg: &FolderConfig) -> Result<(), String> {
+    config
+        .update_folder(cfg)
+        .map_err(|e| format!("cannot save the folder's config: {e}"))
+}
+
+/// Writes our entries into the shards of a new personal directory in
+/// `format`'s layout, and returns the config that writes there, with the
+/// old directory in `moved_from` (not yet saved: nothing names the new
+/// directory until the caller saves it).
+pub async fn move_own_directory<G: Grid>(
+    grid: &Arc<G>,
+    cfg: &FolderConfig,
+    format: FolderFormat,
+) -> Result<FolderConfig, String> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| format!("cannot {what}: {e}");
+    let mut listed = grid
+        .list(&cfg.personal_cap)
+        .await
+        .map_err(|e| failed("list our personal directory", &e))?;
+    listed.remove(MOVED_ENTRY);
+    let ours = with_aside(&**grid, listed)
+        .await
+        .map_err(|e| failed("list our directories and conflict copies", &e))?;
+    // Every entry a reader decodes. (In shards an entry's shape does not
+    // matter: nothing goes aside.)
+    let entries: Vec<PublishEntry> = ours
+        .children
+        .into_iter()
+        .filter(|(name, _)| matches!(parse_entry_name(name), Some(Ok(_))))
+        .map(|(name, entry)| PublishEntry {
+            name,
+            snapshot: Cap(entry.cap.as_str().to_owned()),
+            shape: EntryShape::File,
+        })
+        .collect();
+    let new_dir = grid
+        .create_mutable_dir()
+        .await
+        .map_err(|e| failed("create our new personal directory", &e))?;
+    let mut moved = cfg.clone();
+    moved.moved_from = Some(cfg.personal_cap.clone());
+    moved.personal_cap = new_dir;
+    moved.layout = format.layout;
+    moved.content = format.content;
+    let count = entries.len();
+    let executor = crate::folder::executor(&moved, grid.clone())?;
+    let published = executor
+        .execute(Action::Publish {
+            op: OpId(0),
+            entries,
+        })
+        .await;
+    match published {
+        Event::Published { result: Ok(()), .. } => {}
+        Event::Published { result: Err(e), .. } => {
+            return Err(failed("write our new personal directory", &e.message))
+        }
+        other => unreachable!("a publish ends in Published, not {other:?}"),
+    }
+    info!(
+        entries = count,
+        "our entries are in our new personal directory"
+    );
+    Ok(moved)
+}
+
+/// Leaves the link to our new directory in the one we moved away from (and,
+/// as the admin, links the new one in the collective), then forgets the old
+/// one. Nothing to do unless a move is under way.
+async fn finish_move<G: Grid>(
+    config: &ConfigDir,
+    mut cfg: FolderConfig,
+    grid: &G,
+) -> Result<FolderConfig, String> {
+    let Some(old) = cfg.moved_from.clone() else {
+        return Ok(cfg);
+    };
+    let failed =
+        |e: mf_grid::GridError| format!("cannot finish moving our personal directory: {e}");
+    let new_read = mf_grid::read_only(&cfg.personal_cap).map_err(failed)?;
+    let mut link = DirChildren::new();
+    link.insert(MOVED_ENTRY.to_owned(), DirEntry::new(new_read.clone()));
+    grid.set_children(&old, link, Replace::Yes)
+        .await
+        .map_err(failed)?;
+    if cfg.is_admin() {
+        let mut member = DirChildren::new();
+        member.insert(cfg.participant.clone(), DirEntry::new(new_read));
+        grid.set_children(&cfg.collective_cap, member, Replace::Yes)
+            .await
+            .map_err(failed)?;
+    }
+    cfg.moved_from = None;
+    save(config, &cfg)?;
+    info!("moved to our new personal directory");
+    Ok(cfg)
+}
+
+/// What `convert` found of one participant.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveState {
+    /// Its directory is in the new layout and the collective links it.
+    Moved,
+    /// It moved, and the collective now links its new directory.
+    LinkedNow,
+    /// Its daemon has not moved it yet (it does when it next runs).
+    Waiting,
+    /// It has published nothing: nothing to move.
+    Empty,
+    /// Its directory could not be read, or names no directory of its own.
+    Problem(String),
+}
+
+/// Links in the collective the new directory of each participant that
+/// moved (as the admin, holding `collective` for writing); returns what it
+/// found of each participant.
+pub async fn link_moved<G: Grid>(
+    grid: &G,
+    collective: &Capability,
+) -> anyhow::Result<Vec<(String, MoveState)>> {
+    let members = grid.list(collective).await?;
+    let linked: std::collections::HashSet<Capability> =
+        members.values().map(|e| e.cap.clone()).collect();
+    let mut found = Vec::new();
+    let mut relink = DirChildren::new();
+    for (name, entry) in members {
+        if name == METADATA_ENTRY {
+            continue;
+        }
+        let progress = match grid.list(&entry.cap).await {
+            Err(e) => MoveState::Problem(format!("cannot list its directory: {e}")),
+            Ok(children) => match crate::personal::moved_to(&children) {
+                None if crate::personal::is_sharded(&children) => MoveState::Moved,
+                None if children.keys().all(|n| n == METADATA_ENTRY) => MoveState::Empty,
+                None => MoveState::Waiting,
+                Some(Err(why)) => MoveState::Problem(why),
+                Some(Ok(to)) if linked.contains(&to) => MoveState::Problem(
+                    "it moved into a directory the collective links already".to_owned(),
+                ),
+                Some(Ok(to)) => {
+                    relink.insert(name.clone(), DirEntry::new(to));
+                    MoveState::LinkedNow
+                }
+            },
+        };
+        found.push((name, progress));
+    }
+    if !relink.is_empty() {
+        grid.set_children(collective, relink, Replace::Yes).await?;
+    }
+    Ok(found)
+}
