@@ -12,9 +12,10 @@
 //! * **layout, flat → sharded**: the daemon stops syncing the folder,
 //!   copies the entries of its flat directory into the shards of a new
 //!   directory, records that directory in its config, and only then leaves a
-//!   [`MOVED_ENTRY`] in the old one, naming the new one. Readers follow that
-//!   link (see `Executor::poll`); the admin's `convert`, run again, links the
-//!   new directories in the collective, where readers then find them first.
+//!   [`MOVED_ENTRY`] in the old one, naming the new one (the admin links its
+//!   new directory in the collective instead). Readers follow that link (see
+//!   `Executor::poll`); the admin's `convert`, run again, links the new
+//!   directories in the collective, where readers then find them first.
 //!   A crash before the config names the new directory leaves an unlinked
 //!   directory and the move starts over; a crash after it is finished at the
 //!   next start ([`FolderConfig::moved_from`]). The old directory is never
@@ -186,9 +187,11 @@ pub async fn move_own_directory<G: Grid>(
     Ok(moved)
 }
 
-/// Leaves the link to our new directory in the one we moved away from (and,
-/// as the admin, links the new one in the collective), then forgets the old
-/// one. Nothing to do unless a move is under way.
+/// Tells readers where we moved, then forgets the old directory. The admin
+/// links the new directory in the collective; anyone else leaves the link
+/// in the directory it moved away from (on Tahoe that rewrites the whole
+/// old directory once, which the admin spares itself). Nothing to do unless
+/// a move is under way.
 async fn finish_move<G: Grid>(
     config: &ConfigDir,
     mut cfg: FolderConfig,
@@ -200,18 +203,16 @@ async fn finish_move<G: Grid>(
     let failed =
         |e: mf_grid::GridError| format!("cannot finish moving our personal directory: {e}");
     let new_read = mf_grid::read_only(&cfg.personal_cap).map_err(failed)?;
+    let (dir, name) = if cfg.is_admin() {
+        (&cfg.collective_cap, cfg.participant.clone())
+    } else {
+        (&old, MOVED_ENTRY.to_owned())
+    };
     let mut link = DirChildren::new();
-    link.insert(MOVED_ENTRY.to_owned(), DirEntry::new(new_read.clone()));
-    grid.set_children(&old, link, Replace::Yes)
+    link.insert(name, DirEntry::new(new_read));
+    grid.set_children(dir, link, Replace::Yes)
         .await
         .map_err(failed)?;
-    if cfg.is_admin() {
-        let mut member = DirChildren::new();
-        member.insert(cfg.participant.clone(), DirEntry::new(new_read));
-        grid.set_children(&cfg.collective_cap, member, Replace::Yes)
-            .await
-            .map_err(failed)?;
-    }
     cfg.moved_from = None;
     save(config, &cfg)?;
     info!("moved to our new personal directory");

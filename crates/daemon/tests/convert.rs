@@ -264,11 +264,17 @@ async fn a_flat_folder_moves_to_shards_and_readers_follow() {
     assert_eq!(alice.moved_from, None);
     assert_ne!(alice.personal_cap, old_alice);
     assert_eq!(w.config("alice").personal_cap, alice.personal_cap, "saved");
-    let old = w.grid.list(&old_alice).await.unwrap();
+    // As the admin she links her new directory in the collective herself.
     assert_eq!(
-        old[MOVED_ENTRY].cap,
+        w.grid.list(&w.collective).await.unwrap()["alice"].cap,
         mf_grid::read_only(&alice.personal_cap).unwrap()
     );
+    assert!(!w
+        .grid
+        .list(&old_alice)
+        .await
+        .unwrap()
+        .contains_key(MOVED_ENTRY));
     // The old flat reader takes her shards; nothing is missing.
     assert!(take_in(&mut bobs_view, poll(&bob_reader).await).is_empty());
     assert_eq!(entries_of(&bobs_view, "alice"), alice_has);
@@ -290,11 +296,16 @@ async fn a_flat_folder_moves_to_shards_and_readers_follow() {
     assert!(take_in(&mut alices_view, poll(&alice_reader).await).is_empty());
     assert_eq!(entries_of(&alices_view, "bob"), bob_has);
 
-    // Bob moves; alice follows his old directory's link.
+    // Bob moves and leaves a link in his old directory; alice follows it.
+    let old_bob = w.config("bob").personal_cap;
     let bob = convert::follow(&w.config_dir("bob"), w.config("bob"), &w.grid, true)
         .await
         .unwrap();
     assert_eq!(bob.layout, Layout::Sharded);
+    assert_eq!(
+        w.grid.list(&old_bob).await.unwrap()[MOVED_ENTRY].cap,
+        mf_grid::read_only(&bob.personal_cap).unwrap()
+    );
     assert!(take_in(&mut alices_view, poll(&alice_reader).await).is_empty());
     assert_eq!(entries_of(&alices_view, "bob"), bob_has);
     let report = w.convert().await;
@@ -313,49 +324,63 @@ async fn a_flat_folder_moves_to_shards_and_readers_follow() {
 }
 
 /// A crash at any grid write of a move (before its config is saved, or
-/// after) leaves a folder that the next start finishes moving, with every
-/// entry where readers find it.
+/// after), the admin's or another participant's, leaves a folder that the
+/// next start finishes moving, with every entry where readers find it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_any_write_of_a_move_is_finished_at_the_next_start() {
-    let mut crash_at = 0;
-    loop {
-        let w = World::new().await;
-        let alice_files = files("a", 30);
-        let alice_has = w.publish("alice", &strs(&alice_files)).await;
-        w.convert().await;
-        let old_alice = w.config("alice").personal_cap;
-        w.grid.crash_at_write(crash_at);
-        let outcome =
-            convert::follow(&w.config_dir("alice"), w.config("alice"), &w.grid, true).await;
-        let writes = w.grid.writes();
-        w.grid.heal();
-        if let Err(e) = &outcome {
-            assert!(e.contains("crashed"), "{e}");
-            // Whatever the crash left, bob reads every entry of hers.
+    for (mover, reader) in [("alice", "bob"), ("bob", "alice")] {
+        let mut crash_at = 0;
+        loop {
+            let w = World::new().await;
+            let moved_files = files(mover, 30);
+            let has = w.publish(mover, &strs(&moved_files)).await;
+            w.convert().await;
+            let old = w.config(mover).personal_cap;
+            w.grid.crash_at_write(crash_at);
+            let outcome =
+                convert::follow(&w.config_dir(mover), w.config(mover), &w.grid, true).await;
+            let writes = w.grid.writes();
+            w.grid.heal();
+            if let Err(e) = &outcome {
+                assert!(e.contains("crashed"), "{e}");
+                // Whatever the crash left, the reader reads every entry.
+                let mut view = View::new();
+                assert!(take_in(&mut view, poll(&w.executor(reader)).await).is_empty());
+                assert_eq!(
+                    entries_of(&view, mover),
+                    has,
+                    "{mover}, crash at {crash_at}"
+                );
+            }
+            let done = convert::follow(&w.config_dir(mover), w.config(mover), &w.grid, false)
+                .await
+                .unwrap();
+            assert_eq!(done.layout, Layout::Sharded);
+            assert_eq!(done.moved_from, None);
+            let new_read = mf_grid::read_only(&done.personal_cap).unwrap();
+            let told = if mover == "alice" {
+                w.grid.list(&w.collective).await.unwrap()["alice"]
+                    .cap
+                    .clone()
+            } else {
+                w.grid.list(&old).await.unwrap()[MOVED_ENTRY].cap.clone()
+            };
+            assert_eq!(told, new_read, "{mover}, crash at {crash_at}");
             let mut view = View::new();
-            assert!(take_in(&mut view, poll(&w.executor("bob")).await).is_empty());
-            assert_eq!(entries_of(&view, "alice"), alice_has, "crash at {crash_at}");
+            assert!(take_in(&mut view, poll(&w.executor(reader)).await).is_empty());
+            assert_eq!(
+                entries_of(&view, mover),
+                has,
+                "{mover}, crash at {crash_at}"
+            );
+            if outcome.is_ok() {
+                assert!(crash_at >= writes, "a move that crashed cannot succeed");
+                break;
+            }
+            crash_at += 1;
         }
-        let done = convert::follow(&w.config_dir("alice"), w.config("alice"), &w.grid, false)
-            .await
-            .unwrap();
-        assert_eq!(done.layout, Layout::Sharded);
-        assert_eq!(done.moved_from, None);
-        assert_eq!(
-            w.grid.list(&old_alice).await.unwrap()[MOVED_ENTRY].cap,
-            mf_grid::read_only(&done.personal_cap).unwrap(),
-            "crash at {crash_at}"
-        );
-        let mut view = View::new();
-        assert!(take_in(&mut view, poll(&w.executor("bob")).await).is_empty());
-        assert_eq!(entries_of(&view, "alice"), alice_has, "crash at {crash_at}");
-        if outcome.is_ok() {
-            assert!(crash_at >= writes, "a move that crashed cannot succeed");
-            break;
-        }
-        crash_at += 1;
+        assert!(crash_at > 3, "a move makes several writes: {crash_at}");
     }
-    assert!(crash_at > 3, "a move makes several writes: {crash_at}");
 }
 
 /// A participant's move that does not lead to a directory of its own is

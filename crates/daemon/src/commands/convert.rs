@@ -80,13 +80,21 @@ pub async fn convert(
             .await
             .context("recording the new format in the collective")?;
     }
-    // Directories move only into the sharded layout.
-    let participants = if to.layout == Layout::Sharded {
+    // Directories move only into the sharded layout. Right after it is
+    // recorded nobody has moved yet: no need to list every directory (at
+    // O(folder) each on Tahoe) to learn that.
+    let participants = if to.layout != Layout::Sharded {
+        Vec::new()
+    } else if from.layout != Layout::Sharded {
+        collective
+            .keys()
+            .filter(|name| *name != METADATA_ENTRY)
+            .map(|name| (name.clone(), MoveState::Waiting))
+            .collect()
+    } else {
         link_moved(&grid, &cfg.collective_cap)
             .await
             .context("linking the moved directories")?
-    } else {
-        Vec::new()
     };
     Ok(ConvertReport {
         folder: name.to_owned(),
