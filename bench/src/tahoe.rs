@@ -26,8 +26,10 @@
 //! **Raw** is the same work as Tahoe requests issued directly through
 //! [`TahoeGrid`] (alice's node for writes, bob's for reads) with nothing
 //! else in between, in magic-folder's on-grid format: per file a content
-//! upload (`PUT /uri`), a metadata upload (`PUT /uri`) and a snapshot
-//! directory (`POST /uri?t=mkdir-immutable`); one batched `set_children` on
+//! upload (`PUT /uri`), a metadata upload (none since metadata of up to
+//! 2 KiB travels in a literal cap, as the daemon's does: `TahoeGrid` makes
+//! it, and reads it back, with no request) and a snapshot directory
+//! (`POST /uri?t=mkdir-immutable`); one batched `set_children` on
 //! a personal directory of the same size as ours at that point; then on
 //! bob's node the listing and, per file, the snapshot listing, the metadata
 //! GET and the content GET. Per-file chains run [`RAW_CONCURRENCY`] at a
@@ -102,15 +104,20 @@ const DAEMON_LOG: &str = "info,mf_daemon::folder=debug";
 pub const REQUESTS: [(&str, &str); 8] = [
     (
         "Upload",
-        "PUT content (chunked: each new chunk + mkdir-immutable) + PUT metadata + mkdir-immutable",
+        "PUT content (none up to 2 KiB: a literal cap; chunked: each new chunk + \
+         mkdir-immutable) + mkdir-immutable (the metadata is a literal cap up to 2 KiB, else \
+         one more PUT)",
     ),
-    ("Upload (deletion)", "PUT metadata + mkdir-immutable"),
+    (
+        "Upload (deletion)",
+        "mkdir-immutable (+ PUT metadata over 2 KiB)",
+    ),
     ("Publish", "set_children on the personal directory"),
     (
         "Poll",
         "list the collective + each other personal directory",
     ),
-    ("Fetch", "list the snapshot + GET metadata"),
+    ("Fetch", "list the snapshot (+ GET metadata over 2 KiB)"),
     (
         "Write",
         "GET content (chunked: list + GET each chunk not on disk) (+ write, fsync, rename)",

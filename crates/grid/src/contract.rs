@@ -214,13 +214,13 @@ impl Drop for TempSource {
     }
 }
 
-/// Uploads of several sizes (empty, tiny, around Tahoe's literal limit, and
-/// spanning several chunks/segments) download byte for byte, with the
-/// announced size; a file source gives the same capability as the same
-/// bytes in memory.
+/// Uploads of several sizes (empty, tiny, around Tahoe's and our literal
+/// limits, and spanning several chunks/segments) download byte for byte,
+/// with the announced size, from a file source as from the same bytes in
+/// memory (which give the same capability).
 pub async fn upload_download_round_trip<G: Grid>(grid: &G) -> CheckResult {
     let c = Check("upload_download_round_trip");
-    for (i, len) in [0usize, 1, 57, 262_145, 2 * 1024 * 1024 + 17]
+    for (i, len) in [0usize, 1, 57, 2048, 2049, 262_145, 2 * 1024 * 1024 + 17]
         .into_iter()
         .enumerate()
     {
@@ -230,22 +230,17 @@ pub async fn upload_download_round_trip<G: Grid>(grid: &G) -> CheckResult {
         c.ensure(back == data, || {
             format!("{len}-byte upload downloaded different bytes")
         })?;
+        let file =
+            TempSource::new(&data).map_err(|e| c.fail(format!("writing a temporary file: {e}")))?;
+        let from_file = c.op(
+            "upload from a file",
+            grid.upload(UploadSource::File(file.0.clone())).await,
+        )?;
+        c.ensure(from_file == cap, || {
+            format!("{len} bytes from a file and from memory gave different caps")
+        })?;
     }
-    let data = test_content(70_001, 7);
-    let file =
-        TempSource::new(&data).map_err(|e| c.fail(format!("writing a temporary file: {e}")))?;
-    let from_file = c.op(
-        "upload from a file",
-        grid.upload(UploadSource::File(file.0.clone())).await,
-    )?;
-    let from_bytes = upload_bytes(c, grid, &data).await?;
-    c.ensure(from_file == from_bytes, || {
-        "the same content uploaded from a file and from memory gave different caps".into()
-    })?;
-    let back = download_all(c, grid, &from_file).await?;
-    c.ensure(back == data, || {
-        "a file upload downloaded different bytes".into()
-    })
+    Ok(())
 }
 
 /// The same bytes give the same capability; other bytes give another.

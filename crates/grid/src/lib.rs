@@ -168,6 +168,42 @@ impl UploadSource {
             UploadSource::TrackedFile(p, pr) => Some((p, Some(pr))),
         }
     }
+
+    /// The whole content if it is at most `max` bytes (small enough for a
+    /// grid to carry in a literal capability), else `None`.
+    pub(crate) async fn small_content(&self, max: usize) -> GridResult<Option<Vec<u8>>> {
+        let Some((path, progress)) = self.file() else {
+            let UploadSource::Bytes(bytes) = self else {
+                unreachable!("every source but bytes is a file")
+            };
+            return Ok((bytes.len() <= max).then(|| bytes.to_vec()));
+        };
+        let (path, progress) = (path.to_path_buf(), progress.cloned());
+        let read = tokio::task::spawn_blocking(move || {
+            let mut content = Vec::new();
+            std::fs::File::open(&path)
+                .and_then(|f| {
+                    let mut head = std::io::Read::take(f, max as u64 + 1);
+                    std::io::Read::read_to_end(&mut head, &mut content)
+                })
+                .map_err(|source| GridError::Io {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })?;
+            if content.len() > max {
+                return Ok(None);
+            }
+            if let Some(p) = progress {
+                p.add(content.len() as u64);
+            }
+            Ok(Some(content))
+        })
+        .await;
+        read.map_err(|e| GridError::Io {
+            context: "reading an upload's source: the task failed".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
 }
 
 /// A download in progress: its size and a stream of its bytes, chunk by chunk.

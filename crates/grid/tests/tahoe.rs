@@ -97,12 +97,18 @@ async fn real_caps_classify_and_validate() {
     let g = grid();
     let lit = g.upload(UploadSource::Bytes("small".into())).await.unwrap();
     assert!(lit.as_str().starts_with("URI:LIT:"), "{lit}");
+    // Up to 2 KiB in a literal cap made here (Tahoe's own stop at 55 bytes).
+    let ours = g
+        .upload(UploadSource::Bytes(vec![7u8; 2048].into()))
+        .await
+        .unwrap();
+    assert!(ours.as_str().starts_with("URI:LIT:"), "{ours}");
     let chk = g
-        .upload(UploadSource::Bytes(vec![7u8; 1000].into()))
+        .upload(UploadSource::Bytes(vec![7u8; 3000].into()))
         .await
         .unwrap();
     assert!(
-        chk.as_str().starts_with("URI:CHK:") && chk.as_str().ends_with(":2:3:1000"),
+        chk.as_str().starts_with("URI:CHK:") && chk.as_str().ends_with(":2:3:3000"),
         "{chk}"
     );
     let sdmf = g.create_mutable_dir().await.unwrap();
@@ -233,9 +239,10 @@ async fn streaming_file_upload_and_download() {
 async fn a_file_that_changes_during_upload_is_refused() {
     let g = grid();
     // /proc files claim size 0 but yield bytes: the size check trips
-    // deterministically, exactly as for a file that grew mid-upload.
+    // deterministically, exactly as for a file that grew mid-upload. (One
+    // beyond the literal limit: a literal is read whole, at once.)
     let err = g
-        .upload(UploadSource::File("/proc/self/status".into()))
+        .upload(UploadSource::File("/proc/self/smaps".into()))
         .await
         .unwrap_err();
     assert!(matches!(err, GridError::SourceChanged(_)), "{err:?}");

@@ -424,44 +424,12 @@ pub fn read_only(cap: &Capability) -> GridResult<Capability> {
     }
 }
 
-/// The whole content of `source` if it is small enough to be carried in a
-/// literal capability, else `None`.
-async fn literal_content(source: &UploadSource) -> GridResult<Option<Vec<u8>>> {
-    let Some((path, progress)) = source.file() else {
-        let UploadSource::Bytes(bytes) = source else {
-            unreachable!("every source but bytes is a file")
-        };
-        return Ok((bytes.len() <= caps::LITERAL_MAX).then(|| bytes.to_vec()));
-    };
-    let (path, progress) = (path.to_path_buf(), progress.cloned());
-    blocking("upload", move || {
-        let mut content = Vec::new();
-        std::fs::File::open(&path)
-            .and_then(|f| {
-                let mut head = std::io::Read::take(f, caps::LITERAL_MAX as u64 + 1);
-                std::io::Read::read_to_end(&mut head, &mut content)
-            })
-            .map_err(|source| GridError::Io {
-                context: format!("reading {}", path.display()),
-                source,
-            })?;
-        if content.len() > caps::LITERAL_MAX {
-            return Ok(None);
-        }
-        if let Some(p) = progress {
-            p.add(content.len() as u64);
-        }
-        Ok(Some(content))
-    })
-    .await
-}
-
 impl Grid for EmbeddedGrid {
     /// A small file (most snapshot metadata among them) comes back as a
     /// literal capability, with nothing stored: each stored object costs a
     /// file creation and two fsyncs, the bulk of a small file's upload.
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
-        if let Some(content) = literal_content(&source).await? {
+        if let Some(content) = source.small_content(caps::LITERAL_MAX).await? {
             return Ok(caps::literal(&content));
         }
         let (key, size, _) = self

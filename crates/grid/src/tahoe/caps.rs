@@ -28,8 +28,13 @@ static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     spec.encoding().expect("a valid base32 specification")
 });
 
-/// The largest file Tahoe stores inside a `URI:LIT:` cap.
-pub(crate) const LIT_MAX: usize = 55;
+/// The largest file we store inside a `URI:LIT:` cap (and accept in one).
+/// Tahoe makes one of up to 55 bytes, and reads one of any length; up to
+/// this size, one saves a
+/// stored object per small upload (most snapshot metadata among them: each
+/// object costs the node an erasure-coded upload to every server), and a
+/// reader's request. The embedded grid's limit is the same.
+pub(crate) const LITERAL_MAX: usize = 2048;
 
 fn b32_decode(text: &str) -> Option<Vec<u8>> {
     BASE32.decode(text.as_bytes()).ok()
@@ -113,7 +118,7 @@ pub(crate) fn validate(cap: &Capability) -> GridResult<()> {
         return bad("not a Tahoe-LAFS capability");
     }
     let ok = if let Some(body) = text.strip_prefix("URI:LIT:") {
-        b32_decode(body).is_some_and(|d| d.len() <= LIT_MAX)
+        b32_decode(body).is_some_and(|d| d.len() <= LITERAL_MAX)
     } else if let Some(body) = text.strip_prefix("URI:DIR2-LIT:") {
         b32_decode(body).is_some()
     } else if let Some(body) = text.strip_prefix("URI:CHK:") {
@@ -145,6 +150,11 @@ pub(crate) fn file_size(cap: &Capability) -> Option<u64> {
         return b32_decode(body).map(|d| d.len() as u64);
     }
     chk_body(text.strip_prefix("URI:CHK:")?)
+}
+
+/// The `URI:LIT:` cap of `bytes` (the caller keeps to [`LITERAL_MAX`]).
+pub(crate) fn literal(bytes: &[u8]) -> Capability {
+    Capability::parse(&format!("URI:LIT:{}", b32_encode(bytes))).expect("a literal cap parses")
 }
 
 /// The bytes of a `URI:LIT:` cap, or `None` for any other cap.
@@ -250,8 +260,6 @@ mod tests {
             "URI:CHK:a:b:3:10:100",
             "URI:CHK:anl4vlabxziju3xt3y5jvfdmny:fnrcw3y7gzmnc75holrscxoy5chi7to6yo5biymy34s6dapdblua:0:3:73",
             "URI:CHK:anl4vlabxziju3xt3y5jvfdmny:fnrcw3y7gzmnc75holrscxoy5chi7to6yo5biymy34s6dapdblua:2:3:x",
-            // 56 bytes is too big for a literal
-            "URI:LIT:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             "URI:MF-CHK:abc:12",
         ] {
             let err = read_only(&cap(bad)).unwrap_err();
@@ -268,6 +276,13 @@ mod tests {
         assert_eq!(file_size(&lit), Some(5));
         assert_eq!(literal_bytes(&lit).unwrap(), b"hello");
         assert_eq!(literal_bytes(&cap("URI:LIT:")).unwrap(), b"");
+        // Ours, up to LITERAL_MAX bytes; one byte more is a bad cap.
+        let full = vec![7u8; LITERAL_MAX];
+        let ours = literal(&full);
+        assert_eq!(file_size(&ours), Some(LITERAL_MAX as u64));
+        assert_eq!(literal_bytes(&ours).unwrap(), full);
+        let over = cap(&format!("URI:LIT:{}", b32_encode(&[7u8; LITERAL_MAX + 1])));
+        assert!(matches!(validate(&over), Err(GridError::BadCap(_))));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! | [`Grid`] method | request |
 //! |---|---|
-//! | `upload` | `PUT /uri` (body streamed from disk, `Content-Length` set) → `URI:CHK:` or `URI:LIT:` |
+//! | `upload` | up to 2 KiB: a `URI:LIT:` cap made here, no request; else `PUT /uri` (body streamed from disk, `Content-Length` set) → `URI:CHK:` |
 //! | `download` | `GET /uri/$CAP`, streamed; `URI:LIT:` caps are decoded locally, no request |
 //! | `create_immutable_dir` | `POST /uri?t=mkdir-immutable` with JSON children |
 //! | `create_mutable_dir` | `POST /uri?t=mkdir&format=sdmf\|mdmf` ([`TahoeOptions::mutable_format`]) |
@@ -744,7 +744,12 @@ impl TahoeGrid {
 }
 
 impl Grid for TahoeGrid {
+    /// Up to [`caps::LITERAL_MAX`] bytes come back as a literal cap made
+    /// here, with no request (see there).
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
+        if let Some(content) = source.small_content(caps::LITERAL_MAX).await? {
+            return Ok(caps::literal(&content));
+        }
         match source {
             UploadSource::Bytes(b) => self.upload_bytes(b).await,
             UploadSource::File(p) => self.upload_file(p, None).await,
