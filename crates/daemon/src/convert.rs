@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry};
 use mf_core::snapshot::{parse_entry_name, Cap};
-use mf_grid::{Capability, DirChildren, DirEntry, Grid, Replace};
+use mf_grid::{Capability, DirChildren, DirEntry, Grid, GridError, Replace};
 use tracing::{info, warn};
 
 use crate::chunked::ContentFormat;
@@ -77,9 +77,10 @@ pub fn describe(format: FolderFormat) -> String {
 
 /// Brings `cfg` up to the format its collective records: finishes a move
 /// a crash interrupted, then moves our directory if the folder moved on.
-/// Returns the config to run with (saved in `config`). If the collective
-/// cannot be read the folder runs as it is (its polls notice the format
-/// later), unless a poll found the format `changed`: then that is an error.
+/// Returns the config to run with (saved in `config`). If the grid cannot
+/// be read the folder runs as it is (its polls notice the format later),
+/// unless a poll found the format `changed`: then that is an error, as is a
+/// format this release does not know.
 pub async fn follow<G: Grid>(
     config: &ConfigDir,
     cfg: FolderConfig,
@@ -89,11 +90,11 @@ pub async fn follow<G: Grid>(
     let mut cfg = finish_move(config, cfg, &**grid).await?;
     let format = match read_format(&**grid, &cfg).await {
         Ok(f) => f,
-        Err(e) if changed => return Err(format!("cannot read the folder's new format: {e:#}")),
-        Err(e) => {
-            warn!("cannot read the folder's format ({e}); syncing as before");
+        Err(e) if !changed && e.downcast_ref::<GridError>().is_some() => {
+            warn!("cannot read the folder's format ({e:#}); syncing as before");
             return Ok(cfg);
         }
+        Err(e) => return Err(format!("cannot read the folder's format: {e:#}")),
     };
     let ours = FolderFormat {
         layout: cfg.layout,
@@ -200,8 +201,7 @@ async fn finish_move<G: Grid>(
     let Some(old) = cfg.moved_from.clone() else {
         return Ok(cfg);
     };
-    let failed =
-        |e: mf_grid::GridError| format!("cannot finish moving our personal directory: {e}");
+    let failed = |e: GridError| format!("cannot finish moving our personal directory: {e}");
     let new_read = mf_grid::read_only(&cfg.personal_cap).map_err(failed)?;
     let (dir, name) = if cfg.is_admin() {
         (&cfg.collective_cap, cfg.participant.clone())

@@ -457,10 +457,12 @@ async fn hostile_moves_are_rejected_by_name() {
     w.link(METADATA_ENTRY, unknown).await;
     poll(&bob).await;
     assert!(bob.format_changed());
-    let err = convert::follow(&w.config_dir("bob"), w.config("bob"), &w.grid, true)
-        .await
-        .unwrap_err();
-    assert!(err.contains("\"hamt\"") && err.contains("upgrade"), "{err}");
+    for changed in [true, false] {
+        let err = convert::follow(&w.config_dir("bob"), w.config("bob"), &w.grid, changed)
+            .await
+            .unwrap_err();
+        assert!(err.contains("\"hamt\"") && err.contains("upgrade"), "{err}");
+    }
 }
 
 /// Contents alone (whole → chunked, the embedded grid's default `convert`)

@@ -225,13 +225,17 @@ impl Store {
         let parent = final_path.parent().expect("object paths have a parent");
         match fs::rename(temp.path(), final_path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !parent.is_dir() => {
-                // First object with this prefix: create the directory durably.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // First object with this prefix: create the directory
+                // durably. Another upload may be creating it right now (it
+                // was missing at our rename, and is there by now): then its
+                // entry is made durable here too, before ours relies on it.
                 match fs::create_dir(parent) {
-                    Ok(()) => fsync_dir(&self.objects)?,
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
                 }
+                fsync_dir(&self.objects)?;
                 fs::rename(temp.path(), final_path)?;
             }
             Err(e) => return Err(e),
