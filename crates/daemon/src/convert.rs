@@ -14,8 +14,9 @@
 //!   directory, records that directory in its config, and only then leaves a
 //!   [`MOVED_ENTRY`] in the old one, naming the new one (the admin links its
 //!   new directory in the collective instead). Readers follow that link (see
-//!   `Executor::poll`); the admin's `convert`, run again, links the new
-//!   directories in the collective, where readers then find them first.
+//!   `Executor::poll`); the admin's daemon, when a poll finds it, and the
+//!   admin's `convert`, run again, link the new directory in the collective,
+//!   where readers then find it first.
 //!   A crash before the config names the new directory leaves an unlinked
 //!   directory and the move starts over; a crash after it is finished at the
 //!   next start ([`FolderConfig::moved_from`]). The old directory is never

@@ -23,7 +23,7 @@
 //! (see [`crate::convert`]): each participant writes its entries into a new,
 //! sharded directory and then leaves a [`MOVED_ENTRY`] in its old one,
 //! naming the new directory. Readers follow that one hop (and the admin's
-//! `convert` relinks the collective to the new directory), so a reader reads
+//! daemon links the new directory in the collective), and a reader reads
 //! each directory by what it holds: shard links, or entries.
 //!
 //! Every shard carries a header entry, [`SHARD_HEADER`], naming its index

@@ -296,25 +296,35 @@ async fn a_flat_folder_moves_to_shards_and_readers_follow() {
     assert!(take_in(&mut alices_view, poll(&alice_reader).await).is_empty());
     assert_eq!(entries_of(&alices_view, "bob"), bob_has);
 
-    // Bob moves and leaves a link in his old directory; alice follows it.
+    // Bob moves and leaves a link in his old directory, which the admin's
+    // `convert` follows and links in the collective...
     let old_bob = w.config("bob").personal_cap;
     let bob = convert::follow(&w.config_dir("bob"), w.config("bob"), &w.grid, true)
         .await
         .unwrap();
     assert_eq!(bob.layout, Layout::Sharded);
+    let bob_new = mf_grid::read_only(&bob.personal_cap).unwrap();
     assert_eq!(
         w.grid.list(&old_bob).await.unwrap()[MOVED_ENTRY].cap,
-        mf_grid::read_only(&bob.personal_cap).unwrap()
+        bob_new
     );
-    assert!(take_in(&mut alices_view, poll(&alice_reader).await).is_empty());
-    assert_eq!(entries_of(&alices_view, "bob"), bob_has);
     let report = w.convert().await;
     assert_eq!(report["alice"], MoveState::Moved);
     assert_eq!(report["bob"], MoveState::LinkedNow);
-    let members = w.grid.list(&w.collective).await.unwrap();
     assert_eq!(
-        members["bob"].cap,
-        mf_grid::read_only(&bob.personal_cap).unwrap()
+        w.grid.list(&w.collective).await.unwrap()["bob"].cap,
+        bob_new
+    );
+    assert!(take_in(&mut alices_view, poll(&alice_reader).await).is_empty());
+    assert_eq!(entries_of(&alices_view, "bob"), bob_has);
+    // ... as does the admin's daemon when a poll finds a move.
+    w.link("bob", mf_grid::read_only(&old_bob).unwrap()).await;
+    let mut fresh = View::new();
+    assert!(take_in(&mut fresh, poll(&w.executor("alice")).await).is_empty());
+    assert_eq!(entries_of(&fresh, "bob"), bob_has);
+    assert_eq!(
+        w.grid.list(&w.collective).await.unwrap()["bob"].cap,
+        bob_new
     );
     // A fresh reader (as after a restart) finds everything at once.
     let mut fresh = View::new();

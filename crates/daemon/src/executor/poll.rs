@@ -184,6 +184,7 @@ impl<G: Grid> Executor<G> {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(linked_as.clone(), to.clone());
+                    self.link_moved(&participant, &to).await;
                     cap = to;
                 }
                 Err(why) => {
@@ -373,6 +374,25 @@ impl<G: Grid> Executor<G> {
             }
         }
         (out, Some(now))
+    }
+
+    /// As the admin, links a participant's new directory in the collective,
+    /// so that nobody (after a restart, or joining) lists its old one again.
+    /// Best effort: until it succeeds readers follow the move themselves.
+    async fn link_moved(&self, participant: &str, to: &Capability) {
+        if self.collective.kind() != CapKind::MutableDirWrite {
+            return;
+        }
+        let mut member = DirChildren::new();
+        member.insert(participant.to_owned(), DirEntry::new(to.clone()));
+        match self
+            .grid
+            .set_children(&self.collective, member, Replace::Yes)
+            .await
+        {
+            Ok(()) => tracing::info!("linked {participant}'s new directory in the collective"),
+            Err(e) => warn!("cannot link {participant}'s new directory in the collective: {e}"),
+        }
     }
 
     /// A participant's listing that failed whole: reported, and read whole
