@@ -11,7 +11,9 @@
 //!   chunks from then on. Nothing is rewritten: readers take either kind.
 //! * **layout, flat → sharded**: the daemon stops syncing the folder,
 //!   copies the entries of its flat directory into the shards of a new
-//!   directory, records that directory in its config, and only then leaves a
+//!   directory that names the old one ([`MOVED_FROM_ENTRY`]: readers follow
+//!   a move only into a directory that does, so nobody can claim another's),
+//!   records that directory in its config, and only then leaves a
 //!   [`MOVED_ENTRY`] in the old one, naming the new one (the admin links its
 //!   new directory in the collective instead). Readers follow that link (see
 //!   `Executor::poll`); the admin's daemon, when a poll finds it, and the
@@ -37,7 +39,9 @@ use crate::chunked::ContentFormat;
 use crate::config::{ConfigDir, FolderConfig, GridLocation};
 use crate::executor::with_aside;
 use crate::format::FolderFormat;
-use crate::personal::{Layout, METADATA_ENTRY, MOVED_ENTRY};
+use crate::personal::{
+    moved_from, Layout, METADATA_ENTRY, MOVED_ENTRY, MOVED_FROM_ENTRY, NOT_ITS_OWN,
+};
 
 /// The format `convert` moves a folder on `grid` from `from` to: chunked
 /// contents, in `layout`, by default the sharded layout on Tahoe (where a
@@ -162,6 +166,14 @@ pub async fn move_own_directory<G: Grid>(
         .create_mutable_dir()
         .await
         .map_err(|e| failed("create our new personal directory", &e))?;
+    // The new directory names the old one, so that nobody else can claim it.
+    let old_read = mf_grid::read_only(&cfg.personal_cap)
+        .map_err(|e| failed("derive our personal directory's read capability", &e))?;
+    let mut from = DirChildren::new();
+    from.insert(MOVED_FROM_ENTRY.to_owned(), DirEntry::new(old_read));
+    grid.set_children(&new_dir, from, Replace::Yes)
+        .await
+        .map_err(|e| failed("write our new personal directory", &e))?;
     let mut moved = cfg.clone();
     moved.moved_from = Some(cfg.personal_cap.clone());
     moved.personal_cap = new_dir;
@@ -262,10 +274,14 @@ pub async fn link_moved<G: Grid>(
                 Some(Ok(to)) if linked.contains(&to) => MoveState::Problem(
                     "it moved into a directory the collective links already".to_owned(),
                 ),
-                Some(Ok(to)) => {
-                    relink.insert(name.clone(), DirEntry::new(to));
-                    MoveState::LinkedNow
-                }
+                Some(Ok(to)) => match grid.list(&to).await {
+                    Ok(new) if moved_from(&new) == Some(&entry.cap) => {
+                        relink.insert(name.clone(), DirEntry::new(to));
+                        MoveState::LinkedNow
+                    }
+                    Ok(_) => MoveState::Problem(NOT_ITS_OWN.to_owned()),
+                    Err(e) => MoveState::Problem(format!("cannot read its new directory: {e}")),
+                },
             },
         };
         found.push((name, progress));

@@ -21,8 +21,8 @@
 //!
 //! A flat folder moves to the sharded layout with `magic-folder convert`
 //! (see [`crate::convert`]): each participant writes its entries into a new,
-//! sharded directory and then leaves a [`MOVED_ENTRY`] in its old one,
-//! naming the new directory. Readers follow that one hop (and the admin's
+//! sharded directory, which names the old one ([`MOVED_FROM_ENTRY`]), and
+//! then leaves a [`MOVED_ENTRY`] in its old one, naming the new directory. Readers follow that one hop (and the admin's
 //! daemon links the new directory in the collective), and a reader reads
 //! each directory by what it holds: shard links, or entries.
 //!
@@ -56,6 +56,12 @@ const SHARD_LINK_PREFIX: &str = "@shard-";
 /// mangled path). Its owner writes nothing there afterwards.
 pub const MOVED_ENTRY: &str = "@moved-to";
 
+/// The entry a participant puts in the personal directory it moves to,
+/// naming the one it moved from (read capability): a reader follows a
+/// [`MOVED_ENTRY`] only into a directory that names, in turn, the directory
+/// it came from — which only the owner of both can write.
+pub const MOVED_FROM_ENTRY: &str = "@moved-from";
+
 /// Where a personal directory says its owner moved, if it says so: the
 /// new directory's read capability, or why the link cannot be one.
 pub fn moved_to(children: &DirChildren) -> Option<Result<Capability, String>> {
@@ -67,6 +73,16 @@ pub fn moved_to(children: &DirChildren) -> Option<Result<Capability, String>> {
         )),
     })
 }
+
+/// The directory a personal directory says its owner moved from.
+pub fn moved_from(children: &DirChildren) -> Option<&Capability> {
+    children.get(MOVED_FROM_ENTRY).map(|e| &e.cap)
+}
+
+/// Why a move into a directory that does not name the one it came from is
+/// refused.
+pub const NOT_ITS_OWN: &str =
+    "the directory it moved to does not name its old one (it is not its own)";
 
 /// True if a personal directory is laid out in shards (it links one).
 pub fn is_sharded(children: &DirChildren) -> bool {

@@ -17,7 +17,7 @@ use mf_daemon::convert::{self, MoveState};
 use mf_daemon::executor::Executor;
 use mf_daemon::format::FolderFormat;
 use mf_daemon::fsops;
-use mf_daemon::personal::{Layout, METADATA_ENTRY, MOVED_ENTRY};
+use mf_daemon::personal::{Layout, METADATA_ENTRY, MOVED_ENTRY, MOVED_FROM_ENTRY};
 use mf_grid::{Capability, DirChildren, DirEntry, Grid, Replace};
 
 mod common;
@@ -414,7 +414,42 @@ async fn hostile_moves_are_rejected_by_name() {
         .set_children(&elsewhere, onward, Replace::Yes)
         .await
         .unwrap();
+    // Carol moved (her new directory names her old one, which names the
+    // new one) and nobody has linked her new directory yet: mallory cannot
+    // claim it.
+    let carol_old = w.grid.create_mutable_dir().await.unwrap();
+    w.link("carol", mf_grid::read_only(&carol_old).unwrap())
+        .await;
+    let carol_new = w.grid.create_mutable_dir().await.unwrap();
+    let carol_has = {
+        let cap = w.snapshot("carol's").await;
+        let name = snapshot::entry_name(&RelPath::new("c/x").unwrap());
+        let mut c = DirChildren::new();
+        c.insert(
+            MOVED_FROM_ENTRY.into(),
+            DirEntry::new(mf_grid::read_only(&carol_old).unwrap()),
+        );
+        c.insert(
+            name.clone(),
+            DirEntry::new(Capability::parse(cap.as_str()).unwrap()),
+        );
+        w.grid
+            .set_children(&carol_new, c, Replace::Yes)
+            .await
+            .unwrap();
+        BTreeMap::from([(name, cap)])
+    };
+    let mut c = DirChildren::new();
+    c.insert(
+        MOVED_ENTRY.into(),
+        DirEntry::new(mf_grid::read_only(&carol_new).unwrap()),
+    );
+    w.grid
+        .set_children(&carol_old, c, Replace::Yes)
+        .await
+        .unwrap();
     let cases = [
+        (mf_grid::read_only(&carol_new).unwrap(), "not its own"),
         (mf_grid::read_only(&bob_personal).unwrap(), "links already"),
         (
             Capability::parse(w.snapshot("not a directory").await.as_str()).unwrap(),
@@ -438,6 +473,11 @@ async fn hostile_moves_are_rejected_by_name() {
             "{why}: {problems:?}"
         );
         assert_eq!(entries_of(&view, "alice"), alice_has, "the others sync on");
+        assert_eq!(
+            entries_of(&view, "carol"),
+            carol_has,
+            "carol's move is hers"
+        );
     }
 
     // Back from sharded to flat is not a move a daemon makes.

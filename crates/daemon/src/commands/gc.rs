@@ -41,7 +41,7 @@ use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{CapKind, Capability, Grid, GridError};
 
-use crate::personal::{folder_tag, moved_to, parse_shard_link, read_shard};
+use crate::personal::{folder_tag, moved_to, parse_shard_link, read_shard, MOVED_FROM_ENTRY};
 use mf_state::StateReader;
 use serde::Serialize;
 
@@ -346,17 +346,29 @@ impl Walk {
             }
         }
         // What every participant lists.
-        for cap in [&cfg.collective_cap, &cfg.personal_cap] {
+        // (And the directory we are moving away from, until the move ends.)
+        for cap in [&cfg.collective_cap, &cfg.personal_cap]
+            .into_iter()
+            .chain(&cfg.moved_from)
+        {
             walk.mutables.extend(EmbeddedGrid::mutable_name(cap));
         }
         // Our invites' reply slots are this folder's too.
         for slot in super::invite_codes::reply_slots(config, name)? {
             walk.mutables.extend(EmbeddedGrid::mutable_name(&slot));
         }
-        let participants = grid
+        let mut participants: Vec<(String, mf_grid::DirEntry)> = grid
             .list(&cfg.collective_cap)
             .await
-            .map_err(|e| anyhow!("folder {name:?}: cannot list the participants: {e}"))?;
+            .map_err(|e| anyhow!("folder {name:?}: cannot list the participants: {e}"))?
+            .into_iter()
+            .collect();
+        // While our move is unfinished the collective links only our old
+        // directory: the new one's shards are the folder's too.
+        if cfg.moved_from.is_some() {
+            let ours = mf_grid::read_only(&cfg.personal_cap)?;
+            participants.push((cfg.participant.clone(), mf_grid::DirEntry::new(ours)));
+        }
         for (participant, entry) in participants {
             if !entry.cap.kind().is_dir() {
                 continue;
@@ -398,6 +410,10 @@ impl Walk {
             for p in listing.problems {
                 walk.problems
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));
+            }
+            // The directory it moved from is the folder's, not an orphan's.
+            if let Some(old) = listing.children.remove(MOVED_FROM_ENTRY) {
+                walk.mutables.extend(EmbeddedGrid::mutable_name(&old.cap));
             }
             let mut children = match crate::executor::with_aside(&*grid, listing.children).await {
                 Ok(personal) => {

@@ -149,7 +149,8 @@ impl<G: Grid> Executor<G> {
             .get(&linked_as)
             .cloned();
         let mut cap = known_move.unwrap_or_else(|| linked_as.clone());
-        let (listed, before) = loop {
+        let mut hopped = false;
+        let (mut listed, before) = loop {
             let before = {
                 let last = self.last_polled.lock().unwrap_or_else(|e| e.into_inner());
                 last.get(&participant)
@@ -167,36 +168,41 @@ impl<G: Grid> Executor<G> {
             };
             // One hop, into a directory of its own: never a cycle, never
             // another participant's entries under this one's name.
-            let to = match personal::moved_to(&listed.children) {
+            match personal::moved_to(&listed.children) {
                 None => break (listed, before),
-                Some(Err(why)) => Err(why),
+                Some(Err(why)) => return self.rejected_dir(&participant, &why),
                 Some(Ok(_)) if cap != linked_as => {
-                    Err("the directory it moved to says it moved again".to_owned())
+                    return self.rejected_dir(
+                        &participant,
+                        "the directory it moved to says it moved again",
+                    )
                 }
                 Some(Ok(to)) if linked.contains(&to) => {
-                    Err("it moved into a directory the collective links already".to_owned())
+                    return self.rejected_dir(
+                        &participant,
+                        "it moved into a directory the collective links already",
+                    )
                 }
-                Some(Ok(to)) => Ok(to),
-            };
-            match to {
-                Ok(to) => {
-                    self.moved
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(linked_as.clone(), to.clone());
-                    self.link_moved(&participant, &to).await;
+                Some(Ok(to)) => {
+                    hopped = true;
                     cap = to;
-                }
-                Err(why) => {
-                    self.last_polled
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&participant);
-                    let why = format!("{participant}'s directory is rejected: {why}");
-                    return vec![self.part_failed(&participant, None, EffectError::permanent(why))];
                 }
             }
         };
+        if hopped {
+            // Only the owner of both directories can make the new one name
+            // the old one.
+            if personal::moved_from(&listed.children) != Some(&linked_as) {
+                return self.rejected_dir(&participant, personal::NOT_ITS_OWN);
+            }
+            self.moved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(linked_as.clone(), cap.clone());
+            self.link_moved(&participant, &cap).await;
+        }
+        // Where a moved directory came from is no entry.
+        listed.children.remove(personal::MOVED_FROM_ENTRY);
         // What the grid had to leave out (an entry of an unknown kind, a
         // damaged newest version) is shown in status like any rejection.
         let rejected: Vec<String> = listed
@@ -393,6 +399,17 @@ impl<G: Grid> Executor<G> {
             Ok(()) => tracing::info!("linked {participant}'s new directory in the collective"),
             Err(e) => warn!("cannot link {participant}'s new directory in the collective: {e}"),
         }
+    }
+
+    /// A participant's directory that cannot be read as one: reported, and
+    /// read whole again at the next poll.
+    fn rejected_dir(&self, participant: &str, why: &str) -> Vec<RemoteListing> {
+        self.last_polled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(participant);
+        let why = format!("{participant}'s directory is rejected: {why}");
+        vec![self.part_failed(participant, None, EffectError::permanent(why))]
     }
 
     /// A participant's listing that failed whole: reported, and read whole
