@@ -130,16 +130,7 @@ impl World {
 
     /// A distinct immutable directory to stand for a snapshot.
     async fn snapshot(&self, label: &str) -> Cap {
-        let mut c = DirChildren::new();
-        c.insert(
-            "label".into(),
-            DirEntry {
-                cap: Capability::empty(),
-                metadata: serde_json::json!({ "label": label }),
-            },
-        );
-        let cap = self.grid.inner.create_immutable_dir(c).await.unwrap();
-        Cap(cap.as_str().to_owned())
+        common::stand_in_snapshot(&self.grid, label).await
     }
 
     /// `name` publishes `files`, each with a fresh snapshot; returns the
@@ -169,6 +160,19 @@ impl World {
             other => panic!("{other:?}"),
         }
         expected
+    }
+
+    /// `reader`, polling afresh, reads exactly `has` of `writer`'s.
+    async fn assert_reads(
+        &self,
+        reader: &str,
+        writer: &str,
+        has: &BTreeMap<String, Cap>,
+        when: &str,
+    ) {
+        let mut view = View::new();
+        assert!(take_in(&mut view, poll(&self.executor(reader)).await).is_empty());
+        assert_eq!(&entries_of(&view, writer), has, "{when}");
     }
 
     /// The admin's `convert`, as the CLI runs it.
@@ -351,16 +355,11 @@ async fn a_crash_at_any_write_of_a_move_is_finished_at_the_next_start() {
                 convert::follow(&w.config_dir(mover), w.config(mover), &w.grid, true).await;
             let writes = w.grid.writes();
             w.grid.heal();
+            let when = format!("{mover}, crash at {crash_at}");
             if let Err(e) = &outcome {
                 assert!(e.contains("crashed"), "{e}");
                 // Whatever the crash left, the reader reads every entry.
-                let mut view = View::new();
-                assert!(take_in(&mut view, poll(&w.executor(reader)).await).is_empty());
-                assert_eq!(
-                    entries_of(&view, mover),
-                    has,
-                    "{mover}, crash at {crash_at}"
-                );
+                w.assert_reads(reader, mover, &has, &when).await;
             }
             let done = convert::follow(&w.config_dir(mover), w.config(mover), &w.grid, false)
                 .await
@@ -375,14 +374,8 @@ async fn a_crash_at_any_write_of_a_move_is_finished_at_the_next_start() {
             } else {
                 w.grid.list(&old).await.unwrap()[MOVED_ENTRY].cap.clone()
             };
-            assert_eq!(told, new_read, "{mover}, crash at {crash_at}");
-            let mut view = View::new();
-            assert!(take_in(&mut view, poll(&w.executor(reader)).await).is_empty());
-            assert_eq!(
-                entries_of(&view, mover),
-                has,
-                "{mover}, crash at {crash_at}"
-            );
+            assert_eq!(told, new_read, "{when}");
+            w.assert_reads(reader, mover, &has, &when).await;
             if outcome.is_ok() {
                 assert!(crash_at >= writes, "a move that crashed cannot succeed");
                 break;

@@ -96,19 +96,9 @@ impl World {
         out
     }
 
-    /// A distinct immutable directory to stand for a snapshot (listing
-    /// does not read it).
+    /// A distinct immutable directory to stand for a snapshot.
     async fn snapshot(&self, label: &str) -> Cap {
-        let mut c = DirChildren::new();
-        c.insert(
-            "label".into(),
-            DirEntry {
-                cap: Capability::empty(),
-                metadata: serde_json::json!({ "label": label }),
-            },
-        );
-        let cap = self.grid.inner.create_immutable_dir(c).await.unwrap();
-        Cap(cap.as_str().to_owned())
+        common::stand_in_snapshot(&self.grid, label).await
     }
 }
 

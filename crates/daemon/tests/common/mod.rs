@@ -152,3 +152,18 @@ impl Grid for Faulty {
         self.inner.unlink(dir, name).await
     }
 }
+
+/// A distinct immutable directory on `grid` to stand for a snapshot
+/// (listing does not read it).
+pub async fn stand_in_snapshot(grid: &Faulty, label: &str) -> mf_core::snapshot::Cap {
+    let mut c = DirChildren::new();
+    c.insert(
+        "label".into(),
+        mf_grid::DirEntry {
+            cap: Capability::empty(),
+            metadata: serde_json::json!({ "label": label }),
+        },
+    );
+    let cap = grid.inner.create_immutable_dir(c).await.unwrap();
+    mf_core::snapshot::Cap(cap.as_str().to_owned())
+}
