@@ -267,7 +267,13 @@ pub async fn link_moved<G: Grid>(
         let progress = match grid.list(&entry.cap).await {
             Err(e) => MoveState::Problem(format!("cannot list its directory: {e}")),
             Ok(children) => match crate::personal::moved_to(&children) {
-                None if crate::personal::is_sharded(&children) => MoveState::Moved,
+                // (A moved directory with nothing in it yet names only
+                // where it came from.)
+                None if crate::personal::is_sharded(&children)
+                    || moved_from(&children).is_some() =>
+                {
+                    MoveState::Moved
+                }
                 None if children.keys().all(|n| n == METADATA_ENTRY) => MoveState::Empty,
                 None => MoveState::Waiting,
                 Some(Err(why)) => MoveState::Problem(why),

@@ -533,3 +533,20 @@ async fn contents_alone_change_without_a_move() {
     let old = w.grid.list(&before.personal_cap).await.unwrap();
     assert!(!old.contains_key(MOVED_ENTRY));
 }
+
+/// A participant that has published nothing moves too (its new directory
+/// holds only where it came from), and `convert` tells it apart from one
+/// that has not moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_directory_moves_and_is_reported_so() {
+    let w = World::new().await;
+    let first = w.convert().await;
+    assert_eq!(first["bob"], MoveState::Waiting);
+    convert::follow(&w.config_dir("bob"), w.config("bob"), &w.grid, true)
+        .await
+        .unwrap();
+    let report = w.convert().await;
+    assert_eq!(report["bob"], MoveState::LinkedNow);
+    assert_eq!(report["alice"], MoveState::Empty);
+    assert_eq!(w.convert().await["bob"], MoveState::Moved);
+}
