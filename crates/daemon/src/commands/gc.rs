@@ -373,40 +373,37 @@ impl Walk {
             if !entry.cap.kind().is_dir() {
                 continue;
             }
-            walk.mutables.extend(EmbeddedGrid::mutable_name(&entry.cap));
-            let mut listing = match grid.list_changed(&entry.cap, None).await {
-                Ok(Some(l)) => l,
-                Ok(None) => unreachable!("a first listing is never unchanged"),
-                Err(e) => {
-                    walk.problems.push(format!(
-                        "folder {name:?}: {participant}'s directory cannot be listed: {e}"
-                    ));
-                    continue;
-                }
-            };
             // A participant that moved writes where its old directory says
             // (one hop, as readers follow it).
-            match moved_to(&listing.children) {
-                None => {}
-                Some(Ok(to)) => {
-                    walk.mutables.extend(EmbeddedGrid::mutable_name(&to));
-                    listing = match grid.list_changed(&to, None).await {
-                        Ok(Some(l)) => l,
-                        Ok(None) => unreachable!("a first listing is never unchanged"),
-                        Err(e) => {
-                            walk.problems.push(format!(
-                                "folder {name:?}: {participant}'s new directory cannot be listed: {e}"
-                            ));
-                            continue;
-                        }
-                    };
-                }
-                Some(Err(why)) => {
-                    walk.problems
-                        .push(format!("folder {name:?}: {participant}'s directory: {why}"));
-                    continue;
-                }
-            }
+            let mut dir = entry.cap.clone();
+            let listing = loop {
+                walk.mutables.extend(EmbeddedGrid::mutable_name(&dir));
+                let listing = match grid.list_changed(&dir, None).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => unreachable!("a first listing is never unchanged"),
+                    Err(e) => {
+                        walk.problems.push(format!(
+                            "folder {name:?}: {participant}'s directory cannot be listed: {e}"
+                        ));
+                        break None;
+                    }
+                };
+                let why = match moved_to(&listing.children) {
+                    None => break Some(listing),
+                    Some(Ok(to)) if dir == entry.cap => {
+                        dir = to;
+                        continue;
+                    }
+                    Some(Ok(_)) => "the directory it moved to says it moved again".to_owned(),
+                    Some(Err(why)) => why,
+                };
+                walk.problems
+                    .push(format!("folder {name:?}: {participant}'s directory: {why}"));
+                break None;
+            };
+            let Some(mut listing) = listing else {
+                continue;
+            };
             for p in listing.problems {
                 walk.problems
                     .push(format!("folder {name:?}: {participant}'s directory: {p}"));
