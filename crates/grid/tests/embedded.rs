@@ -188,6 +188,40 @@ async fn opening_requires_a_grid_and_create_is_idempotent() {
         .is_err());
 }
 
+/// Content from memory is encrypted without a second hash (it cannot change
+/// in between) and content from a file is read twice: either way, the same
+/// bytes are the same object. Sizes around pass 1's buffer (64 KiB) and the
+/// grid's chunk (256 KiB).
+#[tokio::test]
+async fn memory_and_file_sources_store_the_same_object() {
+    let (d, g) = grid();
+    let file = d.path().join("source");
+    for len in [
+        2049,
+        (64 << 10) - 1,
+        64 << 10,
+        (256 << 10) + 1,
+        (1 << 20) + 3,
+    ] {
+        // Each way first once (the second upload finds the object stored).
+        for memory_first in [true, false] {
+            let data = test_content(len, u64::from(memory_first));
+            fs::write(&file, &data).unwrap();
+            let from_file = || g.upload(UploadSource::File(file.clone()));
+            let (first, second) = if memory_first {
+                let first = upload(&g, &data).await;
+                (first, from_file().await.unwrap())
+            } else {
+                let first = from_file().await.unwrap();
+                (first, upload(&g, &data).await)
+            };
+            assert_eq!(first, second, "{len} bytes");
+            let (got, err) = fetch(&g, &first).await;
+            assert!(err.is_none() && got == data, "{len} bytes: {err:?}");
+        }
+    }
+}
+
 /// Small content (from memory or a file, the empty file included) travels
 /// in a literal capability: nothing is stored, it reads back whole, and
 /// one byte more is an ordinary stored object.

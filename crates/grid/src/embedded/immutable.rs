@@ -27,8 +27,10 @@
 //! key (and thus the storage index). If an object of the right length is
 //! already stored, the upload is done (deduplication; the object's time is
 //! refreshed so that `gc` spares it, see `upkeep`). Otherwise pass 2
-//! streams the source again (from memory if it fit in pass 1's buffer),
-//! re-hashing it while encrypting into a temporary file. If the second hash differs, the source changed under us: the
+//! encrypts into a temporary file. Bytes given in memory, and a file that
+//! fit in pass 1's buffer, are encrypted from memory: they are the bytes
+//! hashed. A larger file is read again and re-hashed while it is
+//! encrypted; if the second hash differs, the source changed under us: the
 //! temporary file is dropped and the caller gets
 //! [`GridError::SourceChanged`]. Otherwise the file is fsynced and renamed
 //! into place. For large objects, writing happens on a second thread, so
@@ -45,6 +47,8 @@ use std::sync::mpsc;
 use super::caps::short_name;
 use super::crypto::{chk_storage_index, ChunkCipher, ConvergentHasher, Key32, ObjectKind, TAG_LEN};
 use super::store::{io_err, refresh_object, Store};
+use bytes::Bytes;
+
 use crate::{GridError, GridResult, Progress, UploadSource};
 
 /// Bytes in an object header.
@@ -81,22 +85,16 @@ fn header(kind: ObjectKind, chunk_size: u32, size: u64) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Where upload content comes from, opened once per pass.
+/// A file source, opened once per pass.
 fn open_source(source: &UploadSource) -> GridResult<Box<dyn Read + Send>> {
-    match source.file() {
-        None => match source {
-            UploadSource::Bytes(b) => Ok(Box::new(Cursor::new(b.clone()))),
-            _ => unreachable!("every other source is a file"),
-        },
-        Some((path, progress)) => {
-            let f =
-                File::open(path).map_err(io_err(format!("upload: opening {}", path.display())))?;
-            Ok(match progress {
-                Some(p) => Box::new(Counted(f, p.clone())),
-                None => Box::new(f),
-            })
-        }
-    }
+    let (path, progress) = source
+        .file()
+        .expect("bytes in memory are never opened: pass 1 hashes them where they are");
+    let f = File::open(path).map_err(io_err(format!("upload: opening {}", path.display())))?;
+    Ok(match progress {
+        Some(p) => Box::new(Counted(f, p.clone())),
+        None => Box::new(f),
+    })
 }
 
 /// A reader that counts what it reads into a [`Progress`].
@@ -176,38 +174,47 @@ pub(crate) fn upload(
     let ctx = source_ctx(source);
     let cs = chunk_size as usize;
 
-    // Pass 1: the convergent key. The read buffer is sized for the source:
-    // zeroing 256 KiB for every 4 KiB file (three objects per snapshot) was
-    // a measurable share of a small-file upload's CPU time.
+    // Pass 1: the convergent key. Bytes in memory are hashed where they
+    // are; a file is read through a buffer sized for it: zeroing 256 KiB
+    // for every 4 KiB file was a measurable share of a small-file upload's
+    // CPU time.
     let mut hasher = ConvergentHasher::new(secret, kind, chunk_size);
-    let mut size = 0u64;
-    let mut buf = vec![
-        0u8;
-        size_hint(source)
-            .saturating_add(1)
-            .clamp(4096, cs.max(64 << 10) as u64) as usize
-    ];
     if let Some((_, Some(progress))) = source.file() {
         // Both passes read the whole source.
         progress.set_total(size_hint(source).saturating_mul(2));
     }
-    let mut src = open_source(source)?;
-    loop {
-        let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;
-        if n == 0 {
-            break;
+    let (size, in_memory) = match source {
+        UploadSource::Bytes(bytes) => {
+            hasher.update(bytes);
+            (bytes.len() as u64, Some(bytes.clone()))
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    drop(src);
-    // A source that fit in the buffer is encrypted from it: reading it
-    // again would cost a second open and read for every small file, and
-    // the bytes encrypted are then exactly those hashed.
-    let in_memory = (size < buf.len() as u64).then(|| {
-        buf.truncate(size as usize);
-        buf
-    });
+        _ => {
+            let mut size = 0u64;
+            let mut buf = vec![
+                0u8;
+                size_hint(source)
+                    .saturating_add(1)
+                    .clamp(4096, cs.max(64 << 10) as u64) as usize
+            ];
+            let mut src = open_source(source)?;
+            loop {
+                let n = read_full(&mut *src, &mut buf).map_err(io_err(&ctx))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            // A file that fit in the buffer is encrypted from it: reading
+            // it again would cost a second open and read for every small
+            // file, and the bytes encrypted are then exactly those hashed.
+            let in_memory = (size < buf.len() as u64).then(|| {
+                buf.truncate(size as usize);
+                Bytes::from(buf)
+            });
+            (size, in_memory)
+        }
+    };
     let key = hasher.finalize();
     let si = chk_storage_index(&key);
     let path = store.object_path(&si);
@@ -231,8 +238,11 @@ pub(crate) fn upload(
         }
     };
 
-    // Pass 2: encrypt into a temporary file, re-hashing as we go.
+    // Pass 2: encrypt into a temporary file. A source read again from
+    // disk is hashed again as it goes, to catch a change in between; bytes
+    // in memory are the very bytes hashed.
     let mut temp = store.temp_file().map_err(io_err(store_ctx()))?;
+    let rehash = in_memory.is_none();
     let src: Box<dyn Read + Send> = match in_memory {
         Some(bytes) => {
             if let Some((_, Some(progress))) = source.file() {
@@ -250,6 +260,7 @@ pub(crate) fn upload(
         key: &key,
         header: &header,
         size,
+        rehash,
         ctx: &ctx,
     };
     let written = if chunk_count(size, chunk_size) > THREADED_WRITE_CHUNKS {
@@ -335,6 +346,8 @@ struct EncryptJob<'a> {
     key: &'a Key32,
     header: &'a [u8; HEADER_LEN],
     size: u64,
+    /// Hash the source again and report a change ([`Pass2::Changed`]).
+    rehash: bool,
     ctx: &'a str,
 }
 
@@ -362,7 +375,9 @@ impl EncryptJob<'_> {
             if got != want {
                 return Ok(Pass2::Changed); // shrank
             }
-            hasher.update(&block);
+            if self.rehash {
+                hasher.update(&block);
+            }
             let last = index + 1 == chunks;
             let tag = cipher.seal(index, last, self.header, &mut block);
             block.extend_from_slice(&tag);
@@ -373,7 +388,7 @@ impl EncryptJob<'_> {
         if read_full(&mut *src, &mut probe).map_err(io_err(self.ctx))? != 0 {
             return Ok(Pass2::Changed); // grew
         }
-        if hasher.finalize() != *self.key {
+        if self.rehash && hasher.finalize() != *self.key {
             return Ok(Pass2::Changed);
         }
         Ok(Pass2::Done)
@@ -675,6 +690,7 @@ mod tests {
             key: &key,
             header: &header,
             size: 1000,
+            rehash: true,
             ctx: "test",
         };
         let src = open_source(&UploadSource::File(path.clone())).unwrap();
