@@ -30,6 +30,7 @@
 pub mod cap;
 pub mod contract;
 pub mod embedded;
+mod pace;
 pub mod tahoe;
 
 use std::collections::BTreeMap;

@@ -62,6 +62,7 @@ use self::caps::EmbeddedCap;
 use self::crypto::{Key32, ObjectKind};
 use self::immutable::{Existing, ObjectReader, Stored};
 use self::store::Store;
+use crate::pace::Paces;
 use crate::{
     CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
     Revision, UploadSource,
@@ -82,44 +83,9 @@ const MAX_DIR_LEN: u64 = 256 << 20;
 /// they would only make each other retry, since at most one racer can win.
 const WRITE_STRIPES: usize = 64;
 
-/// Updates of a mutable directory with at least this many entries are paced
-/// (see [`Pace`]).
+/// Updates of a mutable directory with at least this many entries are
+/// paced (see `crate::pace`): smaller ones cost milliseconds.
 const PACE_MIN_ENTRIES: usize = 1_000;
-/// Share of the time successive updates of one big directory may take.
-const PACE_SHARE: f64 = 0.1;
-/// Update time a big directory may use at once before pacing starts.
-const PACE_BURST: f64 = 0.5;
-/// The longest an update waits for its turn.
-const PACE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Pacing of the updates of one mutable directory (a token bucket).
-///
-/// Every update rewrites the whole directory (read, verify, decrypt, parse,
-/// serialise, encrypt, sign, write): O(entries), ~0.3 s at 100,000. A bulk
-/// upload publishes again as soon as the last publish is done, so without
-/// pacing a big folder's owner spent most of its CPU rewriting its
-/// directory (10,000 new files took 39 s to sync instead of 15). So updates
-/// of a directory with [`PACE_MIN_ENTRIES`] or more may take [`PACE_SHARE`]
-/// of the time: each earns that share of the time passing as credit (up to
-/// [`PACE_BURST`] seconds) and spends its own duration; an update that
-/// finds the credit negative waits until it is even again (at most
-/// [`PACE_MAX_WAIT`]). Each paced update carries more changes; a lone
-/// change or burst of changes, or a small directory, never waits.
-#[derive(Clone, Copy, Debug)]
-struct Pace {
-    /// Seconds of update time still allowed at `at` (negative: owed).
-    credit: f64,
-    at: std::time::Instant,
-    /// Entries after the last update.
-    entries: usize,
-}
-
-impl Pace {
-    fn credit_at(&self, now: std::time::Instant) -> f64 {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * PACE_SHARE;
-        (self.credit + earned).min(PACE_BURST)
-    }
-}
 
 /// A handle on an embedded grid directory. Cheap to clone; clones share
 /// state. See the [module documentation](self) for what is stored where.
@@ -134,7 +100,7 @@ struct Inner {
     chunk_size: u32,
     write_stripes: Vec<tokio::sync::Mutex<()>>,
     /// The last update of each mutable directory updated here.
-    paces: std::sync::Mutex<std::collections::HashMap<Key32, Pace>>,
+    paces: Paces<Key32>,
     /// Where mutable directories are listed and updated (started on first
     /// use; `None` if it could not be).
     dirs: std::sync::OnceLock<Option<DirThread>>,
@@ -183,7 +149,7 @@ impl EmbeddedGrid {
                 write_stripes: (0..WRITE_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
-                paces: Default::default(),
+                paces: Paces::new(PACE_MIN_ENTRIES),
                 dirs: Default::default(),
             }),
         }
@@ -212,7 +178,7 @@ impl EmbeddedGrid {
             write_stripes: (0..WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            paces: Default::default(),
+            paces: Paces::new(PACE_MIN_ENTRIES),
             dirs: Default::default(),
         };
         Ok(EmbeddedGrid {
@@ -285,7 +251,7 @@ impl EmbeddedGrid {
             _ => return Err(wrong_kind("a mutable directory write capability", dir)),
         };
         let si = keys.read.storage_index;
-        if let Some(wait) = self.pace_wait(&si) {
+        if let Some(wait) = self.inner.paces.wait(&si) {
             tokio::time::sleep(wait).await;
         }
         let _serialised = self.stripe(&si).lock().await;
@@ -303,29 +269,8 @@ impl EmbeddedGrid {
                 Ok((r, entries))
             })
             .await?;
-        let now = std::time::Instant::now();
-        let took = now.duration_since(started).as_secs_f64();
-        let mut paces = self.inner.paces.lock().unwrap_or_else(|e| e.into_inner());
-        let pace = paces.entry(si).or_insert(Pace {
-            credit: PACE_BURST,
-            at: now,
-            entries,
-        });
-        *pace = Pace {
-            credit: pace.credit_at(now) - took,
-            at: now,
-            entries,
-        };
+        self.inner.paces.wrote(si, started, entries);
         result
-    }
-
-    /// How long an update of directory `si` should wait (see [`Pace`]).
-    fn pace_wait(&self, si: &Key32) -> Option<std::time::Duration> {
-        let paces = self.inner.paces.lock().unwrap_or_else(|e| e.into_inner());
-        let p = paces.get(si).filter(|p| p.entries >= PACE_MIN_ENTRIES)?;
-        let owed = -p.credit_at(std::time::Instant::now());
-        (owed > 0.0)
-            .then(|| std::time::Duration::from_secs_f64(owed / PACE_SHARE).min(PACE_MAX_WAIT))
     }
 }
 
