@@ -19,7 +19,9 @@
 //!   second folder, `--layout sharded`, whose contents are chunked: the
 //!   edit moves one chunk). Raw is the big row's PUT + GET of the whole file;
 //! * **files**: 1,000 files of 4 KiB in 10 directories [100] moved in at
-//!   once: time until bob holds byte-identical copies of all;
+//!   once: time until bob holds byte-identical copies of all; then the same
+//!   (other contents) in a second folder, `--layout sharded`, against the
+//!   raw requests of that layout;
 //! * **deletions**: 100 of those files deleted at once [20]: time until all
 //!   are gone at bob's.
 //!
@@ -38,6 +40,9 @@
 //! (the shortest possible path, no polling); for deletions the metadata
 //! upload and snapshot directory (a deletion has no content), the batched
 //! write, the listing and per file the snapshot listing + metadata GET.
+//! Sharded, the batched write is instead a `mkdir-immutable` per shard the
+//! files fall in and one `set_children` of the links, and bob lists the
+//! personal directory and then each shard.
 //! Raw runs first, on contents distinct from ours (Tahoe's uploads are
 //! convergent: the same bytes would be found already stored).
 //!
@@ -71,6 +76,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use mf_daemon::personal::{
+    by_shard, parse_shard_link, read_shard, shard_header, shard_link, Layout, SHARD_HEADER,
+};
 use mf_grid::tahoe::testgrid::{GridSpec, TestGrid, TestNode};
 use mf_grid::tahoe::TahoeGrid;
 use mf_grid::{read_small, Capability, DirChildren, DirEntry, Grid, Replace, UploadSource};
@@ -112,7 +120,11 @@ pub const REQUESTS: [(&str, &str); 8] = [
         "Upload (deletion)",
         "mkdir-immutable (+ PUT metadata over 2 KiB)",
     ),
-    ("Publish", "set_children on the personal directory"),
+    (
+        "Publish",
+        "set_children on the personal directory (sharded: first a mkdir-immutable per shard \
+         it touches)",
+    ),
     (
         "Poll",
         "list the collective + each other personal directory",
@@ -281,6 +293,17 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     fs::create_dir_all(&ours_dir)?;
     let raw_files = write_small_tree(&raw_dir.join("files"), sizes.files, sizes.dirs, 11)?;
     let ours_files = write_small_tree(&ours_dir.join("files"), sizes.files, sizes.dirs, 12)?;
+    // The same again for the sharded layout (distinct contents: Tahoe's
+    // uploads are convergent).
+    let sharded_files = o
+        .wants("files")
+        .then(|| -> Result<_> {
+            Ok((
+                write_small_tree(&raw_dir.join("sharded"), sizes.files, sizes.dirs, 13)?,
+                write_small_tree(&ours_dir.join("sharded"), sizes.files, sizes.dirs, 14)?,
+            ))
+        })
+        .transpose()?;
     let mut raw_big = Vec::new();
     let mut ours_big = Vec::new();
     if o.wants("big") || o.wants("bigedit") {
@@ -323,7 +346,16 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     let raw_filesr = (o.wants("files") || o.wants("deletions"))
         .then(|| {
             eprintln!("  {} small files", sizes.files);
-            cpu.during(|| rt.block_on(raw.files(&raw_dir.join("files"), &raw_files)))
+            cpu.during(|| rt.block_on(raw.files(&raw_dir.join("files"), &raw_files, Layout::Flat)))
+        })
+        .transpose()?;
+    let raw_sharded = sharded_files
+        .as_ref()
+        .map(|(raw_files, _)| {
+            eprintln!("  {} small files, sharded layout", sizes.files);
+            cpu.during(|| {
+                rt.block_on(raw.files(&raw_dir.join("sharded"), raw_files, Layout::Sharded))
+            })
         })
         .transpose()?;
     let raw_del = o
@@ -445,7 +477,38 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
             f.target = Some(("≤ 1.3× raw".into(), r <= 1.3));
         }
         let synced = f.failure.is_none();
+        let flat_raw_s = f.raw_s;
         if o.wants("files") {
+            figures.push(f);
+        }
+        if let (Some((_, ours_files)), Some((raw_m, raw_cpu))) = (&sharded_files, raw_sharded) {
+            let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
+            let what = format!(
+                "{} × 4 KiB in {} dirs, sharded layout",
+                thousands(sizes.files),
+                sizes.dirs
+            );
+            let mut f = guard("files", what, || {
+                let mut sharded = Pair::create(
+                    o,
+                    &work.join("pair-sharded-files"),
+                    node_a.dir(),
+                    node_b.dir(),
+                    &["--layout", "sharded"],
+                )?;
+                sharded.start()?;
+                let f = sharded.files(&ours_dir.join("sharded"), ours_files, timeout, &cpu);
+                sharded.finish(o.dir.is_some());
+                f
+            });
+            f.raw_s = Some(raw_m.seconds);
+            f.raw_ops = raw_m.ops_json(raw_cpu);
+            f.extra["raw_phases_s"] = json!(raw_m.phases);
+            // Issue 14's bulk target: 3× faster than 24.3's format.
+            f.extra["flat_raw_s"] = json!(flat_raw_s);
+            if let Some(r) = f.ratio() {
+                f.target = Some(("≤ 1.3× raw".into(), r <= 1.3));
+            }
             figures.push(f);
         }
         if o.wants("deletions") {
@@ -904,9 +967,23 @@ impl Raw {
         })
     }
 
-    async fn files(&self, root: &Path, expected: &Expected) -> Result<RawMeasured> {
+    /// The files in `layout`: flat (24.3's, into the personal directory
+    /// that `deletions` uses next) or sharded (into a personal directory of
+    /// its own: per shard touched a `mkdir-immutable`, then one
+    /// `set_children` of the links; the reader lists the root, then each
+    /// shard).
+    async fn files(&self, root: &Path, expected: &Expected, layout: Layout) -> Result<RawMeasured> {
         let ops = Ops::default();
-        let (w, r) = self.personal(&ops).await?;
+        let (w, r) = match layout {
+            Layout::Flat => self.personal(&ops).await?,
+            Layout::Sharded => {
+                let w = ops
+                    .time("mkdir (personal)", self.a.create_mutable_dir())
+                    .await?;
+                let r = mf_grid::read_only(&w)?;
+                (w, r)
+            }
+        };
         let t0 = Instant::now();
         let made: Vec<(String, Capability)> = stream::iter(expected.keys().enumerate())
             .map(|(i, rel)| {
@@ -928,13 +1005,56 @@ impl Raw {
             .into_iter()
             .map(|(n, c)| (n, DirEntry::new(c)))
             .collect();
+        let tag = "raw";
+        let root_children = match layout {
+            Layout::Flat => children,
+            Layout::Sharded => {
+                stream::iter(by_shard(children))
+                    .map(|(n, mut entries)| {
+                        let ops = &ops;
+                        async move {
+                            entries.insert(SHARD_HEADER.to_owned(), shard_header(n, tag));
+                            let shard = ops
+                                .time(
+                                    "mkdir-immutable (shard)",
+                                    self.a.create_immutable_dir(entries),
+                                )
+                                .await?;
+                            anyhow::Ok((shard_link(n), DirEntry::new(shard)))
+                        }
+                    })
+                    .buffer_unordered(RAW_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+        };
         ops.time(
             "set_children",
-            self.a.set_children(&w, children, Replace::Yes),
+            self.a.set_children(&w, root_children, Replace::Yes),
         )
         .await?;
         let t_pub = t0.elapsed().as_secs_f64();
-        let listing = ops.time("list personal", self.b.list(&r)).await?;
+        let mut listing = ops.time("list personal", self.b.list(&r)).await?;
+        if layout == Layout::Sharded {
+            let links: Vec<(u8, Capability)> = listing
+                .into_iter()
+                .filter_map(|(name, e)| Some((parse_shard_link(&name)?, e.cap)))
+                .collect();
+            let shards: Vec<DirChildren> = stream::iter(links)
+                .map(|(n, cap)| {
+                    let ops = &ops;
+                    async move {
+                        let shard = ops
+                            .time("list shard", read_shard(&self.b, n, &cap, tag))
+                            .await?;
+                        anyhow::Ok(shard.entries)
+                    }
+                })
+                .buffer_unordered(RAW_CONCURRENCY)
+                .try_collect()
+                .await?;
+            listing = shards.into_iter().flatten().collect();
+        }
         let t_list = t0.elapsed().as_secs_f64();
         let by_name: HashMap<String, [u8; 32]> = expected
             .iter()
@@ -1432,7 +1552,7 @@ fn parse_log(path: &Path) -> Result<Vec<Span>> {
                 _ => base.clone(),
             };
             let entries = if base == "Publish" {
-                a.matches("(\"").count()
+                a.matches("PublishEntry {").count()
             } else {
                 0
             };
@@ -1758,21 +1878,32 @@ mod tests {
 
     #[test]
     fn effects_pair_up() {
+        use mf_core::engine::{Action, EntryShape, OpId, PublishEntry};
         let dir = std::env::temp_dir().join(format!("mf-bench-tahoe-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let log = dir.join("log");
+        // A publish as the daemon logs it (the engine's own Debug form).
+        let entry = |name: &str| PublishEntry {
+            name: name.to_owned(),
+            snapshot: mf_core::snapshot::Cap::from("URI:CHK:x:y:2:3:376"),
+            shape: EntryShape::File,
+        };
+        let publish = Action::Publish {
+            op: OpId(4),
+            entries: vec![entry("a"), entry("b")],
+        };
         fs::write(
             &log,
-            "2025-11-27T13:32:00.000000Z DEBUG folder: start action=Upload { op: OpId(3), local: File(x) }\n\
+            format!("2025-11-27T13:32:00.000000Z DEBUG folder: start action=Upload {{ op: OpId(3), local: File(x) }}\n\
              2025-11-27T13:32:00.100000Z DEBUG folder: start action=Poll\n\
-             2025-11-27T13:32:00.500000Z DEBUG folder: done event=Uploaded { op: OpId(3), result: Done(x) }\n\
+             2025-11-27T13:32:00.500000Z DEBUG folder: done event=Uploaded {{ op: OpId(3), result: Done(x) }}\n\
              2025-11-27T13:32:00.600000Z DEBUG folder: done event=Polled(Ok([]))\n\
-             2025-11-27T13:32:01.000000Z DEBUG folder: start action=Publish { op: OpId(4), entries: [(\"a\", …:1), (\"b\", …:2)] }\n\
-             2025-11-27T13:32:01.200000Z DEBUG folder: done event=Published { op: OpId(4), result: Err(x) }\n\
-             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch { cap: …:2:3:376, listed_as: \"a/b\" }\n\
-             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch { cap: …:2:3:376, listed_as: \"a/c\" }\n\
-             2025-11-27T13:32:02.300000Z DEBUG folder: done event=Fetched { cap: …:2:3:376, result: Ok(SnapshotInfo { relpath: \"a/c\" }) }\n\
-             2025-11-27T13:32:02.400000Z DEBUG folder: done event=Fetched { cap: …:2:3:376, result: Err(x) }\n",
+             2025-11-27T13:32:01.000000Z DEBUG folder: start action={publish:?}\n\
+             2025-11-27T13:32:01.200000Z DEBUG folder: done event=Published {{ op: OpId(4), result: Err(x) }}\n\
+             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch {{ cap: …:2:3:376, listed_as: \"a/b\" }}\n\
+             2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch {{ cap: …:2:3:376, listed_as: \"a/c\" }}\n\
+             2025-11-27T13:32:02.300000Z DEBUG folder: done event=Fetched {{ cap: …:2:3:376, result: Ok(SnapshotInfo {{ relpath: \"a/c\" }}) }}\n\
+             2025-11-27T13:32:02.400000Z DEBUG folder: done event=Fetched {{ cap: …:2:3:376, result: Err(x) }}\n"),
         )
         .unwrap();
         let spans = parse_log(&log).unwrap();
