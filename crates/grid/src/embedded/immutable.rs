@@ -44,11 +44,11 @@ use std::io::{self, Cursor, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+use bytes::Bytes;
+
 use super::caps::short_name;
 use super::crypto::{chk_storage_index, ChunkCipher, ConvergentHasher, Key32, ObjectKind, TAG_LEN};
 use super::store::{io_err, refresh_object, Store};
-use bytes::Bytes;
-
 use crate::{GridError, GridResult, Progress, UploadSource};
 
 /// Bytes in an object header.
