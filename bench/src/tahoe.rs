@@ -370,6 +370,20 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
     // ----- Ours ---------------------------------------------------------------
     eprintln!("magic-folder daemons:");
     let pair = Pair::new(o, &work.join("pair"), node_a.dir(), node_b.dir())?;
+    // A second folder on the same grid, `--layout sharded`, for one workload.
+    let in_sharded_folder = |name: &str, run: &dyn Fn(&Pair) -> Result<Figure>| {
+        let mut sharded = Pair::create(
+            o,
+            &work.join(name),
+            node_a.dir(),
+            node_b.dir(),
+            &["--layout", "sharded"],
+        )?;
+        sharded.start()?;
+        let f = run(&sharded);
+        sharded.finish(o.dir.is_some());
+        f
+    };
     let t_all = Instant::now();
     let mut notes = Vec::new();
     if o.wants("edit") {
@@ -432,22 +446,14 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
             "bigedit",
             edit.what("sharded layout, chunked contents"),
             || {
-                let mut sharded = Pair::create(
-                    o,
-                    &work.join("pair-sharded"),
-                    node_a.dir(),
-                    node_b.dir(),
-                    &["--layout", "sharded"],
-                )?;
-                sharded.start()?;
-                let f = sharded.edits(
-                    "bigedit",
-                    &edit.what("sharded layout, chunked contents"),
-                    &edit.spec(),
-                    &cpu,
-                );
-                sharded.finish(o.dir.is_some());
-                f
+                in_sharded_folder("pair-sharded", &|sharded| {
+                    sharded.edits(
+                        "bigedit",
+                        &edit.what("sharded layout, chunked contents"),
+                        &edit.spec(),
+                        &cpu,
+                    )
+                })
             },
         );
         chunked.raw_s = raw_big_s;
@@ -489,17 +495,9 @@ fn run_in(o: &RunOptions, work: &Path) -> Result<()> {
                 sizes.dirs
             );
             let mut f = guard("files", what, || {
-                let mut sharded = Pair::create(
-                    o,
-                    &work.join("pair-sharded-files"),
-                    node_a.dir(),
-                    node_b.dir(),
-                    &["--layout", "sharded"],
-                )?;
-                sharded.start()?;
-                let f = sharded.files(&ours_dir.join("sharded"), ours_files, timeout, &cpu);
-                sharded.finish(o.dir.is_some());
-                f
+                in_sharded_folder("pair-sharded-files", &|sharded| {
+                    sharded.files(&ours_dir.join("sharded"), ours_files, timeout, &cpu)
+                })
             });
             f.raw_s = Some(raw_m.seconds);
             f.raw_ops = raw_m.ops_json(raw_cpu);
