@@ -77,7 +77,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use mf_daemon::personal::{
-    by_shard, parse_shard_link, read_shard, shard_header, shard_link, Layout, SHARD_HEADER,
+    lay_out, read_shard, shard_header, shard_link, Layout, ShardLinks, SHARD_HEADER,
 };
 use mf_grid::tahoe::testgrid::{GridSpec, TestGrid, TestNode};
 use mf_grid::tahoe::TahoeGrid;
@@ -1007,7 +1007,7 @@ impl Raw {
         let root_children = match layout {
             Layout::Flat => children,
             Layout::Sharded => {
-                stream::iter(by_shard(children))
+                stream::iter(lay_out(children))
                     .map(|(n, mut entries)| {
                         let ops = &ops;
                         async move {
@@ -1034,10 +1034,7 @@ impl Raw {
         let t_pub = t0.elapsed().as_secs_f64();
         let mut listing = ops.time("list personal", self.b.list(&r)).await?;
         if layout == Layout::Sharded {
-            let links: Vec<(u8, Capability)> = listing
-                .into_iter()
-                .filter_map(|(name, e)| Some((parse_shard_link(&name)?, e.cap)))
-                .collect();
+            let links = ShardLinks::of(&listing).current().clone();
             let shards: Vec<DirChildren> = stream::iter(links)
                 .map(|(n, cap)| {
                     let ops = &ops;

@@ -34,10 +34,9 @@
 //! the other participant in ≤ 2 s median, and an idle poll costs the nodes
 //! within 2× of a 1,000-entry folder's.
 
-use mf_core::snapshot::shard_of;
 use mf_daemon::config::{ConfigDir, FolderConfig};
 use mf_daemon::personal::{
-    by_shard, folder_tag, read_shard, shard_header, shard_link, Layout, SHARD_HEADER,
+    folder_tag, lay_out, read_shard, shard_header, shard_link, Layout, ShardLinks, SHARD_HEADER,
 };
 
 use super::*;
@@ -268,7 +267,7 @@ impl Scale<'_> {
         let tag = folder_tag(&cfg.collective_cap)?;
         let all: DirChildren = names.iter().map(|n| (n.clone(), entry.clone())).collect();
         let grid = &self.raw.a;
-        let links: DirChildren = stream::iter(by_shard(all))
+        let links: DirChildren = stream::iter(lay_out(all))
             .map(|(n, mut entries)| {
                 let tag = tag.clone();
                 async move {
@@ -307,12 +306,9 @@ impl Scale<'_> {
             }
             // The writer knows its links (the daemon keeps them); it reads
             // the shard, writes it anew, and swaps the link.
-            let n = shard_of(&name);
-            let link = a
-                .list(&cfg.personal_cap)
-                .await?
-                .remove(&shard_link(n))
-                .map(|e| e.cap);
+            let links = ShardLinks::of(&a.list(&cfg.personal_cap).await?);
+            let n = links.shard_for(&name);
+            let link = links.current().get(&n).cloned();
             let t = Instant::now();
             let mut entries = match &link {
                 Some(cap) => read_shard(a, n, cap, &tag).await?.entries,

@@ -407,18 +407,79 @@ pub fn parse_entry_name(name: &str) -> Option<Result<(RelPath, Option<String>), 
 /// entry name → (path, snapshot).
 pub type Listing = BTreeMap<String, (RelPath, Cap)>;
 
-/// How many shards a sharded personal directory has: a change rewrites one
-/// shard of about 1/256 of the entries and the root's ≤ 256 links, so its
-/// cost stays flat up to a few hundred thousand files (a 100,000-file folder
-/// has shards of ~400 entries, ~100 KB).
+/// The most shards a sharded personal directory has: a change rewrites one
+/// shard and the root's ≤ 256 links, so its cost stays flat up to a few
+/// hundred thousand files (a 100,000-file folder has shards of ~400
+/// entries, ~100 KB).
 pub const SHARDS: usize = 256;
 
-/// The shard of a sharded personal directory that holds the entry `name`:
-/// the first byte of its SHA-256, so entries spread evenly whatever the
-/// folder's shape, and every reader can check that a shard holds only its own.
-pub fn shard_of(name: &str) -> u8 {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(name.as_bytes())[0]
+/// A shard of a sharded personal directory: the entries whose name's
+/// SHA-256 begins with one hex digit (16 shards, while that part of the
+/// folder is small) or two (256). Hashing spreads entries evenly whatever
+/// the folder's shape, and lets every reader check that a shard holds only
+/// its own entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId {
+    /// 1 or 2 hex digits.
+    digits: u8,
+    prefix: u8,
+}
+
+impl ShardId {
+    /// The shard of `digits` (1 or 2) hex digits that holds `name`.
+    pub fn of(name: &str, digits: u8) -> ShardId {
+        use sha2::{Digest, Sha256};
+        let byte = Sha256::digest(name.as_bytes())[0];
+        match digits {
+            1 => ShardId {
+                digits,
+                prefix: byte >> 4,
+            },
+            _ => ShardId {
+                digits: 2,
+                prefix: byte,
+            },
+        }
+    }
+
+    /// How many hex digits name this shard (1 or 2).
+    pub fn digits(self) -> u8 {
+        self.digits
+    }
+
+    /// True if `name` belongs in this shard.
+    pub fn holds(self, name: &str) -> bool {
+        ShardId::of(name, self.digits) == self
+    }
+
+    /// The one-digit shard this two-digit shard was split from.
+    pub fn parent(self) -> Option<ShardId> {
+        (self.digits == 2).then_some(ShardId {
+            digits: 1,
+            prefix: self.prefix >> 4,
+        })
+    }
+
+    /// The shard named by 1 or 2 lowercase hex digits.
+    pub fn parse(hex: &str) -> Option<ShardId> {
+        let digits = u8::try_from(hex.len())
+            .ok()
+            .filter(|d| (1..=2).contains(d))?;
+        if hex.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let prefix = u8::from_str_radix(hex, 16).ok()?;
+        Some(ShardId { digits, prefix })
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.digits {
+            1 => write!(f, "{:x}", self.prefix),
+            _ => write!(f, "{:02x}", self.prefix),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -432,12 +493,31 @@ mod tests {
     #[test]
     fn shards_are_stable_and_spread() {
         // Fixed forever: every participant must agree where an entry lives.
-        assert_eq!(shard_of("a"), 0xca);
+        assert_eq!(ShardId::of("a", 2).to_string(), "ca");
+        assert_eq!(ShardId::of("a", 1).to_string(), "c");
+        assert_eq!(ShardId::of("a", 2).parent(), Some(ShardId::of("a", 1)));
+        assert_eq!(ShardId::of("a", 1).parent(), None);
         let mut used = std::collections::BTreeSet::new();
         for i in 0..4096 {
-            used.insert(shard_of(&format!("dir@_file-{i}")));
+            let name = format!("dir@_file-{i}");
+            let id = ShardId::of(&name, 2);
+            assert!(id.holds(&name) && id.parent().unwrap().holds(&name));
+            used.insert(id);
         }
         assert_eq!(used.len(), SHARDS);
+    }
+
+    #[test]
+    fn shard_ids_round_trip_and_nothing_else_parses() {
+        for name in ["x", "dir@_file-3"] {
+            for digits in [1, 2] {
+                let id = ShardId::of(name, digits);
+                assert_eq!(ShardId::parse(&id.to_string()), Some(id));
+            }
+        }
+        for hex in ["", "3F", "3f0", "zz", "+f", "-1", " 1"] {
+            assert_eq!(ShardId::parse(hex), None, "{hex:?}");
+        }
     }
 
     #[test]

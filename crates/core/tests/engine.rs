@@ -6,7 +6,7 @@ use mf_core::engine::{
     UploadOutcome, WriteOutcome,
 };
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{entry_name, Cap, Content, Listing, SnapshotInfo};
+use mf_core::snapshot::{entry_name, Cap, Content, Listing, ShardId, SnapshotInfo};
 use mf_core::store::{Change, Current, LocalState, MemStore, PathState, Store};
 
 fn path() -> RelPath {
@@ -634,7 +634,7 @@ fn shards_are_listed_and_fail_on_their_own() {
     let mut e = engine(MemStore::new());
     let shard = |n: u8, entries: Result<Listing, mf_core::engine::EffectError>| RemoteListing {
         participant: "bob".into(),
-        shard: Some(n),
+        shard: ShardId::parse(&format!("{n:02x}")),
         entries,
         rejected: vec![],
         author: None,

@@ -9,15 +9,25 @@
 //!   whole, so in a 100,000-file folder every change costs ~5 s of the
 //!   writer's node and every poll that finds one ~11 s of the reader's
 //!   (48 MB of JSON). The layout of every folder a 24.3 participant shares.
-//! * **sharded** — the entries live in up to [`SHARDS`] immutable directories
-//!   (*shards*; an entry's is [`shard_of`] its name), and the personal
-//!   directory holds only `@metadata` and a link `@shard-xx` to each
-//!   non-empty shard. A change makes new shards for the entries it touches
-//!   and swaps their links in one write of the personal directory: a crash
+//! * **sharded** — the entries live in immutable directories (*shards*),
+//!   and the personal directory holds only `@metadata` and a link
+//!   `@shard-…` to each non-empty shard. An entry's shard is named by the
+//!   first hex digit of its name's hash ([`ShardId`]): 16 shards while the
+//!   folder is small; a shard that grows past [`SPLIT_AT`] entries splits
+//!   into the 16 named by two digits, so a large folder has up to
+//!   [`SHARDS`]. A change makes new shards for the entries it touches and
+//!   swaps their links in one write of the personal directory: a crash
 //!   before that write publishes nothing, and the write costs O(256) however
-//!   large the folder. A reader lists the personal directory (≤ 257 links)
+//!   large the folder. A reader lists the personal directory (≤ 256 links)
 //!   and only the shards whose link changed — an immutable shard under an
 //!   unchanged link holds the same entries.
+//!
+//!   Fewer shards while the folder is small keep a burst of changes cheap:
+//!   a publish of b entries rewrites about min(b, shards) shards, and with
+//!   256 shards a bulk of a thousand files rewrote about one shard per file.
+//!   A split links all its new shards in the write that publishes it, so a
+//!   one-digit shard whose two-digit shards are linked is *superseded*:
+//!   readers ignore it, and its owner unlinks it after that write.
 //!
 //! A flat folder moves to the sharded layout with `magic-folder convert`
 //! (see [`crate::convert`]): each participant writes its entries into a new,
@@ -26,7 +36,7 @@
 //! daemon links the new directory in the collective), and a reader reads
 //! each directory by what it holds: shard links, or entries.
 //!
-//! Every shard carries a header entry, [`SHARD_HEADER`], naming its index
+//! Every shard carries a header entry, [`SHARD_HEADER`], naming the shard
 //! and its folder; a reader rejects a shard whose header does not match the
 //! link that led to it (a leaf of another folder, or of another shard) and
 //! any entry filed in the wrong shard, each named in status, and keeps
@@ -34,10 +44,10 @@
 //! link cannot lead into a cycle: a shard's entries are snapshots, never
 //! followed further as directories.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use mf_core::snapshot::shard_of;
-pub use mf_core::snapshot::SHARDS;
+pub use mf_core::snapshot::{ShardId, SHARDS};
 use mf_grid::{CapKind, Capability, DirChildren, DirEntry, Grid, GridError};
 use serde::{Deserialize, Serialize};
 
@@ -132,26 +142,140 @@ pub fn folder_tag(collective: &Capability) -> Result<String, GridError> {
     Ok(data_encoding::HEXLOWER.encode(&h.finalize()[..16]))
 }
 
-/// The personal directory's link to shard `n`.
-pub fn shard_link(n: u8) -> String {
-    format!("{SHARD_LINK_PREFIX}{n:02x}")
+/// A one-digit shard with more entries than this is split into two-digit
+/// shards: a change then rewrites at most this many entries (a 100,000-file
+/// folder's two-digit shards hold ~400 each), and a burst of changes in a
+/// smaller folder rewrites at most 16 shards.
+pub const SPLIT_AT: usize = 512;
+
+/// The personal directory's link to a shard.
+pub fn shard_link(id: ShardId) -> String {
+    format!("{SHARD_LINK_PREFIX}{id}")
 }
 
 /// The shard a personal-directory entry links to, if it is a shard link.
-pub fn parse_shard_link(name: &str) -> Option<u8> {
-    let hex = name.strip_prefix(SHARD_LINK_PREFIX)?;
-    if hex.len() != 2 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    u8::from_str_radix(hex, 16).ok()
+pub fn parse_shard_link(name: &str) -> Option<ShardId> {
+    ShardId::parse(name.strip_prefix(SHARD_LINK_PREFIX)?)
 }
 
-/// Shard `n`'s header entry: no object, its index and folder on the edge.
-pub fn shard_header(n: u8, folder: &str) -> DirEntry {
+/// A shard's header entry: no object, its name and folder on the edge.
+pub fn shard_header(id: ShardId, folder: &str) -> DirEntry {
     DirEntry {
         cap: Capability::empty(),
-        metadata: serde_json::json!({ "shard": format!("{n:02x}"), "folder": folder }),
+        metadata: serde_json::json!({ "shard": id.to_string(), "folder": folder }),
     }
+}
+
+/// A sharded personal directory's links: the shards in use, and the
+/// one-digit shards that were split but are still linked.
+#[derive(Clone, Debug, Default)]
+pub struct ShardLinks {
+    current: BTreeMap<ShardId, Capability>,
+    /// One-digit shards that have two-digit ones (linked or not).
+    split: BTreeSet<ShardId>,
+    /// Split shards whose link is still there, to be unlinked.
+    superseded: BTreeSet<ShardId>,
+}
+
+impl ShardLinks {
+    /// The shard links among a personal directory's entries.
+    pub fn of(children: &DirChildren) -> ShardLinks {
+        let mut links = ShardLinks::default();
+        let mut one_digit = Vec::new();
+        for (name, entry) in children {
+            match parse_shard_link(name) {
+                Some(id) if id.digits() == 1 => one_digit.push((id, entry.cap.clone())),
+                Some(id) => links.insert(id, entry.cap.clone()),
+                None => {}
+            }
+        }
+        for (id, cap) in one_digit {
+            links.insert(id, cap);
+        }
+        links
+    }
+
+    /// Links `id` to `cap`: a two-digit shard supersedes its one-digit one.
+    pub fn insert(&mut self, id: ShardId, cap: Capability) {
+        match id.parent() {
+            Some(parent) => {
+                self.split.insert(parent);
+                if self.current.remove(&parent).is_some() {
+                    self.superseded.insert(parent);
+                }
+                self.current.insert(id, cap);
+            }
+            None if self.split.contains(&id) => {
+                self.superseded.insert(id);
+            }
+            None => {
+                self.current.insert(id, cap);
+            }
+        }
+    }
+
+    /// The shards in use, each with its link.
+    pub fn current(&self) -> &BTreeMap<ShardId, Capability> {
+        &self.current
+    }
+
+    /// Split shards still linked: readers ignore them.
+    pub fn superseded(&self) -> &BTreeSet<ShardId> {
+        &self.superseded
+    }
+
+    /// Forgets a superseded shard once its link is gone.
+    pub fn unlinked(&mut self, id: ShardId) {
+        self.superseded.remove(&id);
+    }
+
+    /// The shard `name` goes in now: its two-digit shard where its
+    /// one-digit one has been split, else its one-digit one.
+    pub fn shard_for(&self, name: &str) -> ShardId {
+        let two = ShardId::of(name, 2);
+        match two.parent() {
+            Some(one) if !self.split.contains(&one) => one,
+            _ => two,
+        }
+    }
+
+    /// Entries grouped by the shard they go in now.
+    pub fn group(&self, entries: DirChildren) -> BTreeMap<ShardId, DirChildren> {
+        let mut out: BTreeMap<ShardId, DirChildren> = BTreeMap::new();
+        for (name, entry) in entries {
+            out.entry(self.shard_for(&name))
+                .or_default()
+                .insert(name, entry);
+        }
+        out
+    }
+}
+
+/// The entries of shard `id` as they are to be written: as they are, or,
+/// when a one-digit shard has grown past [`SPLIT_AT`], split into its
+/// two-digit shards.
+pub fn maybe_split(id: ShardId, entries: DirChildren) -> Vec<(ShardId, DirChildren)> {
+    if id.digits() != 1 || entries.len() <= SPLIT_AT {
+        return vec![(id, entries)];
+    }
+    let mut out: BTreeMap<ShardId, DirChildren> = BTreeMap::new();
+    for (name, entry) in entries {
+        out.entry(ShardId::of(&name, 2))
+            .or_default()
+            .insert(name, entry);
+    }
+    out.into_iter().collect()
+}
+
+/// A whole directory's entries laid out in shards at once, as a writer
+/// that published them in one go would: one-digit shards, each split where
+/// it holds more than [`SPLIT_AT`].
+pub fn lay_out(entries: DirChildren) -> Vec<(ShardId, DirChildren)> {
+    ShardLinks::default()
+        .group(entries)
+        .into_iter()
+        .flat_map(|(id, entries)| maybe_split(id, entries))
+        .collect()
 }
 
 /// A shard as read: its entries, and those it had to leave out, each with
@@ -186,18 +310,18 @@ impl ShardError {
     }
 }
 
-/// Reads shard `n` from `cap`, checking that it is an immutable directory
-/// whose header names index `n` and `folder`, and that each entry belongs
-/// in shard `n`.
+/// Reads shard `id` from `cap`, checking that it is an immutable directory
+/// whose header names `id` and `folder`, and that each entry belongs in
+/// shard `id`.
 pub async fn read_shard<G: Grid>(
     grid: &G,
-    n: u8,
+    id: ShardId,
     cap: &Capability,
     folder: &str,
 ) -> Result<Shard, ShardError> {
     if cap.kind() != CapKind::ImmutableDir {
         return Err(ShardError::Invalid(format!(
-            "the link to shard {n:02x} is not an immutable directory ({:?})",
+            "the link to shard {id} is not an immutable directory ({:?})",
             cap.kind()
         )));
     }
@@ -211,44 +335,35 @@ pub async fn read_shard<G: Grid>(
             .map(str::to_owned)
     };
     match (field("shard"), field("folder")) {
-        (Some(s), Some(f)) if s == format!("{n:02x}") && f == folder => {}
+        (Some(s), Some(f)) if s == id.to_string() && f == folder => {}
         (Some(s), Some(f)) if f == folder => {
             return Err(ShardError::Invalid(format!(
-                "the link to shard {n:02x} leads to shard {s}"
+                "the link to shard {id} leads to shard {s}"
             )))
         }
         (Some(_), Some(_)) => {
             return Err(ShardError::Invalid(format!(
-                "the link to shard {n:02x} leads to a shard of another folder"
+                "the link to shard {id} leads to a shard of another folder"
             )))
         }
         _ => {
             return Err(ShardError::Invalid(format!(
-                "the link to shard {n:02x} leads to a directory that is not a shard"
+                "the link to shard {id} leads to a directory that is not a shard"
             )))
         }
     }
     let mut problems = Vec::new();
     entries.retain(|name, _| {
-        let fits = shard_of(name) == n;
+        let fits = id.holds(name);
         if !fits {
             problems.push(format!(
-                "entry {name:?} is filed in shard {n:02x}, not in its own ({:02x})",
-                shard_of(name)
+                "entry {name:?} is filed in shard {id}, not in its own ({})",
+                ShardId::of(name, id.digits())
             ));
         }
         fits
     });
     Ok(Shard { entries, problems })
-}
-
-/// Entries grouped by the shard they belong in.
-pub fn by_shard(entries: DirChildren) -> std::collections::BTreeMap<u8, DirChildren> {
-    let mut out: std::collections::BTreeMap<u8, DirChildren> = Default::default();
-    for (name, entry) in entries {
-        out.entry(shard_of(&name)).or_default().insert(name, entry);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -257,13 +372,15 @@ mod tests {
 
     #[test]
     fn shard_links_round_trip_and_nothing_else_parses() {
-        for n in [0u8, 0x3f, 0xff] {
-            assert_eq!(parse_shard_link(&shard_link(n)), Some(n));
+        for name in ["a", "dir@_file-3"] {
+            for digits in [1, 2] {
+                let id = ShardId::of(name, digits);
+                assert_eq!(parse_shard_link(&shard_link(id)), Some(id));
+            }
         }
         for name in [
             "@shard",
             "@shard-",
-            "@shard-3",
             "@shard-3F",
             "@shard-3f0",
             "@shard-zz",
@@ -271,5 +388,80 @@ mod tests {
         ] {
             assert_eq!(parse_shard_link(name), None, "{name}");
         }
+    }
+
+    fn cap(label: &str) -> Capability {
+        Capability::parse(&format!("URI:DIR2-CHK:{label}")).unwrap()
+    }
+
+    /// Entry names whose one-digit shard is `one` (the hash decides).
+    fn names_in(one: ShardId, count: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("f-{i}"))
+            .filter(|n| ShardId::of(n, 1) == one)
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn a_split_shard_is_superseded_and_its_entries_go_two_digits_deep() {
+        let one = ShardId::of("a", 1);
+        let other = ShardId::of(&names_in(ShardId::of("b", 1), 1)[0], 1);
+        assert_ne!(one, other);
+        let mut children = DirChildren::new();
+        children.insert(shard_link(one), DirEntry::new(cap("one")));
+        children.insert(shard_link(other), DirEntry::new(cap("other")));
+        children.insert(METADATA_ENTRY.into(), DirEntry::new(cap("meta")));
+        let links = ShardLinks::of(&children);
+        assert_eq!(links.current().len(), 2);
+        assert_eq!(links.shard_for("a"), one);
+
+        // A two-digit link under `one`, listed in any order, supersedes it.
+        let two = ShardId::of("a", 2);
+        children.insert(shard_link(two), DirEntry::new(cap("two")));
+        let links = ShardLinks::of(&children);
+        assert_eq!(
+            links.current().keys().copied().collect::<Vec<_>>(),
+            [other, two]
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            links.superseded().iter().copied().collect::<Vec<_>>(),
+            [one]
+        );
+        for name in names_in(one, 20) {
+            assert_eq!(links.shard_for(&name), ShardId::of(&name, 2), "{name}");
+        }
+        assert_eq!(links.shard_for(&names_in(other, 1)[0]), other);
+    }
+
+    #[test]
+    fn a_shard_splits_only_past_the_threshold_and_keeps_every_entry() {
+        let one = ShardId::of("a", 1);
+        let entries = |n: usize| -> DirChildren {
+            names_in(one, n)
+                .into_iter()
+                .map(|name| (name.clone(), DirEntry::new(cap(&name))))
+                .collect()
+        };
+        assert_eq!(
+            maybe_split(one, entries(SPLIT_AT)),
+            vec![(one, entries(SPLIT_AT))]
+        );
+        let parts = maybe_split(one, entries(SPLIT_AT + 1));
+        assert!(parts.len() > 1);
+        let mut all = DirChildren::new();
+        for (id, part) in parts {
+            assert_eq!(id.parent(), Some(one));
+            assert!(part.keys().all(|n| id.holds(n)));
+            all.extend(part);
+        }
+        assert_eq!(all, entries(SPLIT_AT + 1));
+        // A two-digit shard never splits further.
+        let two = ShardId::of("a", 2);
+        assert_eq!(maybe_split(two, entries(SPLIT_AT + 1)).len(), 1);
     }
 }

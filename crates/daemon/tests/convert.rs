@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, RemoteListing};
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{self, Cap};
+use mf_core::snapshot::{self, Cap, ShardId};
 use mf_daemon::chunked::ContentFormat;
 use mf_daemon::config::{ConfigDir, FolderConfig, GridLocation, Secret32};
 use mf_daemon::convert::{self, MoveState};
@@ -39,7 +39,7 @@ const TARGET: FolderFormat = FolderFormat {
 };
 
 /// What a reader holds: each (participant, part) as last listed.
-type View = BTreeMap<(String, Option<u8>), BTreeMap<String, Cap>>;
+type View = BTreeMap<(String, Option<ShardId>), BTreeMap<String, Cap>>;
 
 impl World {
     async fn new() -> World {

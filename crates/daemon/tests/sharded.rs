@@ -1,7 +1,8 @@
 //! The sharded personal-directory layout (`mf_daemon::personal`) through
 //! the executor and the real embedded grid: a change reads and writes only
-//! the shards it touches, a crash between any two grid writes of a publish
-//! publishes all or nothing, concurrent publishes lose nothing, and a
+//! the shards it touches, a shard that grows too big splits and readers
+//! follow, a crash between any two grid writes of a publish (a split's
+//! too) publishes all or nothing, concurrent publishes lose nothing, and a
 //! hostile participant's broken shards are rejected one by one, by name,
 //! while the rest of its directory syncs.
 
@@ -11,10 +12,12 @@ use std::sync::Arc;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry, RemoteListing};
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{self, shard_of, Cap};
+use mf_core::snapshot::{self, Cap, ShardId};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
-use mf_daemon::personal::{folder_tag, parse_shard_link, shard_header, shard_link, Layout};
+use mf_daemon::personal::{
+    folder_tag, parse_shard_link, shard_header, shard_link, Layout, ShardLinks, SPLIT_AT,
+};
 use mf_grid::embedded::EmbeddedGrid;
 
 mod common;
@@ -71,29 +74,41 @@ impl World {
         ex
     }
 
-    /// Alice's personal directory as the grid has it, merged across
-    /// shards: entry name → snapshot capability.
+    /// Alice's personal directory as a reader sees it, merged across the
+    /// shards in use: entry name → snapshot capability.
     async fn alice_entries(&self) -> BTreeMap<String, String> {
         let tag = folder_tag(&self.collective).unwrap();
         let root = self.grid.list(&self.alice_personal).await.unwrap();
+        for name in root.keys() {
+            assert!(
+                name == "@metadata" || parse_shard_link(name).is_some(),
+                "only links and metadata at the top: {name}"
+            );
+        }
         let mut out = BTreeMap::new();
-        for (name, e) in root {
-            if let Some(n) = parse_shard_link(&name) {
-                let shard = mf_daemon::personal::read_shard(&*self.grid, n, &e.cap, &tag)
-                    .await
-                    .unwrap();
-                assert!(shard.problems.is_empty(), "{:?}", shard.problems);
-                out.extend(
-                    shard
-                        .entries
-                        .into_iter()
-                        .map(|(k, v)| (k, v.cap.as_str().to_owned())),
-                );
-            } else {
-                assert_eq!(name, "@metadata", "only links and metadata at the top");
-            }
+        for (id, cap) in ShardLinks::of(&root).current() {
+            let shard = mf_daemon::personal::read_shard(&*self.grid, *id, cap, &tag)
+                .await
+                .unwrap();
+            assert!(shard.problems.is_empty(), "{:?}", shard.problems);
+            out.extend(
+                shard
+                    .entries
+                    .into_iter()
+                    .map(|(k, v)| (k, v.cap.as_str().to_owned())),
+            );
         }
         out
+    }
+
+    /// The shards alice's directory links: in use, and split but still
+    /// linked.
+    async fn alice_links(&self) -> (BTreeSet<ShardId>, BTreeSet<ShardId>) {
+        let links = ShardLinks::of(&self.grid.list(&self.alice_personal).await.unwrap());
+        (
+            links.current().keys().copied().collect(),
+            links.superseded().clone(),
+        )
     }
 
     /// A distinct immutable directory to stand for a snapshot.
@@ -146,7 +161,10 @@ async fn poll<G: Grid>(ex: &Executor<G>) -> Vec<RemoteListing> {
 
 /// What a reader holds after taking in `listings` as the engine does: each
 /// part replaces the last listing of the same part.
-fn take_in(view: &mut BTreeMap<Option<u8>, BTreeMap<String, Cap>>, listings: &[RemoteListing]) {
+fn take_in(
+    view: &mut BTreeMap<Option<ShardId>, BTreeMap<String, Cap>>,
+    listings: &[RemoteListing],
+) {
     for l in listings {
         if let Ok(entries) = &l.entries {
             let part = entries
@@ -158,7 +176,7 @@ fn take_in(view: &mut BTreeMap<Option<u8>, BTreeMap<String, Cap>>, listings: &[R
     }
 }
 
-fn merged(view: &BTreeMap<Option<u8>, BTreeMap<String, Cap>>) -> BTreeMap<String, Cap> {
+fn merged(view: &BTreeMap<Option<ShardId>, BTreeMap<String, Cap>>) -> BTreeMap<String, Cap> {
     view.values()
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -185,7 +203,8 @@ async fn a_change_costs_its_shard_not_the_folder() {
         entries.push(file_entry(&name, &cap));
     }
     publish(&alice, entries).await.unwrap();
-    let shards: BTreeSet<u8> = expected.keys().map(|n| shard_of(n)).collect();
+    // A small folder: one-digit shards.
+    let shards: BTreeSet<ShardId> = expected.keys().map(|n| ShardId::of(n, 1)).collect();
     let on_grid = w.alice_entries().await;
     assert_eq!(on_grid.len(), 60);
 
@@ -193,15 +212,19 @@ async fn a_change_costs_its_shard_not_the_folder() {
     let first = poll(&bob).await;
     take_in(&mut view, &first);
     assert_eq!(merged(&view), expected);
-    let parts: BTreeSet<Option<u8>> = first.iter().map(|l| l.shard).collect();
-    let mut want: BTreeSet<Option<u8>> = shards.iter().map(|n| Some(*n)).collect();
+    let parts: BTreeSet<Option<ShardId>> = first.iter().map(|l| l.shard).collect();
+    let mut want: BTreeSet<Option<ShardId>> = shards.iter().map(|n| Some(*n)).collect();
     want.insert(None);
     assert_eq!(parts, want, "the directory itself and each shard");
     let root = first.iter().find(|l| l.shard.is_none()).unwrap();
     assert_eq!(root.author.as_ref().map(|a| a.name.as_str()), Some("alice"));
     for l in &first {
         for name in l.entries.as_ref().unwrap().keys() {
-            assert_eq!(Some(shard_of(name)), l.shard, "{name} is in its shard");
+            assert_eq!(
+                Some(ShardId::of(name, 1)),
+                l.shard,
+                "{name} is in its shard"
+            );
         }
     }
     assert!(
@@ -224,47 +247,121 @@ async fn a_change_costs_its_shard_not_the_folder() {
     let entry = snapshot::entry_name(&RelPath::new(name).unwrap());
     assert_eq!(
         second.iter().map(|l| l.shard).collect::<Vec<_>>(),
-        vec![Some(shard_of(&entry))]
+        vec![Some(ShardId::of(&entry, 1))]
     );
     take_in(&mut view, &second);
     expected.insert(entry, edited);
     assert_eq!(merged(&view), expected);
 }
 
+/// `count` paths (each its own entry name) in the one-digit shard `one`.
+fn paths_in(one: ShardId, count: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("s{i}"))
+        .filter(|p| ShardId::of(&snapshot::entry_name(&RelPath::new(p).unwrap()), 1) == one)
+        .take(count)
+        .collect()
+}
+
+/// Entries for `paths`, all pointing at `cap` (the writer never reads a
+/// snapshot it publishes), and what the directory then maps them to.
+fn entries_at(paths: &[String], cap: &Cap) -> (Vec<PublishEntry>, BTreeMap<String, String>) {
+    let entries: Vec<PublishEntry> = paths.iter().map(|p| file_entry(p, cap)).collect();
+    let names = entries
+        .iter()
+        .map(|e| (e.name.clone(), cap.0.clone()))
+        .collect();
+    (entries, names)
+}
+
+/// A one-digit shard that grows past [`SPLIT_AT`] splits into two-digit
+/// shards in the publish that makes it grow: its link is swapped for
+/// theirs, the other shards stay as they were, and a reader that had the
+/// one-digit shard ends up with the same entries, from the new shards.
+/// Later entries of that part of the folder go to the two-digit shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_past_the_threshold_splits_and_readers_follow() {
+    let mut w = World::new().await;
+    let alice = w.executor("alice");
+    let bob = w.executor("bob");
+    let full = ShardId::of("x", 1);
+    let paths = paths_in(full, SPLIT_AT + 2);
+    let old = w.snapshot("old").await;
+    let (mut entries, mut expected) = entries_at(&paths[..SPLIT_AT], &old);
+    let elsewhere: Vec<String> = (0..)
+        .map(|i| format!("e{i}"))
+        .filter(|p| ShardId::of(p, 1) != full)
+        .take(3)
+        .collect();
+    let (more, named) = entries_at(&elsewhere, &old);
+    entries.extend(more);
+    expected.extend(named);
+    publish(&alice, entries).await.unwrap();
+    let (before, superseded) = w.alice_links().await;
+    assert!(before.contains(&full) && before.iter().all(|id| id.digits() == 1));
+    assert!(superseded.is_empty());
+    let mut view = BTreeMap::new();
+    take_in(&mut view, &poll(&bob).await);
+
+    let new = w.snapshot("new").await;
+    let (entries, named) = entries_at(&paths[SPLIT_AT..SPLIT_AT + 1], &new);
+    expected.extend(named);
+    publish(&alice, entries).await.unwrap();
+    let (after, superseded) = w.alice_links().await;
+    assert!(superseded.is_empty(), "the split shard is unlinked");
+    assert!(!after.contains(&full));
+    let split: BTreeSet<ShardId> = after.difference(&before).copied().collect();
+    assert!(split.len() > 1 && split.iter().all(|id| id.parent() == Some(full)));
+    assert_eq!(
+        after.difference(&split).collect::<Vec<_>>(),
+        before.iter().filter(|id| **id != full).collect::<Vec<_>>(),
+        "the other shards stay"
+    );
+    assert_eq!(w.alice_entries().await, expected.clone());
+    let listings = poll(&bob).await;
+    let emptied = listings.iter().find(|l| l.shard == Some(full)).unwrap();
+    assert!(emptied.entries.as_ref().unwrap().is_empty());
+    take_in(&mut view, &listings);
+    let merged: BTreeMap<String, String> =
+        merged(&view).into_iter().map(|(k, v)| (k, v.0)).collect();
+    assert_eq!(merged, expected);
+
+    // The next entry there goes to its two-digit shard, alone.
+    let (entries, _) = entries_at(&paths[SPLIT_AT + 1..], &new);
+    let name = entries[0].name.clone();
+    publish(&alice, entries).await.unwrap();
+    let parts: Vec<Option<ShardId>> = poll(&bob).await.iter().map(|l| l.shard).collect();
+    assert_eq!(parts, vec![Some(ShardId::of(&name, 2))]);
+}
+
 /// A crash between any two grid writes of a publish publishes all of it
 /// or none of it (the shards are written first, the links to them in one
 /// last write), and the publish retried after a restart publishes it all
-/// — nothing of what was there before is lost either way.
+/// — nothing of what was there before is lost either way. For a publish
+/// across many shards, and for one that splits a shard (whose last write,
+/// unlinking the split shard, only tidies: a crash there publishes all,
+/// and the next publish unlinks it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
+    let names = |r: std::ops::Range<usize>| -> Vec<String> { r.map(|i| format!("f{i}")).collect() };
+    // Ten edits and ten new files, across many shards.
+    crash_anywhere(&names(0..20), &names(10..30)).await;
+    let full = ShardId::of("x", 1);
+    let paths = paths_in(full, SPLIT_AT + 1);
+    let mut second = paths[SPLIT_AT - 2..].to_vec();
+    second.extend(names(0..2));
+    crash_anywhere(&paths[..SPLIT_AT], &second).await;
+}
+
+async fn crash_anywhere(first: &[String], second: &[String]) {
     let mut crash_at = 0;
     loop {
         let mut w = World::new().await;
         let alice = w.executor("alice");
-        let mut before = BTreeMap::new();
-        let mut first = Vec::new();
-        for i in 0..20 {
-            let name = format!("f{i}");
-            let cap = w.snapshot(&name).await;
-            before.insert(
-                snapshot::entry_name(&RelPath::new(&name).unwrap()),
-                cap.0.clone(),
-            );
-            first.push(file_entry(&name, &cap));
-        }
-        publish(&alice, first).await.unwrap();
-        // Ten edits and ten new files, across many shards.
-        let mut after = before.clone();
-        let mut second = Vec::new();
-        for i in 10..30 {
-            let name = format!("f{i}");
-            let cap = w.snapshot(&format!("{name} again")).await;
-            after.insert(
-                snapshot::entry_name(&RelPath::new(&name).unwrap()),
-                cap.0.clone(),
-            );
-            second.push(file_entry(&name, &cap));
-        }
+        let (entries, before) = entries_at(first, &w.snapshot("first").await);
+        publish(&alice, entries).await.unwrap();
+        let (second, mut after) = entries_at(second, &w.snapshot("second").await);
+        after = before.clone().into_iter().chain(after).collect();
         w.grid.crash_at_write(crash_at);
         let outcome = publish(&alice, second.clone()).await;
         let writes = w.grid.writes();
@@ -273,8 +370,10 @@ async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
         match outcome {
             Ok(()) => {
                 assert_eq!(on_grid, after);
-                assert!(crash_at >= writes, "a publish that crashed cannot succeed");
-                break;
+                if crash_at >= writes {
+                    assert!(w.alice_links().await.1.is_empty(), "tidied");
+                    break;
+                }
             }
             Err(e) => {
                 assert!(e.contains("crashed"), "{e}");
@@ -284,11 +383,12 @@ async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
                 );
             }
         }
-        // After a restart, the retry publishes it all.
+        // After a restart, the retry publishes it all, and tidies.
         let restarted = w.executor("alice");
         publish(&restarted, second).await.unwrap();
         let on_grid = w.alice_entries().await;
         assert_eq!(on_grid, after, "crash at write {crash_at}, then the retry");
+        assert!(w.alice_links().await.1.is_empty(), "tidied after the retry");
         crash_at += 1;
     }
     assert!(crash_at > 5, "the publish made several writes: {crash_at}");
@@ -351,19 +451,19 @@ async fn broken_shards_are_rejected_one_by_one() {
         .unwrap();
     let tag = folder_tag(&w.collective).unwrap();
     let good_name = snapshot::entry_name(&RelPath::new("good").unwrap());
-    let good = shard_of(&good_name);
+    let good = ShardId::of(&good_name, 2);
     // Another name in another shard, for the misfiled entry.
     let (stray_name, stray_shard) = (0..)
         .map(|i| snapshot::entry_name(&RelPath::new(&format!("stray{i}")).unwrap()))
         .map(|n| {
-            let s = shard_of(&n);
+            let s = ShardId::of(&n, 2);
             (n, s)
         })
         .find(|(_, s)| *s != good)
         .unwrap();
     let snap = w.snapshot("good").await;
     let snap = Capability::parse(snap.as_str()).unwrap();
-    let shard = |n: u8, folder: &str, entries: &[(&str, &Capability)]| {
+    let shard = |n: ShardId, folder: &str, entries: &[(&str, &Capability)]| {
         let mut c = DirChildren::new();
         c.insert("@shard".into(), shard_header(n, folder));
         for (name, cap) in entries {
@@ -379,10 +479,15 @@ async fn broken_shards_are_rejected_one_by_one() {
         ))
         .await
         .unwrap();
-    // Three bad links, at indexes other than the good one's.
-    let bad: Vec<u8> = (0..=u8::MAX).filter(|n| *n != good).take(4).collect();
+    // Four bad links, at shards other than the good one's.
+    let byte = |n: u8| ShardId::parse(&format!("{n:02x}")).unwrap();
+    let bad: Vec<ShardId> = (0..=u8::MAX)
+        .map(byte)
+        .filter(|n| *n != good)
+        .take(5)
+        .collect();
     let other_index = grid
-        .create_immutable_dir(shard(bad[0].wrapping_add(1), &tag, &[]))
+        .create_immutable_dir(shard(bad[4], &tag, &[]))
         .await
         .unwrap();
     let other_folder = grid
@@ -414,8 +519,8 @@ async fn broken_shards_are_rejected_one_by_one() {
         .into_iter()
         .filter(|l| l.participant == "mallory")
         .collect();
-    let part = |n: u8| listings.iter().find(|l| l.shard == Some(n)).unwrap();
-    let error = |n: u8| part(n).entries.as_ref().unwrap_err().message.clone();
+    let part = |n: ShardId| listings.iter().find(|l| l.shard == Some(n)).unwrap();
+    let error = |n: ShardId| part(n).entries.as_ref().unwrap_err().message.clone();
     let listed = part(good).entries.as_ref().unwrap();
     assert_eq!(listed.keys().collect::<Vec<_>>(), vec![&good_name]);
     assert!(
@@ -424,11 +529,11 @@ async fn broken_shards_are_rejected_one_by_one() {
             .iter()
             .any(|r| r.starts_with("mallory: ")
                 && r.contains(&stray_name)
-                && r.contains(&format!("not in its own ({stray_shard:02x})"))),
+                && r.contains(&format!("not in its own ({stray_shard})"))),
         "{:?}",
         part(good).rejected
     );
-    assert!(error(bad[0]).contains(&format!("leads to shard {:02x}", bad[0].wrapping_add(1))));
+    assert!(error(bad[0]).contains(&format!("leads to shard {}", bad[4])));
     assert!(
         error(bad[1]).contains("another folder"),
         "{}",
@@ -456,7 +561,7 @@ async fn broken_shards_are_rejected_one_by_one() {
     // Next poll: the missing shard is asked for again (and still fails),
     // the directory's stray entry is reported again; the other shards are
     // not read again.
-    let again: Vec<Option<u8>> = poll(&bob)
+    let again: Vec<Option<ShardId>> = poll(&bob)
         .await
         .into_iter()
         .filter(|l| l.participant == "mallory")

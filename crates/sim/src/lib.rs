@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mf_core::engine::{Action, Engine, EngineConfig, Event, UploadOutcome};
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{Cap, Content};
+use mf_core::snapshot::{Cap, Content, ShardId};
 use mf_core::store::{LocalState, MemStore, Store};
 
 use world::{execute, EffectFaults, MemFs, MemGrid, Node};
@@ -551,14 +551,19 @@ impl World {
 
     /// With outages on, one poll in four fails to list the shard of one
     /// entry (any participant's) picked at random.
-    fn failing_shard(&mut self) -> Option<u8> {
+    fn failing_shard(&mut self) -> Option<ShardId> {
         let any_sharded = self.cfg.sharded || !self.grid.moved.is_empty();
         if !(self.cfg.outages && any_sharded) || self.rng.u32(..4) != 0 {
             return None;
         }
-        let names: Vec<&String> = self.grid.personal.values().flat_map(|d| d.keys()).collect();
-        let name = names.get(self.rng.usize(..names.len().max(1)))?;
-        Some(mf_core::snapshot::shard_of(name))
+        let names: Vec<(&BTreeMap<String, Cap>, &String)> = self
+            .grid
+            .personal
+            .values()
+            .flat_map(|d| d.keys().map(move |k| (d, k)))
+            .collect();
+        let (dir, name) = names.get(self.rng.usize(..names.len().max(1)))?;
+        Some(world::shard_in(dir, name))
     }
 
     /// Carries out an action against the world; returns its event.

@@ -12,7 +12,7 @@ use mf_core::engine::{
     Action, EffectError, Event, RemoteListing, ScanReport, UploadOutcome, WriteOutcome,
 };
 use mf_core::relpath::RelPath;
-use mf_core::snapshot::{Cap, Content, SnapshotInfo};
+use mf_core::snapshot::{Cap, Content, ShardId, SnapshotInfo};
 use mf_core::store::{LocalState, PathState};
 
 /// A node of a simulated filesystem.
@@ -127,7 +127,27 @@ pub struct MemGrid {
     /// Per (reader, participant, shard), a digest of the shard as the reader
     /// last listed it: a reader lists only the shards that changed since,
     /// as the daemon's executor does. Forgotten when the reader crashes.
-    pub listed: BTreeMap<(String, String, u8), u64>,
+    pub listed: BTreeMap<(String, String, ShardId), u64>,
+}
+
+/// A one-digit shard of more entries than this is listed as its two-digit
+/// shards, as a split leaves it. The daemon splits at
+/// `mf_daemon::personal::SPLIT_AT`; here, at the second entry, so that the
+/// simulated folders' few paths split as they appear (`a`, `d/e` and `h/i`
+/// share the one-digit shard `c`; most others are alone in theirs).
+const SPLIT_AT: usize = 1;
+
+/// The shard each entry of a sharded directory is in: its one-digit shard,
+/// or its two-digit one where the one-digit shard has grown past
+/// [`SPLIT_AT`] (a directory only grows: a deletion is an entry too).
+pub fn shard_in(entries: &BTreeMap<String, Cap>, name: &str) -> ShardId {
+    let one = ShardId::of(name, 1);
+    let in_one = entries.keys().filter(|e| ShardId::of(e, 1) == one).count();
+    if in_one > SPLIT_AT {
+        ShardId::of(name, 2)
+    } else {
+        one
+    }
 }
 
 fn digest(h: impl Hash) -> u64 {
@@ -193,7 +213,7 @@ pub struct EffectFaults {
     /// does while its storage servers reconnect after a restart.
     pub shares_hidden: bool,
     /// Listing this shard of a sharded directory fails (transiently).
-    pub failing_shard: Option<u8>,
+    pub failing_shard: Option<ShardId>,
     /// A planted bug for the detection test: writes skip the last-moment
     /// check of the target's state, as a careless driver would.
     pub skip_last_moment_check: bool,
@@ -270,25 +290,24 @@ pub fn execute(
                 });
                 // The shards that hold entries now, and those this reader
                 // listed before (a shard may have been emptied).
-                let mut shards: BTreeMap<u8, Vec<(&String, &Cap)>> = BTreeMap::new();
+                let mut shards: BTreeMap<ShardId, Vec<(&String, &Cap)>> = BTreeMap::new();
                 for (e, cap) in entries {
                     shards
-                        .entry(mf_core::snapshot::shard_of(e))
+                        .entry(shard_in(entries, e))
                         .or_default()
                         .push((e, cap));
                 }
-                let before: Vec<u8> = grid
+                let before: Vec<ShardId> = grid
                     .listed
-                    .range(
-                        (me.to_owned(), name.clone(), 0)..=(me.to_owned(), name.clone(), u8::MAX),
-                    )
-                    .map(|((_, _, n), _)| *n)
+                    .keys()
+                    .filter(|(reader, of, _)| reader == me && of == name)
+                    .map(|(_, _, n)| *n)
                     .collect();
                 for n in before {
                     shards.entry(n).or_default();
                 }
                 for (n, now) in shards {
-                    let in_shard = |e: &str| mf_core::snapshot::shard_of(e) == n;
+                    let in_shard = |e: &str| shard_in(entries, e) == n;
                     let key = (me.to_owned(), name.clone(), n);
                     let d = digest(&now);
                     if grid.listed.get(&key) == Some(&d) {

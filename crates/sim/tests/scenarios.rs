@@ -209,3 +209,33 @@ fn a_removal_after_concurrent_creations_of_one_directory_stays_removed() {
     );
     assert!(tree.is_empty(), "the removal stands everywhere: {tree:?}");
 }
+
+/// In a sharded folder `a`, `d/e` and `h/i` share a one-digit shard that
+/// the simulated grid splits at its second entry: each new entry moves
+/// the shard's others into two-digit shards, and every reader still has
+/// every file, edits included, nothing fetched twice into a conflict.
+#[test]
+fn files_sync_across_a_shard_split() {
+    use SimOp::*;
+    let cfg = SimConfig {
+        sharded: true,
+        ..calm(2)
+    };
+    let tree = settle(
+        &cfg,
+        &[
+            Write { who: 0, file: 0 },
+            Advance(3000),
+            Write { who: 1, file: 3 },
+            Advance(3000),
+            Write { who: 0, file: 5 },
+            Advance(3000),
+            Write { who: 1, file: 0 },
+        ],
+    );
+    let names: Vec<&str> = tree.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a", "d", "d/e", "h", "h/i"]);
+    assert!(text(&tree["a"]).starts_with("p1:"), "{}", text(&tree["a"]));
+    assert!(text(&tree["d/e"]).starts_with("p1:"));
+    assert!(text(&tree["h/i"]).starts_with("p0:"));
+}

@@ -148,7 +148,7 @@ impl<S: Store> Engine<S> {
             }
             let cannot_list = match listing.shard {
                 None => format!("cannot list {}: ", listing.participant),
-                Some(n) => format!("cannot list {}'s shard {n:02x}: ", listing.participant),
+                Some(id) => format!("cannot list {}'s shard {id}: ", listing.participant),
             };
             let entries = match listing.entries {
                 Ok(e) => {
@@ -167,10 +167,8 @@ impl<S: Store> Engine<S> {
                     continue;
                 }
             };
-            let seen = self
-                .seen
-                .entry((listing.participant.clone(), listing.shard))
-                .or_default();
+            let part = (listing.participant.clone(), listing.shard);
+            let seen = self.seen.entry(part.clone()).or_default();
             let mut now = Vec::with_capacity(entries.len());
             for (name, (path, cap)) in &entries {
                 let f = fingerprint(name, path, cap);
@@ -189,6 +187,10 @@ impl<S: Store> Engine<S> {
             }
             now.sort_unstable();
             *seen = now;
+            if seen.is_empty() {
+                // A shard emptied, or split into smaller ones: nothing to keep.
+                self.seen.remove(&part);
+            }
         }
     }
 

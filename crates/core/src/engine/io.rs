@@ -6,7 +6,7 @@
 //! implement exactly that, and the engine relies on nothing more.
 
 use crate::relpath::RelPath;
-use crate::snapshot::{Cap, Content, Listing, SnapshotInfo};
+use crate::snapshot::{Cap, Content, Listing, ShardId, SnapshotInfo};
 use crate::store::LocalState;
 
 /// Milliseconds on the driver's monotonic clock.
@@ -190,10 +190,10 @@ pub struct RemoteListing {
     /// The participant's name in the collective.
     pub participant: String,
     /// Which part of the participant's directory this is: `None` for the
-    /// directory itself, `Some(n)` for its shard `n` when it is sharded (see
-    /// [`crate::snapshot::shard_of`]). Each part replaces the last listing
-    /// of the same part; parts not listed are unchanged.
-    pub shard: Option<u8>,
+    /// directory itself, `Some(id)` for one of its shards when it is sharded
+    /// (see [`ShardId`]). Each part replaces the last listing of the same
+    /// part; parts not listed are unchanged.
+    pub shard: Option<ShardId>,
     /// Entry name → (path, snapshot), or why the directory could not be listed.
     pub entries: Result<Listing, EffectError>,
     /// Entries rejected before they reached the engine (unsafe names), with reasons.

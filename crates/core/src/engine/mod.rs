@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use serde::Serialize;
 
 use crate::relpath::RelPath;
-use crate::snapshot::{conflict_entry_name, entry_name, Cap, Content, SnapshotInfo};
+use crate::snapshot::{conflict_entry_name, entry_name, Cap, Content, ShardId, SnapshotInfo};
 use crate::store::{Change, Conflict, Current, LocalState, Store, StoreError};
 
 /// How the engine is tuned.
@@ -234,7 +234,7 @@ pub struct Engine<S: Store> {
     /// its directory is sharded), to notice what is new: the sorted
     /// [`fingerprint`]s of its entries (a 100,000-entry listing took 25 MB
     /// kept as strings, 1.6 MB as fingerprints).
-    seen: BTreeMap<(String, Option<u8>), Vec<u128>>,
+    seen: BTreeMap<(String, Option<ShardId>), Vec<u128>>,
     /// Paths to look at on the next pump.
     work: BTreeSet<RelPath>,
     /// At most one effect per path at a time.

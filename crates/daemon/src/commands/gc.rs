@@ -41,7 +41,9 @@ use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{CapKind, Capability, Grid, GridError};
 
-use crate::personal::{folder_tag, moved_to, parse_shard_link, read_shard, MOVED_FROM_ENTRY};
+use crate::personal::{
+    folder_tag, moved_to, parse_shard_link, read_shard, ShardId, MOVED_FROM_ENTRY,
+};
 use mf_state::StateReader;
 use serde::Serialize;
 
@@ -425,8 +427,9 @@ impl Walk {
                     continue;
                 }
             };
-            // A sharded directory's shards, and the entries in them.
-            let links: Vec<(u8, Capability)> = children
+            // A sharded directory's shards, and the entries in them (a
+            // split one too, until its owner unlinks it).
+            let links: Vec<(ShardId, Capability)> = children
                 .iter()
                 .filter_map(|(n, e)| Some((parse_shard_link(n)?, e.cap.clone())))
                 .collect();
@@ -442,7 +445,7 @@ impl Walk {
                         children.extend(shard.entries);
                     }
                     Err(e) => walk.problems.push(format!(
-                        "folder {name:?}: {participant}'s shard {n:02x} cannot be read: {e}"
+                        "folder {name:?}: {participant}'s shard {n} cannot be read: {e}"
                     )),
                 }
             }

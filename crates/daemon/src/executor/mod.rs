@@ -134,7 +134,7 @@ pub struct Executor<G: Grid> {
     /// Sharded: our links to our shards as last written; `None` until read
     /// at the first publish of a run, and after a write whose outcome is
     /// unknown.
-    own_links: Mutex<Option<BTreeMap<u8, Capability>>>,
+    own_links: Mutex<Option<personal::ShardLinks>>,
     /// Held while publishing: each publish builds on the last.
     publishing: tokio::sync::Mutex<()>,
     /// Our entries kept aside under `@metadata` (see [`Executor::publish`])

@@ -7,12 +7,10 @@
 //! was most of an idle daemon's CPU time. Of a sharded directory only the
 //! shards whose link changed are read (see [`crate::personal`]).
 
-use std::collections::BTreeMap;
-
 use mf_grid::Listed;
 
 use crate::format::FolderFormat;
-use crate::personal::{self, parse_shard_link, read_shard};
+use crate::personal::{self, parse_shard_link, read_shard, ShardId, ShardLinks};
 
 use super::*;
 
@@ -35,8 +33,8 @@ pub(super) struct Polled {
     /// that the next poll reads it again.
     revision: Option<Revision>,
     /// Sharded: the link of each part given — `None` for the directory's
-    /// own `@metadata`, `Some(n)` for shard `n`.
-    links: HashMap<Option<u8>, Capability>,
+    /// own `@metadata`, `Some(id)` for a shard.
+    links: HashMap<Option<ShardId>, Capability>,
 }
 
 impl<G: Grid> Executor<G> {
@@ -270,14 +268,13 @@ impl<G: Grid> Executor<G> {
         before: Polled,
         rules: &IgnoreRules,
     ) -> (Vec<RemoteListing>, Option<Polled>) {
+        // A shard its owner split is ignored until its owner unlinks it.
+        let links = ShardLinks::of(&listed.children).current().clone();
         let mut own = DirChildren::new();
-        let mut links = BTreeMap::new();
         for (name, entry) in listed.children {
-            if let Some(n) = parse_shard_link(&name) {
-                links.insert(n, entry.cap);
-            } else if name == METADATA_ENTRY {
+            if name == METADATA_ENTRY {
                 own.insert(name, entry);
-            } else {
+            } else if parse_shard_link(&name).is_none() {
                 rejected.push(format!(
                     "{participant}: entry {name:?}: not a shard link (the directory is sharded)"
                 ));
@@ -314,12 +311,12 @@ impl<G: Grid> Executor<G> {
         } else {
             now.links.insert(None, meta);
         }
-        // Shards no longer linked hold nothing now.
-        for n in before.links.keys().flatten() {
-            if !links.contains_key(n) {
+        // Shards no longer linked (or split) hold nothing now.
+        for id in before.links.keys().flatten() {
+            if !links.contains_key(id) {
                 out.push(RemoteListing {
                     participant: participant.clone(),
-                    shard: Some(*n),
+                    shard: Some(*id),
                     entries: Ok(Listing::new()),
                     rejected: Vec::new(),
                     author: None,
@@ -327,24 +324,24 @@ impl<G: Grid> Executor<G> {
             }
         }
         let mut changed = Vec::new();
-        for (n, link) in links {
-            if before.links.get(&Some(n)) == Some(&link) {
-                now.links.insert(Some(n), link);
+        for (id, link) in links {
+            if before.links.get(&Some(id)) == Some(&link) {
+                now.links.insert(Some(id), link);
             } else {
-                changed.push((n, link));
+                changed.push((id, link));
             }
         }
         let grid = &*self.grid;
         let folder = &self.folder_tag;
         let read: Vec<_> = stream::iter(changed)
-            .map(|(n, link)| async move {
-                let shard = read_shard(grid, n, &link, folder).await;
-                (n, link, shard)
+            .map(|(id, link)| async move {
+                let shard = read_shard(grid, id, &link, folder).await;
+                (id, link, shard)
             })
             .buffer_unordered(POLL_PARALLELISM)
             .collect()
             .await;
-        for (n, link, shard) in read {
+        for (id, link, shard) in read {
             match shard {
                 Ok(shard) => {
                     let mut rejected: Vec<String> = shard
@@ -355,12 +352,12 @@ impl<G: Grid> Executor<G> {
                     let listing = decode(&participant, shard.entries, rules, &mut rejected);
                     out.push(RemoteListing {
                         participant: participant.clone(),
-                        shard: Some(n),
+                        shard: Some(id),
                         entries: Ok(listing),
                         rejected,
                         author: None,
                     });
-                    now.links.insert(Some(n), link);
+                    now.links.insert(Some(id), link);
                 }
                 Err(e) => {
                     // A shard the grid could not give is read again at the
@@ -369,13 +366,13 @@ impl<G: Grid> Executor<G> {
                     if e.is_retryable() {
                         now.revision = None;
                     } else {
-                        now.links.insert(Some(n), link);
+                        now.links.insert(Some(id), link);
                     }
                     let error = EffectError {
                         transient: e.is_retryable(),
                         ..EffectError::permanent(e.to_string())
                     };
-                    out.push(self.part_failed(&participant, Some(n), error));
+                    out.push(self.part_failed(&participant, Some(id), error));
                 }
             }
         }
@@ -422,7 +419,12 @@ impl<G: Grid> Executor<G> {
         self.part_failed(&participant, None, grid_error(what, e))
     }
 
-    fn part_failed(&self, participant: &str, shard: Option<u8>, e: EffectError) -> RemoteListing {
+    fn part_failed(
+        &self,
+        participant: &str,
+        shard: Option<ShardId>,
+        e: EffectError,
+    ) -> RemoteListing {
         RemoteListing {
             participant: participant.to_owned(),
             shard,

@@ -4,7 +4,7 @@ use super::aside::{author_entry, is_conflict_entry, AUTHOR_ENTRY, NONCE_KEY};
 use futures_util::TryStreamExt;
 
 use crate::personal::{
-    parse_shard_link, read_shard, shard_header, shard_link, ShardError, SHARD_HEADER,
+    read_shard, shard_header, shard_link, ShardError, ShardId, ShardLinks, SHARD_HEADER,
 };
 
 use super::*;
@@ -143,10 +143,12 @@ impl<G: Grid> Executor<G> {
 
     /// Puts `children` into our sharded personal directory: each shard they
     /// fall in is made anew (its entries as they were, with theirs over
-    /// them), then the directory's links to those shards are swapped in one
-    /// write, with `@metadata` if it is among `children`. A failure before
-    /// that write leaves only unlinked shards behind: nothing is published
-    /// half-way.
+    /// them; split in two-digit shards once it is big, see
+    /// [`personal::maybe_split`]), then the directory's links to those
+    /// shards are swapped in one write, with `@metadata` if it is among
+    /// `children`. A failure before that write leaves only unlinked shards
+    /// behind: nothing is published half-way. Links a split superseded are
+    /// unlinked after it.
     async fn write_shards(&self, mut children: DirChildren) -> Result<(), EffectError> {
         let failed = |e| grid_error("cannot update our personal directory", e);
         // Taken, not borrowed: after a write whose outcome is unknown the
@@ -158,58 +160,65 @@ impl<G: Grid> Executor<G> {
             .take();
         let mut links = match cached {
             Some(links) => links,
-            None => {
-                let ours = self.grid.list(&self.personal).await.map_err(failed)?;
-                ours.into_iter()
-                    .filter_map(|(name, e)| Some((parse_shard_link(&name)?, e.cap)))
-                    .collect()
-            }
+            None => ShardLinks::of(&self.grid.list(&self.personal).await.map_err(failed)?),
         };
         let mut update = DirChildren::new();
         update.extend(children.remove_entry(METADATA_ENTRY));
         let grid = &*self.grid;
         let folder = &self.folder_tag;
         let links_now = &links;
-        let made: Vec<(u8, Capability)> = stream::iter(personal::by_shard(children))
-            .map(|(n, changes)| async move {
-                let mut entries = match links_now.get(&n) {
+        let made: Vec<Vec<(ShardId, Capability)>> = stream::iter(links.group(children))
+            .map(|(id, changes)| async move {
+                let mut entries = match links_now.current().get(&id) {
                     None => DirChildren::new(),
                     Some(link) => {
-                        read_shard(grid, n, link, folder)
+                        read_shard(grid, id, link, folder)
                             .await
                             .map_err(|e| match e {
                                 ShardError::Grid(e) => {
-                                    grid_error(&format!("cannot read our shard {n:02x}"), e)
+                                    grid_error(&format!("cannot read our shard {id}"), e)
                                 }
                                 e @ ShardError::Invalid(_) => EffectError::permanent(format!(
-                                    "cannot read our shard {n:02x}: {e}"
+                                    "cannot read our shard {id}: {e}"
                                 )),
                             })?
                             .entries
                     }
                 };
                 entries.extend(changes);
-                // A fresh nonce in every attempt, as in the aside record.
-                let mut header = shard_header(n, folder);
-                header.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
-                entries.insert(SHARD_HEADER.to_owned(), header);
-                let shard = grid
-                    .create_immutable_dir(entries)
-                    .await
-                    .map_err(|e| grid_error(&format!("cannot write our shard {n:02x}"), e))?;
-                Ok::<_, EffectError>((n, shard))
+                let mut made = Vec::new();
+                for (id, mut entries) in personal::maybe_split(id, entries) {
+                    // A fresh nonce in every attempt, as in the aside record.
+                    let mut header = shard_header(id, folder);
+                    header.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
+                    entries.insert(SHARD_HEADER.to_owned(), header);
+                    let shard = grid
+                        .create_immutable_dir(entries)
+                        .await
+                        .map_err(|e| grid_error(&format!("cannot write our shard {id}"), e))?;
+                    made.push((id, shard));
+                }
+                Ok::<_, EffectError>(made)
             })
             .buffer_unordered(POLL_PARALLELISM)
             .try_collect()
             .await?;
-        for (n, shard) in made {
-            update.insert(shard_link(n), DirEntry::new(shard.clone()));
-            links.insert(n, shard);
+        for (id, shard) in made.into_iter().flatten() {
+            update.insert(shard_link(id), DirEntry::new(shard.clone()));
+            links.insert(id, shard);
         }
         self.grid
             .set_children(&self.personal, update, Replace::Yes)
             .await
             .map_err(failed)?;
+        // Published; what is left is tidying. A link not yet unlinked is
+        // ignored by readers, and tried again at the next publish.
+        for id in links.superseded().clone() {
+            match self.grid.unlink(&self.personal, &shard_link(id)).await {
+                Ok(()) | Err(GridError::NoChild(_)) => links.unlinked(id),
+                Err(e) => warn!("cannot unlink our split shard {id}: {e}"),
+            }
+        }
         *self.own_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(links);
         Ok(())
     }
