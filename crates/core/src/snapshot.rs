@@ -415,9 +415,9 @@ pub const SHARDS: usize = 256;
 
 /// A shard of a sharded personal directory: the entries whose name's
 /// SHA-256 begins with one hex digit (16 shards, while that part of the
-/// folder is small) or two (256). Hashing spreads entries evenly whatever
-/// the folder's shape, and lets every reader check that a shard holds only
-/// its own entries.
+/// folder is small) or two (256) — or, with no digit, [`ShardId::RECENT`].
+/// Hashing spreads entries evenly whatever the folder's shape, and lets
+/// every reader check that a shard holds only its own entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardId {
     /// 1 or 2 hex digits.
@@ -426,9 +426,22 @@ pub struct ShardId {
 }
 
 impl ShardId {
-    /// The shard of `digits` (1 or 2) hex digits that holds `name`.
+    /// The shard of recent changes, which holds entries of any name: a
+    /// publish files its entries there, so a burst of changes rewrites one
+    /// shard per publish, and moves them into their hashed shards once
+    /// there are many. An entry there is newer than the same entry in its
+    /// hashed shard.
+    pub const RECENT: ShardId = ShardId {
+        digits: 0,
+        prefix: 0,
+    };
+
+    /// The shard of `digits` (0, 1 or 2) hex digits that holds `name`.
     pub fn of(name: &str, digits: u8) -> ShardId {
         use sha2::{Digest, Sha256};
+        if digits == 0 {
+            return ShardId::RECENT;
+        }
         let byte = Sha256::digest(name.as_bytes())[0];
         match digits {
             1 => ShardId {
@@ -442,7 +455,7 @@ impl ShardId {
         }
     }
 
-    /// How many hex digits name this shard (1 or 2).
+    /// How many hex digits name this shard (0 for [`ShardId::RECENT`], 1 or 2).
     pub fn digits(self) -> u8 {
         self.digits
     }
@@ -460,8 +473,11 @@ impl ShardId {
         })
     }
 
-    /// The shard named by 1 or 2 lowercase hex digits.
+    /// The shard named by 1 or 2 lowercase hex digits, or `recent`.
     pub fn parse(hex: &str) -> Option<ShardId> {
+        if hex == "recent" {
+            return Some(ShardId::RECENT);
+        }
         let digits = u8::try_from(hex.len())
             .ok()
             .filter(|d| (1..=2).contains(d))?;
@@ -476,6 +492,7 @@ impl ShardId {
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.digits {
+            0 => f.write_str("recent"),
             1 => write!(f, "{:x}", self.prefix),
             _ => write!(f, "{:02x}", self.prefix),
         }
@@ -510,12 +527,14 @@ mod tests {
     #[test]
     fn shard_ids_round_trip_and_nothing_else_parses() {
         for name in ["x", "dir@_file-3"] {
-            for digits in [1, 2] {
+            for digits in [0, 1, 2] {
                 let id = ShardId::of(name, digits);
                 assert_eq!(ShardId::parse(&id.to_string()), Some(id));
+                assert!(id.holds(name));
             }
         }
-        for hex in ["", "3F", "3f0", "zz", "+f", "-1", " 1"] {
+        assert_eq!(ShardId::of("x", 0), ShardId::RECENT);
+        for hex in ["", "3F", "3f0", "zz", "+f", "-1", " 1", "Recent"] {
             assert_eq!(ShardId::parse(hex), None, "{hex:?}");
         }
     }

@@ -11,20 +11,22 @@
 //!   (48 MB of JSON). The layout of every folder a 24.3 participant shares.
 //! * **sharded** — the entries live in immutable directories (*shards*),
 //!   and the personal directory holds only `@metadata` and a link
-//!   `@shard-…` to each non-empty shard. An entry's shard is named by the
-//!   first hex digit of its name's hash ([`ShardId`]): 16 shards while the
-//!   folder is small; a shard that grows past [`SPLIT_AT`] entries splits
-//!   into the 16 named by two digits, so a large folder has up to
-//!   [`SHARDS`]. A change makes new shards for the entries it touches and
-//!   swaps their links in one write of the personal directory: a crash
-//!   before that write publishes nothing, and the write costs O(256) however
-//!   large the folder. A reader lists the personal directory (≤ 256 links)
-//!   and only the shards whose link changed — an immutable shard under an
-//!   unchanged link holds the same entries.
+//!   `@shard-…` to each non-empty shard. A publish files its entries in the
+//!   *recent* shard ([`ShardId::RECENT`]), made anew with them over what it
+//!   held, and swaps its link in one write of the personal directory: a
+//!   crash before that write publishes nothing, and a burst of changes
+//!   costs one shard per publish. When the recent shard would hold more than
+//!   [`RECENT_AT_MOST`] entries, the publish moves them all into their
+//!   *hashed* shards instead, named by the first hex digit of the entry
+//!   name's hash: 16 shards while the folder is small; a shard that grows
+//!   past [`SPLIT_AT`] entries splits into the 16 named by two digits, so a
+//!   large folder has up to [`SHARDS`]. Each shard written is made anew, and
+//!   all the new links (an empty recent shard's too) are swapped in one
+//!   write, which costs O(256) however large the folder. A reader lists the
+//!   personal directory (≤ 258 links) and only the shards whose link
+//!   changed — an immutable shard under an unchanged link holds the same
+//!   entries; an entry in the recent shard is newer than in its hashed one.
 //!
-//!   Fewer shards while the folder is small keep a burst of changes cheap:
-//!   a publish of b entries rewrites about min(b, shards) shards, and with
-//!   256 shards a bulk of a thousand files rewrote about one shard per file.
 //!   A split links all its new shards in the write that publishes it, so a
 //!   one-digit shard whose two-digit shards are linked is *superseded*:
 //!   readers ignore it, and its owner unlinks it after that write.
@@ -141,6 +143,12 @@ pub fn folder_tag(collective: &Capability) -> Result<String, GridError> {
     h.update(read.as_str().as_bytes());
     Ok(data_encoding::HEXLOWER.encode(&h.finalize()[..16]))
 }
+
+/// The recent shard holds at most this many entries: a publish rewrites it
+/// whole (~150 KB at most), and moves its entries into their hashed shards
+/// when it would hold more, rewriting at most 256 of them once per this
+/// many changes.
+pub const RECENT_AT_MOST: usize = 512;
 
 /// A one-digit shard with more entries than this is split into two-digit
 /// shards: a change then rewrites at most this many entries (a 100,000-file
@@ -378,6 +386,7 @@ mod tests {
                 assert_eq!(parse_shard_link(&shard_link(id)), Some(id));
             }
         }
+        assert_eq!(shard_link(ShardId::RECENT), "@shard-recent");
         for name in [
             "@shard",
             "@shard-",

@@ -1,8 +1,9 @@
 //! The sharded personal-directory layout (`mf_daemon::personal`) through
 //! the executor and the real embedded grid: a change reads and writes only
-//! the shards it touches, a shard that grows too big splits and readers
-//! follow, a crash between any two grid writes of a publish (a split's
-//! too) publishes all or nothing, concurrent publishes lose nothing, and a
+//! the recent shard, and moving its entries only the hashed shards they
+//! fall in; a shard that grows too big splits and readers follow; a crash
+//! between any two grid writes of a publish (of a move or a split too)
+//! publishes all or nothing; concurrent publishes lose nothing; and a
 //! hostile participant's broken shards are rejected one by one, by name,
 //! while the rest of its directory syncs.
 
@@ -16,7 +17,8 @@ use mf_core::snapshot::{self, Cap, ShardId};
 use mf_daemon::executor::{Executor, ExecutorConfig};
 use mf_daemon::fsops;
 use mf_daemon::personal::{
-    folder_tag, parse_shard_link, shard_header, shard_link, Layout, ShardLinks, SPLIT_AT,
+    folder_tag, parse_shard_link, shard_header, shard_link, Layout, ShardLinks, RECENT_AT_MOST,
+    SPLIT_AT,
 };
 use mf_grid::embedded::EmbeddedGrid;
 
@@ -176,55 +178,53 @@ fn take_in(
     }
 }
 
-fn merged(view: &BTreeMap<Option<ShardId>, BTreeMap<String, Cap>>) -> BTreeMap<String, Cap> {
-    view.values()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
+/// The entries a reader's view amounts to: the recent shard's over the
+/// others' (the engine finds the same by ancestry).
+fn merged(view: &BTreeMap<Option<ShardId>, BTreeMap<String, Cap>>) -> BTreeMap<String, String> {
+    let recent = Some(ShardId::RECENT);
+    view.iter()
+        .filter(|(part, _)| **part != recent)
+        .chain(view.get_key_value(&recent))
+        .flat_map(|(_, entries)| entries)
+        .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect()
 }
 
-/// A change reads and writes only its own shard: after one edit, a reader
-/// lists the collective, the writer's directory and that one shard, and
-/// gets that shard alone; what it had from the other shards stands.
+/// A change costs the recent shard, not the folder: once the recent shard
+/// overflows, its entries are filed in their hashed shards (16 in a small
+/// folder) and a reader gets each; after one edit, a reader lists the
+/// collective, the writer's directory and the recent shard, and gets that
+/// shard alone; what it had from the other shards stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_costs_its_shard_not_the_folder() {
+async fn a_change_costs_the_recent_shard_not_the_folder() {
     let mut w = World::new().await;
     let alice = w.executor("alice");
     let bob = w.executor("bob");
-    let mut entries = Vec::new();
-    let mut expected = BTreeMap::new();
-    for i in 0..60 {
-        let name = format!("dir/file-{i}");
-        let cap = w.snapshot(&name).await;
-        expected.insert(
-            snapshot::entry_name(&RelPath::new(&name).unwrap()),
-            cap.clone(),
-        );
-        entries.push(file_entry(&name, &cap));
-    }
+    let paths: Vec<String> = (0..=RECENT_AT_MOST)
+        .map(|i| format!("dir/file-{i}"))
+        .collect();
+    let (entries, mut expected) = entries_at(&paths, &w.snapshot("first").await);
     publish(&alice, entries).await.unwrap();
-    // A small folder: one-digit shards.
-    let shards: BTreeSet<ShardId> = expected.keys().map(|n| ShardId::of(n, 1)).collect();
     let on_grid = w.alice_entries().await;
-    assert_eq!(on_grid.len(), 60);
+    assert_eq!(on_grid, expected);
 
     let mut view = BTreeMap::new();
     let first = poll(&bob).await;
     take_in(&mut view, &first);
     assert_eq!(merged(&view), expected);
     let parts: BTreeSet<Option<ShardId>> = first.iter().map(|l| l.shard).collect();
-    let mut want: BTreeSet<Option<ShardId>> = shards.iter().map(|n| Some(*n)).collect();
-    want.insert(None);
+    let mut want: BTreeSet<Option<ShardId>> =
+        expected.keys().map(|n| Some(ShardId::of(n, 1))).collect();
+    assert_eq!(want.len(), 16);
+    want.extend([None, Some(ShardId::RECENT)]);
     assert_eq!(parts, want, "the directory itself and each shard");
     let root = first.iter().find(|l| l.shard.is_none()).unwrap();
     assert_eq!(root.author.as_ref().map(|a| a.name.as_str()), Some("alice"));
     for l in &first {
-        for name in l.entries.as_ref().unwrap().keys() {
-            assert_eq!(
-                Some(ShardId::of(name, 1)),
-                l.shard,
-                "{name} is in its shard"
-            );
+        let entries = l.entries.as_ref().unwrap();
+        match l.shard {
+            Some(ShardId::RECENT) | None => assert!(entries.is_empty(), "all moved"),
+            Some(id) => assert!(entries.keys().all(|name| id.holds(name))),
         }
     }
     assert!(
@@ -232,25 +232,22 @@ async fn a_change_costs_its_shard_not_the_folder() {
         "nothing changed, nothing listed"
     );
 
-    let name = "dir/file-7";
     let edited = w.snapshot("edited").await;
-    publish(&alice, vec![file_entry(name, &edited)])
-        .await
-        .unwrap();
+    let (entries, named) = entries_at(&paths[7..8], &edited);
+    publish(&alice, entries).await.unwrap();
     let before = w.grid.lists();
     let second = poll(&bob).await;
     assert_eq!(
         w.grid.lists() - before,
         3,
-        "the collective, alice's directory, one shard"
+        "the collective, alice's directory, the recent shard"
     );
-    let entry = snapshot::entry_name(&RelPath::new(name).unwrap());
     assert_eq!(
         second.iter().map(|l| l.shard).collect::<Vec<_>>(),
-        vec![Some(ShardId::of(&entry, 1))]
+        vec![Some(ShardId::RECENT)]
     );
     take_in(&mut view, &second);
-    expected.insert(entry, edited);
+    expected.extend(named);
     assert_eq!(merged(&view), expected);
 }
 
@@ -275,10 +272,11 @@ fn entries_at(paths: &[String], cap: &Cap) -> (Vec<PublishEntry>, BTreeMap<Strin
 }
 
 /// A one-digit shard that grows past [`SPLIT_AT`] splits into two-digit
-/// shards in the publish that makes it grow: its link is swapped for
+/// shards in the publish that files entries in it: its link is swapped for
 /// theirs, the other shards stay as they were, and a reader that had the
 /// one-digit shard ends up with the same entries, from the new shards.
-/// Later entries of that part of the folder go to the two-digit shards.
+/// Entries of that part of the folder are filed in the two-digit shards
+/// from then on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_past_the_threshold_splits_and_readers_follow() {
     let mut w = World::new().await;
@@ -286,35 +284,50 @@ async fn a_shard_past_the_threshold_splits_and_readers_follow() {
     let bob = w.executor("bob");
     let full = ShardId::of("x", 1);
     let paths = paths_in(full, SPLIT_AT + 2);
-    let old = w.snapshot("old").await;
-    let (mut entries, mut expected) = entries_at(&paths[..SPLIT_AT], &old);
     let elsewhere: Vec<String> = (0..)
         .map(|i| format!("e{i}"))
         .filter(|p| ShardId::of(p, 1) != full)
-        .take(3)
+        .take(RECENT_AT_MOST + 3)
         .collect();
-    let (more, named) = entries_at(&elsewhere, &old);
+    let hashed = |ids: BTreeSet<ShardId>| -> BTreeSet<ShardId> {
+        ids.into_iter()
+            .filter(|id| *id != ShardId::RECENT)
+            .collect()
+    };
+    let old = w.snapshot("old").await;
+    // Enough to overflow the recent shard: all filed, `full` just full.
+    let (mut entries, mut expected) = entries_at(&paths[..SPLIT_AT], &old);
+    let (more, named) = entries_at(&elsewhere[..3], &old);
     entries.extend(more);
     expected.extend(named);
     publish(&alice, entries).await.unwrap();
     let (before, superseded) = w.alice_links().await;
+    let before = hashed(before);
     assert!(before.contains(&full) && before.iter().all(|id| id.digits() == 1));
     assert!(superseded.is_empty());
     let mut view = BTreeMap::new();
     take_in(&mut view, &poll(&bob).await);
 
+    // One more in `full`, and enough elsewhere to file them all again.
     let new = w.snapshot("new").await;
-    let (entries, named) = entries_at(&paths[SPLIT_AT..SPLIT_AT + 1], &new);
+    let (mut entries, named) = entries_at(&paths[SPLIT_AT..SPLIT_AT + 1], &new);
+    expected.extend(named);
+    let (more, named) = entries_at(&elsewhere[3..], &old);
+    entries.extend(more);
     expected.extend(named);
     publish(&alice, entries).await.unwrap();
     let (after, superseded) = w.alice_links().await;
+    let after = hashed(after);
     assert!(superseded.is_empty(), "the split shard is unlinked");
     assert!(!after.contains(&full));
-    let split: BTreeSet<ShardId> = after.difference(&before).copied().collect();
+    let split: BTreeSet<ShardId> = after
+        .iter()
+        .filter(|id| id.digits() == 2)
+        .copied()
+        .collect();
     assert!(split.len() > 1 && split.iter().all(|id| id.parent() == Some(full)));
-    assert_eq!(
-        after.difference(&split).collect::<Vec<_>>(),
-        before.iter().filter(|id| **id != full).collect::<Vec<_>>(),
+    assert!(
+        before.iter().all(|id| *id == full || after.contains(id)),
         "the other shards stay"
     );
     assert_eq!(w.alice_entries().await, expected.clone());
@@ -322,38 +335,42 @@ async fn a_shard_past_the_threshold_splits_and_readers_follow() {
     let emptied = listings.iter().find(|l| l.shard == Some(full)).unwrap();
     assert!(emptied.entries.as_ref().unwrap().is_empty());
     take_in(&mut view, &listings);
-    let merged: BTreeMap<String, String> =
-        merged(&view).into_iter().map(|(k, v)| (k, v.0)).collect();
-    assert_eq!(merged, expected);
+    assert_eq!(merged(&view), expected);
 
-    // The next entry there goes to its two-digit shard, alone.
-    let (entries, _) = entries_at(&paths[SPLIT_AT + 1..], &new);
-    let name = entries[0].name.clone();
-    publish(&alice, entries).await.unwrap();
-    let parts: Vec<Option<ShardId>> = poll(&bob).await.iter().map(|l| l.shard).collect();
-    assert_eq!(parts, vec![Some(ShardId::of(&name, 2))]);
+    // That part of the folder is filed two digits deep from now on.
+    let root = w.grid.list(&w.alice_personal).await.unwrap();
+    let name = snapshot::entry_name(&RelPath::new(&paths[SPLIT_AT + 1]).unwrap());
+    assert_eq!(
+        ShardLinks::of(&root).shard_for(&name),
+        ShardId::of(&name, 2)
+    );
 }
 
 /// A crash between any two grid writes of a publish publishes all of it
 /// or none of it (the shards are written first, the links to them in one
 /// last write), and the publish retried after a restart publishes it all
 /// — nothing of what was there before is lost either way. For a publish
-/// across many shards, and for one that splits a shard (whose last write,
-/// unlinking the split shard, only tidies: a crash there publishes all,
-/// and the next publish unlinks it).
+/// into the recent shard, one that files its entries in the hashed shards,
+/// and one that splits a shard (whose last write, unlinking the split
+/// shard, only tidies: a crash there publishes all, and the next publish
+/// unlinks it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_any_two_writes_publishes_all_or_nothing() {
     let names = |r: std::ops::Range<usize>| -> Vec<String> { r.map(|i| format!("f{i}")).collect() };
-    // Ten edits and ten new files, across many shards.
-    crash_anywhere(&names(0..20), &names(10..30)).await;
+    // Ten edits and ten new files: the recent shard and the root.
+    crash_anywhere(&names(0..20), &names(10..30), 2).await;
+    // Twelve edits and eight new files overflow it: filed in 16 shards.
+    crash_anywhere(&names(0..RECENT_AT_MOST), &names(500..520), 18).await;
     let full = ShardId::of("x", 1);
     let paths = paths_in(full, SPLIT_AT + 1);
     let mut second = paths[SPLIT_AT - 2..].to_vec();
     second.extend(names(0..2));
-    crash_anywhere(&paths[..SPLIT_AT], &second).await;
+    crash_anywhere(&paths[..SPLIT_AT], &second, 18).await;
 }
 
-async fn crash_anywhere(first: &[String], second: &[String]) {
+/// Crashes a publish of `second` over `first` at every write in turn (it
+/// makes at least `writes_at_least` of them).
+async fn crash_anywhere(first: &[String], second: &[String], writes_at_least: usize) {
     let mut crash_at = 0;
     loop {
         let mut w = World::new().await;
@@ -391,7 +408,10 @@ async fn crash_anywhere(first: &[String], second: &[String]) {
         assert!(w.alice_links().await.1.is_empty(), "tidied after the retry");
         crash_at += 1;
     }
-    assert!(crash_at > 5, "the publish made several writes: {crash_at}");
+    assert!(
+        crash_at >= writes_at_least,
+        "the publish made {crash_at} writes"
+    );
 }
 
 /// Publishes through one executor at once never lose each other's entries

@@ -39,7 +39,7 @@ use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, ShardId};
 use mf_core::store::{LocalState, MemStore, Store};
 
-use world::{execute, EffectFaults, MemFs, MemGrid, Node};
+use world::{execute, shard_parts, EffectFaults, MemFs, MemGrid, Node};
 
 /// What to simulate.
 #[derive(Clone, Copy, Debug)]
@@ -549,21 +549,20 @@ impl World {
         (at > self.now).then_some(at)
     }
 
-    /// With outages on, one poll in four fails to list the shard of one
-    /// entry (any participant's) picked at random.
+    /// With outages on, one poll in four fails to list one shard (of any
+    /// participant's) picked at random.
     fn failing_shard(&mut self) -> Option<ShardId> {
         let any_sharded = self.cfg.sharded || !self.grid.moved.is_empty();
         if !(self.cfg.outages && any_sharded) || self.rng.u32(..4) != 0 {
             return None;
         }
-        let names: Vec<(&BTreeMap<String, Cap>, &String)> = self
+        let parts: Vec<ShardId> = self
             .grid
             .personal
-            .values()
-            .flat_map(|d| d.keys().map(move |k| (d, k)))
+            .iter()
+            .flat_map(|(name, dir)| shard_parts(dir, self.grid.filed.get(name)).into_keys())
             .collect();
-        let (dir, name) = names.get(self.rng.usize(..names.len().max(1)))?;
-        Some(world::shard_in(dir, name))
+        parts.get(self.rng.usize(..parts.len().max(1))).copied()
     }
 
     /// Carries out an action against the world; returns its event.

@@ -128,6 +128,16 @@ pub struct MemGrid {
     /// last listed it: a reader lists only the shards that changed since,
     /// as the daemon's executor does. Forgotten when the reader crashes.
     pub listed: BTreeMap<(String, String, ShardId), u64>,
+    /// Of each sharded directory, its entries as filed in its hashed
+    /// shards, which may be older than `personal`'s: an entry published
+    /// since is in its recent shard.
+    pub filed: BTreeMap<String, BTreeMap<String, Cap>>,
+}
+
+fn digest(h: impl Hash) -> u64 {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    s.finish()
 }
 
 /// A one-digit shard of more entries than this is listed as its two-digit
@@ -137,23 +147,45 @@ pub struct MemGrid {
 /// share the one-digit shard `c`; most others are alone in theirs).
 const SPLIT_AT: usize = 1;
 
-/// The shard each entry of a sharded directory is in: its one-digit shard,
-/// or its two-digit one where the one-digit shard has grown past
-/// [`SPLIT_AT`] (a directory only grows: a deletion is an entry too).
-pub fn shard_in(entries: &BTreeMap<String, Cap>, name: &str) -> ShardId {
-    let one = ShardId::of(name, 1);
-    let in_one = entries.keys().filter(|e| ShardId::of(e, 1) == one).count();
-    if in_one > SPLIT_AT {
-        ShardId::of(name, 2)
-    } else {
-        one
-    }
-}
+/// A publish that would leave more entries than this in the recent shard
+/// files them all in their hashed shards (the daemon's
+/// `mf_daemon::personal::RECENT_AT_MOST`, small here so that it happens).
+const RECENT_AT_MOST: usize = 2;
 
-fn digest(h: impl Hash) -> u64 {
-    let mut s = DefaultHasher::new();
-    h.hash(&mut s);
-    s.finish()
+/// A sharded directory's parts: each shard with its entries. The recent
+/// shard holds the entries of `dir` that differ from those `filed` in
+/// their hashed shards; each hashed shard, its one-digit shard's entries,
+/// or its two-digit one's where the one-digit shard has grown past
+/// [`SPLIT_AT`] (a directory only grows: a deletion is an entry too).
+pub fn shard_parts(
+    dir: &BTreeMap<String, Cap>,
+    filed: Option<&BTreeMap<String, Cap>>,
+) -> BTreeMap<ShardId, BTreeMap<String, Cap>> {
+    let empty = BTreeMap::new();
+    let filed = filed.unwrap_or(&empty);
+    let mut in_one: BTreeMap<ShardId, usize> = BTreeMap::new();
+    for e in filed.keys() {
+        *in_one.entry(ShardId::of(e, 1)).or_default() += 1;
+    }
+    let mut parts: BTreeMap<ShardId, BTreeMap<String, Cap>> = BTreeMap::new();
+    for (e, cap) in filed {
+        let one = ShardId::of(e, 1);
+        let id = if in_one[&one] > SPLIT_AT {
+            ShardId::of(e, 2)
+        } else {
+            one
+        };
+        parts.entry(id).or_default().insert(e.clone(), cap.clone());
+    }
+    for (e, cap) in dir {
+        if filed.get(e) != Some(cap) {
+            parts
+                .entry(ShardId::RECENT)
+                .or_default()
+                .insert(e.clone(), cap.clone());
+        }
+    }
+    parts
 }
 
 impl MemGrid {
@@ -253,10 +285,10 @@ pub fn execute(
             }
             let mut listings = Vec::new();
             for (name, entries) in grid.personal.iter().filter(|(name, _)| name.as_str() != me) {
-                let decode = |filter: &dyn Fn(&str) -> bool| {
+                let decode = |part: &BTreeMap<String, Cap>| {
                     let mut listing = mf_core::snapshot::Listing::new();
                     let mut rejected = vec![];
-                    for (entry, cap) in entries.iter().filter(|(e, _)| filter(e)) {
+                    for (entry, cap) in part {
                         match mf_core::snapshot::parse_entry_name(entry) {
                             Some(Ok((path, _))) => {
                                 listing.insert(entry.clone(), (path, cap.clone()));
@@ -269,7 +301,7 @@ pub fn execute(
                 };
                 let author = grid.declared.get(name).cloned();
                 if !(grid.sharded || grid.moved.contains(name)) {
-                    let (listing, rejected) = decode(&|_| true);
+                    let (listing, rejected) = decode(entries);
                     listings.push(RemoteListing {
                         participant: name.clone(),
                         shard: None,
@@ -290,13 +322,9 @@ pub fn execute(
                 });
                 // The shards that hold entries now, and those this reader
                 // listed before (a shard may have been emptied).
-                let mut shards: BTreeMap<ShardId, Vec<(&String, &Cap)>> = BTreeMap::new();
-                for (e, cap) in entries {
-                    shards
-                        .entry(shard_in(entries, e))
-                        .or_default()
-                        .push((e, cap));
-                }
+                // The shards that hold entries now, and those this reader
+                // listed before (a shard may have been emptied or split).
+                let mut shards = shard_parts(entries, grid.filed.get(name));
                 let before: Vec<ShardId> = grid
                     .listed
                     .keys()
@@ -307,7 +335,6 @@ pub fn execute(
                     shards.entry(n).or_default();
                 }
                 for (n, now) in shards {
-                    let in_shard = |e: &str| shard_in(entries, e) == n;
                     let key = (me.to_owned(), name.clone(), n);
                     let d = digest(&now);
                     if grid.listed.get(&key) == Some(&d) {
@@ -323,7 +350,7 @@ pub fn execute(
                         });
                         continue;
                     }
-                    let (listing, rejected) = decode(&in_shard);
+                    let (listing, rejected) = decode(&now);
                     grid.listed.insert(key, d);
                     listings.push(RemoteListing {
                         participant: name.clone(),
@@ -405,6 +432,13 @@ pub fn execute(
                 let dir = grid.personal.entry(me.to_owned()).or_default();
                 for e in entries {
                     dir.insert(e.name.clone(), e.snapshot.clone());
+                }
+                if grid.sharded || grid.moved.contains(me) {
+                    let filed = grid.filed.entry(me.to_owned()).or_default();
+                    let recent = dir.iter().filter(|(e, c)| filed.get(*e) != Some(c));
+                    if recent.count() > RECENT_AT_MOST {
+                        *filed = dir.clone();
+                    }
                 }
                 grid.declared.entry(me.to_owned()).or_insert_with(|| {
                     mf_core::engine::DeclaredAuthor {

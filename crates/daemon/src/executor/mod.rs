@@ -131,10 +131,9 @@ pub struct Executor<G: Grid> {
     moved: Mutex<HashMap<Capability, Capability>>,
     /// The format the collective records, as the last poll read it.
     format: Mutex<poll::FormatWatch>,
-    /// Sharded: our links to our shards as last written; `None` until read
-    /// at the first publish of a run, and after a write whose outcome is
-    /// unknown.
-    own_links: Mutex<Option<personal::ShardLinks>>,
+    /// Sharded: our directory as last written; `None` until read at the
+    /// first publish of a run, and after a write whose outcome is unknown.
+    own_shards: Mutex<Option<publish::OwnShards>>,
     /// Held while publishing: each publish builds on the last.
     publishing: tokio::sync::Mutex<()>,
     /// Our entries kept aside under `@metadata` (see [`Executor::publish`])
@@ -190,7 +189,7 @@ impl<G: Grid> Executor<G> {
             last_polled: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
             format: Mutex::new(poll::FormatWatch::default()),
-            own_links: Mutex::new(None),
+            own_shards: Mutex::new(None),
             publishing: tokio::sync::Mutex::new(()),
             aside: Mutex::new(None),
             transfers: Transfers::default(),

@@ -4,7 +4,8 @@ use super::aside::{author_entry, is_conflict_entry, AUTHOR_ENTRY, NONCE_KEY};
 use futures_util::TryStreamExt;
 
 use crate::personal::{
-    read_shard, shard_header, shard_link, ShardError, ShardId, ShardLinks, SHARD_HEADER,
+    read_shard, shard_header, shard_link, ShardError, ShardId, ShardLinks, RECENT_AT_MOST,
+    SHARD_HEADER,
 };
 
 use super::*;
@@ -141,69 +142,54 @@ impl<G: Grid> Executor<G> {
         Ok((aside, legacy))
     }
 
-    /// Puts `children` into our sharded personal directory: each shard they
-    /// fall in is made anew (its entries as they were, with theirs over
-    /// them; split in two-digit shards once it is big, see
-    /// [`personal::maybe_split`]), then the directory's links to those
-    /// shards are swapped in one write, with `@metadata` if it is among
-    /// `children`. A failure before that write leaves only unlinked shards
-    /// behind: nothing is published half-way. Links a split superseded are
-    /// unlinked after it.
+    /// Puts `children` into our sharded personal directory: into the
+    /// recent shard, made anew with them over its entries — or, when that
+    /// would hold more than [`RECENT_AT_MOST`], into their hashed shards,
+    /// each made anew (split in two-digit shards once it is big, see
+    /// [`personal::maybe_split`]), with an empty recent shard. Then the
+    /// directory's links to the new shards are swapped in one write, with
+    /// `@metadata` if it is among `children`. A failure before that write
+    /// leaves only unlinked shards behind: nothing is published half-way.
+    /// Links a split superseded are unlinked after it.
     async fn write_shards(&self, mut children: DirChildren) -> Result<(), EffectError> {
         let failed = |e| grid_error("cannot update our personal directory", e);
         // Taken, not borrowed: after a write whose outcome is unknown the
-        // next publish reads our links again.
+        // next publish reads our directory again.
         let cached = self
-            .own_links
+            .own_shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let mut links = match cached {
-            Some(links) => links,
-            None => ShardLinks::of(&self.grid.list(&self.personal).await.map_err(failed)?),
+        let OwnShards {
+            mut links,
+            mut recent,
+        } = match cached {
+            Some(own) => own,
+            None => {
+                let links = ShardLinks::of(&self.grid.list(&self.personal).await.map_err(failed)?);
+                let recent = match links.current().get(&ShardId::RECENT) {
+                    Some(link) => self.read_own_shard(ShardId::RECENT, link).await?,
+                    None => DirChildren::new(),
+                };
+                OwnShards { links, recent }
+            }
         };
         let mut update = DirChildren::new();
         update.extend(children.remove_entry(METADATA_ENTRY));
-        let grid = &*self.grid;
-        let folder = &self.folder_tag;
-        let links_now = &links;
-        let made: Vec<Vec<(ShardId, Capability)>> = stream::iter(links.group(children))
-            .map(|(id, changes)| async move {
-                let mut entries = match links_now.current().get(&id) {
-                    None => DirChildren::new(),
-                    Some(link) => {
-                        read_shard(grid, id, link, folder)
-                            .await
-                            .map_err(|e| match e {
-                                ShardError::Grid(e) => {
-                                    grid_error(&format!("cannot read our shard {id}"), e)
-                                }
-                                e @ ShardError::Invalid(_) => EffectError::permanent(format!(
-                                    "cannot read our shard {id}: {e}"
-                                )),
-                            })?
-                            .entries
-                    }
-                };
-                entries.extend(changes);
-                let mut made = Vec::new();
-                for (id, mut entries) in personal::maybe_split(id, entries) {
-                    // A fresh nonce in every attempt, as in the aside record.
-                    let mut header = shard_header(id, folder);
-                    header.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
-                    entries.insert(SHARD_HEADER.to_owned(), header);
-                    let shard = grid
-                        .create_immutable_dir(entries)
-                        .await
-                        .map_err(|e| grid_error(&format!("cannot write our shard {id}"), e))?;
-                    made.push((id, shard));
-                }
-                Ok::<_, EffectError>(made)
-            })
-            .buffer_unordered(POLL_PARALLELISM)
-            .try_collect()
-            .await?;
-        for (id, shard) in made.into_iter().flatten() {
+        let mut made = Vec::new();
+        if !children.is_empty() {
+            recent.extend(children);
+            if recent.len() > RECENT_AT_MOST {
+                made = self
+                    .file_in_shards(&links, std::mem::take(&mut recent))
+                    .await?;
+            }
+            made.push((
+                ShardId::RECENT,
+                self.write_shard(ShardId::RECENT, recent.clone()).await?,
+            ));
+        }
+        for (id, shard) in made {
             update.insert(shard_link(id), DirEntry::new(shard.clone()));
             links.insert(id, shard);
         }
@@ -219,7 +205,74 @@ impl<G: Grid> Executor<G> {
                 Err(e) => warn!("cannot unlink our split shard {id}: {e}"),
             }
         }
-        *self.own_links.lock().unwrap_or_else(|e| e.into_inner()) = Some(links);
+        *self.own_shards.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(OwnShards { links, recent });
         Ok(())
     }
+
+    /// Files `entries` in their hashed shards: each shard they fall in is
+    /// read, and made anew with them over its entries (split once it is
+    /// big). Returns the new shards.
+    async fn file_in_shards(
+        &self,
+        links: &ShardLinks,
+        entries: DirChildren,
+    ) -> Result<Vec<(ShardId, Capability)>, EffectError> {
+        let made: Vec<Vec<(ShardId, Capability)>> = stream::iter(links.group(entries))
+            .map(|(id, changes)| async move {
+                let mut entries = match links.current().get(&id) {
+                    None => DirChildren::new(),
+                    Some(link) => self.read_own_shard(id, link).await?,
+                };
+                entries.extend(changes);
+                let mut made = Vec::new();
+                for (id, entries) in personal::maybe_split(id, entries) {
+                    made.push((id, self.write_shard(id, entries).await?));
+                }
+                Ok::<_, EffectError>(made)
+            })
+            .buffer_unordered(POLL_PARALLELISM)
+            .try_collect()
+            .await?;
+        Ok(made.into_iter().flatten().collect())
+    }
+
+    /// The entries of our shard `id`.
+    async fn read_own_shard(
+        &self,
+        id: ShardId,
+        link: &Capability,
+    ) -> Result<DirChildren, EffectError> {
+        match read_shard(&*self.grid, id, link, &self.folder_tag).await {
+            Ok(shard) => Ok(shard.entries),
+            Err(ShardError::Grid(e)) => Err(grid_error(&format!("cannot read our shard {id}"), e)),
+            Err(e @ ShardError::Invalid(_)) => Err(EffectError::permanent(format!(
+                "cannot read our shard {id}: {e}"
+            ))),
+        }
+    }
+
+    /// Makes shard `id` of `entries` (not yet linked).
+    async fn write_shard(
+        &self,
+        id: ShardId,
+        mut entries: DirChildren,
+    ) -> Result<Capability, EffectError> {
+        // A fresh nonce in every attempt, as in the aside record.
+        let mut header = shard_header(id, &self.folder_tag);
+        header.metadata[NONCE_KEY] = serde_json::Value::String(attempt_nonce()?);
+        entries.insert(SHARD_HEADER.to_owned(), header);
+        self.grid
+            .create_immutable_dir(entries)
+            .await
+            .map_err(|e| grid_error(&format!("cannot write our shard {id}"), e))
+    }
+}
+
+/// Our sharded personal directory as last written.
+#[derive(Debug)]
+pub(super) struct OwnShards {
+    links: ShardLinks,
+    /// The recent shard's entries.
+    recent: DirChildren,
 }
