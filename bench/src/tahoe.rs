@@ -122,12 +122,13 @@ pub const REQUESTS: [(&str, &str); 8] = [
     ),
     (
         "Publish",
-        "set_children on the personal directory (sharded: first a mkdir-immutable per shard \
-         it touches)",
+        "set_children on the personal directory (sharded: first a mkdir-immutable of the \
+         recent shard; once that would hold 512 entries, of each hashed shard they fall in)",
     ),
     (
         "Poll",
-        "list the collective + each other personal directory",
+        "list the collective + each other personal directory (sharded: + each shard whose \
+         link changed)",
     ),
     ("Fetch", "list the snapshot (+ GET metadata over 2 KiB)"),
     (

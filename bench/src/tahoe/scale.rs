@@ -18,9 +18,10 @@
 //!   bob (median and max of 5 [3]), as `mf-bench tahoe`'s edit;
 //! * **raw**, once the daemons stop: the Tahoe requests of one change in the
 //!   layout, issued directly (median of 3): the writer's (flat: `set_children`
-//!   of one entry; sharded: the shard's listing, its new `mkdir-immutable`
-//!   and the root's `set_children` of one link) and the reader's (flat: the
-//!   listing; sharded: the root's listing and the shard's);
+//!   of one entry; sharded: the recent shard's new `mkdir-immutable` — the
+//!   writer keeps its entries — and the root's `set_children` of its link)
+//!   and the reader's (flat: the listing; sharded: the root's listing and the
+//!   recent shard's);
 //! * bob's peak RSS.
 //!
 //! The third row kind, `converted`, is a flat folder of that size that alice
@@ -36,7 +37,7 @@
 
 use mf_daemon::config::{ConfigDir, FolderConfig};
 use mf_daemon::personal::{
-    folder_tag, lay_out, read_shard, shard_header, shard_link, Layout, ShardLinks, SHARD_HEADER,
+    folder_tag, lay_out, read_shard, shard_header, shard_link, Layout, ShardId, SHARD_HEADER,
 };
 
 use super::*;
@@ -291,6 +292,7 @@ impl Scale<'_> {
         let read_cap = mf_grid::read_only(&cfg.personal_cap)?;
         let tag = folder_tag(&cfg.collective_cap)?;
         let (mut writes, mut reads) = (Vec::new(), Vec::new());
+        let mut recent = DirChildren::new();
         for i in 0..3 {
             let name = format!("raw{i}");
             let mut one = DirChildren::new();
@@ -304,27 +306,20 @@ impl Scale<'_> {
                 reads.push(t.elapsed().as_secs_f64());
                 continue;
             }
-            // The writer knows its links (the daemon keeps them); it reads
-            // the shard, writes it anew, and swaps the link.
-            let links = ShardLinks::of(&a.list(&cfg.personal_cap).await?);
-            let n = links.shard_for(&name);
-            let link = links.current().get(&n).cloned();
-            let t = Instant::now();
-            let mut entries = match &link {
-                Some(cap) => read_shard(a, n, cap, &tag).await?.entries,
-                None => DirChildren::new(),
-            };
-            entries.extend(one);
-            entries.insert(SHARD_HEADER.to_owned(), shard_header(n, &tag));
+            // The writer knows its recent shard's entries (the daemon
+            // keeps them): it writes the shard anew and swaps its link.
+            recent.extend(one);
+            let mut entries = recent.clone();
+            entries.insert(SHARD_HEADER.to_owned(), shard_header(ShardId::RECENT, &tag));
             let shard = a.create_immutable_dir(entries).await?;
             let mut swap = DirChildren::new();
-            swap.insert(shard_link(n), DirEntry::new(shard.clone()));
+            swap.insert(shard_link(ShardId::RECENT), DirEntry::new(shard.clone()));
             a.set_children(&cfg.personal_cap, swap, Replace::Yes)
                 .await?;
             writes.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             b.list_changed(&read_cap, None).await?;
-            read_shard(b, n, &shard, &tag).await?;
+            read_shard(b, ShardId::RECENT, &shard, &tag).await?;
             reads.push(t.elapsed().as_secs_f64());
         }
         Ok((median_max(&writes).0, median_max(&reads).0))
