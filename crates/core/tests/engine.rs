@@ -670,3 +670,76 @@ fn shards_are_listed_and_fail_on_their_own() {
     e.handle(4, Event::Polled(Ok(vec![shard(3, Ok(Listing::new()))])));
     assert!(!named(&e), "its own listing does");
 }
+
+/// Versions we adopted are published together once adoptions pause for
+/// two seconds (or the first has waited thirty): while a burst of files
+/// arrives, recording each in our directory would rewrite it for nothing.
+/// Our own changes are published at once, with whatever adoptions wait.
+#[test]
+fn adoptions_wait_for_a_pause_and_our_changes_do_not() {
+    let publishes = |e: &mut Engine<MemStore>| -> Vec<Vec<PublishEntry>> {
+        std::iter::from_fn(|| e.poll_action())
+            .filter_map(|a| match a {
+                Action::Publish { entries, .. } => Some(entries),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut e = engine(MemStore::new());
+    e.handle(1, Event::Scanned(Ok(ScanReport::default())));
+    e.handle(2, listed("other", "S"));
+    let cap = only_fetch(&actions(&mut e));
+    let theirs = snap("S", "other", &[], bytes(), 2);
+    e.handle(
+        3,
+        Event::Fetched {
+            cap,
+            result: Ok(theirs),
+        },
+    );
+    let write = actions(&mut e);
+    let [Action::Write { op, .. }] = write.as_slice() else {
+        panic!("the new file is written: {write:?}");
+    };
+    e.handle(
+        10,
+        Event::Written {
+            op: *op,
+            result: WriteOutcome::Done(file(2, 11)),
+        },
+    );
+    assert!(publishes(&mut e).is_empty(), "an adoption waits");
+    assert!(
+        e.poll_timeout().is_some_and(|t| t <= 2_010),
+        "a timer for it"
+    );
+    e.handle_timeout(2_009);
+    assert!(publishes(&mut e).is_empty(), "still within the pause");
+    e.handle_timeout(2_010);
+    let published = publishes(&mut e);
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0][0].snapshot, Cap::from("S"));
+}
+
+/// An upload of ours is published at once.
+#[test]
+fn our_change_is_published_at_once() {
+    let mut e = engine(MemStore::new());
+    e.handle(1, scanned(file(1, 10)));
+    let all = std::iter::from_fn(|| e.poll_action()).collect::<Vec<_>>();
+    let Some(Action::Upload { op, .. }) = all.iter().find(|a| matches!(a, Action::Upload { .. }))
+    else {
+        panic!("the new file is uploaded: {all:?}");
+    };
+    let mine = snap("X", "me", &[], bytes(), 1);
+    e.handle(
+        2,
+        Event::Uploaded {
+            op: *op,
+            result: UploadOutcome::Done(mine),
+        },
+    );
+    let publish =
+        std::iter::from_fn(|| e.poll_action()).find(|a| matches!(a, Action::Publish { .. }));
+    assert!(publish.is_some(), "published without waiting");
+}

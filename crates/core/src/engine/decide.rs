@@ -414,7 +414,7 @@ impl<S: Store> Engine<S> {
                 c.remove(&w);
             }
             self.observed.remove(path);
-            self.set_current(
+            self.set_current_adopted(
                 path,
                 Current {
                     snapshot: w,

@@ -167,9 +167,16 @@ impl<S: Store> Engine<S> {
         {
             return;
         }
-        if self.publish_backoff.is_some_and(|b| b.due > self.now) {
+        if self.publish_backoff.is_some_and(|b| b.due > self.now)
+            || self
+                .adoptions_wait_until()
+                .is_some_and(|due| due > self.now)
+        {
             return;
         }
+        // Everything unpublished goes now.
+        self.publish_urgent = false;
+        self.adopted_unpublished = None;
         let paths: Vec<(RelPath, Cap, EntryShape)> = self
             .unpublished
             .iter()

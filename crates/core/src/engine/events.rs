@@ -360,6 +360,8 @@ impl<S: Store> Engine<S> {
                     format!("publishing to our personal directory failed: {}", e.message),
                 );
                 self.publish_backoff = Some(Backoff::after_failure(self.publish_backoff, self.now));
+                // Retried at the backoff's pace, adoptions or not.
+                self.publish_urgent = true;
             }
         }
     }
@@ -386,7 +388,7 @@ impl<S: Store> Engine<S> {
                 if let Some(c) = self.candidates.get_mut(&path) {
                     c.remove(&info.cap);
                 }
-                self.set_current(
+                self.set_current_adopted(
                     &path,
                     Current {
                         snapshot: info.cap.clone(),
@@ -506,7 +508,7 @@ impl<S: Store> Engine<S> {
                     c.remove(&info.cap);
                 }
                 self.observed.remove(&path);
-                self.set_current(
+                self.set_current_adopted(
                     &path,
                     Current {
                         snapshot: info.cap.clone(),

@@ -129,6 +129,14 @@ const MAX_BACKOFF: Millis = 60_000;
 /// server's restart and reconnection, short enough that a peer listing an
 /// object that does not exist holds its path only for a while.
 const MISSING_PATIENCE: Millis = 10 * 60_000;
+/// A publish of nothing but versions we adopted (our directory recording
+/// what we hold, which no one waits for) waits until adoptions pause this
+/// long, or until the first of them has waited [`ADOPTED_PATIENCE`]: while
+/// a burst of files arrives, each publish would rewrite our directory (and
+/// every other participant would read it again) for nothing.
+const ADOPTED_QUIET: Millis = 2_000;
+/// See [`ADOPTED_QUIET`].
+const ADOPTED_PATIENCE: Millis = 30_000;
 /// Delay before re-reading a file that changed while it was uploaded.
 const CHANGED_DELAY: Millis = 1_000;
 /// How many times a directory deletion waits for the directory to empty
@@ -220,6 +228,13 @@ pub struct Engine<S: Store> {
     /// Conflict copies whose version is not yet published as a conflict
     /// entry (all of them after a restart: re-publishing is harmless).
     unpublished_copies: BTreeSet<(RelPath, String)>,
+    /// Something of ours waits to be published (an upload, a conflict, a
+    /// kept directory, whatever a restart found unpublished, a publish
+    /// that failed): the next publish goes as soon as it can.
+    publish_urgent: bool,
+    /// When the first and the last version we adopted since the last
+    /// publish began (see [`ADOPTED_QUIET`]).
+    adopted_unpublished: Option<(Millis, Millis)>,
     /// Local states seen but not yet acted on.
     observed: BTreeMap<RelPath, LocalState>,
     /// Remote snapshots to consider, per path.
@@ -286,7 +301,7 @@ impl<S: Store> Engine<S> {
     /// Loads durable state and schedules the start-up scan and poll.
     pub fn new(mut store: S, cfg: EngineConfig, now: Millis) -> Result<Self, StoreError> {
         let loaded = store.load()?;
-        let unpublished = loaded
+        let unpublished: BTreeSet<RelPath> = loaded
             .current
             .iter()
             .filter(|(_, c)| !c.published)
@@ -332,8 +347,10 @@ impl<S: Store> Engine<S> {
                 .count(),
             current: loaded.current,
             conflicts,
+            publish_urgent: !(unpublished.is_empty() && unpublished_copies.is_empty()),
             unpublished,
             unpublished_copies,
+            adopted_unpublished: None,
             observed: BTreeMap::new(),
             candidates: BTreeMap::new(),
             seen: BTreeMap::new(),
@@ -451,7 +468,11 @@ impl<S: Store> Engine<S> {
             .filter_map(|f| f.backoff.map(|b| b.due));
         let waiting = self.publishing.is_none()
             && !(self.unpublished.is_empty() && self.unpublished_copies.is_empty());
-        let publish = self.publish_backoff.map(|b| b.due).filter(|_| waiting);
+        let publish = match self.publish_backoff {
+            Some(b) => Some(b.due),
+            None => self.adoptions_wait_until(),
+        }
+        .filter(|_| waiting);
         let work = (!self.work.is_empty() && self.has_room()).then_some(self.now);
         timers
             .chain(backoffs)

@@ -5,7 +5,38 @@
 use super::*;
 
 impl<S: Store> Engine<S> {
+    /// Sets the current record of `path`; if unpublished, it is ours to
+    /// publish at once.
     pub(super) fn set_current(&mut self, path: &RelPath, cur: Current) {
+        if !cur.published {
+            self.publish_urgent = true;
+        }
+        self.put_current(path, cur);
+    }
+
+    /// Sets the current record of `path` to a version we adopted (wrote
+    /// from another participant's): its publish may wait (see
+    /// [`ADOPTED_QUIET`]).
+    pub(super) fn set_current_adopted(&mut self, path: &RelPath, cur: Current) {
+        if !cur.published {
+            let now = self.now;
+            let first = self.adopted_unpublished.map_or(now, |(first, _)| first);
+            self.adopted_unpublished = Some((first, now));
+        }
+        self.put_current(path, cur);
+    }
+
+    /// When a publish of nothing but adopted versions is due, if that is all
+    /// that waits.
+    pub(super) fn adoptions_wait_until(&self) -> Option<Millis> {
+        if self.publish_urgent {
+            return None;
+        }
+        let (first, last) = self.adopted_unpublished?;
+        Some((last + ADOPTED_QUIET).min(first + ADOPTED_PATIENCE))
+    }
+
+    fn put_current(&mut self, path: &RelPath, cur: Current) {
         let was = self.current.get(path).map(|c| c.local);
         let was_present = was.is_some_and(|l| l != LocalState::Absent);
         self.present =
@@ -32,6 +63,7 @@ impl<S: Store> Engine<S> {
             self.unpublished_copies
                 .remove(&(c.path.clone(), c.author.clone()));
         } else {
+            self.publish_urgent = true;
             self.unpublished_copies
                 .insert((c.path.clone(), c.author.clone()));
         }
