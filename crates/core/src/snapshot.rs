@@ -407,10 +407,10 @@ pub fn parse_entry_name(name: &str) -> Option<Result<(RelPath, Option<String>), 
 /// entry name → (path, snapshot).
 pub type Listing = BTreeMap<String, (RelPath, Cap)>;
 
-/// The most shards a sharded personal directory has: a change rewrites one
-/// shard and the root's ≤ 256 links, so its cost stays flat up to a few
-/// hundred thousand files (a 100,000-file folder has shards of ~400
-/// entries, ~100 KB).
+/// The most hashed shards a sharded personal directory has: filing a
+/// change rewrites one of them and the root's ≤ 257 links, so its cost
+/// stays flat up to a few hundred thousand files (a 100,000-file folder has
+/// shards of ~400 entries, ~100 KB).
 pub const SHARDS: usize = 256;
 
 /// A shard of a sharded personal directory: the entries whose name's

@@ -684,6 +684,12 @@ async fn run<G: Grid>(
                 continue;
             }
             debug!(?action, "start");
+            if let Action::Publish { entries, .. } = &action {
+                // A big publish (adoptions that waited, see the engine's
+                // `ADOPTED_QUIET`) leaves as much behind as the burst it
+                // records: released after it too.
+                handled += entries.len();
+            }
             let ex = executor.clone();
             let kind = crate::metrics::op_kind(&action);
             tasks.spawn(

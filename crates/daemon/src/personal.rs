@@ -11,7 +11,7 @@
 //!   (48 MB of JSON). The layout of every folder a 24.3 participant shares.
 //! * **sharded** — the entries live in immutable directories (*shards*),
 //!   and the personal directory holds only `@metadata` and a link
-//!   `@shard-…` to each non-empty shard. A publish files its entries in the
+//!   `@shard-…` to each shard. A publish files its entries in the
 //!   *recent* shard ([`ShardId::RECENT`]), made anew with them over what it
 //!   held, and swaps its link in one write of the personal directory: a
 //!   crash before that write publishes nothing, and a burst of changes
@@ -174,8 +174,9 @@ pub fn shard_header(id: ShardId, folder: &str) -> DirEntry {
     }
 }
 
-/// A sharded personal directory's links: the shards in use, and the
-/// one-digit shards that were split but are still linked.
+/// A sharded personal directory's links: the shards in use (the recent
+/// shard and the hashed ones), and the one-digit shards that were split
+/// but are still linked.
 #[derive(Clone, Debug, Default)]
 pub struct ShardLinks {
     current: BTreeMap<ShardId, Capability>,

@@ -249,6 +249,18 @@ async fn a_change_costs_the_recent_shard_not_the_folder() {
     take_in(&mut view, &second);
     expected.extend(named);
     assert_eq!(merged(&view), expected);
+
+    // A reader that starts afresh gets the edited entry from the recent
+    // shard alone: its older version in its hashed shard is left out.
+    let fresh = w.executor("bob");
+    let name = snapshot::entry_name(&RelPath::new(&paths[7]).unwrap());
+    let holding: Vec<Option<ShardId>> = poll(&fresh)
+        .await
+        .into_iter()
+        .filter(|l| l.entries.as_ref().unwrap().contains_key(&name))
+        .map(|l| l.shard)
+        .collect();
+    assert_eq!(holding, vec![Some(ShardId::RECENT)]);
 }
 
 /// `count` paths (each its own entry name) in the one-digit shard `one`.

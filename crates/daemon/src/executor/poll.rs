@@ -341,9 +341,23 @@ impl<G: Grid> Executor<G> {
             .buffer_unordered(POLL_PARALLELISM)
             .collect()
             .await;
+        // An entry in the recent shard is newer than in its hashed shard:
+        // the older version, when both are read in one poll (after a
+        // restart, or as the recent shard's entries are filed), is left
+        // out rather than fetched for nothing.
+        let recent: HashSet<String> = read
+            .iter()
+            .find_map(|(id, _, shard)| match (id, shard) {
+                (&ShardId::RECENT, Ok(shard)) => Some(shard.entries.keys().cloned().collect()),
+                _ => None,
+            })
+            .unwrap_or_default();
         for (id, link, shard) in read {
             match shard {
-                Ok(shard) => {
+                Ok(mut shard) => {
+                    if id != ShardId::RECENT {
+                        shard.entries.retain(|name, _| !recent.contains(name));
+                    }
                     let mut rejected: Vec<String> = shard
                         .problems
                         .into_iter()
