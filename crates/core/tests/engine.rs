@@ -81,6 +81,27 @@ fn listed(participant: &str, cap: &str) -> Event {
     }]))
 }
 
+/// `participant` lists `theirs` for our path at `now`; the engine fetches
+/// it and gets it at `now + 1`. Returns the effects it asks for then.
+fn offer(
+    e: &mut Engine<MemStore>,
+    now: u64,
+    participant: &str,
+    theirs: SnapshotInfo,
+) -> Vec<Action> {
+    e.handle(now, listed(participant, theirs.cap.as_str()));
+    let cap = only_fetch(&actions(e));
+    assert_eq!(cap, theirs.cap);
+    e.handle(
+        now + 1,
+        Event::Fetched {
+            cap,
+            result: Ok(theirs),
+        },
+    );
+    actions(e)
+}
+
 fn scanned(state: LocalState) -> Event {
     Event::Scanned(Ok(ScanReport {
         entries: vec![(path(), state)],
@@ -119,17 +140,7 @@ fn a_winner_with_our_bytes_is_written_not_assumed() {
     );
 
     // Someone else makes a new version with the same bytes; it wins (later mtime).
-    e.handle(4, listed("other", "S"));
-    let cap = only_fetch(&actions(&mut e));
-    let theirs = snap("S", "other", &[], bytes(), 2);
-    e.handle(
-        5,
-        Event::Fetched {
-            cap,
-            result: Ok(theirs),
-        },
-    );
-    let write = actions(&mut e);
+    let write = offer(&mut e, 4, "other", snap("S", "other", &[], bytes(), 2));
     let [Action::Write {
         op, target, expect, ..
     }] = write.as_slice()
@@ -183,17 +194,8 @@ fn a_crash_cut_adoption_does_not_forget_what_superseded_it() {
     assert!(actions(&mut e).is_empty());
 
     // Someone deleted F: D2 supersedes it, and wins over D1.
-    e.handle(1, listed("deleter", "D2"));
-    let cap = only_fetch(&actions(&mut e));
     let d2 = snap("D2", "deleter", &["F"], Content::Deleted, 16);
-    e.handle(
-        2,
-        Event::Fetched {
-            cap,
-            result: Ok(d2),
-        },
-    );
-    let write = actions(&mut e);
+    let write = offer(&mut e, 1, "deleter", d2);
     let [Action::Write {
         op,
         content: Content::Deleted,
@@ -687,17 +689,7 @@ fn adoptions_wait_for_a_pause_and_our_changes_do_not() {
     };
     let mut e = engine(MemStore::new());
     e.handle(1, Event::Scanned(Ok(ScanReport::default())));
-    e.handle(2, listed("other", "S"));
-    let cap = only_fetch(&actions(&mut e));
-    let theirs = snap("S", "other", &[], bytes(), 2);
-    e.handle(
-        3,
-        Event::Fetched {
-            cap,
-            result: Ok(theirs),
-        },
-    );
-    let write = actions(&mut e);
+    let write = offer(&mut e, 2, "other", snap("S", "other", &[], bytes(), 2));
     let [Action::Write { op, .. }] = write.as_slice() else {
         panic!("the new file is written: {write:?}");
     };

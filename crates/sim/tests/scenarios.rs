@@ -210,10 +210,11 @@ fn a_removal_after_concurrent_creations_of_one_directory_stays_removed() {
     assert!(tree.is_empty(), "the removal stands everywhere: {tree:?}");
 }
 
-/// In a sharded folder `a`, `d/e` and `h/i` share a one-digit shard that
-/// the simulated grid splits at its second entry: each new entry moves
-/// the shard's others into two-digit shards, and every reader still has
-/// every file, edits included, nothing fetched twice into a conflict.
+/// In a sharded folder `a`, `d/e` and `h/i` share a one-digit shard. Each
+/// participant's third entry overflows its recent shard (the simulated
+/// grid's holds two), which files them all, and that shard, holding two of
+/// them, splits into two-digit shards: every reader still has every file,
+/// edits included.
 #[test]
 fn files_sync_across_a_shard_split() {
     use SimOp::*;
