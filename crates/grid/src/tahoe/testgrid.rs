@@ -77,6 +77,14 @@ use crate::GridResult;
 /// took over 90 s to see all of its servers at once.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
+/// How long a node just started may take to see every storage server
+/// before it is restarted, once. Foolscap retries a failed connection after
+/// a delay that grows by e each time (1 s, 2.7 s, 7.4 s, … 148 s, 403 s):
+/// on a busy machine the first attempts, made while the other nodes are
+/// still coming up, can fail so often that the next one is minutes away.
+/// A restarted node tries every server at once.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(90);
+
 /// The shape of a test grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GridSpec {
@@ -676,9 +684,7 @@ impl TestGrid {
             let mut nodes: Vec<&mut TestNode> =
                 storage.iter_mut().chain(clients.iter_mut()).collect();
             start_many(&mut nodes)?;
-            for node in nodes {
-                node.wait_connected(spec.storage_nodes, READY_TIMEOUT)?;
-            }
+            wait_all_connected(&mut nodes, spec.storage_nodes)?;
         }
         timings.nodes = t.elapsed();
         timings.total = t0.elapsed();
@@ -783,10 +789,7 @@ impl TestGrid {
         }
         let mut refs: Vec<&mut TestNode> = nodes.iter_mut().collect();
         start_many(&mut refs)?;
-        let want = self.running_storage();
-        for node in refs {
-            node.wait_connected(want, READY_TIMEOUT)?;
-        }
+        wait_all_connected(&mut refs, self.running_storage())?;
         Ok(nodes)
     }
 
@@ -891,6 +894,28 @@ fn start_with_port_retry(node: &mut TestNode) -> Result<()> {
 
 /// Starts nodes in parallel and waits until each is up; a node that lost a
 /// race for its port is moved to new ports and retried (up to 3 times).
+/// Waits until every node of `nodes`, just started, sees `n` storage
+/// servers, restarting once each that has not after
+/// [`RECONNECT_PATIENCE`]; then, since a restarted storage node was away
+/// from the others for a moment, until each sees them all again.
+fn wait_all_connected(nodes: &mut [&mut TestNode], n: usize) -> Result<()> {
+    for node in nodes.iter_mut() {
+        if node.wait_connected(n, RECONNECT_PATIENCE).is_err() {
+            eprintln!(
+                "Tahoe node {} sees fewer than {n} storage servers after {RECONNECT_PATIENCE:?}: \
+                 restarting it",
+                node.name
+            );
+            node.stop();
+            node.start()?;
+        }
+    }
+    for node in nodes.iter() {
+        node.wait_connected(n, READY_TIMEOUT)?;
+    }
+    Ok(())
+}
+
 fn start_many(nodes: &mut [&mut TestNode]) -> Result<()> {
     for node in nodes.iter_mut() {
         node.spawn()?;
