@@ -180,7 +180,10 @@ pub fn shard_header(id: ShardId, folder: &str) -> DirEntry {
 #[derive(Clone, Debug, Default)]
 pub struct ShardLinks {
     current: BTreeMap<ShardId, Capability>,
-    /// One-digit shards that have two-digit ones (linked or not).
+    /// One-digit shards that have two-digit ones: the parents of the
+    /// two-digit keys of `current`, kept rather than derived because
+    /// [`ShardLinks::shard_for`] asks once per entry published (100,000 at a
+    /// conversion), and each asking would scan the links.
     split: BTreeSet<ShardId>,
     /// Split shards whose link is still there, to be unlinked.
     superseded: BTreeSet<ShardId>,
