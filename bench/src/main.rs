@@ -9,7 +9,7 @@
 //! target/release/mf-bench sync [--only W1,W2,W3,W4,W5,idle,rescan] [--quick]
 //!     [--tuned] [--dir PATH] [--json PATH] [--bin PATH] [--poll-interval 1s]
 //!     [--pending-delay 200ms] [--idle-seconds N]
-//! target/release/mf-bench tahoe [--quick] [--only edit,big,bigedit,files,deletions]
+//! target/release/mf-bench tahoe [--quick] [--only edit,big,bigedit,files,deletions] [--files N]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (a local Tahoe-LAFS grid)
 //! target/release/mf-bench tahoe-scale [--quick] [--only flat,sharded]
 //!     [--dir PATH] [--json PATH] [--bin PATH]   (a large folder, per layout)
@@ -45,7 +45,7 @@ const USAGE: &str = "usage: mf-bench grid [--size-mib N] [--files N] [--file-kib
          (our daemons at their defaults, Syncthing tuned in the same run if installed: \
 scripts/bench-setup.sh; --tuned adds a column of ours with --poll-interval 1s \
 --pending-delay 200ms, or the values given)
-       mf-bench tahoe [--quick] [--only edit,big,bigedit,files,deletions] [--dir PATH] [--json PATH] \
+       mf-bench tahoe [--quick] [--only edit,big,bigedit,files,deletions] [--files N] [--dir PATH] [--json PATH] \
 [--bin PATH] [--poll-interval 1s] [--pending-delay 200ms]
        mf-bench tahoe-scale [--quick] [--only flat,sharded] [--dir PATH] [--json PATH] \
 [--bin PATH] (one change in a 100,000-entry folder on Tahoe, per personal-directory layout)

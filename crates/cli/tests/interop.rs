@@ -345,14 +345,18 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     assert!(invited.status.success(), "our invite: {}", text(&invited));
     alice.start();
 
-    // Files both ways, nested, then edits.
+    // Files both ways, nested, then edits. The largest file we carry in a
+    // literal cap: 24.3 reads it by putting the cap in a URL.
+    let literal = random_bytes(7, mf_grid::LITERAL_MAX);
     alice.write("a.txt", b"from alice");
     alice.write("docs/deep/b.txt", b"nested, from alice");
+    alice.write("literal.bin", &literal);
     py.write("c.txt", b"from 24.3");
     py.write("sub/d.txt", b"nested, from 24.3");
     wait("each side has the other's files", &[&alice], &py, || {
         py.read("a.txt").as_deref() == Some(b"from alice".as_slice())
             && py.read("docs/deep/b.txt").as_deref() == Some(b"nested, from alice".as_slice())
+            && py.read("literal.bin").as_deref() == Some(literal.as_slice())
             && alice.read("c.txt").as_deref() == Some(b"from 24.3".as_slice())
             && alice.read("sub/d.txt").as_deref() == Some(b"nested, from 24.3".as_slice())
     });

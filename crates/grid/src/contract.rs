@@ -220,9 +220,18 @@ impl Drop for TempSource {
 /// memory (which give the same capability).
 pub async fn upload_download_round_trip<G: Grid>(grid: &G) -> CheckResult {
     let c = Check("upload_download_round_trip");
-    for (i, len) in [0usize, 1, 57, 2048, 2049, 262_145, 2 * 1024 * 1024 + 17]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        0usize,
+        1,
+        57,
+        2049,
+        8192,
+        8193,
+        262_145,
+        2 * 1024 * 1024 + 17,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = test_content(len, 100 + i as u64);
         let cap = upload_bytes(c, grid, &data).await?;
@@ -243,17 +252,18 @@ pub async fn upload_download_round_trip<G: Grid>(grid: &G) -> CheckResult {
     Ok(())
 }
 
-/// The same bytes give the same capability; other bytes give another.
+/// The same bytes give the same capability; other bytes give another (a
+/// stored object: too big to be a literal one).
 pub async fn convergence<G: Grid>(grid: &G) -> CheckResult {
     let c = Check("convergence");
-    let data = test_content(4096, 11);
+    let data = test_content(2 * crate::LITERAL_MAX, 11);
     let a = upload_bytes(c, grid, &data).await?;
     let b = upload_bytes(c, grid, &data).await?;
     c.ensure(a == b, || {
         "uploading the same bytes twice gave two capabilities".into()
     })?;
     let mut other = data.clone();
-    other[2048] ^= 1;
+    other[crate::LITERAL_MAX] ^= 1;
     let d = upload_bytes(c, grid, &other).await?;
     c.ensure(a != d, || "different bytes gave the same capability".into())
 }

@@ -19,7 +19,9 @@ use mf_grid::{
 use serde_json::json;
 
 const SECRET: [u8; 32] = [0x5a; 32];
-const CHUNK: usize = 1024;
+/// The small chunk of `small_chunk_grid`: two of them are too big for a
+/// literal capability, so they make a stored object.
+const CHUNK: usize = 4096;
 const HEADER: usize = 24;
 const TAG: usize = 16;
 
@@ -197,7 +199,7 @@ async fn memory_and_file_sources_store_the_same_object() {
     let (d, g) = grid();
     let file = d.path().join("source");
     for len in [
-        2049,
+        mf_grid::LITERAL_MAX + 1,
         (64 << 10) - 1,
         64 << 10,
         (256 << 10) + 1,
@@ -230,7 +232,7 @@ async fn small_content_is_carried_in_its_capability() {
     let (d, g) = grid();
     let objects = |g: &EmbeddedGrid| walk(&g.root().join("objects")).len();
     let file = d.path().join("small");
-    for len in [0, 1, 300, 2048] {
+    for len in [0, 1, 300, mf_grid::LITERAL_MAX] {
         let data = test_content(len, 5);
         fs::write(&file, &data).unwrap();
         let from_file = g.upload(UploadSource::File(file.clone())).await.unwrap();
@@ -242,7 +244,7 @@ async fn small_content_is_carried_in_its_capability() {
         assert!(g.is_intact(&from_file).await.unwrap());
     }
     assert_eq!(objects(&g), 0, "nothing stored for literal capabilities");
-    let data = test_content(2049, 5);
+    let data = test_content(mf_grid::LITERAL_MAX + 1, 5);
     let stored = upload(&g, &data).await;
     assert!(stored.as_str().starts_with("URI:MF-CHK:"));
     let (got, err) = fetch(&g, &stored).await;
@@ -362,7 +364,7 @@ async fn read_only_is_one_way_and_rejects_other_kinds() {
 #[tokio::test]
 async fn every_damaged_byte_of_an_object_is_detected() {
     let (_d, g) = small_chunk_grid();
-    let data = test_content(CHUNK * 2 + 300, 9); // chunks of 1024, 1024, 300
+    let data = test_content(CHUNK * 2 + 300, 9); // chunks of CHUNK, CHUNK, 300
     let cap = upload(&g, &data).await;
     let path = g.object_path(&cap).unwrap();
     let original = fs::read(&path).unwrap();

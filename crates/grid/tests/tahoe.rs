@@ -97,18 +97,18 @@ async fn real_caps_classify_and_validate() {
     let g = grid();
     let lit = g.upload(UploadSource::Bytes("small".into())).await.unwrap();
     assert!(lit.as_str().starts_with("URI:LIT:"), "{lit}");
-    // Up to 2 KiB in a literal cap made here (Tahoe's own stop at 55 bytes).
+    // Up to 8 KiB in a literal cap made here (Tahoe's own stop at 55 bytes).
     let ours = g
-        .upload(UploadSource::Bytes(vec![7u8; 2048].into()))
+        .upload(UploadSource::Bytes(vec![7u8; mf_grid::LITERAL_MAX].into()))
         .await
         .unwrap();
     assert!(ours.as_str().starts_with("URI:LIT:"), "{ours}");
     let chk = g
-        .upload(UploadSource::Bytes(vec![7u8; 3000].into()))
+        .upload(UploadSource::Bytes(vec![7u8; 8193].into()))
         .await
         .unwrap();
     assert!(
-        chk.as_str().starts_with("URI:CHK:") && chk.as_str().ends_with(":2:3:3000"),
+        chk.as_str().starts_with("URI:CHK:") && chk.as_str().ends_with(":2:3:8193"),
         "{chk}"
     );
     let sdmf = g.create_mutable_dir().await.unwrap();
@@ -571,7 +571,7 @@ async fn participants_on_their_own_nodes_see_each_others_data() {
     assert_ne!(a.base_url(), b.base_url());
     let dir = a.create_mutable_dir().await.unwrap();
     let f = a
-        .upload(UploadSource::Bytes(vec![8u8; 4096].into()))
+        .upload(UploadSource::Bytes(vec![8u8; 20_000].into()))
         .await
         .unwrap();
     a.set_children(
@@ -584,10 +584,10 @@ async fn participants_on_their_own_nodes_see_each_others_data() {
     let listed = b.list(&read_only(&dir).unwrap()).await.unwrap();
     assert_eq!(listed["from-alice"].metadata, json!({"by": "alice"}));
     assert_eq!(
-        read_small(b.download(&f).await.unwrap(), 10_000)
+        read_small(b.download(&f).await.unwrap(), 30_000)
             .await
             .unwrap(),
-        vec![8u8; 4096]
+        vec![8u8; 20_000]
     );
 }
 
@@ -622,7 +622,7 @@ async fn storage_nodes_down_and_up() {
     assert!(c.recoverable && !c.healthy, "{c:?}");
     assert_eq!((c.shares_good, c.shares_expected), (2, 3), "{c:?}");
     let err = g
-        .upload(UploadSource::Bytes(vec![1u8; 5000].into()))
+        .upload(UploadSource::Bytes(vec![1u8; 20_000].into()))
         .await
         .unwrap_err();
     assert!(
@@ -663,7 +663,7 @@ async fn storage_nodes_down_and_up() {
     let r = g.check(&cap, true).await.unwrap();
     assert!(r.repair_attempted && r.repaired && r.healthy, "{r:?}");
     assert!(g.check(&cap, false).await.unwrap().healthy);
-    g.upload(UploadSource::Bytes(vec![1u8; 5000].into()))
+    g.upload(UploadSource::Bytes(vec![1u8; 20_000].into()))
         .await
         .unwrap();
 

@@ -17,7 +17,7 @@
 //! where capabilities do, inside encrypted directories.
 
 use super::crypto::{DirReadKeys, DirWriteKeys, Key32, BASE32};
-use crate::{CapError, CapKind, Capability, GridError, GridResult, Scheme};
+use crate::{CapError, CapKind, Capability, GridError, GridResult, Scheme, LITERAL_MAX};
 
 /// A parsed embedded-grid capability.
 pub(crate) enum EmbeddedCap {
@@ -103,11 +103,6 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
 
 /// The prefix of a literal capability.
 const LITERAL_PREFIX: &str = "URI:MF-LIT:";
-
-/// Files of at most this many bytes are carried in their capability. Most
-/// snapshot metadata fits, which saves each upload one stored object, and
-/// the capability stays well within the longest accepted (4,096).
-pub(crate) const LITERAL_MAX: usize = 2048;
 
 /// Formats a literal capability (the caller keeps to [`LITERAL_MAX`]).
 pub(crate) fn literal(content: &[u8]) -> Capability {

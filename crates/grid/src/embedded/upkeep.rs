@@ -243,7 +243,7 @@ mod tests {
         let grid = EmbeddedGrid::create(dir.path(), [7; 32]).unwrap();
         // Too large for a literal capability: each is a stored object.
         let up = |b: u8| {
-            let content = vec![b; caps::LITERAL_MAX + 1];
+            let content = vec![b; crate::LITERAL_MAX + 1];
             grid.upload(UploadSource::Bytes(content.into()))
         };
         let (old, found_again, fresh) = (
@@ -313,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let grid = EmbeddedGrid::create(dir.path().join("g"), [7; 32]).unwrap();
         let file = dir.path().join("f");
-        fs::write(&file, vec![9u8; 5000]).unwrap();
+        fs::write(&file, vec![9u8; 20_000]).unwrap();
         let cap = grid.upload(UploadSource::File(file.clone())).await.unwrap();
         assert_eq!(
             grid.repair(UploadSource::File(file.clone()), &cap)
@@ -331,7 +331,7 @@ mod tests {
         grid.upload(UploadSource::File(file.clone())).await.unwrap();
         assert!(!grid.is_intact(&cap).await.unwrap());
         let other = dir.path().join("other");
-        fs::write(&other, vec![8u8; 5000]).unwrap();
+        fs::write(&other, vec![8u8; 20_000]).unwrap();
         assert_eq!(
             grid.repair(UploadSource::File(other), &cap).await.unwrap(),
             Repair::OtherContent

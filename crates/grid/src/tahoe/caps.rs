@@ -17,7 +17,7 @@ use data_encoding::{Encoding, Specification};
 use sha2::{Digest, Sha256};
 
 use crate::cap::CapError;
-use crate::{CapKind, Capability, GridError, GridResult, Scheme};
+use crate::{CapKind, Capability, GridError, GridResult, Scheme, LITERAL_MAX};
 
 /// Tahoe's base32: RFC 4648 alphabet in lower case, no padding, and
 /// canonical trailing bits (as `allmydata/util/base32.py` enforces).
@@ -27,14 +27,6 @@ static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     spec.check_trailing_bits = true;
     spec.encoding().expect("a valid base32 specification")
 });
-
-/// The largest file we store inside a `URI:LIT:` cap (and accept in one).
-/// Tahoe makes one of up to 55 bytes, and reads one of any length; up to
-/// this size, one saves a
-/// stored object per small upload (most snapshot metadata among them: each
-/// object costs the node an erasure-coded upload to every server), and a
-/// reader's request. The embedded grid's limit is the same.
-pub(crate) const LITERAL_MAX: usize = 2048;
 
 fn b32_decode(text: &str) -> Option<Vec<u8>> {
     BASE32.decode(text.as_bytes()).ok()
