@@ -33,6 +33,7 @@
 //!   versions area.
 
 mod ancestry;
+mod cache;
 mod decide;
 mod effects;
 mod events;
@@ -142,12 +143,9 @@ const CHANGED_DELAY: Millis = 1_000;
 /// How many times a directory deletion waits for the directory to empty
 /// before the directory is kept (and re-published) instead.
 const NOT_EMPTY_TRIES: u32 = 4;
-/// Snapshot infos kept in memory before the cache is dropped and refilled from the store.
-///
-/// Paths in flight reuse their snapshots within moments, so a few thousand
-/// would do; each costs ~700 bytes (at 50,000 the cache was a third of an
-/// idle daemon's heap after syncing 100,000 files).
-const CACHE_LIMIT: usize = 16_384;
+/// Proven generations kept in memory before they are dropped and proven
+/// again from the store's snapshots, as the snapshot cache is.
+const PROVEN_LIMIT: usize = 16_384;
 
 /// An in-flight effect.
 #[derive(Clone, Debug)]
@@ -277,7 +275,7 @@ pub struct Engine<S: Store> {
     /// The author each participant declares (see [`DeclaredAuthor`]), from
     /// its last listing.
     declared: BTreeMap<String, DeclaredAuthor>,
-    cache: HashMap<Cap, SnapshotInfo>,
+    cache: cache::SnapshotCache,
     /// Generations proven by snapshots' histories (see `rank.rs`).
     proven: HashMap<Cap, u64>,
     publishing: Option<OpId>,
@@ -366,7 +364,7 @@ impl<S: Store> Engine<S> {
             fetches_in_flight: 0,
             bad: HashMap::new(),
             declared: BTreeMap::new(),
-            cache: HashMap::new(),
+            cache: cache::SnapshotCache::default(),
             proven: HashMap::new(),
             publishing: None,
             publish_backoff: None,
@@ -582,7 +580,7 @@ impl<S: Store> Engine<S> {
     /// would walk its whole history again.
     /// For the driver to call when it runs out of work.
     pub fn shrink_to_fit(&mut self) {
-        self.cache.clear();
+        self.cache.release();
         self.ops.shrink_to_fit();
         self.busy.shrink_to_fit();
         self.out.shrink_to_fit();
@@ -591,7 +589,6 @@ impl<S: Store> Engine<S> {
         self.failures.shrink_to_fit();
         self.not_empty.shrink_to_fit();
         self.bad.shrink_to_fit();
-        self.cache.shrink_to_fit();
         // The records and proven generations that a burst added were
         // allocated among its short-lived allocations, and left there they
         // keep the allocator from returning the freed pages around them.

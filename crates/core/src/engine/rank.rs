@@ -27,7 +27,7 @@ impl<S: Store> Engine<S> {
     pub(super) fn proven_generation(&mut self, cap: &Cap, path: &RelPath) -> Option<u64> {
         // Bounded like the snapshot cache; cleared only between walks, so
         // a walk never loses the parents it has just proven.
-        if self.proven.len() >= CACHE_LIMIT {
+        if self.proven.len() >= PROVEN_LIMIT {
             self.proven.clear();
         }
         let mut stack: Vec<Cap> = vec![cap.clone()];
@@ -95,7 +95,7 @@ impl<S: Store> Engine<S> {
 
     /// Records the generation of a snapshot we made ourselves.
     pub(super) fn remember_proven(&mut self, cap: &Cap, generation: u64) {
-        if self.proven.len() >= CACHE_LIMIT {
+        if self.proven.len() >= PROVEN_LIMIT {
             self.proven.clear();
         }
         self.proven.insert(cap.clone(), generation);

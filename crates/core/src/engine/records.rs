@@ -107,10 +107,7 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn remember(&mut self, info: SnapshotInfo) {
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(info.cap.clone(), info);
+        self.cache.insert(info);
     }
 
     pub(super) fn lookup(&mut self, cap: &Cap) -> Option<SnapshotInfo> {
@@ -140,7 +137,7 @@ impl<S: Store> Engine<S> {
                 return Some(i.clone());
             }
             let i = store.snapshot(c).ok().flatten()?;
-            cache.insert(c.clone(), i.clone());
+            cache.insert(i.clone());
             Some(i)
         };
         let is_bad = |c: &Cap| bad.contains_key(c);
