@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use crate::snapshot::{Cap, Content, SnapshotInfo};
 
 /// The most the cache holds before it is dropped and refilled from the
-/// store: ~16,000 snapshots of ordinary capabilities, ~1,000 of the largest
-/// literal ones.
-const CACHE_BYTES: usize = 12 << 20;
+/// store (a miss is one indexed read): ~5,000 snapshots of ordinary
+/// capabilities, ~300 of the largest literal ones.
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Verified snapshots by capability, at most [`CACHE_BYTES`] of them.
 #[derive(Default)]

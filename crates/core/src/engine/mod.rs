@@ -574,7 +574,7 @@ impl<S: Store> Engine<S> {
     /// (say 100,000 new files, all uploads at once) leaves them empty but
     /// with that much capacity — 50 MB — and hash maps and queues never
     /// shrink on their own. The snapshot cache serves paths in flight, so
-    /// with no work left it is dropped too (full, it holds ~12 MB that an
+    /// with no work left it is dropped too (full, it holds 4 MiB that an
     /// idle daemon would keep for nothing; the store has every entry). The
     /// proven generations stay: without them the next change of each path
     /// would walk its whole history again.
