@@ -347,7 +347,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
 
     // Files both ways, nested, then edits. The largest file we carry in a
     // literal cap: 24.3 reads it by putting the cap in a URL.
-    let literal = random_bytes(7, mf_grid::LITERAL_MAX);
+    let literal = random_bytes(7, mf_grid::tahoe::LITERAL_MAX);
     alice.write("a.txt", b"from alice");
     alice.write("docs/deep/b.txt", b"nested, from alice");
     alice.write("literal.bin", &literal);

@@ -101,26 +101,8 @@ const PREFIXES: &[(&str, Scheme, CapKind)] = &[
 /// such a body may be empty (an empty file).
 const LITERAL_PREFIXES: [&str; 3] = ["URI:LIT:", "URI:DIR2-LIT:", "URI:MF-LIT:"];
 
-/// The largest file a grid stores inside its capability (`URI:LIT:` on
-/// Tahoe, `URI:MF-LIT:` on the embedded grid), and accepts in one. Tahoe
-/// makes one of up to 55 bytes itself, and reads one of any length. Up to
-/// this size a file costs no stored object, which on either grid is the
-/// bulk of a small file's cost (on Tahoe an erasure-coded upload to every
-/// server, on the embedded grid a file created and fsynced twice) and a
-/// reader's request: a small file's version is one object (its snapshot
-/// directory, which holds the literal) instead of two, and snapshot
-/// metadata never needs one. Stored, a file of this size would take about
-/// as much space as its literal inside the directory (1.6 times its size in
-/// base32).
-///
-/// The bound is a magic-folder 24.3 peer's read of one: it asks its Tahoe
-/// node for `GET /uri?uri=<cap>`, and Twisted refuses a request line plus
-/// headers over 16,384 bytes (`HTTPChannel.totalHeadersSize`). A literal cap
-/// of this size is 13,116 characters.
-pub const LITERAL_MAX: usize = 8192;
-
-/// The longest capability string accepted: a literal one of
-/// [`LITERAL_MAX`] bytes fits.
+/// The longest capability string accepted: a Tahoe literal one of
+/// [`crate::tahoe::LITERAL_MAX`] bytes fits.
 pub const MAX_CAP_LEN: usize = 16 * 1024;
 
 impl Capability {

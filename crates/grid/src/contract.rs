@@ -253,17 +253,17 @@ pub async fn upload_download_round_trip<G: Grid>(grid: &G) -> CheckResult {
 }
 
 /// The same bytes give the same capability; other bytes give another (a
-/// stored object: too big to be a literal one).
+/// stored object: too big to be a literal one on any grid).
 pub async fn convergence<G: Grid>(grid: &G) -> CheckResult {
     let c = Check("convergence");
-    let data = test_content(2 * crate::LITERAL_MAX, 11);
+    let data = test_content(2 * crate::tahoe::LITERAL_MAX, 11);
     let a = upload_bytes(c, grid, &data).await?;
     let b = upload_bytes(c, grid, &data).await?;
     c.ensure(a == b, || {
         "uploading the same bytes twice gave two capabilities".into()
     })?;
     let mut other = data.clone();
-    other[crate::LITERAL_MAX] ^= 1;
+    other[crate::tahoe::LITERAL_MAX] ^= 1;
     let d = upload_bytes(c, grid, &other).await?;
     c.ensure(a != d, || "different bytes gave the same capability".into())
 }

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use cap::{CapError, CapKind, Capability, Scheme, LITERAL_MAX};
+pub use cap::{CapError, CapKind, Capability, Scheme};
 
 /// A directory's contents: child name → entry. Names are arbitrary UTF-8
 /// strings without `/`; ordering is by name so listings are deterministic.

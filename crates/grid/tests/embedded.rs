@@ -199,7 +199,7 @@ async fn memory_and_file_sources_store_the_same_object() {
     let (d, g) = grid();
     let file = d.path().join("source");
     for len in [
-        mf_grid::LITERAL_MAX + 1,
+        mf_grid::embedded::LITERAL_MAX + 1,
         (64 << 10) - 1,
         64 << 10,
         (256 << 10) + 1,
@@ -232,7 +232,7 @@ async fn small_content_is_carried_in_its_capability() {
     let (d, g) = grid();
     let objects = |g: &EmbeddedGrid| walk(&g.root().join("objects")).len();
     let file = d.path().join("small");
-    for len in [0, 1, 300, mf_grid::LITERAL_MAX] {
+    for len in [0, 1, 300, mf_grid::embedded::LITERAL_MAX] {
         let data = test_content(len, 5);
         fs::write(&file, &data).unwrap();
         let from_file = g.upload(UploadSource::File(file.clone())).await.unwrap();
@@ -244,7 +244,7 @@ async fn small_content_is_carried_in_its_capability() {
         assert!(g.is_intact(&from_file).await.unwrap());
     }
     assert_eq!(objects(&g), 0, "nothing stored for literal capabilities");
-    let data = test_content(mf_grid::LITERAL_MAX + 1, 5);
+    let data = test_content(mf_grid::embedded::LITERAL_MAX + 1, 5);
     let stored = upload(&g, &data).await;
     assert!(stored.as_str().starts_with("URI:MF-CHK:"));
     let (got, err) = fetch(&g, &stored).await;

@@ -99,7 +99,9 @@ async fn real_caps_classify_and_validate() {
     assert!(lit.as_str().starts_with("URI:LIT:"), "{lit}");
     // Up to 8 KiB in a literal cap made here (Tahoe's own stop at 55 bytes).
     let ours = g
-        .upload(UploadSource::Bytes(vec![7u8; mf_grid::LITERAL_MAX].into()))
+        .upload(UploadSource::Bytes(
+            vec![7u8; mf_grid::tahoe::LITERAL_MAX].into(),
+        ))
         .await
         .unwrap();
     assert!(ours.as_str().starts_with("URI:LIT:"), "{ours}");

@@ -3,10 +3,10 @@
 //! Paths in flight reuse their snapshots within moments, so the cache only
 //! needs the recent ones; the store has every one. It is bounded by bytes,
 //! not by count, because a snapshot's size varies a hundredfold: a small
-//! file's content travels in its literal capability (up to 8 KiB of data,
-//! 13 KB of text): the 16,384 snapshots a count-bounded cache kept would
-//! be ~120 MB, and syncing 10,000 small files took a daemon from 52 to
-//! 115 MiB.
+//! file's content travels in its literal capability (on Tahoe up to 8 KiB
+//! of data, 13 KB of text): the 16,384 snapshots a count-bounded cache kept
+//! would be ~120 MB (syncing 10,000 such files took a daemon from 52 to
+//! 115 MiB).
 
 use std::collections::HashMap;
 
@@ -102,7 +102,10 @@ mod tests {
                 assert_eq!(cache.get(&info.cap), Some(&info));
                 heap = heap.max(cache.bytes);
             }
-            assert!(heap <= CACHE_BYTES, "{heap} bytes of {content_len}-byte caps");
+            assert!(
+                heap <= CACHE_BYTES,
+                "{heap} bytes of {content_len}-byte caps"
+            );
             let all: usize = cache.map.values().map(footprint).sum();
             assert_eq!(all, cache.bytes);
             cache.release();

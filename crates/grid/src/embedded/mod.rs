@@ -23,7 +23,7 @@
 //! <grid>/mutable/<si>/<seqnum>       versions of mutable directories
 //! ```
 //!
-//! Files of at most 8 KiB (snapshot metadata, small files) are not stored at all:
+//! Files of at most 2 KiB (most snapshot metadata) are not stored at all:
 //! their capability carries them (`URI:MF-LIT:`, see `caps`), as Tahoe's
 //! literal capabilities do, which spares each small upload a file creation
 //! and two fsyncs.
@@ -44,6 +44,7 @@
 //! small bounded channel, so memory stays flat whatever the file size.
 
 mod caps;
+pub use caps::LITERAL_MAX;
 mod crypto;
 mod dirnode;
 mod immutable;
@@ -374,7 +375,7 @@ impl Grid for EmbeddedGrid {
     /// literal capability, with nothing stored: each stored object costs a
     /// file creation and two fsyncs, the bulk of a small file's upload.
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
-        if let Some(content) = source.small_content(crate::LITERAL_MAX).await? {
+        if let Some(content) = source.small_content(caps::LITERAL_MAX).await? {
             return Ok(caps::literal(&content));
         }
         let (key, size, _) = self

@@ -243,7 +243,7 @@ mod tests {
         let grid = EmbeddedGrid::create(dir.path(), [7; 32]).unwrap();
         // Too large for a literal capability: each is a stored object.
         let up = |b: u8| {
-            let content = vec![b; crate::LITERAL_MAX + 1];
+            let content = vec![b; caps::LITERAL_MAX + 1];
             grid.upload(UploadSource::Bytes(content.into()))
         };
         let (old, found_again, fresh) = (

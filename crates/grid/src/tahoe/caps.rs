@@ -17,7 +17,24 @@ use data_encoding::{Encoding, Specification};
 use sha2::{Digest, Sha256};
 
 use crate::cap::CapError;
-use crate::{CapKind, Capability, GridError, GridResult, Scheme, LITERAL_MAX};
+use crate::{CapKind, Capability, GridError, GridResult, Scheme};
+
+/// The largest file we store inside a `URI:LIT:` cap (and accept in one).
+/// Tahoe makes one of up to 55 bytes itself, and reads one of any length.
+/// Up to this size a file costs no stored object (the node's erasure-coded
+/// upload to every server, the bulk of a small file's cost) and no read
+/// request: a small file's version is one upload (its snapshot directory,
+/// which holds the literal) instead of two, and snapshot metadata never
+/// needs one. Stored, a file of this size would take about as much space
+/// on the servers as its literal inside the directory (1.6 times its size
+/// in base32). The price is local: each participant's state database
+/// caches the snapshot, literal included (see the embedded grid's limit).
+///
+/// The bound is a magic-folder 24.3 peer's read of one: it asks its node
+/// for `GET /uri?uri=<cap>`, and Twisted refuses a request line plus
+/// headers over 16,384 bytes (`HTTPChannel.totalHeadersSize`). A literal
+/// cap of this size is 13,116 characters.
+pub const LITERAL_MAX: usize = 8192;
 
 /// Tahoe's base32: RFC 4648 alphabet in lower case, no padding, and
 /// canonical trailing bits (as `allmydata/util/base32.py` enforces).

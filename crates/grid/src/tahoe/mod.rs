@@ -10,7 +10,7 @@
 //!
 //! | [`Grid`] method | request |
 //! |---|---|
-//! | `upload` | up to 8 KiB ([`crate::LITERAL_MAX`]): a `URI:LIT:` cap made here, no request; else `PUT /uri` (body streamed from disk, `Content-Length` set) → `URI:CHK:` |
+//! | `upload` | up to 8 KiB ([`LITERAL_MAX`]): a `URI:LIT:` cap made here, no request; else `PUT /uri` (body streamed from disk, `Content-Length` set) → `URI:CHK:` |
 //! | `download` | `GET /uri/$CAP`, streamed; `URI:LIT:` caps are decoded locally, no request |
 //! | `create_immutable_dir` | `POST /uri?t=mkdir-immutable` with JSON children |
 //! | `create_mutable_dir` | `POST /uri?t=mkdir&format=sdmf\|mdmf` ([`TahoeOptions::mutable_format`]) |
@@ -92,7 +92,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, Url};
 use tracing::debug;
 
-pub use caps::read_only;
+pub use caps::{read_only, LITERAL_MAX};
 pub use check::ObjectCheck;
 pub use errors::INTERRUPTED_UPLOAD;
 pub use health::{Encoding, Health, ServerStatus};
@@ -152,7 +152,7 @@ pub struct TahoeOptions {
     /// it if set).
     pub encoding: Option<Encoding>,
     /// Files of up to this many bytes are uploaded as a literal cap made
-    /// here (default [`crate::LITERAL_MAX`], the most allowed). 0 leaves
+    /// here (default [`LITERAL_MAX`], the most allowed). 0 leaves
     /// every upload to the node, as magic-folder 24.3 does (the node makes
     /// a literal cap only up to 55 bytes): how the benchmark measures
     /// 24.3's format.
@@ -169,7 +169,7 @@ impl Default for TahoeOptions {
             read_timeout: Duration::from_secs(300),
             pool_idle_timeout: Duration::from_secs(20),
             encoding: None,
-            literal_max: crate::LITERAL_MAX,
+            literal_max: LITERAL_MAX,
         }
     }
 }
@@ -761,9 +761,9 @@ impl TahoeGrid {
 
 impl Grid for TahoeGrid {
     /// Up to [`TahoeOptions::literal_max`] bytes come back as a literal cap
-    /// made here, with no request (see [`crate::LITERAL_MAX`]).
+    /// made here, with no request (see [`LITERAL_MAX`]).
     async fn upload(&self, source: UploadSource) -> GridResult<Capability> {
-        let literal_max = self.inner.options.literal_max.min(crate::LITERAL_MAX);
+        let literal_max = self.inner.options.literal_max.min(LITERAL_MAX);
         if let Some(content) = source.small_content(literal_max).await? {
             return Ok(caps::literal(&content));
         }
