@@ -103,7 +103,7 @@ const LITERAL_PREFIXES: [&str; 3] = ["URI:LIT:", "URI:DIR2-LIT:", "URI:MF-LIT:"]
 
 /// The longest capability string accepted: a Tahoe literal one of
 /// [`crate::tahoe::LITERAL_MAX`] bytes fits.
-pub const MAX_CAP_LEN: usize = 16 * 1024;
+const MAX_CAP_LEN: usize = 16 * 1024;
 
 impl Capability {
     /// Parses and classifies a capability string.
