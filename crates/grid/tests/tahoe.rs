@@ -113,6 +113,22 @@ async fn real_caps_classify_and_validate() {
         chk.as_str().starts_with("URI:CHK:") && chk.as_str().ends_with(":2:3:8193"),
         "{chk}"
     );
+    // 24.3's way (`literal_max` 0): the node makes every cap, literal only
+    // up to its own 55 bytes.
+    let by_node = TestGrid::shared()
+        .client(0)
+        .grid_with(TahoeOptions {
+            literal_max: 0,
+            ..Default::default()
+        })
+        .unwrap();
+    for (len, prefix) in [(55, "URI:LIT:"), (56, "URI:CHK:")] {
+        let cap = by_node
+            .upload(UploadSource::Bytes(vec![3u8; len].into()))
+            .await
+            .unwrap();
+        assert!(cap.as_str().starts_with(prefix), "{len} bytes: {cap}");
+    }
     let sdmf = g.create_mutable_dir().await.unwrap();
     assert!(sdmf.as_str().starts_with("URI:DIR2:"), "{sdmf}");
     let mdmf_grid = TestGrid::shared()
