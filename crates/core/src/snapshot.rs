@@ -35,10 +35,42 @@ use crate::relpath::{PathError, RelPath};
 #[serde(transparent)]
 pub struct Cap(pub String);
 
+/// How literal capabilities begin: Tahoe's and the embedded grid's. A
+/// literal's content is the capability itself, so no object is stored for it.
+const LITERAL_PREFIXES: [&str; 2] = ["URI:LIT:", "URI:MF-LIT:"];
+
+/// How a literal content kept by reference begins (see [`Content::kept`]):
+/// not a capability, so a grid refuses to read one.
+const LITERAL_REF_PREFIX: &str = "literal-sha256:";
+
 impl Cap {
     /// The capability string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// True for a literal capability: the object's bytes are in the string.
+    pub fn is_literal(&self) -> bool {
+        LITERAL_PREFIXES.iter().any(|p| self.0.starts_with(p))
+    }
+
+    /// True for a literal kept by reference (see [`Content::kept`]), whose
+    /// bytes must be read from its snapshot again.
+    pub fn is_literal_ref(&self) -> bool {
+        self.0.starts_with(LITERAL_REF_PREFIX)
+    }
+
+    /// What a store keeps of this capability: a literal as its reference
+    /// (the SHA-256 of the capability, so equal literals have equal
+    /// references), anything else as it is.
+    pub fn kept(&self) -> Cap {
+        if !self.is_literal() {
+            return self.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Cap(format!("{LITERAL_REF_PREFIX}{hex}"))
     }
 }
 
@@ -87,6 +119,33 @@ impl Content {
     pub fn is_deleted(&self) -> bool {
         matches!(self, Content::Deleted)
     }
+
+    /// What a store keeps of this content: a file whose content is a
+    /// literal capability keeps only its reference ([`Cap::kept`]). On
+    /// Tahoe a literal holds up to 8 KiB of a small file's bytes as 13 KB
+    /// of text, and the state database would otherwise hold every version
+    /// of every small file whole. The engine reads the snapshot again in
+    /// the rare case it must write such a version that its cache forgot.
+    pub fn kept(&self) -> Content {
+        match self {
+            Content::File {
+                cap,
+                size,
+                executable,
+            } => Content::File {
+                cap: cap.kept(),
+                size: *size,
+                executable: *executable,
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// True if this content was kept by reference: to write it, its
+    /// snapshot must be read again.
+    pub fn is_by_reference(&self) -> bool {
+        matches!(self, Content::File { cap, .. } if cap.is_literal_ref())
+    }
 }
 
 /// Everything the engine needs to know about a snapshot, verified.
@@ -111,6 +170,17 @@ pub struct SnapshotInfo {
     /// snapshot). The engine ranks by the generation the parents prove and
     /// rejects a snapshot whose claim disagrees (`engine/rank.rs`).
     pub generation: u64,
+}
+
+impl SnapshotInfo {
+    /// What a store keeps of this snapshot: all of it but a literal
+    /// content, kept by reference ([`Content::kept`]).
+    pub fn kept(&self) -> SnapshotInfo {
+        SnapshotInfo {
+            content: self.content.kept(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The metadata JSON document, field for field as magic-folder 24.3 writes it,
@@ -505,6 +575,39 @@ mod tests {
 
     fn author() -> Author {
         Author::from_seed("alice", [7; 32])
+    }
+
+    #[test]
+    fn a_literal_is_kept_by_a_reference_that_tells_literals_apart() {
+        let file = |cap: &str| Content::File {
+            cap: Cap::from(cap),
+            size: 5,
+            executable: true,
+        };
+        for literal in ["URI:LIT:nbswy3dp", "URI:MF-LIT:nbswy3dp"] {
+            let kept = file(literal).kept();
+            assert!(kept.is_by_reference(), "{kept:?}");
+            assert!(!file(literal).is_by_reference());
+            assert_eq!(
+                kept,
+                file(literal).kept(),
+                "the same literal, the same reference"
+            );
+            assert_ne!(kept, file(&format!("{literal}aa")).kept());
+            let Content::File { cap, .. } = &kept else {
+                unreachable!()
+            };
+            assert!(!cap.is_literal() && cap.kept() == *cap, "kept once is kept");
+        }
+        assert_ne!(
+            file("URI:LIT:nbswy3dp").kept(),
+            file("URI:MF-LIT:nbswy3dp").kept()
+        );
+        // Other capabilities and contents are kept as they are.
+        let chk = file("URI:CHK:aaaa:bbbb:2:3:5");
+        assert_eq!(chk.kept(), chk);
+        assert_eq!(Content::Deleted.kept(), Content::Deleted);
+        assert_eq!(Content::Dir.kept(), Content::Dir);
     }
 
     #[test]

@@ -735,3 +735,44 @@ fn our_change_is_published_at_once() {
         std::iter::from_fn(|| e.poll_action()).find(|a| matches!(a, Action::Publish { .. }));
     assert!(publish.is_some(), "published without waiting");
 }
+
+/// A small file's content travels in a literal capability, which the store
+/// keeps by reference only (`Content::kept`): a version whose write a crash
+/// cut short is read from the grid again, and written whole.
+#[test]
+fn a_literal_kept_by_reference_is_read_again_before_it_is_written() {
+    let literal = Content::File {
+        cap: Cap::from("URI:LIT:mfrgg"),
+        size: 3,
+        executable: false,
+    };
+    let theirs = snap("T", "other", &[], literal.clone(), 5);
+    let mut e = engine(MemStore::new());
+    let write = offer(&mut e, 1, "other", theirs.clone());
+    assert!(
+        matches!(write.as_slice(), [Action::Write { content, .. }] if *content == literal),
+        "written from the snapshot just read: {write:?}"
+    );
+    let kept = e.store().snapshot(&theirs.cap).unwrap().unwrap();
+    assert!(kept.content.is_by_reference(), "{kept:?}");
+    assert_eq!(kept, theirs.kept());
+
+    // The process dies before the write's result; the next run finds T
+    // listed again and has only the reference.
+    let mut e = engine(e.into_store());
+    assert!(actions(&mut e).is_empty());
+    e.handle(2, listed("other", "T"));
+    assert_eq!(only_fetch(&actions(&mut e)), theirs.cap, "read again");
+    e.handle(
+        3,
+        Event::Fetched {
+            cap: theirs.cap.clone(),
+            result: Ok(theirs.clone()),
+        },
+    );
+    let write = actions(&mut e);
+    assert!(
+        matches!(write.as_slice(), [Action::Write { content, .. }] if *content == literal),
+        "then written whole: {write:?}"
+    );
+}

@@ -2094,7 +2094,7 @@ async fn conflict_entries_of_an_earlier_release_move_under_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_is_listed_as_a_transfer_while_it_runs() {
     let w = world();
-    fs::write(w.alice_root.join("big"), vec![1u8; 5000]).unwrap();
+    fs::write(w.alice_root.join("big"), vec![1u8; 20_000]).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (transfers, record) = (w.alice.transfers().clone(), seen.clone());
     *w.grid.after_upload_read.lock().unwrap() = Some(Box::new(move |_: &Path| {
@@ -2111,7 +2111,7 @@ async fn an_upload_is_listed_as_a_transfer_while_it_runs() {
             during[0].direction.as_str(),
             during[0].bytes_total
         ),
-        ("big", "upload", 5000)
+        ("big", "upload", 20_000)
     );
     assert!(w.alice.transfers().list().is_empty(), "gone when done");
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 const SECRET: [u8; 32] = [0x5a; 32];
 /// The small chunk of `small_chunk_grid`: two of them are too big for a
 /// literal capability, so they make a stored object.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 8192;
 const HEADER: usize = 24;
 const TAG: usize = 16;
 

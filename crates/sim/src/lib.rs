@@ -1126,10 +1126,10 @@ fn check_invariants(w: &World) -> Result<(), String> {
             ));
         }
     }
-    if let Some(half) = w.grid.files.values().find(|b| w.never_quiet.contains(*b)) {
+    if let Some(half) = w.grid.contents().find(|b| w.never_quiet.contains(b)) {
         return Err(format!(
             "a half-written file was uploaded: {:?}",
-            String::from_utf8_lossy(half)
+            String::from_utf8_lossy(&half)
         ));
     }
     for p in &w.people {

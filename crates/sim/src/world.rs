@@ -110,7 +110,8 @@ impl MemFs {
 /// The shared in-memory grid.
 #[derive(Clone, Debug, Default)]
 pub struct MemGrid {
-    /// Immutable file contents by capability.
+    /// Immutable file contents by capability (a literal's are in its
+    /// capability instead).
     pub files: HashMap<Cap, Vec<u8>>,
     /// Snapshots by capability.
     pub snapshots: HashMap<Cap, SnapshotInfo>,
@@ -133,6 +134,10 @@ pub struct MemGrid {
     /// since is in its recent shard.
     pub filed: BTreeMap<String, BTreeMap<String, Cap>>,
 }
+
+/// How the simulated grid's literal capabilities begin (the embedded
+/// grid's prefix, with the bytes in hex).
+const LITERAL: &str = "URI:MF-LIT:";
 
 fn digest(h: impl Hash) -> u64 {
     let mut s = DefaultHasher::new();
@@ -189,15 +194,48 @@ pub fn shard_parts(
 }
 
 impl MemGrid {
-    /// Convergent upload: the same bytes give the same capability.
+    /// Convergent upload: the same bytes give the same capability. Half
+    /// the contents (by their digest) travel in a literal capability, as
+    /// small files do on a real grid, so that the engine meets both kinds.
     pub fn put_file(&mut self, bytes: Vec<u8>) -> Cap {
-        let cap = Cap(format!(
-            "URI:MF-CHK:{:016x}:{}",
-            digest(&bytes),
-            bytes.len()
-        ));
+        let d = digest(&bytes);
+        if d.is_multiple_of(2) {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            return Cap(format!("{LITERAL}{hex}"));
+        }
+        let cap = Cap(format!("URI:MF-CHK:{d:016x}:{}", bytes.len()));
         self.files.insert(cap.clone(), bytes);
         cap
+    }
+
+    /// Every content uploaded: the stored files and the literals that
+    /// snapshots carry.
+    pub fn contents(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        let literals = self.snapshots.values().filter_map(|s| match &s.content {
+            Content::File { cap, .. } if cap.is_literal() => self.file(cap),
+            _ => None,
+        });
+        self.files.values().cloned().chain(literals)
+    }
+
+    /// The bytes of a content capability, if the grid has them.
+    ///
+    /// # Panics
+    ///
+    /// On a literal kept by reference (`Content::kept`): the engine must
+    /// read such a snapshot again before it asks for a write of it.
+    pub fn file(&self, cap: &Cap) -> Option<Vec<u8>> {
+        assert!(
+            !cap.is_literal_ref(),
+            "a write was asked for with a literal's reference, not the literal"
+        );
+        match cap.as_str().strip_prefix(LITERAL) {
+            Some(hex) => (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect(),
+            None => self.files.get(cap).cloned(),
+        }
     }
 
     /// Stores a snapshot; identical snapshots get identical capabilities,
@@ -485,7 +523,7 @@ fn write(
                     vec![],
                 );
             }
-            let Some(bytes) = grid.files.get(cap).cloned() else {
+            let Some(bytes) = grid.file(cap) else {
                 return (
                     WriteOutcome::Failed(EffectError::permanent("content missing from grid")),
                     vec![],

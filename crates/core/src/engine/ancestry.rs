@@ -80,10 +80,11 @@ pub fn compare_for_win(a: &SnapshotInfo, a_gen: u64, b: &SnapshotInfo, b_gen: u6
 }
 
 /// True when two snapshots put the same thing at their path (then a
-/// divergence is not a conflict worth a copy).
+/// divergence is not a conflict worth a copy). A literal content compares
+/// by its reference, as the store may keep only that.
 pub fn same_content(a: &Content, b: &Content) -> bool {
     match (a, b) {
-        (Content::File { cap: x, .. }, Content::File { cap: y, .. }) => x == y,
+        (Content::File { cap: x, .. }, Content::File { cap: y, .. }) => x.kept() == y.kept(),
         (Content::Dir, Content::Dir) | (Content::Deleted, Content::Deleted) => true,
         _ => false,
     }

@@ -32,8 +32,15 @@ impl SnapshotCache {
 
     /// Keeps `info`, first dropping everything if it would not fit.
     pub(super) fn insert(&mut self, info: SnapshotInfo) {
-        if self.map.contains_key(&info.cap) {
-            return; // Snapshots are immutable: the same capability, the same info.
+        if let Some(held) = self.map.get(&info.cap) {
+            // Snapshots are immutable: the same capability, the same info,
+            // unless the one held came from the store without its literal
+            // content (`Content::kept`) and this one has it.
+            if !held.content.is_by_reference() || info.content.is_by_reference() {
+                return;
+            }
+            self.bytes -= footprint(held);
+            self.map.remove(&info.cap);
         }
         let size = footprint(&info);
         if self.bytes + size > CACHE_BYTES {

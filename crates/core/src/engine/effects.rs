@@ -56,6 +56,9 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn emit_adopt(&mut self, path: &RelPath, snap: SnapshotInfo, expect: LocalState) {
+        if !self.has_whole_content(path, &snap) {
+            return;
+        }
         let unsettled = self.unsure.contains(path);
         if let (Content::File { .. }, Some(cur), false) =
             (&snap.content, self.current.get(path), unsettled)
@@ -71,19 +74,25 @@ impl<S: Store> Engine<S> {
                 .push(Change::PutCurrent(path.clone(), marked.clone()));
             self.current.insert(path.clone(), marked);
         }
-        let content = snap.content.clone();
         let mtime = snap.mtime_s;
+        // The write carries the content; what waits for its result needs
+        // only the rest (a literal is up to 13 KB, and up to
+        // `max_pending_effects` writes wait).
+        let kept = snap.kept();
         self.emit_write(
             path,
             path.clone(),
-            content,
+            snap.content,
             mtime,
             expect,
-            Purpose::Adopt(snap),
+            Purpose::Adopt(kept),
         );
     }
 
     pub(super) fn emit_copy(&mut self, path: &RelPath, label: &str, loser: SnapshotInfo) {
+        if !self.has_whole_content(path, &loser) {
+            return;
+        }
         let recorded = self
             .conflicts
             .get(path)
@@ -253,6 +262,21 @@ impl<S: Store> Engine<S> {
                     .is_some_and(|i| i.author == ours.name && i.author_key == ours.verify_key)
             })
             .unwrap_or_else(|| current.clone())
+    }
+
+    /// True if `snap` carries its content whole. If the store kept it by
+    /// reference (`Content::kept`), asks for the snapshot again instead:
+    /// the path is decided again when it arrives.
+    fn has_whole_content(&mut self, path: &RelPath, snap: &SnapshotInfo) -> bool {
+        if !snap.content.is_by_reference() {
+            return true;
+        }
+        // A snapshot that can no longer be read is shown in status as
+        // rejected; asking again would only fail again.
+        if !self.bad.contains_key(&snap.cap) {
+            self.need_fetch(snap.cap.clone(), path);
+        }
+        false
     }
 
     pub(super) fn need_fetch(&mut self, cap: Cap, path: &RelPath) {

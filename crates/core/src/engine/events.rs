@@ -207,7 +207,7 @@ impl<S: Store> Engine<S> {
         });
         match result {
             Ok(info) => {
-                self.changes.push(Change::PutSnapshot(info.clone()));
+                self.changes.push(Change::PutSnapshot(info.kept()));
                 self.remember(info);
                 self.work.extend(f.waiters);
             }
@@ -275,11 +275,11 @@ impl<S: Store> Engine<S> {
                     Content::Dir => LocalState::Dir,
                     Content::File { .. } => sent,
                 };
-                self.changes.push(Change::PutSnapshot(info.clone()));
+                self.changes.push(Change::PutSnapshot(info.kept()));
                 let cap = info.cap.clone();
                 self.notify(Notice::Uploaded {
                     path: path.clone(),
-                    content: info.content.clone(),
+                    content: info.content.kept(),
                 });
                 // Markers superseded by an edit are no resolution to tell of.
                 let resolved_by_user = self.conflicts.get(&path).is_some_and(|m| {
@@ -382,7 +382,7 @@ impl<S: Store> Engine<S> {
                 self.notify(Notice::Downloaded {
                     path: path.clone(),
                     author: info.author.clone(),
-                    content: info.content.clone(),
+                    content: info.content,
                 });
                 self.not_empty.remove(&path);
                 if let Some(c) = self.candidates.get_mut(&path) {

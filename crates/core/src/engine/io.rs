@@ -290,7 +290,8 @@ pub enum Notice {
     Uploaded {
         /// The path.
         path: RelPath,
-        /// What was uploaded.
+        /// What was uploaded, a literal by reference ([`Content::kept`]):
+        /// up to 4,096 notices wait for the driver.
         content: Content,
     },
     /// A remote version was taken into the folder.
@@ -299,7 +300,7 @@ pub enum Notice {
         path: RelPath,
         /// Whose version it is.
         author: String,
-        /// What it holds.
+        /// What it holds, a literal by reference ([`Content::kept`]).
         content: Content,
     },
     /// Diverged versions: the losing file is kept as a conflict copy.

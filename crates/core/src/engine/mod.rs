@@ -168,7 +168,8 @@ enum Op {
 /// Why a write was asked for.
 #[derive(Clone, Debug)]
 enum Purpose {
-    /// Make the path hold this remote snapshot.
+    /// Make the path hold this remote snapshot (a literal content kept by
+    /// reference: the write carries it).
     Adopt(SnapshotInfo),
     /// Keep a losing version as `path.conflict-<author>`.
     Copy { author: String, snapshot: Cap },

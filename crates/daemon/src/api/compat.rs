@@ -403,6 +403,11 @@ pub(super) async fn tahoe_objects(
             };
             let children = grid.list(&snapshot).await?;
             let content = match &info.content {
+                // The state database keeps a literal by reference
+                // (`Content::kept`); the snapshot lists the literal itself.
+                Content::File { cap, .. } if cap.is_literal_ref() => {
+                    children.get("content").map(|c| c.cap.clone())
+                }
                 Content::File { cap, .. } => Capability::parse(cap.as_str()).ok(),
                 _ => None,
             };

@@ -511,6 +511,9 @@ impl Walk {
                 if !walk.contents.contains_key(content) {
                     let objects = match Capability::parse(content.as_str()) {
                         Ok(c) => content_objects(&grid, &c).await,
+                        // The state database keeps a literal by reference
+                        // (`Content::kept`): a literal is no object.
+                        Err(_) if content.is_literal_ref() => Ok(Vec::new()),
                         Err(e) => Err(e.to_string()),
                     };
                     match objects {

@@ -139,6 +139,17 @@ pub async fn restore(
         Some(id) => walk.find(id)?,
         None => walk.last_before_deletion()?,
     };
+    // The state database keeps a literal content by reference only
+    // (`Content::kept`): such a version is read from the grid again.
+    let reread;
+    let chosen = if chosen.content.is_by_reference() {
+        reread = snapshot_info(None, &walk.executor, &chosen.cap, &rel)
+            .await?
+            .map_err(|e| anyhow!("version {}: {e}", version_id(&chosen.cap)))?;
+        &reread
+    } else {
+        chosen
+    };
     let version = walk
         .history
         .versions

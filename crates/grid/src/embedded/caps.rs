@@ -104,15 +104,14 @@ pub(crate) fn parse(cap: &Capability) -> GridResult<EmbeddedCap> {
 /// The prefix of a literal capability.
 const LITERAL_PREFIX: &str = "URI:MF-LIT:";
 
-/// Files of at most this many bytes are carried in their capability: most
-/// snapshot metadata fits, which saves each upload one stored object (a
-/// file created and fsynced twice). Smaller than Tahoe's 8 KiB because an
-/// object here is cheap and a literal is not free: each participant's state
-/// database caches every snapshot, literal included. At 8 KiB the initial
-/// sync of 100,000 files of 4 KiB (`mf-bench sync --only idle`) took 112 s
-/// instead of 85 s and left a state database of 844 MB per daemon instead
-/// of 48 MB.
-pub const LITERAL_MAX: usize = 2048;
+/// Files of at most this many bytes are carried in their capability, as on
+/// Tahoe: snapshot metadata and small files, which saves each upload a
+/// stored object (a file created and fsynced twice) and each reader a read.
+/// The state database keeps a literal content by reference only
+/// (`mf_core::snapshot::Content::kept`): while it kept them whole, 8 KiB
+/// literals made the initial sync of 100,000 files of 4 KiB take 112 s
+/// instead of 85 s, with a state database of 844 MB per daemon.
+pub const LITERAL_MAX: usize = 8192;
 
 /// Formats a literal capability (the caller keeps to [`LITERAL_MAX`]).
 pub(crate) fn literal(content: &[u8]) -> Capability {

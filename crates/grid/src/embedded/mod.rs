@@ -23,7 +23,7 @@
 //! <grid>/mutable/<si>/<seqnum>       versions of mutable directories
 //! ```
 //!
-//! Files of at most 2 KiB (most snapshot metadata) are not stored at all:
+//! Files of at most 8 KiB (snapshot metadata, small files) are not stored at all:
 //! their capability carries them (`URI:MF-LIT:`, see `caps`), as Tahoe's
 //! literal capabilities do, which spares each small upload a file creation
 //! and two fsyncs.
