@@ -172,15 +172,25 @@ impl Browser<'_> {
         });
     }
 
-    /// Types `text` into the element `css` matches.
+    /// Types `text` into the element `css` matches. As with a click, the
+    /// element found may be redrawn, or not yet take input (seen on a
+    /// loaded machine): found again until the typing lands.
     fn type_into(&self, css: &str, text: &str, ps: &[&Participant]) {
-        let element = self.wait_for(css, ps);
-        let (code, v) = self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            json!({ "text": text }),
-        );
-        assert_eq!(code, 200, "{v}");
+        wait_until(&format!("typing into {css} lands"), ps, || {
+            let Some(element) = self.find(css) else {
+                return false;
+            };
+            let (code, v) = self.call(
+                "POST",
+                &format!("/element/{element}/value"),
+                json!({ "text": text }),
+            );
+            match (code, v["value"]["error"].as_str()) {
+                (200, _) => true,
+                (_, Some("stale element reference" | "element not interactable")) => false,
+                _ => panic!("typing into {css}: {code} {v}"),
+            }
+        });
     }
 
     /// The text of the element `css` matches, once there is one.
