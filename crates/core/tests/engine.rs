@@ -776,3 +776,30 @@ fn a_literal_kept_by_reference_is_read_again_before_it_is_written() {
         "then written whole: {write:?}"
     );
 }
+
+/// A version the store keeps by reference whose snapshot can no longer be
+/// read is shown as rejected, and not asked for again and again.
+#[test]
+fn a_literal_whose_snapshot_is_gone_is_rejected_once() {
+    let literal = Content::File {
+        cap: Cap::from("URI:LIT:mfrgg"),
+        size: 3,
+        executable: false,
+    };
+    let theirs = snap("T", "other", &[], literal, 5);
+    let mut store = MemStore::new();
+    store.commit(&[Change::PutSnapshot(theirs.kept())]).unwrap();
+    let mut e = engine(store);
+    assert!(actions(&mut e).is_empty());
+    e.handle(1, listed("other", "T"));
+    assert_eq!(only_fetch(&actions(&mut e)), theirs.cap, "read again");
+    e.handle(2, fetched(&[], theirs.cap.clone()));
+    assert!(actions(&mut e).is_empty());
+    let errors = e.status().errors;
+    assert!(
+        errors.iter().any(|x| x.message.contains("rejected")),
+        "shown in status: {errors:?}"
+    );
+    e.handle(5, listed("other", "T"));
+    assert!(actions(&mut e).is_empty(), "not asked for again");
+}

@@ -164,6 +164,15 @@ mod tests {
     }
 
     #[test]
+    fn a_literal_is_the_same_content_as_its_reference() {
+        let literal = file("URI:LIT:nbswy3dp");
+        assert!(same_content(&literal, &literal.kept()));
+        assert!(same_content(&literal.kept(), &literal));
+        assert!(!same_content(&literal.kept(), &file("URI:LIT:nbswy3dq")));
+        assert!(!same_content(&literal.kept(), &Content::Deleted));
+    }
+
+    #[test]
     fn missing_snapshots_are_asked_for() {
         let mut d = dag();
         d.remove(&Cap::from("a"));

@@ -119,4 +119,18 @@ mod tests {
             assert!(cache.map.is_empty() && cache.bytes == 0);
         }
     }
+
+    /// One read from the store (a literal by reference) gives way to the
+    /// whole snapshot, never the other way round.
+    #[test]
+    fn a_whole_snapshot_replaces_its_kept_form() {
+        let whole = info(1, 8_000);
+        let mut cache = SnapshotCache::default();
+        cache.insert(whole.kept());
+        cache.insert(whole.clone());
+        assert_eq!(cache.get(&whole.cap), Some(&whole));
+        cache.insert(whole.kept());
+        assert_eq!(cache.get(&whole.cap), Some(&whole));
+        assert_eq!(cache.bytes, footprint(&whole));
+    }
 }

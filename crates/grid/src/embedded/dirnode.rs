@@ -449,5 +449,13 @@ mod tests {
             decode(b"{\"v\":2,\"children\":[]}", None, "t"),
             Err(GridError::Protocol(_))
         ));
+        let twice = br#"{"v":1,"children":[{"name":"a","ro":"","meta":{}},{"name":"a","ro":"","meta":{}}]}"#;
+        assert!(matches!(
+            decode(twice, None, "t"),
+            Err(GridError::Integrity { detail, .. }) if detail.contains("appears twice")
+        ));
+        // Fields in another order, and unknown ones, read as before.
+        let reordered = br#"{"children":[{"meta":{},"ro":"","name":"a"}],"x":[1],"v":1}"#;
+        assert_eq!(decode(reordered, None, "t").unwrap().len(), 1);
     }
 }
