@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -235,7 +236,7 @@ pub fn spawn_ready(
             );
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            signal(&child, "-KILL");
             let _ = child.wait();
             bail!(
                 "{name}: daemon did not start within {START_STOP_TIMEOUT:?}; log: {}",
@@ -249,22 +250,33 @@ pub fn spawn_ready(
 /// Stops `child` with SIGTERM and waits (bounded) for it to exit; kills it
 /// if it does not.
 pub fn terminate(mut child: Child, name: &str) -> Result<ExitStatus> {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    signal(&child, "-TERM");
     let deadline = Instant::now() + START_STOP_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            signal(&child, "-KILL");
             let _ = child.wait();
             bail!("{name}: daemon did not stop on SIGTERM; killed");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends `sig` to `child` and, if it leads one (a daemon under
+/// `MF_BENCH_WRAP`), to its process group: a wrapper such as heaptrack
+/// does not pass signals on.
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").arg(sig).arg(&pid).status();
+    let _ = Command::new("kill")
+        .arg(sig)
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// One embedded grid and the participants sharing it.
@@ -458,7 +470,9 @@ impl Daemon for Participant {
         let mut cmd = match wrap.split_first() {
             Some((prog, args)) => {
                 let mut c = Command::new(prog);
-                c.args(args).arg(&self.bin);
+                // Its own process group, so that stopping the wrapper stops
+                // the daemon under it too (`signal`).
+                c.args(args).arg(&self.bin).process_group(0);
                 c
             }
             None => Command::new(&self.bin),
@@ -526,7 +540,7 @@ impl Daemon for Participant {
 impl Drop for Participant {
     fn drop(&mut self) {
         if let Some(mut child) = self.daemon.take() {
-            let _ = child.kill();
+            signal(&child, "-KILL");
             let _ = child.wait();
         }
     }

@@ -508,6 +508,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(mf_daemon::memory::BLOCKING_THREADS)
         .enable_all()
         .build()
     {

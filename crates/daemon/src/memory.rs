@@ -10,6 +10,9 @@
 //! after handling a lot (not after every poll: on a big heap a release
 //! costs a few milliseconds, and memory given back is faulted in again).
 //!
+//! [`BLOCKING_THREADS`] bounds tokio's blocking pool: each thread costs
+//! its stack and a share of an arena.
+//!
 //! And [`configure`] fixes glibc's mmap threshold at a little over 1 MiB,
 //! once, at start.
 //! glibc raises that threshold every time a large block is freed (up to
@@ -21,6 +24,14 @@
 //! instead of 91–116, for no time cost the runs could tell from noise.
 
 use std::time::Instant;
+
+/// Threads in tokio's blocking pool (tokio's default: 512). The filesystem
+/// and embedded-grid work of up to 32 effects in flight ran on up to 141
+/// threads; bounded, they queue instead. Paired runs of the initial sync
+/// of 100,000 files (BENCHMARKS.md): idle at 50–61 MiB against 55–75 MiB,
+/// in no more time than the runs could tell from noise. Blocking tasks
+/// must never wait for one another (`mf_grid::blocking`).
+pub const BLOCKING_THREADS: usize = 16;
 
 /// Allocations from this size up are mapped whole (see the module docs):
 /// just above a large file's 1 MiB chunk ([`crate::chunked`] on the

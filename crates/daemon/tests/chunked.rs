@@ -191,6 +191,39 @@ async fn an_edit_inside_a_large_file_moves_one_chunk_each_way() {
     assert!(read(w.alice_root.path()) == bytes);
 }
 
+/// The daemon bounds tokio's blocking pool (`memory::BLOCKING_THREADS`),
+/// which is safe only while no blocking task waits for another: a writer
+/// thread parked until a reader thread hands it a chunk would hold the
+/// place that reader needs. With one blocking thread, a large file still
+/// moves both ways, chunked and whole.
+#[test]
+fn large_files_move_with_a_single_blocking_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for content in [ContentFormat::Chunked, ContentFormat::Whole] {
+            let w = World::new(content).await;
+            let bytes = data(12 * CHUNKING.min_chunk + 12_345);
+            std::fs::write(w.alice_root.path().join("big.bin"), &bytes).unwrap();
+            let v1 = bounded("upload", uploaded(&w.alice, w.alice_root.path(), &[])).await;
+            let written = bounded("write", write(&w.bob, w.bob_root.path(), v1.content)).await;
+            assert!(matches!(written, WriteOutcome::Done(_)), "{content:?}");
+            assert!(read(w.bob_root.path()) == bytes, "{content:?}");
+        }
+    });
+}
+
+/// `step`, or a panic after a time only a deadlock takes.
+async fn bounded<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(300), step)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: stuck (a blocking task waits for another)"))
+}
+
 #[tokio::test]
 async fn small_files_and_whole_folders_are_not_chunked() {
     let chunked = World::new(ContentFormat::Chunked).await;

@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod cap;
 pub mod contract;
 pub mod embedded;

@@ -56,36 +56,40 @@ impl<G: Grid> Executor<G> {
         let depth = chunks_in_flight(chunk_size);
         progress.set_total(size);
 
-        // One blocking thread reads and hashes the file chunk by chunk; the
-        // chunks not in the version replaced are uploaded, `depth` at once.
-        let (tx, rx) = tokio::sync::mpsc::channel::<(u64, Bytes, [u8; 32])>(depth);
-        let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        // The file is read and hashed chunk by chunk on the blocking pool,
+        // and the chunks not in the version replaced are uploaded, `depth`
+        // at once.
+        let file = blocking(move || {
             // Never through a symlink swapped in since the state was taken.
-            let file = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&abs)?;
-            let mut offset = 0;
-            loop {
-                let buf = chunked::read_at(&file, offset, chunk_size as usize)?;
-                if buf.is_empty() {
-                    return Ok(());
+                .open(&abs)
+        })
+        .await
+        .map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
+        // The offset to read next; `None` once reading failed.
+        let read = mf_grid::blocking::stream((file, Some(0)), depth, move |(file, next)| {
+            let offset = (*next)?;
+            match chunked::read_at(file, offset, chunk_size as usize) {
+                Ok(buf) if buf.is_empty() => None,
+                Ok(buf) => {
+                    *next = Some(offset + buf.len() as u64);
+                    let digest = chunked::digest(&buf);
+                    Some(Ok((offset, Bytes::from(buf), digest)))
                 }
-                let n = buf.len();
-                let digest = chunked::digest(&buf);
-                if tx
-                    .blocking_send((offset, Bytes::from(buf), digest))
-                    .is_err()
-                {
-                    return Ok(()); // the uploads failed: reported below
+                Err(e) => {
+                    *next = None;
+                    Some(Err(e))
                 }
-                offset += n as u64;
             }
         });
-        let uploads = tokio_stream_from(rx)
-            .map(|(offset, bytes, digest)| {
+        let chunks = read
+            .map(|chunk| {
                 let (reusable, progress) = (&reusable, &progress);
                 async move {
+                    let (offset, bytes, digest) =
+                        chunk.map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
                     let size = bytes.len() as u64;
                     let cap = match reusable.get(&digest) {
                         Some(cap) => cap.clone(),
@@ -106,13 +110,7 @@ impl<G: Grid> Executor<G> {
             })
             .buffered(depth)
             .try_collect::<Vec<_>>()
-            .await;
-        // A failed upload dropped the channel, which stops the reader.
-        reader
-            .await
-            .map_err(|e| EffectError::transient(format!("reader task failed: {e}")))?
-            .map_err(|e| io_error(&format!("cannot upload {path}"), &e))?;
-        let chunks = uploads?;
+            .await?;
         let read: u64 = chunks.iter().map(|c| c.size).sum();
         if read != size {
             // The caller's check of the file's state reports the change.
@@ -363,19 +361,33 @@ impl<G: Grid> Executor<G> {
         }
         let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<TempFile> {
-            let mut temp = TempFile::create(&root, &rel, umask)?;
-            temp.set_executable(executable);
-            while let Some(bytes) = rx.blocking_recv() {
-                temp.write_all(&bytes)?;
+        // Each write is its own blocking task (taking whatever pieces have
+        // arrived), so no blocking thread waits for the pieces: with a
+        // bounded pool, that thread could be the one a piece needs.
+        let writer = async move {
+            let mut temp = blocking(move || {
+                let mut temp = TempFile::create(&root, &rel, umask)?;
+                temp.set_executable(executable);
+                Ok(temp)
+            })
+            .await?;
+            while let Some(first) = rx.recv().await {
+                let mut pieces = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    pieces.push(more);
+                }
+                temp = blocking(move || {
+                    for piece in &pieces {
+                        temp.write_all(piece)?;
+                    }
+                    Ok(temp)
+                })
+                .await?;
             }
             Ok(temp)
-        });
-        let filled = fill(tx).await;
-        let temp = writer
-            .await
-            .map_err(|e| EffectError::transient(format!("writer task failed: {e}")))?
-            .map_err(fail)?;
+        };
+        let (written, filled) = tokio::join!(writer, fill(tx));
+        let temp = written.map_err(fail)?;
         if let Err(e) = filled {
             // Removing the temporary file is blocking I/O too.
             tokio::task::spawn_blocking(move || drop(temp));
@@ -399,12 +411,4 @@ async fn local_chunk(local: Option<Arc<File>>, chunk: &Chunk) -> Option<Bytes> {
     .await
     .ok()
     .flatten()
-}
-
-/// A stream of what a channel receives (tokio-stream's `ReceiverStream`,
-/// without a dependency for five lines).
-fn tokio_stream_from<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> {
-    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }

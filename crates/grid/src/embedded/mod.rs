@@ -74,7 +74,7 @@ use crate::{
 /// download in flight holds well under a few MiB.
 pub const DEFAULT_CHUNK_SIZE: u32 = 256 * 1024;
 
-/// Decrypted chunks buffered between the reading thread and the consumer.
+/// Decrypted chunks read ahead of the consumer.
 const DOWNLOAD_QUEUE: usize = 4;
 
 /// Largest immutable directory read into memory.
@@ -402,27 +402,16 @@ impl Grid for EmbeddedGrid {
             _ => return Err(wrong_kind("an immutable file capability", cap)),
         };
         let inner = self.inner.clone();
-        let mut reader = blocking("download", move || {
+        let reader = blocking("download", move || {
             ObjectReader::open(&inner.store, &key, ObjectKind::File, size)
         })
         .await?;
         let size = reader.size();
-        let (tx, rx) = tokio::sync::mpsc::channel(DOWNLOAD_QUEUE);
-        // Detached: ends at the last chunk, at the first error, or as soon as
-        // the consumer drops the stream (the send fails).
-        tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = reader.next_chunk() {
-                let chunk = chunk.map(bytes::Bytes::from);
-                if matches!(&chunk, Ok(c) if c.is_empty()) {
-                    continue;
-                }
-                if tx.blocking_send(chunk).is_err() {
-                    break;
-                }
+        let stream = crate::blocking::stream(reader, DOWNLOAD_QUEUE, |reader| loop {
+            match reader.next_chunk()? {
+                Ok(chunk) if chunk.is_empty() => continue,
+                chunk => return Some(chunk.map(bytes::Bytes::from)),
             }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
         });
         Ok(Download {
             size,
