@@ -258,17 +258,35 @@ pub(crate) fn open_message(
         return Err(AuthFailed);
     }
     let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buf = ct.to_vec();
-    aead.decrypt_in_place_detached(
-        Nonce::from_slice(nonce),
-        aad,
-        &mut buf,
-        Tag::from_slice(tag),
-    )
-    .map_err(|_| AuthFailed)?;
+    open_in_place(key, nonce, aad, &mut buf, tag)?;
     Ok(buf)
 }
+
+/// [`open_message`] without a copy: decrypts `buf` where it is, after
+/// checking it against `tag`.
+pub(crate) fn open_in_place(
+    key: &Key32,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8],
+) -> Result<(), AuthFailed> {
+    if tag.len() != TAG_LEN {
+        return Err(AuthFailed);
+    }
+    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    aead.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+        .map_err(|_| AuthFailed)
+}
+
+/// Room a directory version's bytes need in front of them to be signed or
+/// verified in place: a signature covers the domain tag, a zero and the
+/// directory's storage index before the version itself, so that it can
+/// never be replayed onto another directory or another protocol. A
+/// version is tens of MB for a big directory; a copy of it with the prefix
+/// in front was the largest single allocation of a publish.
+pub(crate) const SIGNED_PREFIX_LEN: usize = tags::DIR_VERSION_SIGNATURE.len() + 1 + 32;
 
 /// What a reader of a mutable directory holds: enough to verify and decrypt,
 /// not to sign.
@@ -293,24 +311,30 @@ impl DirReadKeys {
         }
     }
 
-    /// Checks a signature made by [`DirWriteKeys::sign`].
-    pub(crate) fn verify(&self, signed: &[u8], signature: &[u8]) -> Result<(), AuthFailed> {
+    /// Checks a signature made by [`DirWriteKeys::sign_in_place`] over
+    /// `msg[SIGNED_PREFIX_LEN..]`; the bytes in front are room for the
+    /// prefix, and are overwritten.
+    pub(crate) fn verify_in_place(
+        &self,
+        msg: &mut [u8],
+        signature: &[u8],
+    ) -> Result<(), AuthFailed> {
         let sig = Signature::from_slice(signature).map_err(|_| AuthFailed)?;
-        let msg = Self::signed_message(&self.storage_index, signed);
+        self.bind(msg).ok_or(AuthFailed)?;
         self.verifying
-            .verify_strict(&msg, &sig)
+            .verify_strict(msg, &sig)
             .map_err(|_| AuthFailed)
     }
 
-    fn signed_message(storage_index: &Key32, signed: &[u8]) -> Vec<u8> {
-        // Domain tag and storage index are prepended so that a signature can
-        // never be replayed onto another directory or another protocol.
-        let mut msg = Vec::with_capacity(64 + signed.len());
-        msg.extend_from_slice(tags::DIR_VERSION_SIGNATURE.as_bytes());
-        msg.push(0);
-        msg.extend_from_slice(storage_index);
-        msg.extend_from_slice(signed);
-        msg
+    /// Writes the prefix into the room at the front of `msg`; `None` if
+    /// there is no such room.
+    fn bind(&self, msg: &mut [u8]) -> Option<()> {
+        let tag = tags::DIR_VERSION_SIGNATURE.as_bytes();
+        let prefix = msg.get_mut(..SIGNED_PREFIX_LEN)?;
+        prefix[..tag.len()].copy_from_slice(tag);
+        prefix[tag.len()] = 0;
+        prefix[tag.len() + 1..].copy_from_slice(&self.storage_index);
+        Some(())
     }
 }
 
@@ -337,10 +361,18 @@ impl DirWriteKeys {
         }
     }
 
-    /// Signs `signed` (bound to this directory's storage index).
-    pub(crate) fn sign(&self, signed: &[u8]) -> [u8; SIG_LEN] {
-        let msg = DirReadKeys::signed_message(&self.read.storage_index, signed);
-        self.signing.sign(&msg).to_bytes()
+    /// Signs `msg[SIGNED_PREFIX_LEN..]`, bound to this directory (see
+    /// [`SIGNED_PREFIX_LEN`]); the bytes in front are room for the prefix,
+    /// and are overwritten.
+    ///
+    /// # Panics
+    ///
+    /// If `msg` has no such room: a bug of the caller's.
+    pub(crate) fn sign_in_place(&self, msg: &mut [u8]) -> [u8; SIG_LEN] {
+        self.read
+            .bind(msg)
+            .expect("a version is signed with room for the prefix");
+        self.signing.sign(msg).to_bytes()
     }
 }
 
@@ -397,15 +429,48 @@ mod tests {
         assert_eq!(b, b"some chunk");
     }
 
+    /// `version` with room for the prefix in front.
+    fn roomy(version: &[u8]) -> Vec<u8> {
+        let mut msg = vec![0xAA; SIGNED_PREFIX_LEN];
+        msg.extend_from_slice(version);
+        msg
+    }
+
     #[test]
     fn dir_signatures_are_bound_to_the_directory() {
         let a = DirWriteKeys::from_seed([1; 32]);
         let b = DirWriteKeys::from_seed([2; 32]);
-        let sig = a.sign(b"version");
-        a.read.verify(b"version", &sig).unwrap();
-        assert!(a.read.verify(b"versioN", &sig).is_err());
-        assert!(b.read.verify(b"version", &sig).is_err());
-        assert!(a.read.verify(b"version", &sig[..63]).is_err());
+        let sig = a.sign_in_place(&mut roomy(b"version"));
+        a.read
+            .verify_in_place(&mut roomy(b"version"), &sig)
+            .unwrap();
+        assert!(a
+            .read
+            .verify_in_place(&mut roomy(b"versioN"), &sig)
+            .is_err());
+        assert!(b
+            .read
+            .verify_in_place(&mut roomy(b"version"), &sig)
+            .is_err());
+        assert!(a
+            .read
+            .verify_in_place(&mut roomy(b"version"), &sig[..63])
+            .is_err());
+        assert!(a.read.verify_in_place(&mut [0; 10], &sig).is_err());
+    }
+
+    /// The bytes signed are fixed: a directory's versions on disk must
+    /// verify whatever build wrote them.
+    #[test]
+    fn a_dir_signature_covers_tag_zero_storage_index_and_version() {
+        let keys = DirWriteKeys::from_seed([3; 32]);
+        let sig = keys.sign_in_place(&mut roomy(b"a version"));
+        let mut msg = tags::DIR_VERSION_SIGNATURE.as_bytes().to_vec();
+        msg.push(0);
+        msg.extend_from_slice(&keys.read.storage_index);
+        msg.extend_from_slice(b"a version");
+        let sig = Signature::from_slice(&sig).unwrap();
+        keys.read.verifying.verify_strict(&msg, &sig).unwrap();
     }
 
     #[test]

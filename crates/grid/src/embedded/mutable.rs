@@ -60,7 +60,8 @@ use std::time::{Duration, Instant};
 
 use super::caps::short_name;
 use super::crypto::{
-    random_bytes, seal_in_place, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN, SIG_LEN, TAG_LEN,
+    open_in_place, random_bytes, seal_in_place, DirReadKeys, DirWriteKeys, Key32, NONCE_LEN,
+    SIGNED_PREFIX_LEN, SIG_LEN, TAG_LEN,
 };
 use super::dirnode;
 use super::immutable::{FORMAT_VERSION, MAGIC};
@@ -106,25 +107,32 @@ fn list_versions(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Seals directory contents as version `seq`, encrypting them in place
-/// behind the header (no second copy of a big directory).
+/// Seals directory contents as version `seq`, encrypting and signing them
+/// in place (no second copy of a big directory).
 fn encode_version(keys: &DirWriteKeys, seq: u64, plain: Vec<u8>) -> io::Result<Vec<u8>> {
     let nonce: [u8; NONCE_LEN] = random_bytes()?;
     let ct_len = (plain.len() + TAG_LEN) as u64;
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.push(FORMAT_VERSION);
-    header.push(b'M');
-    header.extend_from_slice(&seq.to_be_bytes());
-    header.extend_from_slice(&nonce);
-    header.extend_from_slice(&ct_len.to_be_bytes());
-    let aad = aad(&keys.read.storage_index, &header);
+    // Room for the signature's prefix, taken off once signed.
+    let mut front = vec![0; SIGNED_PREFIX_LEN];
+    front.extend_from_slice(MAGIC);
+    front.push(FORMAT_VERSION);
+    front.push(b'M');
+    front.extend_from_slice(&seq.to_be_bytes());
+    front.extend_from_slice(&nonce);
+    front.extend_from_slice(&ct_len.to_be_bytes());
+    let aad = aad(&keys.read.storage_index, &front[SIGNED_PREFIX_LEN..]);
     let mut out = plain;
-    out.reserve_exact(HEADER_LEN + TAG_LEN + SIG_LEN);
-    out.splice(0..0, header);
-    let tag = seal_in_place(&keys.read.read_key, &nonce, &aad, &mut out[HEADER_LEN..]);
+    out.reserve_exact(SIGNED_PREFIX_LEN + HEADER_LEN + TAG_LEN + SIG_LEN);
+    out.splice(0..0, front);
+    let tag = seal_in_place(
+        &keys.read.read_key,
+        &nonce,
+        &aad,
+        &mut out[SIGNED_PREFIX_LEN + HEADER_LEN..],
+    );
     out.extend_from_slice(&tag);
-    let sig = keys.sign(&out);
+    let sig = keys.sign_in_place(&mut out);
+    out.drain(..SIGNED_PREFIX_LEN);
     out.extend_from_slice(&sig);
     Ok(out)
 }
@@ -136,44 +144,72 @@ fn aad(si: &Key32, header: &[u8]) -> Vec<u8> {
     a
 }
 
+/// A version file's bytes, read with room in front of them for the
+/// signature's prefix ([`SIGNED_PREFIX_LEN`]), so that verifying and
+/// decrypting a big directory copies nothing.
+struct RawVersion(Vec<u8>);
+
+impl RawVersion {
+    /// The file's bytes.
+    fn bytes(&self) -> &[u8] {
+        &self.0[SIGNED_PREFIX_LEN..]
+    }
+}
+
 /// Verifies and decrypts version file `seq`; returns the serialised children.
-fn decode_version(keys: &DirReadKeys, seq: u64, raw: &[u8], name: &str) -> GridResult<Vec<u8>> {
+fn decode_version(
+    keys: &DirReadKeys,
+    seq: u64,
+    raw: RawVersion,
+    name: &str,
+) -> GridResult<Vec<u8>> {
     let integrity = |detail: String| GridError::Integrity {
         cap: name.to_string(),
         detail,
     };
-    if raw.len() < HEADER_LEN + TAG_LEN + SIG_LEN {
+    let bytes = raw.bytes();
+    if bytes.len() < HEADER_LEN + TAG_LEN + SIG_LEN {
         return Err(integrity(format!(
             "version {seq} is truncated ({} bytes)",
-            raw.len()
+            bytes.len()
         )));
     }
-    if &raw[..6] != MAGIC || raw[6] != FORMAT_VERSION || raw[7] != b'M' {
+    if &bytes[..6] != MAGIC || bytes[6] != FORMAT_VERSION || bytes[7] != b'M' {
         return Err(integrity(format!(
             "version {seq} is not a directory version of a known format"
         )));
     }
-    let stored_seq = u64::from_be_bytes(raw[8..16].try_into().expect("8 bytes"));
-    let ct_len = u64::from_be_bytes(raw[28..36].try_into().expect("8 bytes"));
+    let stored_seq = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let nonce: [u8; NONCE_LEN] = bytes[16..28].try_into().expect("12 bytes");
+    let ct_len = u64::from_be_bytes(bytes[28..36].try_into().expect("8 bytes"));
     let expected = (HEADER_LEN as u64 + SIG_LEN as u64).checked_add(ct_len);
-    if expected != Some(raw.len() as u64) {
+    if expected != Some(bytes.len() as u64) {
         return Err(integrity(format!("version {seq} is truncated or extended")));
     }
-    let (signed, sig) = raw.split_at(raw.len() - SIG_LEN);
-    keys.verify(signed, sig).map_err(|_| {
+    let aad = aad(&keys.storage_index, &bytes[..HEADER_LEN]);
+    let mut buf = raw.0;
+    let sig_at = buf.len() - SIG_LEN;
+    let sig: [u8; SIG_LEN] = buf[sig_at..].try_into().expect("64 bytes");
+    let forged = || {
         integrity(format!(
             "version {seq} has a bad signature: not written by a holder of the write capability"
         ))
-    })?;
+    };
+    keys.verify_in_place(&mut buf[..sig_at], &sig)
+        .map_err(|_| forged())?;
     if stored_seq != seq {
         return Err(integrity(format!(
             "version file {seq} holds seqnum {stored_seq} (replayed)"
         )));
     }
-    let nonce: [u8; NONCE_LEN] = raw[16..28].try_into().expect("12 bytes");
-    let aad = aad(&keys.storage_index, &raw[..HEADER_LEN]);
-    super::crypto::open_message(&keys.read_key, &nonce, &aad, &signed[HEADER_LEN..])
-        .map_err(|_| integrity(format!("version {seq} failed decryption")))
+    let tag_at = sig_at - TAG_LEN;
+    let (sealed, tag) = buf[SIGNED_PREFIX_LEN + HEADER_LEN..sig_at]
+        .split_at_mut(tag_at - SIGNED_PREFIX_LEN - HEADER_LEN);
+    open_in_place(&keys.read_key, &nonce, &aad, sealed, tag)
+        .map_err(|_| integrity(format!("version {seq} failed decryption")))?;
+    buf.truncate(tag_at);
+    buf.drain(..SIGNED_PREFIX_LEN + HEADER_LEN);
+    Ok(buf)
 }
 
 /// The newest version of a directory, verified and decrypted.
@@ -248,11 +284,12 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
             Err(e) => return Err(io_err(ctx())(e)),
         };
         let id = VersionId::of(seq, &meta);
-        match decode_version(keys, seq, &raw, &name) {
+        let raw_digest = Sha256::digest(raw.bytes()).into();
+        match decode_version(keys, seq, raw, &name) {
             Ok(plain) => {
                 return Ok(Head {
                     seq,
-                    raw_digest: Sha256::digest(&raw).into(),
+                    raw_digest,
                     plain,
                     id,
                     damaged: None,
@@ -273,7 +310,7 @@ pub(crate) fn read_head(store: &Store, keys: &DirReadKeys) -> GridResult<Head> {
                 };
                 return Ok(Head {
                     seq,
-                    raw_digest: Sha256::digest(&raw).into(),
+                    raw_digest,
                     plain,
                     id,
                     damaged: Some(format!(
@@ -298,23 +335,24 @@ fn newest_intact(dir: &Path, keys: &DirReadKeys, below: u64, name: &str) -> Opti
         .find_map(|seq| {
             let (raw, _) = read_bounded(&dir.join(version_name(seq)), MAX_VERSION_LEN).ok()?;
             // Stubs (pruned versions) are empty and fail to decode: skipped.
-            let plain = decode_version(keys, seq, &raw, name).ok()?;
+            let plain = decode_version(keys, seq, raw, name).ok()?;
             Some((seq, plain))
         })
 }
 
-/// Reads a whole file of at most `limit` bytes; also returns its metadata
-/// from before the read.
-fn read_bounded(path: &Path, limit: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
+/// Reads a whole version file of at most `limit` bytes; also returns its
+/// metadata from before the read.
+fn read_bounded(path: &Path, limit: u64) -> io::Result<(RawVersion, fs::Metadata)> {
     let mut f = fs::File::open(path)?;
     let meta = f.metadata()?;
     let len = meta.len();
     if len > limit {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "too large"));
     }
-    let mut buf = Vec::with_capacity(len as usize);
+    let mut buf = Vec::with_capacity(SIGNED_PREFIX_LEN + len as usize);
+    buf.resize(SIGNED_PREFIX_LEN, 0);
     io::Read::read_to_end(&mut f, &mut buf)?;
-    Ok((buf, meta))
+    Ok((RawVersion(buf), meta))
 }
 
 /// The identity of a directory's newest version file now, if it can be
