@@ -361,9 +361,10 @@ impl<G: Grid> Executor<G> {
         }
         let (root, rel, umask) = (self.root.clone(), target.clone(), self.umask);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_PIPELINE_DEPTH);
-        // Each write is its own blocking task (taking whatever pieces have
-        // arrived), so no blocking thread waits for the pieces: with a
-        // bounded pool, that thread could be the one a piece needs.
+        // Each write is its own blocking task (taking what pieces have
+        // arrived, up to a batch), so no blocking thread waits for the
+        // pieces: with a bounded pool, that thread could be the one a piece
+        // needs.
         let writer = async move {
             let mut temp = blocking(move || {
                 let mut temp = TempFile::create(&root, &rel, umask)?;
@@ -372,8 +373,11 @@ impl<G: Grid> Executor<G> {
             })
             .await?;
             while let Some(first) = rx.recv().await {
+                let mut batch = first.len();
                 let mut pieces = vec![first];
-                while let Ok(more) = rx.try_recv() {
+                while batch < WRITE_BATCH_BYTES {
+                    let Ok(more) = rx.try_recv() else { break };
+                    batch += more.len();
                     pieces.push(more);
                 }
                 temp = blocking(move || {

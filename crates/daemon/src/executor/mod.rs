@@ -66,8 +66,13 @@ pub const METADATA_LIMIT: u64 = 64 * 1024;
 /// How many personal directories a poll lists at once.
 pub const POLL_PARALLELISM: usize = 8;
 
-/// Chunks buffered between a download and the thread writing it to disk.
+/// Pieces buffered between a download and the writes to disk.
 const WRITE_PIPELINE_DEPTH: usize = 4;
+
+/// Most bytes a download's writer takes for one blocking write: a stream
+/// of small pieces (Tahoe's HTTP body) is written in batches, a large
+/// file's 1 MiB chunks one by one, as they came before.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// Downloads up to this size are received whole before they are written
 /// (in one step); larger ones stream to disk as they arrive.

@@ -209,13 +209,7 @@ impl ChunkCipher {
         buf: &mut [u8],
         tag: &[u8],
     ) -> Result<(), AuthFailed> {
-        if tag.len() != TAG_LEN {
-            return Err(AuthFailed);
-        }
-        let nonce = Self::nonce(index, last);
-        self.aead
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf, Tag::from_slice(tag))
-            .map_err(|_| AuthFailed)
+        open_with(&self.aead, &Self::nonce(index, last), aad, buf, tag)
     }
 }
 
@@ -272,10 +266,21 @@ pub(crate) fn open_in_place(
     buf: &mut [u8],
     tag: &[u8],
 ) -> Result<(), AuthFailed> {
+    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
+    open_with(&aead, nonce, aad, buf, tag)
+}
+
+/// Decrypts `buf` in place if `tag` authenticates it.
+fn open_with(
+    aead: &Aes256Gcm,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8],
+) -> Result<(), AuthFailed> {
     if tag.len() != TAG_LEN {
         return Err(AuthFailed);
     }
-    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     aead.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
         .map_err(|_| AuthFailed)
 }
