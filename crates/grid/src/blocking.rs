@@ -16,6 +16,10 @@ use futures_util::Stream;
 ///
 /// A step that panics ends the stream early: consumers check the length
 /// they were promised, as they must anyway.
+///
+/// # Panics
+///
+/// Outside a tokio runtime.
 pub fn stream<S, T, F>(state: S, ahead: usize, next: F) -> impl Stream<Item = T> + Send + Unpin
 where
     S: Send + 'static,

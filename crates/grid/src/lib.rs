@@ -400,9 +400,49 @@ pub async fn read_small(download: Download, limit: u64) -> GridResult<Vec<u8>> {
     let mut stream = download.stream;
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk?);
-        if out.len() as u64 > limit {
+        if out.len() as u64 > download.size {
             return Err(GridError::Protocol("object larger than it said".into()));
         }
     }
+    // A stream that ends early (its reader failed) is not the object.
+    if out.len() as u64 != download.size {
+        return Err(GridError::Protocol(format!(
+            "object of {} bytes ended after {}",
+            download.size,
+            out.len()
+        )));
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn download(size: u64, chunks: &[&'static [u8]]) -> Download {
+        let chunks: Vec<GridResult<bytes::Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(bytes::Bytes::from_static(c)))
+            .collect();
+        Download {
+            size,
+            stream: Box::pin(futures_util::stream::iter(chunks)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_read_is_exactly_the_size_announced() {
+        assert_eq!(
+            read_small(download(5, &[b"he", b"llo"]), 100)
+                .await
+                .unwrap(),
+            b"hello"
+        );
+        // Ended early (a reader that failed), or longer than announced.
+        assert!(read_small(download(5, &[b"he"]), 100).await.is_err());
+        assert!(read_small(download(2, &[b"he", b"llo"]), 100)
+            .await
+            .is_err());
+        assert!(read_small(download(500, &[]), 100).await.is_err());
+    }
 }

@@ -69,9 +69,10 @@ pub const POLL_PARALLELISM: usize = 8;
 /// Pieces buffered between a download and the writes to disk.
 const WRITE_PIPELINE_DEPTH: usize = 4;
 
-/// Most bytes a download's writer takes for one blocking write: a stream
+/// Bytes after which a download's writer stops adding pieces to one
+/// blocking write (a batch ends with the piece that reaches it): a stream
 /// of small pieces (Tahoe's HTTP body) is written in batches, a large
-/// file's 1 MiB chunks one by one, as they came before.
+/// file's 1 MiB chunks one by one.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// Downloads up to this size are received whole before they are written
