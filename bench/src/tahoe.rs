@@ -41,9 +41,11 @@
 //! (the shortest possible path, no polling); for deletions the metadata
 //! upload and snapshot directory (a deletion has no content), the batched
 //! write, the listing and per file the snapshot listing + metadata GET.
-//! Sharded, the batched write is instead a `mkdir-immutable` per shard the
+//! Sharded, the folder's snapshots are packed (`mf_daemon::pack`): the
+//! snapshot directories are instead full packs (a `mkdir-immutable` per
+//! 128 files), the batched write is a `mkdir-immutable` per shard the
 //! files fall in and one `set_children` of the links, and bob lists the
-//! personal directory and then each shard.
+//! personal directory, then each shard, then each pack once.
 //! The files run once more in **24.3's format**: a flat folder whose
 //! every upload is made by the node (`TahoeOptions::literal_max` 0, as
 //! magic-folder 24.3 uploads: three uploads per file), the yardstick of
@@ -81,6 +83,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use mf_daemon::pack::{SnapshotRef, MAX_MEMBERS as PACK_MEMBERS};
 use mf_daemon::personal::{
     lay_out, read_shard, shard_header, shard_link, Layout, ShardLinks, SHARD_HEADER,
 };
@@ -894,6 +897,20 @@ impl Raw {
         file: Option<&Path>,
         generation: u64,
     ) -> Result<Capability> {
+        let children = self.snapshot_parts(ops, rel, file, generation).await?;
+        Ok(ops
+            .time("mkdir-immutable", self.a.create_immutable_dir(children))
+            .await?)
+    }
+
+    /// A snapshot's `content` (if any) and `metadata`, uploaded.
+    async fn snapshot_parts(
+        &self,
+        ops: &Ops,
+        rel: &str,
+        file: Option<&Path>,
+        generation: u64,
+    ) -> Result<DirChildren> {
         let mut children = DirChildren::new();
         let mut size = None;
         if let Some(path) = file {
@@ -920,15 +937,19 @@ impl Raw {
                 metadata: signature_edge(generation ^ 0x5eed),
             },
         );
-        Ok(ops
-            .time("mkdir-immutable", self.a.create_immutable_dir(children))
-            .await?)
+        Ok(children)
     }
 
     /// Reads one snapshot on bob's node: its listing, metadata and (if
     /// any) content; returns the content's hash.
     async fn read_snapshot(&self, ops: &Ops, snap: &Capability) -> Result<Option<[u8; 32]>> {
         let children = ops.time("list snapshot", self.b.list(snap)).await?;
+        self.read_parts(ops, &children).await
+    }
+
+    /// Reads a snapshot's metadata and content (if any) on bob's node;
+    /// returns the content's hash.
+    async fn read_parts(&self, ops: &Ops, children: &DirChildren) -> Result<Option<[u8; 32]>> {
         let md = children
             .get("metadata")
             .context("snapshot without metadata")?;
@@ -1048,26 +1069,77 @@ impl Raw {
             }
         };
         let t0 = Instant::now();
-        let made: Vec<(String, Capability)> = stream::iter(expected.keys().enumerate())
+        let parts: Vec<(String, DirChildren)> = stream::iter(expected.keys().enumerate())
             .map(|(i, rel)| {
                 let ops = &ops;
                 async move {
                     let rel_s = rel.to_string_lossy().into_owned();
                     let path = root.join(rel);
-                    let snap = self
-                        .snapshot(ops, &rel_s, Some(&path), i as u64 + 1)
+                    let parts = self
+                        .snapshot_parts(ops, &rel_s, Some(&path), i as u64 + 1)
                         .await?;
-                    anyhow::Ok((entry_name(&rel_s), snap))
+                    anyhow::Ok((entry_name(&rel_s), parts))
                 }
             })
             .buffer_unordered(RAW_CONCURRENCY)
             .try_collect()
             .await?;
+        let children: DirChildren = match layout {
+            // A snapshot directory each.
+            Layout::Flat => {
+                stream::iter(parts)
+                    .map(|(name, parts)| {
+                        let ops = &ops;
+                        async move {
+                            let snap = ops
+                                .time("mkdir-immutable", self.a.create_immutable_dir(parts))
+                                .await?;
+                            anyhow::Ok((name, DirEntry::new(snap)))
+                        }
+                    })
+                    .buffer_unordered(RAW_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+            // Packed snapshots (the sharded folder's format): full packs.
+            Layout::Sharded => {
+                let packs: Vec<Vec<(String, DirChildren)>> =
+                    parts.chunks(PACK_MEMBERS).map(<[_]>::to_vec).collect();
+                let linked: Vec<Vec<(String, DirEntry)>> = stream::iter(packs)
+                    .map(|members| {
+                        let ops = &ops;
+                        async move {
+                            let mut pack = DirChildren::new();
+                            for (m, (_, parts)) in members.iter().enumerate() {
+                                for (part, entry) in parts {
+                                    pack.insert(format!("{m}.{part}"), entry.clone());
+                                }
+                            }
+                            let pack = ops
+                                .time("mkdir-immutable (pack)", self.a.create_immutable_dir(pack))
+                                .await?;
+                            anyhow::Ok(
+                                members
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(m, (name, _))| {
+                                        let member = SnapshotRef::Member {
+                                            pack: pack.clone(),
+                                            member: m as u32,
+                                        };
+                                        (name, member.entry())
+                                    })
+                                    .collect(),
+                            )
+                        }
+                    })
+                    .buffer_unordered(RAW_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                linked.into_iter().flatten().collect()
+            }
+        };
         let t_up = t0.elapsed().as_secs_f64();
-        let children: DirChildren = made
-            .into_iter()
-            .map(|(n, c)| (n, DirEntry::new(c)))
-            .collect();
         let tag = "raw";
         let root_children = match layout {
             Layout::Flat => children,
@@ -1120,10 +1192,14 @@ impl Raw {
             .iter()
             .map(|(rel, (_, h))| (entry_name(&rel.to_string_lossy()), *h))
             .collect();
-        let wanted: Vec<(Capability, [u8; 32])> = listing
+        let wanted: Vec<(SnapshotRef, [u8; 32])> = listing
             .iter()
-            .filter_map(|(n, e)| by_name.get(n).map(|h| (e.cap.clone(), *h)))
-            .collect();
+            .filter_map(|(n, e)| {
+                let h = by_name.get(n)?;
+                Some(SnapshotRef::of_entry(e).map(|s| (s, *h)))
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|e| anyhow::anyhow!("raw files: {e}"))?;
         if wanted.len() != expected.len() {
             bail!(
                 "raw files: {} of {} entries listed",
@@ -1131,11 +1207,35 @@ impl Raw {
                 expected.len()
             );
         }
+        // Each pack listed once, as a reader's cache does.
+        let packs: std::collections::BTreeSet<Capability> =
+            wanted.iter().map(|(s, _)| s.dir().clone()).collect();
+        let listed: HashMap<Capability, DirChildren> = match layout {
+            Layout::Flat => HashMap::new(),
+            Layout::Sharded => {
+                stream::iter(packs)
+                    .map(|pack| {
+                        let ops = &ops;
+                        async move {
+                            let children = ops.time("list pack", self.b.list(&pack)).await?;
+                            anyhow::Ok((pack, children))
+                        }
+                    })
+                    .buffer_unordered(RAW_CONCURRENCY)
+                    .try_collect()
+                    .await?
+            }
+        };
+        let listed = &listed;
         stream::iter(wanted)
             .map(|(snap, h)| {
                 let ops = &ops;
                 async move {
-                    if self.read_snapshot(ops, &snap).await? != Some(h) {
+                    let got = match listed.get(snap.dir()) {
+                        Some(pack) => self.read_parts(ops, &snap.parts(pack)).await?,
+                        None => self.read_snapshot(ops, snap.dir()).await?,
+                    };
+                    if got != Some(h) {
                         bail!("raw files: content mismatch");
                     }
                     anyhow::Ok(())

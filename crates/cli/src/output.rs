@@ -173,7 +173,7 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
     }
     for f in folders {
         outln!(
-            "{}: {} (participant {}{}, {} grid, {} layout, {} content, poll every {})",
+            "{}: {} (participant {}{}, {} grid, {} layout, {} content, {} snapshots, poll every {})",
             f.name,
             f.local_path.display(),
             f.participant,
@@ -181,6 +181,7 @@ pub fn list(folders: &[FolderInfo], as_json: bool) -> anyhow::Result<()> {
             f.grid,
             f.layout,
             f.content,
+            f.snapshots,
             human_ms(f.poll_interval_ms)
         );
     }

@@ -296,6 +296,10 @@ pub struct FolderConfig {
     /// folders configured before chunking existed store them whole).
     #[serde(default)]
     pub content: crate::chunked::ContentFormat,
+    /// How the folder stores its snapshots (the collective records it;
+    /// folders configured before packs existed store one per directory).
+    #[serde(default)]
+    pub snapshots: crate::pack::Snapshots,
     /// The write capability of the personal directory we moved away from
     /// (see [`crate::convert`]), until it names the one we write now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +316,15 @@ fn default_versions_per_file() -> usize {
 }
 
 impl FolderConfig {
+    /// The folder's format as this config records it.
+    pub fn format(&self) -> crate::format::FolderFormat {
+        crate::format::FolderFormat {
+            layout: self.layout,
+            content: self.content,
+            snapshots: self.snapshots,
+        }
+    }
+
     /// What the versions area keeps.
     pub fn retention(&self) -> crate::fsops::Retention {
         crate::fsops::Retention {
@@ -964,6 +977,7 @@ mod tests {
             versions_per_file: 3,
             layout: crate::personal::Layout::Flat,
             content: crate::chunked::ContentFormat::Whole,
+            snapshots: crate::pack::Snapshots::Single,
             moved_from: None,
         }
     }

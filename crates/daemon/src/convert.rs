@@ -31,7 +31,7 @@
 use std::sync::Arc;
 
 use mf_core::engine::{Action, EntryShape, Event, OpId, PublishEntry};
-use mf_core::snapshot::{parse_entry_name, Cap};
+use mf_core::snapshot::parse_entry_name;
 use mf_grid::{Capability, DirChildren, DirEntry, Grid, GridError, Replace};
 use tracing::{info, warn};
 
@@ -39,12 +39,14 @@ use crate::chunked::ContentFormat;
 use crate::config::{ConfigDir, FolderConfig, GridLocation};
 use crate::executor::with_aside;
 use crate::format::FolderFormat;
+use crate::pack::SnapshotRef;
+use crate::pack::Snapshots;
 use crate::personal::{
     moved_from, Layout, METADATA_ENTRY, MOVED_ENTRY, MOVED_FROM_ENTRY, NOT_ITS_OWN,
 };
 
 /// The format `convert` moves a folder on `grid` from `from` to: chunked
-/// contents, in `layout`, by default the sharded layout on Tahoe (where a
+/// contents and packed snapshots, in `layout`, by default the sharded layout on Tahoe (where a
 /// flat directory costs O(folder) per change) and the folder's own on the
 /// embedded grid (where flat is the faster: see BENCHMARKS.md).
 pub fn target(grid: &GridLocation, from: FolderFormat, layout: Option<Layout>) -> FolderFormat {
@@ -55,6 +57,7 @@ pub fn target(grid: &GridLocation, from: FolderFormat, layout: Option<Layout>) -
     FolderFormat {
         layout,
         content: ContentFormat::Chunked,
+        snapshots: Snapshots::Packed,
     }
 }
 
@@ -62,22 +65,26 @@ pub fn target(grid: &GridLocation, from: FolderFormat, layout: Option<Layout>) -
 pub fn can_move(from: FolderFormat, to: FolderFormat) -> Result<(), String> {
     let layout_ok = from.layout == to.layout || from.layout == Layout::Flat;
     let content_ok = from.content == to.content || from.content == ContentFormat::Whole;
-    if layout_ok && content_ok {
+    let snapshots_ok = from.snapshots == to.snapshots || from.snapshots == Snapshots::Single;
+    if layout_ok && content_ok && snapshots_ok {
         Ok(())
     } else {
         Err(format!(
             "the folder's format changed from {} to {}, which this daemon cannot follow: \
-             a folder moves only from the flat to the sharded layout and from whole to \
-             chunked contents",
+             a folder moves only from the flat to the sharded layout, from whole to \
+             chunked contents and from single to packed snapshots",
             describe(from),
             describe(to)
         ))
     }
 }
 
-/// "flat layout, whole contents".
+/// "flat layout, whole contents, single snapshots".
 pub fn describe(format: FolderFormat) -> String {
-    format!("{} layout, {} contents", format.layout, format.content)
+    format!(
+        "{} layout, {} contents, {} snapshots",
+        format.layout, format.content, format.snapshots
+    )
 }
 
 /// Brings `cfg` up to the format its collective records: finishes a move
@@ -101,10 +108,7 @@ pub async fn follow<G: Grid>(
         }
         Err(e) => return Err(format!("cannot read the folder's format: {e:#}")),
     };
-    let ours = FolderFormat {
-        layout: cfg.layout,
-        content: cfg.content,
-    };
+    let ours = cfg.format();
     if format == ours {
         return Ok(cfg);
     }
@@ -116,6 +120,7 @@ pub async fn follow<G: Grid>(
         cfg = finish_move(config, cfg, &**grid).await?;
     } else {
         cfg.content = format.content;
+        cfg.snapshots = format.snapshots;
         save(config, &cfg)?;
     }
     Ok(cfg)
@@ -156,10 +161,12 @@ pub async fn move_own_directory<G: Grid>(
         .children
         .into_iter()
         .filter(|(name, _)| matches!(parse_entry_name(name), Some(Ok(_))))
-        .map(|(name, entry)| PublishEntry {
-            name,
-            snapshot: Cap(entry.cap.as_str().to_owned()),
-            shape: EntryShape::File,
+        .filter_map(|(name, entry)| {
+            Some(PublishEntry {
+                name,
+                snapshot: SnapshotRef::of_entry(&entry).ok()?.cap(),
+                shape: EntryShape::File,
+            })
         })
         .collect();
     let new_dir = grid
@@ -179,6 +186,7 @@ pub async fn move_own_directory<G: Grid>(
     moved.personal_cap = new_dir;
     moved.layout = format.layout;
     moved.content = format.content;
+    moved.snapshots = format.snapshots;
     let count = entries.len();
     let executor = crate::folder::executor(&moved, grid.clone())?;
     let published = executor

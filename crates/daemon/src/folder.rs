@@ -5,7 +5,9 @@
 //! [`SqliteStore`]), and:
 //!
 //! 1. drains [`Engine::poll_action`] while fewer than [`MAX_IN_FLIGHT`]
-//!    ([`MAX_IN_FLIGHT_EMBEDDED`] on an embedded grid) effects run, starting
+//!    ([`MAX_IN_FLIGHT_EMBEDDED`] on an embedded grid,
+//!    [`MAX_IN_FLIGHT_PACKED`] on Tahoe in a folder of packed snapshots)
+//!    effects run, starting
 //!    each action on its own task through the [`Executor`] (so a slow
 //!    download does not hold up a scan; publishes and polls go first);
 //! 2. waits, with `tokio::select!`, for whichever comes first: an effect's
@@ -56,11 +58,26 @@ use crate::config::{ConfigDir, FolderConfig, GridLocation};
 use crate::events::Telemetry;
 use crate::executor::Executor;
 use crate::health::{writes_to_grid, WriteGate};
+use crate::pack::Snapshots;
 use crate::watch::WatchMsg;
 
 /// Most effects one folder runs at once. Enough to overlap grid latency,
 /// few enough not to swamp two cores or a Tahoe node.
 pub const MAX_IN_FLIGHT: usize = 8;
+
+/// Most effects one folder runs at once on Tahoe-LAFS when its snapshots
+/// are packed: most effects then cost the node nothing (their snapshots
+/// share a pack, small contents are literal), and a pack carries as many
+/// as run; transfers stay at [`MAX_IN_FLIGHT`] (`ExecutorConfig::transfers`).
+pub const MAX_IN_FLIGHT_PACKED: usize = 256;
+
+/// Most transfers one folder runs at once on `grid`.
+fn transfers_at_once(grid: &GridLocation) -> usize {
+    match grid {
+        GridLocation::Embedded { .. } => MAX_IN_FLIGHT_EMBEDDED,
+        GridLocation::Tahoe { .. } => MAX_IN_FLIGHT,
+    }
+}
 
 /// Most effects one folder runs at once on an embedded grid. Its effects
 /// wait mostly on fsync, whose latency overlaps well: crash-safe writes of
@@ -516,6 +533,8 @@ pub fn executor<G: Grid>(config: &FolderConfig, grid: Arc<G>) -> Result<Executor
                 GridLocation::Embedded { .. } => Chunking::EMBEDDED,
                 GridLocation::Tahoe { .. } => Chunking::TAHOE,
             },
+            snapshots: config.snapshots,
+            transfers: transfers_at_once(&config.grid),
         },
     )
     .map_err(|e| e.to_string())
@@ -647,9 +666,9 @@ async fn run<G: Grid>(
     // download meanwhile. (The engine allows any order: the driver may run
     // all its actions concurrently.)
     let mut ready: VecDeque<Action> = VecDeque::new();
-    let max_in_flight = match config.grid {
-        GridLocation::Embedded { .. } => MAX_IN_FLIGHT_EMBEDDED,
-        GridLocation::Tahoe { .. } => MAX_IN_FLIGHT,
+    let max_in_flight = match (&config.grid, config.snapshots) {
+        (GridLocation::Tahoe { .. }, Snapshots::Packed) => MAX_IN_FLIGHT_PACKED,
+        (grid, _) => transfers_at_once(grid),
     };
     // Entries handled since memory was last released (see `memory`).
     let mut handled = 0;

@@ -1,5 +1,6 @@
 //! A folder's format: how its personal directories are laid out
-//! ([`Layout`]) and how it stores file contents ([`ContentFormat`]).
+//! ([`Layout`]), how it stores file contents ([`ContentFormat`]) and its
+//! snapshots ([`Snapshots`]).
 //!
 //! Chosen at `create` and recorded in the collective's `@metadata`, so every
 //! participant reads and writes the folder one way. 24.3 writes
@@ -11,6 +12,7 @@ use anyhow::Context;
 use mf_grid::{read_small, CapKind, DirChildren, Grid};
 
 use crate::chunked::ContentFormat;
+use crate::pack::Snapshots;
 use crate::personal::{Layout, METADATA_ENTRY};
 
 /// Largest collective `@metadata` document read.
@@ -26,19 +28,28 @@ pub struct FolderFormat {
     pub layout: Layout,
     /// How file contents are stored.
     pub content: ContentFormat,
+    /// How snapshots are stored.
+    pub snapshots: Snapshots,
 }
 
 impl FolderFormat {
-    /// The format of a new folder of `layout`. Contents are chunked unless
-    /// the folder is one a 24.3 participant could share (flat, on Tahoe):
-    /// 24.3 reads a snapshot's content as one file.
+    /// The format of a new folder of `layout`. Contents are chunked and
+    /// snapshots packed unless the folder is one a 24.3 participant could
+    /// share (flat, on Tahoe): 24.3 reads a snapshot's content as one file
+    /// and each snapshot as a directory of its own.
     pub fn new(layout: Layout, on_tahoe: bool) -> FolderFormat {
-        let content = if on_tahoe && layout == Layout::Flat {
-            ContentFormat::Whole
-        } else {
-            ContentFormat::Chunked
-        };
-        FolderFormat { layout, content }
+        if on_tahoe && layout == Layout::Flat {
+            return FolderFormat {
+                layout,
+                content: ContentFormat::Whole,
+                snapshots: Snapshots::Single,
+            };
+        }
+        FolderFormat {
+            layout,
+            content: ContentFormat::Chunked,
+            snapshots: Snapshots::Packed,
+        }
     }
 
     /// The collective's `@metadata` document.
@@ -49,6 +60,9 @@ impl FolderFormat {
         }
         if self.content != ContentFormat::Whole {
             doc["content"] = self.content.to_string().into();
+        }
+        if self.snapshots != Snapshots::Single {
+            doc["snapshots"] = self.snapshots.to_string().into();
         }
         doc.to_string().into_bytes()
     }
@@ -61,6 +75,7 @@ impl FolderFormat {
         Ok(FolderFormat {
             layout: choice(&doc, "layout")?.unwrap_or_default(),
             content: choice(&doc, "content")?.unwrap_or_default(),
+            snapshots: choice(&doc, "snapshots")?.unwrap_or_default(),
         })
     }
 
@@ -105,11 +120,17 @@ mod tests {
     fn the_collective_records_the_format_and_unknown_ones_are_refused() {
         for layout in [Layout::Flat, Layout::Sharded] {
             for content in [ContentFormat::Whole, ContentFormat::Chunked] {
-                let format = FolderFormat { layout, content };
-                assert_eq!(
-                    FolderFormat::from_metadata(&format.to_metadata()),
-                    Ok(format)
-                );
+                for snapshots in [Snapshots::Single, Snapshots::Packed] {
+                    let format = FolderFormat {
+                        layout,
+                        content,
+                        snapshots,
+                    };
+                    assert_eq!(
+                        FolderFormat::from_metadata(&format.to_metadata()),
+                        Ok(format)
+                    );
+                }
             }
         }
         // 24.3's own, with a space, and what 24.3 can share.
@@ -129,13 +150,26 @@ mod tests {
             FolderFormat::new(Layout::Sharded, true).content,
             ContentFormat::Chunked
         );
+        for on_tahoe in [true, false] {
+            assert_eq!(
+                FolderFormat::new(Layout::Sharded, on_tahoe).snapshots,
+                Snapshots::Packed
+            );
+        }
+        assert_eq!(
+            FolderFormat::new(Layout::Flat, false).snapshots,
+            Snapshots::Packed
+        );
         for doc in [
             &br#"{"version":1,"layout":"hamt"}"#[..],
             br#"{"version":1,"content":"rabin"}"#,
+            br#"{"version":1,"snapshots":"zip"}"#,
         ] {
             let err = FolderFormat::from_metadata(doc).unwrap_err();
             assert!(
-                err.contains("\"hamt\"") || err.contains("\"rabin\""),
+                ["\"hamt\"", "\"rabin\"", "\"zip\""]
+                    .iter()
+                    .any(|name| err.contains(name)),
                 "{err}"
             );
             assert!(err.contains("upgrade"), "{err}");

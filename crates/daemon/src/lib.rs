@@ -4,7 +4,8 @@
 //! carries them out and feeds the results back:
 //!
 //! * [`executor`] — performs each `Action` against a real [`mf_grid::Grid`]
-//!   and the real filesystem, and reports the matching `Event`;
+//!   and the real filesystem, and reports the matching `Event`; [`pack`] —
+//!   several snapshots in one grid object;
 //! * [`scan`], [`watch`], [`fsops`], [`ignore`] — the local side: full scans,
 //!   the filesystem watcher, safe atomic file operations, ignore rules;
 //! * [`config`], [`folder`], [`api`], [`commands`] — configuration on disk,
@@ -33,6 +34,7 @@ pub mod health;
 pub mod ignore;
 pub mod memory;
 pub mod metrics;
+pub mod pack;
 pub mod personal;
 pub mod scan;
 pub mod story;

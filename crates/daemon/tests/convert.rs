@@ -17,6 +17,7 @@ use mf_daemon::convert::{self, MoveState};
 use mf_daemon::executor::Executor;
 use mf_daemon::format::FolderFormat;
 use mf_daemon::fsops;
+use mf_daemon::pack::Snapshots;
 use mf_daemon::personal::{Layout, METADATA_ENTRY, MOVED_ENTRY, MOVED_FROM_ENTRY};
 use mf_grid::{Capability, DirChildren, DirEntry, Grid, Replace};
 
@@ -36,6 +37,7 @@ struct World {
 const TARGET: FolderFormat = FolderFormat {
     layout: Layout::Sharded,
     content: ContentFormat::Chunked,
+    snapshots: Snapshots::Packed,
 };
 
 /// What a reader holds: each (participant, part) as last listed.
@@ -89,6 +91,7 @@ impl World {
                     versions_per_file: 3,
                     layout: Layout::Flat,
                     content: ContentFormat::Whole,
+                    snapshots: Snapshots::Single,
                     moved_from: None,
                 })
                 .unwrap();

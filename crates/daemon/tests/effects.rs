@@ -26,6 +26,7 @@ use mf_daemon::executor::{Executor, ExecutorConfig};
 mod common;
 use mf_daemon::fsops::{self, FsError, Outcome};
 use mf_daemon::ignore::IgnoreRules;
+use mf_daemon::pack::Snapshots;
 use mf_daemon::personal::Layout;
 use mf_daemon::scan::scan;
 use mf_daemon::watch::{self, WatchMsg};
@@ -1030,6 +1031,8 @@ fn executor(
             layout: Layout::Flat,
             content: ContentFormat::Whole,
             chunking: Chunking::EMBEDDED,
+            snapshots: Snapshots::Single,
+            transfers: 8,
         },
     )
     .unwrap();

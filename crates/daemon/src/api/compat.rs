@@ -42,6 +42,7 @@ use super::{json_body, no_folder, ApiError, ApiState};
 use crate::commands::participants::{self, MembershipError};
 use crate::commands::{AnyGrid, OpenMode};
 use crate::config::FolderConfig;
+use crate::pack::{read_parts, SnapshotRef};
 
 /// One folder as 24.3's `GET /v1/magic-folder` lists it, plus our fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,7 +384,8 @@ pub(super) fn uuid_shaped(b: &[u8]) -> String {
 }
 
 /// `GET …/tahoe-objects`: for each path's current version, the sizes of
-/// its snapshot, metadata and content objects (none for a deletion's or a
+/// its snapshot (a pack once, whatever the number of its members listed),
+/// metadata and content objects (none for a deletion's or a
 /// directory's content; a chunk list and its chunks for chunked content),
 /// as 24.3 lists them — what the folder occupies on
 /// the grid now. The metadata object's size needs the snapshot's listing.
@@ -396,12 +398,12 @@ pub(super) async fn tahoe_objects(
     let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)
         .map_err(|e| unavailable(format!("{e:#}")))?;
     let grid = &grid;
-    let sizes: Vec<Vec<u64>> = futures_util::stream::iter(files)
+    let sizes: Vec<(Option<Capability>, Vec<u64>)> = futures_util::stream::iter(files)
         .map(|(_, _, info)| async move {
-            let Ok(snapshot) = Capability::parse(info.cap.as_str()) else {
-                return Ok(Vec::new());
+            let Ok(snapshot) = SnapshotRef::parse(&info.cap) else {
+                return Ok((None, Vec::new()));
             };
-            let children = grid.list(&snapshot).await?;
+            let children = read_parts(grid, &snapshot).await?;
             let content = match &info.content {
                 // The state database keeps a literal by reference
                 // (`Content::kept`); the snapshot lists the literal itself.
@@ -416,24 +418,28 @@ pub(super) async fn tahoe_objects(
                 Some(c) if c.kind() == CapKind::ImmutableDir => grid.list(c).await?,
                 _ => Default::default(),
             };
-            Ok::<_, GridError>(
-                [
-                    Some(snapshot),
-                    children.get("metadata").map(|m| m.cap.clone()),
-                    content,
-                ]
+            let parts = [children.get("metadata").map(|m| m.cap.clone()), content]
                 .into_iter()
                 .flatten()
                 .chain(chunks.into_values().map(|c| c.cap))
                 .filter_map(|c| c.size())
-                .collect(),
-            )
+                .collect();
+            Ok::<_, GridError>((Some(snapshot.dir().clone()), parts))
         })
         .buffered(8)
         .try_collect()
         .await
         .map_err(grid_failed)?;
-    Ok(Json(sizes.into_iter().flatten().collect()))
+    // A pack holds several versions: counted once.
+    let mut dirs = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (dir, parts) in sizes {
+        if let Some(dir) = dir.filter(|d| dirs.insert(d.clone())) {
+            out.extend(dir.size());
+        }
+        out.extend(parts);
+    }
+    Ok(Json(out))
 }
 
 pub(super) async fn participants(

@@ -199,6 +199,9 @@ pub struct FolderSummary {
     /// How it stores file contents: `whole` (24.3's) or `chunked`.
     #[serde(default)]
     pub content: crate::chunked::ContentFormat,
+    /// How it stores snapshots: `single` (24.3's) or `packed`.
+    #[serde(default)]
+    pub snapshots: crate::pack::Snapshots,
     /// Poll interval, ms.
     pub poll_interval_ms: u64,
     /// Scan interval, ms.

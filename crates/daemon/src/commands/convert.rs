@@ -36,7 +36,7 @@ pub struct ConvertReport {
 /// Converts folder `name` to chunked contents in `layout` (by default the
 /// one [`target`] picks for its grid; see the module). A folder a
 /// magic-folder 24.3 participant could share (flat, whole contents, on
-/// Tahoe) is converted only with `force`: 24.3 reads neither shards nor
+/// Tahoe) is converted only with `force`: 24.3 reads neither shards, packs nor
 /// chunks.
 pub async fn convert(
     config: &ConfigDir,

@@ -41,6 +41,7 @@ use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{CapKind, Capability, Grid, GridError};
 
+use crate::pack::{read_parts, SnapshotRef};
 use crate::personal::{
     folder_tag, moved_to, parse_shard_link, read_shard, ShardId, MOVED_FROM_ENTRY,
 };
@@ -452,9 +453,12 @@ impl Walk {
             for (entry_name, e) in children {
                 match parse_entry_name(&entry_name) {
                     None => {}
-                    Some(Ok((path, _))) => {
-                        queue.push_back((Cap(e.cap.as_str().to_owned()), path))
-                    }
+                    Some(Ok((path, _))) => match SnapshotRef::of_entry(&e) {
+                        Ok(snapshot) => queue.push_back((snapshot.cap(), path)),
+                        Err(why) => walk.problems.push(format!(
+                            "folder {name:?}: {participant}'s entry {entry_name:?}: {why}"
+                        )),
+                    },
                     Some(Err(err)) => walk.problems.push(format!(
                         "folder {name:?}: {participant}'s entry {entry_name:?} cannot be read: {err}"
                     )),
@@ -468,16 +472,18 @@ impl Walk {
             if !seen.insert(cap.clone()) {
                 continue;
             }
-            let dir = match Capability::parse(cap.as_str()) {
-                Ok(d) => d,
+            let snapshot = match SnapshotRef::parse(&cap) {
+                Ok(s) => s,
                 Err(e) => {
                     walk.problems
                         .push(format!("folder {name:?}: a version of {path}: {e}"));
                     continue;
                 }
             };
-            walk.skeleton.extend(EmbeddedGrid::object_name(&dir));
-            match grid.list(&dir).await {
+            // A pack is kept whole while any member is known.
+            walk.skeleton
+                .extend(EmbeddedGrid::object_name(snapshot.dir()));
+            match read_parts(&*grid, &snapshot).await {
                 Ok(children) => {
                     if let Some(m) = children.get("metadata") {
                         walk.skeleton.extend(EmbeddedGrid::object_name(&m.cap));

@@ -26,6 +26,7 @@
 
 use crate::chunked::ContentFormat;
 use crate::format::FolderFormat;
+use crate::pack::Snapshots;
 use crate::personal::Layout;
 use std::time::Duration;
 
@@ -84,13 +85,14 @@ pub fn is_wormhole_code(code: &str) -> bool {
 }
 
 /// Our versions: 24.3's, and the folder formats we know: personal-directory
-/// layouts and content formats (24.3 sends neither: it knows only the flat
-/// layout and whole contents).
+/// layouts, content formats and snapshot storage (24.3 sends none: it knows
+/// only the flat layout, whole contents and single snapshots).
 fn our_versions() -> Value {
     json!({"magic-folder": {
         "supported-messages": [PROTOCOL],
         "layouts": ["flat", "sharded"],
         "contents": ["whole", "chunked"],
+        "snapshots": ["single", "packed"],
     }})
 }
 
@@ -109,6 +111,9 @@ fn unknown_part(theirs: &Value, format: FolderFormat) -> Option<String> {
     }
     if format.content != ContentFormat::Whole && !knows("contents", format.content.to_string()) {
         return Some(format!("{} contents", format.content));
+    }
+    if format.snapshots != Snapshots::Single && !knows("snapshots", format.snapshots.to_string()) {
+        return Some(format!("{} snapshots", format.snapshots));
     }
     None
 }
@@ -184,6 +189,7 @@ pub async fn start_invite(
         .allocate_code(2)
         .await
         .map_err(|e| anyhow::Error::new(e).context("cannot get a wormhole code"))?;
+    let format = cfg.format();
     Ok(PendingInvite {
         code,
         wormhole,
@@ -193,10 +199,7 @@ pub async fn start_invite(
             folder: cfg.name,
             participant: participant.to_owned(),
             mode,
-            format: FolderFormat {
-                layout: cfg.layout,
-                content: cfg.content,
-            },
+            format,
         },
     })
 }

@@ -168,6 +168,7 @@ fn summary(cfg: &FolderConfig, running: bool) -> FolderInfo {
         grid: cfg.grid.kind().to_owned(),
         layout: cfg.layout,
         content: cfg.content,
+        snapshots: cfg.snapshots,
         poll_interval_ms: cfg.poll_interval_ms,
         scan_interval_ms: cfg.scan_interval_ms,
         running,
@@ -473,6 +474,7 @@ fn folder_config(
         convergence_secret,
         layout: format.layout,
         content: format.content,
+        snapshots: format.snapshots,
         moved_from: None,
     }
 }

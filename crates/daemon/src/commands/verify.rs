@@ -39,6 +39,7 @@ use crate::chunked::{self, Chunk};
 use crate::config::{ConfigDir, FolderConfig};
 use crate::executor::Executor;
 use crate::fsops;
+use crate::pack::{read_parts, SnapshotRef};
 
 /// Versions checked at once: enough to keep a Tahoe node and a disk busy.
 const PARALLEL: usize = 8;
@@ -235,8 +236,8 @@ struct Checker {
 impl Checker {
     async fn check(&self, path: &RelPath, cur: &Current) -> Checked {
         let mut out = Checked::default();
-        let dir = match Capability::parse(cur.snapshot.as_str()) {
-            Ok(c) => c,
+        let snapshot = match SnapshotRef::parse(&cur.snapshot) {
+            Ok(s) => s,
             Err(e) => {
                 out.problems
                     .push(format!("the recorded version is not a capability: {e}"));
@@ -244,10 +245,11 @@ impl Checker {
             }
         };
         if let AnyGrid::Tahoe(_) = &*self.grid {
-            // The snapshot's own objects through the node's checker; the
-            // content's below, before it is read.
-            let mut objects = vec![("snapshot", dir.clone())];
-            if let Ok(children) = self.grid.list(&dir).await {
+            // The snapshot's own objects (its directory or its pack)
+            // through the node's checker; the content's below, before it
+            // is read.
+            let mut objects = vec![("snapshot", snapshot.dir().clone())];
+            if let Ok(children) = read_parts(&*self.grid, &snapshot).await {
                 if let Some(m) = children.get("metadata") {
                     objects.push(("metadata", m.cap.clone()));
                 }

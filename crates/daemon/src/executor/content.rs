@@ -37,6 +37,7 @@ impl<G: Grid> Executor<G> {
     ) -> Result<Capability, EffectError> {
         let abs = self.root.join(path.as_str());
         if self.content == ContentFormat::Whole || size < self.chunking.from {
+            let _slot = self.transfer_slot().await;
             return match self
                 .grid
                 .upload(UploadSource::TrackedFile(abs, progress))
@@ -51,7 +52,9 @@ impl<G: Grid> Executor<G> {
                 Err(e) => Err(grid_error(&format!("cannot upload {path}"), e)),
             };
         }
+        // After `own_chunks`, which fetches: a fetch waits for a slot too.
         let reusable = self.own_chunks(path, parents).await;
+        let _slot = self.transfer_slot().await;
         let chunk_size = self.chunking.chunk_size(size);
         let depth = chunks_in_flight(chunk_size);
         progress.set_total(size);
@@ -169,6 +172,7 @@ impl<G: Grid> Executor<G> {
     ) -> Result<WriteOutcome, EffectError> {
         let cap = Capability::parse(cap.as_str())
             .map_err(|e| EffectError::permanent(format!("cannot write {target}: {e}")))?;
+        let _slot = self.transfer_slot().await;
         match cap.kind() {
             CapKind::ImmutableFile => {
                 self.write_whole(target, &cap, (mtime_s, executable), expect)

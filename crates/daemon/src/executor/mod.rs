@@ -21,6 +21,7 @@
 //! takes `&self`.
 
 use crate::chunked::{Chunking, ContentFormat};
+use crate::pack::{MemberParts, PackCache, Packer, SnapshotRef, Snapshots};
 use crate::personal::{self, Layout, METADATA_ENTRY};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write as _};
@@ -107,6 +108,13 @@ pub struct ExecutorConfig {
     pub content: ContentFormat,
     /// How large files are chunked on this grid (in folders that chunk).
     pub chunking: Chunking,
+    /// How the folder stores its snapshots.
+    pub snapshots: Snapshots,
+    /// Most transfers (a content's upload or download, a snapshot's
+    /// listing) at once, whatever the number of effects running: packed
+    /// folders run many effects at once, most of which cost the grid
+    /// nothing (their snapshots share a pack, their contents are literal).
+    pub transfers: usize,
 }
 
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
@@ -127,6 +135,13 @@ pub struct Executor<G: Grid> {
     layout: Layout,
     content: ContentFormat,
     chunking: Chunking,
+    snapshots: Snapshots,
+    /// Where our uploads meet to share a pack (packed folders).
+    packer: Packer,
+    /// The packs we listed last, for fetching their members.
+    packs: PackCache,
+    /// One permit per transfer running (see [`ExecutorConfig::transfers`]).
+    transfer_slots: tokio::sync::Semaphore,
     /// The folder as the headers of its shards name it.
     folder_tag: String,
     /// Per participant, what the engine was last given of its directory
@@ -191,6 +206,10 @@ impl<G: Grid> Executor<G> {
             layout: config.layout,
             content: config.content,
             chunking: config.chunking,
+            snapshots: config.snapshots,
+            packer: Packer::default(),
+            packs: PackCache::default(),
+            transfer_slots: tokio::sync::Semaphore::new(config.transfers.max(1)),
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
@@ -286,13 +305,10 @@ impl<G: Grid> Executor<G> {
 
     async fn fetch(&self, cap: &Cap, listed_as: &RelPath) -> Result<SnapshotInfo, EffectError> {
         let bad = |why: &str| EffectError::permanent(format!("snapshot for {listed_as}: {why}"));
-        let dir = Capability::parse(cap.as_str()).map_err(|e| bad(&e.to_string()))?;
-        if dir.kind() != CapKind::ImmutableDir {
-            return Err(bad("not an immutable directory capability"));
-        }
+        let snapshot = SnapshotRef::parse(cap).map_err(|e| bad(&e))?;
         let children = self
-            .grid
-            .list(&dir)
+            .packs
+            .parts(&*self.grid, &snapshot, &self.transfer_slots)
             .await
             .map_err(|e| grid_error(&format!("cannot list the snapshot for {listed_as}"), e))?;
         let metadata = children.get("metadata").ok_or_else(|| bad("no metadata"))?;
@@ -429,6 +445,40 @@ impl<G: Grid> Executor<G> {
             metadata_cap.as_str(),
             path,
         );
+        let cap = match self.snapshots {
+            Snapshots::Single => {
+                self.single_snapshot(path, content_cap, metadata_cap, &signature)
+                    .await?
+            }
+            Snapshots::Packed => {
+                let parts = MemberParts {
+                    content: content_cap,
+                    metadata: metadata_cap,
+                    signature,
+                };
+                self.packer.add(&*self.grid, parts).await?
+            }
+        };
+        Ok(UploadOutcome::Done(SnapshotInfo {
+            cap,
+            relpath: path.clone(),
+            author: self.author.name.clone(),
+            author_key: self.author.verify_key(),
+            parents: parent_caps,
+            content,
+            mtime_s,
+            generation,
+        }))
+    }
+
+    /// Writes a snapshot's own directory (24.3's format).
+    async fn single_snapshot(
+        &self,
+        path: &RelPath,
+        content_cap: Option<Capability>,
+        metadata_cap: Capability,
+        signature: &str,
+    ) -> Result<Cap, EffectError> {
         // A deletion's or directory's `content` names nothing, as 24.3
         // writes a deletion (24.3 reads a snapshot without `content` as an
         // error, on every poll).
@@ -441,7 +491,7 @@ impl<G: Grid> Executor<G> {
             "metadata".to_owned(),
             DirEntry {
                 cap: metadata_cap,
-                metadata: signature_edge_metadata(&signature),
+                metadata: signature_edge_metadata(signature),
             },
         );
         let snapshot = self
@@ -449,16 +499,7 @@ impl<G: Grid> Executor<G> {
             .create_immutable_dir(children)
             .await
             .map_err(|e| grid_error(&format!("cannot create the snapshot of {path}"), e))?;
-        Ok(UploadOutcome::Done(SnapshotInfo {
-            cap: Cap(snapshot.as_str().to_owned()),
-            relpath: path.clone(),
-            author: self.author.name.clone(),
-            author_key: self.author.verify_key(),
-            parents: parent_caps,
-            content,
-            mtime_s,
-            generation,
-        }))
+        Ok(SnapshotRef::Own(snapshot).cap())
     }
 
     // ----- Write --------------------------------------------------------
@@ -566,6 +607,17 @@ async fn receive<F: std::future::Future<Output = bool>>(
     Ok(())
 }
 
+impl<G: Grid> Executor<G> {
+    /// Waits for a transfer's turn (see [`ExecutorConfig::transfers`]).
+    async fn transfer_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // Never closed.
+        self.transfer_slots
+            .acquire()
+            .await
+            .expect("the transfer semaphore is never closed")
+    }
+}
+
 /// Runs blocking filesystem work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -575,7 +627,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(io::Error::other(format!("blocking task failed: {e}"))))
 }
 
-fn grid_error(context: &str, e: GridError) -> EffectError {
+pub(crate) fn grid_error(context: &str, e: GridError) -> EffectError {
     let message = format!("{context}: {e}");
     match e {
         GridError::NotFound(_) => EffectError::missing(message),

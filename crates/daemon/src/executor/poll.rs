@@ -105,6 +105,7 @@ impl<G: Grid> Executor<G> {
         let ours = FolderFormat {
             layout: self.layout,
             content: self.content,
+            snapshots: self.snapshots,
         };
         let changed = match FolderFormat::of_collective(&*self.grid, collective).await {
             Ok(format) => format != ours,
@@ -474,19 +475,20 @@ fn decode(
             ));
             continue;
         }
-        if entry.cap.kind() != CapKind::ImmutableDir {
-            rejected.push(format!(
-                "{participant}: entry {name:?}: not a snapshot (immutable directory) capability"
-            ));
-            continue;
-        }
+        let snapshot = match SnapshotRef::of_entry(&entry) {
+            Ok(s) => s,
+            Err(why) => {
+                rejected.push(format!("{participant}: entry {name:?}: {why}"));
+                continue;
+            }
+        };
         // Ignored paths are neither uploaded nor downloaded. (Whether it is
         // a directory is not known before fetching: a rule for directories
         // only does not filter remote entries.)
         if rules.is_ignored(&path, false) {
             continue;
         }
-        listing.insert(name, (path, Cap(entry.cap.as_str().to_owned())));
+        listing.insert(name, (path, snapshot.cap()));
     }
     listing
 }

@@ -50,9 +50,11 @@ impl<G: Grid> Executor<G> {
         aside.insert(AUTHOR_ENTRY.to_owned(), author_entry(&self.author));
         let mut children = DirChildren::new();
         for e in entries {
-            let cap = Capability::parse(e.snapshot.as_str()).map_err(|err| {
-                EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
-            })?;
+            let entry = SnapshotRef::parse(&e.snapshot)
+                .map_err(|err| {
+                    EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
+                })?
+                .entry();
             let goes_aside = self.layout == Layout::Flat
                 && match e.shape {
                     EntryShape::File => false,
@@ -62,10 +64,10 @@ impl<G: Grid> Executor<G> {
                     EntryShape::Deletion => aside.contains_key(&e.name),
                 };
             if goes_aside {
-                aside.insert(e.name.clone(), DirEntry::new(cap));
+                aside.insert(e.name.clone(), entry);
             } else {
                 aside.remove(&e.name);
-                children.insert(e.name.clone(), DirEntry::new(cap));
+                children.insert(e.name.clone(), entry);
             }
         }
         if aside != before || !legacy.is_empty() {

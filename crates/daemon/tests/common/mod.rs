@@ -12,6 +12,7 @@ use mf_daemon::chunked::{Chunking, ContentFormat};
 use mf_daemon::executor::ExecutorConfig;
 use mf_daemon::fsops;
 use mf_daemon::ignore::IgnoreRules;
+use mf_daemon::pack::Snapshots;
 use mf_daemon::personal::Layout;
 
 use mf_grid::embedded::EmbeddedGrid;
@@ -41,6 +42,8 @@ pub fn config(
         layout: Layout::Flat,
         content: ContentFormat::Whole,
         chunking: Chunking::EMBEDDED,
+        snapshots: Snapshots::Single,
+        transfers: 8,
     }
 }
 
