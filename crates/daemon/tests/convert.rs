@@ -521,14 +521,17 @@ async fn contents_alone_change_without_a_move() {
     let report = mf_daemon::commands::convert(&w.config_dir("alice"), "docs", None, false)
         .await
         .unwrap();
-    assert_eq!(report.to, "flat layout, chunked contents");
+    assert_eq!(report.to, "flat layout, chunked contents, packed snapshots");
     assert!(report.participants.is_empty(), "{:?}", report.participants);
     let before = w.config("alice");
     let after = convert::follow(&w.config_dir("alice"), before.clone(), &w.grid, true)
         .await
         .unwrap();
-    assert_eq!(after.content, ContentFormat::Chunked);
-    assert_eq!(w.config("alice").content, ContentFormat::Chunked, "saved");
+    assert_eq!(
+        (after.content, after.snapshots),
+        (ContentFormat::Chunked, Snapshots::Packed)
+    );
+    assert_eq!(w.config("alice").format(), after.format(), "saved");
     assert_eq!(
         (after.layout, &after.personal_cap),
         (Layout::Flat, &before.personal_cap)
