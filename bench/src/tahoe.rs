@@ -555,7 +555,7 @@ fn run_in(o: &RunOptions, sizes: Sizes, work: &Path) -> Result<()> {
         f.raw_s = Some(raw_m.seconds);
         f.raw_ops = raw_m.ops_json(raw_cpu);
         f.extra["raw_phases_s"] = json!(raw_m.phases);
-        bulk_target(&mut f, py_raw.as_ref());
+        bulk_target(&mut f, sizes.files, py_raw.as_ref());
         figures.push(f);
     }
     if flat {
@@ -572,7 +572,7 @@ fn run_in(o: &RunOptions, sizes: Sizes, work: &Path) -> Result<()> {
         if sizes.files == 1_000 {
             f.python = "1,430 s";
         }
-        bulk_target(&mut f, py_raw.as_ref());
+        bulk_target(&mut f, sizes.files, py_raw.as_ref());
         let synced = f.failure.is_none();
         if o.wants("files") {
             figures.push(f);
@@ -774,7 +774,7 @@ fn print_breakdown(f: &Figure) {
 /// format's raw requests and, when they were measured, at least 3× faster
 /// than the raw requests of 24.3's format in the same run (`py_raw`: their
 /// seconds and breakdown).
-fn bulk_target(f: &mut Figure, py_raw: Option<&(f64, Value, usize)>) {
+fn bulk_target(f: &mut Figure, files: usize, py_raw: Option<&(f64, Value, usize)>) {
     let (Some(ratio), Some(ours)) = (f.ratio(), f.ours_s) else {
         return;
     };
@@ -785,7 +785,7 @@ fn bulk_target(f: &mut Figure, py_raw: Option<&(f64, Value, usize)>) {
             f.extra["raw_24_3_format_files_measured"] = json!(py_count);
             f.extra["raw_24_3_format_requests"] = py_ops.clone();
             let faster = py_s / ours;
-            let scaled = if f.what.starts_with(&thousands(*py_count)) {
+            let scaled = if *py_count == files {
                 String::new()
             } else {
                 format!(", scaled from {}", thousands(*py_count))

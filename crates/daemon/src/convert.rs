@@ -161,12 +161,17 @@ pub async fn move_own_directory<G: Grid>(
         .children
         .into_iter()
         .filter(|(name, _)| matches!(parse_entry_name(name), Some(Ok(_))))
-        .filter_map(|(name, entry)| {
-            Some(PublishEntry {
+        .filter_map(|(name, entry)| match SnapshotRef::of_entry(&entry) {
+            Ok(snapshot) => Some(PublishEntry {
                 name,
-                snapshot: SnapshotRef::of_entry(&entry).ok()?.cap(),
+                snapshot: snapshot.cap(),
                 shape: EntryShape::File,
-            })
+            }),
+            // Nothing a reader could take: left behind, and said so.
+            Err(why) => {
+                warn!("our entry {name:?} is not moved: {why}");
+                None
+            }
         })
         .collect();
     let new_dir = grid

@@ -15,6 +15,9 @@ use crate::chunked::ContentFormat;
 use crate::pack::Snapshots;
 use crate::personal::{Layout, METADATA_ENTRY};
 
+/// The keys of the collective's `@metadata` this release knows.
+const KNOWN_KEYS: [&str; 4] = ["version", "layout", "content", "snapshots"];
+
 /// Largest collective `@metadata` document read.
 const FOLDER_METADATA_LIMIT: u64 = 4096;
 
@@ -67,11 +70,21 @@ impl FolderFormat {
         doc.to_string().into_bytes()
     }
 
-    /// The format a collective's `@metadata` document records; a choice this
-    /// release does not know is an error that says so.
+    /// The format a collective's `@metadata` document records; a choice or
+    /// a key this release does not know is an error that says so (a
+    /// participant that ignored one would misread what the others write).
     pub fn from_metadata(bytes: &[u8]) -> Result<FolderFormat, String> {
         let doc: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("the folder's metadata is not JSON: {e}"))?;
+        if let Some(key) = doc
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())))
+        {
+            return Err(format!(
+                "the folder's format names {key:?}, which this release of magic-folder \
+                 cannot read; upgrade to join it"
+            ));
+        }
         Ok(FolderFormat {
             layout: choice(&doc, "layout")?.unwrap_or_default(),
             content: choice(&doc, "content")?.unwrap_or_default(),
@@ -164,6 +177,7 @@ mod tests {
             &br#"{"version":1,"layout":"hamt"}"#[..],
             br#"{"version":1,"content":"rabin"}"#,
             br#"{"version":1,"snapshots":"zip"}"#,
+            br#"{"version":1,"zip":"yes"}"#,
         ] {
             let err = FolderFormat::from_metadata(doc).unwrap_err();
             assert!(

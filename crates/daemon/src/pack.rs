@@ -46,9 +46,10 @@ pub const MAX_MEMBERS: usize = 128;
 /// Packs written at once: while they are written, the next members gather.
 const PACKS_IN_FLIGHT: usize = 4;
 
-/// Packs a reader keeps listed: the fetches running at once span a few
-/// packs, and a pack of 128 small files, their contents literal, is ~1 MB
-/// listed, so eight bound the cache at ~8 MB.
+/// Packs a reader keeps listed, the least recently used going first: the
+/// fetches running at once span a few packs, and a pack of 128 files of
+/// 4 KiB, their contents literal, is ~1 MB listed (~1.8 MB at the 8 KiB
+/// literal bound), so eight bound the cache at 8–15 MB.
 const CACHED_PACKS: usize = 8;
 
 /// How a folder stores its snapshots; recorded in the collective.
@@ -101,7 +102,9 @@ pub enum SnapshotRef {
 impl SnapshotRef {
     /// Reads a snapshot capability; an error says what is wrong with it.
     pub fn parse(cap: &Cap) -> Result<SnapshotRef, String> {
-        let (dir, member) = match cap.as_str().rsplit_once('#') {
+        // At the first `#`: a second one fails as a member number, so no
+        // directory part holds one.
+        let (dir, member) = match cap.as_str().split_once('#') {
             Some((pack, m)) => (pack, Some(parse_member(m)?)),
             None => (cap.as_str(), None),
         };
@@ -120,6 +123,10 @@ impl SnapshotRef {
     pub fn of_entry(entry: &DirEntry) -> Result<SnapshotRef, String> {
         if entry.cap.kind() != CapKind::ImmutableDir {
             return Err("not a snapshot (immutable directory) capability".into());
+        }
+        // A `#` would give one snapshot a second spelling (see `cap`).
+        if entry.cap.as_str().contains('#') {
+            return Err("a snapshot capability with a '#' in it".into());
         }
         Ok(match entry.metadata.get(MEMBER_KEY) {
             None => SnapshotRef::Own(entry.cap.clone()),
@@ -192,7 +199,7 @@ fn parse_member(text: &str) -> Result<u32, String> {
 
 /// A snapshot's parts read from the grid: `content` and `metadata`, as
 /// the children of its own directory are named.
-pub async fn read_parts<G: Grid>(grid: &G, snapshot: &SnapshotRef) -> GridResult<DirChildren> {
+async fn read_parts<G: Grid>(grid: &G, snapshot: &SnapshotRef) -> GridResult<DirChildren> {
     Ok(snapshot.parts(&grid.list(snapshot.dir()).await?))
 }
 
@@ -232,25 +239,31 @@ impl Packer {
     pub async fn add<G: Grid>(&self, grid: &G, parts: MemberParts) -> Result<Cap, EffectError> {
         let (tx, mut rx) = oneshot::channel();
         self.lock().push_back((parts, tx));
+        // Dropped unanswered: the caller writing its pack was cancelled
+        // (its folder stopping). Nothing was published.
+        let answered = |done: Result<_, oneshot::error::RecvError>| {
+            done.unwrap_or_else(|_| {
+                Err(EffectError::transient(
+                    "the pack being written was abandoned",
+                ))
+            })
+        };
         loop {
-            tokio::select! {
+            let permit = tokio::select! {
                 biased;
-                done = &mut rx => {
-                    // Dropped unanswered: the caller writing its pack was
-                    // cancelled (its folder stopping). Nothing was published.
-                    return done.unwrap_or_else(|_| {
-                        Err(EffectError::transient("the pack being written was abandoned"))
-                    });
-                }
+                done = &mut rx => return answered(done),
                 permit = self.writers.acquire() => {
-                    // The semaphore is never closed.
-                    let Ok(_permit) = permit else { continue };
-                    let batch = self.take_batch();
-                    if !batch.is_empty() {
-                        write_pack(grid, batch).await;
-                    }
+                    permit.expect("the packer's semaphore is never closed")
                 }
+            };
+            let batch = self.take_batch();
+            if batch.is_empty() {
+                // Members leave the queue only in a batch: ours is in a
+                // pack another caller is writing, which answers it.
+                drop(permit);
+                return answered(rx.await);
             }
+            write_pack(grid, batch).await;
         }
     }
 
@@ -315,50 +328,72 @@ async fn write_pack<G: Grid>(grid: &G, batch: Vec<Waiting>) {
 #[derive(Default)]
 pub struct PackCache {
     packs: Mutex<Listings>,
+    /// Held while a directory is listed, when given (the executor's
+    /// transfers: see `ExecutorConfig::transfers`).
+    slots: Option<Arc<Semaphore>>,
 }
 
-/// Each pack's listing, once listed, and the order they were asked for
-/// (the oldest goes first).
+/// Each pack's listing, once listed, and the order they were last asked
+/// for (the least recent goes first).
 type Listings = (
     HashMap<Capability, Arc<OnceCell<Arc<DirChildren>>>>,
     VecDeque<Capability>,
 );
 
 impl PackCache {
+    /// A cache whose listings each wait for one of `slots`, held only
+    /// while the directory is read.
+    pub fn with_slots(slots: Arc<Semaphore>) -> PackCache {
+        PackCache {
+            slots: Some(slots),
+            ..PackCache::default()
+        }
+    }
+
     /// The parts of `snapshot`: a member's from its pack's listing (listed
     /// now unless listed recently), an own directory's from its listing.
-    /// A listing waits for one of `slots`, held only while it is read.
     pub async fn parts<G: Grid>(
         &self,
         grid: &G,
         snapshot: &SnapshotRef,
-        slots: &Semaphore,
     ) -> GridResult<DirChildren> {
         let SnapshotRef::Member { pack, .. } = snapshot else {
-            let _slot = slots.acquire().await;
+            let _slot = self.slot().await;
             return read_parts(grid, snapshot).await;
         };
         let cell = {
             let mut guard = self.packs.lock().unwrap_or_else(|e| e.into_inner());
             let (cells, order) = &mut *guard;
-            if !cells.contains_key(pack) {
-                if order.len() >= CACHED_PACKS {
-                    if let Some(oldest) = order.pop_front() {
-                        cells.remove(&oldest);
-                    }
+            if let Some(at) = order.iter().position(|p| p == pack) {
+                order.remove(at);
+            } else if order.len() >= CACHED_PACKS {
+                if let Some(oldest) = order.pop_front() {
+                    cells.remove(&oldest);
                 }
-                order.push_back(pack.clone());
             }
+            order.push_back(pack.clone());
             cells.entry(pack.clone()).or_default().clone()
         };
         // A failed listing leaves the cell empty: the next fetch tries again.
         let listed = cell
             .get_or_try_init(|| async {
-                let _slot = slots.acquire().await;
+                let _slot = self.slot().await;
                 grid.list(pack).await.map(Arc::new)
             })
             .await?;
         Ok(snapshot.parts(listed))
+    }
+
+    async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.slots {
+            Some(slots) => Some(
+                slots
+                    .acquire()
+                    .await
+                    .expect("the transfer semaphore is never closed"),
+            ),
+            None => None,
+        }
     }
 }
 
@@ -508,7 +543,7 @@ mod tests {
             let (grid, packer) = (grid.clone(), packer.clone());
             tokio::spawn(async move { packer.add(&*grid, member(i)).await })
         };
-        // The first two each start a pack of their own, held by the grid.
+        // The first ones each start a pack of their own, held by the grid.
         let mut first = Vec::new();
         for i in 0..PACKS_IN_FLIGHT {
             first.push(add(i));
@@ -549,12 +584,11 @@ mod tests {
 
         // A reader lists the shared pack once for all its members, and
         // each sees its own parts.
-        let cache = PackCache::default();
-        let slots = Semaphore::new(4);
+        let cache = PackCache::with_slots(Arc::new(Semaphore::new(4)));
         let parts = futures_util::future::join_all(
             caps[PACKS_IN_FLIGHT..]
                 .iter()
-                .map(|r| cache.parts(&*grid, r, &slots)),
+                .map(|r| cache.parts(&*grid, r)),
         )
         .await;
         assert_eq!(grid.lists.load(std::sync::atomic::Ordering::SeqCst), 1);

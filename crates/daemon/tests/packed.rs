@@ -1,9 +1,11 @@
 //! Packed snapshots (`mf_daemon::pack`) through the executor and the real
-//! embedded grid: uploads made together share packs, a reader fetches and
+//! embedded grid: uploads made at once are packed, a reader fetches and
 //! verifies each member and writes its file, a failed pack write fails its
 //! uploads so that a retry succeeds, and a hostile directory's entries —
 //! a member that is not there, a member filed under another path, a member
-//! number spelt two ways — are each refused by name.
+//! number spelt two ways, a capability with a `#`, a pack linked as a
+//! snapshot — are each refused by name. (The group commit itself, members
+//! sharing a pack, is `mf_daemon::pack`'s unit test: deterministic there.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -141,7 +143,7 @@ async fn fetch(ex: &Executor<Faulty>, cap: &Cap, path: &RelPath) -> Result<Snaps
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn versions_uploaded_together_share_packs_and_each_arrives_verified() {
+async fn versions_uploaded_at_once_are_packed_and_each_arrives_verified() {
     let w = World::new().await;
     let names: Vec<String> = (0..40).map(|i| format!("f{i:02}.txt")).collect();
     for (i, name) in names.iter().enumerate() {
@@ -274,6 +276,14 @@ async fn hostile_pack_entries_are_refused_by_name() {
         link(format!("0{member}").into()),
     );
     children.insert(snapshot::entry_name(&rel("d.txt")), link(member.into()));
+    // The member's name inside the capability itself: a second spelling.
+    let hashed = mf_grid::Capability::parse(&format!("{}#{member}", pack.as_str())).unwrap();
+    children.insert(snapshot::entry_name(&rel("e.txt")), DirEntry::new(hashed));
+    // The pack linked as a snapshot of its own.
+    children.insert(
+        snapshot::entry_name(&rel("f.txt")),
+        DirEntry::new(pack.clone()),
+    );
     w.grid
         .set_children(&w.alice_personal, children, Replace::Yes)
         .await
@@ -282,11 +292,20 @@ async fn hostile_pack_entries_are_refused_by_name() {
     let (seen, rejected) = bob_sees(&w).await;
     let mut names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["b.txt", "ghost.txt"]);
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(names, ["b.txt", "f.txt", "ghost.txt"]);
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
     for r in &rejected {
-        assert!(r.contains("alice") && r.contains("pack member"), "{r}");
+        assert!(
+            r.contains("alice") && (r.contains("pack member") || r.contains("'#'")),
+            "{r}"
+        );
     }
+    let f = &seen.iter().find(|(p, _)| p.as_str() == "f.txt").unwrap();
+    let err = fetch(&w.bob, &f.1, &f.0).await.unwrap_err();
+    assert!(
+        err.contains("f.txt") && err.contains("no metadata"),
+        "{err}"
+    );
     let ghost = &seen
         .iter()
         .find(|(p, _)| p.as_str() == "ghost.txt")

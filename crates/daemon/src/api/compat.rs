@@ -42,7 +42,7 @@ use super::{json_body, no_folder, ApiError, ApiState};
 use crate::commands::participants::{self, MembershipError};
 use crate::commands::{AnyGrid, OpenMode};
 use crate::config::FolderConfig;
-use crate::pack::{read_parts, SnapshotRef};
+use crate::pack::{PackCache, SnapshotRef};
 
 /// One folder as 24.3's `GET /v1/magic-folder` lists it, plus our fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,12 +398,14 @@ pub(super) async fn tahoe_objects(
     let grid = AnyGrid::open(&cfg.grid, &cfg.convergence_secret, OpenMode::MustExist)
         .map_err(|e| unavailable(format!("{e:#}")))?;
     let grid = &grid;
+    // A pack is listed once for all its members.
+    let packs = &PackCache::default();
     let sizes: Vec<(Option<Capability>, Vec<u64>)> = futures_util::stream::iter(files)
         .map(|(_, _, info)| async move {
             let Ok(snapshot) = SnapshotRef::parse(&info.cap) else {
                 return Ok((None, Vec::new()));
             };
-            let children = read_parts(grid, &snapshot).await?;
+            let children = packs.parts(grid, &snapshot).await?;
             let content = match &info.content {
                 // The state database keeps a literal by reference
                 // (`Content::kept`); the snapshot lists the literal itself.

@@ -41,7 +41,7 @@ use mf_core::snapshot::{parse_entry_name, Cap, Content, SnapshotInfo};
 use mf_grid::embedded::EmbeddedGrid;
 use mf_grid::{CapKind, Capability, Grid, GridError};
 
-use crate::pack::{read_parts, SnapshotRef};
+use crate::pack::{PackCache, SnapshotRef};
 use crate::personal::{
     folder_tag, moved_to, parse_shard_link, read_shard, ShardId, MOVED_FROM_ENTRY,
 };
@@ -321,6 +321,8 @@ impl Walk {
         grid: Arc<AnyGrid>,
     ) -> anyhow::Result<Walk> {
         let executor = crate::folder::executor(cfg, grid.clone()).map_err(|e| anyhow!(e))?;
+        // A pack is listed once for all its members.
+        let packs = PackCache::default();
         let mut walk = Walk {
             infos: BTreeMap::new(),
             heads: BTreeSet::new(),
@@ -483,7 +485,7 @@ impl Walk {
             // A pack is kept whole while any member is known.
             walk.skeleton
                 .extend(EmbeddedGrid::object_name(snapshot.dir()));
-            match read_parts(&*grid, &snapshot).await {
+            match packs.parts(&*grid, &snapshot).await {
                 Ok(children) => {
                     if let Some(m) = children.get("metadata") {
                         walk.skeleton.extend(EmbeddedGrid::object_name(&m.cap));

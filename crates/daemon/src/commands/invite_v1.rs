@@ -550,7 +550,22 @@ mod tests {
             unknown_part(&py, chunked_flat).as_deref(),
             Some("chunked contents")
         );
-        for format in [flat, sharded, chunked_flat] {
+        // A release of ours from before packs knows layouts and contents.
+        let before_packs = json!({"magic-folder": {
+            "supported-messages": [PROTOCOL],
+            "layouts": ["flat", "sharded"],
+            "contents": ["whole", "chunked"],
+        }});
+        assert_eq!(
+            unknown_part(&before_packs, sharded).as_deref(),
+            Some("packed snapshots")
+        );
+        let single_chunked = FolderFormat {
+            snapshots: Snapshots::Single,
+            ..sharded
+        };
+        assert_eq!(unknown_part(&before_packs, single_chunked), None);
+        for format in [flat, sharded, chunked_flat, single_chunked] {
             assert_eq!(unknown_part(&our_versions(), format), None);
         }
     }

@@ -39,7 +39,7 @@ use crate::chunked::{self, Chunk};
 use crate::config::{ConfigDir, FolderConfig};
 use crate::executor::Executor;
 use crate::fsops;
-use crate::pack::{read_parts, SnapshotRef};
+use crate::pack::{PackCache, SnapshotRef};
 
 /// Versions checked at once: enough to keep a Tahoe node and a disk busy.
 const PARALLEL: usize = 8;
@@ -188,6 +188,8 @@ async fn verify_folder(
         executor,
         root: cfg.local_path.clone(),
         repair,
+        packs: PackCache::default(),
+        checked: Default::default(),
     };
     let mut results = stream::iter(entries)
         .map(|(path, cur)| {
@@ -231,6 +233,11 @@ struct Checker {
     executor: Executor<AnyGrid>,
     root: PathBuf,
     repair: bool,
+    /// Packs listed (for their members' metadata objects), each once.
+    packs: PackCache,
+    /// Directories the node's checker has seen: a pack's once for all its
+    /// members.
+    checked: std::sync::Mutex<std::collections::HashSet<Capability>>,
 }
 
 impl Checker {
@@ -248,8 +255,17 @@ impl Checker {
             // The snapshot's own objects (its directory or its pack)
             // through the node's checker; the content's below, before it
             // is read.
-            let mut objects = vec![("snapshot", snapshot.dir().clone())];
-            if let Ok(children) = read_parts(&*self.grid, &snapshot).await {
+            let dir = snapshot.dir().clone();
+            let first = self
+                .checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dir.clone());
+            let mut objects = Vec::new();
+            if first {
+                objects.push(("snapshot", dir));
+            }
+            if let Ok(children) = self.packs.parts(&*self.grid, &snapshot).await {
                 if let Some(m) = children.get("metadata") {
                     objects.push(("metadata", m.cap.clone()));
                 }

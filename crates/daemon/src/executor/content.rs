@@ -170,9 +170,14 @@ impl<G: Grid> Executor<G> {
         (mtime_s, executable): (i64, bool),
         expect: LocalState,
     ) -> Result<WriteOutcome, EffectError> {
+        // A literal's bytes are in its capability: no transfer to wait for.
+        let _slot = if cap.is_literal() {
+            None
+        } else {
+            Some(self.transfer_slot().await)
+        };
         let cap = Capability::parse(cap.as_str())
             .map_err(|e| EffectError::permanent(format!("cannot write {target}: {e}")))?;
-        let _slot = self.transfer_slot().await;
         match cap.kind() {
             CapKind::ImmutableFile => {
                 self.write_whole(target, &cap, (mtime_s, executable), expect)

@@ -141,7 +141,7 @@ pub struct Executor<G: Grid> {
     /// The packs we listed last, for fetching their members.
     packs: PackCache,
     /// One permit per transfer running (see [`ExecutorConfig::transfers`]).
-    transfer_slots: tokio::sync::Semaphore,
+    transfer_slots: Arc<tokio::sync::Semaphore>,
     /// The folder as the headers of its shards name it.
     folder_tag: String,
     /// Per participant, what the engine was last given of its directory
@@ -191,6 +191,7 @@ impl<G: Grid> Executor<G> {
         }
         check_participant_name(&config.participant).map_err(anyhow::Error::msg)?;
         let own_read = mf_grid::read_only(&config.personal).ok();
+        let transfer_slots = Arc::new(tokio::sync::Semaphore::new(config.transfers.max(1)));
         let folder_tag = personal::folder_tag(&config.collective)?;
         Ok(Executor {
             grid,
@@ -208,8 +209,8 @@ impl<G: Grid> Executor<G> {
             chunking: config.chunking,
             snapshots: config.snapshots,
             packer: Packer::default(),
-            packs: PackCache::default(),
-            transfer_slots: tokio::sync::Semaphore::new(config.transfers.max(1)),
+            packs: PackCache::with_slots(transfer_slots.clone()),
+            transfer_slots,
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
@@ -308,7 +309,7 @@ impl<G: Grid> Executor<G> {
         let snapshot = SnapshotRef::parse(cap).map_err(|e| bad(&e))?;
         let children = self
             .packs
-            .parts(&*self.grid, &snapshot, &self.transfer_slots)
+            .parts(&*self.grid, &snapshot)
             .await
             .map_err(|e| grid_error(&format!("cannot list the snapshot for {listed_as}"), e))?;
         let metadata = children.get("metadata").ok_or_else(|| bad("no metadata"))?;
@@ -542,6 +543,14 @@ impl<G: Grid> Executor<G> {
         }
     }
 
+    /// Waits for a transfer's turn (see [`ExecutorConfig::transfers`]).
+    async fn transfer_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.transfer_slots
+            .acquire()
+            .await
+            .expect("the transfer semaphore is never closed")
+    }
+
     async fn stat(&self, path: &RelPath) -> io::Result<LocalState> {
         let root = self.root.clone();
         let rel = path.clone();
@@ -605,17 +614,6 @@ async fn receive<F: std::future::Future<Output = bool>>(
         )));
     }
     Ok(())
-}
-
-impl<G: Grid> Executor<G> {
-    /// Waits for a transfer's turn (see [`ExecutorConfig::transfers`]).
-    async fn transfer_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
-        // Never closed.
-        self.transfer_slots
-            .acquire()
-            .await
-            .expect("the transfer semaphore is never closed")
-    }
 }
 
 /// Runs blocking filesystem work off the async threads.
