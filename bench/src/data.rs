@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -87,4 +88,89 @@ pub fn write_small_tree(root: &Path, n: usize, dirs: usize, seed: u64) -> Result
         expected.insert(rel, (data.len() as u64, hash_bytes(&data)));
     }
     Ok(expected)
+}
+
+/// Watches files arrive in a folder: cheap checks (directory listings, in
+/// path order, stopping at the first directory still incomplete), then a
+/// verification by hashing once everything is there.
+pub struct Arrival {
+    root: PathBuf,
+    /// Directory → file name → (length, hash), for files not yet seen.
+    pending: BTreeMap<PathBuf, BTreeMap<String, (u64, [u8; 32])>>,
+    /// Everything, for the verification.
+    all: Expected,
+    /// When the last pending file was seen.
+    complete_at: Option<Instant>,
+}
+
+impl Arrival {
+    /// Expects `expected` under `root`.
+    pub fn new(root: &Path, expected: &Expected) -> Arrival {
+        let mut a = Arrival {
+            root: root.to_path_buf(),
+            pending: BTreeMap::new(),
+            all: expected.clone(),
+            complete_at: None,
+        };
+        for (rel, v) in expected {
+            a.expect(rel, *v);
+        }
+        a
+    }
+
+    fn expect(&mut self, rel: &Path, v: (u64, [u8; 32])) {
+        let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.pending.entry(dir).or_default().insert(name, v);
+    }
+
+    /// How many files were not seen yet (the check stops at the first
+    /// directory still incomplete, so at most this many are missing).
+    pub fn not_seen(&self) -> usize {
+        self.pending.values().map(BTreeMap::len).sum()
+    }
+
+    /// `Some(when everything was there)` once every file is present with
+    /// the expected contents.
+    pub fn check(&mut self) -> Result<Option<Instant>> {
+        while let Some(mut entry) = self.pending.first_entry() {
+            let dir = self.root.join(entry.key());
+            let Ok(rd) = fs::read_dir(&dir) else {
+                return Ok(None);
+            };
+            let names = entry.get_mut();
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some((len, _)) = names.get(&name) {
+                    if e.metadata().is_ok_and(|m| m.len() == *len) {
+                        names.remove(&name);
+                    }
+                }
+            }
+            if !names.is_empty() {
+                return Ok(None);
+            }
+            entry.remove();
+        }
+        let at = *self.complete_at.get_or_insert_with(Instant::now);
+        // Everything is there: confirm the contents.
+        let mut wrong = Vec::new();
+        for (rel, (len, hash)) in &self.all {
+            let ok = hash_file(&self.root.join(rel)).is_ok_and(|h| h == *hash);
+            if !ok {
+                wrong.push((rel.clone(), (*len, *hash)));
+            }
+        }
+        if wrong.is_empty() {
+            return Ok(Some(at));
+        }
+        self.complete_at = None;
+        for (rel, v) in wrong {
+            self.expect(&rel, v);
+        }
+        Ok(None)
+    }
 }

@@ -75,7 +75,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::data::{
-    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
+    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Arrival, Expected,
+    SMALL,
 };
 use crate::limits::{copy_files, tree_files};
 use crate::phase::{self, Measured};
@@ -767,7 +768,7 @@ impl Pair {
                 cpu.1
             )
         });
-        let missing = format!(" ({} missing)", arrival.missing());
+        let missing = format!(" ({} not seen yet)", arrival.not_seen());
         let mut out = Outcome::timed(took, payload.timeout, detail, &missing);
         out.rss_mib = self.peak_rss_mib();
         out.extra = json!({
@@ -1273,7 +1274,7 @@ impl Bench<'_> {
         let detail = took.map_or(String::new(), |t| {
             format!("{:.0} files/s", n as f64 / t.as_secs_f64())
         });
-        let missing = format!(" ({} missing)", arrival.missing());
+        let missing = format!(" ({} not seen yet)", arrival.not_seen());
         let mut out = Outcome::timed(took, timeout, detail, &missing);
         out.rss_mib = pair.peak_rss_mib();
         Ok(out)
@@ -1366,88 +1367,6 @@ fn move_children_into(from: &Path, to: &Path) -> Result<()> {
             .with_context(|| format!("moving {} into the folder", entry.path().display()))?;
     }
     Ok(())
-}
-
-/// Watches files arrive in a folder: cheap checks (directory listings, in
-/// path order, stopping at the first directory still incomplete), then a
-/// verification by hashing once everything is there.
-struct Arrival {
-    root: PathBuf,
-    /// Directory → file name → (length, hash), for files not yet seen.
-    pending: BTreeMap<PathBuf, BTreeMap<String, (u64, [u8; 32])>>,
-    /// Everything, for the verification.
-    all: Expected,
-    /// When the last pending file was seen.
-    complete_at: Option<Instant>,
-}
-
-impl Arrival {
-    fn new(root: &Path, expected: &Expected) -> Arrival {
-        let mut a = Arrival {
-            root: root.to_path_buf(),
-            pending: BTreeMap::new(),
-            all: expected.clone(),
-            complete_at: None,
-        };
-        for (rel, v) in expected {
-            a.expect(rel, *v);
-        }
-        a
-    }
-
-    fn expect(&mut self, rel: &Path, v: (u64, [u8; 32])) {
-        let dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.pending.entry(dir).or_default().insert(name, v);
-    }
-
-    fn missing(&self) -> usize {
-        self.pending.values().map(BTreeMap::len).sum()
-    }
-
-    /// `Some(when everything was there)` once every file is present with
-    /// the expected contents.
-    fn check(&mut self) -> Result<Option<Instant>> {
-        while let Some(mut entry) = self.pending.first_entry() {
-            let dir = self.root.join(entry.key());
-            let Ok(rd) = fs::read_dir(&dir) else {
-                return Ok(None);
-            };
-            let names = entry.get_mut();
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some((len, _)) = names.get(&name) {
-                    if e.metadata().is_ok_and(|m| m.len() == *len) {
-                        names.remove(&name);
-                    }
-                }
-            }
-            if !names.is_empty() {
-                return Ok(None);
-            }
-            entry.remove();
-        }
-        let at = *self.complete_at.get_or_insert_with(Instant::now);
-        // Everything is there: confirm the contents.
-        let mut wrong = Vec::new();
-        for (rel, (len, hash)) in &self.all {
-            let ok = hash_file(&self.root.join(rel)).is_ok_and(|h| h == *hash);
-            if !ok {
-                wrong.push((rel.clone(), (*len, *hash)));
-            }
-        }
-        if wrong.is_empty() {
-            return Ok(Some(at));
-        }
-        self.complete_at = None;
-        for (rel, v) in wrong {
-            self.expect(&rel, v);
-        }
-        Ok(None)
-    }
 }
 
 /// The versions of a file shown in its directory: the file itself and

@@ -94,7 +94,8 @@ use mf_grid::{read_small, Capability, DirChildren, DirEntry, Grid, Replace, Uplo
 use serde_json::{json, Value};
 
 use crate::data::{
-    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Expected, SMALL,
+    content, hash_bytes, hash_file, settle, write_content, write_small_tree, Arrival, Expected,
+    SMALL,
 };
 use crate::report::{print_columns, write_json};
 
@@ -1655,9 +1656,9 @@ impl Pair {
             }
             None => {
                 f.failure = Some(format!(
-                    "timeout after {:.0} s ({} of {n} missing)",
+                    "timeout after {:.0} s ({} of {n} not seen yet)",
                     timeout.as_secs_f64(),
-                    arrival.missing()
+                    arrival.not_seen()
                 ))
             }
         }
@@ -1976,51 +1977,6 @@ fn machine_busy_s() -> f64 {
 fn deletion_set(files: &Expected, k: usize) -> Vec<PathBuf> {
     let step = (files.len() / k.max(1)).max(1);
     files.keys().step_by(step).take(k).cloned().collect()
-}
-
-/// Files arriving in a folder: checked cheaply by listing directories, then
-/// confirmed by hashing once all are there.
-struct Arrival {
-    root: PathBuf,
-    pending: BTreeMap<PathBuf, (u64, [u8; 32])>,
-    all: Expected,
-    complete_at: Option<Instant>,
-}
-
-impl Arrival {
-    fn new(root: &Path, expected: &Expected) -> Arrival {
-        Arrival {
-            root: root.to_path_buf(),
-            pending: expected.clone(),
-            all: expected.clone(),
-            complete_at: None,
-        }
-    }
-
-    fn missing(&self) -> usize {
-        self.pending.len()
-    }
-
-    fn check(&mut self) -> Result<Option<Instant>> {
-        let root = &self.root;
-        self.pending
-            .retain(|rel, (len, _)| !fs::metadata(root.join(rel)).is_ok_and(|m| m.len() == *len));
-        if !self.pending.is_empty() {
-            return Ok(None);
-        }
-        let at = *self.complete_at.get_or_insert_with(Instant::now);
-        for (rel, v) in &self.all {
-            if !hash_file(&self.root.join(rel)).is_ok_and(|h| h == v.1) {
-                self.pending.insert(rel.clone(), *v);
-            }
-        }
-        if self.pending.is_empty() {
-            Ok(Some(at))
-        } else {
-            self.complete_at = None;
-            Ok(None)
-        }
-    }
 }
 
 fn median_max(samples: &[f64]) -> (f64, f64) {

@@ -532,7 +532,14 @@ fn run_to_rest(e: &mut Engine<MemStore>, grid: &[SnapshotInfo], now: u64) -> Vec
                 }
                 Action::Publish { op, entries } => {
                     published.extend(entries);
-                    e.handle(now, Event::Published { op, result: Ok(()) });
+                    e.handle(
+                        now,
+                        Event::Published {
+                            op,
+                            result: Ok(()),
+                            took: 0,
+                        },
+                    );
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -713,6 +720,55 @@ fn adoptions_wait_for_a_pause_and_our_changes_do_not() {
     assert_eq!(published[0][0].snapshot, Cap::from("S"));
 }
 
+/// A publish of adoptions alone also waits nine times as long as the last
+/// publish took, even with nothing in flight: nobody waits for it, and a
+/// reader catching up with each batch a writer publishes would otherwise
+/// rewrite its own directory after each.
+#[test]
+fn adoptions_alone_wait_for_the_last_publishs_share_of_the_time() {
+    let mut e = engine(MemStore::new());
+    e.handle(1, Event::Scanned(Ok(ScanReport::default())));
+    let adopt = |e: &mut Engine<MemStore>, now: u64, theirs: SnapshotInfo| {
+        let write = offer(e, now, "other", theirs);
+        let [Action::Write { op, .. }] = write.as_slice() else {
+            panic!("written: {write:?}");
+        };
+        e.handle(
+            now + 8,
+            Event::Written {
+                op: *op,
+                result: WriteOutcome::Done(file(2, now as i64)),
+            },
+        );
+    };
+    let publish = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
+            Action::Publish { op, .. } => Some(op),
+            _ => None,
+        })
+    };
+    adopt(&mut e, 2, snap("S", "other", &[], bytes(), 2));
+    e.handle_timeout(2_010);
+    let op = publish(&mut e).expect("the first adoption is published after the pause");
+    e.handle(
+        3_010,
+        Event::Published {
+            op,
+            result: Ok(()),
+            took: 1_000,
+        },
+    );
+    // That publish took a second: the next adoption's waits nine.
+    adopt(&mut e, 4_000, snap("T", "other", &["S"], bytes(), 3));
+    e.handle_timeout(6_010);
+    assert!(publish(&mut e).is_none(), "the pause alone is not enough");
+    e.handle_timeout(12_009);
+    assert!(publish(&mut e).is_none(), "still within its share");
+    assert_eq!(e.poll_timeout(), Some(12_010), "a timer for it");
+    e.handle_timeout(12_010);
+    assert!(publish(&mut e).is_some());
+}
+
 /// An upload of ours is published at once.
 #[test]
 fn our_change_is_published_at_once() {
@@ -734,6 +790,124 @@ fn our_change_is_published_at_once() {
     let publish =
         std::iter::from_fn(|| e.poll_action()).find(|a| matches!(a, Action::Publish { .. }));
     assert!(publish.is_some(), "published without waiting");
+}
+
+/// While uploads are in flight, the next publish waits nine
+/// times as long as the last one took (at most five minutes), and then
+/// carries everything uploaded meanwhile: a directory whose rewrite grows
+/// with the folder is not rewritten back to back through a bulk. A failed
+/// publish sets no pace (it is retried at its backoff's). Once nothing is
+/// in flight the publish goes at once.
+#[test]
+fn publishes_take_a_tenth_of_a_burst_and_the_last_goes_at_once() {
+    let paths: Vec<RelPath> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|p| RelPath::new(p).unwrap())
+        .collect();
+    let mut e = engine(MemStore::new());
+    e.handle(
+        1,
+        Event::Scanned(Ok(ScanReport {
+            entries: paths.iter().map(|p| (p.clone(), file(1, 10))).collect(),
+            ..ScanReport::default()
+        })),
+    );
+    // The periodic scan and poll are left in flight: no timer but ours.
+    let uploads: Vec<(RelPath, mf_core::engine::OpId)> = std::iter::from_fn(|| e.poll_action())
+        .filter_map(|a| match a {
+            Action::Upload { op, path, .. } => Some((path, op)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uploads.len(), 4, "{uploads:?}");
+    let publishes = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action())
+            .filter_map(|a| match a {
+                Action::Publish { op, entries } => Some((op, entries.len())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let uploaded = |e: &mut Engine<MemStore>, now: u64, i: usize| {
+        let (path, op) = &uploads[i];
+        let mut mine = snap(&format!("X{i}"), "me", &[], bytes(), 1);
+        mine.relpath = path.clone();
+        e.handle(
+            now,
+            Event::Uploaded {
+                op: *op,
+                result: UploadOutcome::Done(mine),
+            },
+        );
+        publishes(e)
+    };
+    let published = |e: &mut Engine<MemStore>, now: u64, op, result, took| {
+        e.handle(now, Event::Published { op, result, took });
+    };
+    // The first publish goes at once, and takes a second.
+    let [(op, 1)] = uploaded(&mut e, 10, 0)[..] else {
+        panic!("published at once");
+    };
+    published(&mut e, 1_010, op, Ok(()), 1_000);
+    // b is uploaded while c and d still are: its publish waits until nine
+    // seconds after the first one ended.
+    assert!(uploaded(&mut e, 1_020, 1).is_empty(), "b waits");
+    assert_eq!(e.poll_timeout(), Some(10_010), "until its share is earned");
+    e.handle_timeout(10_009);
+    assert!(publishes(&mut e).is_empty(), "still waiting");
+    e.handle_timeout(10_010);
+    let [(op, 1)] = publishes(&mut e)[..] else {
+        panic!("b is published once its share is earned");
+    };
+    // That publish fails after a minute: retried at its backoff, not paced.
+    let failed = mf_core::engine::EffectError::transient("the node went away");
+    published(&mut e, 70_010, op, Err(failed), 60_000);
+    assert_eq!(e.poll_timeout(), Some(71_010), "the backoff's");
+    e.handle_timeout(71_010);
+    let [(op, 1)] = publishes(&mut e)[..] else {
+        panic!("retried");
+    };
+    // The retry takes a minute too: the next waits five minutes, not nine.
+    published(&mut e, 131_010, op, Ok(()), 60_000);
+    assert!(uploaded(&mut e, 131_020, 2).is_empty(), "c waits");
+    assert_eq!(e.poll_timeout(), Some(431_010), "at most five minutes");
+    // d's upload ends before that: nothing is in flight any more, so c and
+    // d are published together, at once.
+    let last = uploaded(&mut e, 200_000, 3);
+    assert!(
+        matches!(last[..], [(_, 2)]),
+        "the last upload's publish goes at once, with c: {last:?}"
+    );
+}
+
+/// The next periodic poll waits four times as long as the last one took
+/// (at most a minute) when that is longer than the poll interval: a busy
+/// node is not polled back to back. A quick poll is followed at the
+/// interval.
+#[test]
+fn a_slow_poll_spaces_the_next() {
+    let mut e = engine(MemStore::new());
+    e.handle_timeout(0);
+    let polls = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action())
+            .filter(|a| matches!(a, Action::Poll))
+            .count()
+    };
+    assert_eq!(polls(&mut e), 1);
+    // The start-up scan stays in flight: no timer but the poll's.
+    e.handle(2_000, Event::Polled(Ok(vec![])));
+    assert_eq!(e.poll_timeout(), Some(10_000), "four times its 2 s");
+    e.handle_timeout(9_999);
+    assert_eq!(polls(&mut e), 0);
+    e.handle_timeout(10_000);
+    assert_eq!(polls(&mut e), 1);
+    e.handle(10_050, Event::Polled(Ok(vec![])));
+    assert_eq!(e.poll_timeout(), Some(11_050), "a quick one: the interval");
+    // One that took an hour (the machine slept): the next within a minute.
+    e.handle_timeout(11_050);
+    assert_eq!(polls(&mut e), 1);
+    e.handle(3_611_050, Event::Polled(Ok(vec![])));
+    assert_eq!(e.poll_timeout(), Some(3_671_050), "at most a minute");
 }
 
 /// A small file's content travels in a literal capability, which the store

@@ -57,7 +57,11 @@ pub fn target(grid: &GridLocation, from: FolderFormat, layout: Option<Layout>) -
     FolderFormat {
         layout,
         content: ContentFormat::Chunked,
-        snapshots: Snapshots::Packed,
+        // A folder stays packed (a daemon cannot move back).
+        snapshots: match from.snapshots {
+            Snapshots::Packed => Snapshots::Packed,
+            Snapshots::Single => Snapshots::for_layout(layout),
+        },
     }
 }
 

@@ -36,22 +36,21 @@ pub struct FolderFormat {
 }
 
 impl FolderFormat {
-    /// The format of a new folder of `layout`. Contents are chunked and
-    /// snapshots packed unless the folder is one a 24.3 participant could
-    /// share (flat, on Tahoe): 24.3 reads a snapshot's content as one file
-    /// and each snapshot as a directory of its own.
+    /// The format of a new folder of `layout`. Contents are chunked unless
+    /// the folder is one a 24.3 participant could share (flat, on Tahoe):
+    /// 24.3 reads a snapshot's content as one file and each snapshot as a
+    /// directory of its own. Snapshots are packed in a sharded folder only
+    /// ([`Snapshots::for_layout`]).
     pub fn new(layout: Layout, on_tahoe: bool) -> FolderFormat {
-        if on_tahoe && layout == Layout::Flat {
-            return FolderFormat {
-                layout,
-                content: ContentFormat::Whole,
-                snapshots: Snapshots::Single,
-            };
-        }
+        let content = if on_tahoe && layout == Layout::Flat {
+            ContentFormat::Whole
+        } else {
+            ContentFormat::Chunked
+        };
         FolderFormat {
             layout,
-            content: ContentFormat::Chunked,
-            snapshots: Snapshots::Packed,
+            content,
+            snapshots: Snapshots::for_layout(layout),
         }
     }
 
@@ -171,7 +170,7 @@ mod tests {
         }
         assert_eq!(
             FolderFormat::new(Layout::Flat, false).snapshots,
-            Snapshots::Packed
+            Snapshots::Single
         );
         for doc in [
             &br#"{"version":1,"layout":"hamt"}"#[..],

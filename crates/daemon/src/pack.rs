@@ -63,6 +63,23 @@ pub enum Snapshots {
     Packed,
 }
 
+impl Snapshots {
+    /// How a new folder of `layout` stores its snapshots: packed in a
+    /// sharded folder, one directory each in a flat one. A flat personal
+    /// directory is read and rewritten whole, and a pack member's entry
+    /// carries its number as JSON metadata, several times the entry's size
+    /// in memory: at 100,000 files a flat, packed directory on the embedded
+    /// grid took a reader's peak to 244 MiB in the initial sync, against
+    /// 146–162 MiB with single snapshots. A sharded folder reads and writes
+    /// a shard (≤ ~512 entries) at a time.
+    pub fn for_layout(layout: crate::personal::Layout) -> Snapshots {
+        match layout {
+            crate::personal::Layout::Flat => Snapshots::Single,
+            crate::personal::Layout::Sharded => Snapshots::Packed,
+        }
+    }
+}
+
 impl fmt::Display for Snapshots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

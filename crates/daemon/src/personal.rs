@@ -252,8 +252,11 @@ impl ShardLinks {
     }
 
     /// Entries grouped by the shard they go in now.
-    pub fn group(&self, entries: DirChildren) -> BTreeMap<ShardId, DirChildren> {
-        let mut out: BTreeMap<ShardId, DirChildren> = BTreeMap::new();
+    pub fn group<V>(
+        &self,
+        entries: impl IntoIterator<Item = (String, V)>,
+    ) -> BTreeMap<ShardId, BTreeMap<String, V>> {
+        let mut out: BTreeMap<ShardId, BTreeMap<String, V>> = BTreeMap::new();
         for (name, entry) in entries {
             out.entry(self.shard_for(&name))
                 .or_default()

@@ -511,8 +511,8 @@ async fn hostile_moves_are_rejected_by_name() {
     }
 }
 
-/// Contents alone (whole → chunked, the embedded grid's default `convert`)
-/// move nothing: the daemon writes chunks from then on, in the same
+/// Contents alone (whole → chunked, the embedded grid's default `convert`;
+/// a flat folder keeps single snapshots) move nothing: the daemon writes chunks from then on, in the same
 /// directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contents_alone_change_without_a_move() {
@@ -521,7 +521,7 @@ async fn contents_alone_change_without_a_move() {
     let report = mf_daemon::commands::convert(&w.config_dir("alice"), "docs", None, false)
         .await
         .unwrap();
-    assert_eq!(report.to, "flat layout, chunked contents, packed snapshots");
+    assert_eq!(report.to, "flat layout, chunked contents, single snapshots");
     assert!(report.participants.is_empty(), "{:?}", report.participants);
     let before = w.config("alice");
     let after = convert::follow(&w.config_dir("alice"), before.clone(), &w.grid, true)
@@ -529,7 +529,8 @@ async fn contents_alone_change_without_a_move() {
         .unwrap();
     assert_eq!(
         (after.content, after.snapshots),
-        (ContentFormat::Chunked, Snapshots::Packed)
+        (ContentFormat::Chunked, Snapshots::Single),
+        "a flat folder keeps single snapshots"
     );
     assert_eq!(w.config("alice").format(), after.format(), "saved");
     assert_eq!(

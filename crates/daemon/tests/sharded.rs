@@ -261,6 +261,23 @@ async fn a_change_costs_the_recent_shard_not_the_folder() {
         .map(|l| l.shard)
         .collect();
     assert_eq!(holding, vec![Some(ShardId::RECENT)]);
+
+    // A batch that overflows the recent shard is filed with the recent
+    // shard's entries in their hashed shards; where both name an entry,
+    // the batch's is newer and stands.
+    let (entries, named) = entries_at(&paths[9..10], &edited);
+    publish(&alice, entries).await.unwrap();
+    expected.extend(named);
+    let more: Vec<String> = (0..RECENT_AT_MOST)
+        .map(|i| format!("more/file-{i}"))
+        .chain([paths[9].clone()])
+        .collect();
+    let (entries, named) = entries_at(&more, &w.snapshot("more").await);
+    publish(&alice, entries).await.unwrap();
+    expected.extend(named);
+    assert_eq!(w.alice_entries().await, expected);
+    take_in(&mut view, &poll(&bob).await);
+    assert_eq!(merged(&view), expected);
 }
 
 /// `count` paths (each its own entry name) in the one-digit shard `one`.

@@ -31,7 +31,6 @@ pub mod blocking;
 pub mod cap;
 pub mod contract;
 pub mod embedded;
-mod pace;
 pub mod tahoe;
 
 use std::collections::BTreeMap;

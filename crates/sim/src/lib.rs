@@ -284,7 +284,8 @@ struct Participant {
     parked: Option<MemStore>,
     restart_at: Option<u64>,
     offline_until: u64,
-    inflight: Vec<(u64, u64, Action)>,
+    /// (due, sequence, action, sent at).
+    inflight: Vec<(u64, u64, Action, u64)>,
     watch: BTreeMap<RelPath, u64>,
     slow: Vec<(u64, RelPath, Vec<u8>)>,
     /// When the user last wrote each path (for the upload's quiet rule).
@@ -391,11 +392,18 @@ impl World {
         while let Some(action) = self.people[i].engine.as_mut().and_then(|e| e.poll_action()) {
             let latency = match action {
                 Action::Scan => self.rng.u64(5..200),
+                // A publish may be slow (a big directory's rewrite on
+                // Tahoe), so the next one is paced while uploads go on.
+                Action::Publish { .. } => 4 * self.rng.u64(1..150),
+                // So is a poll (a busy node), so the next one is spaced.
+                Action::Poll => 2 * self.rng.u64(1..150),
                 _ => self.rng.u64(1..150),
             };
             self.seq += 1;
             let due = self.now + latency;
-            self.people[i].inflight.push((due, self.seq, action));
+            self.people[i]
+                .inflight
+                .push((due, self.seq, action, self.now));
         }
         // The daemon frees the engine's spare room (and its snapshot cache)
         // whenever it runs out of work; at random such moments here, so
@@ -523,13 +531,16 @@ impl World {
                 .expect("next_due found one");
             pos
         };
-        let (_, seq, action) = self.people[i].inflight.remove(idx);
+        let (_, seq, action, sent) = self.people[i].inflight.remove(idx);
         if let Some(quiet_at) = self.quiet_at(i, &action) {
             // The driver waits for the file to be left alone before reading it.
-            self.people[i].inflight.push((quiet_at, seq, action));
+            self.people[i].inflight.push((quiet_at, seq, action, sent));
             return;
         }
-        let event = self.apply(i, &action);
+        let mut event = self.apply(i, &action);
+        if let Event::Published { took, .. } = &mut event {
+            *took = now - sent;
+        }
         self.log(format!(
             "{} {} -> {}",
             self.people[i].name,
@@ -809,7 +820,7 @@ impl World {
                 // Effects in flight may or may not have happened; their
                 // results are lost with the process.
                 let inflight = std::mem::take(&mut self.people[who].inflight);
-                for (_, _, action) in inflight {
+                for (_, _, action, _) in inflight {
                     // An upload still waiting for quiet has read nothing.
                     if self.rng.bool() && self.quiet_at(who, &action).is_none() {
                         self.apply(who, &action);
@@ -932,7 +943,7 @@ impl World {
         self.people.iter().all(|p| {
             p.inflight
                 .iter()
-                .all(|(_, _, a)| matches!(a, Action::Scan | Action::Poll))
+                .all(|(_, _, a, _)| matches!(a, Action::Scan | Action::Poll))
                 && p.watch.is_empty()
                 && p.slow.is_empty()
                 && p.restart_at.is_none()

@@ -486,7 +486,16 @@ pub fn execute(
                 });
                 Ok(())
             };
-            (Event::Published { op: *op, result }, vec![])
+            // The simulator sets how long it took.
+            let took = 0;
+            (
+                Event::Published {
+                    op: *op,
+                    result,
+                    took,
+                },
+                vec![],
+            )
         }
         Action::Write {
             op,

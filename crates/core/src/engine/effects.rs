@@ -14,6 +14,7 @@ impl<S: Store> Engine<S> {
             }
             Op::Publish { .. } => {}
         }
+        self.uploads_in_flight += usize::from(matches!(op, Op::Upload { .. }));
         self.ops.insert(id, op);
         id
     }
@@ -21,6 +22,7 @@ impl<S: Store> Engine<S> {
     /// Forgets a finished effect; `None` for an unknown (e.g. pre-crash) one.
     pub(super) fn finish(&mut self, id: OpId) -> Option<Op> {
         let op = self.ops.remove(&id)?;
+        self.uploads_in_flight -= usize::from(matches!(op, Op::Upload { .. }));
         if let Op::Upload { path, .. } | Op::Write { path, .. } = &op {
             if self.busy.get(path) == Some(&id) {
                 self.busy.remove(path);
@@ -176,11 +178,7 @@ impl<S: Store> Engine<S> {
         {
             return;
         }
-        if self.publish_backoff.is_some_and(|b| b.due > self.now)
-            || self
-                .adoptions_wait_until()
-                .is_some_and(|due| due > self.now)
-        {
+        if self.publish_not_before().is_some_and(|due| due > self.now) {
             return;
         }
         // Everything unpublished goes now.

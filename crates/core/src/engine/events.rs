@@ -129,7 +129,9 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn on_polled(&mut self, result: Result<Vec<RemoteListing>, String>) {
         self.poll.in_flight = false;
-        self.poll.due = self.now + self.cfg.poll_interval;
+        let took = self.now.saturating_sub(self.poll.fired);
+        let spaced = took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST);
+        self.poll.due = self.now + self.cfg.poll_interval.max(spaced);
         let listings = match result {
             Ok(l) => l,
             Err(e) => {
@@ -325,13 +327,15 @@ impl<S: Store> Engine<S> {
         self.work.insert(path);
     }
 
-    pub(super) fn on_published(&mut self, op: OpId, result: Result<(), EffectError>) {
+    pub(super) fn on_published(&mut self, op: OpId, result: Result<(), EffectError>, took: Millis) {
         let Some(Op::Publish { paths, copies }) = self.finish(op) else {
             return;
         };
         self.publishing = None;
         match result {
             Ok(()) => {
+                // A failed publish is retried at its backoff's pace.
+                self.last_publish = Some((self.now, took));
                 self.publish_backoff = None;
                 for (path, author, cap) in copies {
                     let still = self

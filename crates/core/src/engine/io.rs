@@ -160,6 +160,9 @@ pub enum Event {
         op: OpId,
         /// Done, or why not.
         result: Result<(), EffectError>,
+        /// How long its grid writes took (not the time it waited to
+        /// start): the next publish is paced by it.
+        took: Millis,
     },
     /// Result of [`Action::Write`].
     Written {

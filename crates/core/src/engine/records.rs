@@ -36,6 +36,29 @@ impl<S: Store> Engine<S> {
         Some((last + ADOPTED_QUIET).min(first + ADOPTED_PATIENCE))
     }
 
+    /// When the next publish may go, if it must wait: a failed one's
+    /// backoff; adoptions alone until they pause; and the last publish's
+    /// share of the time (see [`PUBLISH_SPACING`]) while an upload of ours
+    /// is in flight, or always for adoptions alone (nobody waits for
+    /// those, and a reader catching up with each batch the writer publishes
+    /// would otherwise rewrite its directory after each).
+    pub(super) fn publish_not_before(&self) -> Option<Millis> {
+        let backoff = self.publish_backoff.map(|b| b.due);
+        let paced = self
+            .last_publish
+            .filter(|_| self.uploads_in_flight > 0 || !self.publish_urgent)
+            .map(|(ended, took)| {
+                ended
+                    + took
+                        .saturating_mul(PUBLISH_SPACING)
+                        .min(PUBLISH_WAIT_AT_MOST)
+            });
+        [backoff, self.adoptions_wait_until(), paced]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
     fn put_current(&mut self, path: &RelPath, cur: Current) {
         let was = self.current.get(path).map(|c| c.local);
         let was_present = was.is_some_and(|l| l != LocalState::Absent);

@@ -277,10 +277,12 @@ impl<G: Grid> Executor<G> {
                 let result = self.upload(&path, local, &parents, generation).await;
                 Event::Uploaded { op, result }
             }
-            Action::Publish { op, entries } => Event::Published {
-                op,
-                result: self.publish(&entries).await,
-            },
+            Action::Publish { op, entries } => {
+                let started = std::time::Instant::now();
+                let result = self.publish(entries).await;
+                let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                Event::Published { op, result, took }
+            }
             Action::Write {
                 op,
                 target,

@@ -332,39 +332,52 @@ impl<G: Grid> Executor<G> {
                 changed.push((id, link));
             }
         }
-        let grid = &*self.grid;
-        let folder = &self.folder_tag;
-        let read: Vec<_> = stream::iter(changed)
-            .map(|(id, link)| async move {
-                let shard = read_shard(grid, id, &link, folder).await;
-                (id, link, shard)
-            })
-            .buffer_unordered(POLL_PARALLELISM)
-            .collect()
-            .await;
         // An entry in the recent shard is newer than in its hashed shard:
         // the older version, when both are read in one poll (after a
         // restart, or as the recent shard's entries are filed), is left
-        // out rather than fetched for nothing.
-        let recent: HashSet<String> = read
-            .iter()
-            .find_map(|(id, _, shard)| match (id, shard) {
-                (&ShardId::RECENT, Ok(shard)) => Some(shard.entries.keys().cloned().collect()),
-                _ => None,
-            })
-            .unwrap_or_default();
+        // out rather than fetched for nothing. So the recent shard is read
+        // first (a round trip more when both changed, which is after a
+        // publish that filed its batch); then the others, each decoded as it
+        // arrives: a shard's
+        // listing as the grid gives it (its edges' metadata as JSON) is
+        // several times the size of its decoded entries, and after a
+        // publish that filed a batch in every hashed shard, holding them
+        // all (100,000 entries) took a reader to 200 MiB.
+        let (recent_link, hashed): (Vec<_>, Vec<_>) = changed
+            .into_iter()
+            .partition(|(id, _)| *id == ShardId::RECENT);
+        let mut newer = HashSet::new();
+        let mut read = Vec::new();
+        for (id, link) in recent_link {
+            let shard = read_shard(&*self.grid, id, &link, &self.folder_tag).await;
+            if let Ok(shard) = &shard {
+                newer = shard.entries.keys().cloned().collect();
+            }
+            read.push((
+                id,
+                link,
+                shard.map(|s| decode_shard(&participant, s, rules)),
+            ));
+        }
+        let grid = &*self.grid;
+        let folder = &self.folder_tag;
+        let (newer, participant_ref) = (&newer, &participant);
+        read.extend(
+            stream::iter(hashed)
+                .map(|(id, link)| async move {
+                    let shard = read_shard(grid, id, &link, folder).await.map(|mut shard| {
+                        shard.entries.retain(|name, _| !newer.contains(name));
+                        decode_shard(participant_ref, shard, rules)
+                    });
+                    (id, link, shard)
+                })
+                .buffer_unordered(POLL_PARALLELISM)
+                .collect::<Vec<_>>()
+                .await,
+        );
         for (id, link, shard) in read {
             match shard {
-                Ok(mut shard) => {
-                    if id != ShardId::RECENT {
-                        shard.entries.retain(|name, _| !recent.contains(name));
-                    }
-                    let mut rejected: Vec<String> = shard
-                        .problems
-                        .into_iter()
-                        .map(|p| format!("{participant}: {p}"))
-                        .collect();
-                    let listing = decode(&participant, shard.entries, rules, &mut rejected);
+                Ok((listing, rejected)) => {
                     out.push(RemoteListing {
                         participant: participant.clone(),
                         shard: Some(id),
@@ -448,6 +461,21 @@ impl<G: Grid> Executor<G> {
             author: None,
         }
     }
+}
+
+/// A shard's entries as the engine takes them, and those rejected.
+fn decode_shard(
+    participant: &str,
+    shard: personal::Shard,
+    rules: &IgnoreRules,
+) -> (Listing, Vec<String>) {
+    let mut rejected: Vec<String> = shard
+        .problems
+        .into_iter()
+        .map(|p| format!("{participant}: {p}"))
+        .collect();
+    let listing = decode(participant, shard.entries, rules, &mut rejected);
+    (listing, rejected)
 }
 
 /// A personal directory's entries as the engine takes them: names decoded

@@ -31,7 +31,7 @@ impl<G: Grid> Executor<G> {
     /// In a sharded folder nothing goes aside but our author (no 24.3 peer
     /// reads it), and the entries go into their shards (see
     /// [`Executor::write_shards`]).
-    pub(super) async fn publish(&self, entries: &[PublishEntry]) -> Result<(), EffectError> {
+    pub(super) async fn publish(&self, entries: Vec<PublishEntry>) -> Result<(), EffectError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -48,13 +48,16 @@ impl<G: Grid> Executor<G> {
         // Our author and key, declared where only we write (the engine
         // rejects versions that claim a declared name under another key).
         aside.insert(AUTHOR_ENTRY.to_owned(), author_entry(&self.author));
-        let mut children = DirChildren::new();
+        // Our entries as snapshot references until they are written: a pack
+        // member's directory entry carries its number as a JSON object,
+        // several times the size of the reference, and a sharded publish
+        // after a bulk carries tens of thousands of them (see
+        // `write_shards`).
+        let mut ours: BTreeMap<String, SnapshotRef> = BTreeMap::new();
         for e in entries {
-            let entry = SnapshotRef::parse(&e.snapshot)
-                .map_err(|err| {
-                    EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
-                })?
-                .entry();
+            let snapshot = SnapshotRef::parse(&e.snapshot).map_err(|err| {
+                EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
+            })?;
             let goes_aside = self.layout == Layout::Flat
                 && match e.shape {
                     EntryShape::File => false,
@@ -64,12 +67,13 @@ impl<G: Grid> Executor<G> {
                     EntryShape::Deletion => aside.contains_key(&e.name),
                 };
             if goes_aside {
-                aside.insert(e.name.clone(), entry);
+                aside.insert(e.name, snapshot.entry());
             } else {
                 aside.remove(&e.name);
-                children.insert(e.name.clone(), entry);
+                ours.insert(e.name, snapshot);
             }
         }
+        let mut metadata = None;
         if aside != before || !legacy.is_empty() {
             // A fresh nonce in every attempt, as in a snapshot's metadata:
             // Tahoe storage servers hold an interrupted upload's shares for
@@ -84,17 +88,24 @@ impl<G: Grid> Executor<G> {
                 self.grid.create_immutable_dir(record).await.map_err(|e| {
                     grid_error("cannot record our directories and conflict copies", e)
                 })?;
-            children.insert(METADATA_ENTRY.to_owned(), DirEntry::new(dir));
+            metadata = Some(DirEntry::new(dir));
         }
-        if !children.is_empty() {
-            match self.layout {
-                Layout::Flat => self
-                    .grid
-                    .set_children(&self.personal, children, Replace::Yes)
-                    .await
-                    .map_err(|e| grid_error("cannot update our personal directory", e))?,
-                Layout::Sharded => self.write_shards(children).await?,
+        match self.layout {
+            Layout::Flat => {
+                let children: DirChildren = ours
+                    .into_iter()
+                    .map(|(name, snapshot)| (name, snapshot.entry()))
+                    .chain(metadata.map(|m| (METADATA_ENTRY.to_owned(), m)))
+                    .collect();
+                if !children.is_empty() {
+                    self.grid
+                        .set_children(&self.personal, children, Replace::Yes)
+                        .await
+                        .map_err(|e| grid_error("cannot update our personal directory", e))?;
+                }
             }
+            Layout::Sharded if ours.is_empty() && metadata.is_none() => {}
+            Layout::Sharded => self.write_shards(ours, metadata).await?,
         }
         // Only once they are safe aside.
         for name in legacy {
@@ -144,16 +155,20 @@ impl<G: Grid> Executor<G> {
         Ok((aside, legacy))
     }
 
-    /// Puts `children` into our sharded personal directory: into the
-    /// recent shard, made anew with them over its entries — or, when that
-    /// would hold more than [`RECENT_AT_MOST`], into their hashed shards,
-    /// each made anew (split in two-digit shards once it is big, see
+    /// Puts `ours` into our sharded personal directory: into the recent
+    /// shard, made anew with them over its entries — or, when that would
+    /// hold more than [`RECENT_AT_MOST`], into their hashed shards, each
+    /// made anew (split in two-digit shards once it is big, see
     /// [`personal::maybe_split`]), with an empty recent shard. Then the
     /// directory's links to the new shards are swapped in one write, with
-    /// `@metadata` if it is among `children`. A failure before that write
-    /// leaves only unlinked shards behind: nothing is published half-way.
-    /// Links a split superseded are unlinked after it.
-    async fn write_shards(&self, mut children: DirChildren) -> Result<(), EffectError> {
+    /// `@metadata` if given. A failure before that write leaves only
+    /// unlinked shards behind: nothing is published half-way. Links a
+    /// split superseded are unlinked after it.
+    async fn write_shards(
+        &self,
+        ours: BTreeMap<String, SnapshotRef>,
+        metadata: Option<DirEntry>,
+    ) -> Result<(), EffectError> {
         let failed = |e| grid_error("cannot update our personal directory", e);
         // Taken, not borrowed: after a write whose outcome is unknown the
         // next publish reads our directory again.
@@ -177,14 +192,16 @@ impl<G: Grid> Executor<G> {
             }
         };
         let mut update = DirChildren::new();
-        update.extend(children.remove_entry(METADATA_ENTRY));
+        update.extend(metadata.map(|m| (METADATA_ENTRY.to_owned(), m)));
         let mut made = Vec::new();
-        if !children.is_empty() {
-            recent.extend(children);
-            if recent.len() > RECENT_AT_MOST {
+        if !ours.is_empty() {
+            let new_names = ours.keys().filter(|n| !recent.contains_key(*n)).count();
+            if recent.len() + new_names > RECENT_AT_MOST {
                 made = self
-                    .file_in_shards(&links, std::mem::take(&mut recent))
+                    .file_in_shards(&links, std::mem::take(&mut recent), ours)
                     .await?;
+            } else {
+                recent.extend(ours.into_iter().map(|(name, s)| (name, s.entry())));
             }
             made.push((
                 ShardId::RECENT,
@@ -212,21 +229,35 @@ impl<G: Grid> Executor<G> {
         Ok(())
     }
 
-    /// Files `entries` in their hashed shards: each shard they fall in is
-    /// read, and made anew with them over its entries (split once it is
-    /// big). Returns the new shards.
+    /// Files the recent shard's entries and then `ours` (newer) in their
+    /// hashed shards: each shard they fall in is read, and made anew with
+    /// them over its entries (split once it is big). Returns the new
+    /// shards.
     async fn file_in_shards(
         &self,
         links: &ShardLinks,
-        entries: DirChildren,
+        recent: DirChildren,
+        ours: BTreeMap<String, SnapshotRef>,
     ) -> Result<Vec<(ShardId, Capability)>, EffectError> {
-        let made: Vec<Vec<(ShardId, Capability)>> = stream::iter(links.group(entries))
-            .map(|(id, changes)| async move {
+        let mut recent = links.group(recent);
+        let mut groups: Vec<_> = links
+            .group(ours)
+            .into_iter()
+            .map(|(id, ours)| (id, recent.remove(&id).unwrap_or_default(), ours))
+            .collect();
+        groups.extend(
+            recent
+                .into_iter()
+                .map(|(id, recent)| (id, recent, BTreeMap::new())),
+        );
+        let made: Vec<Vec<(ShardId, Capability)>> = stream::iter(groups)
+            .map(|(id, recent, ours)| async move {
                 let mut entries = match links.current().get(&id) {
                     None => DirChildren::new(),
                     Some(link) => self.read_own_shard(id, link).await?,
                 };
-                entries.extend(changes);
+                entries.extend(recent);
+                entries.extend(ours.into_iter().map(|(name, s)| (name, s.entry())));
                 let mut made = Vec::new();
                 for (id, entries) in personal::maybe_split(id, entries) {
                     made.push((id, self.write_shard(id, entries).await?));

@@ -63,7 +63,6 @@ use self::caps::EmbeddedCap;
 use self::crypto::{Key32, ObjectKind};
 use self::immutable::{Existing, ObjectReader, Stored};
 use self::store::Store;
-use crate::pace::Paces;
 use crate::{
     CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
     Revision, UploadSource,
@@ -84,10 +83,6 @@ const MAX_DIR_LEN: u64 = 256 << 20;
 /// they would only make each other retry, since at most one racer can win.
 const WRITE_STRIPES: usize = 64;
 
-/// Updates of a mutable directory with at least this many entries are
-/// paced (see `crate::pace`): smaller ones cost milliseconds.
-const PACE_MIN_ENTRIES: usize = 1_000;
-
 /// A handle on an embedded grid directory. Cheap to clone; clones share
 /// state. See the [module documentation](self) for what is stored where.
 #[derive(Clone)]
@@ -100,8 +95,6 @@ struct Inner {
     convergence_secret: Key32,
     chunk_size: u32,
     write_stripes: Vec<tokio::sync::Mutex<()>>,
-    /// The last update of each mutable directory updated here.
-    paces: Paces<Key32>,
     /// Where mutable directories are listed and updated (started on first
     /// use; `None` if it could not be).
     dirs: std::sync::OnceLock<Option<DirThread>>,
@@ -150,7 +143,6 @@ impl EmbeddedGrid {
                 write_stripes: (0..WRITE_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
-                paces: Paces::new(PACE_MIN_ENTRIES),
                 dirs: Default::default(),
             }),
         }
@@ -179,7 +171,6 @@ impl EmbeddedGrid {
             write_stripes: (0..WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            paces: Paces::new(PACE_MIN_ENTRIES),
             dirs: Default::default(),
         };
         Ok(EmbeddedGrid {
@@ -245,33 +236,19 @@ impl EmbeddedGrid {
     async fn modify(
         &self,
         dir: &Capability,
-        change: impl FnMut(&mut DirChildren) -> GridResult<bool> + Send + 'static,
+        mut change: impl FnMut(&mut DirChildren) -> GridResult<bool> + Send + 'static,
     ) -> GridResult<()> {
         let keys = match caps::parse(dir)? {
             EmbeddedCap::DirWrite(keys) => keys,
             _ => return Err(wrong_kind("a mutable directory write capability", dir)),
         };
         let si = keys.read.storage_index;
-        if let Some(wait) = self.inner.paces.wait(&si) {
-            tokio::time::sleep(wait).await;
-        }
         let _serialised = self.stripe(&si).lock().await;
         let inner = self.inner.clone();
-        let mut change = change;
-        let started = std::time::Instant::now();
-        let (result, entries) = self
-            .on_dir_thread("directory update", move || {
-                let mut entries = 0;
-                let r = mutable::modify(&inner.store, &keys, &mut |children| {
-                    let changed = change(children);
-                    entries = children.len();
-                    changed
-                });
-                Ok((r, entries))
-            })
-            .await?;
-        self.inner.paces.wrote(si, started, entries);
-        result
+        self.on_dir_thread("directory update", move || {
+            Ok(mutable::modify(&inner.store, &keys, &mut change))
+        })
+        .await?
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `create_immutable_dir` | `POST /uri?t=mkdir-immutable` with JSON children |
 //! | `create_mutable_dir` | `POST /uri?t=mkdir&format=sdmf\|mdmf` ([`TahoeOptions::mutable_format`]) |
 //! | `list` | `GET /uri/$DIRCAP?t=json` |
-//! | `set_children` | `POST /uri/$DIRCAP?t=set_children&replace=true\|false` — the only way to set edge metadata, and one mutable publish for any number of children; paced per directory (`crate::pace`) |
+//! | `set_children` | `POST /uri/$DIRCAP?t=set_children&replace=true\|false` — the only way to set edge metadata, and one mutable publish for any number of children |
 //! | `unlink` | `POST /uri/$DIRCAP?t=unlink&name=…` (the form twin of `DELETE /uri/$DIRCAP/NAME`; the name travels in the query, so names like `..` cannot be rewritten by URL path normalisation) |
 //!
 //! # Semantics worth knowing
@@ -99,7 +99,6 @@ pub use health::{Encoding, Health, ServerStatus};
 pub use retry::RetryPolicy;
 
 use crate::cap::CapError;
-use crate::pace::Paces;
 use crate::{
     CapKind, Capability, DirChildren, Download, Grid, GridError, GridResult, Listed, Replace,
     Revision, Scheme, UploadSource,
@@ -187,8 +186,6 @@ struct Inner {
     options: TahoeOptions,
     node_dir: Option<PathBuf>,
     encoding: Option<Encoding>,
-    /// Every write of a mutable directory is the node's whole rewrite of it.
-    paces: Paces<String>,
 }
 
 impl std::fmt::Debug for TahoeGrid {
@@ -292,7 +289,6 @@ impl TahoeGrid {
                 options,
                 node_dir,
                 encoding,
-                paces: Paces::new(0),
             }),
         })
     }
@@ -689,10 +685,6 @@ impl TahoeGrid {
             return Ok(());
         }
         let ctx = Ctx::new("set_children", Some(dir));
-        if let Some(wait) = self.inner.paces.wait(dir.as_str()) {
-            tokio::time::sleep(wait).await;
-        }
-        let started = std::time::Instant::now();
         let replace_arg = match replace {
             Replace::Yes => "true",
             Replace::No => "false",
@@ -713,7 +705,6 @@ impl TahoeGrid {
                 ))
             })
             .await;
-        self.inner.paces.wrote(dir.as_str().to_owned(), started, 0);
         match result {
             Ok(_) => Ok(()),
             Err(GridError::Exists(_)) => {
