@@ -116,7 +116,7 @@ const RAW_CONCURRENCY: usize = 8;
 /// How long one edit may take to show at bob's before it counts as lost.
 const EDIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Debug logging of the daemons' effects, for the breakdown.
-const DAEMON_LOG: &str = "info,mf_daemon::folder=debug";
+const DAEMON_LOG: &str = "info,mf_daemon::folder=debug,mf_daemon::pack=debug";
 
 /// The Tahoe requests behind each kind of daemon effect (for the reader of
 /// the breakdown; the daemon's executor is the authority).
@@ -439,9 +439,126 @@ fn run_in(o: &RunOptions, sizes: Sizes, work: &Path) -> Result<()> {
         .transpose()?;
 
     // ----- Ours ---------------------------------------------------------------
+    // Scaled per file to the bulk workloads' size (see YARDSTICK_FILES).
+    let py_raw = raw_py.map(|(m, cpu)| {
+        let scale = sizes.files as f64 / py_count as f64;
+        (m.seconds * scale, m.ops_json(cpu), py_count)
+    });
     eprintln!("magic-folder daemons:");
-    let pair = Pair::new(o, &work.join("pair"), node_a.dir(), node_b.dir())?;
-    // A second folder on the same grid, `--layout sharded`, for one workload.
+    let t_all = Instant::now();
+    let mut notes = Vec::new();
+    // The flat folder's workloads, then each sharded folder's: one pair of
+    // daemons runs at a time, so that no idle pair's polls load the nodes
+    // the measured pair is using.
+    let big_edit = BigEdit {
+        mib: sizes.bigedit_mib,
+        samples: 3,
+    };
+    if ["edit", "big", "bigedit", "files", "deletions"]
+        .iter()
+        .any(|w| o.wants(w))
+    {
+        let pair = Pair::new(o, &work.join("pair"), node_a.dir(), node_b.dir())?;
+        if o.wants("edit") {
+            let (raw_m, raw_cpu) = raw_edit.expect("measured");
+            let mut f = guard(
+                "edit",
+                format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits),
+                || {
+                    let what = format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits);
+                    pair.edits("edit", &what, &EditSpec::small(sizes.edits), &cpu)
+                },
+            );
+            f.raw_s = Some(raw_m.seconds);
+            f.raw_ops = raw_m.ops_json(raw_cpu);
+            f.extra["raw_samples_s"] = json!(raw_m.samples);
+            f.python = "4.5 s";
+            if let Some(s) = f.ours_s {
+                f.target = Some(("median ≤ 1.5 s".into(), s <= 1.5));
+            }
+            figures.push(f);
+        }
+        if o.wants("big") {
+            let (raw_m, raw_cpu) = raw_bigr.expect("measured");
+            let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
+            let what = format!("1 × {} MiB (×{})", sizes.big_mib, sizes.big_samples);
+            let mut f = guard("big", what, || {
+                pair.big(&ours_big, sizes.big_mib, timeout, &cpu)
+            });
+            f.raw_s = Some(raw_m.seconds);
+            f.raw_ops = raw_m.ops_json(raw_cpu);
+            f.extra["raw_samples_s"] = json!(raw_m.samples);
+            f.extra["raw_phases_s"] = json!(raw_m.phases);
+            if sizes.big_mib == 64 {
+                f.python = "13.9 s";
+            }
+            if let Some(r) = f.ratio() {
+                f.target = Some(("≤ 1.2× raw PUT+GET".into(), r <= 1.2));
+            }
+            figures.push(f);
+        }
+        if o.wants("bigedit") {
+            let what = big_edit.what("24.3's format (whole contents)");
+            let mut whole = guard("bigedit", what.clone(), || {
+                pair.edits("bigedit", &what, &big_edit.spec(), &cpu)
+            });
+            whole.raw_s = raw_big_s;
+            figures.push(whole);
+        }
+        if flat {
+            let (raw_m, raw_cpu) = raw_filesr.expect("measured");
+            let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
+            let mut f = guard(
+                "files",
+                format!("{} × 4 KiB in {} dirs", thousands(sizes.files), sizes.dirs),
+                || pair.files(&ours_dir.join("files"), &ours_files, timeout, &cpu),
+            );
+            f.raw_s = Some(raw_m.seconds);
+            f.raw_ops = raw_m.ops_json(raw_cpu);
+            f.extra["raw_phases_s"] = json!(raw_m.phases);
+            if sizes.files == 1_000 {
+                f.python = "1,430 s";
+            }
+            bulk_target(&mut f, sizes.files, py_raw.as_ref());
+            let synced = f.failure.is_none();
+            if o.wants("files") {
+                figures.push(f);
+            }
+            if o.wants("deletions") {
+                let (raw_m, raw_cpu) = raw_del.expect("measured");
+                let what = format!("{} deletions", sizes.deletions);
+                let mut f = if synced {
+                    let timeout = Duration::from_secs_f64((4.0 * raw_m.seconds + 60.0).max(120.0));
+                    let names = deletion_set(&ours_files, sizes.deletions);
+                    guard("deletions", what, || pair.deletions(&names, timeout, &cpu))
+                } else {
+                    let mut f = Figure::new("deletions", what);
+                    f.failure = Some("not run: the files did not sync".into());
+                    f
+                };
+                f.raw_s = Some(raw_m.seconds);
+                f.raw_ops = raw_m.ops_json(raw_cpu);
+                f.extra["raw_phases_s"] = json!(raw_m.phases);
+                if sizes.deletions == 100 {
+                    f.python = "274 s";
+                    if let Some(s) = f.ours_s {
+                        f.target = Some(("≤ 15 s".into(), s <= 15.0));
+                    }
+                }
+                figures.push(f);
+            }
+        }
+        for p in [&pair.alice, &pair.bob] {
+            if let Some(e) = p.status().and_then(|s| {
+                let errs = s["errors"].as_array()?.clone();
+                (!errs.is_empty()).then_some(errs)
+            }) {
+                notes.push(format!("{} reported errors: {}", p.name, json!(e)));
+            }
+        }
+        pair.finish(o.dir.is_some());
+    }
+    // A second folder on the same grid, `--layout sharded`, per workload.
     let in_sharded_folder = |name: &str, run: &dyn Fn(&Pair) -> Result<Figure>| {
         let mut sharded = Pair::create(
             o,
@@ -455,92 +572,21 @@ fn run_in(o: &RunOptions, sizes: Sizes, work: &Path) -> Result<()> {
         sharded.finish(o.dir.is_some());
         f
     };
-    let t_all = Instant::now();
-    let mut notes = Vec::new();
-    if o.wants("edit") {
-        let (raw_m, raw_cpu) = raw_edit.expect("measured");
-        let mut f = guard(
-            "edit",
-            format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits),
-            || {
-                let what = format!("1 KiB edit of a 4 KiB file (×{})", sizes.edits);
-                pair.edits("edit", &what, &EditSpec::small(sizes.edits), &cpu)
-            },
-        );
-        f.raw_s = Some(raw_m.seconds);
-        f.raw_ops = raw_m.ops_json(raw_cpu);
-        f.extra["raw_samples_s"] = json!(raw_m.samples);
-        f.python = "4.5 s";
-        if let Some(s) = f.ours_s {
-            f.target = Some(("median ≤ 1.5 s".into(), s <= 1.5));
-        }
-        figures.push(f);
-    }
-    if o.wants("big") {
-        let (raw_m, raw_cpu) = raw_bigr.expect("measured");
-        let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
-        let what = format!("1 × {} MiB (×{})", sizes.big_mib, sizes.big_samples);
-        let mut f = guard("big", what, || {
-            pair.big(&ours_big, sizes.big_mib, timeout, &cpu)
-        });
-        f.raw_s = Some(raw_m.seconds);
-        f.raw_ops = raw_m.ops_json(raw_cpu);
-        f.extra["raw_samples_s"] = json!(raw_m.samples);
-        f.extra["raw_phases_s"] = json!(raw_m.phases);
-        if sizes.big_mib == 64 {
-            f.python = "13.9 s";
-        }
-        if let Some(r) = f.ratio() {
-            f.target = Some(("≤ 1.2× raw PUT+GET".into(), r <= 1.2));
-        }
-        figures.push(f);
-    }
     if o.wants("bigedit") {
-        let edit = BigEdit {
-            mib: sizes.bigedit_mib,
-            samples: 3,
-        };
-        let mut whole = guard(
-            "bigedit",
-            edit.what("24.3's format (whole contents)"),
-            || {
-                pair.edits(
-                    "bigedit",
-                    &edit.what("24.3's format (whole contents)"),
-                    &edit.spec(),
-                    &cpu,
-                )
-            },
-        );
-        whole.raw_s = raw_big_s;
-        let mut chunked = guard(
-            "bigedit",
-            edit.what("sharded layout, chunked contents"),
-            || {
-                in_sharded_folder("pair-sharded", &|sharded| {
-                    sharded.edits(
-                        "bigedit",
-                        &edit.what("sharded layout, chunked contents"),
-                        &edit.spec(),
-                        &cpu,
-                    )
-                })
-            },
-        );
+        let what = big_edit.what("sharded layout, chunked contents");
+        let mut chunked = guard("bigedit", what.clone(), || {
+            in_sharded_folder("pair-sharded", &|sharded| {
+                sharded.edits("bigedit", &what, &big_edit.spec(), &cpu)
+            })
+        });
         chunked.raw_s = raw_big_s;
         if sizes.bigedit_mib == 64 {
             if let Some(s) = chunked.ours_s {
                 chunked.target = Some(("median ≤ 1.5 s".into(), s <= 1.5));
             }
         }
-        figures.push(whole);
         figures.push(chunked);
     }
-    // Scaled per file to the bulk workloads' size (see YARDSTICK_FILES).
-    let py_raw = raw_py.map(|(m, cpu)| {
-        let scale = sizes.files as f64 / py_count as f64;
-        (m.seconds * scale, m.ops_json(cpu), py_count)
-    });
     if let (Some((_, ours_files)), Some((raw_m, raw_cpu))) = (&sharded_files, raw_sharded) {
         let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
         let what = format!(
@@ -559,59 +605,7 @@ fn run_in(o: &RunOptions, sizes: Sizes, work: &Path) -> Result<()> {
         bulk_target(&mut f, sizes.files, py_raw.as_ref());
         figures.push(f);
     }
-    if flat {
-        let (raw_m, raw_cpu) = raw_filesr.expect("measured");
-        let timeout = Duration::from_secs_f64(4.0 * raw_m.seconds + 120.0);
-        let mut f = guard(
-            "files",
-            format!("{} × 4 KiB in {} dirs", thousands(sizes.files), sizes.dirs),
-            || pair.files(&ours_dir.join("files"), &ours_files, timeout, &cpu),
-        );
-        f.raw_s = Some(raw_m.seconds);
-        f.raw_ops = raw_m.ops_json(raw_cpu);
-        f.extra["raw_phases_s"] = json!(raw_m.phases);
-        if sizes.files == 1_000 {
-            f.python = "1,430 s";
-        }
-        bulk_target(&mut f, sizes.files, py_raw.as_ref());
-        let synced = f.failure.is_none();
-        if o.wants("files") {
-            figures.push(f);
-        }
-        if o.wants("deletions") {
-            let (raw_m, raw_cpu) = raw_del.expect("measured");
-            let what = format!("{} deletions", sizes.deletions);
-            let mut f = if synced {
-                let timeout = Duration::from_secs_f64((4.0 * raw_m.seconds + 60.0).max(120.0));
-                let names = deletion_set(&ours_files, sizes.deletions);
-                guard("deletions", what, || pair.deletions(&names, timeout, &cpu))
-            } else {
-                let mut f = Figure::new("deletions", what);
-                f.failure = Some("not run: the files did not sync".into());
-                f
-            };
-            f.raw_s = Some(raw_m.seconds);
-            f.raw_ops = raw_m.ops_json(raw_cpu);
-            f.extra["raw_phases_s"] = json!(raw_m.phases);
-            if sizes.deletions == 100 {
-                f.python = "274 s";
-                if let Some(s) = f.ours_s {
-                    f.target = Some(("≤ 15 s".into(), s <= 15.0));
-                }
-            }
-            figures.push(f);
-        }
-    }
     eprintln!("daemons done in {:.0} s", t_all.elapsed().as_secs_f64());
-    for p in [&pair.alice, &pair.bob] {
-        if let Some(e) = p.status().and_then(|s| {
-            let errs = s["errors"].as_array()?.clone();
-            (!errs.is_empty()).then_some(errs)
-        }) {
-            notes.push(format!("{} reported errors: {}", p.name, json!(e)));
-        }
-    }
-    pair.finish(o.dir.is_some());
     drop(node_a);
     drop(node_b);
     drop(grid);

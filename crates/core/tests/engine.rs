@@ -885,7 +885,7 @@ fn publishes_take_a_tenth_of_a_burst_and_the_last_goes_at_once() {
 /// node is not polled back to back. A quick poll is followed at the
 /// interval.
 #[test]
-fn a_slow_poll_spaces_the_next() {
+fn a_slow_fruitless_poll_spaces_the_next() {
     let mut e = engine(MemStore::new());
     e.handle_timeout(0);
     let polls = |e: &mut Engine<MemStore>| {
@@ -908,6 +908,11 @@ fn a_slow_poll_spaces_the_next() {
     assert_eq!(polls(&mut e), 1);
     e.handle(3_611_050, Event::Polled(Ok(vec![])));
     assert_eq!(e.poll_timeout(), Some(3_671_050), "at most a minute");
+    // A slow one that found changes: the interval, more may be coming.
+    e.handle_timeout(3_671_050);
+    assert_eq!(polls(&mut e), 1);
+    e.handle(3_681_050, listed("other", "S"));
+    assert_eq!(e.poll_timeout(), Some(3_682_050), "changes set no pace");
 }
 
 /// A small file's content travels in a literal capability, which the store
@@ -976,4 +981,134 @@ fn a_literal_whose_snapshot_is_gone_is_rejected_once() {
     );
     e.handle(5, listed("other", "T"));
     assert!(actions(&mut e).is_empty(), "not asked for again");
+}
+
+/// A directory appears (our writes of its files made it) while a peer's
+/// version of it is being fetched: theirs is taken in, and ours is not
+/// published as a rival with no history. Were theirs a file, ours would be
+/// a change of our own.
+#[test]
+fn a_directory_made_for_a_peers_files_is_theirs() {
+    for (theirs, ours_uploaded) in [(Content::Dir, false), (bytes(), true)] {
+        let mut e = engine(MemStore::new());
+        e.handle(1, listed("other", "D"));
+        let cap = only_fetch(&actions(&mut e));
+        e.handle(2, scanned(LocalState::Dir));
+        assert_eq!(actions(&mut e), vec![], "nothing before theirs is known");
+        let peer = snap("D", "other", &[], theirs.clone(), 1);
+        e.handle(
+            3,
+            Event::Fetched {
+                cap,
+                result: Ok(peer),
+            },
+        );
+        let next = actions(&mut e);
+        if ours_uploaded {
+            let [Action::Upload { local, parents, .. }] = next.as_slice() else {
+                panic!("our directory is a change of our own, got {next:?}");
+            };
+            assert_eq!((*local, parents.len()), (LocalState::Dir, 0));
+            continue;
+        }
+        let [Action::Write {
+            op,
+            target,
+            content,
+            expect,
+            ..
+        }] = next.as_slice()
+        else {
+            panic!("their directory is taken in, got {next:?}");
+        };
+        assert_eq!(
+            (target, content, *expect),
+            (&path(), &Content::Dir, LocalState::Absent)
+        );
+        e.handle(
+            4,
+            Event::Written {
+                op: *op,
+                result: WriteOutcome::Done(LocalState::Dir),
+            },
+        );
+        assert_eq!(actions(&mut e), vec![], "nothing of ours to upload");
+        e.handle(5, scanned(LocalState::Dir));
+        assert_eq!(actions(&mut e), vec![], "the directory is theirs");
+    }
+}
+
+/// A new directory is published no later than what is in it: a file whose
+/// directory's upload is still in flight waits for it (a reader that got
+/// the file first would make the directory and could take it for its own).
+#[test]
+fn a_directory_is_published_with_or_before_its_files() {
+    let published = |e: &mut Engine<MemStore>, now: u64| -> Vec<Vec<String>> {
+        let publishes: Vec<_> = std::iter::from_fn(|| e.poll_action())
+            .filter_map(|a| match a {
+                Action::Publish { op, entries } => Some((op, entries)),
+                _ => None,
+            })
+            .collect();
+        let mut names = Vec::new();
+        for (op, entries) in publishes {
+            names.push(entries.into_iter().map(|p| p.name).collect());
+            let (result, took) = (Ok(()), 0);
+            e.handle(now, Event::Published { op, result, took });
+        }
+        names
+    };
+    // An earlier publish, so that one is not held back by its pace.
+    let mut e = with_our_version();
+    assert_eq!(published(&mut e, 3), vec![vec![entry_name(&path())]]);
+    let (dir, inside) = (RelPath::new("d").unwrap(), RelPath::new("d/f").unwrap());
+    e.handle(
+        4,
+        Event::Scanned(Ok(ScanReport {
+            entries: vec![
+                (path(), file(100, 10)),
+                (dir.clone(), LocalState::Dir),
+                (inside.clone(), file(1, 10)),
+            ],
+            ..ScanReport::default()
+        })),
+    );
+    let mut uploads = std::collections::BTreeMap::new();
+    for a in std::iter::from_fn(|| e.poll_action()) {
+        if let Action::Upload { op, path, .. } = a {
+            uploads.insert(path, op);
+        }
+    }
+    let done = |cap: &str, path: &RelPath, content: Content| SnapshotInfo {
+        relpath: path.clone(),
+        ..snap(cap, "me", &[], content, 1)
+    };
+    e.handle(
+        5,
+        Event::Uploaded {
+            op: uploads[&inside],
+            result: UploadOutcome::Done(done("F", &inside, bytes())),
+        },
+    );
+    assert_eq!(
+        published(&mut e, 5),
+        Vec::<Vec<String>>::new(),
+        "the file waits"
+    );
+    assert!(
+        e.poll_timeout().is_some_and(|t| t > 5),
+        "for the directory's upload, not for a timer"
+    );
+    e.handle(
+        6,
+        Event::Uploaded {
+            op: uploads[&dir],
+            result: UploadOutcome::Done(done("D", &dir, Content::Dir)),
+        },
+    );
+    assert_eq!(
+        published(&mut e, 6),
+        vec![vec![entry_name(&dir), entry_name(&inside)]],
+        "both go together"
+    );
 }

@@ -395,6 +395,7 @@ impl PackCache {
         let listed = cell
             .get_or_try_init(|| async {
                 let _slot = self.slot().await;
+                tracing::debug!(?pack, "listing a pack");
                 grid.list(pack).await.map(Arc::new)
             })
             .await?;

@@ -265,6 +265,8 @@ pub struct Outcome {
     /// The tree every participant ended with: path → file content, or
     /// `None` for a directory.
     pub tree: BTreeMap<String, Option<Vec<u8>>>,
+    /// Every upload asked for, in order: (participant, path).
+    pub uploads: Vec<(String, String)>,
 }
 
 /// A failing run.
@@ -311,6 +313,8 @@ struct World {
     /// the file was never quiet while it held one, so none may be uploaded.
     never_quiet: BTreeSet<Vec<u8>>,
     effects: u64,
+    /// Every upload asked for: (participant, path).
+    uploads: Vec<(String, String)>,
     trace: Vec<String>,
     /// Set when the world stopped making progress in time.
     livelock: Option<String>,
@@ -378,6 +382,7 @@ impl World {
             written: BTreeSet::new(),
             never_quiet: BTreeSet::new(),
             effects: 0,
+            uploads: Vec::new(),
             trace: Vec::new(),
             livelock: None,
         }
@@ -390,6 +395,10 @@ impl World {
     /// Moves every engine's fresh actions into flight with random latencies.
     fn drain(&mut self, i: usize) {
         while let Some(action) = self.people[i].engine.as_mut().and_then(|e| e.poll_action()) {
+            if let Action::Upload { path, .. } = &action {
+                let who = self.people[i].name.clone();
+                self.uploads.push((who, path.to_string()));
+            }
             let latency = match action {
                 Action::Scan => self.rng.u64(5..200),
                 // A publish may be slow (a big directory's rewrite on
@@ -397,6 +406,10 @@ impl World {
                 Action::Publish { .. } => 4 * self.rng.u64(1..150),
                 // So is a poll (a busy node), so the next one is spaced.
                 Action::Poll => 2 * self.rng.u64(1..150),
+                // A fetch now and then waits for a busy node, so that a
+                // file's version can arrive (and be written, making its
+                // directory) long before its directory's.
+                Action::Fetch { .. } if self.rng.u8(..8) == 0 => self.rng.u64(150..2000),
                 _ => self.rng.u64(1..150),
             };
             self.seq += 1;
@@ -1256,6 +1269,7 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
                     (k.to_string(), content)
                 })
                 .collect(),
+            uploads: w.uploads,
         }),
         Err(violation) => {
             let keep = w.trace.len().saturating_sub(400);

@@ -240,3 +240,31 @@ fn files_sync_across_a_shard_split() {
     assert!(text(&tree["d/e"]).starts_with("p1:"));
     assert!(text(&tree["h/i"]).starts_with("p0:"));
 }
+
+#[test]
+fn a_reader_takes_in_the_directories_its_writes_made() {
+    use SimOp::*;
+    // Whichever comes first at the reader, a file's write (making its
+    // directory) or the directory's own version, the directories stay the
+    // writer's: the reader uploads nothing.
+    for seed in 1..=200 {
+        let cfg = SimConfig { seed, ..calm(2) };
+        let schedule = [2, 3, 4, 5].map(|file| Write { who: 0, file });
+        let outcome = match run(&cfg, &schedule) {
+            Ok(o) => o,
+            Err(f) => panic!("{}\n{}", f.violation, f.trace.join("\n")),
+        };
+        let names: Vec<&str> = outcome.tree.keys().map(String::as_str).collect();
+        assert_eq!(names, ["d", "d/c", "d/e", "d/f", "d/f/g", "h", "h/i"]);
+        let writer = &outcome.uploads[0].0;
+        let theirs: Vec<_> = outcome
+            .uploads
+            .iter()
+            .filter(|(who, _)| who != writer)
+            .collect();
+        assert!(
+            theirs.is_empty(),
+            "seed {seed}: the reader uploaded {theirs:?}"
+        );
+    }
+}

@@ -104,18 +104,26 @@ impl<S: Store> Engine<S> {
         }
         // Local changes go first: they become history before anything remote
         // is compared with it.
+        let mut ours_or_theirs = false;
         if let Some(&state) = self.observed.get(path) {
             if self.recognise_adopted(path, state) {
                 return;
             }
-            let cur = self.current.get(path);
-            let known = cur.map_or(LocalState::Absent, |c| c.local);
-            if state != known {
+            let known = self
+                .current
+                .get(path)
+                .map_or(LocalState::Absent, |c| c.local);
+            ours_or_theirs = state == LocalState::Dir
+                && known == LocalState::Absent
+                && self.peer_dir_on_its_way(path);
+            if state != known && !ours_or_theirs {
                 // After a crash mid-adopt, an edited file may hold our old
                 // version or the one being adopted: claim neither as parent,
                 // so both stay kept and the edit joins them as a conflict.
                 let unsure = self.unsure.contains(path);
-                let mut parents: Vec<Cap> = cur
+                let mut parents: Vec<Cap> = self
+                    .current
+                    .get(path)
                     .filter(|_| !unsure)
                     .map(|c| c.snapshot.clone())
                     .into_iter()
@@ -125,8 +133,14 @@ impl<S: Store> Engine<S> {
                 self.emit_upload(path, state, parents, resolving);
                 return;
             }
-            self.observed.remove(path);
-            self.confirm_unchanged(path);
+            // A new directory where a peer's is on its way is most likely
+            // the one our own writes of its files made: it stays observed
+            // while theirs is taken in below (writing a directory over one
+            // is nothing), instead of becoming a rival with no history.
+            if !ours_or_theirs {
+                self.observed.remove(path);
+                self.confirm_unchanged(path);
+            }
         }
         let resolving = self.resolved_caps(path);
         if !resolving.is_empty() {
@@ -152,6 +166,11 @@ impl<S: Store> Engine<S> {
             }
         }
         self.candidates.remove(path);
+        // The peer's directory was nothing new after all: ours is a change.
+        if ours_or_theirs {
+            self.work.insert(path.clone());
+            return;
+        }
         // A change of the current version (a local edit, a fast-forward to a
         // deletion) can change which kept version wins, or their labels.
         if self.conflicts.contains_key(path) {
@@ -159,6 +178,25 @@ impl<S: Store> Engine<S> {
                 self.realize(path, &heads);
             }
         }
+    }
+
+    /// True if a peer's version of `path` is pending that is, or may be, a
+    /// directory: each one not fetched yet, or a directory.
+    fn peer_dir_on_its_way(&mut self, path: &RelPath) -> bool {
+        let pending: Vec<Cap> = self
+            .candidates
+            .get(path)
+            .map(|c| {
+                c.iter()
+                    .filter(|t| !self.bad.contains_key(*t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        !pending.is_empty()
+            && pending
+                .iter()
+                .all(|t| self.lookup(t).is_none_or(|i| i.content == Content::Dir))
     }
 
     /// The open (unresolved) conflict records of a path.

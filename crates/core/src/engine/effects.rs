@@ -181,12 +181,26 @@ impl<S: Store> Engine<S> {
         if self.publish_not_before().is_some_and(|due| due > self.now) {
             return;
         }
-        // Everything unpublished goes now.
-        self.publish_urgent = false;
+        // Everything unpublished goes now, but after its directory: an
+        // entry whose directory's own upload is in flight waits for it, or
+        // a reader would make the directory for the entry and could take
+        // it for one of its own.
+        let held: BTreeSet<RelPath> = self
+            .unpublished
+            .iter()
+            .filter(|p| self.directory_uploading_above(p))
+            .cloned()
+            .collect();
+        if held.len() == self.unpublished.len() && self.unpublished_copies.is_empty() {
+            self.publish_held = true;
+            return;
+        }
+        self.publish_urgent = !held.is_empty();
         self.adopted_unpublished = None;
         let paths: Vec<(RelPath, Cap, EntryShape)> = self
             .unpublished
             .iter()
+            .filter(|p| !held.contains(*p))
             .filter_map(|p| {
                 let c = self.current.get(p)?;
                 let shape = match c.local {
@@ -224,6 +238,15 @@ impl<S: Store> Engine<S> {
         let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
         self.out.push_back(Action::Publish { op, entries });
+    }
+
+    /// True if a directory above `path` has an upload of ours in flight.
+    fn directory_uploading_above(&self, path: &RelPath) -> bool {
+        std::iter::successors(path.parent(), RelPath::parent).any(|dir| {
+            self.busy
+                .get(&dir)
+                .is_some_and(|op| matches!(self.ops.get(op), Some(Op::Upload { .. })))
+        })
     }
 
     /// What our personal directory shows under `path`'s own name: our

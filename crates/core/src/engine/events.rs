@@ -129,8 +129,15 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn on_polled(&mut self, result: Result<Vec<RemoteListing>, String>) {
         self.poll.in_flight = false;
+        // Only a poll that found nothing new (or failed) sets the pace: one
+        // that found changes spent its time reading them, which a later
+        // poll would have had to do, and more may be on their way.
+        let found = matches!(&result, Ok(l) if !l.is_empty());
         let took = self.now.saturating_sub(self.poll.fired);
-        let spaced = took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST);
+        let spaced = match found {
+            true => 0,
+            false => took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST),
+        };
         self.poll.due = self.now + self.cfg.poll_interval.max(spaced);
         let listings = match result {
             Ok(l) => l,
