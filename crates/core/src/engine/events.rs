@@ -134,9 +134,10 @@ impl<S: Store> Engine<S> {
         // poll would have had to do, and more may be on their way.
         let found = matches!(&result, Ok(l) if !l.is_empty());
         let took = self.now.saturating_sub(self.poll.fired);
-        let spaced = match found {
-            true => 0,
-            false => took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST),
+        let spaced = if found {
+            0
+        } else {
+            took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST)
         };
         self.poll.due = self.now + self.cfg.poll_interval.max(spaced);
         let listings = match result {
