@@ -1112,3 +1112,53 @@ fn a_directory_is_published_with_or_before_its_files() {
         "both go together"
     );
 }
+
+/// A scan walks while the engine writes: what it says of a path we wrote
+/// meanwhile is no news. Here a conflict's copy is written after the walk
+/// passed its directory: the scan does not list it, and that is not the
+/// user removing it (which would resolve the conflict everywhere). The
+/// next scan that misses the copy is the user's doing.
+#[test]
+fn a_scan_says_nothing_of_what_we_wrote_while_it_walked() {
+    let mut e = with_our_version();
+    // A diverged version that loses to ours (an older mtime): its copy is
+    // written beside our file.
+    let write = offer(
+        &mut e,
+        3,
+        "other",
+        snap("Y", "other", &[], other_bytes(), 50),
+    );
+    let [Action::Write { op, target, .. }] = write.as_slice() else {
+        panic!("the loser's copy is written, got {write:?}");
+    };
+    assert_eq!(*target, path().conflict_copy("other"));
+    e.request_scan();
+    e.handle_timeout(4);
+    let copy = LocalState::File(PathState {
+        size: 5,
+        mtime_ns: 50_000_000_000,
+        ctime_ns: 11,
+    });
+    e.handle(
+        5,
+        Event::Written {
+            op: *op,
+            result: WriteOutcome::Done(copy),
+        },
+    );
+    // The walk had passed the directory before the copy was there.
+    e.handle(6, scanned(file(100, 10)));
+    assert!(actions(&mut e).is_empty(), "nothing to do");
+    assert_eq!(e.status().conflicts, [(path(), "other".to_owned())]);
+
+    // Later the user removes the copy, and a scan is all that tells.
+    e.request_scan();
+    e.handle_timeout(7);
+    e.handle(8, scanned(file(100, 10)));
+    let resolution = actions(&mut e);
+    let [Action::Upload { parents, .. }] = resolution.as_slice() else {
+        panic!("the resolution is uploaded, got {resolution:?}");
+    };
+    assert_eq!(parents, &[Cap::from("X"), Cap::from("Y")]);
+}

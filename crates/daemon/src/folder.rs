@@ -559,6 +559,20 @@ async fn run<G: Grid>(
         ));
     }
     let clock = Clock::new();
+    let executor = Arc::new(executor(&config, grid)?);
+    let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
+    let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
+    // Without a watcher the folder still syncs, through periodic scans.
+    // Setting the watches walks the tree's directories: not on the async
+    // threads, and while the state database loads.
+    let (root, delay, settled) = (
+        config.local_path.clone(),
+        config.pending_delay(),
+        executor.settled(),
+    );
+    let watcher_started = tokio::task::spawn_blocking(move || {
+        crate::watch::spawn(root, ignore, delay, settled, watch_tx)
+    });
     let store = SqliteStore::open(&state_db).map_err(|e| e.to_string())?;
     let author = Author::from_seed(&config.author_name, config.author_seed.0);
     // Remote changes as they happen, where the grid can be watched; the
@@ -608,22 +622,9 @@ async fn run<G: Grid>(
     };
     let mut engine = Engine::new(store, engine_config, clock.now()).map_err(|e| e.to_string())?;
     let mut persister = Persister::open(&state_db);
-    let executor = Arc::new(executor(&config, grid)?);
-
-    let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
-    let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
-    // Without a watcher the folder still syncs, through periodic scans.
-    // (Setting the watches walks the tree: not on the async threads.)
-    let (root, delay, settled) = (
-        config.local_path.clone(),
-        config.pending_delay(),
-        executor.settled(),
-    );
-    let spawned = tokio::task::spawn_blocking(move || {
-        crate::watch::spawn(root, ignore, delay, settled, watch_tx)
-    })
-    .await
-    .map_err(|e| format!("starting the watcher: {e}"))?;
+    let spawned = watcher_started
+        .await
+        .map_err(|e| format!("starting the watcher: {e}"))?;
     let watcher = match spawned {
         Ok(w) => Some(w),
         Err(e) => {

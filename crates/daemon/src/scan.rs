@@ -54,6 +54,7 @@ pub fn scan(root: &Path, ignore: &IgnoreRules) -> Result<ScanReport, String> {
         ignore,
         stat_files: true,
         limit: usize::MAX,
+        before_reading: None,
         report: &mut report,
     };
     walker
@@ -65,19 +66,22 @@ pub fn scan(root: &Path, ignore: &IgnoreRules) -> Result<ScanReport, String> {
 }
 
 /// Scans the subtree below `dir` (not `dir` itself), for the watcher when a
-/// directory appears with contents. `None` if it holds more than `limit`
-/// entries (the caller rescans instead). Problems are returned alongside.
+/// directory appears with contents, handing each directory (`dir` too) to
+/// `watch` before reading it. `None` if it holds more than `limit` entries
+/// (the caller rescans instead). Problems are returned alongside.
 pub(crate) fn scan_subtree(
     root: &Path,
     dir: &RelPath,
     ignore: &IgnoreRules,
     limit: usize,
+    watch: &mut dyn FnMut(&Path) -> bool,
 ) -> Option<ScanReport> {
     let mut report = ScanReport::default();
     let mut walker = Walker {
         ignore,
         stat_files: true,
         limit,
+        before_reading: Some(watch),
         report: &mut report,
     };
     // A directory that vanished meanwhile simply has nothing to report.
@@ -85,18 +89,24 @@ pub(crate) fn scan_subtree(
     (report.entries.len() <= limit).then_some(report)
 }
 
-/// Every directory of the folder (for the watcher's bookkeeping of which
-/// paths are directories); files are not stat'ed.
-pub(crate) fn list_dirs(root: &Path, ignore: &IgnoreRules) -> Vec<RelPath> {
+/// Every directory of the folder, each handed to `watch` (the root first)
+/// before it is read, so that whatever appears in it afterwards is heard
+/// of. Files are not stat'ed. `None` if the root cannot be read.
+pub(crate) fn watch_dirs(
+    root: &Path,
+    ignore: &IgnoreRules,
+    watch: &mut dyn FnMut(&Path) -> bool,
+) -> Option<Vec<RelPath>> {
     let mut report = ScanReport::default();
     let mut walker = Walker {
         ignore,
         stat_files: false,
         limit: usize::MAX,
+        before_reading: Some(watch),
         report: &mut report,
     };
-    let _ = walker.walk(root.to_path_buf(), None);
-    report.entries.into_iter().map(|(p, _)| p).collect()
+    walker.walk(root.to_path_buf(), None).ok()?;
+    Some(report.entries.into_iter().map(|(p, _)| p).collect())
 }
 
 struct Walker<'a> {
@@ -105,6 +115,9 @@ struct Walker<'a> {
     stat_files: bool,
     /// Stop once more than this many entries are collected.
     limit: usize,
+    /// Called with each directory before it is read (the watcher places
+    /// its watch there); false stops the walk.
+    before_reading: Option<&'a mut dyn FnMut(&Path) -> bool>,
     report: &'a mut ScanReport,
 }
 
@@ -116,6 +129,11 @@ impl Walker<'_> {
         let mut first = true;
         let mut rel = String::with_capacity(256);
         while let Some((dir, dir_rel)) = stack.pop() {
+            if let Some(before) = self.before_reading.as_mut() {
+                if !before(&dir) {
+                    return Ok(());
+                }
+            }
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if first => return Err(e),

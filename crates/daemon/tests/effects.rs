@@ -688,6 +688,49 @@ fn watcher_reports_creations_edits_deletions_and_new_trees() {
     }
 }
 
+/// The directories there at start are watched, ignored ones are not,
+/// and one the rules no longer ignore is watched from then on.
+#[test]
+fn watcher_watches_what_the_rules_let_in() {
+    let (_t, root) = folder();
+    fs::create_dir_all(root.join("keep/deep")).unwrap();
+    fs::create_dir_all(root.join("skip/deep")).unwrap();
+    let mut w = Watched::start(&root, "skip/\n", 100);
+    fs::write(root.join("skip/deep/early"), "ignored").unwrap();
+    fs::write(root.join("keep/deep/f"), "x").unwrap();
+    let f = state(&root, "keep/deep/f");
+    w.until(WAIT, "keep/deep/f", |m| {
+        last_reported(m, "keep/deep/f") == Some(f)
+    });
+    assert!(reported(&w.seen, "skip/deep/early").is_empty());
+
+    w.handle
+        .as_ref()
+        .unwrap()
+        .set_ignore(IgnoreRules::parse("").unwrap());
+    // The new rules apply from the next event on; their watches follow
+    // soon after: write until one is heard.
+    let end = Instant::now() + WAIT;
+    let mut n = 0;
+    while !w.seen.iter().any(|m| match m {
+        WatchMsg::Changed(v) => v
+            .iter()
+            .any(|(p, _)| p.as_str().starts_with("skip/deep/late")),
+        WatchMsg::Rescan(_) => false,
+    }) {
+        assert!(
+            Instant::now() < end,
+            "skip/deep never watched: {}",
+            summary(&w.seen)
+        );
+        fs::write(root.join(format!("skip/deep/late{n}")), "y").unwrap();
+        n += 1;
+        if let Some(m) = w.recv(Duration::from_millis(200)) {
+            w.seen.push(m);
+        }
+    }
+}
+
 /// Far longer than any test runs: a path the watcher reports under this
 /// pending delay was reported because it settled.
 const NEVER_MS: u64 = 600_000;

@@ -34,7 +34,7 @@ pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mf_core::engine::{Action, Engine, EngineConfig, Event, UploadOutcome};
+use mf_core::engine::{Action, Engine, EngineConfig, Event, ScanReport, UploadOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, ShardId};
 use mf_core::store::{LocalState, MemStore, Store};
@@ -292,6 +292,9 @@ struct Participant {
     slow: Vec<(u64, RelPath, Vec<u8>)>,
     /// When the user last wrote each path (for the upload's quiet rule).
     last_write: BTreeMap<RelPath, u64>,
+    /// The folder as it was when the scan in flight began: a real scan
+    /// walks while files come and go (see `walked_meanwhile`).
+    scan_began: Option<BTreeMap<RelPath, LocalState>>,
 }
 
 struct World {
@@ -363,6 +366,7 @@ impl World {
                 watch: BTreeMap::new(),
                 slow: Vec::new(),
                 last_write: BTreeMap::new(),
+                scan_began: None,
             });
         }
         if cfg.liars {
@@ -398,6 +402,11 @@ impl World {
             if let Action::Upload { path, .. } = &action {
                 let who = self.people[i].name.clone();
                 self.uploads.push((who, path.to_string()));
+            }
+            if let Action::Scan = &action {
+                let fs = &self.people[i].fs;
+                let view = fs.nodes.keys().map(|p| (p.clone(), fs.state(p))).collect();
+                self.people[i].scan_began = Some(view);
             }
             let latency = match action {
                 Action::Scan => self.rng.u64(5..200),
@@ -554,6 +563,9 @@ impl World {
         if let Event::Published { took, .. } = &mut event {
             *took = now - sent;
         }
+        if let Event::Scanned(Ok(report)) = &mut event {
+            self.walked_meanwhile(i, report);
+        }
         self.log(format!(
             "{} {} -> {}",
             self.people[i].name,
@@ -561,6 +573,40 @@ impl World {
             short_event(&event)
         ));
         self.deliver(i, event);
+    }
+
+    /// Makes a scan's report what a walk during the scan's time may have
+    /// seen. The walk goes through the paths in order, parents first, so
+    /// the paths before a random point are as they were when the scan
+    /// began and the rest as they are now; and it reaches a path only
+    /// through its parent directory.
+    fn walked_meanwhile(&mut self, i: usize, report: &mut ScanReport) {
+        let Some(began) = self.people[i].scan_began.take() else {
+            return;
+        };
+        let ends: BTreeMap<RelPath, LocalState> = report.entries.drain(..).collect();
+        let paths: BTreeSet<RelPath> = began.keys().chain(ends.keys()).cloned().collect();
+        let turn = self.rng.usize(..=paths.len());
+        let mut seen: BTreeMap<RelPath, LocalState> = BTreeMap::new();
+        for (k, path) in paths.into_iter().enumerate() {
+            let reached = path
+                .parent()
+                .is_none_or(|dir| seen.get(&dir) == Some(&LocalState::Dir));
+            let at = if k < turn { &began } else { &ends };
+            match at.get(&path) {
+                Some(state) if reached => {
+                    seen.insert(path, *state);
+                }
+                _ => {}
+            }
+        }
+        if seen != ends {
+            self.log(format!(
+                "{} scan walked while the folder changed",
+                self.people[i].name
+            ));
+        }
+        report.entries = seen.into_iter().collect();
     }
 
     /// For an upload of a file the user wrote less than [`QUIET_MS`] ago:
@@ -841,6 +887,7 @@ impl World {
                 }
                 let p = &mut self.people[who];
                 p.watch.clear();
+                p.scan_began = None;
                 p.parked = Some(engine.into_store());
                 p.restart_at = Some(now + down_ms);
                 let name = p.name.clone();

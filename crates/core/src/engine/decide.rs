@@ -151,21 +151,12 @@ impl<S: Store> Engine<S> {
             self.emit_upload(path, local, parents, resolving);
             return;
         }
-        while let Some(t) = self
-            .candidates
-            .get(path)
-            .and_then(|s| s.iter().next().cloned())
-        {
+        while let Some(t) = self.candidates.of(path).first().cloned() {
             match self.evaluate(path, &t) {
-                Eval::Drop => {
-                    if let Some(s) = self.candidates.get_mut(path) {
-                        s.remove(&t);
-                    }
-                }
+                Eval::Drop => self.candidates.remove(path, &t),
                 Eval::Wait => return,
             }
         }
-        self.candidates.remove(path);
         // The peer's directory was nothing new after all: ours is a change.
         if ours_or_theirs {
             self.work.insert(path.clone());
@@ -185,14 +176,11 @@ impl<S: Store> Engine<S> {
     fn peer_dir_on_its_way(&mut self, path: &RelPath) -> bool {
         let pending: Vec<Cap> = self
             .candidates
-            .get(path)
-            .map(|c| {
-                c.iter()
-                    .filter(|t| !self.bad.contains_key(*t))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .of(path)
+            .iter()
+            .filter(|t| !self.bad.contains_key(*t))
+            .cloned()
+            .collect();
         !pending.is_empty()
             && pending
                 .iter()
@@ -399,8 +387,7 @@ impl<S: Store> Engine<S> {
         // replacement of the file is under way or pending: until then it may
         // be all that is left of that version.
         let cur = self.current.get(path);
-        let settled = cur.is_some_and(|c| c.adopting.is_none())
-            && self.candidates.get(path).is_none_or(|c| c.is_empty());
+        let settled = cur.is_some_and(|c| c.adopting.is_none()) && !self.candidates.has(path);
         let cur_cap = cur.map(|c| c.snapshot.clone()).filter(|_| !settled);
         let in_heads = |c: &Conflict| {
             Some(&c.snapshot) != cur_cap.as_ref() && heads.iter().any(|h| h.cap == c.snapshot)
@@ -448,9 +435,7 @@ impl<S: Store> Engine<S> {
         };
         let matches = shows(&info, LocalState::File(st));
         if matches {
-            if let Some(c) = self.candidates.get_mut(path) {
-                c.remove(&w);
-            }
+            self.candidates.remove(path, &w);
             self.observed.remove(path);
             self.set_current_adopted(
                 path,

@@ -31,6 +31,17 @@ impl<S: Store> Engine<S> {
         Some(op)
     }
 
+    /// True while a write of ours that changes `target` on disk is in
+    /// flight: `target` is `path` or one of its conflict copies.
+    pub(super) fn writing(&self, path: &RelPath, target: &RelPath) -> bool {
+        self.busy
+            .get(path)
+            .and_then(|id| self.ops.get(id))
+            .is_some_and(
+                |op| matches!(op, Op::Write { purpose, .. } if purpose.target(path) == *target),
+            )
+    }
+
     /// Uploads a new snapshot of `path` — once its parents' generations are
     /// proven (until then a fetch is asked for and the path waits on it).
     pub(super) fn emit_upload(

@@ -26,10 +26,24 @@ impl<S: Store> Engine<S> {
         }
         self.scan_problems = problems;
         let skipped: BTreeSet<RelPath> = report.skipped.into_iter().collect();
+        // A walk takes time, and it may have passed a path we wrote (or are
+        // writing) before or after the write: what it says of that path and
+        // of its conflict copies is no news. Taken as news, a stale state
+        // would be uploaded back (were it not for the last-moment check),
+        // and a conflict copy written after the walk passed its directory
+        // would count as removed by the user: the conflict resolved, and
+        // the copy removed everywhere. The watcher tells what the user does
+        // meanwhile, and the next scan sees these paths again.
+        let written = std::mem::take(&mut self.written_while_scanning);
+        let stale = |engine: &Self, path: &RelPath, target: &RelPath| {
+            written.contains(target) || engine.writing(path, target)
+        };
         let mut present: BTreeSet<RelPath> = BTreeSet::new();
         for (path, state) in report.entries {
             present.insert(path.clone());
-            self.observe(path, state);
+            if !stale(self, &path, &path) {
+                self.observe(path, state);
+            }
         }
         let under_skipped = |p: &RelPath| {
             let mut cur = Some(p.clone());
@@ -45,7 +59,10 @@ impl<S: Store> Engine<S> {
             .current
             .iter()
             .filter(|(p, c)| {
-                c.local != LocalState::Absent && !present.contains(*p) && !under_skipped(p)
+                c.local != LocalState::Absent
+                    && !present.contains(*p)
+                    && !under_skipped(p)
+                    && !stale(self, p, p)
             })
             .map(|(p, _)| p.clone())
             .collect();
@@ -57,8 +74,11 @@ impl<S: Store> Engine<S> {
             .values()
             .flat_map(|m| m.values())
             .filter(|c| c.copy.is_some() && !c.resolved)
-            .map(|c| c.path.conflict_copy(&c.author))
-            .filter(|copy| !present.contains(copy) && !under_skipped(copy))
+            .map(|c| (c.path.clone(), c.path.conflict_copy(&c.author)))
+            .filter(|(path, copy)| {
+                !present.contains(copy) && !under_skipped(copy) && !stale(self, path, copy)
+            })
+            .map(|(_, copy)| copy)
             .collect();
         for copy in copies {
             self.observe(copy, LocalState::Absent);
@@ -188,10 +208,7 @@ impl<S: Store> Engine<S> {
                 // entry: evaluating each would read its snapshot record).
                 let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
                 if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
-                    self.candidates
-                        .entry(path.clone())
-                        .or_default()
-                        .insert(cap.clone());
+                    self.candidates.add(path, cap);
                     self.work.insert(path.clone());
                 }
             }
@@ -382,6 +399,9 @@ impl<S: Store> Engine<S> {
         let Some(Op::Write { path, purpose }) = self.finish(op) else {
             return;
         };
+        if self.scan.in_flight {
+            self.written_while_scanning.insert(purpose.target(&path));
+        }
         self.work.insert(path.clone());
         if matches!(result, WriteOutcome::Done(_)) {
             self.failures.remove(&path);
@@ -397,9 +417,7 @@ impl<S: Store> Engine<S> {
                     content: info.content,
                 });
                 self.not_empty.remove(&path);
-                if let Some(c) = self.candidates.get_mut(&path) {
-                    c.remove(&info.cap);
-                }
+                self.candidates.remove(&path, &info.cap);
                 self.set_current_adopted(
                     &path,
                     Current {
@@ -439,9 +457,7 @@ impl<S: Store> Engine<S> {
                     // Something new lives in the directory: keep it. Re-publish
                     // it on top of the deletion so everyone keeps it too.
                     self.not_empty.remove(&path);
-                    if let Some(c) = self.candidates.get_mut(&path) {
-                        c.remove(&info.cap);
-                    }
+                    self.candidates.remove(&path, &info.cap);
                     self.set_current(
                         &path,
                         Current {
@@ -516,9 +532,7 @@ impl<S: Store> Engine<S> {
                 if self.was_adopting(&path, &info, actual) =>
             {
                 // Written before a crash: the file already is that version.
-                if let Some(c) = self.candidates.get_mut(&path) {
-                    c.remove(&info.cap);
-                }
+                self.candidates.remove(&path, &info.cap);
                 self.observed.remove(&path);
                 self.set_current_adopted(
                     &path,

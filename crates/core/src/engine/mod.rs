@@ -34,6 +34,7 @@
 
 mod ancestry;
 mod cache;
+mod candidates;
 mod decide;
 mod effects;
 mod events;
@@ -209,6 +210,18 @@ enum Purpose {
     RemoveCopy { author: String },
 }
 
+impl Purpose {
+    /// The path a write for `path` with this purpose changes on disk.
+    fn target(&self, path: &RelPath) -> RelPath {
+        match self {
+            Purpose::Adopt(_) => path.clone(),
+            Purpose::Copy { author, .. } | Purpose::RemoveCopy { author } => {
+                path.conflict_copy(author)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Backoff {
     due: Millis,
@@ -274,7 +287,7 @@ pub struct Engine<S: Store> {
     /// Local states seen but not yet acted on.
     observed: BTreeMap<RelPath, LocalState>,
     /// Remote snapshots to consider, per path.
-    candidates: BTreeMap<RelPath, BTreeSet<Cap>>,
+    candidates: candidates::Candidates,
     /// How many current records have a file or directory (not a deletion):
     /// `status` is asked every few seconds, and counting 100,000 records
     /// each time was a third of an idle daemon's CPU.
@@ -330,6 +343,10 @@ pub struct Engine<S: Store> {
     errors: VecDeque<StatusError>,
     /// The problems the last full scan reported (skipped entries).
     scan_problems: BTreeSet<String>,
+    /// The paths on disk our writes changed (a version we adopted, a
+    /// conflict copy written or removed) while a scan was in flight (see
+    /// `on_scanned`).
+    written_while_scanning: BTreeSet<RelPath>,
     notices: VecDeque<Notice>,
     dropped_notices: u64,
     out: VecDeque<Action>,
@@ -395,7 +412,7 @@ impl<S: Store> Engine<S> {
             unpublished_copies,
             adopted_unpublished: None,
             observed: BTreeMap::new(),
-            candidates: BTreeMap::new(),
+            candidates: candidates::Candidates::default(),
             seen: BTreeMap::new(),
             work,
             busy: HashMap::new(),
@@ -421,6 +438,7 @@ impl<S: Store> Engine<S> {
             last_poll: None,
             errors: VecDeque::new(),
             scan_problems: BTreeSet::new(),
+            written_while_scanning: BTreeSet::new(),
             notices: VecDeque::new(),
             dropped_notices: 0,
             out: VecDeque::new(),
@@ -547,7 +565,7 @@ impl<S: Store> Engine<S> {
             && self.fetching.is_empty()
             && self.unpublished.is_empty()
             && self.unpublished_copies.is_empty()
-            && self.candidates.values().all(|c| c.is_empty())
+            && self.candidates.is_empty()
             && self
                 .out
                 .iter()
@@ -596,7 +614,7 @@ impl<S: Store> Engine<S> {
             queued: self.work.len()
                 + self.observed.len()
                 + self.backoff.len()
-                + self.candidates.values().filter(|c| !c.is_empty()).count(),
+                + self.candidates.len(),
             in_flight: self.ops.len() + self.fetches_in_flight,
             unpublished: self.unpublished.len(),
             conflicts: self
@@ -672,10 +690,7 @@ impl<S: Store> Engine<S> {
             self.work,
             self.observed,
             self.backoff.keys().collect::<Vec<_>>(),
-            self.candidates
-                .iter()
-                .filter(|(_, c)| !c.is_empty())
-                .collect::<Vec<_>>(),
+            self.candidates,
             self.fetching
                 .iter()
                 .map(|(c, f)| (c, f.in_flight, f.backoff.map(|b| b.due)))

@@ -196,10 +196,7 @@ impl<S: Store> Engine<S> {
             || self.observed.keys().any(below)
             || self.backoff.keys().any(below)
             || self.work.iter().any(below)
-            || self
-                .candidates
-                .iter()
-                .any(|(p, c)| !c.is_empty() && below(p))
+            || self.candidates.paths().any(below)
     }
 
     /// Schedules another try of a path after a failure, later each time.
