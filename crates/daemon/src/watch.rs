@@ -170,17 +170,26 @@ impl Watches {
     /// before it is read; returns them, or the first failure.
     fn add_tree(&self, root: &Path, rules: &IgnoreRules) -> Result<Vec<RelPath>, notify::Error> {
         let mut failed = None;
-        let dirs = scan::watch_dirs(root, rules, &mut |dir| match self.add(dir) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        });
+        let dirs = scan::watch_dirs(root, rules, &mut self.adder(&mut failed));
         match (failed, dirs) {
             (Some(e), _) => Err(e),
             (None, Some(dirs)) => Ok(dirs),
             (None, None) => Err(notify::Error::path_not_found().add_path(root.to_path_buf())),
+        }
+    }
+
+    /// A walk's hook that watches each directory, keeping the first
+    /// failure in `failed` (which stops the walk).
+    fn adder<'a>(
+        &'a self,
+        failed: &'a mut Option<notify::Error>,
+    ) -> impl FnMut(&Path) -> bool + 'a {
+        move |dir| match self.add(dir) {
+            Ok(()) => true,
+            Err(e) => {
+                *failed = Some(e);
+                false
+            }
         }
     }
 
@@ -564,15 +573,10 @@ impl Debouncer {
                 let fresh = self.known_dirs.insert(path.clone());
                 if (fresh || p.appeared) && !rules.is_ignored(&path, true) {
                     let mut failed = None;
-                    let mut watch = |dir: &Path| match self.watches.add(dir) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failed = Some(e);
-                            false
-                        }
-                    };
+                    let mut watch = self.watches.adder(&mut failed);
                     let sub =
                         scan::scan_subtree(&self.root, &path, &rules, MAX_PENDING, &mut watch);
+                    drop(watch);
                     if let Some(e) = failed {
                         self.watch_failed(e);
                     }
