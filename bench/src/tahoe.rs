@@ -1737,8 +1737,12 @@ fn parse_log(path: &Path) -> Result<Vec<Span>> {
                 "Write" if a.contains("content: Deleted") => "Write (deletion)".to_owned(),
                 _ => base.clone(),
             };
+            // The daemon logs a publish's entries as their count.
             let entries = if base == "Publish" {
-                a.matches("PublishEntry {").count()
+                a.split_once("entries: ")
+                    .and_then(|(_, n)| n.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -2023,7 +2027,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mf-bench-tahoe-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let log = dir.join("log");
-        // A publish as the daemon logs it (the engine's own Debug form).
+        // A publish as the daemon logs it.
         let entry = |name: &str| PublishEntry {
             name: name.to_owned(),
             snapshot: mf_core::snapshot::Cap::from("URI:CHK:x:y:2:3:376"),
@@ -2039,12 +2043,13 @@ mod tests {
              2025-11-27T13:32:00.100000Z DEBUG folder: start action=Poll\n\
              2025-11-27T13:32:00.500000Z DEBUG folder: done event=Uploaded {{ op: OpId(3), result: Done(x) }}\n\
              2025-11-27T13:32:00.600000Z DEBUG folder: done event=Polled(Ok([]))\n\
-             2025-11-27T13:32:01.000000Z DEBUG folder: start action={publish:?}\n\
+             2025-11-27T13:32:01.000000Z DEBUG folder: start action={:?}\n\
              2025-11-27T13:32:01.200000Z DEBUG folder: done event=Published {{ op: OpId(4), result: Err(x) }}\n\
              2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch {{ cap: …:2:3:376, listed_as: \"a/b\" }}\n\
              2025-11-27T13:32:02.000000Z DEBUG folder: start action=Fetch {{ cap: …:2:3:376, listed_as: \"a/c\" }}\n\
              2025-11-27T13:32:02.300000Z DEBUG folder: done event=Fetched {{ cap: …:2:3:376, result: Ok(SnapshotInfo {{ relpath: \"a/c\" }}) }}\n\
-             2025-11-27T13:32:02.400000Z DEBUG folder: done event=Fetched {{ cap: …:2:3:376, result: Err(x) }}\n"),
+             2025-11-27T13:32:02.400000Z DEBUG folder: done event=Fetched {{ cap: …:2:3:376, result: Err(x) }}\n",
+                mf_daemon::brief::Brief(&publish)),
         )
         .unwrap();
         let spans = parse_log(&log).unwrap();

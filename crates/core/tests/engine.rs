@@ -680,6 +680,70 @@ fn shards_are_listed_and_fail_on_their_own() {
     assert!(!named(&e), "its own listing does");
 }
 
+/// A poll's listings may come ahead of its result ([`Event::Listed`]):
+/// each is taken in as if it came in the result, but what it found is
+/// fetched only once the result is in, with the participants' directories
+/// and the authors they declare (a forgery claiming an author whose
+/// declaration was not read yet would pass). A poll that gave listings so
+/// is one that found changes, which sets no pace of its own (a slow poll
+/// that found nothing spaces the next one).
+#[test]
+fn listings_given_ahead_of_a_poll_count_as_its_result() {
+    let mut e = engine(MemStore::new());
+    let shard = |n: u8, entries: Listing| RemoteListing {
+        participant: "bob".into(),
+        shard: ShardId::parse(&format!("{n:02x}")),
+        entries: Ok(entries),
+        rejected: vec![],
+        author: None,
+    };
+    // Fire the first poll (the engine asks for one at start).
+    assert!(std::iter::from_fn(|| e.poll_action()).any(|a| matches!(a, Action::Poll)));
+    let one: Listing = [(entry_name(&path()), (path(), Cap::from("H")))].into();
+    e.handle(1, Event::Listed(shard(1, one.clone())));
+    assert!(
+        actions(&mut e).is_empty(),
+        "nothing fetched before the result"
+    );
+    // The poll ends, slowly, with nothing more in its result.
+    e.handle(20_000, Event::Polled(Ok(vec![])));
+    assert_eq!(only_fetch(&actions(&mut e)), Cap::from("H"));
+    assert_eq!(
+        e.poll_timeout(),
+        Some(21_000),
+        "the poll found changes: no spacing"
+    );
+
+    // The same poll without a listing ahead of it spaces the next one.
+    let mut idle = engine(MemStore::new());
+    assert!(std::iter::from_fn(|| idle.poll_action()).any(|a| matches!(a, Action::Poll)));
+    idle.handle(20_000, Event::Polled(Ok(vec![])));
+    assert!(
+        idle.poll_timeout() > Some(21_000),
+        "{:?}",
+        idle.poll_timeout()
+    );
+
+    // A later listing of the same shard replaces what came ahead: the
+    // entry is not new again, another one is.
+    let next = std::iter::from_fn(|| e.poll_action()).count();
+    assert_eq!(next, 0, "no poll before it is due");
+    e.handle_timeout(21_000);
+    assert!(std::iter::from_fn(|| e.poll_action()).any(|a| matches!(a, Action::Poll)));
+    let b = RelPath::new("b").unwrap();
+    let mut both = one;
+    both.insert(entry_name(&b), (b, Cap::from("B")));
+    e.handle(21_100, Event::Polled(Ok(vec![shard(1, both)])));
+    let fetched: Vec<Cap> = actions(&mut e)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Fetch { cap, .. } => Some(cap),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetched, vec![Cap::from("B")]);
+}
+
 /// Versions we adopted are published together once adoptions pause for
 /// two seconds (or the first has waited thirty): while a burst of files
 /// arrives, recording each in our directory would rewrite it for nothing.

@@ -6,12 +6,13 @@
 //!
 //! 1. drains [`Engine::poll_action`] while fewer than [`MAX_IN_FLIGHT`]
 //!    ([`MAX_IN_FLIGHT_EMBEDDED`] on an embedded grid,
-//!    [`MAX_IN_FLIGHT_PACKED`] on Tahoe in a folder of packed snapshots)
+//!    [`MAX_IN_FLIGHT_PACKED`] in a folder of packed snapshots)
 //!    effects run, starting
 //!    each action on its own task through the [`Executor`] (so a slow
 //!    download does not hold up a scan; publishes and polls go first);
 //! 2. waits, with `tokio::select!`, for whichever comes first: an effect's
-//!    result (fed back with [`Engine::handle`]), a batch from the filesystem
+//!    result (fed back with [`Engine::handle`]), a listing a poll gives
+//!    ahead of its result ([`Executor::stream_listings`]), a batch from the filesystem
 //!    watcher (`Changed` → [`Event::LocalChanged`], `Rescan` →
 //!    [`Engine::request_scan`]), the engine's next timer
 //!    ([`Engine::poll_timeout`] → [`Engine::handle_timeout`]), a control
@@ -42,7 +43,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mf_core::engine::{Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, Status};
+use mf_core::engine::{
+    Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, RemoteListing, Status,
+};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::Author;
 use mf_grid::Grid;
@@ -53,6 +56,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{ConflictInfo, ErrorInfo, FolderState, FolderStatus, VersionsArea};
+use crate::brief::Brief;
 use crate::chunked::Chunking;
 use crate::config::{ConfigDir, FolderConfig, GridLocation};
 use crate::events::Telemetry;
@@ -65,11 +69,12 @@ use crate::watch::WatchMsg;
 /// few enough not to swamp two cores or a Tahoe node.
 pub const MAX_IN_FLIGHT: usize = 8;
 
-/// Most effects one folder runs at once on Tahoe-LAFS when its snapshots
-/// are packed: most effects then cost the node nothing (their snapshots
-/// share a pack, small contents are literal), and a pack carries as many
-/// as run; transfers stay at [`MAX_IN_FLIGHT`] (`ExecutorConfig::transfers`).
-pub const MAX_IN_FLIGHT_PACKED: usize = 256;
+/// Most effects one folder runs at once when its snapshots are packed:
+/// most effects then cost the grid nothing (their snapshots share a pack,
+/// small contents are literal), and packs are full only when enough run
+/// (see [`crate::pack::MEMBERS_IN_FLIGHT`]); transfers stay at
+/// [`transfers_at_once`] (`ExecutorConfig::transfers`).
+pub const MAX_IN_FLIGHT_PACKED: usize = crate::pack::MEMBERS_IN_FLIGHT;
 
 /// Most transfers one folder runs at once on `grid`.
 fn transfers_at_once(grid: &GridLocation) -> usize {
@@ -91,6 +96,7 @@ pub const MAX_IN_FLIGHT_EMBEDDED: usize = 32;
 /// most. While the write gate is closed, parked writes count too: past this
 /// many, downloads also wait for the grid to heal.
 pub const MAX_PENDING_EFFECTS: usize = 1024;
+const _: () = assert!(MAX_PENDING_EFFECTS > MAX_IN_FLIGHT_PACKED);
 
 /// How long shutdown waits for running effects before dropping them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -120,6 +126,20 @@ fn handled_size(event: &Event) -> usize {
             .sum(),
         _ => 1,
     }
+}
+
+/// Hands the engine a listing a poll gave ahead of its result (see
+/// [`Executor::stream_listings`]).
+fn handle_listed(
+    engine: &mut Engine<SqliteStore>,
+    clock: &Clock,
+    handled: &mut usize,
+    listing: RemoteListing,
+) {
+    *handled += listing.entries.as_ref().map_or(1, |e| e.len());
+    let event = Event::Listed(listing);
+    debug!(event = ?Brief(&event), "given");
+    engine.handle(clock.now(), event);
 }
 
 /// How often replaced files older than the retention period are removed
@@ -560,6 +580,9 @@ async fn run<G: Grid>(
     }
     let clock = Clock::new();
     let executor = Arc::new(executor(&config, grid)?);
+    let mut listings = executor
+        .stream_listings()
+        .expect("a new executor streams to nobody yet");
     let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
     let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
     // Without a watcher the folder still syncs, through periodic scans.
@@ -667,9 +690,9 @@ async fn run<G: Grid>(
     // download meanwhile. (The engine allows any order: the driver may run
     // all its actions concurrently.)
     let mut ready: VecDeque<Action> = VecDeque::new();
-    let max_in_flight = match (&config.grid, config.snapshots) {
-        (GridLocation::Tahoe { .. }, Snapshots::Packed) => MAX_IN_FLIGHT_PACKED,
-        (grid, _) => transfers_at_once(grid),
+    let max_in_flight = match config.snapshots {
+        Snapshots::Packed => MAX_IN_FLIGHT_PACKED,
+        Snapshots::Single => transfers_at_once(&config.grid),
     };
     // Entries handled since memory was last released (see `memory`).
     let mut handled = 0;
@@ -699,11 +722,11 @@ async fn run<G: Grid>(
                 break;
             };
             if gate_closed && writes_to_grid(&action) {
-                debug!(?action, "parked until the grid is healthy");
+                debug!(action = ?Brief(&action), "parked until the grid is healthy");
                 parked.push_back(action);
                 continue;
             }
-            debug!(?action, "start");
+            debug!(action = ?Brief(&action), "start");
             if let Action::Publish { entries, .. } = &action {
                 // A big publish (adoptions that waited, see the engine's
                 // `ADOPTED_QUIET`) leaves as much behind as the burst it
@@ -736,8 +759,14 @@ async fn run<G: Grid>(
             _ = shutdown.changed() => break,
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
                 Ok((kind, took, event)) => {
-                    debug!(?event, "done");
+                    debug!(event = ?Brief(&event), "done");
                     let polled = matches!(event, Event::Polled(_));
+                    if polled {
+                        // What the poll gave ahead of its result.
+                        while let Ok(listing) = listings.try_recv() {
+                            handle_listed(&mut engine, &clock, &mut handled, listing);
+                        }
+                    }
                     handled += handled_size(&event);
                     telemetry.metrics.op(&config.name, kind, took);
                     let completed = match &event {
@@ -778,6 +807,9 @@ async fn run<G: Grid>(
                     watcher_alive = false;
                 }
             },
+            Some(listing) = listings.recv() => {
+                handle_listed(&mut engine, &clock, &mut handled, listing);
+            }
             Some(()) = published_rx.recv(), if grid_watcher.is_some() => engine.request_poll(),
             Some(c) = control.recv() => match c {
                 Control::Scan => engine.request_scan(),
@@ -861,8 +893,16 @@ async fn run<G: Grid>(
         tokio::select! {
             Some(joined) = tasks.join_next() => {
                 if let Ok((_, _, event)) = joined {
+                    if matches!(event, Event::Polled(_)) {
+                        while let Ok(listing) = listings.try_recv() {
+                            handle_listed(&mut engine, &clock, &mut handled, listing);
+                        }
+                    }
                     engine.handle(clock.now(), event);
                 }
+            }
+            Some(listing) = listings.recv() => {
+                handle_listed(&mut engine, &clock, &mut handled, listing);
             }
             _ = &mut grace => {
                 warn!(left = tasks.len(), "stopping with operations still running; they will be redone");

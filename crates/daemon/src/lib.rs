@@ -16,9 +16,11 @@
 //! * [`grid_watch`] — on an embedded grid, hears the other participants'
 //!   publishes as they happen, so the folder polls at once;
 //! * [`story`] — the log that says what happened (uploads, downloads,
-//!   conflicts, problems), summarised under floods.
+//!   conflicts, problems), summarised under floods; [`brief`] — actions and
+//!   events as the debug log shows them.
 
 pub mod api;
+pub mod brief;
 pub mod chunked;
 pub mod commands;
 pub mod config;

@@ -46,6 +46,13 @@ pub const MAX_MEMBERS: usize = 128;
 /// Packs written at once: while they are written, the next members gather.
 const PACKS_IN_FLIGHT: usize = 4;
 
+/// Uploads that keep every pack of a bulk full: those in the packs being
+/// written and a whole pack gathering. With fewer, packs are as small as
+/// the uploads running allow: 256 at once made packs of ~39 members, so a
+/// bulk cost the grid three times the directories of full packs, each
+/// written and read at a fixed cost (on Tahoe most of a pack's time).
+pub const MEMBERS_IN_FLIGHT: usize = (PACKS_IN_FLIGHT + 1) * MAX_MEMBERS;
+
 /// Packs a reader keeps listed, the least recently used going first: the
 /// fetches running at once span a few packs, and a pack of 128 files of
 /// 4 KiB, their contents literal, is ~1 MB listed (~1.8 MB at the 8 KiB

@@ -258,6 +258,9 @@ struct Timer {
     requested: bool,
     /// When it last fired.
     fired: Millis,
+    /// Since then, listings came ahead of the poll's result
+    /// ([`Event::Listed`]).
+    listed: bool,
 }
 
 /// The sync engine of one folder.
@@ -347,6 +350,13 @@ pub struct Engine<S: Store> {
     /// conflict copy written or removed) while a scan was in flight (see
     /// `on_scanned`).
     written_while_scanning: BTreeSet<RelPath>,
+    /// Paths that listings given ahead of their poll's result
+    /// ([`Event::Listed`]) found something new for: decided once the
+    /// result is in. It brings the participants' directories themselves,
+    /// and with them the authors they declare, against which a fetched
+    /// snapshot's author is checked: a forgery fetched before its claimed
+    /// author's declaration was read would pass.
+    listed_ahead: BTreeSet<RelPath>,
     notices: VecDeque<Notice>,
     dropped_notices: u64,
     out: VecDeque<Action>,
@@ -389,6 +399,7 @@ impl<S: Store> Engine<S> {
             in_flight: false,
             requested: true,
             fired: now,
+            listed: false,
         };
         let mut engine = Engine {
             store,
@@ -439,6 +450,7 @@ impl<S: Store> Engine<S> {
             errors: VecDeque::new(),
             scan_problems: BTreeSet::new(),
             written_while_scanning: BTreeSet::new(),
+            listed_ahead: BTreeSet::new(),
             notices: VecDeque::new(),
             dropped_notices: 0,
             out: VecDeque::new(),
@@ -463,6 +475,11 @@ impl<S: Store> Engine<S> {
                 for (path, state) in entries {
                     self.observe(path, state);
                 }
+            }
+            Event::Listed(listing) => {
+                self.poll.listed = true;
+                let new = self.take_listing(listing);
+                self.listed_ahead.extend(new);
             }
             Event::Polled(result) => self.on_polled(result),
             Event::Fetched { cap, result } => self.on_fetched(cap, result),
@@ -737,6 +754,7 @@ impl<S: Store> Engine<S> {
                 timer.in_flight = true;
                 timer.requested = false;
                 timer.fired = self.now;
+                timer.listed = false;
                 self.out.push_back(action);
             }
         }
