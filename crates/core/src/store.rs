@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::DeclaredAuthor;
 use crate::relpath::RelPath;
 use crate::snapshot::{Cap, SnapshotInfo};
 
@@ -88,6 +89,13 @@ pub enum Change {
     PutConflict(Conflict),
     /// Drops the conflict record for (path, author).
     RemoveConflict(RelPath, String),
+    /// Records the author a participant's directory declares (see
+    /// [`DeclaredAuthor`]). Kept across restarts: a snapshot claiming that
+    /// author is checked against it even before the directory is read
+    /// again, which may fail for a while.
+    PutDeclared(String, DeclaredAuthor),
+    /// Forgets what a participant declared (its directory declares nothing).
+    RemoveDeclared(String),
 }
 
 /// What the engine loads at start.
@@ -97,6 +105,8 @@ pub struct Loaded {
     pub current: BTreeMap<RelPath, Current>,
     /// Every conflict record.
     pub conflicts: Vec<Conflict>,
+    /// The author each participant's directory declares, by participant.
+    pub declared: BTreeMap<String, DeclaredAuthor>,
 }
 
 /// A store failure. The engine stops working on the folder and reports it.
@@ -120,6 +130,7 @@ pub struct MemStore {
     current: BTreeMap<RelPath, Current>,
     conflicts: BTreeMap<(RelPath, String), Conflict>,
     snapshots: HashMap<Cap, SnapshotInfo>,
+    declared: BTreeMap<String, DeclaredAuthor>,
 }
 
 impl MemStore {
@@ -129,13 +140,14 @@ impl MemStore {
     }
 }
 
-/// Applies one change to in-memory maps; shared by [`MemStore`] and tests.
-fn apply(
-    current: &mut BTreeMap<RelPath, Current>,
-    conflicts: &mut BTreeMap<(RelPath, String), Conflict>,
-    snapshots: &mut HashMap<Cap, SnapshotInfo>,
-    change: &Change,
-) {
+/// Applies one change to a [`MemStore`]'s maps.
+fn apply(store: &mut MemStore, change: &Change) {
+    let MemStore {
+        current,
+        conflicts,
+        snapshots,
+        declared,
+    } = store;
     match change {
         Change::PutCurrent(p, c) => {
             current.insert(p.clone(), c.clone());
@@ -156,6 +168,12 @@ fn apply(
         Change::RemoveConflict(p, a) => {
             conflicts.remove(&(p.clone(), a.clone()));
         }
+        Change::PutDeclared(participant, author) => {
+            declared.insert(participant.clone(), author.clone());
+        }
+        Change::RemoveDeclared(participant) => {
+            declared.remove(participant);
+        }
     }
 }
 
@@ -164,6 +182,7 @@ impl Store for MemStore {
         Ok(Loaded {
             current: self.current.clone(),
             conflicts: self.conflicts.values().cloned().collect(),
+            declared: self.declared.clone(),
         })
     }
 
@@ -173,12 +192,7 @@ impl Store for MemStore {
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         for c in changes {
-            apply(
-                &mut self.current,
-                &mut self.conflicts,
-                &mut self.snapshots,
-                c,
-            );
+            apply(self, c);
         }
         Ok(())
     }

@@ -355,6 +355,71 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
     assert_eq!(write_target(&rest), path(), "bob's own edit is taken in");
 }
 
+/// A version claiming a participant's name is checked against what that
+/// participant's directory declares, even when the directory cannot be
+/// read: what it declared is kept in the store across restarts, and a
+/// version claiming a participant whose directory was never read waits
+/// until it can be checked (for up to ten minutes; before, both were
+/// taken in unchecked).
+#[test]
+fn a_claimed_author_is_checked_even_while_its_directory_cannot_be_read() {
+    let bob =
+        |entries: Result<Listing, mf_core::engine::EffectError>, declares: bool| RemoteListing {
+            participant: "bob".into(),
+            shard: None,
+            entries,
+            rejected: vec![],
+            author: declares.then(|| DeclaredAuthor {
+                name: "bob".into(),
+                verify_key: "key-bob".into(),
+            }),
+        };
+    let away = || mf_core::engine::EffectError::transient("the node is away");
+    let mallory = RemoteListing {
+        participant: "mallory".into(),
+        shard: None,
+        entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
+        rejected: vec![],
+        author: None,
+    };
+    let forged = SnapshotInfo {
+        author_key: "key-mallory".into(),
+        ..snap("F", "bob", &["X"], other_bytes(), 10_000)
+    };
+
+    // Never read: the forgery waits, and is rejected once bob's directory
+    // is read.
+    let mut e = with_our_version();
+    e.handle(
+        3,
+        Event::Polled(Ok(vec![bob(Err(away()), false), mallory.clone()])),
+    );
+    let rest = serve_fetches(&mut e, std::slice::from_ref(&forged), 4);
+    assert!(rest.is_empty(), "nothing is done with it yet: {rest:?}");
+    let waiting = |e: &Engine<MemStore>| {
+        e.status().errors.iter().any(|x| {
+            x.message
+                .contains("cannot check that the snapshot for a is bob's yet")
+        })
+    };
+    assert!(waiting(&e), "{:?}", e.status().errors);
+    e.handle(5, Event::Polled(Ok(vec![bob(Ok(Listing::new()), true)])));
+    e.handle_timeout(600_000);
+    rejected_in_status(&mut e, forged.clone(), "claims the author \"bob\"");
+
+    // Read once, then restarted while bob's directory cannot be read: the
+    // declaration kept in the store rejects the forgery at once.
+    let mut e = engine(e.into_store());
+    e.handle(3, Event::Polled(Ok(vec![bob(Err(away()), false), mallory])));
+    rejected_in_status(&mut e, forged, "claims the author \"bob\"");
+
+    // A directory that declares nothing any more is forgotten, across
+    // restarts too.
+    e.handle(5, Event::Polled(Ok(vec![bob(Ok(Listing::new()), false)])));
+    let e = engine(e.into_store());
+    assert!(e.into_store().load().unwrap().declared.is_empty());
+}
+
 /// A version whose parent cannot be read proves no generation: it ranks
 /// below ours, whose history can be read, whatever it claims and however
 /// late its modification time. It is kept as a conflict copy.
@@ -678,70 +743,6 @@ fn shards_are_listed_and_fail_on_their_own() {
     assert!(named(&e), "another shard's listing does not clear it");
     e.handle(4, Event::Polled(Ok(vec![shard(3, Ok(Listing::new()))])));
     assert!(!named(&e), "its own listing does");
-}
-
-/// A poll's listings may come ahead of its result ([`Event::Listed`]):
-/// each is taken in as if it came in the result, but what it found is
-/// fetched only once the result is in, with the participants' directories
-/// and the authors they declare (a forgery claiming an author whose
-/// declaration was not read yet would pass). A poll that gave listings so
-/// is one that found changes, which sets no pace of its own (a slow poll
-/// that found nothing spaces the next one).
-#[test]
-fn listings_given_ahead_of_a_poll_count_as_its_result() {
-    let mut e = engine(MemStore::new());
-    let shard = |n: u8, entries: Listing| RemoteListing {
-        participant: "bob".into(),
-        shard: ShardId::parse(&format!("{n:02x}")),
-        entries: Ok(entries),
-        rejected: vec![],
-        author: None,
-    };
-    // Fire the first poll (the engine asks for one at start).
-    assert!(std::iter::from_fn(|| e.poll_action()).any(|a| matches!(a, Action::Poll)));
-    let one: Listing = [(entry_name(&path()), (path(), Cap::from("H")))].into();
-    e.handle(1, Event::Listed(shard(1, one.clone())));
-    assert!(
-        actions(&mut e).is_empty(),
-        "nothing fetched before the result"
-    );
-    // The poll ends, slowly, with nothing more in its result.
-    e.handle(20_000, Event::Polled(Ok(vec![])));
-    assert_eq!(only_fetch(&actions(&mut e)), Cap::from("H"));
-    assert_eq!(
-        e.poll_timeout(),
-        Some(21_000),
-        "the poll found changes: no spacing"
-    );
-
-    // The same poll without a listing ahead of it spaces the next one.
-    let mut idle = engine(MemStore::new());
-    assert!(std::iter::from_fn(|| idle.poll_action()).any(|a| matches!(a, Action::Poll)));
-    idle.handle(20_000, Event::Polled(Ok(vec![])));
-    assert!(
-        idle.poll_timeout() > Some(21_000),
-        "{:?}",
-        idle.poll_timeout()
-    );
-
-    // A later listing of the same shard replaces what came ahead: the
-    // entry is not new again, another one is.
-    let next = std::iter::from_fn(|| e.poll_action()).count();
-    assert_eq!(next, 0, "no poll before it is due");
-    e.handle_timeout(21_000);
-    assert!(std::iter::from_fn(|| e.poll_action()).any(|a| matches!(a, Action::Poll)));
-    let b = RelPath::new("b").unwrap();
-    let mut both = one;
-    both.insert(entry_name(&b), (b, Cap::from("B")));
-    e.handle(21_100, Event::Polled(Ok(vec![shard(1, both)])));
-    let fetched: Vec<Cap> = actions(&mut e)
-        .into_iter()
-        .filter_map(|a| match a {
-            Action::Fetch { cap, .. } => Some(cap),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(fetched, vec![Cap::from("B")]);
 }
 
 /// Versions we adopted are published together once adoptions pause for

@@ -11,8 +11,7 @@
 //!    each action on its own task through the [`Executor`] (so a slow
 //!    download does not hold up a scan; publishes and polls go first);
 //! 2. waits, with `tokio::select!`, for whichever comes first: an effect's
-//!    result (fed back with [`Engine::handle`]), a listing a poll gives
-//!    ahead of its result ([`Executor::stream_listings`]), a batch from the filesystem
+//!    result (fed back with [`Engine::handle`]), a batch from the filesystem
 //!    watcher (`Changed` → [`Event::LocalChanged`], `Rescan` →
 //!    [`Engine::request_scan`]), the engine's next timer
 //!    ([`Engine::poll_timeout`] → [`Engine::handle_timeout`]), a control
@@ -43,9 +42,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mf_core::engine::{
-    Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, RemoteListing, Status,
-};
+use mf_core::engine::{Action, DeclaredAuthor, Engine, EngineConfig, Event, Millis, Status};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::Author;
 use mf_grid::Grid;
@@ -126,20 +123,6 @@ fn handled_size(event: &Event) -> usize {
             .sum(),
         _ => 1,
     }
-}
-
-/// Hands the engine a listing a poll gave ahead of its result (see
-/// [`Executor::stream_listings`]).
-fn handle_listed(
-    engine: &mut Engine<SqliteStore>,
-    clock: &Clock,
-    handled: &mut usize,
-    listing: RemoteListing,
-) {
-    *handled += listing.entries.as_ref().map_or(1, |e| e.len());
-    let event = Event::Listed(listing);
-    debug!(event = ?Brief(&event), "given");
-    engine.handle(clock.now(), event);
 }
 
 /// How often replaced files older than the retention period are removed
@@ -580,9 +563,6 @@ async fn run<G: Grid>(
     }
     let clock = Clock::new();
     let executor = Arc::new(executor(&config, grid)?);
-    let mut listings = executor
-        .stream_listings()
-        .expect("a new executor streams to nobody yet");
     let (watch_tx, mut watch_rx) = mpsc::channel::<WatchMsg>(64);
     let ignore = crate::ignore::IgnoreRules::load(&config.local_path).map_err(|e| e.to_string())?;
     // Without a watcher the folder still syncs, through periodic scans.
@@ -761,12 +741,6 @@ async fn run<G: Grid>(
                 Ok((kind, took, event)) => {
                     debug!(event = ?Brief(&event), "done");
                     let polled = matches!(event, Event::Polled(_));
-                    if polled {
-                        // What the poll gave ahead of its result.
-                        while let Ok(listing) = listings.try_recv() {
-                            handle_listed(&mut engine, &clock, &mut handled, listing);
-                        }
-                    }
                     handled += handled_size(&event);
                     telemetry.metrics.op(&config.name, kind, took);
                     let completed = match &event {
@@ -807,9 +781,6 @@ async fn run<G: Grid>(
                     watcher_alive = false;
                 }
             },
-            Some(listing) = listings.recv() => {
-                handle_listed(&mut engine, &clock, &mut handled, listing);
-            }
             Some(()) = published_rx.recv(), if grid_watcher.is_some() => engine.request_poll(),
             Some(c) = control.recv() => match c {
                 Control::Scan => engine.request_scan(),
@@ -893,16 +864,8 @@ async fn run<G: Grid>(
         tokio::select! {
             Some(joined) = tasks.join_next() => {
                 if let Ok((_, _, event)) = joined {
-                    if matches!(event, Event::Polled(_)) {
-                        while let Ok(listing) = listings.try_recv() {
-                            handle_listed(&mut engine, &clock, &mut handled, listing);
-                        }
-                    }
                     engine.handle(clock.now(), event);
                 }
-            }
-            Some(listing) = listings.recv() => {
-                handle_listed(&mut engine, &clock, &mut handled, listing);
             }
             _ = &mut grace => {
                 warn!(left = tasks.len(), "stopping with operations still running; they will be redone");

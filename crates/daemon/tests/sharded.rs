@@ -280,43 +280,6 @@ async fn a_change_costs_the_recent_shard_not_the_folder() {
     assert_eq!(merged(&view), expected);
 }
 
-/// A reader that asked for listings ahead of the poll's result (the
-/// folder loop does, so as not to hold 100,000 decoded entries at once)
-/// gets each shard's listing as it is read, and the directory's own part
-/// in the result: together, what a poll gives in its result alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_may_take_each_shard_as_it_is_read() {
-    let mut w = World::new().await;
-    let alice = w.executor("alice");
-    let paths: Vec<String> = (0..=RECENT_AT_MOST)
-        .map(|i| format!("dir/file-{i}"))
-        .collect();
-    let (entries, _) = entries_at(&paths, &w.snapshot("first").await);
-    publish(&alice, entries).await.unwrap();
-    let key = |l: &RemoteListing| (l.shard, format!("{:?}", l.entries));
-    let whole: BTreeSet<_> = poll(&w.executor("bob")).await.iter().map(key).collect();
-
-    let streaming = w.executor("bob");
-    let mut ahead = streaming.stream_listings().expect("the first to ask");
-    assert!(streaming.stream_listings().is_none(), "one receiver");
-    // The channel holds a few listings: take them while the poll runs.
-    let taker = tokio::spawn(async move {
-        let mut got = Vec::new();
-        while let Some(listing) = ahead.recv().await {
-            got.push(listing);
-        }
-        got
-    });
-    let rest = poll(&streaming).await;
-    drop(streaming);
-    let given = taker.await.unwrap();
-    assert_eq!(given.len(), 17, "16 hashed shards and the recent one");
-    assert!(given.iter().all(|l| l.shard.is_some()));
-    assert!(rest.iter().all(|l| l.shard.is_none()), "{rest:?}");
-    let together: BTreeSet<_> = given.iter().chain(&rest).map(key).collect();
-    assert_eq!(together, whole);
-}
-
 /// `count` paths (each its own entry name) in the one-digit shard `one`.
 fn paths_in(one: ShardId, count: usize) -> Vec<String> {
     (0..)

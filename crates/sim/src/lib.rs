@@ -34,9 +34,7 @@ pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mf_core::engine::{
-    Action, Engine, EngineConfig, Event, RemoteListing, ScanReport, UploadOutcome,
-};
+use mf_core::engine::{Action, Engine, EngineConfig, Event, ScanReport, UploadOutcome};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, ShardId};
 use mf_core::store::{LocalState, MemStore, Store};
@@ -297,10 +295,6 @@ struct Participant {
     /// The folder as it was when the scan in flight began: a real scan
     /// walks while files come and go (see `walked_meanwhile`).
     scan_began: Option<BTreeMap<RelPath, LocalState>>,
-    /// The rest of a poll whose first listings were given ahead of its
-    /// result ([`Event::Listed`]), and when it is due: the daemon gives
-    /// each shard's listing as it reads it, while other effects finish.
-    poll_rest: Option<(u64, Vec<RemoteListing>)>,
 }
 
 struct World {
@@ -369,7 +363,6 @@ impl World {
                 restart_at: None,
                 offline_until: 0,
                 inflight: Vec::new(),
-                poll_rest: None,
                 watch: BTreeMap::new(),
                 slow: Vec::new(),
                 last_write: BTreeMap::new(),
@@ -475,9 +468,6 @@ impl World {
             if let Some(t) = p.engine.as_ref().and_then(|e| e.poll_timeout()) {
                 consider(t.max(self.now), i, 4);
             }
-            if let Some((t, _)) = &p.poll_rest {
-                consider(*t, i, 5);
-            }
         }
         best
     }
@@ -506,16 +496,11 @@ impl World {
                 1 => self.finish_slow_write(i),
                 2 => self.fire_watch(i),
                 3 => self.complete_effect(i),
-                4 => {
+                _ => {
                     if let Some(e) = self.people[i].engine.as_mut() {
                         e.handle_timeout(self.now);
                     }
                     self.drain(i);
-                }
-                _ => {
-                    let (_, rest) = self.people[i].poll_rest.take().expect("next_due found it");
-                    self.log(format!("{} poll -> ok (the rest)", self.people[i].name));
-                    self.deliver(i, Event::Polled(Ok(rest)));
                 }
             }
         }
@@ -581,11 +566,6 @@ impl World {
         if let Event::Scanned(Ok(report)) = &mut event {
             self.walked_meanwhile(i, report);
         }
-        if let Event::Polled(Ok(listings)) = &mut event {
-            if self.give_ahead(i, listings) {
-                return;
-            }
-        }
         self.log(format!(
             "{} {} -> {}",
             self.people[i].name,
@@ -629,26 +609,6 @@ impl World {
         report.entries = seen.into_iter().collect();
     }
 
-    /// Half the time, gives some of a poll's listings ahead of its result,
-    /// in any order, as the daemon does while it reads shards, and holds
-    /// the rest back a while; true if it did.
-    fn give_ahead(&mut self, i: usize, listings: &mut Vec<RemoteListing>) -> bool {
-        if listings.is_empty() || self.rng.bool() {
-            return false;
-        }
-        for _ in 0..self.rng.usize(..=listings.len()) {
-            let listing = listings.swap_remove(self.rng.usize(..listings.len()));
-            self.log(format!(
-                "{} poll gives {}'s {:?} ahead",
-                self.people[i].name, listing.participant, listing.shard
-            ));
-            self.deliver(i, Event::Listed(listing));
-        }
-        let due = self.now + self.rng.u64(0..150);
-        self.people[i].poll_rest = Some((due, std::mem::take(listings)));
-        true
-    }
-
     /// For an upload of a file the user wrote less than [`QUIET_MS`] ago:
     /// when the file will have been quiet that long.
     fn quiet_at(&self, i: usize, action: &Action) -> Option<u64> {
@@ -675,6 +635,18 @@ impl World {
         parts.get(self.rng.usize(..parts.len().max(1))).copied()
     }
 
+    /// With outages on, one poll in eight fails to list one participant's
+    /// directory whole, picked at random.
+    fn failing_dir(&mut self) -> Option<String> {
+        if !self.cfg.outages || self.rng.u32(..8) != 0 {
+            return None;
+        }
+        let names: Vec<&String> = self.grid.personal.keys().collect();
+        names
+            .get(self.rng.usize(..names.len().max(1)))
+            .map(|n| (*n).clone())
+    }
+
     /// Carries out an action against the world; returns its event.
     fn apply(&mut self, i: usize, action: &Action) -> Event {
         self.effects += 1;
@@ -687,6 +659,7 @@ impl World {
                 || self.now < self.people[i].offline_until,
             shares_hidden: self.now < self.shares_hidden_until,
             failing_shard: self.failing_shard(),
+            failing_dir: self.failing_dir(),
             skip_last_moment_check: self.cfg.plant_skip_last_moment_check,
         };
         let p = &mut self.people[i];
@@ -928,7 +901,6 @@ impl World {
                 let p = &mut self.people[who];
                 p.watch.clear();
                 p.scan_began = None;
-                p.poll_rest = None;
                 p.parked = Some(engine.into_store());
                 p.restart_at = Some(now + down_ms);
                 let name = p.name.clone();
@@ -1045,7 +1017,6 @@ impl World {
             p.inflight
                 .iter()
                 .all(|(_, _, a, _)| matches!(a, Action::Scan | Action::Poll))
-                && p.poll_rest.is_none()
                 && p.watch.is_empty()
                 && p.slow.is_empty()
                 && p.restart_at.is_none()
@@ -1130,7 +1101,6 @@ fn short_event(e: &Event) -> String {
             Ok(i) => format!("ok {:?} parents {:?}", i.cap, i.parents),
             Err(e) => format!("{e:?}"),
         },
-        Event::Listed(l) => format!("{}'s {:?}", l.participant, l.shard),
         Event::Polled(r) => {
             if r.is_ok() {
                 "ok".into()

@@ -275,7 +275,7 @@ impl MemGrid {
 }
 
 /// Knobs of the effect implementation.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct EffectFaults {
     /// The grid refuses every operation (transiently).
     pub grid_away: bool,
@@ -284,6 +284,9 @@ pub struct EffectFaults {
     pub shares_hidden: bool,
     /// Listing this shard of a sharded directory fails (transiently).
     pub failing_shard: Option<ShardId>,
+    /// Listing this participant's directory fails whole (transiently): its
+    /// declared author is not read either.
+    pub failing_dir: Option<String>,
     /// A planted bug for the detection test: writes skip the last-moment
     /// check of the target's state, as a careless driver would.
     pub skip_last_moment_check: bool,
@@ -323,6 +326,16 @@ pub fn execute(
             }
             let mut listings = Vec::new();
             for (name, entries) in grid.personal.iter().filter(|(name, _)| name.as_str() != me) {
+                if faults.failing_dir.as_ref() == Some(name) {
+                    listings.push(RemoteListing {
+                        participant: name.clone(),
+                        shard: None,
+                        entries: Err(away()),
+                        rejected: vec![],
+                        author: None,
+                    });
+                    continue;
+                }
                 let decode = |part: &BTreeMap<String, Cap>| {
                     let mut listing = mf_core::snapshot::Listing::new();
                     let mut rejected = vec![];

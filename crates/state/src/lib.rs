@@ -30,10 +30,12 @@
 //! failed (and, for the usual causes, what to do); nothing here panics on a
 //! damaged or locked database.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mf_core::engine::DeclaredAuthor;
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, SnapshotInfo};
 use mf_core::store::{Change, Conflict, Current, Loaded, LocalState, PathState, Store};
@@ -526,6 +528,9 @@ const PUT_CONFLICT: &str = "INSERT OR REPLACE INTO conflicts \
     (relpath, author, snapshot, copy_size, copy_mtime_ns, copy_ctime_ns, resolved) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 const REMOVE_CONFLICT: &str = "DELETE FROM conflicts WHERE relpath = ?1 AND author = ?2";
+const PUT_DECLARED: &str = "INSERT OR REPLACE INTO declared (participant, name, verify_key) \
+    VALUES (?1, ?2, ?3)";
+const REMOVE_DECLARED: &str = "DELETE FROM declared WHERE participant = ?1";
 
 /// The commit path's statements, prepared (from the connection's cache) on
 /// first use within a batch and returned to the cache when it ends.
@@ -626,6 +631,18 @@ impl<'c> Statements<'c> {
                 prepared(conn, &mut self.remove_conflict, REMOVE_CONFLICT)?
                     .execute((path.as_str(), author.as_str()))?;
             }
+            // Rare (when a directory's declaration changes): not cached.
+            Change::PutDeclared(participant, author) => {
+                conn.prepare_cached(PUT_DECLARED)?.execute((
+                    participant.as_str(),
+                    author.name.as_str(),
+                    author.verify_key.as_str(),
+                ))?;
+            }
+            Change::RemoveDeclared(participant) => {
+                conn.prepare_cached(REMOVE_DECLARED)?
+                    .execute([participant.as_str()])?;
+            }
         }
         Ok(())
     }
@@ -639,6 +656,8 @@ fn describe(change: &Change) -> String {
         Change::PutSnapshot(s) => format!("PutSnapshot of {:?}", s.relpath),
         Change::PutConflict(c) => format!("PutConflict {:?} by {:?}", c.path, c.author),
         Change::RemoveConflict(p, a) => format!("RemoveConflict {p:?} by {a:?}"),
+        Change::PutDeclared(p, _) => format!("PutDeclared of {p:?}"),
+        Change::RemoveDeclared(p) => format!("RemoveDeclared of {p:?}"),
     }
 }
 
@@ -695,8 +714,31 @@ fn read_loaded(conn: &Connection) -> Result<Loaded, StoreError> {
     let tx = conn.unchecked_transaction().ctx("load: begin")?;
     let current = read_current(&tx)?.into_iter().collect();
     let conflicts = read_conflicts(&tx)?;
+    let declared = read_declared(&tx)?;
     tx.finish().ctx("load: end")?;
-    Ok(Loaded { current, conflicts })
+    Ok(Loaded {
+        current,
+        conflicts,
+        declared,
+    })
+}
+
+fn read_declared(conn: &Connection) -> Result<BTreeMap<String, DeclaredAuthor>, StoreError> {
+    const OP: &str = "read declared authors";
+    let mut stmt = conn
+        .prepare_cached("SELECT participant, name, verify_key FROM declared")
+        .ctx(OP)?;
+    let mut rows = stmt.query([]).ctx(OP)?;
+    let mut out = BTreeMap::new();
+    while let Some(row) = rows.next().ctx(OP)? {
+        let participant: String = row.get(0).ctx(OP)?;
+        let author = DeclaredAuthor {
+            name: row.get(1).ctx(OP)?,
+            verify_key: row.get(2).ctx(OP)?,
+        };
+        out.insert(participant, author);
+    }
+    Ok(out)
 }
 
 fn read_current(conn: &Connection) -> Result<Vec<(RelPath, Current)>, StoreError> {

@@ -134,6 +134,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE snapshots ADD COLUMN executable INTEGER NOT NULL DEFAULT 0
         CHECK (executable IN (0, 1));
     "#,
+    // 5: the author each participant's directory declares
+    // (`Change::PutDeclared`), so that a restart does not unpin them until
+    // the directory is read again. A store from before knows none: as
+    // before, they are learnt at the first poll.
+    r#"
+    CREATE TABLE declared (
+        participant TEXT NOT NULL PRIMARY KEY,
+        name        TEXT NOT NULL,
+        verify_key  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Reads `(application_id, user_version)` from the open database.
@@ -234,7 +245,14 @@ mod tests {
         assert_eq!(version(&conn), i64::from(crate::SCHEMA_VERSION));
         assert_eq!(
             tables(&conn),
-            ["conflicts", "current", "events", "settings", "snapshots"]
+            [
+                "conflicts",
+                "current",
+                "declared",
+                "events",
+                "settings",
+                "snapshots"
+            ]
         );
         // Idempotent: a second open applies nothing.
         assert_eq!(

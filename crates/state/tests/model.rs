@@ -7,6 +7,7 @@
 //! `u64` on a signed SQLite column). Now and then the SQLite store is closed
 //! and reopened, so what is compared is what is on disk, not a cache.
 
+use mf_core::engine::DeclaredAuthor;
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, SnapshotInfo};
 use mf_core::store::{Change, Conflict, Current, LocalState, MemStore, PathState, Store};
@@ -121,6 +122,10 @@ fn change() -> impl Strategy<Value = Change> {
                 Change::PutConflict(Conflict { path, author, snapshot, copy, resolved })
             }),
         1 => (relpath(), author()).prop_map(|(p, a)| Change::RemoveConflict(p, a)),
+        1 => (author(), author(), author()).prop_map(|(participant, name, verify_key)| {
+            Change::PutDeclared(participant, DeclaredAuthor { name, verify_key })
+        }),
+        1 => author().prop_map(Change::RemoveDeclared),
     ]
 }
 

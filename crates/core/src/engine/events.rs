@@ -152,7 +152,7 @@ impl<S: Store> Engine<S> {
         // Only a poll that found nothing new (or failed) sets the pace: one
         // that found changes spent its time reading them, which a later
         // poll would have had to do, and more may be on their way.
-        let found = self.poll.listed || matches!(&result, Ok(l) if !l.is_empty());
+        let found = matches!(&result, Ok(l) if !l.is_empty());
         let took = self.now.saturating_sub(self.poll.fired);
         let spaced = if found {
             0
@@ -164,76 +164,80 @@ impl<S: Store> Engine<S> {
             Ok(l) => l,
             Err(e) => {
                 self.error(None, format!("{POLL_FAILED}{e}"));
-                // Nothing more to wait for.
-                let ahead = std::mem::take(&mut self.listed_ahead);
-                self.work.extend(ahead);
                 return;
             }
         };
         self.last_poll = Some(self.now);
         self.clear_errors(|e| e.path.is_none() && e.message.starts_with(POLL_FAILED));
         for listing in listings {
-            let new = self.take_listing(listing);
-            self.work.extend(new);
+            for r in &listing.rejected {
+                self.error(
+                    None,
+                    format!("rejected entry from {}: {r}", listing.participant),
+                );
+            }
+            let cannot_list = match listing.shard {
+                None => format!("cannot list {}: ", listing.participant),
+                Some(id) => format!("cannot list {}'s shard {id}: ", listing.participant),
+            };
+            let entries = match listing.entries {
+                Ok(e) => {
+                    self.clear_errors(|x| x.path.is_none() && x.message.starts_with(&cannot_list));
+                    // The author is declared in the directory itself.
+                    if listing.shard.is_none() {
+                        self.declare(&listing.participant, listing.author);
+                    }
+                    e
+                }
+                Err(e) => {
+                    self.error(None, format!("{cannot_list}{}", e.message));
+                    if listing.shard.is_none() && !self.declared.contains_key(&listing.participant)
+                    {
+                        self.unread.entry(listing.participant).or_insert(self.now);
+                    }
+                    continue;
+                }
+            };
+            let part = (listing.participant.clone(), listing.shard);
+            let seen = self.seen.entry(part.clone()).or_default();
+            let mut now = Vec::with_capacity(entries.len());
+            for (name, (path, cap)) in &entries {
+                let f = fingerprint(name, path, cap);
+                now.push(f);
+                // Our own current version is nothing new (and after a
+                // restart, when nothing is `seen` yet, that is almost every
+                // entry: evaluating each would read its snapshot record).
+                let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
+                if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
+                    self.candidates.add(path, cap);
+                    self.work.insert(path.clone());
+                }
+            }
+            now.sort_unstable();
+            *seen = now;
+            if seen.is_empty() {
+                // A shard emptied, or split into smaller ones: nothing to keep.
+                self.seen.remove(&part);
+            }
         }
-        let ahead = std::mem::take(&mut self.listed_ahead);
-        self.work.extend(ahead);
     }
 
-    /// Takes in one part of a poll's result: its entries replace the last
-    /// listing of the same part. Returns the paths it has something new
-    /// for.
-    pub(super) fn take_listing(&mut self, listing: RemoteListing) -> Vec<RelPath> {
-        for r in &listing.rejected {
-            self.error(
-                None,
-                format!("rejected entry from {}: {r}", listing.participant),
-            );
-        }
-        let cannot_list = match listing.shard {
-            None => format!("cannot list {}: ", listing.participant),
-            Some(id) => format!("cannot list {}'s shard {id}: ", listing.participant),
-        };
-        let entries = match listing.entries {
-            Ok(e) => {
-                self.clear_errors(|x| x.path.is_none() && x.message.starts_with(&cannot_list));
-                // The author is declared in the directory itself.
-                if listing.shard.is_none() {
-                    match listing.author {
-                        Some(a) => self.declared.insert(listing.participant.clone(), a),
-                        None => self.declared.remove(&listing.participant),
-                    };
-                }
-                e
+    /// Records what `participant`'s directory declares of its author, in
+    /// memory and in the store (see [`Change::PutDeclared`]).
+    fn declare(&mut self, participant: &str, author: Option<DeclaredAuthor>) {
+        self.unread.remove(participant);
+        match author {
+            Some(a) if self.declared.get(participant) != Some(&a) => {
+                self.changes
+                    .push(Change::PutDeclared(participant.to_owned(), a.clone()));
+                self.declared.insert(participant.to_owned(), a);
             }
-            Err(e) => {
-                self.error(None, format!("{cannot_list}{}", e.message));
-                return Vec::new();
+            None if self.declared.remove(participant).is_some() => {
+                self.changes
+                    .push(Change::RemoveDeclared(participant.to_owned()));
             }
-        };
-        let part = (listing.participant, listing.shard);
-        let seen = self.seen.entry(part.clone()).or_default();
-        let mut now = Vec::with_capacity(entries.len());
-        let mut new = Vec::new();
-        for (name, (path, cap)) in &entries {
-            let f = fingerprint(name, path, cap);
-            now.push(f);
-            // Our own current version is nothing new (and after a
-            // restart, when nothing is `seen` yet, that is almost every
-            // entry: evaluating each would read its snapshot record).
-            let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
-            if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
-                self.candidates.add(path, cap);
-                new.push(path.clone());
-            }
+            _ => {}
         }
-        now.sort_unstable();
-        *seen = now;
-        if seen.is_empty() {
-            // A shard emptied, or split into smaller ones: nothing to keep.
-            self.seen.remove(&part);
-        }
-        new
     }
 
     pub(super) fn on_fetched(&mut self, cap: Cap, result: Result<SnapshotInfo, EffectError>) {
@@ -245,7 +249,16 @@ impl<S: Store> Engine<S> {
         }
         let result = result.and_then(|info| match self.impersonation(&info) {
             Some(why) => Err(EffectError::permanent(why)),
-            None => Ok(info),
+            None => match self.unread.get(&info.author) {
+                Some(since) if self.now - since < UNREAD_PATIENCE => {
+                    Err(EffectError::transient(format!(
+                        "cannot check that the snapshot for {} is {}'s yet: {}'s directory, \
+                         which declares its key, could not be read",
+                        info.relpath, info.author, info.author
+                    )))
+                }
+                _ => Ok(info),
+            },
         });
         match result {
             Ok(info) => {

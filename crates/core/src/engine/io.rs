@@ -56,7 +56,7 @@ pub enum Action {
     /// List the collective and every *other* participant's personal
     /// directory, decoding entry names with `snapshot::parse_entry_name`
     /// (names that do not decode go to `rejected`); report with
-    /// [`Event::Polled`], any listings first with [`Event::Listed`].
+    /// [`Event::Polled`].
     Poll,
     /// Download a snapshot's directory and metadata, verify its signature and
     /// that it is a version of `listed_as`; report with [`Event::Fetched`].
@@ -138,13 +138,7 @@ pub enum Event {
     Scanned(Result<ScanReport, String>),
     /// The watcher saw these paths change; fresh states (`Absent` if gone).
     LocalChanged(Vec<(RelPath, LocalState)>),
-    /// Part of the result of [`Action::Poll`], given ahead of it as the
-    /// driver reads it, so that the driver need not hold the listings of a
-    /// big poll (a directory of 100,000 entries) all at once. Taken in as
-    /// if it came in [`Event::Polled`], which then leaves it out.
-    Listed(RemoteListing),
-    /// Result of [`Action::Poll`] (what came in [`Event::Listed`] ahead of
-    /// it left out).
+    /// Result of [`Action::Poll`].
     Polled(Result<Vec<RemoteListing>, String>),
     /// Result of [`Action::Fetch`].
     Fetched {

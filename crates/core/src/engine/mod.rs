@@ -131,6 +131,12 @@ const MAX_BACKOFF: Millis = 60_000;
 /// server's restart and reconnection, short enough that a peer listing an
 /// object that does not exist holds its path only for a while.
 const MISSING_PATIENCE: Millis = 10 * 60_000;
+/// How long a snapshot claiming the name of a participant whose directory
+/// (which declares its author) could not be read yet waits for it, before
+/// it is taken in unpinned, as a snapshot of an author who declares nothing
+/// is. Bounded: a participant removed while its directory failed is never
+/// read again.
+const UNREAD_PATIENCE: Millis = 10 * 60_000;
 /// A publish of nothing but versions we adopted (our directory recording
 /// what we hold, which no one waits for) waits until adoptions pause this
 /// long, or until the first of them has waited [`ADOPTED_PATIENCE`]: while
@@ -258,9 +264,6 @@ struct Timer {
     requested: bool,
     /// When it last fired.
     fired: Millis,
-    /// Since then, listings came ahead of the poll's result
-    /// ([`Event::Listed`]).
-    listed: bool,
 }
 
 /// The sync engine of one folder.
@@ -327,8 +330,11 @@ pub struct Engine<S: Store> {
     /// Snapshots that failed verification, with the reason.
     bad: HashMap<Cap, String>,
     /// The author each participant declares (see [`DeclaredAuthor`]), from
-    /// its last listing.
+    /// its last listing (kept in the store).
     declared: BTreeMap<String, DeclaredAuthor>,
+    /// Participants whose directory could not be read while nothing is
+    /// known of what it declares, and since when (see [`UNREAD_PATIENCE`]).
+    unread: BTreeMap<String, Millis>,
     cache: cache::SnapshotCache,
     /// Generations proven by snapshots' histories (see `rank.rs`).
     proven: HashMap<Cap, u64>,
@@ -350,13 +356,6 @@ pub struct Engine<S: Store> {
     /// conflict copy written or removed) while a scan was in flight (see
     /// `on_scanned`).
     written_while_scanning: BTreeSet<RelPath>,
-    /// Paths that listings given ahead of their poll's result
-    /// ([`Event::Listed`]) found something new for: decided once the
-    /// result is in. It brings the participants' directories themselves,
-    /// and with them the authors they declare, against which a fetched
-    /// snapshot's author is checked: a forgery fetched before its claimed
-    /// author's declaration was read would pass.
-    listed_ahead: BTreeSet<RelPath>,
     notices: VecDeque<Notice>,
     dropped_notices: u64,
     out: VecDeque<Action>,
@@ -399,7 +398,6 @@ impl<S: Store> Engine<S> {
             in_flight: false,
             requested: true,
             fired: now,
-            listed: false,
         };
         let mut engine = Engine {
             store,
@@ -436,7 +434,8 @@ impl<S: Store> Engine<S> {
             fetching: BTreeMap::new(),
             fetches_in_flight: 0,
             bad: HashMap::new(),
-            declared: BTreeMap::new(),
+            declared: loaded.declared,
+            unread: BTreeMap::new(),
             cache: cache::SnapshotCache::default(),
             proven: HashMap::new(),
             publishing: None,
@@ -450,7 +449,6 @@ impl<S: Store> Engine<S> {
             errors: VecDeque::new(),
             scan_problems: BTreeSet::new(),
             written_while_scanning: BTreeSet::new(),
-            listed_ahead: BTreeSet::new(),
             notices: VecDeque::new(),
             dropped_notices: 0,
             out: VecDeque::new(),
@@ -475,11 +473,6 @@ impl<S: Store> Engine<S> {
                 for (path, state) in entries {
                     self.observe(path, state);
                 }
-            }
-            Event::Listed(listing) => {
-                self.poll.listed = true;
-                let new = self.take_listing(listing);
-                self.listed_ahead.extend(new);
             }
             Event::Polled(result) => self.on_polled(result),
             Event::Fetched { cap, result } => self.on_fetched(cap, result),
@@ -754,7 +747,6 @@ impl<S: Store> Engine<S> {
                 timer.in_flight = true;
                 timer.requested = false;
                 timer.fired = self.now;
-                timer.listed = false;
                 self.out.push_back(action);
             }
         }

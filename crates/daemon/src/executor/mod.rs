@@ -165,9 +165,6 @@ pub struct Executor<G: Grid> {
     transfers: Transfers,
     /// Files the watcher saw their writer finish with: no quiet wait.
     settled: SettledFiles,
-    /// Where a poll gives its shards' listings as it reads them, when the
-    /// driver asked for them so ([`Executor::stream_listings`]).
-    listings: std::sync::OnceLock<tokio::sync::mpsc::Sender<RemoteListing>>,
 }
 
 impl<G: Grid> std::fmt::Debug for Executor<G> {
@@ -223,20 +220,7 @@ impl<G: Grid> Executor<G> {
             aside: Mutex::new(None),
             transfers: Transfers::default(),
             settled: SettledFiles::default(),
-            listings: std::sync::OnceLock::new(),
         })
-    }
-
-    /// From now on, a poll gives each shard's listing here as soon as it is
-    /// read ([`Event::Listed`]), and leaves it out of its [`Event::Polled`]:
-    /// a poll after a publish that filed 100,000 entries in their shards
-    /// would otherwise hold them all, decoded, until its end. The caller
-    /// hands each to the engine, and drains the receiver before giving it
-    /// the poll's result. Once only: `None` if asked before.
-    pub fn stream_listings(&self) -> Option<tokio::sync::mpsc::Receiver<RemoteListing>> {
-        // A few shards' listings (≤ ~512 entries each) wait at most.
-        let (tx, rx) = tokio::sync::mpsc::channel(POLL_PARALLELISM);
-        self.listings.set(tx).ok().map(|()| rx)
     }
 
     /// Where the folder's watcher enters the files it saw settled (closed

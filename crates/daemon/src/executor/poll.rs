@@ -337,95 +337,74 @@ impl<G: Grid> Executor<G> {
         // restart, or as the recent shard's entries are filed), is left
         // out rather than fetched for nothing. So the recent shard is read
         // first (a round trip more when both changed, which is after a
-        // publish that filed its batch); then the others, each decoded and
-        // given to the driver as it arrives (see [`Executor::give`]): a
-        // shard's listing as the grid gives it (its edges' metadata as
-        // JSON) is several times the size of its decoded entries, and after
-        // a publish that filed a batch in every hashed shard, holding them
+        // publish that filed its batch); then the others, each decoded as it
+        // arrives: a shard's
+        // listing as the grid gives it (its edges' metadata as JSON) is
+        // several times the size of its decoded entries, and after a
+        // publish that filed a batch in every hashed shard, holding them
         // all (100,000 entries) took a reader to 200 MiB.
         let (recent_link, hashed): (Vec<_>, Vec<_>) = changed
             .into_iter()
             .partition(|(id, _)| *id == ShardId::RECENT);
         let mut newer = HashSet::new();
+        let mut read = Vec::new();
         for (id, link) in recent_link {
             let shard = read_shard(&*self.grid, id, &link, &self.folder_tag).await;
             if let Ok(shard) = &shard {
                 newer = shard.entries.keys().cloned().collect();
             }
-            let shard = shard.map(|s| decode_shard(&participant, s, rules));
-            let listing = self.shard_listing(&participant, id, link, shard, &mut now);
-            self.give(&mut out, listing).await;
+            read.push((
+                id,
+                link,
+                shard.map(|s| decode_shard(&participant, s, rules)),
+            ));
         }
         let grid = &*self.grid;
         let folder = &self.folder_tag;
         let (newer, participant_ref) = (&newer, &participant);
-        let mut hashed = stream::iter(hashed)
-            .map(|(id, link)| async move {
-                let shard = read_shard(grid, id, &link, folder).await.map(|mut shard| {
-                    shard.entries.retain(|name, _| !newer.contains(name));
-                    decode_shard(participant_ref, shard, rules)
-                });
-                (id, link, shard)
-            })
-            .buffer_unordered(POLL_PARALLELISM);
-        while let Some((id, link, shard)) = hashed.next().await {
-            let listing = self.shard_listing(&participant, id, link, shard, &mut now);
-            self.give(&mut out, listing).await;
-        }
-        (out, Some(now))
-    }
-
-    /// One shard's part of a poll's result, as read; notes in `now` what
-    /// the next poll need not read again.
-    fn shard_listing(
-        &self,
-        participant: &str,
-        id: ShardId,
-        link: Capability,
-        shard: Result<(Listing, Vec<String>), personal::ShardError>,
-        now: &mut Polled,
-    ) -> RemoteListing {
-        match shard {
-            Ok((listing, rejected)) => {
-                now.links.insert(Some(id), link);
-                RemoteListing {
-                    participant: participant.to_owned(),
-                    shard: Some(id),
-                    entries: Ok(listing),
-                    rejected,
-                    author: None,
-                }
-            }
-            Err(e) => {
-                // A shard the grid could not give is read again at the
-                // next poll; one that is not a shard of this folder, when
-                // its link changes.
-                if e.is_retryable() {
-                    now.revision = None;
-                } else {
+        read.extend(
+            stream::iter(hashed)
+                .map(|(id, link)| async move {
+                    let shard = read_shard(grid, id, &link, folder).await.map(|mut shard| {
+                        shard.entries.retain(|name, _| !newer.contains(name));
+                        decode_shard(participant_ref, shard, rules)
+                    });
+                    (id, link, shard)
+                })
+                .buffer_unordered(POLL_PARALLELISM)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        for (id, link, shard) in read {
+            match shard {
+                Ok((listing, rejected)) => {
+                    out.push(RemoteListing {
+                        participant: participant.clone(),
+                        shard: Some(id),
+                        entries: Ok(listing),
+                        rejected,
+                        author: None,
+                    });
                     now.links.insert(Some(id), link);
                 }
-                let error = EffectError {
-                    transient: e.is_retryable(),
-                    ..EffectError::permanent(e.to_string())
-                };
-                self.part_failed(participant, Some(id), error)
+                Err(e) => {
+                    // A shard the grid could not give is read again at the
+                    // next poll; one that is not a shard of this folder, when
+                    // its link changes.
+                    if e.is_retryable() {
+                        now.revision = None;
+                    } else {
+                        now.links.insert(Some(id), link);
+                    }
+                    let error = EffectError {
+                        transient: e.is_retryable(),
+                        ..EffectError::permanent(e.to_string())
+                    };
+                    out.push(self.part_failed(&participant, Some(id), error));
+                }
             }
         }
-    }
-
-    /// Gives a shard's listing to the driver now if it asked for them so
-    /// (see [`Executor::stream_listings`]), else with the poll's result.
-    async fn give(&self, out: &mut Vec<RemoteListing>, listing: RemoteListing) {
-        let listing = match self.listings.get() {
-            Some(tx) => match tx.send(listing).await {
-                Ok(()) => return,
-                // The driver stopped listening (its folder stopping).
-                Err(unsent) => unsent.0,
-            },
-            None => listing,
-        };
-        out.push(listing);
+        (out, Some(now))
     }
 
     /// As the admin, links a participant's new directory in the collective,
