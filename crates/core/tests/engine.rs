@@ -315,6 +315,41 @@ fn a_version_claiming_a_generation_its_parents_do_not_prove_is_rejected() {
     assert_eq!(write_target(&rest), path(), "a proven edit is taken in");
 }
 
+/// Bob's directory itself, as listed (or not), declaring his author or
+/// nothing.
+fn bob_dir(
+    entries: Result<Listing, mf_core::engine::EffectError>,
+    declares: bool,
+) -> RemoteListing {
+    RemoteListing {
+        participant: "bob".into(),
+        shard: None,
+        entries,
+        rejected: vec![],
+        author: declares.then(|| DeclaredAuthor {
+            name: "bob".into(),
+            verify_key: "key-bob".into(),
+        }),
+    }
+}
+
+/// Mallory's directory listing `F` for our path, and `F`: a version that
+/// claims bob as its author but is signed by mallory's key.
+fn mallory_forging_bob() -> (RemoteListing, SnapshotInfo) {
+    let listing = RemoteListing {
+        participant: "mallory".into(),
+        shard: None,
+        entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
+        rejected: vec![],
+        author: None,
+    };
+    let forged = SnapshotInfo {
+        author_key: "key-mallory".into(),
+        ..snap("F", "bob", &["X"], other_bytes(), 10_000)
+    };
+    (listing, forged)
+}
+
 /// A participant declares its author name and key in its own directory: a
 /// version elsewhere that claims that name under another key is rejected
 /// and shown in status, whatever it would win; the declared author's own
@@ -322,27 +357,8 @@ fn a_version_claiming_a_generation_its_parents_do_not_prove_is_rejected() {
 #[test]
 fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
     let mut e = with_our_version();
-    let declaring = |entries: Listing| RemoteListing {
-        participant: "bob".into(),
-        shard: None,
-        entries: Ok(entries),
-        rejected: vec![],
-        author: Some(DeclaredAuthor {
-            name: "bob".into(),
-            verify_key: "key-bob".into(),
-        }),
-    };
-    let forged = SnapshotInfo {
-        author_key: "key-mallory".into(),
-        ..snap("F", "bob", &["X"], other_bytes(), 10_000)
-    };
-    let mallory = RemoteListing {
-        participant: "mallory".into(),
-        shard: None,
-        entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
-        rejected: vec![],
-        author: None,
-    };
+    let declaring = |entries: Listing| bob_dir(Ok(entries), true);
+    let (mallory, forged) = mallory_forging_bob();
     e.handle(
         3,
         Event::Polled(Ok(vec![declaring(Listing::new()), mallory])),
@@ -363,36 +379,15 @@ fn a_version_claiming_a_declared_author_under_another_key_is_rejected() {
 /// taken in unchecked).
 #[test]
 fn a_claimed_author_is_checked_even_while_its_directory_cannot_be_read() {
-    let bob =
-        |entries: Result<Listing, mf_core::engine::EffectError>, declares: bool| RemoteListing {
-            participant: "bob".into(),
-            shard: None,
-            entries,
-            rejected: vec![],
-            author: declares.then(|| DeclaredAuthor {
-                name: "bob".into(),
-                verify_key: "key-bob".into(),
-            }),
-        };
     let away = || mf_core::engine::EffectError::transient("the node is away");
-    let mallory = RemoteListing {
-        participant: "mallory".into(),
-        shard: None,
-        entries: Ok([(entry_name(&path()), (path(), Cap::from("F")))].into()),
-        rejected: vec![],
-        author: None,
-    };
-    let forged = SnapshotInfo {
-        author_key: "key-mallory".into(),
-        ..snap("F", "bob", &["X"], other_bytes(), 10_000)
-    };
+    let (mallory, forged) = mallory_forging_bob();
 
     // Never read: the forgery waits, and is rejected once bob's directory
     // is read.
     let mut e = with_our_version();
     e.handle(
         3,
-        Event::Polled(Ok(vec![bob(Err(away()), false), mallory.clone()])),
+        Event::Polled(Ok(vec![bob_dir(Err(away()), false), mallory.clone()])),
     );
     let rest = serve_fetches(&mut e, std::slice::from_ref(&forged), 4);
     assert!(rest.is_empty(), "nothing is done with it yet: {rest:?}");
@@ -403,19 +398,28 @@ fn a_claimed_author_is_checked_even_while_its_directory_cannot_be_read() {
         })
     };
     assert!(waiting(&e), "{:?}", e.status().errors);
-    e.handle(5, Event::Polled(Ok(vec![bob(Ok(Listing::new()), true)])));
+    e.handle(
+        5,
+        Event::Polled(Ok(vec![bob_dir(Ok(Listing::new()), true)])),
+    );
     e.handle_timeout(600_000);
     rejected_in_status(&mut e, forged.clone(), "claims the author \"bob\"");
 
     // Read once, then restarted while bob's directory cannot be read: the
     // declaration kept in the store rejects the forgery at once.
     let mut e = engine(e.into_store());
-    e.handle(3, Event::Polled(Ok(vec![bob(Err(away()), false), mallory])));
+    e.handle(
+        3,
+        Event::Polled(Ok(vec![bob_dir(Err(away()), false), mallory])),
+    );
     rejected_in_status(&mut e, forged, "claims the author \"bob\"");
 
     // A directory that declares nothing any more is forgotten, across
     // restarts too.
-    e.handle(5, Event::Polled(Ok(vec![bob(Ok(Listing::new()), false)])));
+    e.handle(
+        5,
+        Event::Polled(Ok(vec![bob_dir(Ok(Listing::new()), false)])),
+    );
     let e = engine(e.into_store());
     assert!(e.into_store().load().unwrap().declared.is_empty());
 }
