@@ -570,7 +570,10 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
     // 24.3 stayed healthy throughout: its polls still complete, and it
     // raised nothing but the one error it logs on every download of any
     // peer's file (its `perform_download`, magic_file.py:529, is an
-    // `inline_callbacks` without a `yield`; two 24.3 peers log it alike).
+    // `inline_callbacks` without a `yield`; two 24.3 peers log it alike),
+    // and, on a busy machine, the one its status stream raises when its own
+    // `magic-folder-api monitor --once` hangs up (status.py:565 removes the
+    // client from a set it may not be in: `remove`, not `discard`).
     let polled = || -> f64 {
         let out = Command::new(venv_executable("magic-folder-api").unwrap())
             .arg("--config")
@@ -600,6 +603,7 @@ fn a_24_3_participant_and_ours_share_one_folder_both_ways() {
         .split("Traceback (most recent call last):")
         .skip(1)
         .filter(|t| !t.contains("'Deferred' object has no attribute 'send'"))
+        .filter(|t| !(t.contains("in client_disconnected") && t.contains("KeyError")))
         .collect();
     assert!(
         unexpected.is_empty() && !log.contains("InvalidMangledPath"),
