@@ -93,6 +93,7 @@ pub const MAX_IN_FLIGHT_EMBEDDED: usize = 32;
 /// most. While the write gate is closed, parked writes count too: past this
 /// many, downloads also wait for the grid to heal.
 pub const MAX_PENDING_EFFECTS: usize = 1024;
+// Room for the next effects while the most a folder runs are running.
 const _: () = assert!(MAX_PENDING_EFFECTS > MAX_IN_FLIGHT_PACKED);
 
 /// How long shutdown waits for running effects before dropping them.
