@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod allocator;
 mod output;
 
 use std::path::PathBuf;

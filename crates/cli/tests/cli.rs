@@ -297,6 +297,30 @@ fn run_refuses_to_start_twice() {
     alice.stop();
 }
 
+/// The daemon runs on jemalloc with the options of `allocator.rs`. Its
+/// background thread, which returns freed pages while the daemon idles,
+/// runs only if jemalloc read them: were the options' symbol misnamed
+/// (say, by a new tikv-jemalloc-sys), jemalloc would fall back to its
+/// defaults without a word, and an idle daemon would keep its bursts.
+#[test]
+fn the_daemon_allocates_with_jemalloc_purging_in_the_background() {
+    let w = World::new();
+    let mut alice = w.admin("alice");
+    alice.start();
+    let tasks = format!("/proc/{}/task", alice.pid().unwrap());
+    let threads = || -> Vec<String> {
+        fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    };
+    wait_until("jemalloc's background thread", &[&alice], || {
+        threads().iter().any(|t| t == "jemalloc_bg_thd")
+    });
+    alice.stop();
+}
+
 /// Installing: shell completions and a manual page generated from the
 /// commands, and a systemd user unit that runs the daemon on this config.
 #[test]

@@ -949,6 +949,69 @@ fn publishes_take_a_tenth_of_a_burst_and_the_last_goes_at_once() {
     );
 }
 
+/// A publish covers the versions it was asked to publish, not the ones
+/// recorded while it was written: a path whose new version was uploaded
+/// meanwhile stays unpublished when it ends, and the next publish carries
+/// that version.
+#[test]
+fn a_version_recorded_while_a_publish_is_written_waits_for_the_next() {
+    let mut e = engine(MemStore::new());
+    let upload = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action())
+            .find_map(|a| match a {
+                Action::Upload { op, .. } => Some(op),
+                _ => None,
+            })
+            .expect("an upload")
+    };
+    let uploaded = |e: &mut Engine<MemStore>, now: u64, op, cap: &str| {
+        e.handle(
+            now,
+            Event::Uploaded {
+                op,
+                result: UploadOutcome::Done(snap(cap, "me", &[], bytes(), 1)),
+            },
+        );
+        std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
+            Action::Publish { op, entries } => Some((op, entries)),
+            _ => None,
+        })
+    };
+    e.handle(1, scanned(file(1, 10)));
+    let first = upload(&mut e);
+    let (publish, entries) = uploaded(&mut e, 2, first, "V1").expect("published at once");
+    assert_eq!(entries[0].snapshot, Cap::from("V1"));
+    // The file changes and its new version is uploaded while V1 is being
+    // published (the next publish is held by the one in flight).
+    e.handle(3, scanned(file(2, 20)));
+    let second = upload(&mut e);
+    assert!(uploaded(&mut e, 4, second, "V2").is_none());
+    e.handle(
+        5,
+        Event::Published {
+            op: publish,
+            result: Ok(()),
+            took: 3,
+        },
+    );
+    assert_eq!(e.status().unpublished, 1, "V2 is not published yet");
+    let next = std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
+        Action::Publish { op, entries } => Some((op, entries)),
+        _ => None,
+    });
+    let (publish, entries) = next.expect("V2 goes next");
+    assert_eq!(entries[0].snapshot, Cap::from("V2"));
+    e.handle(
+        6,
+        Event::Published {
+            op: publish,
+            result: Ok(()),
+            took: 1,
+        },
+    );
+    assert_eq!(e.status().unpublished, 0);
+}
+
 /// The next periodic poll waits four times as long as the last one took
 /// (at most a minute) when that is longer than the poll interval: a busy
 /// node is not polled back to back. A quick poll is followed at the

@@ -110,8 +110,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(5);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Entries handled after which, once the loop runs out of work, the work
-/// tables shrink and freed memory is given back to the system (see
-/// [`crate::memory`]).
+/// tables shrink and the caches that serve work in flight are dropped.
 const RELEASE_AFTER: usize = 1_000;
 
 /// Roughly how many entries handling `event` went through.
@@ -730,7 +729,7 @@ async fn run<G: Grid>(
             engine.shrink_to_fit();
             ready.shrink_to_fit();
             parked.shrink_to_fit();
-            crate::memory::release_freed();
+            executor.release_caches();
         }
         let deadline = engine.poll_timeout().map(|t| clock.instant(t));
         state_dirty |= !std::mem::take(&mut housekeeping);

@@ -12,7 +12,7 @@
 //!   the per-folder service loop, the loopback HTTP API, and the operations
 //!   behind each CLI command;
 //! * [`health`] — holds grid writes back while a Tahoe node has too few
-//!   storage servers; [`memory`] — gives freed memory back to the system;
+//!   storage servers; [`memory`] — bounds on the daemon's memory;
 //! * [`grid_watch`] — on an embedded grid, hears the other participants'
 //!   publishes as they happen, so the folder polls at once;
 //! * [`story`] — the log that says what happened (uploads, downloads,

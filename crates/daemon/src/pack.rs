@@ -409,6 +409,13 @@ impl PackCache {
         Ok(snapshot.parts(listed))
     }
 
+    /// Forgets every listing, for when the folder runs out of work: an
+    /// idle reader would otherwise keep the last packs it read, up to
+    /// [`CACHED_PACKS`] of them (8–15 MB), for fetches that may never come.
+    pub fn forget(&self) {
+        *self.packs.lock().unwrap_or_else(|e| e.into_inner()) = Listings::default();
+    }
+
     async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         match &self.slots {
             Some(slots) => Some(
@@ -627,6 +634,11 @@ mod tests {
             );
             assert_eq!(got.get("content").map(|c| c.cap.clone()), want.content);
         }
+        // Forgotten when the folder runs out of work: read again whole.
+        cache.forget();
+        let again = cache.parts(&*grid, &caps[PACKS_IN_FLIGHT]).await.unwrap();
+        assert_eq!(grid.lists.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(again["metadata"].cap, member(PACKS_IN_FLIGHT).metadata);
     }
 
     #[test]

@@ -104,6 +104,16 @@ impl SettledFiles {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(path) == Some(ctime_ns)
     }
+
+    /// Forgets every entry and the room they took. Nothing takes the
+    /// entries of the files we wrote ourselves, so after a reader's burst
+    /// of downloads the map is full (4 MB at its bound) for nothing. An
+    /// entry saves an upload at most the quiet time after its file's last
+    /// change (see the executor's `quiet_wait`): forgetting one costs that
+    /// little, once.
+    pub fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = HashMap::new();
+    }
 }
 
 /// A path that keeps changing is reported after this long anyway (or after

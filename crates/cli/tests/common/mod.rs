@@ -389,6 +389,11 @@ impl Participant {
         }
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     /// True if a daemon child is running.
     pub fn is_running(&mut self) -> bool {
         match self.daemon.as_mut() {

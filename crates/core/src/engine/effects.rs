@@ -208,21 +208,29 @@ impl<S: Store> Engine<S> {
         }
         self.publish_urgent = !held.is_empty();
         self.adopted_unpublished = None;
-        let paths: Vec<(RelPath, Cap, EntryShape)> = self
+        let paths: Vec<RelPath> = self
             .unpublished
             .iter()
-            .filter(|p| !held.contains(*p))
-            .filter_map(|p| {
-                let c = self.current.get(p)?;
-                let shape = match c.local {
-                    LocalState::File(_) => EntryShape::File,
-                    LocalState::Dir => EntryShape::Directory,
-                    LocalState::Absent => EntryShape::Deletion,
-                };
-                Some((p.clone(), c.snapshot.clone(), shape))
-            })
+            .filter(|p| !held.contains(*p) && self.current.contains_key(*p))
+            .cloned()
             .collect();
-        let shown: Vec<Cap> = paths.iter().map(|(p, c, _)| self.shown_at(p, c)).collect();
+        let mut entries = Vec::with_capacity(paths.len());
+        for p in &paths {
+            let Some(c) = self.current.get(p) else {
+                continue;
+            };
+            let shape = match c.local {
+                LocalState::File(_) => EntryShape::File,
+                LocalState::Dir => EntryShape::Directory,
+                LocalState::Absent => EntryShape::Deletion,
+            };
+            let current = c.snapshot.clone();
+            entries.push(PublishEntry {
+                name: entry_name(p),
+                snapshot: self.shown_at(p, current),
+                shape,
+            });
+        }
         let copies: Vec<(RelPath, String, Cap)> = self
             .unpublished_copies
             .iter()
@@ -231,21 +239,11 @@ impl<S: Store> Engine<S> {
                 Some((p.clone(), a.clone(), c.snapshot.clone()))
             })
             .collect();
-        let entries = paths
-            .iter()
-            .zip(&shown)
-            .map(|((p, _, shape), shown)| PublishEntry {
-                name: entry_name(p),
-                snapshot: shown.clone(),
-                shape: *shape,
-            })
-            .chain(copies.iter().map(|(p, a, c)| PublishEntry {
-                name: conflict_entry_name(p, a),
-                snapshot: c.clone(),
-                shape: EntryShape::ConflictCopy,
-            }))
-            .collect();
-        let paths = paths.into_iter().map(|(p, c, _)| (p, c)).collect();
+        entries.extend(copies.iter().map(|(p, a, c)| PublishEntry {
+            name: conflict_entry_name(p, a),
+            snapshot: c.clone(),
+            shape: EntryShape::ConflictCopy,
+        }));
         let op = self.new_op(Op::Publish { paths, copies });
         self.publishing = Some(op);
         self.out.push_back(Action::Publish { op, entries });
@@ -268,7 +266,7 @@ impl<S: Store> Engine<S> {
     /// peer as a conflict (24.3 keeps its own and writes ours as a copy:
     /// both versions on both sides). Our other participants see both
     /// versions either way and pick the same winner.
-    fn shown_at(&mut self, path: &RelPath, current: &Cap) -> Cap {
+    fn shown_at(&mut self, path: &RelPath, current: Cap) -> Cap {
         let ours = self.cfg.author.clone();
         let losers: Vec<Cap> = self
             .conflicts
@@ -279,13 +277,13 @@ impl<S: Store> Engine<S> {
             .map(|c| c.snapshot.clone())
             .collect();
         if losers.is_empty() {
-            return current.clone();
+            return current;
         }
         let from_24_3 = self
-            .lookup(current)
+            .lookup(&current)
             .is_some_and(|w| w.generation == 0 && w.author != ours.name);
         if !from_24_3 {
-            return current.clone();
+            return current;
         }
         losers
             .into_iter()
@@ -293,7 +291,7 @@ impl<S: Store> Engine<S> {
                 self.lookup(l)
                     .is_some_and(|i| i.author == ours.name && i.author_key == ours.verify_key)
             })
-            .unwrap_or_else(|| current.clone())
+            .unwrap_or(current)
     }
 
     /// True if `snap` carries its content whole. If the store kept it by

@@ -385,6 +385,7 @@ impl<S: Store> Engine<S> {
             return;
         };
         self.publishing = None;
+        let moved = std::mem::take(&mut self.moved_while_publishing);
         match result {
             Ok(()) => {
                 // A failed publish is retried at its backoff's pace.
@@ -400,14 +401,15 @@ impl<S: Store> Engine<S> {
                         self.unpublished_copies.remove(&(path, author));
                     }
                 }
-                for (path, cap) in paths {
-                    self.changes
-                        .push(Change::MarkPublished(path.clone(), cap.clone()));
+                for path in paths {
+                    if moved.contains(&path) {
+                        continue;
+                    }
                     if let Some(c) = self.current.get_mut(&path) {
-                        if c.snapshot == cap {
-                            c.published = true;
-                            self.unpublished.remove(&path);
-                        }
+                        self.changes
+                            .push(Change::MarkPublished(path.clone(), c.snapshot.clone()));
+                        c.published = true;
+                        self.unpublished.remove(&path);
                     }
                 }
             }

@@ -60,7 +60,11 @@ impl<S: Store> Engine<S> {
     }
 
     fn put_current(&mut self, path: &RelPath, cur: Current) {
-        let was = self.current.get(path).map(|c| c.local);
+        let previous = self.current.get(path);
+        if self.publishing.is_some() && previous.is_none_or(|c| c.snapshot != cur.snapshot) {
+            self.moved_while_publishing.insert(path.clone());
+        }
+        let was = previous.map(|c| c.local);
         let was_present = was.is_some_and(|l| l != LocalState::Absent);
         self.present =
             self.present + usize::from(cur.local != LocalState::Absent) - usize::from(was_present);

@@ -67,7 +67,6 @@ pub async fn run(
     }
     config.require_initialised()?;
     let _lock = config.lock_daemon()?;
-    crate::memory::configure();
     config.init()?; // restores a missing API token
     let token = config.api_token()?;
     let folders: Folders = Default::default();

@@ -240,6 +240,14 @@ impl<G: Grid> Executor<G> {
         &self.root
     }
 
+    /// Drops what the executor keeps only to serve work in flight (the
+    /// packs it listed last, the files the watcher saw settled): for when
+    /// the folder runs out of work.
+    pub fn release_caches(&self) {
+        self.packs.forget();
+        self.settled.forget();
+    }
+
     /// Replaces the ignore rules (after `.magic-folder-ignore` changed).
     pub fn set_ignore(&self, rules: IgnoreRules) {
         *self.ignore.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);

@@ -1,0 +1,41 @@
+//! The program's memory allocator: jemalloc, returning what it frees.
+//!
+//! A daemon syncing 100,000 files allocates and frees a burst's worth of
+//! listings, scan reports and uploads, then idles on a much smaller heap.
+//! glibc's allocator kept most of the burst: one arena per thread, freed
+//! chunks reused but rarely returned, holes pinned by the records that
+//! outlive the burst. heaptrack put a reader's live heap at its peak at
+//! 82 MB for a resident peak of 162–172 MiB, and it took a fixed mmap
+//! threshold and a `malloc_trim` after each burst to keep an idle daemon
+//! near its live heap.
+//!
+//! jemalloc packs allocations of one size class together and, with its
+//! background thread, gives pages left free for a second ([`malloc_conf`]) back
+//! to the system on its own: nothing for the daemon to trim, and the
+//! resident set follows the live heap instead of its high-water mark.
+//! Measured in alternating runs of the initial sync of 100,000 files in
+//! the sharded layout (BENCHMARKS.md, 2026-12-07): peaks of 122–134 MiB
+//! (writer) and 134–151 MiB (reader) against 132–140 and 162–167 with
+//! glibc, and idle at 54–56 and 61–69 MiB against 56–60 and 68–84, in
+//! times the runs could not tell apart (the disk's speed swung threefold).
+//! Without the background thread jemalloc kept the burst: idle at
+//! 101/104 MiB.
+
+/// Every allocation of the program.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, which it reads once, at its start, from the symbol
+/// `malloc_conf` (prefixed like all of tikv-jemalloc-sys's symbols):
+/// purge in a background thread, so pages are returned while the daemon
+/// idles (without it, only an allocating thread purges), and return a
+/// freed page after a second (default: ten) without keeping it mapped
+/// but reclaimable ("muzzy") first: a burst's memory is given back as it
+/// ends. The test `the_daemon_allocates_with_jemalloc_purging_in_the_background`
+/// checks that jemalloc read it.
+#[allow(unsafe_code, non_upper_case_globals)]
+// SAFETY: jemalloc declares `const char *malloc_conf` (weak, so this
+// definition replaces its own) and only reads it: a pointer to a static,
+// NUL-terminated string of its option syntax is exactly what it expects.
+#[export_name = "_rjem_malloc_conf"]
+static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
