@@ -19,7 +19,9 @@
 //! glibc, and idle at 54–56 and 61–69 MiB against 56–60 and 68–84, in
 //! times the runs could not tell apart (the disk's speed swung threefold).
 //! Without the background thread jemalloc kept the burst: idle at
-//! 101/104 MiB.
+//! 101/104 MiB. (Those runs had jemalloc's default arenas; with one per
+//! CPU, see [`malloc_conf`], the flat layout peaked at 125/127 MiB and
+//! idled at 55/61.)
 
 /// Every allocation of the program.
 #[global_allocator]
