@@ -964,6 +964,12 @@ fn a_version_recorded_while_a_publish_is_written_waits_for_the_next() {
             })
             .expect("an upload")
     };
+    let publish = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
+            Action::Publish { op, entries } => Some((op, entries)),
+            _ => None,
+        })
+    };
     let uploaded = |e: &mut Engine<MemStore>, now: u64, op, cap: &str| {
         e.handle(
             now,
@@ -972,14 +978,11 @@ fn a_version_recorded_while_a_publish_is_written_waits_for_the_next() {
                 result: UploadOutcome::Done(snap(cap, "me", &[], bytes(), 1)),
             },
         );
-        std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
-            Action::Publish { op, entries } => Some((op, entries)),
-            _ => None,
-        })
+        publish(e)
     };
     e.handle(1, scanned(file(1, 10)));
     let first = upload(&mut e);
-    let (publish, entries) = uploaded(&mut e, 2, first, "V1").expect("published at once");
+    let (first_publish, entries) = uploaded(&mut e, 2, first, "V1").expect("published at once");
     assert_eq!(entries[0].snapshot, Cap::from("V1"));
     // The file changes and its new version is uploaded while V1 is being
     // published (the next publish is held by the one in flight).
@@ -989,22 +992,18 @@ fn a_version_recorded_while_a_publish_is_written_waits_for_the_next() {
     e.handle(
         5,
         Event::Published {
-            op: publish,
+            op: first_publish,
             result: Ok(()),
             took: 3,
         },
     );
     assert_eq!(e.status().unpublished, 1, "V2 is not published yet");
-    let next = std::iter::from_fn(|| e.poll_action()).find_map(|a| match a {
-        Action::Publish { op, entries } => Some((op, entries)),
-        _ => None,
-    });
-    let (publish, entries) = next.expect("V2 goes next");
+    let (second_publish, entries) = publish(&mut e).expect("V2 goes next");
     assert_eq!(entries[0].snapshot, Cap::from("V2"));
     e.handle(
         6,
         Event::Published {
-            op: publish,
+            op: second_publish,
             result: Ok(()),
             took: 1,
         },

@@ -208,15 +208,16 @@ impl<S: Store> Engine<S> {
         }
         self.publish_urgent = !held.is_empty();
         self.adopted_unpublished = None;
-        let paths: Vec<RelPath> = self
+        let due: Vec<RelPath> = self
             .unpublished
             .iter()
-            .filter(|p| !held.contains(*p) && self.current.contains_key(*p))
+            .filter(|p| !held.contains(*p))
             .cloned()
             .collect();
-        let mut entries = Vec::with_capacity(paths.len());
-        for p in &paths {
-            let Some(c) = self.current.get(p) else {
+        let mut paths = Vec::with_capacity(due.len());
+        let mut entries = Vec::with_capacity(due.len());
+        for p in due {
+            let Some(c) = self.current.get(&p) else {
                 continue;
             };
             let shape = match c.local {
@@ -226,10 +227,11 @@ impl<S: Store> Engine<S> {
             };
             let current = c.snapshot.clone();
             entries.push(PublishEntry {
-                name: entry_name(p),
-                snapshot: self.shown_at(p, current),
+                name: entry_name(&p),
+                snapshot: self.shown_at(&p, current),
                 shape,
             });
+            paths.push(p);
         }
         let copies: Vec<(RelPath, String, Cap)> = self
             .unpublished_copies
