@@ -15,15 +15,16 @@ use crate::snapshot::Cap;
 pub(super) struct Candidates(BTreeMap<RelPath, Vec<Cap>>);
 
 impl Candidates {
-    /// Adds `cap` to `path`'s versions (once).
-    pub(super) fn add(&mut self, path: &RelPath, cap: &Cap) {
-        match self.0.get_mut(path) {
+    /// Adds `cap` to `path`'s versions (once). Takes them by value: a poll
+    /// after a bulk adds one per new file, moved out of the listing.
+    pub(super) fn add(&mut self, path: RelPath, cap: Cap) {
+        match self.0.get_mut(&path) {
             None => {
-                self.0.insert(path.clone(), vec![cap.clone()]);
+                self.0.insert(path, vec![cap]);
             }
             Some(caps) => {
-                if let Err(at) = caps.binary_search(cap) {
-                    caps.insert(at, cap.clone());
+                if let Err(at) = caps.binary_search(&cap) {
+                    caps.insert(at, cap);
                 }
             }
         }

@@ -201,16 +201,19 @@ impl<S: Store> Engine<S> {
             let part = (listing.participant.clone(), listing.shard);
             let seen = self.seen.entry(part.clone()).or_default();
             let mut now = Vec::with_capacity(entries.len());
-            for (name, (path, cap)) in &entries {
-                let f = fingerprint(name, path, cap);
+            // Consumed as it is read: after a bulk, the listing and the new
+            // versions it names are the reader's largest tables, and its
+            // entries move into the candidates instead of being copied.
+            for (name, (path, cap)) in entries {
+                let f = fingerprint(&name, &path, &cap);
                 now.push(f);
                 // Our own current version is nothing new (and after a
                 // restart, when nothing is `seen` yet, that is almost every
                 // entry: evaluating each would read its snapshot record).
-                let ours = self.current.get(path).is_some_and(|c| c.snapshot == *cap);
+                let ours = self.current.get(&path).is_some_and(|c| c.snapshot == cap);
                 if !ours && seen.binary_search(&f).is_err() && !path.is_internal() {
-                    self.candidates.add(path, cap);
                     self.work.insert(path.clone());
+                    self.candidates.add(path, cap);
                 }
             }
             now.sort_unstable();
