@@ -1101,13 +1101,21 @@ fn short_event(e: &Event) -> String {
             Ok(i) => format!("ok {:?} parents {:?}", i.cap, i.parents),
             Err(e) => format!("{e:?}"),
         },
-        Event::Polled(r) => {
-            if r.is_ok() {
-                "ok".into()
-            } else {
-                "failed".into()
-            }
+        // Each part read: whose, which shard, how many entries.
+        Event::Polled(Ok(listings)) => {
+            let parts: Vec<String> = listings
+                .iter()
+                .map(|l| {
+                    let shard = l.shard.map(|id| format!("/{id}")).unwrap_or_default();
+                    match &l.entries {
+                        Ok(e) => format!("{}{shard}:{}", l.participant, e.len()),
+                        Err(_) => format!("{}{shard}:failed", l.participant),
+                    }
+                })
+                .collect();
+            format!("ok [{}]", parts.join(" "))
         }
+        Event::Polled(Err(_)) => "failed".into(),
         Event::Scanned(r) => match r {
             Ok(s) => format!("{} entries", s.entries.len()),
             Err(e) => e.clone(),
