@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use data_encoding::BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
@@ -31,9 +32,14 @@ use crate::relpath::{PathError, RelPath};
 /// A grid capability as the engine sees it: an opaque string that names an
 /// object. (The grid crate parses and classifies them; the engine only
 /// compares and stores them.)
+///
+/// Its text is shared, not copied, by its clones: a snapshot's capability
+/// sits in several tables at once (the remote versions to consider, the
+/// fetches under way, the snapshot cache, the current versions), and at
+/// ~110 characters it is larger than anything else a path holds.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Cap(pub String);
+#[serde(from = "String", into = "String")]
+pub struct Cap(Arc<str>);
 
 /// How literal capabilities begin: Tahoe's and the embedded grid's. A
 /// literal's content is the capability itself, so no object is stored for it.
@@ -70,7 +76,7 @@ impl Cap {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(self.0.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Cap(format!("{LITERAL_REF_PREFIX}{hex}"))
+        Cap::from(format!("{LITERAL_REF_PREFIX}{hex}"))
     }
 }
 
@@ -92,7 +98,27 @@ impl fmt::Debug for Cap {
 
 impl From<&str> for Cap {
     fn from(s: &str) -> Cap {
-        Cap(s.to_owned())
+        Cap(s.into())
+    }
+}
+
+/// A capability string shared with its other holders (the grid crate's
+/// `Capability::shared_text`).
+impl From<Arc<str>> for Cap {
+    fn from(s: Arc<str>) -> Cap {
+        Cap(s)
+    }
+}
+
+impl From<String> for Cap {
+    fn from(s: String) -> Cap {
+        Cap(s.into())
+    }
+}
+
+impl From<Cap> for String {
+    fn from(cap: Cap) -> String {
+        cap.0.as_ref().to_owned()
     }
 }
 
@@ -308,7 +334,7 @@ impl Author {
                 verify_key: self.verify_key(),
             },
             modification_time: mtime_s,
-            parents: parents.iter().map(|c| c.0.clone()).collect(),
+            parents: parents.iter().map(|c| c.as_str().to_owned()).collect(),
             directory: matches!(content, Content::Dir),
             size: match content {
                 Content::File { size, .. } => Some(*size),
@@ -419,7 +445,7 @@ pub fn verify_snapshot(
         relpath,
         author: md.author.name,
         author_key: md.author.verify_key,
-        parents: md.parents.into_iter().map(Cap).collect(),
+        parents: md.parents.into_iter().map(Cap::from).collect(),
         content,
         mtime_s: md.modification_time,
         generation: md.generation.unwrap_or(0),
@@ -575,6 +601,20 @@ mod tests {
 
     fn author() -> Author {
         Author::from_seed("alice", [7; 32])
+    }
+
+    #[test]
+    fn a_cap_is_its_plain_string_on_the_wire_and_its_clones_share_it() {
+        let cap = Cap::from("URI:CHK:a:b:2:3:9");
+        assert_eq!(
+            serde_json::to_string(&cap).unwrap(),
+            r#""URI:CHK:a:b:2:3:9""#
+        );
+        assert_eq!(
+            serde_json::from_str::<Cap>(r#""URI:CHK:a:b:2:3:9""#).unwrap(),
+            cap
+        );
+        assert_eq!(cap.clone().as_str().as_ptr(), cap.as_str().as_ptr());
     }
 
     #[test]

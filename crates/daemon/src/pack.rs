@@ -176,8 +176,10 @@ impl SnapshotRef {
     /// The snapshot's capability as the engine and the database hold it.
     pub fn cap(&self) -> Cap {
         match self {
-            SnapshotRef::Own(dir) => Cap(dir.as_str().to_owned()),
-            SnapshotRef::Member { pack, member } => Cap(format!("{}#{member}", pack.as_str())),
+            SnapshotRef::Own(dir) => Cap::from(dir.shared_text()),
+            SnapshotRef::Member { pack, member } => {
+                Cap::from(format!("{}#{member}", pack.as_str()))
+            }
         }
     }
 
@@ -455,7 +457,7 @@ mod tests {
         assert_eq!(SnapshotRef::parse(&own.cap()), Ok(own.clone()));
         assert_eq!(SnapshotRef::of_entry(&own.entry()), Ok(own));
         for bad in ["#017", "#", "#-1", "#+1", "#1a", "#99999999999"] {
-            let cap = Cap(format!("{}{bad}", pack.as_str()));
+            let cap = Cap::from(format!("{}{bad}", pack.as_str()));
             assert!(SnapshotRef::parse(&cap).is_err(), "{bad}");
         }
         let mut entry = member.entry();

@@ -307,7 +307,7 @@ async fn hostile_chunk_lists_are_refused_and_nothing_reaches_the_folder() {
     let tail = b"tail!".to_vec();
     let (d_first, d_tail) = (chunked::digest(&first), chunked::digest(&tail));
     let file = |cap: &Capability, size: u64| Content::File {
-        cap: Cap(cap.as_str().to_owned()),
+        cap: Cap::from(cap.as_str()),
         size,
         executable: false,
     };

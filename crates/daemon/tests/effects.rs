@@ -1716,7 +1716,7 @@ async fn fetch_rejects_forgeries_and_snapshots_filed_under_another_path() {
         .list(&Capability::parse(info.cap.as_str()).unwrap())
         .await
         .unwrap();
-    let forged = |children: DirChildren| Cap(w.grid.put_dir(children).as_str().to_owned());
+    let forged = |children: DirChildren| Cap::from(w.grid.put_dir(children).as_str());
     // Someone else's content under alice's signature.
     let mut c = original.clone();
     c.insert("content".into(), DirEntry::new(w.grid.put_file(b"evil")));
@@ -1744,10 +1744,10 @@ async fn fetch_rejects_forgeries_and_snapshots_filed_under_another_path() {
     let mut c = original.clone();
     c.get_mut("metadata").unwrap().cap = w.grid.put_file(&vec![b' '; 100_000]);
     assert!(!fetch(&w.bob, &forged(c), "a").await.unwrap_err().transient);
-    let file = Cap(w.grid.put_file(b"x").as_str().to_owned());
+    let file = Cap::from(w.grid.put_file(b"x").as_str());
     assert!(!fetch(&w.bob, &file, "a").await.unwrap_err().transient);
     assert!(
-        !fetch(&w.bob, &Cap("garbage".into()), "a")
+        !fetch(&w.bob, &Cap::from("garbage"), "a")
             .await
             .unwrap_err()
             .transient
@@ -1795,7 +1795,7 @@ async fn writes_refuse_symlinked_parents_and_internal_paths() {
     assert_eq!(fs::read(w.bob_root.join("a")).unwrap(), b"bob's own");
     // Content that is not on the grid: a failure, nothing left behind.
     let missing = Content::File {
-        cap: Cap(format!("URI:MF-CHK:{}", hex(b"nowhere"))),
+        cap: Cap::from(format!("URI:MF-CHK:{}", hex(b"nowhere"))),
         size: 3,
         executable: false,
     };

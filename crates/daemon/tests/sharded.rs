@@ -186,7 +186,7 @@ fn merged(view: &BTreeMap<Option<ShardId>, BTreeMap<String, Cap>>) -> BTreeMap<S
         .filter(|(part, _)| **part != recent)
         .chain(view.get_key_value(&recent))
         .flat_map(|(_, entries)| entries)
-        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
         .collect()
 }
 
@@ -295,7 +295,7 @@ fn entries_at(paths: &[String], cap: &Cap) -> (Vec<PublishEntry>, BTreeMap<Strin
     let entries: Vec<PublishEntry> = paths.iter().map(|p| file_entry(p, cap)).collect();
     let names = entries
         .iter()
-        .map(|e| (e.name.clone(), cap.0.clone()))
+        .map(|e| (e.name.clone(), cap.as_str().to_owned()))
         .collect();
     (entries, names)
 }
@@ -458,7 +458,7 @@ async fn concurrent_publishes_lose_nothing() {
             let cap = w.snapshot(&name).await;
             expected.insert(
                 snapshot::entry_name(&RelPath::new(&name).unwrap()),
-                cap.0.clone(),
+                cap.as_str().to_owned(),
             );
             batch.push(file_entry(&name, &cap));
         }

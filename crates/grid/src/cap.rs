@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// What a capability refers to and what it allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,10 +58,13 @@ pub enum Scheme {
     Tahoe,
 }
 
-/// A parsed capability string. Cheap to clone; compares by its exact text.
+/// A parsed capability string. Cheap to clone: its text is shared by its
+/// clones, as a directory entry's capability is held by the listing, the
+/// reference taken from it and the tables that keep it (a pack's ~100
+/// characters by each of its members). Compares by its exact text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Capability {
-    text: String,
+    text: Arc<str>,
 }
 
 /// A capability string that could not be understood.
@@ -122,9 +126,7 @@ impl Capability {
         if body.is_empty() && !LITERAL_PREFIXES.contains(prefix) {
             return Err(CapError::new(text, "empty capability body"));
         }
-        Ok(Capability {
-            text: text.to_owned(),
-        })
+        Ok(Capability { text: text.into() })
     }
 
     /// The entry that names no object: Tahoe's child without capabilities,
@@ -132,9 +134,7 @@ impl Capability {
     /// immutable directories hold one; it has no text ([`Capability::parse`]
     /// never returns it) and belongs to no grid.
     pub fn empty() -> Capability {
-        Capability {
-            text: String::new(),
-        }
+        Capability { text: "".into() }
     }
 
     fn classify(&self) -> Option<(Scheme, CapKind)> {
@@ -184,9 +184,16 @@ impl Capability {
         &self.text
     }
 
+    /// The capability string, shared rather than copied: a literal
+    /// capability holds its object (up to 8 KiB on Tahoe), and a reader
+    /// keeps hundreds of fetched snapshots' contents at once.
+    pub fn shared_text(&self) -> Arc<str> {
+        Arc::clone(&self.text)
+    }
+
     /// Builds a capability from a string a backend just formatted itself.
     pub(crate) fn from_backend(text: String) -> Capability {
-        let cap = Capability { text };
+        let cap = Capability { text: text.into() };
         debug_assert!(
             Capability::parse(&cap.text).is_ok(),
             "backend formatted a bad cap"
@@ -311,6 +318,15 @@ mod tests {
             assert_eq!(Capability::parse(text).unwrap().size(), size, "{text}");
         }
         assert_eq!(Capability::empty().size(), None);
+    }
+
+    #[test]
+    fn clones_share_the_text_instead_of_copying_it() {
+        // A literal holds its object: a reader keeps hundreds at once.
+        let cap = Capability::parse(&format!("URI:LIT:{}", "a".repeat(6_000))).unwrap();
+        let shared = cap.clone().shared_text();
+        assert!(Arc::ptr_eq(&shared, &cap.shared_text()));
+        assert_eq!(&*shared, cap.as_str());
     }
 
     #[test]

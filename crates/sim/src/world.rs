@@ -201,9 +201,9 @@ impl MemGrid {
         let d = digest(&bytes);
         if d.is_multiple_of(2) {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            return Cap(format!("{LITERAL}{hex}"));
+            return Cap::from(format!("{LITERAL}{hex}"));
         }
-        let cap = Cap(format!("URI:MF-CHK:{d:016x}:{}", bytes.len()));
+        let cap = Cap::from(format!("URI:MF-CHK:{d:016x}:{}", bytes.len()));
         self.files.insert(cap.clone(), bytes);
         cap
     }
@@ -258,7 +258,7 @@ impl MemGrid {
             mtime_s,
             generation,
         );
-        let cap = Cap(format!("URI:MF-DIR-CHK:{:016x}", digest(key)));
+        let cap = Cap::from(format!("URI:MF-DIR-CHK:{:016x}", digest(key)));
         let info = SnapshotInfo {
             cap: cap.clone(),
             relpath,

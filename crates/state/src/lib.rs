@@ -753,7 +753,7 @@ fn read_current(conn: &Connection) -> Result<Vec<(RelPath, Current)>, StoreError
     let mut out = Vec::new();
     while let Some(row) = rows.next().ctx(OP)? {
         let path = decode_path("current", row.get(0).ctx(OP)?)?;
-        let snapshot = Cap(row.get(1).ctx(OP)?);
+        let snapshot = Cap::from(row.get::<_, String>(1).ctx(OP)?);
         let st = decode_state(
             row.get(3).ctx(OP)?,
             row.get(4).ctx(OP)?,
@@ -768,7 +768,7 @@ fn read_current(conn: &Connection) -> Result<Vec<(RelPath, Current)>, StoreError
         };
         let published =
             decode_bool(row.get(6).ctx(OP)?).map_err(|e| corrupt("current", &path, e))?;
-        let adopting = row.get::<_, Option<String>>(7).ctx(OP)?.map(Cap);
+        let adopting = row.get::<_, Option<String>>(7).ctx(OP)?.map(Cap::from);
         out.push((
             path,
             Current {
@@ -795,7 +795,7 @@ fn read_conflicts(conn: &Connection) -> Result<Vec<Conflict>, StoreError> {
     while let Some(row) = rows.next().ctx(OP)? {
         let path = decode_path("conflicts", row.get(0).ctx(OP)?)?;
         let author: String = row.get(1).ctx(OP)?;
-        let snapshot = Cap(row.get(2).ctx(OP)?);
+        let snapshot = Cap::from(row.get::<_, String>(2).ctx(OP)?);
         let copy = decode_state(
             row.get(3).ctx(OP)?,
             row.get(4).ctx(OP)?,
@@ -837,7 +837,7 @@ fn read_snapshot(conn: &Connection, cap: &Cap) -> Result<Option<SnapshotInfo>, S
         content_size,
     ) {
         ("file", Some(c), Some(size)) => Content::File {
-            cap: Cap(c),
+            cap: Cap::from(c),
             size: size as u64,
             executable: row.get(9).ctx(OP)?,
         },

@@ -32,7 +32,7 @@ fn row_path(batch: u64, row: usize) -> RelPath {
 }
 
 fn batch_cap(batch: u64) -> Cap {
-    Cap(format!("batch-{batch}"))
+    Cap::from(format!("batch-{batch}"))
 }
 
 /// Batch `i`: ROWS current records, a snapshot, a conflict, and the counter.
@@ -98,7 +98,7 @@ fn committed_prefix(store: &mut SqliteStore) -> u64 {
     };
     let last: u64 = counter
         .snapshot
-        .0
+        .as_str()
         .strip_prefix("batch-")
         .unwrap()
         .parse()

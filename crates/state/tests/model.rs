@@ -40,7 +40,7 @@ fn pool(items: &'static [&'static str]) -> impl Strategy<Value = String> {
 }
 
 fn cap() -> impl Strategy<Value = Cap> {
-    prop_oneof![4 => pool(CAPS), 1 => ".{0,12}"].prop_map(Cap)
+    prop_oneof![4 => pool(CAPS), 1 => ".{0,12}"].prop_map(Cap::from)
 }
 
 fn author() -> impl Strategy<Value = String> {

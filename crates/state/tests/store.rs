@@ -515,7 +515,7 @@ fn large_batches_timing_print() {
             Change::PutCurrent(
                 name(i),
                 Current {
-                    snapshot: Cap(format!("{cap}{i}")),
+                    snapshot: Cap::from(format!("{cap}{i}")),
                     local: LocalState::File(st),
                     published: false,
                     adopting: None,
@@ -541,8 +541,11 @@ fn large_batches_timing_print() {
     const SMALL: usize = 2000;
     let t = Timer::start();
     for i in 0..SMALL {
-        s.commit(&[Change::MarkPublished(name(i), Cap(format!("{cap}{i}")))])
-            .unwrap();
+        s.commit(&[Change::MarkPublished(
+            name(i),
+            Cap::from(format!("{cap}{i}")),
+        )])
+        .unwrap();
     }
     let small = t.stop("one-change commits", SMALL);
     println!(

@@ -82,13 +82,13 @@ mod tests {
 
     fn info(i: usize, content_len: usize) -> SnapshotInfo {
         SnapshotInfo {
-            cap: Cap(format!("URI:DIR2-CHK:{i:0>120}")),
+            cap: Cap::from(format!("URI:DIR2-CHK:{i:0>120}")),
             relpath: RelPath::new(&format!("dir/file-{i}")).unwrap(),
             author: "alice".into(),
             author_key: "k".repeat(44),
-            parents: vec![Cap(format!("URI:DIR2-CHK:{:0>120}", i + 1))],
+            parents: vec![Cap::from(format!("URI:DIR2-CHK:{:0>120}", i + 1))],
             content: Content::File {
-                cap: Cap(format!("URI:LIT:{}", "a".repeat(content_len))),
+                cap: Cap::from(format!("URI:LIT:{}", "a".repeat(content_len))),
                 size: content_len as u64,
                 executable: false,
             },

@@ -333,7 +333,7 @@ impl<G: Grid> Executor<G> {
         // (`crate::chunked`): an immutable directory.
         let content = match children.get("content") {
             Some(c) if matches!(c.cap.kind(), CapKind::ImmutableFile | CapKind::ImmutableDir) => {
-                Some(Cap(c.cap.as_str().to_owned()))
+                Some(Cap::from(c.cap.shared_text()))
             }
             Some(c) if c.cap.kind() == CapKind::Empty => None,
             Some(_) => return Err(bad("content is neither a file nor a chunk list")),
@@ -433,7 +433,7 @@ impl<G: Grid> Executor<G> {
                 }
                 let cap = uploaded?;
                 let content = Content::File {
-                    cap: Cap(cap.as_str().to_owned()),
+                    cap: Cap::from(cap.shared_text()),
                     size: state.size,
                     executable,
                 };

@@ -54,10 +54,19 @@ impl<G: Grid> Executor<G> {
         // after a bulk carries tens of thousands of them (see
         // `write_shards`).
         let mut ours: BTreeMap<String, SnapshotRef> = BTreeMap::new();
+        let mut last_pack: Option<Capability> = None;
         for e in entries {
-            let snapshot = SnapshotRef::parse(&e.snapshot).map_err(|err| {
+            let mut snapshot = SnapshotRef::parse(&e.snapshot).map_err(|err| {
                 EffectError::permanent(format!("cannot publish entry {:?}: {err}", e.name))
             })?;
+            // A batch's members come pack by pack: they share their pack's
+            // capability (~100 characters) instead of each holding a copy.
+            if let SnapshotRef::Member { pack, .. } = &mut snapshot {
+                match &last_pack {
+                    Some(last) if last == pack => *pack = last.clone(),
+                    _ => last_pack = Some(pack.clone()),
+                }
+            }
             let goes_aside = self.layout == Layout::Flat
                 && match e.shape {
                     EntryShape::File => false,

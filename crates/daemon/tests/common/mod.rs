@@ -168,5 +168,5 @@ pub async fn stand_in_snapshot(grid: &Faulty, label: &str) -> mf_core::snapshot:
         },
     );
     let cap = grid.inner.create_immutable_dir(c).await.unwrap();
-    mf_core::snapshot::Cap(cap.as_str().to_owned())
+    mf_core::snapshot::Cap::from(cap.as_str())
 }
