@@ -118,7 +118,7 @@ impl From<String> for Cap {
 
 impl From<Cap> for String {
     fn from(cap: Cap) -> String {
-        cap.0.as_ref().to_owned()
+        cap.0.to_string()
     }
 }
 
