@@ -22,13 +22,19 @@
 //! 101/104 MiB. (Those runs had jemalloc's default arenas; with one per
 //! CPU, see [`malloc_conf`], the flat layout peaked at 125/127 MiB and
 //! idled at 55/61.)
+//!
+//! It is the C code's allocator too (on Linux, jemalloc's symbols are
+//! unprefixed, so its `malloc` replaces libc's):
+//! SQLite's page caches otherwise lived in glibc arenas of their own, which
+//! kept what SQLite freed. An idle reader of 100,000 files held ~4.6 MiB
+//! there (BENCHMARKS.md, 2026-12-07).
 
 /// Every allocation of the program.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, which it reads once, at its start, from the symbol
-/// `malloc_conf` (prefixed like all of tikv-jemalloc-sys's symbols):
+/// `malloc_conf` (unprefixed, as all of its symbols are here):
 /// * purge in a background thread, so pages are returned while the daemon
 ///   idles (without it, only an allocating thread purges; with freed pages
 ///   returned at once, below, little is left for it, but the figures below
@@ -55,6 +61,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // SAFETY: jemalloc declares `const char *malloc_conf` (weak, so this
 // definition replaces its own) and only reads it: a pointer to a static,
 // NUL-terminated string of its option syntax is exactly what it expects.
-#[export_name = "_rjem_malloc_conf"]
+#[export_name = "malloc_conf"]
 static malloc_conf: &[u8; 77] =
     b"background_thread:true,percpu_arena:percpu,dirty_decay_ms:0,muzzy_decay_ms:0\0";

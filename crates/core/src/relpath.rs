@@ -93,6 +93,13 @@ impl RelPath {
         Ok(RelPath(Arc::from(path)))
     }
 
+    /// A copy that shares no memory with this one, for a record that
+    /// outlives a burst of work: the burst's short-lived allocations freed,
+    /// it no longer pins the pages they shared (see `Engine::shrink_to_fit`).
+    pub fn relocated(&self) -> RelPath {
+        RelPath(Arc::from(&*self.0))
+    }
+
     /// The path as a `/`-separated string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -260,6 +267,14 @@ pub fn check_participant_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relocated_path_is_equal_and_shares_nothing() {
+        let path = RelPath::new("a/b.txt").unwrap();
+        let moved = path.relocated();
+        assert_eq!(moved, path);
+        assert_ne!(moved.as_str().as_ptr(), path.as_str().as_ptr());
+    }
 
     /// A conflict copy's name always fits NAME_MAX, is the same on every
     /// participant, matches its file exactly, and long names sharing a

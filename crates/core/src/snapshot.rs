@@ -55,6 +55,18 @@ impl Cap {
         &self.0
     }
 
+    /// A copy that shares no memory with this one (see
+    /// [`RelPath::relocated`]).
+    pub fn relocated(&self) -> Cap {
+        Cap(Arc::from(&*self.0))
+    }
+
+    /// The capability string, shared rather than copied (a literal one
+    /// holds its object: up to 8 KiB on Tahoe).
+    pub fn shared_text(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
+
     /// True for a literal capability: the object's bytes are in the string.
     pub fn is_literal(&self) -> bool {
         LITERAL_PREFIXES.iter().any(|p| self.0.starts_with(p))
@@ -615,6 +627,10 @@ mod tests {
             cap
         );
         assert_eq!(cap.clone().as_str().as_ptr(), cap.as_str().as_ptr());
+        assert!(Arc::ptr_eq(&cap.clone().shared_text(), &cap.shared_text()));
+        let moved = cap.relocated();
+        assert_eq!(moved, cap);
+        assert!(!Arc::ptr_eq(&moved.shared_text(), &cap.shared_text()));
     }
 
     #[test]

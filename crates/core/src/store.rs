@@ -57,6 +57,19 @@ pub struct Current {
     pub adopting: Option<Cap>,
 }
 
+impl Current {
+    /// A copy that shares no memory with this one (see
+    /// [`RelPath::relocated`]).
+    pub fn relocated(&self) -> Current {
+        Current {
+            snapshot: self.snapshot.relocated(),
+            local: self.local,
+            published: self.published,
+            adopting: self.adopting.as_ref().map(Cap::relocated),
+        }
+    }
+}
+
 /// A version of `path`, by `author`, that lost a conflict: neither an
 /// ancestor nor a descendant of ours. A losing file is kept on disk as a
 /// conflict copy; a losing deletion has no copy (`copy: None`) but is
@@ -122,6 +135,9 @@ pub trait Store {
     fn snapshot(&self, cap: &Cap) -> Result<Option<SnapshotInfo>, StoreError>;
     /// Applies a batch of changes atomically: all or nothing.
     fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Frees what the store keeps only to be faster (caches): for when the
+    /// engine has run out of work. Nothing is lost if it cannot.
+    fn release_memory(&mut self) {}
 }
 
 /// An in-memory store: durable across simulated crashes, not across processes.

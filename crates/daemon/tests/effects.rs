@@ -888,6 +888,8 @@ struct MemGrid {
     /// What listing a directory (by key) reports it had to leave out, as a
     /// real backend does for entries of a kind it cannot represent.
     listing_problems: Mutex<HashMap<String, Vec<String>>>,
+    /// Downloads under way, and the most there were at once.
+    downloading: Mutex<(usize, usize)>,
 }
 
 #[derive(Default)]
@@ -957,6 +959,16 @@ impl Grid for MemGrid {
     }
 
     async fn download(&self, cap: &Capability) -> GridResult<Download> {
+        {
+            let mut d = self.downloading.lock().unwrap();
+            d.0 += 1;
+            d.1 = d.1.max(d.0);
+        }
+        // A download takes a while: every other effect ready gets a turn.
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        self.downloading.lock().unwrap().0 -= 1;
         let data = self.state.lock().unwrap().files.get(cap.as_str()).cloned();
         let data = data.ok_or_else(|| GridError::NotFound(cap.as_str().to_owned()))?;
         // Small chunks, to exercise streaming.
@@ -1754,6 +1766,43 @@ async fn fetch_rejects_forgeries_and_snapshots_filed_under_another_path() {
     );
     // And the genuine one still verifies.
     assert_eq!(fetch(&w.bob, &info.cap, "a").await.unwrap(), info);
+}
+
+/// A literal's bytes are in its capability, so its write waits for no
+/// transfer; but each holds its bytes while it runs, and a packed folder has
+/// hundreds in flight: only a few run at once, the others wait their turn.
+#[tokio::test]
+async fn literal_writes_run_a_few_at_once() {
+    let w = world();
+    let files: Vec<(String, Cap, Bytes)> = (0..100)
+        .map(|i| {
+            let cap = format!("URI:MF-LIT:f{i}");
+            let data = Bytes::from(format!("file {i}"));
+            w.grid
+                .state
+                .lock()
+                .unwrap()
+                .files
+                .insert(cap.clone(), data.clone());
+            (format!("f{i}"), Cap::from(cap), data)
+        })
+        .collect();
+    let writes = files.iter().map(|(name, cap, data)| {
+        let content = Content::File {
+            cap: cap.clone(),
+            size: data.len() as u64,
+            executable: false,
+        };
+        write_action(&w.bob, name, content, 1_700_000_000, LocalState::Absent)
+    });
+    for out in futures_util::future::join_all(writes).await {
+        assert!(matches!(out, WriteOutcome::Done(_)), "{out:?}");
+    }
+    for (name, _, data) in &files {
+        assert_eq!(fs::read(w.bob_root.join(name)).unwrap(), data.to_vec());
+    }
+    let most = w.grid.downloading.lock().unwrap().1;
+    assert!((2..=32).contains(&most), "{most} literal writes at once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,21 +112,16 @@ const MAX_CAP_LEN: usize = 16 * 1024;
 impl Capability {
     /// Parses and classifies a capability string.
     pub fn parse(text: &str) -> Result<Capability, CapError> {
-        if text.len() > MAX_CAP_LEN {
-            return Err(CapError::new(text, "longer than any capability"));
-        }
-        if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(CapError::new(text, "contains characters no capability has"));
-        }
-        let (prefix, _, _) = PREFIXES
-            .iter()
-            .find(|(p, _, _)| text.starts_with(p))
-            .ok_or_else(|| CapError::new(text, "unknown capability type"))?;
-        let body = &text[prefix.len()..];
-        if body.is_empty() && !LITERAL_PREFIXES.contains(prefix) {
-            return Err(CapError::new(text, "empty capability body"));
-        }
+        check(text)?;
         Ok(Capability { text: text.into() })
+    }
+
+    /// [`Capability::parse`] for a string held elsewhere, which the
+    /// capability then shares instead of copying: a literal one holds its
+    /// object, up to 8 KiB on Tahoe.
+    pub fn parse_shared(text: Arc<str>) -> Result<Capability, CapError> {
+        check(&text)?;
+        Ok(Capability { text })
     }
 
     /// The entry that names no object: Tahoe's child without capabilities,
@@ -200,6 +195,25 @@ impl Capability {
         );
         cap
     }
+}
+
+/// Checks that `text` is a capability string of a known kind.
+fn check(text: &str) -> Result<(), CapError> {
+    if text.len() > MAX_CAP_LEN {
+        return Err(CapError::new(text, "longer than any capability"));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(CapError::new(text, "contains characters no capability has"));
+    }
+    let (prefix, _, _) = PREFIXES
+        .iter()
+        .find(|(p, _, _)| text.starts_with(p))
+        .ok_or_else(|| CapError::new(text, "unknown capability type"))?;
+    let body = &text[prefix.len()..];
+    if body.is_empty() && !LITERAL_PREFIXES.contains(prefix) {
+        return Err(CapError::new(text, "empty capability body"));
+    }
+    Ok(())
 }
 
 impl FromStr for Capability {
@@ -327,6 +341,19 @@ mod tests {
         let shared = cap.clone().shared_text();
         assert!(Arc::ptr_eq(&shared, &cap.shared_text()));
         assert_eq!(&*shared, cap.as_str());
+    }
+
+    #[test]
+    fn a_string_held_elsewhere_is_checked_and_shared() {
+        let text: Arc<str> = format!("URI:LIT:{}", "a".repeat(6_000)).into();
+        let cap = Capability::parse_shared(Arc::clone(&text)).unwrap();
+        assert!(Arc::ptr_eq(&text, &cap.shared_text()));
+        assert_eq!(cap.kind(), CapKind::ImmutableFile);
+        // Refused as a copied one is.
+        for bad in ["URI:NOPE:abc", "URI:CHK:", "URI:LIT:a b", ""] {
+            assert!(Capability::parse(bad).is_err(), "{bad:?}");
+            assert!(Capability::parse_shared(bad.into()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

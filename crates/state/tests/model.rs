@@ -133,12 +133,15 @@ fn change() -> impl Strategy<Value = Change> {
 enum Step {
     Commit(Vec<Change>),
     Reopen,
+    /// The engine running out of work: caches emptied, nothing else.
+    ReleaseMemory,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => proptest::collection::vec(change(), 0..10).prop_map(Step::Commit),
         1 => Just(Step::Reopen),
+        1 => Just(Step::ReleaseMemory),
     ]
 }
 
@@ -194,6 +197,7 @@ proptest! {
                     drop(sql);
                     sql = SqliteStore::open(&db).unwrap();
                 }
+                Step::ReleaseMemory => sql.release_memory(),
             }
             agree(&mut mem, &mut sql, &caps)?;
         }

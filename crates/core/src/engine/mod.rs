@@ -45,7 +45,7 @@ mod records;
 pub use ancestry::{compare_for_win, is_ancestor, same_content, Answer};
 pub use io::*;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -663,6 +663,7 @@ impl<S: Store> Engine<S> {
     /// For the driver to call when it runs out of work.
     pub fn shrink_to_fit(&mut self) {
         self.cache.release();
+        self.store.release_memory();
         self.ops.shrink_to_fit();
         self.busy.shrink_to_fit();
         self.out.shrink_to_fit();
@@ -672,15 +673,30 @@ impl<S: Store> Engine<S> {
         self.not_empty.shrink_to_fit();
         self.bad.shrink_to_fit();
         // The records and proven generations that a burst added were
-        // allocated among its short-lived allocations, and left there they
-        // keep the allocator from returning the freed pages around them.
-        // Copied afresh they fill the holes instead.
-        self.current = self
-            .current
-            .iter()
-            .map(|(p, c)| (p.clone(), c.clone()))
+        // allocated among its short-lived allocations (a poll's listing, a
+        // scan's report), and left there they keep the allocator from
+        // returning the freed pages around them. Copied afresh, their paths
+        // and capabilities too, they fill the holes instead. Moved out one
+        // by one, each old record is freed as its copy is made: at no time
+        // are there two tables. A proven generation is mostly a record's
+        // snapshot: it shares the copy.
+        self.current = std::mem::take(&mut self.current)
+            .into_iter()
+            .map(|(p, c)| (p.relocated(), c.relocated()))
             .collect();
-        self.proven = self.proven.iter().map(|(c, g)| (c.clone(), *g)).collect();
+        let heads: HashSet<&Cap> = self.current.values().map(|c| &c.snapshot).collect();
+        let proven = self
+            .proven
+            .iter()
+            .map(|(c, g)| {
+                (
+                    heads.get(c).map_or_else(|| c.relocated(), |&h| h.clone()),
+                    *g,
+                )
+            })
+            .collect();
+        drop(heads);
+        self.proven = proven;
     }
 
     /// Makes every pending retry (paths, snapshot fetches, publishing) due

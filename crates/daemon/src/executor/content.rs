@@ -170,13 +170,14 @@ impl<G: Grid> Executor<G> {
         (mtime_s, executable): (i64, bool),
         expect: LocalState,
     ) -> Result<WriteOutcome, EffectError> {
-        // A literal's bytes are in its capability: no transfer to wait for.
+        // A literal's bytes are in its capability: it waits for no
+        // transfer, only for its turn among the literal writes.
         let _slot = if cap.is_literal() {
-            None
+            self.literal_write_slot().await
         } else {
-            Some(self.transfer_slot().await)
+            self.transfer_slot().await
         };
-        let cap = Capability::parse(cap.as_str())
+        let cap = Capability::parse_shared(cap.shared_text())
             .map_err(|e| EffectError::permanent(format!("cannot write {target}: {e}")))?;
         match cap.kind() {
             CapKind::ImmutableFile => {

@@ -117,6 +117,15 @@ pub struct ExecutorConfig {
     pub transfers: usize,
 }
 
+/// Most literal contents written at once. A literal's bytes are in its
+/// capability, so its write waits for no transfer; but a packed folder runs
+/// hundreds of effects at once (`folder::MAX_IN_FLIGHT_PACKED`), and each
+/// write holds its file's bytes while it waits for the blocking pool
+/// (`memory::BLOCKING_THREADS`, which writes no faster with more waiting).
+/// A reader's bursts of hundreds of small writes showed in its peak memory
+/// on Tahoe (BENCHMARKS.md, 2026-12-07).
+const LITERAL_WRITES_AT_ONCE: usize = 2 * crate::memory::BLOCKING_THREADS;
+
 /// Carries out [`Action`]s for one folder. Cheap to share: wrap it in an
 /// `Arc`; all methods take `&self`.
 pub struct Executor<G: Grid> {
@@ -142,6 +151,9 @@ pub struct Executor<G: Grid> {
     packs: PackCache,
     /// One permit per transfer running (see [`ExecutorConfig::transfers`]).
     transfer_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per literal content being written (see
+    /// [`LITERAL_WRITES_AT_ONCE`]).
+    literal_writes: tokio::sync::Semaphore,
     /// The folder as the headers of its shards name it.
     folder_tag: String,
     /// Per participant, what the engine was last given of its directory
@@ -211,6 +223,7 @@ impl<G: Grid> Executor<G> {
             packer: Packer::default(),
             packs: PackCache::with_slots(transfer_slots.clone()),
             transfer_slots,
+            literal_writes: tokio::sync::Semaphore::new(LITERAL_WRITES_AT_ONCE),
             folder_tag,
             last_polled: Mutex::new(HashMap::new()),
             moved: Mutex::new(HashMap::new()),
@@ -551,6 +564,14 @@ impl<G: Grid> Executor<G> {
             Ok(o) => o.into(),
             Err(e) => WriteOutcome::Failed(io_error(&format!("cannot write {target}"), &e)),
         }
+    }
+
+    /// Waits for a literal write's turn (see [`LITERAL_WRITES_AT_ONCE`]).
+    async fn literal_write_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.literal_writes
+            .acquire()
+            .await
+            .expect("the literal-write semaphore is never closed")
     }
 
     /// Waits for a transfer's turn (see [`ExecutorConfig::transfers`]).
