@@ -657,7 +657,8 @@ impl<S: Store> Engine<S> {
     /// with that much capacity — 50 MB — and hash maps and queues never
     /// shrink on their own. The snapshot cache serves paths in flight, so
     /// with no work left it is dropped too (full, it holds 4 MiB that an
-    /// idle daemon would keep for nothing; the store has every entry). The
+    /// idle daemon would keep for nothing; the store has every entry), and
+    /// so are the store's own caches ([`Store::release_memory`]). The
     /// proven generations stay: without them the next change of each path
     /// would walk its whole history again.
     /// For the driver to call when it runs out of work.
