@@ -789,6 +789,96 @@ fn adoptions_wait_for_a_pause_and_our_changes_do_not() {
     assert_eq!(published[0][0].snapshot, Cap::from("S"));
 }
 
+/// The pause that lets adoptions be published starts only when no peer's
+/// version is on its way in: a reader's publish in the middle of a download
+/// would load the grid the download waits on. The first adoption's
+/// patience still bounds the wait.
+#[test]
+fn adoptions_wait_while_more_are_arriving() {
+    let publishes = |e: &mut Engine<MemStore>| -> usize {
+        std::iter::from_fn(|| e.poll_action())
+            .filter(|a| matches!(a, Action::Publish { .. }))
+            .count()
+    };
+    // Two of the other's files listed at once, both fetched: two writes.
+    let two_writes = |e: &mut Engine<MemStore>| -> Vec<mf_core::engine::OpId> {
+        e.handle(1, Event::Scanned(Ok(ScanReport::default())));
+        let b = RelPath::new("b").unwrap();
+        let mut theirs = [
+            snap("S", "other", &[], bytes(), 2),
+            snap("B", "other", &[], bytes(), 2),
+        ];
+        theirs[1].relpath = b;
+        let entries: Listing = theirs
+            .iter()
+            .map(|s| (entry_name(&s.relpath), (s.relpath.clone(), s.cap.clone())))
+            .collect();
+        e.handle(
+            2,
+            Event::Polled(Ok(vec![RemoteListing {
+                participant: "other".into(),
+                shard: None,
+                entries: Ok(entries),
+                rejected: vec![],
+                author: None,
+            }])),
+        );
+        assert_eq!(actions(e).len(), 2, "both fetched");
+        for s in theirs {
+            e.handle(
+                3,
+                Event::Fetched {
+                    cap: s.cap.clone(),
+                    result: Ok(s),
+                },
+            );
+        }
+        actions(e)
+            .into_iter()
+            .map(|a| match a {
+                Action::Write { op, .. } => op,
+                other => panic!("both are written: {other:?}"),
+            })
+            .collect()
+    };
+    let written = |op: mf_core::engine::OpId| Event::Written {
+        op,
+        result: WriteOutcome::Done(file(2, 11)),
+    };
+
+    let mut e = engine(MemStore::new());
+    let ops = two_writes(&mut e);
+    e.handle(10, written(ops[0]));
+    e.handle_timeout(2_010);
+    assert_eq!(
+        publishes(&mut e),
+        0,
+        "another version is still being written"
+    );
+    e.handle(3_000, written(ops[1]));
+    e.handle_timeout(4_999);
+    assert_eq!(
+        publishes(&mut e),
+        0,
+        "the pause starts after the last write"
+    );
+    e.handle_timeout(5_000);
+    assert_eq!(publishes(&mut e), 1);
+
+    // A write that never ends holds the publish for the patience only.
+    let mut e = engine(MemStore::new());
+    let ops = two_writes(&mut e);
+    e.handle(10, written(ops[0]));
+    e.handle_timeout(30_009);
+    assert_eq!(publishes(&mut e), 0);
+    e.handle_timeout(30_010);
+    assert_eq!(
+        publishes(&mut e),
+        1,
+        "thirty seconds after the first adoption"
+    );
+}
+
 /// A publish of adoptions alone also waits nine times as long as the last
 /// publish took, even with nothing in flight: nobody waits for it, and a
 /// reader catching up with each batch a writer publishes would otherwise

@@ -15,6 +15,7 @@ impl<S: Store> Engine<S> {
             Op::Publish { .. } => {}
         }
         self.uploads_in_flight += usize::from(matches!(op, Op::Upload { .. }));
+        self.writes_in_flight += usize::from(matches!(op, Op::Write { .. }));
         self.ops.insert(id, op);
         id
     }
@@ -23,6 +24,7 @@ impl<S: Store> Engine<S> {
     pub(super) fn finish(&mut self, id: OpId) -> Option<Op> {
         let op = self.ops.remove(&id)?;
         self.uploads_in_flight -= usize::from(matches!(op, Op::Upload { .. }));
+        self.writes_in_flight -= usize::from(matches!(op, Op::Write { .. }));
         if let Op::Upload { path, .. } | Op::Write { path, .. } = &op {
             if self.busy.get(path) == Some(&id) {
                 self.busy.remove(path);

@@ -33,7 +33,11 @@ impl<S: Store> Engine<S> {
             return None;
         }
         let (first, last) = self.adopted_unpublished?;
-        Some((last + ADOPTED_QUIET).min(first + ADOPTED_PATIENCE))
+        let patience = first + ADOPTED_PATIENCE;
+        if self.fetches_in_flight > 0 || self.writes_in_flight > 0 {
+            return Some(patience);
+        }
+        Some((last + ADOPTED_QUIET).min(patience))
     }
 
     /// When the next publish may go, if it must wait: a failed one's
