@@ -262,24 +262,22 @@ struct Gathering {
     queue: VecDeque<Waiting>,
     /// Packs being written.
     writing: usize,
-    /// Uploads on their way to the queue (see [`Packer::expect`]).
-    coming: usize,
 }
 
 impl Gathering {
     /// The next pack's members, if one is due: the oldest waiting, at most
     /// [`MAX_MEMBERS`], skipping those whose uploads were abandoned. A full
     /// pack goes while others are written, up to [`PACKS_IN_FLIGHT`]; a
-    /// partial one only when none is, or when no other upload is on its
-    /// way (the end of a burst), so a lone edit waits for nothing while a
-    /// burst fills its packs. (Starting a pack whenever a writer was free,
-    /// a 1,000-file burst on Tahoe made 14 packs of ~72 members, each
-    /// costing the nodes nearly as much to write and to list as a full
-    /// one.)
+    /// partial one only when none is, so a lone edit waits for nothing
+    /// while a burst fills its packs. (Starting a pack whenever a writer
+    /// was free, a 1,000-file burst on Tahoe made 14 packs of ~72 members,
+    /// each costing the nodes nearly as much to write and to list as a
+    /// full one. Nor does a partial pack go when the uploads running have
+    /// all reached the packer: the engine holds more than run at once, and
+    /// on a slow evening that made 13.)
     fn take_batch(&mut self) -> Option<Vec<Waiting>> {
         let due = self.writing == 0
-            || (self.writing < PACKS_IN_FLIGHT
-                && (self.queue.len() >= MAX_MEMBERS || self.coming == 0));
+            || (self.writing < PACKS_IN_FLIGHT && self.queue.len() >= MAX_MEMBERS);
         if !due {
             return None;
         }
@@ -304,21 +302,6 @@ impl Gathering {
 /// cancelled), the next may be due.
 struct Writing<'a>(&'a Packer);
 
-/// An upload on its way to the packer (see [`Packer::expect`]).
-pub struct Coming<'a>(&'a Packer);
-
-impl Drop for Coming<'_> {
-    /// An upload that ends before it reaches the queue (failed, changed,
-    /// cancelled): the last one on its way makes a partial pack due.
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.coming -= 1;
-        if state.coming == 0 {
-            self.0.changed.notify_waiters();
-        }
-    }
-}
-
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
         self.0.lock().writing -= 1;
@@ -327,23 +310,10 @@ impl Drop for Writing<'_> {
 }
 
 impl Packer {
-    /// Counts an upload that has started as on its way to the packer until
-    /// it reaches [`Packer::add`] or ends: while uploads are on their way,
-    /// a partial pack waits for them beside the packs being written.
-    pub fn expect(&self) -> Coming<'_> {
-        self.lock().coming += 1;
-        Coming(self)
-    }
-
-    /// Puts one member, expected as `coming`, in the next pack and returns
-    /// its snapshot's capability once that pack is written. The caller that
-    /// finds a pack due writes it, for itself or for those who came before.
-    pub async fn add<G: Grid>(
-        &self,
-        grid: &G,
-        parts: MemberParts,
-        coming: Coming<'_>,
-    ) -> Result<Cap, EffectError> {
+    /// Puts one member in the next pack and returns its snapshot's
+    /// capability once that pack is written. The caller that finds a pack
+    /// due writes it, for itself or for those who came before.
+    pub async fn add<G: Grid>(&self, grid: &G, parts: MemberParts) -> Result<Cap, EffectError> {
         let (tx, mut rx) = oneshot::channel();
         {
             let mut state = self.lock();
@@ -352,8 +322,6 @@ impl Packer {
                 self.changed.notify_waiters();
             }
         }
-        // Queued before it stops coming: no one sees it as neither.
-        drop(coming);
         // Dropped unanswered: the caller writing its pack was cancelled
         // (its folder stopping). Nothing was published.
         let answered = |done: Option<Result<Cap, EffectError>>| {
@@ -666,10 +634,8 @@ mod tests {
         let packer = Arc::new(Packer::default());
         let add = |i: usize| {
             let (grid, packer) = (grid.clone(), packer.clone());
-            tokio::spawn(async move { packer.add(&*grid, member(i), packer.expect()).await })
+            tokio::spawn(async move { packer.add(&*grid, member(i)).await })
         };
-        // More of the burst on its way, until the end of the test.
-        let rest_of_burst = packer.expect();
         let queued = |n: usize| {
             let packer = packer.clone();
             async move {
@@ -691,14 +657,10 @@ mod tests {
         tasks.extend((10..=MAX_MEMBERS).map(add));
         queued(0).await;
         assert_eq!(grid.entered.load(SeqCst), 2);
-        // A partial pack waits while more are on their way…
+        // The rest of a burst waits until no pack is written.
         tasks.extend((MAX_MEMBERS + 1..MAX_MEMBERS + 6).map(add));
         queued(5).await;
         assert_eq!(grid.entered.load(SeqCst), 2);
-        // … and goes, beside the others, once none is.
-        drop(rest_of_burst);
-        queued(0).await;
-        assert_eq!(grid.entered.load(SeqCst), 3);
         grid.release.add_permits(3);
         let mut caps = Vec::new();
         for task in tasks {

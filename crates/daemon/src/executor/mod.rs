@@ -409,7 +409,6 @@ impl<G: Grid> Executor<G> {
                 "{path} is an internal path or a conflict copy; it is never uploaded"
             )));
         }
-        let coming = self.packer.expect();
         let parent_caps = parents.to_vec();
         let now = self.upload_state(path).await?;
         if now != local {
@@ -481,7 +480,7 @@ impl<G: Grid> Executor<G> {
                     metadata: metadata_cap,
                     signature,
                 };
-                self.packer.add(&*self.grid, parts, coming).await?
+                self.packer.add(&*self.grid, parts).await?
             }
         };
         Ok(UploadOutcome::Done(SnapshotInfo {
