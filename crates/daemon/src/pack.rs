@@ -22,8 +22,9 @@
 //! Uploads meet in a [`Packer`] (group commit): a member waits while packs
 //! are being written and goes into the next one with everyone who came
 //! meanwhile, a full one as soon as it is full, so one upload carries a
-//! whole pack of a burst and a lone edit waits for nothing. Readers keep the last packs they listed ([`PackCache`]): the
-//! members of one pack are fetched with one listing.
+//! whole pack of a burst and a lone edit waits for nothing. Readers keep
+//! the last packs they listed ([`PackCache`]): the members of one pack are
+//! fetched with one listing.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
