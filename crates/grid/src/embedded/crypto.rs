@@ -18,10 +18,9 @@
 
 use std::sync::LazyLock;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 
 /// Length of every symmetric key, hash and seed used here.
@@ -172,15 +171,13 @@ pub(crate) struct AuthFailed;
 /// object header). Each key encrypts exactly one plaintext (keys are derived
 /// from the content), so deterministic nonces are safe.
 pub(crate) struct ChunkCipher {
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
 }
 
 impl ChunkCipher {
     /// A cipher under `key`.
     pub(crate) fn new(key: &Key32) -> ChunkCipher {
-        ChunkCipher {
-            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
-        }
+        ChunkCipher { aead: aead(key) }
     }
 
     fn nonce(index: u64, last: bool) -> [u8; NONCE_LEN] {
@@ -192,12 +189,7 @@ impl ChunkCipher {
 
     /// Encrypts `buf` in place and returns its tag.
     pub(crate) fn seal(&self, index: u64, last: bool, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let nonce = Self::nonce(index, last);
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, buf)
-            .expect("chunks are far below AES-GCM's length limit");
-        tag.into()
+        seal_with(&self.aead, Self::nonce(index, last), aad, buf)
     }
 
     /// Decrypts `buf` in place if `tag` authenticates it.
@@ -235,10 +227,7 @@ pub(crate) fn seal_in_place(
     aad: &[u8],
     buf: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    aead.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
-        .expect("messages are far below AES-GCM's length limit")
-        .into()
+    seal_with(&aead(key), *nonce, aad, buf)
 }
 
 /// Inverse of [`seal_message`]: `sealed` is `ciphertext ‖ tag`.
@@ -266,23 +255,47 @@ pub(crate) fn open_in_place(
     buf: &mut [u8],
     tag: &[u8],
 ) -> Result<(), AuthFailed> {
-    let aead = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
-    open_with(&aead, nonce, aad, buf, tag)
+    open_with(&aead(key), nonce, aad, buf, tag)
+}
+
+/// AES-256-GCM under `key`. `ring`'s, for its speed: ~8.6 GB/s on one core
+/// of this machine against 1.4 GB/s for the RustCrypto crate, where every
+/// byte synced is sealed once and opened once.
+fn aead(key: &Key32) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key"))
+}
+
+/// Encrypts `buf` in place and returns its tag.
+fn seal_with(
+    aead: &LessSafeKey,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> [u8; TAG_LEN] {
+    let tag = aead
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+        .expect("chunks and messages are far below AES-GCM's length limit");
+    tag.as_ref().try_into().expect("AES-GCM tags are 16 bytes")
 }
 
 /// Decrypts `buf` in place if `tag` authenticates it.
 fn open_with(
-    aead: &Aes256Gcm,
+    aead: &LessSafeKey,
     nonce: &[u8; NONCE_LEN],
     aad: &[u8],
     buf: &mut [u8],
     tag: &[u8],
 ) -> Result<(), AuthFailed> {
-    if tag.len() != TAG_LEN {
-        return Err(AuthFailed);
-    }
-    aead.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
-        .map_err(|_| AuthFailed)
+    let tag = Tag::try_from(tag).map_err(|_| AuthFailed)?;
+    aead.open_in_place_separate_tag(
+        Nonce::assume_unique_for_key(*nonce),
+        Aad::from(aad),
+        tag,
+        buf,
+        0..,
+    )
+    .map(|_| ())
+    .map_err(|_| AuthFailed)
 }
 
 /// Room a directory version's bytes need in front of them to be signed or
@@ -413,6 +426,39 @@ mod tests {
         assert_ne!(base, k(2, ObjectKind::File, 1024));
         assert_ne!(base, k(1, ObjectKind::Dir, 1024));
         assert_ne!(base, k(1, ObjectKind::File, 2048));
+    }
+
+    /// The object format is AES-256-GCM as specified: chunks sealed by any
+    /// build, or by any other implementation, read the same. Expected values
+    /// from Python's `cryptography` (OpenSSL), given the same key, nonces
+    /// (`be64(index) ‖ 0₃ ‖ last`) and associated data.
+    #[test]
+    fn chunk_cipher_is_standard_aes_256_gcm() {
+        let key: Key32 = std::array::from_fn(|i| i as u8);
+        let c = ChunkCipher::new(&key);
+        let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
+        for (index, last, plain, sealed, tag) in [
+            (
+                1,
+                false,
+                &b"a chunk of a magic folder object"[..],
+                "502b071544f3b7b28b35befa9e5a66ea82808e9d908fdea9d16f2d3654defcc2",
+                "f0523aa15d52953418495962a9a87acb",
+            ),
+            (
+                2,
+                true,
+                b"the last one",
+                "5717dae9d6f6b06460e9d77e",
+                "93d77fdfe652a74c5f7ad19db1c2318e",
+            ),
+        ] {
+            let mut buf = plain.to_vec();
+            let t = c.seal(index, last, b"MFGRID header", &mut buf);
+            assert_eq!((hex(&buf), hex(&t)), (sealed.to_owned(), tag.to_owned()));
+            c.open(index, last, b"MFGRID header", &mut buf, &t).unwrap();
+            assert_eq!(buf, plain);
+        }
     }
 
     #[test]
