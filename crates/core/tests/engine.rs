@@ -1129,11 +1129,52 @@ fn a_slow_fruitless_poll_spaces_the_next() {
     assert_eq!(polls(&mut e), 1);
     e.handle(3_611_050, Event::Polled(Ok(vec![])));
     assert_eq!(e.poll_timeout(), Some(3_671_050), "at most a minute");
-    // A slow one that found changes: the interval, more may be coming.
+    // A slow one that found changes sets no pace: more may be coming.
     e.handle_timeout(3_671_050);
     assert_eq!(polls(&mut e), 1);
     e.handle(3_681_050, listed("other", "S"));
-    assert_eq!(e.poll_timeout(), Some(3_682_050), "changes set no pace");
+    assert_eq!(e.poll_timeout(), Some(3_681_300), "changes set no pace");
+}
+
+/// For one interval after a poll that found changes, polls come four
+/// times as often: the rest of a burst is seen a quarter of an interval
+/// after it is published. Then the folder polls at the interval again.
+#[test]
+fn a_poll_that_found_changes_is_followed_sooner() {
+    let mut e = engine(MemStore::new());
+    e.handle_timeout(0);
+    let poll = |e: &mut Engine<MemStore>, at: u64, result: Event| {
+        e.handle_timeout(at);
+        let polls = std::iter::from_fn(|| e.poll_action())
+            .filter(|a| matches!(a, Action::Poll))
+            .count();
+        assert_eq!(polls, 1, "a poll at {at}");
+        e.handle(at + 10, result);
+        e.poll_timeout()
+    };
+    assert_eq!(poll(&mut e, 0, Event::Polled(Ok(vec![]))), Some(1_010));
+    assert_eq!(poll(&mut e, 1_010, listed("other", "S")), Some(1_270));
+    assert_eq!(
+        poll(&mut e, 1_270, Event::Polled(Ok(vec![]))),
+        Some(1_530),
+        "still within the interval after the changes"
+    );
+    assert_eq!(poll(&mut e, 1_530, Event::Polled(Ok(vec![]))), Some(1_790));
+    assert_eq!(poll(&mut e, 1_790, Event::Polled(Ok(vec![]))), Some(2_050));
+    assert_eq!(
+        poll(&mut e, 2_050, Event::Polled(Ok(vec![]))),
+        Some(3_060),
+        "the burst is over: the interval"
+    );
+    // A participant that cannot be read is reported at every poll: no burst.
+    let failed = Event::Polled(Ok(vec![RemoteListing {
+        participant: "other".into(),
+        shard: None,
+        entries: Err(mf_core::engine::EffectError::permanent("not a directory")),
+        rejected: vec![],
+        author: None,
+    }]));
+    assert_eq!(poll(&mut e, 3_060, failed), Some(4_070));
 }
 
 /// A small file's content travels in a literal capability, which the store

@@ -152,14 +152,22 @@ impl<S: Store> Engine<S> {
         // Only a poll that found nothing new (or failed) sets the pace: one
         // that found changes spent its time reading them, which a later
         // poll would have had to do, and more may be on their way.
-        let found = matches!(&result, Ok(l) if !l.is_empty());
+        // A listing that failed comes back at every poll: not a change.
+        let found = matches!(&result, Ok(l) if l.iter().any(|l| l.entries.is_ok()));
         let took = self.now.saturating_sub(self.poll.fired);
         let spaced = if found {
+            self.last_found = Some(self.now);
             0
         } else {
             took.saturating_mul(POLL_SPACING).min(POLL_WAIT_AT_MOST)
         };
-        self.poll.due = self.now + self.cfg.poll_interval.max(spaced);
+        let interval = self.cfg.poll_interval;
+        let pace = if self.last_found.is_some_and(|t| self.now < t + interval) {
+            interval / POLLS_IN_A_BURST
+        } else {
+            interval
+        };
+        self.poll.due = self.now + pace.max(spaced);
         let listings = match result {
             Ok(l) => l,
             Err(e) => {

@@ -176,6 +176,13 @@ const PUBLISH_WAIT_AT_MOST: Millis = 5 * 60_000;
 /// alice's 256 shards took ~10 s, and the 40 s it then waited were 40 s
 /// her last publish went unseen.
 const POLL_SPACING: Millis = 4;
+/// For one poll interval after a poll that found changes, polls come this
+/// many times as often: a participant that has just published is likely
+/// to publish again (the rest of a burst; a bulk publishes as its uploads
+/// finish), and the reader then learns of the last publish a quarter of
+/// an interval after it instead of half an interval on average. An idle
+/// folder polls at the interval.
+const POLLS_IN_A_BURST: Millis = 4;
 /// The longest a poll waits for its share of the time (see
 /// [`POLL_SPACING`]): a poll that took hours (a machine suspended while it
 /// ran) is followed within a minute.
@@ -362,6 +369,8 @@ pub struct Engine<S: Store> {
     poll: Timer,
     last_scan: Option<Millis>,
     last_poll: Option<Millis>,
+    /// When a poll last found changes (see [`POLLS_IN_A_BURST`]).
+    last_found: Option<Millis>,
     errors: VecDeque<StatusError>,
     /// The problems the last full scan reported (skipped entries).
     scan_problems: BTreeSet<String>,
@@ -461,6 +470,7 @@ impl<S: Store> Engine<S> {
             poll: timer,
             last_scan: None,
             last_poll: None,
+            last_found: None,
             errors: VecDeque::new(),
             scan_problems: BTreeSet::new(),
             written_while_scanning: BTreeSet::new(),
