@@ -1133,7 +1133,74 @@ fn a_slow_fruitless_poll_spaces_the_next() {
     e.handle_timeout(3_671_050);
     assert_eq!(polls(&mut e), 1);
     e.handle(3_681_050, listed("other", "S"));
+    reject_fetches(&mut e, 3_681_050);
     assert_eq!(e.poll_timeout(), Some(3_681_300), "changes set no pace");
+}
+
+/// Rejects every snapshot the engine asked for, at once: a fetch left in
+/// flight would hold the next poll back (see
+/// `a_poll_waits_for_the_reads_of_what_earlier_polls_found`).
+fn reject_fetches(e: &mut Engine<MemStore>, now: u64) {
+    let asked: Vec<Action> = std::iter::from_fn(|| e.poll_action()).collect();
+    for action in asked {
+        if let Action::Fetch { cap, .. } = action {
+            let result = Err(mf_core::engine::EffectError::permanent("not read here"));
+            e.handle(now, Event::Fetched { cap, result });
+        }
+    }
+}
+
+/// While what earlier polls found is fetched and written, the next
+/// periodic poll waits for that to end (on Tahoe the same node serves
+/// both), by at most two poll intervals. An asked-for poll goes at once.
+#[test]
+fn a_poll_waits_for_the_reads_of_what_earlier_polls_found() {
+    let mut e = engine(MemStore::new());
+    e.handle_timeout(0);
+    let polls = |e: &mut Engine<MemStore>| {
+        std::iter::from_fn(|| e.poll_action())
+            .filter(|a| matches!(a, Action::Poll))
+            .count()
+    };
+    assert_eq!(polls(&mut e), 1);
+    e.handle(10, listed("other", "S"));
+    let fetch = only_fetch(&actions(&mut e));
+    assert_eq!(
+        e.poll_timeout(),
+        Some(2_260),
+        "due at 260 (a burst's pace), held while the fetch runs"
+    );
+    e.handle_timeout(2_000);
+    assert_eq!(polls(&mut e), 0, "the fetch still runs");
+    let theirs = snap("S", "other", &[], bytes(), 5);
+    e.handle(
+        2_100,
+        Event::Fetched {
+            cap: fetch,
+            result: Ok(theirs),
+        },
+    );
+    let [Action::Write { op, .. }] = actions(&mut e)[..] else {
+        panic!("the version is written");
+    };
+    assert_eq!(polls(&mut e), 0, "its write still runs");
+    let result = WriteOutcome::Done(file(5, 11));
+    e.handle(2_150, Event::Written { op, result });
+    assert_eq!(polls(&mut e), 1, "the reads ended: the poll goes at once");
+
+    // A fetch that does not end holds the poll two intervals at most.
+    e.handle(2_200, listed("other", "T"));
+    only_fetch(&actions(&mut e));
+    assert_eq!(e.poll_timeout(), Some(4_450), "due at 2,450, held 2 s");
+    e.handle_timeout(4_449);
+    assert_eq!(polls(&mut e), 0);
+    e.handle_timeout(4_450);
+    assert_eq!(polls(&mut e), 1, "held no longer");
+
+    // Asked for, it goes at once however much is read.
+    e.handle(4_460, Event::Polled(Ok(vec![])));
+    e.request_poll();
+    assert_eq!(polls(&mut e), 1);
 }
 
 /// For one interval after a poll that found changes, polls come four
@@ -1150,6 +1217,7 @@ fn a_poll_that_found_changes_is_followed_sooner() {
             .count();
         assert_eq!(polls, 1, "a poll at {at}");
         e.handle(at + 10, result);
+        reject_fetches(e, at + 10);
         e.poll_timeout()
     };
     assert_eq!(poll(&mut e, 0, Event::Polled(Ok(vec![]))), Some(1_010));

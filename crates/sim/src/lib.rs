@@ -22,6 +22,10 @@
 //! * the engine's durable state agrees with its folder;
 //! * nothing stays queued: every engine is idle.
 //!
+//! While it runs, one rule is checked as it happens: a periodic poll never
+//! starts beside fetches and writes of the same participant sooner than
+//! the engine's [`POLL_WAITS_FOR_READS`] intervals after its last poll.
+//!
 //! A failing run reports its seed, a shrunk schedule ([`shrink`]) and a
 //! readable trace. Why a hand-written step loop rather than a deterministic
 //! async runtime: the engine is sans-IO, so the simulator only has to order
@@ -34,7 +38,9 @@ pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mf_core::engine::{Action, Engine, EngineConfig, Event, ScanReport, UploadOutcome};
+use mf_core::engine::{
+    Action, Engine, EngineConfig, Event, ScanReport, UploadOutcome, POLL_WAITS_FOR_READS,
+};
 use mf_core::relpath::RelPath;
 use mf_core::snapshot::{Cap, Content, ShardId};
 use mf_core::store::{LocalState, MemStore, Store};
@@ -295,6 +301,8 @@ struct Participant {
     /// The folder as it was when the scan in flight began: a real scan
     /// walks while files come and go (see `walked_meanwhile`).
     scan_began: Option<BTreeMap<RelPath, LocalState>>,
+    /// When the engine running now last got a poll's result.
+    polled_at: Option<u64>,
 }
 
 struct World {
@@ -319,8 +327,9 @@ struct World {
     /// Every upload asked for: (participant, path).
     uploads: Vec<(String, String)>,
     trace: Vec<String>,
-    /// Set when the world stopped making progress in time.
-    livelock: Option<String>,
+    /// Set when the world stopped making progress in time, or an engine
+    /// broke a rule checked as it runs.
+    violated: Option<String>,
 }
 
 /// Participant `i`'s engine settings. The first participant decides paths
@@ -367,6 +376,7 @@ impl World {
                 slow: Vec::new(),
                 last_write: BTreeMap::new(),
                 scan_began: None,
+                polled_at: None,
             });
         }
         if cfg.liars {
@@ -388,7 +398,7 @@ impl World {
             effects: 0,
             uploads: Vec::new(),
             trace: Vec::new(),
-            livelock: None,
+            violated: None,
         }
     }
 
@@ -402,6 +412,9 @@ impl World {
             if let Action::Upload { path, .. } = &action {
                 let who = self.people[i].name.clone();
                 self.uploads.push((who, path.to_string()));
+            }
+            if let Action::Poll = &action {
+                self.check_poll_beside_reads(i);
             }
             if let Action::Scan = &action {
                 let fs = &self.people[i].fs;
@@ -435,6 +448,28 @@ impl World {
                 e.shrink_to_fit();
             }
         }
+    }
+
+    /// A poll that starts while fetches or writes of participant `i` are in
+    /// flight must have waited [`POLL_WAITS_FOR_READS`] intervals for them
+    /// after its last poll (the engine holds it back at least that long
+    /// then; an asked-for poll would not wait, but nothing here asks).
+    fn check_poll_beside_reads(&mut self, i: usize) {
+        let p = &self.people[i];
+        let reading = p
+            .inflight
+            .iter()
+            .any(|(_, _, a, _)| matches!(a, Action::Fetch { .. } | Action::Write { .. }));
+        let held = POLL_WAITS_FOR_READS * POLL_MS;
+        let Some(at) = p.polled_at.filter(|at| reading && self.now < at + held) else {
+            return;
+        };
+        let (name, since) = (p.name.clone(), self.now - at);
+        self.log(format!("{name} polls beside its reads"));
+        self.violated.get_or_insert(format!(
+            "{name} polled {since} ms after its last poll while fetches or writes ran \
+             (a poll waits for them up to {held} ms)"
+        ));
     }
 
     fn deliver(&mut self, i: usize, event: Event) {
@@ -483,7 +518,7 @@ impl World {
                     .engine
                     .as_ref()
                     .map(|e| format!("{:?}", e.status()));
-                self.livelock = Some(format!(
+                self.violated = Some(format!(
                     "livelock at {t} in {} (kind {kind}): {status:?}",
                     self.people[i].name
                 ));
@@ -560,6 +595,9 @@ impl World {
             return;
         }
         let mut event = self.apply(i, &action);
+        if let Action::Poll = action {
+            self.people[i].polled_at = Some(now);
+        }
         if let Event::Published { took, .. } = &mut event {
             *took = now - sent;
         }
@@ -901,6 +939,7 @@ impl World {
                 let p = &mut self.people[who];
                 p.watch.clear();
                 p.scan_began = None;
+                p.polled_at = None;
                 p.parked = Some(engine.into_store());
                 p.restart_at = Some(now + down_ms);
                 let name = p.name.clone();
@@ -1030,7 +1069,7 @@ impl World {
         let mut quiet_since: Option<u64> = None;
         while self.now < deadline {
             self.advance_to(self.now + 100);
-            if let Some(l) = self.livelock.take() {
+            if let Some(l) = self.violated.take() {
                 return Err(l);
             }
             if self.settled() {
@@ -1306,12 +1345,12 @@ pub fn run(cfg: &SimConfig, schedule: &[SimOp]) -> Result<Outcome, Failure> {
     }
     for op in schedule {
         w.user(op);
-        if w.livelock.is_some() {
+        if w.violated.is_some() {
             break;
         }
     }
     // Let slow writes finish and everyone restart.
-    let result = match w.livelock.take() {
+    let result = match w.violated.take() {
         Some(l) => Err(l),
         None => w.settle().and_then(|()| check_invariants(&w)),
     };
