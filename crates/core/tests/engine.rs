@@ -1109,11 +1109,6 @@ fn a_version_recorded_while_a_publish_is_written_waits_for_the_next() {
 fn a_slow_fruitless_poll_spaces_the_next() {
     let mut e = engine(MemStore::new());
     e.handle_timeout(0);
-    let polls = |e: &mut Engine<MemStore>| {
-        std::iter::from_fn(|| e.poll_action())
-            .filter(|a| matches!(a, Action::Poll))
-            .count()
-    };
     assert_eq!(polls(&mut e), 1);
     // The start-up scan stays in flight: no timer but the poll's.
     e.handle(2_000, Event::Polled(Ok(vec![])));
@@ -1137,6 +1132,14 @@ fn a_slow_fruitless_poll_spaces_the_next() {
     assert_eq!(e.poll_timeout(), Some(3_681_300), "changes set no pace");
 }
 
+/// How many polls the engine asked for since last asked (its other
+/// effects are dropped).
+fn polls(e: &mut Engine<MemStore>) -> usize {
+    std::iter::from_fn(|| e.poll_action())
+        .filter(|a| matches!(a, Action::Poll))
+        .count()
+}
+
 /// Rejects every snapshot the engine asked for, at once: a fetch left in
 /// flight would hold the next poll back (see
 /// `a_poll_waits_for_the_reads_of_what_earlier_polls_found`).
@@ -1157,11 +1160,6 @@ fn reject_fetches(e: &mut Engine<MemStore>, now: u64) {
 fn a_poll_waits_for_the_reads_of_what_earlier_polls_found() {
     let mut e = engine(MemStore::new());
     e.handle_timeout(0);
-    let polls = |e: &mut Engine<MemStore>| {
-        std::iter::from_fn(|| e.poll_action())
-            .filter(|a| matches!(a, Action::Poll))
-            .count()
-    };
     assert_eq!(polls(&mut e), 1);
     e.handle(10, listed("other", "S"));
     let fetch = only_fetch(&actions(&mut e));
