@@ -1210,10 +1210,7 @@ fn a_poll_that_found_changes_is_followed_sooner() {
     e.handle_timeout(0);
     let poll = |e: &mut Engine<MemStore>, at: u64, result: Event| {
         e.handle_timeout(at);
-        let polls = std::iter::from_fn(|| e.poll_action())
-            .filter(|a| matches!(a, Action::Poll))
-            .count();
-        assert_eq!(polls, 1, "a poll at {at}");
+        assert_eq!(polls(e), 1, "a poll at {at}");
         e.handle(at + 10, result);
         reject_fetches(e, at + 10);
         e.poll_timeout()
